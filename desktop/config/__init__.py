@@ -1,0 +1,1 @@
+"""Configuration: the model (no I/O) and, later, parsing and storage."""

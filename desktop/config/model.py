@@ -1,0 +1,138 @@
+"""The configuration model: small immutable values the engine is built from.
+
+No I/O and no imports from the rest of ``desktop``: the config parser (issue 4) builds these
+values from a file, ``trayproxy serve`` builds them from flags, and the engine only reads them.
+Secrets are resolved before they get here and travel as :class:`Secret`, whose ``repr`` and
+``str`` never show the value, so a stray log line or traceback cannot print a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+__all__ = [
+    "DEFAULT_ALLOWED_HOSTS",
+    "DEFAULT_ALLOWED_ORIGINS",
+    "DEFAULT_PORT",
+    "LOOPBACK_HOSTS",
+    "ProxySettings",
+    "Secret",
+    "Target",
+]
+
+DEFAULT_PORT = 8000
+# Both loopback families: many clients resolve "localhost" to ::1 first, and a proxy that only
+# listens on 127.0.0.1 then costs them a failed connect (or fails outright) on every request.
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
+# Host header names that mean "this machine" (DNS-rebinding defence; the port is not compared).
+DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]", "::1")
+# Origins of pages and apps that run on this machine. "*" matches any port; a value ending in
+# "://" allows a whole scheme (editor webviews and desktop-app shells send these).
+DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "vscode-webview://",
+    "vscode-file://",
+    "app://",
+    "tauri://",
+)
+# Defaults for slow reasoning models: minutes may pass before the first token or between two.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 600.0
+# Finishing in-flight requests on stop or SIGTERM; after this they are cut.
+DEFAULT_STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A credential; it prints as ``***`` wherever it ends up."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def reveal(self) -> str:
+        """Return the real value; call it only where the value goes on the wire."""
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go and what the proxy adds to them.
+
+    ``url`` is an absolute http(s) URL whose path, if any, is prefixed to every forwarded path
+    (``https://gateway.example/openai`` sends ``/v1/models`` to ``/openai/v1/models``).
+    """
+
+    url: str
+    name: str = ""
+    # Headers set on every upstream request, replacing any the client sent under that name.
+    add_headers: tuple[tuple[str, Secret], ...] = ()
+    # Header names (any case) removed from client requests before forwarding.
+    strip_headers: frozenset[str] = frozenset()
+    # Time allowed to open a TCP (and TLS) connection to the target.
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    # Time allowed until response headers arrive, and between two chunks of a response body.
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    # Verify the target's certificate (against the OS trust store unless ca_bundle is given).
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    # Send the client's Host header instead of the target's (for virtual-hosted gateways).
+    keep_host: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"target URL must start with http:// or https://, got {self.url!r}")
+        if not parts.hostname:
+            raise ValueError(f"target URL has no host: {self.url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"target URL may carry a path but no query or fragment: {self.url!r}")
+        if parts.username or parts.password:
+            raise ValueError("target URL must not carry credentials; add a header instead")
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` exactly as written in the URL."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def base_path(self) -> str:
+        """The URL's path without a trailing slash; ``""`` when it has none."""
+        return urlsplit(self.url).path.rstrip("/")
+
+    @property
+    def display_name(self) -> str:
+        """What people see: the name, or the URL when the target has none."""
+        return self.name or self.url
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential value this target carries, for the log redactor."""
+        return tuple(value.reveal() for _, value in self.add_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """How the local listener behaves; the target is set separately and can change live."""
+
+    # Addresses to listen on; the default is both loopback families.
+    hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    # 0 picks a free port (tests); the first address's port is then reused for the others.
+    port: int = DEFAULT_PORT
+    # Host header names accepted (DNS-rebinding defence), compared without the port.
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    # Origin header values accepted; requests from any other web origin get 403.
+    allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    # Time in-flight requests get to finish when the proxy stops.
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    # One line per request at INFO on the "trayproxy.access" logger.
+    access_log: bool = True

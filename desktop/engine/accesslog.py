@@ -1,0 +1,37 @@
+"""One log line per request: who, what, the answer, how much, how fast.
+
+Written by the proxy handler itself once the response is done (aiohttp's AccessLogger is off:
+it formats every field on every request and would log the raw target, keys included). The
+target is redacted here; the handlers' formatter redacts everything once more.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from desktop.engine.forward import RequestRecord
+from desktop.engine.redact import redact_target
+
+__all__ = ["ACCESS_LOGGER", "log_request"]
+
+ACCESS_LOGGER = logging.getLogger("trayproxy.access")
+
+
+def log_request(request: web.BaseRequest, record: RequestRecord, *, started: float, ended: float) -> None:
+    """Log ``request`` as ``ip "METHOD /path" status bytes ttfb=… total``."""
+    if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
+        return
+    ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
+    ACCESS_LOGGER.info(
+        '%s "%s %s" %s %d ttfb=%s %.3fs%s',
+        request.remote or "-",
+        request.method,
+        redact_target(request.raw_path),
+        record.status or "-",
+        record.bytes_down,
+        ttfb,
+        ended - started,
+        f" [{record.note}]" if record.note else "",
+    )

@@ -1,0 +1,174 @@
+"""Forward one HTTP request to the target and stream the answer back as it arrives.
+
+Nothing is collected, decoded or re-encoded: the request body goes up chunk by chunk (small
+bodies of known length are read first so a dead pooled connection can be retried), and the
+response goes down chunk by chunk with the target's own headers, so gzip stays gzip and an SSE
+token reaches the client the moment the target sends it. A slow client slows the upstream read
+through aiohttp's buffer limits instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from desktop.engine.errors import ProxyError, map_client_error
+from desktop.engine.headers import response_headers
+from desktop.engine.upstream import Upstream
+
+__all__ = ["PassThroughResponse", "RequestRecord", "forward_http"]
+
+log = logging.getLogger("trayproxy.forward")
+
+# aiohttp's client adds these when absent; a proxy must send only what the client sent.
+SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+# Bodies up to this size (with a Content-Length) are read before sending, so the request can be
+# sent again if a pooled connection turns out dead. Chat requests are far smaller; uploads of
+# unknown or larger size stream through untouched.
+REPLAYABLE_BODY_BYTES = 1024 * 1024
+CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class PassThroughResponse(web.StreamResponse):
+    """A response that carries exactly the target's headers.
+
+    aiohttp's server adds Content-Type (to any non-empty body), Date and Server when absent; a
+    proxy that adds them changes what the client sees (RFC 9110 §8.3 leaves Content-Type to the
+    origin), so those it added are taken out again before the headers are written.
+    """
+
+    async def _prepare_headers(self) -> None:
+        headers = self._headers
+        had_type = hdrs.CONTENT_TYPE in headers
+        had_date = hdrs.DATE in headers
+        had_server = hdrs.SERVER in headers
+        await super()._prepare_headers()
+        if not had_type:
+            headers.popall(hdrs.CONTENT_TYPE, None)
+        if not had_date:
+            headers.popall(hdrs.DATE, None)
+        if not had_server:
+            headers.popall(hdrs.SERVER, None)
+
+
+class RequestRecord:
+    """What the access log needs to know about one request; filled in as it goes."""
+
+    __slots__ = ("bytes_down", "first_byte_at", "note", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.bytes_down = 0
+        self.first_byte_at: float | None = None
+        self.note = ""
+
+
+class _ReuseNote:
+    """Set by the upstream's trace hook when the connection came from the pool."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _stream_body(request: web.BaseRequest, send_continue: bool) -> AsyncIterator[bytes]:
+    if send_continue:
+        await request.writer.write(CONTINUE_LINE)
+    async for chunk in request.content.iter_any():
+        yield chunk
+
+
+async def _request_body(request: web.BaseRequest) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+    """The body to send upstream and whether it can be sent a second time."""
+    if not request.body_exists:
+        return None, True
+    send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+    length = request.content_length
+    if length is not None and length <= REPLAYABLE_BODY_BYTES:
+        if send_continue:
+            await request.writer.write(CONTINUE_LINE)
+        return await request.content.readexactly(length), True
+    return _stream_body(request, send_continue), False
+
+
+async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohttp.ClientResponse:
+    headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
+    body, replayable = await _request_body(request)
+    url = upstream.url_for(request.raw_path)
+    target = upstream.target.display_name
+    for attempt in (1, 2):
+        note = _ReuseNote()
+        try:
+            return await upstream.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+                proxy=upstream.proxy,
+                proxy_auth=upstream.auth,
+                trace_request_ctx=note,
+            )
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # A pooled connection that died while idle (sleep, network change, the server's
+            # own idle timeout) fails before any response byte; the request never reached the
+            # target, so it is sent once more on a fresh connection. Connect errors are not
+            # retried: they already were on a fresh connection.
+            if (
+                attempt == 1
+                and note.reused
+                and replayable
+                and not isinstance(exc, aiohttp.ClientConnectorError)
+            ):
+                log.debug("pooled connection to %s failed; retrying on a new one", target)
+                continue
+            raise map_client_error(exc, target=target) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise map_client_error(exc, target=target) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def forward_http(
+    request: web.BaseRequest, upstream: Upstream, record: RequestRecord
+) -> web.StreamResponse:
+    """Send ``request`` to ``upstream`` and stream its answer to the client."""
+    try:
+        upstream_response = await _open_upstream(request, upstream)
+    except ProxyError as exc:
+        record.note = exc.code
+        return exc.to_response()
+    try:
+        response = PassThroughResponse(
+            status=upstream_response.status,
+            reason=upstream_response.reason,
+            headers=response_headers(
+                upstream_response.raw_headers,
+                target_prefix=upstream.prefix,
+                base_path=upstream.base_path,
+                local_base="http://" + (request.host or ""),
+            ),
+        )
+        record.status = upstream_response.status
+        await response.prepare(request)
+        record.first_byte_at = asyncio.get_running_loop().time()
+        try:
+            async for chunk in upstream_response.content.iter_any():
+                record.bytes_down += len(chunk)
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # The target broke off mid-body. Closing without the final chunk (or short of the
+            # Content-Length) makes the client see a broken response, never a clean-looking
+            # truncated one; aiohttp's own write_eof then fails quietly on the closed socket.
+            record.note = map_client_error(exc, target=upstream.target.display_name).code
+            if request.transport is not None:
+                request.transport.close()
+        return response
+    finally:
+        # Returns a fully read connection to the pool; closes one cut short.
+        upstream_response.release()

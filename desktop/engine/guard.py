@@ -1,0 +1,140 @@
+"""Safety checks every request passes before anything is forwarded.
+
+The proxy adds the user's credentials, so anything that can make it send a request spends
+them. Only local tools may: a web page the user visits (another Origin) or a DNS-rebinding
+page (another Host) gets 403, absolute-form targets (use as an open forward proxy) and
+ambiguous message framing (request smuggling) get 400, and oversized headers get 431. The
+options are checked once, when the guard is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from desktop.engine.errors import RequestRefused
+
+__all__ = ["MAX_HEADERS_TOTAL_BYTES", "MAX_HEADER_BYTES", "RequestGuard"]
+
+# One header line (name, ": ", value) may be this long; aiohttp's parser already refuses lines
+# over 8190 bytes with 400 before we see them.
+MAX_HEADER_BYTES = 8 * 1024
+# All header lines together; aiohttp has no total limit of its own.
+MAX_HEADERS_TOTAL_BYTES = 32 * 1024
+
+
+def _hostname(host: str) -> str:
+    """``host`` from a Host header value ``host[:port]`` or ``[v6][:port]``, lower-cased."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1].lower() if end > 0 else host.lower()
+    if host.count(":") == 1:
+        return host.split(":", 1)[0].lower()
+    return host.lower()
+
+
+class _OriginRule:
+    """Allowed origins: exact values, ``scheme://host:*`` wildcards and whole ``scheme://``."""
+
+    __slots__ = ("exact", "schemes", "wildcard_hosts")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        exact: set[str] = set()
+        wildcard: set[str] = set()
+        schemes: list[str] = []
+        for pattern in patterns:
+            pattern = pattern.strip().lower().rstrip("/")
+            if pattern.endswith(":*"):
+                wildcard.add(pattern[:-2])
+            elif pattern.endswith(":/") or pattern.endswith("://"):
+                schemes.append(pattern.rstrip("/") + "//")
+            else:
+                exact.add(pattern)
+        self.exact = frozenset(exact)
+        self.wildcard_hosts = frozenset(wildcard)
+        self.schemes = tuple(schemes)
+
+    def allows(self, origin: str) -> bool:
+        origin = origin.lower()
+        if origin in self.exact or origin in self.wildcard_hosts:
+            return True
+        base, sep, port = origin.rpartition(":")
+        if sep and port.isdigit() and base in self.wildcard_hosts:
+            return True
+        return origin.startswith(self.schemes) if self.schemes else False
+
+
+class RequestGuard:
+    """Refuses requests that must not reach the target; ``check`` returns the refusal or None."""
+
+    __slots__ = ("_hosts", "_origins")
+
+    def __init__(self, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
+        self._hosts = frozenset(_hostname(h.strip()) for h in allowed_hosts if h.strip())
+        self._origins = _OriginRule(allowed_origins)
+
+    def check(self, request: web.BaseRequest) -> RequestRefused | None:
+        """The refusal for ``request``, or None when it may be forwarded."""
+        if not request.raw_path.startswith("/"):
+            return RequestRefused(
+                "TrayProxy is not a forward proxy: send requests to a path such as /v1/models",
+                code="absolute_form_refused",
+            )
+        host_count = 0
+        host = ""
+        origin: str | None = None
+        total = 0
+        content_lengths: set[bytes] = set()
+        chunked = False
+        for name, value in request.raw_headers:
+            size = len(name) + len(value) + 4  # ": " and CRLF
+            if size > MAX_HEADER_BYTES:
+                return RequestRefused(
+                    f"A request header is longer than {MAX_HEADER_BYTES} bytes",
+                    code="header_too_large",
+                    status=431,
+                )
+            total += size
+            lower = name.lower()
+            if lower == b"host":
+                host_count += 1
+                host = value.decode("latin-1").strip()
+            elif lower == b"origin":
+                origin = value.decode("latin-1").strip()
+            elif lower == b"content-length":
+                content_lengths.update(v.strip() for v in value.split(b","))
+            elif lower == b"transfer-encoding":
+                chunked = True
+        if total > MAX_HEADERS_TOTAL_BYTES:
+            return RequestRefused(
+                f"The request headers add up to more than {MAX_HEADERS_TOTAL_BYTES} bytes",
+                code="headers_too_large",
+                status=431,
+            )
+        # RFC 9112 §6.3: both framings, or disagreeing lengths, are how requests get smuggled.
+        if content_lengths and chunked:
+            return RequestRefused(
+                "The request has both Content-Length and Transfer-Encoding", code="ambiguous_framing"
+            )
+        if len(content_lengths) > 1:
+            return RequestRefused(
+                "The request has conflicting Content-Length values", code="ambiguous_framing"
+            )
+        if host_count != 1 or not host:
+            return RequestRefused("The request needs exactly one non-empty Host header", code="bad_host")
+        if _hostname(host) not in self._hosts:
+            return RequestRefused(
+                "This Host is not allowed to use TrayProxy (DNS rebinding protection); "
+                "add it to the allowed hosts to permit it",
+                code="host_not_allowed",
+                status=403,
+            )
+        if origin is not None and not self._origins.allows(origin):
+            return RequestRefused(
+                "Requests from web pages of this origin are not allowed to use TrayProxy; "
+                "add the origin to the allowed origins to permit it",
+                code="origin_not_allowed",
+                status=403,
+            )
+        return None

@@ -1,0 +1,189 @@
+"""Header rules: what crosses the proxy in each direction, and what the proxy adds.
+
+End-to-end headers pass unchanged, in their original case and order, duplicates kept.
+Hop-by-hop headers belong to one connection and stop here (RFC 9110 §7.6.1), as does every
+header the peer named in its Connection header. Requests get the target's Host, the
+X-Forwarded-* trio and the target's configured headers; nothing else is added. Responses get
+nothing added at all, and a Location that points into the target is pointed back at us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict
+
+from desktop.config.model import Target
+
+__all__ = [
+    "HOP_BY_HOP",
+    "RawHeaders",
+    "RequestHeaderRules",
+    "connection_tokens",
+    "is_websocket_upgrade",
+    "response_headers",
+]
+
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+# RFC 9110 §7.6.1 (and its predecessors): meaningful for one connection only. Upgrade is
+# handled apart: the WebSocket bridge makes its own handshake on each side.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+# The client's WebSocket handshake headers: the upstream handshake makes its own.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+# Not forwarded: the request's Host is replaced, and the proxy answers Expect: 100-continue
+# itself when the upload starts (as nginx does) rather than make the target's wait ours.
+_REPLACED_REQUEST_HEADERS = frozenset({"host", "expect"})
+
+
+def connection_tokens(raw_headers: RawHeaders) -> frozenset[str]:
+    """Lower-case names listed in every Connection header (RFC 9110 §7.6.1)."""
+    tokens: set[str] = set()
+    for name, value in raw_headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip()
+                if token:
+                    tokens.add(token.decode("latin-1").lower())
+    return frozenset(tokens)
+
+
+def is_websocket_upgrade(raw_headers: RawHeaders) -> bool:
+    """True for a WebSocket opening handshake (a fairly naive check, like most proxies')."""
+    upgrade = b""
+    for name, value in raw_headers:
+        if len(name) == 7 and name.lower() == b"upgrade":
+            upgrade = value
+    if b"websocket" not in upgrade.lower():
+        return False
+    return "upgrade" in connection_tokens(raw_headers)
+
+
+class RequestHeaderRules:
+    """How one target rewrites request headers; built once per target, applied per request."""
+
+    __slots__ = ("_add", "_drop", "_host", "_keep_host")
+
+    def __init__(self, target: Target) -> None:
+        self._add = tuple((name, value.reveal()) for name, value in target.add_headers)
+        added = {name.lower() for name, _ in self._add}
+        self._drop = (
+            HOP_BY_HOP
+            | _REPLACED_REQUEST_HEADERS
+            | {name.lower() for name in target.strip_headers}
+            | added
+            | {"x-forwarded-proto", "x-forwarded-host"}
+        )
+        self._host = target.origin.split("://", 1)[1]
+        self._keep_host = target.keep_host
+
+    def apply(
+        self,
+        raw_headers: RawHeaders,
+        *,
+        client_ip: str,
+        websocket: bool = False,
+    ) -> CIMultiDict[str]:
+        """Return the headers to send upstream for a request that arrived with ``raw_headers``."""
+        drop: Iterable[str] = self._drop
+        listed = connection_tokens(raw_headers)
+        if listed:
+            drop = self._drop | listed
+        if websocket:
+            drop = frozenset(drop) | WEBSOCKET_HANDSHAKE
+        out: CIMultiDict[str] = CIMultiDict()
+        client_host = ""
+        forwarded_for = ""
+        for raw_name, raw_value in raw_headers:
+            name = raw_name.decode("latin-1")
+            lower = name.lower()
+            if lower == "host":
+                client_host = raw_value.decode("latin-1")
+            if lower == "x-forwarded-for":
+                value = raw_value.decode("latin-1")
+                forwarded_for = f"{forwarded_for}, {value}" if forwarded_for else value
+                continue
+            if lower in drop:
+                continue
+            out.add(name, raw_value.decode("latin-1"))
+        # aiohttp sends the URL's host as Host unless one is given; give it only to keep the
+        # client's (a gateway that routes on virtual hosts).
+        if self._keep_host and client_host:
+            out["Host"] = client_host
+        for name, value in self._add:
+            out[name] = value
+        out["X-Forwarded-For"] = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
+        out["X-Forwarded-Proto"] = "http"
+        if client_host:
+            out["X-Forwarded-Host"] = client_host
+        return out
+
+    @property
+    def host(self) -> str:
+        """The Host the target is addressed by."""
+        return self._host
+
+
+def response_headers(
+    raw_headers: RawHeaders,
+    *,
+    target_prefix: str,
+    base_path: str,
+    local_base: str,
+) -> CIMultiDict[str]:
+    """Headers for the client: the target's, minus hop-by-hop, with Location pointed at us.
+
+    ``target_prefix`` is the target's origin plus base path; ``local_base`` is
+    ``http://<Host the client used>``.
+    """
+    listed = connection_tokens(raw_headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.decode("latin-1")
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in listed:
+            continue
+        value = raw_value.decode("latin-1")
+        if lower == "location":
+            value = rewrite_location(
+                value, target_prefix=target_prefix, base_path=base_path, local_base=local_base
+            )
+        out.add(name, value)
+    return out
+
+
+def rewrite_location(value: str, *, target_prefix: str, base_path: str, local_base: str) -> str:
+    """Point a redirect into the target at the same place behind the proxy.
+
+    ``https://target/base/x`` and ``/base/x`` become ``http://127.0.0.1:8000/x``; anything else
+    (another host, a relative path outside the base) is left alone.
+    """
+    if value.lower().startswith(target_prefix.lower()):
+        rest = value[len(target_prefix) :]
+        if rest == "" or rest[0] in "/?#":
+            return local_base + (rest if rest.startswith("/") else "/" + rest)
+    if base_path and value.startswith(base_path):
+        rest = value[len(base_path) :]
+        if rest == "" or rest[0] in "/?#":
+            return rest if rest.startswith("/") else "/" + rest
+    return value

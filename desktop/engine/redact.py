@@ -1,0 +1,92 @@
+"""Secret redaction for log lines, error bodies and request targets.
+
+Two layers, because either alone misses something:
+
+* shapes: credential headers (``Authorization: ...``, ``api-key=...``), ``key=`` query
+  parameters, bearer tokens and ``sk-`` style keys are masked wherever they appear, so a key the
+  proxy never saw (a client's own) is masked too;
+* values: every configured secret is registered here and masked verbatim, so a key in an
+  unusual place (an exception message, a header with a custom name) is masked as well.
+
+Everything that may print a request detail goes through :func:`redact_text`; the log handlers
+installed by ``desktop.logs`` apply it to every formatted record, aiohttp's own included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+__all__ = [
+    "MASK",
+    "SENSITIVE_HEADERS",
+    "RedactingFormatter",
+    "redact_target",
+    "redact_text",
+    "register_secrets",
+]
+
+MASK = "***"
+# Lower-case names of headers whose values are credentials.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
+# Shorter values are not registered for verbatim masking: masking "abc" everywhere would
+# shred log lines without protecting anything worth protecting.
+MIN_SECRET_LEN = 6
+
+_HEADER_SHAPE = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|set-cookie|cookie)"
+    r"(\s*[:=]\s*)([^\r\n'\"\\]*)"
+)
+_QUERY_SHAPE = re.compile(r"(?i)([?&;](?:api[-_]?)?key=)([^&;#\s'\"]*)")
+_BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
+_KEY_SHAPE = re.compile(r"\b(sk-)[A-Za-z0-9_-]{6,}")
+
+_lock = threading.Lock()
+_known_secrets: tuple[str, ...] = ()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Mask these exact values from now on (configured keys, resolved header values)."""
+    global _known_secrets
+    fresh = {v for v in values if len(v) >= MIN_SECRET_LEN}
+    with _lock:
+        # Longest first, so a value that contains another is masked whole.
+        merged = set(_known_secrets) | fresh
+        _known_secrets = tuple(sorted(merged, key=len, reverse=True))
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with every credential shape and registered secret masked."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+    text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    return _KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+
+
+def redact_target(target: str) -> str:
+    """Mask ``key=`` query values in a request target; the common case costs one scan."""
+    if "key=" not in target and "KEY=" not in target and "Key=" not in target:
+        return target
+    return _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, target)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose whole output, traceback included, is passed through redact_text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))

@@ -1,0 +1,325 @@
+"""The running proxy: listener sockets, the request entry point and the active target.
+
+Runs on one event loop (the controller's thread, or a test's loop) and knows nothing of
+threads, files or UI. It uses aiohttp's low-level server rather than an Application: there is
+one handler and no routing, and the low-level server lets us replace aiohttp's error page,
+which quotes the offending request bytes (a key, possibly) back to the client and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from aiohttp.web_protocol import RequestHandler
+
+from desktop import __version__
+from desktop.config.model import ProxySettings, Target
+from desktop.engine.accesslog import log_request
+from desktop.engine.errors import ProxyError, RequestRefused
+from desktop.engine.forward import RequestRecord, forward_http
+from desktop.engine.guard import RequestGuard
+from desktop.engine.headers import is_websocket_upgrade
+from desktop.engine.redact import register_secrets
+from desktop.engine.upstream import Upstream
+from desktop.engine.websocket import CLOSE_GOING_AWAY, bridge_websocket
+
+__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService"]
+
+log = logging.getLogger("trayproxy.service")
+
+# Paths under this prefix are answered by the proxy and never forwarded.
+RESERVED_PREFIX = "/__trayproxy/"
+HEALTH_PATH = RESERVED_PREFIX + "health"
+# How long to wait for whoever holds our port to say whether it is a TrayProxy.
+PROBE_TIMEOUT_S = 1.0
+# Idle client keep-alive: long enough for a tool's next request, short enough to free sockets.
+CLIENT_KEEPALIVE_S = 75.0
+
+
+class ListenError(Exception):
+    """The listener could not be opened; the message says why in plain words."""
+
+
+def _first_line(message: str | None) -> str:
+    """The description part of a parser error, without the request bytes it quotes."""
+    text = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    for cut in (" b'", ' b"', " '", ":"):
+        index = text.find(cut)
+        if index > 0:
+            text = text[:index]
+    return text[:120] or "malformed request"
+
+
+class _RedactingRequestHandler(RequestHandler):
+    """aiohttp's connection handler with an error answer that echoes nothing back."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of a response is out already: the connection is broken; just close it.
+            raise ConnectionError("response already started")
+        if status >= 500:
+            log.error("internal error while handling a request", exc_info=exc)
+            error: ProxyError = ProxyError(
+                "TrayProxy hit an internal error", code="internal_error", status=status
+            )
+        else:
+            reason = _first_line(message)
+            log.warning("refused a malformed request from %s: %s (%d)", request.remote, reason, status)
+            error = RequestRefused(
+                f"TrayProxy could not read the request: {reason}", code="bad_request", status=status
+            )
+        response = error.to_response()
+        response.force_close()
+        return response
+
+
+class _ProxyServer(web.Server):
+    """web.Server that builds our request handler (aiohttp has no public hook for the class)."""
+
+    def __call__(self) -> RequestHandler:
+        return _RedactingRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProxyService:
+    """The proxy on the current event loop: ``start``, ``set_target``, ``stop``."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        target: Target,
+        *,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self._resolver = resolver
+        self._guard = RequestGuard(
+            allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
+        )
+        self._target = target
+        self._upstream: Upstream | None = None
+        self._runner: web.ServerRunner | None = None
+        self._sites: list[web.TCPSite] = []
+        self._websockets: set[web.WebSocketResponse] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._access_log = settings.access_log
+        self.addresses: list[tuple[str, int]] = []
+        self.requests_total = 0
+        self.requests_active = 0
+
+    @property
+    def target(self) -> Target:
+        """The target new requests go to."""
+        return self._target
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        return self.addresses[0][1] if self.addresses else self.settings.port
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    async def start(self) -> None:
+        """Open the target's pool and the listeners; raise ListenError if a port is taken."""
+        if self._runner is not None:
+            return
+        register_secrets(self._target.secrets())
+        self._upstream = Upstream(self._target, resolver=self._resolver)
+        server = _ProxyServer(
+            self._handle,
+            handler_cancellation=True,  # a client that leaves cancels its upstream request
+            access_log=None,  # our own access line, see accesslog.py
+            auto_decompress=False,  # request bodies pass through as sent
+            keepalive_timeout=CLIENT_KEEPALIVE_S,
+            lingering_time=0,  # do not read an unread body after answering; just close
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.settings.stop_grace_s)
+        await runner.setup()
+        self._runner = runner
+        try:
+            await self._listen(runner)
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        for host, port in self.addresses:
+            log.info("listening on %s", _url(host, port))
+
+    async def _listen(self, runner: web.ServerRunner) -> None:
+        port = self.settings.port
+        self.addresses = []
+        for index, host in enumerate(self.settings.hosts):
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                if index > 0 and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    # No IPv6 loopback on this machine: IPv4 alone is all clients can use.
+                    log.debug("not listening on %s: %s", host, exc.strerror)
+                    continue
+                raise ListenError(await _describe_listen_error(host, port, exc)) from exc
+            self._sites.append(site)
+            bound = _bound_port(site)
+            self.addresses.append((host, bound))
+            # With port 0 the first address picks the port; the others use the same one.
+            port = bound
+
+    def set_target(self, target: Target) -> None:
+        """Send new requests to ``target``; requests already open finish on the old one."""
+        if target == self._target:
+            return
+        register_secrets(target.secrets())
+        self._target = target
+        if self._upstream is None:
+            return
+        old, self._upstream = self._upstream, Upstream(target, resolver=self._resolver)
+        old.retired = True
+        if old.active == 0:
+            self._close_upstream(old)
+        log.info("target is now %s", target.display_name)
+
+    def _close_upstream(self, upstream: Upstream) -> None:
+        task = asyncio.get_running_loop().create_task(upstream.close(), name="close-upstream")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop listening, let open requests finish within the grace period, close pools."""
+        runner, self._runner = self._runner, None
+        for ws in list(self._websockets):
+            await ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping")
+        if runner is not None:
+            if grace_s is not None:
+                runner._shutdown_timeout = grace_s
+            await runner.cleanup()
+        self._sites.clear()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            await upstream.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        self.addresses = []
+
+    def health(self) -> dict[str, object]:
+        """The status document served at HEALTH_PATH."""
+        return {
+            "app": "trayproxy",
+            "version": __version__,
+            "pid": os.getpid(),
+            "target": {"name": self._target.name, "url": self._target.url},
+            "requests_active": self.requests_active,
+            "requests_total": self.requests_total,
+        }
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        record = RequestRecord()
+        self.requests_total += 1
+        self.requests_active += 1
+        try:
+            response = await self._dispatch(request, record)
+            if not record.status:
+                record.status = response.status
+            return response
+        except asyncio.CancelledError:
+            record.note = record.note or "client went away"
+            raise
+        finally:
+            self.requests_active -= 1
+            if self._access_log:
+                log_request(request, record, started=started, ended=loop.time())
+
+    async def _dispatch(self, request: web.BaseRequest, record: RequestRecord) -> web.StreamResponse:
+        refusal = self._guard.check(request)
+        if refusal is not None:
+            record.note = refusal.code
+            return refusal.to_response()
+        if request.raw_path.startswith(RESERVED_PREFIX):
+            return self._answer_reserved(request)
+        upstream = self._upstream
+        if upstream is None:
+            return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
+        upstream.active += 1
+        try:
+            if is_websocket_upgrade(request.raw_headers):
+                return await bridge_websocket(request, upstream, record, self._websockets)
+            return await forward_http(request, upstream, record)
+        finally:
+            upstream.active -= 1
+            if upstream.retired and upstream.active == 0:
+                self._close_upstream(upstream)
+
+    def _answer_reserved(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.raw_path.split("?", 1)[0]
+        if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            return web.Response(body=json.dumps(self.health()).encode(), content_type="application/json")
+        return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def _describe_listen_error(host: str, port: int, exc: OSError) -> str:
+    where = _url(host, port).removeprefix("http://")
+    if exc.errno == errno.EADDRINUSE:
+        if await _is_trayproxy(host, port):
+            return f"TrayProxy is already running on {where}"
+        return f"Port {port} on {host} is already in use by another program; choose another port"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"Not allowed to listen on {where} (ports below 1024 need admin rights)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine"
+    return f"Cannot listen on {where}: {exc.strerror or exc}"
+
+
+async def _is_trayproxy(host: str, port: int) -> bool:
+    """Ask whoever holds the port for our health document (raw HTTP, no client session)."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                hostname = f"[{host}]" if ":" in host else host
+                writer.write(
+                    f"GET {HEALTH_PATH} HTTP/1.1\r\nHost: {hostname}:{port}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                data = await reader.read(4096)
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return b'"app": "trayproxy"' in data
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        info = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(entry[4][0]).is_loopback for entry in info)

@@ -1,0 +1,143 @@
+"""The transport to one target: a pooled client session and everything fixed per target.
+
+Built once when a target becomes active and reused by every request to it: connection pool,
+TLS context (the OS trust store by default, so corporate CAs work), proxy settings from the
+environment (read here, once, not per request), timeouts and header rules. Each target keeps
+its own pool; a target that is switched away from is closed once its last request finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.request
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from desktop.config.model import Target
+from desktop.engine.headers import RequestHeaderRules
+
+__all__ = ["Upstream", "build_ssl_context", "environment_proxy"]
+
+log = logging.getLogger("trayproxy.upstream")
+
+# Idle pooled connections are closed after this long. Below uvicorn's 5 s default keep-alive
+# (vLLM and most Python servers), so we close first and never reuse a connection the server
+# is about to drop; a dead reused connection is still retried once (see forward.py).
+IDLE_KEEPALIVE_S = 4.0
+# Upstream response header limits: gateways send long CSP and cookie lines, and refusing a
+# target's answer over a header size is worse than holding a few more KiB.
+MAX_RESPONSE_LINE_BYTES = 65536
+# Resolved addresses are kept briefly so a burst of requests costs one lookup.
+DNS_CACHE_TTL_S = 10
+
+
+def build_ssl_context(target: Target) -> ssl.SSLContext | bool:
+    """TLS settings for ``target``: OS trust store, a given CA bundle, or no verification."""
+    if not target.verify_tls:
+        return False
+    if target.ca_bundle:
+        return ssl.create_default_context(cafile=target.ca_bundle)
+    try:
+        import truststore
+    except ImportError:  # pragma: no cover - truststore is a dependency; certifi is the fallback
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def environment_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The HTTP(S)_PROXY to use for ``url`` honouring NO_PROXY, read from the environment now.
+
+    aiohttp's ``trust_env`` would re-read this and ``~/.netrc`` on every request (and may add
+    netrc credentials the user never meant for the target), so it stays off.
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or not parts.hostname:
+        return None, None
+    if urllib.request.proxy_bypass(parts.hostname):
+        return None, None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    proxy_url = URL(proxy)
+    auth = None
+    if proxy_url.user:
+        auth = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
+        proxy_url = proxy_url.with_user(None)
+    return proxy_url, auth
+
+
+async def _on_reuse(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object) -> None:
+    # The forward handler retries a failed request once only when the failed connection came
+    # from the pool: that is the one case where the request cannot have reached the target.
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.reused = True
+
+
+class Upstream:
+    """One target's connection pool and per-target constants."""
+
+    __slots__ = (
+        "active",
+        "auth",
+        "base_path",
+        "prefix",
+        "proxy",
+        "retired",
+        "rules",
+        "session",
+        "target",
+    )
+
+    def __init__(self, target: Target, *, resolver: AbstractResolver | None = None) -> None:
+        """Open the pool for ``target``; call on the proxy's event loop."""
+        self.target = target
+        self.rules = RequestHeaderRules(target)
+        self.base_path = target.base_path
+        self.prefix = target.origin + self.base_path
+        self.proxy, self.auth = environment_proxy(target.url)
+        # Requests in flight on this pool, so a retired pool closes when the last one ends.
+        self.active = 0
+        self.retired = False
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_reuseconn.append(_on_reuse)
+        connector = aiohttp.TCPConnector(
+            limit=0,  # no cap: 200 concurrent streams must not queue behind each other
+            keepalive_timeout=IDLE_KEEPALIVE_S,
+            ssl=build_ssl_context(target),
+            resolver=resolver,
+            ttl_dns_cache=DNS_CACHE_TTL_S,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,  # a stream may last an hour; only gaps are bounded
+                connect=target.connect_timeout_s,
+                sock_connect=target.connect_timeout_s,
+                sock_read=target.read_timeout_s,
+            ),
+            auto_decompress=False,  # bytes pass through as the target encoded them
+            trust_env=False,  # proxies are resolved once above
+            cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the client, not to us
+            max_line_size=MAX_RESPONSE_LINE_BYTES,
+            max_field_size=MAX_RESPONSE_LINE_BYTES,
+            trace_configs=[trace],
+            requote_redirect_url=False,
+        )
+        if self.proxy is not None:
+            log.info("requests to %s go through the proxy %s", target.display_name, self.proxy)
+
+    def url_for(self, raw_target: str) -> URL:
+        """The upstream URL for a request target, byte for byte: nothing is re-quoted."""
+        return URL(self.prefix + raw_target, encoded=True)
+
+    async def close(self) -> None:
+        """Close the pool; open requests on it are cut."""
+        await self.session.close()
