@@ -1,0 +1,89 @@
+"""Shared fixtures: a clean environment per test and the proxy started on the test's loop."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from desktop.config.model import ProxySettings, Target
+from desktop.engine.service import ProxyService
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Variables that change how the proxy or the SDKs behave; a developer's shell must not leak
+# into a test (httpx's tests scrub the same way).
+_SCRUBBED_SUFFIXES = ("_PROXY", "_API_KEY", "_BASE_URL", "_API_BASE")
+_SCRUBBED_NAMES = {"TRAYPROXY_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Scrub proxy, key and config variables; give the test its own HOME and XDG dirs."""
+    for name in list(os.environ):
+        if name.upper().endswith(_SCRUBBED_SUFFIXES) or name.upper() in _SCRUBBED_NAMES:
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_RUNTIME_DIR", "runtime"),
+    ):
+        path = home / sub
+        path.mkdir(mode=0o700)
+        monkeypatch.setenv(var, str(path))
+    yield
+
+
+@dataclass
+class RunningProxy:
+    """A proxy started on the test's event loop, listening on 127.0.0.1 at a free port."""
+
+    service: ProxyService
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+StartProxy = Callable[..., Awaitable[RunningProxy]]
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[StartProxy]:
+    """``await start_proxy(target_url, **target_fields, settings=..., resolver=...)``."""
+    started: list[ProxyService] = []
+
+    async def go(
+        target: str | Target,
+        *,
+        settings: ProxySettings | None = None,
+        resolver: Any = None,
+        **target_fields: Any,
+    ) -> RunningProxy:
+        if isinstance(target, str):
+            target = Target(url=target, name="test-target", **target_fields)
+        elif target_fields:
+            target = replace(target, **target_fields)
+        settings = settings or ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=2.0)
+        service = ProxyService(settings, target, resolver=resolver)
+        await service.start()
+        started.append(service)
+        return RunningProxy(service)
+
+    yield go
+    for service in started:
+        await service.stop(grace_s=0.5)
