@@ -41,7 +41,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         path = home / sub
         path.mkdir(mode=0o700)
         monkeypatch.setenv(var, str(path))
-    yield
+    return
 
 
 @dataclass
