@@ -3,8 +3,8 @@
 The one owner of a thread and an event loop. Front ends (``trayproxy serve`` now, the tray
 later) call its methods from their own thread; each call is handed to the loop with
 ``run_coroutine_threadsafe`` and waited for with a bound. State leaves as an immutable
-:class:`ProxyStatus` snapshot, handed to listeners on the loop thread: a listener must only
-store it and ask its own thread to refresh, never touch UI objects from there.
+:class:`ProxyStatus` snapshot, handed to listeners on whichever thread made the change: a
+listener must only store it and ask its own thread to refresh, never touch UI objects there.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ProxyController:
         return self._target
 
     def add_listener(self, listener: StatusListener) -> None:
-        """Call ``listener(status)`` on every change (on the proxy's thread)."""
+        """Call ``listener(status)`` on every change (on the thread that made it)."""
         self._listeners.append(listener)
 
     def start(self) -> ProxyStatus:
