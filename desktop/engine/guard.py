@@ -44,11 +44,13 @@ class _OriginRule:
         wildcard: set[str] = set()
         schemes: list[str] = []
         for pattern in patterns:
-            pattern = pattern.strip().lower().rstrip("/")
+            pattern = pattern.strip().lower()
+            if pattern.endswith("://"):
+                schemes.append(pattern)
+                continue
+            pattern = pattern.rstrip("/")
             if pattern.endswith(":*"):
                 wildcard.add(pattern[:-2])
-            elif pattern.endswith(":/") or pattern.endswith("://"):
-                schemes.append(pattern.rstrip("/") + "//")
             else:
                 exact.add(pattern)
         self.exact = frozenset(exact)

@@ -1,7 +1,6 @@
 """A first end-to-end check that fixtures, proxy and upstream fit together."""
 
 import aiohttp
-
 from upstreams import Seen, echo_app
 
 

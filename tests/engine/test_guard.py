@@ -1,0 +1,453 @@
+"""Safe by default: only tools on this machine can make the proxy spend the user's keys.
+
+A web page the user visits (another Origin), a DNS-rebinding page (another Host), use as an open
+forward proxy, smuggling by ambiguous framing and oversized headers are all refused before
+anything reaches the target. Claims about the wire use raw bytes over a socket; "never
+forwarded" is checked against what the echo target recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
+from rawhttp import RawResponse, build_request, exchange
+from upstreams import Seen, echo_app
+
+from desktop.config.model import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_ALLOWED_ORIGINS,
+    LOOPBACK_HOSTS,
+    ProxySettings,
+)
+from desktop.engine.guard import MAX_HEADERS_TOTAL_BYTES, RequestGuard
+
+
+def _settings(**fields: Any) -> ProxySettings:
+    fields.setdefault("hosts", ("127.0.0.1",))
+    return ProxySettings(port=0, stop_grace_s=2.0, **fields)
+
+
+@dataclass
+class Guarded:
+    """A proxy in front of an echo target; ``seen`` is what the target received."""
+
+    port: int
+    seen: Seen
+    upstream_port: int
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def send(self, data: bytes, **kwargs: Any) -> RawResponse:
+        return await exchange(self.port, data, **kwargs)
+
+    async def get(self, *headers: tuple[str, str] | bytes, target: str = "/v1/models") -> RawResponse:
+        """A GET with exactly ``headers`` (no Host unless given) and Connection: close."""
+        return await self.send(build_request("GET", target, headers=[*headers, ("Connection", "close")]))
+
+
+@pytest.fixture
+async def make_guarded(aiohttp_server, start_proxy):
+    async def go(settings: ProxySettings | None = None, resolver: Any = None) -> Guarded:
+        seen = Seen()
+        upstream = await aiohttp_server(echo_app(seen))
+        proxy = await start_proxy(
+            str(upstream.make_url("")), settings=settings or _settings(), resolver=resolver
+        )
+        return Guarded(port=proxy.port, seen=seen, upstream_port=upstream.port)
+
+    return go
+
+
+@pytest.fixture
+async def guarded(make_guarded) -> Guarded:
+    return await make_guarded()
+
+
+def _assert_refused(response: RawResponse, guarded: Guarded, status: int | tuple[int, ...] = ()) -> None:
+    allowed = (status,) if isinstance(status, int) else status
+    if allowed:
+        assert response.status in allowed, response.raw
+    else:
+        assert 400 <= response.status < 500, response.raw
+    assert guarded.seen.requests == [], "a refused request reached the target"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# --- where it listens ----------------------------------------------------------------------
+
+
+def test_default_listen_addresses_are_both_loopbacks_only() -> None:
+    """Out of the box (settings and `trayproxy serve` without --host) only this machine can
+    connect, over IPv4 and IPv6, so clients that resolve `localhost` to ::1 work too."""
+    from desktop.cli import _build_parser, _settings_from_args
+
+    assert ProxySettings().hosts == ("127.0.0.1", "::1")
+    assert LOOPBACK_HOSTS == ("127.0.0.1", "::1")
+    args = _build_parser().parse_args(["serve", "--target", "http://127.0.0.1:9"])
+    assert _settings_from_args(args).hosts == ("127.0.0.1", "::1")
+
+
+async def test_proxy_answers_on_ipv4_and_ipv6_loopback(make_guarded) -> None:
+    """A tool that connects to 127.0.0.1 and one that connects to ::1 both reach the target."""
+    if not _has_ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    guarded = await make_guarded(_settings(hosts=("127.0.0.1", "::1")))
+    for address, host in (("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")):
+        request = build_request(headers=[("Host", f"{host}:{guarded.port}"), ("Connection", "close")])
+        response = await exchange(guarded.port, request, host=address)
+        assert response.status == 200, (address, response.raw)
+    assert len(guarded.seen.requests) == 2
+
+
+# --- Host (DNS rebinding) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.0.0.1:{port}",
+        "localhost",
+        "localhost:{port}",
+        "LocalHost:{port}",
+        "[::1]",
+        "[::1]:{port}",
+    ],
+)
+async def test_request_naming_this_machine_in_host_is_forwarded(guarded, host) -> None:
+    """Tools that address the proxy as 127.0.0.1, localhost or [::1] work, port or not."""
+    response = await guarded.get(("Host", host.format(port=guarded.port)))
+    assert response.status == 200, response.raw
+    assert len(guarded.seen.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "host_headers",
+    [
+        pytest.param([("Host", "evil.example")], id="rebinding-name"),
+        pytest.param([("Host", "evil.example:{port}")], id="rebinding-name-with-port"),
+        pytest.param([("Host", "localhost.evil.example:{port}")], id="localhost-prefixed-name"),
+        pytest.param([("Host", "127.0.0.1.evil.example")], id="ip-prefixed-name"),
+        pytest.param([("Host", "192.168.1.20:{port}")], id="lan-address"),
+        pytest.param([("Host", "")], id="empty"),
+        pytest.param([b"Host:   "], id="blank"),
+        pytest.param([("Host", "127.0.0.1:{port}"), ("Host", "127.0.0.1:{port}")], id="two-local"),
+        pytest.param([("Host", "127.0.0.1:{port}"), ("Host", "evil.example")], id="local-and-foreign"),
+    ],
+)
+async def test_request_with_foreign_or_bad_host_never_reaches_target(guarded, host_headers) -> None:
+    """A page on another domain that rebinds its DNS name to 127.0.0.1 cannot spend the keys:
+    its requests carry its own Host and get 4xx, as do requests with no usable Host."""
+    headers = [h if isinstance(h, bytes) else (h[0], h[1].format(port=guarded.port)) for h in host_headers]
+    response = await guarded.get(*headers)
+    _assert_refused(response, guarded)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_request_without_host_never_reaches_target(guarded, version) -> None:
+    """HTTP/1.1 and HTTP/1.0 requests without Host are refused, not sent on with the target's."""
+    response = await guarded.send(build_request(headers=[("Connection", "close")], version=version))
+    _assert_refused(response, guarded)
+
+
+async def test_configured_extra_host_is_allowed_and_others_still_refused(make_guarded) -> None:
+    """A user who adds a host name (say, a hosts-file alias) can use it; the rest stay out."""
+    guarded = await make_guarded(_settings(allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, "proxy.lan")))
+    assert (await guarded.get(("Host", f"proxy.lan:{guarded.port}"))).status == 200
+    assert (await guarded.get(("Host", f"localhost:{guarded.port}"))).status == 200
+    refused = await guarded.get(("Host", f"other.lan:{guarded.port}"))
+    assert 400 <= refused.status < 500
+    assert len(guarded.seen.requests) == 2
+
+
+# --- Origin (web pages) --------------------------------------------------------------------
+
+LOCAL_ORIGINS = [
+    "http://localhost:3000",
+    "http://127.0.0.1:5173",
+    "http://[::1]:8080",
+    "vscode-webview://abc",
+    "vscode-file://vscode-app",
+    "app://x",
+    "tauri://localhost",
+]
+FOREIGN_ORIGINS = [
+    "https://evil.example",
+    "http://evil.example:3000",
+    "http://localhost.evil.example:3000",
+    "http://localhost:3000.evil.example",
+    "http://127.0.0.1.evil.example",
+    "https://localhost.evil.example",
+    "http://127.0.0.1:80@evil.example",
+    "null",
+]
+
+
+@pytest.mark.parametrize("origin", LOCAL_ORIGINS)
+async def test_request_from_local_page_or_app_is_forwarded(guarded, origin) -> None:
+    """A dev server on localhost or an editor/desktop-app webview can use the proxy."""
+    response = await guarded.get(("Host", guarded.host), ("Origin", origin))
+    assert response.status == 200, response.raw
+    [seen] = guarded.seen.requests
+    assert ["Origin", origin] in seen["headers"]
+
+
+@pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
+async def test_request_from_foreign_origin_gets_403_and_never_reaches_target(guarded, origin) -> None:
+    """A web page the user visits cannot spend the keys: fetch() from its origin gets 403,
+    with nothing that would let the page read the answer (no Access-Control-Allow-*)."""
+    response = await guarded.get(("Host", guarded.host), ("Origin", origin))
+    _assert_refused(response, guarded, status=403)
+    assert not {n for n in response.header_names if n.startswith("access-control-")}
+
+
+async def test_configured_origin_is_allowed_and_lookalikes_still_refused(make_guarded) -> None:
+    """A user who allows their own web app's origin can use it from there, and only there."""
+    origins = (*DEFAULT_ALLOWED_ORIGINS, "https://app.example")
+    guarded = await make_guarded(_settings(allowed_origins=origins))
+    assert (await guarded.get(("Host", guarded.host), ("Origin", "https://app.example"))).status == 200
+    for lookalike in ("https://app.example.evil.example", "http://app.example", "https://evil.example"):
+        response = await guarded.get(("Host", guarded.host), ("Origin", lookalike))
+        assert response.status == 403, lookalike
+    assert len(guarded.seen.requests) == 1
+
+
+async def test_cors_preflight_is_forwarded_and_answer_has_only_target_headers(guarded) -> None:
+    """The proxy grants no cross-origin access of its own: a preflight from an allowed page
+    reaches the target, and the page sees exactly the headers the target sent."""
+    preflight = build_request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        headers=[
+            ("Host", guarded.host),
+            ("Origin", "http://localhost:3000"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "authorization, content-type"),
+            ("Connection", "close"),
+        ],
+    )
+    through = await guarded.send(preflight)
+    assert [r["method"] for r in guarded.seen.requests] == ["OPTIONS"]
+    direct = await exchange(guarded.upstream_port, preflight)
+    assert through.status == direct.status == 200
+    assert not {n for n in through.header_names if n.startswith("access-control-")}
+    assert through.header_names <= direct.header_names, through.header_names - direct.header_names
+
+
+# --- forward-proxy use ---------------------------------------------------------------------
+
+
+class _RecordingResolver(AbstractResolver):
+    """Fails every lookup (no query leaves the machine) and remembers what was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+        self.asked.append(host)
+        raise OSError(f"test resolver: no lookups ({host})")
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "http://example.com/v1/models"),
+        ("POST", "https://example.com/v1/chat/completions"),
+        ("GET", "http://127.0.0.1:{upstream}/v1/models"),
+        ("CONNECT", "example.com:443"),
+    ],
+)
+async def test_forward_proxy_requests_are_refused_without_a_lookup(make_guarded, method, target) -> None:
+    """Someone pointing HTTP(S)_PROXY at TrayProxy does not get an open proxy: absolute-form
+    and CONNECT requests are refused, nothing is forwarded and no name is looked up."""
+    resolver = _RecordingResolver()
+    guarded = await make_guarded(resolver=resolver)
+    target = target.format(upstream=guarded.upstream_port)
+    request = build_request(method, target, headers=[("Host", guarded.host), ("Connection", "close")])
+    response = await guarded.send(request)
+    _assert_refused(response, guarded, status=(400, 403, 405))
+    assert resolver.asked == []
+
+
+# --- header size ---------------------------------------------------------------------------
+
+
+def _fill_headers(total: int, *, line: int = 1000) -> list[tuple[str, str]]:
+    """Headers ``X-Fill-NN: aaa`` whose lines, each counted as ``Name: value`` plus CRLF,
+    add up to exactly ``total`` bytes."""
+    headers = []
+    index = 0
+    while total > 0:
+        name = f"X-Fill-{index:03d}"
+        size = min(line, total)
+        if total - size < len(name) + 5:  # the remainder must fit a line of its own
+            size = total
+        headers.append((name, "a" * (size - len(name) - 4)))
+        total -= size
+        index += 1
+    return headers
+
+
+def _wire_size(headers: list[tuple[str, str]]) -> int:
+    return sum(len(f"{name}: {value}\r\n") for name, value in headers)
+
+
+async def test_header_over_8_kib_is_refused(guarded) -> None:
+    """One enormous header gets 400/431 instead of being passed to the target."""
+    response = await guarded.get(("Host", guarded.host), ("X-Big", "a" * (8 * 1024 + 1)))
+    _assert_refused(response, guarded, status=(400, 431))
+
+
+async def test_header_just_under_8_kib_is_forwarded_intact(guarded) -> None:
+    """A long but legal header (a big cookie or token) reaches the target unchanged."""
+    value = "a" * 8000
+    response = await guarded.get(("Host", guarded.host), ("X-Big", value))
+    assert response.status == 200, response.raw[:300]
+    [seen] = guarded.seen.requests
+    assert ["X-Big", value] in seen["headers"]
+
+
+async def test_many_headers_over_32_kib_in_all_get_431(guarded) -> None:
+    """Forty 1 KiB headers (each one legal) add up to too much and get 431, not forwarded."""
+    headers = [("Host", guarded.host), *[(f"X-Fill-{i:02d}", "a" * 1024) for i in range(40)]]
+    response = await guarded.get(*headers)
+    _assert_refused(response, guarded, status=431)
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 431)])
+async def test_total_header_limit_is_exactly_32_kib(guarded, extra, status) -> None:
+    """Header lines adding up to exactly 32 KiB pass; one byte more gets 431."""
+    fixed = [("Host", guarded.host), ("Connection", "close")]
+    headers = fixed + _fill_headers(MAX_HEADERS_TOTAL_BYTES - _wire_size(fixed) + extra)
+    assert _wire_size(headers) == 32 * 1024 + extra
+    response = await guarded.send(build_request(headers=headers))
+    assert response.status == status, response.raw[:300]
+    assert len(guarded.seen.requests) == (1 if status == 200 else 0)
+
+
+# --- message framing (request smuggling) ---------------------------------------------------
+
+_SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param([("Content-Length", "46"), ("Transfer-Encoding", "chunked")], id="cl-then-te"),
+        pytest.param([("Transfer-Encoding", "chunked"), ("Content-Length", "46")], id="te-then-cl"),
+        pytest.param([("Content-Length", "0"), ("Transfer-Encoding", "chunked")], id="cl-zero"),
+        pytest.param([("Content-Length", "46"), ("Transfer-Encoding", "gzip, chunked")], id="te-list"),
+    ],
+)
+async def test_content_length_with_transfer_encoding_gets_400_not_forwarded(guarded, framing) -> None:
+    """A request framed two ways (how requests are smuggled past a proxy) gets 400; neither
+    it nor the request hidden in its body reaches the target."""
+    body = b"0\r\n\r\n" + _SMUGGLED
+    request = build_request(
+        "POST", "/v1/chat/completions", headers=[("Host", guarded.host), *framing], body=body
+    )
+    response = await guarded.send(request, read_rest=True)
+    _assert_refused(response, guarded, status=400)
+    assert b"HTTP/1.1 200" not in response.rest
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        pytest.param([("Content-Length", "5"), ("Content-Length", "46")], id="two-headers"),
+        pytest.param([("Content-Length", "5, 46")], id="list"),
+    ],
+)
+async def test_conflicting_content_lengths_get_400_not_forwarded(guarded, lengths) -> None:
+    """Two different Content-Lengths are refused, whichever one the target would believe."""
+    request = build_request(
+        "POST",
+        "/v1/chat/completions",
+        headers=[("Host", guarded.host), *lengths],
+        body=b"hello" + _SMUGGLED[:41],
+    )
+    response = await guarded.send(request, read_rest=True)
+    _assert_refused(response, guarded, status=400)
+    assert b"HTTP/1.1 200" not in response.rest
+
+
+# --- properties of the matchers ------------------------------------------------------------
+
+_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True)
+_NAME = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
+_LOCAL_WORD = st.sampled_from(["localhost", "127.0.0.1", "[::1]", "::1"])
+_GLUE = st.sampled_from([".", "-", "", "_", "%2e", "@", ".localhost."])
+
+
+def _is_local(host: str) -> bool:
+    bare = host.strip("[]").rstrip(".")
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+_FOREIGN_HOST = st.one_of(
+    _NAME,
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    st.tuples(_LOCAL_WORD, _GLUE, _NAME).map("".join),  # localhost.evil.example
+    st.tuples(_NAME, _GLUE, _LOCAL_WORD).map("".join),  # evil-localhost
+).filter(lambda host: not _is_local(host))
+# Host values a browser can send for a page that is not on this machine: DNS names (including
+# lookalikes of the local names), and LAN or public addresses.
+_FOREIGN_HOST_NAME = st.one_of(
+    _NAME,
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    st.tuples(st.sampled_from(["localhost", "127.0.0.1"]), st.sampled_from([".", "-"]), _NAME).map("".join),
+    st.tuples(_NAME, st.sampled_from([".", "-"]), st.sampled_from(["localhost", "127.0.0.1"])).map("".join),
+).filter(lambda host: not _is_local(host))
+_PORT = st.one_of(st.just(""), st.integers(0, 65535).map(lambda p: f":{p}"))
+
+
+def _guard() -> RequestGuard:
+    return RequestGuard(allowed_hosts=DEFAULT_ALLOWED_HOSTS, allowed_origins=DEFAULT_ALLOWED_ORIGINS)
+
+
+@given(scheme=st.sampled_from(["http", "https", "HTTP", "ws"]), host=_FOREIGN_HOST, port=_PORT)
+def test_origin_matcher_never_allows_a_page_on_another_host(scheme, host, port) -> None:
+    """Whatever a foreign web origin looks like (localhost-lookalike names, LAN or public
+    addresses, any port), its requests get 403."""
+    origin = f"{scheme}://{host}{port}"
+    request = make_mocked_request("GET", "/v1/models", headers={"Host": "127.0.0.1:8000", "Origin": origin})
+    refusal = _guard().check(request)
+    assert refusal is not None, origin
+    assert refusal.status == 403
+
+
+@given(host=_FOREIGN_HOST_NAME, port=_PORT)
+def test_host_matcher_never_allows_a_name_that_is_not_this_machine(host, port) -> None:
+    """Whatever Host a rebinding page's requests carry, if it is not this machine it is refused."""
+    request = make_mocked_request("GET", "/v1/models", headers={"Host": f"{host}{port}"})
+    refusal = _guard().check(request)
+    assert refusal is not None, host + port
+    assert 400 <= refusal.status < 500

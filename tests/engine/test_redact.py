@@ -1,0 +1,429 @@
+"""Secrets never leak: no key a tool sends or the proxy adds shows up in a log line or in an
+answer the proxy makes itself, aiohttp's own parser-error page and logs included.
+
+Log output is checked as printed: ``desktop.logs.setup_logging`` installs the redacting stderr
+handler ``trayproxy serve`` uses, and every captured stderr line is searched for the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+from rawhttp import build_request, exchange
+from upstreams import Seen, dead_port, echo_app
+from yarl import URL
+
+from desktop.config.model import Secret, Target
+from desktop.engine import redact
+from desktop.engine.redact import MASK, RedactingFormatter, redact_target, redact_text, register_secrets
+from desktop.logs import setup_logging
+
+# Keys shaped like real ones but not like the generic "sk-" shape, so only deliberate
+# redaction (not the sk- pattern) can hide them.
+GROQ_KEY = "gsk_CfgKey7e4b1c9d2a5f8e3b6c0d9a1f"
+GEMINI_KEY = "AIzaSyCfgKey-9x8w7v6u5t4s3r2q1p0"
+AZURE_KEY = "f3c0a9d2b7e14c6f8a5d2e9b1c7f4a60"
+# The same shapes for the redact_text tables. These are never configured anywhere (configured
+# keys are registered process-wide and masked verbatim), so only the shape rules can hide them.
+SHAPE_GEMINI = "AIzaSyShape-1q2w3e4r5t6y7u8i9o0p"
+SHAPE_AZURE = "9b8a7c6d5e4f30211203f4e5d6c7a8b9"
+SHAPE_GROQ = "gsk_Shape0f1e2d3c4b5a69788796a5b4"
+
+
+@pytest.fixture
+def stderr_log(capfd) -> Iterator[Callable[..., Callable[[], list[str]]]]:
+    """``lines = stderr_log(verbose=True)`` sets up logging as ``trayproxy serve`` does;
+    ``lines()`` returns every stderr line printed since. Its handler goes and the levels it
+    changed are restored afterwards."""
+    root = logging.getLogger()
+    touched = ("aiohttp", "trayproxy.access")
+    saved_levels = {name: logging.getLogger(name).level for name in touched}
+    saved_root_level = root.level
+    before: set[logging.Handler] = set()
+
+    def install(*, verbose: bool = True) -> Callable[[], list[str]]:
+        before.update(root.handlers)
+        setup_logging(verbose=verbose)
+        capfd.readouterr()
+
+        def lines() -> list[str]:
+            return capfd.readouterr().err.splitlines()
+
+        return lines
+
+    yield install
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+    root.setLevel(saved_root_level)
+    for name, level in saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _leaks(lines: list[str], *secrets: str) -> list[str]:
+    return [line for line in lines if any(secret in line for secret in secrets)]
+
+
+# --- malformed requests: aiohttp's parser-error page and its logs ---------------------------
+
+
+# Malformed requests carrying a key ("SECRET123" in every case), each built for a Host value.
+MALFORMED = [
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"Authorization: Bearer sk-live-SECRET123\x01x"]),
+        id="control-char-in-authorization",
+    ),
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"Authorization Bearer sk-live-SECRET123"]),
+        id="authorization-line-without-colon",
+    ),
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"x-api-key : SECRET123-anthropic"]),
+        id="space-before-colon",
+    ),
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"Proxy-Authorization: Basic SECRET123\x00"]),
+        id="nul-in-proxy-authorization",
+    ),
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"api-key: SECRET123\x7f\x01"]),
+        id="control-chars-in-api-key",
+    ),
+    pytest.param(
+        lambda host: build_request(
+            headers=[("Host", host), b"Authorization: Bearer sk-live-SECRET123" + b"x" * 9000]
+        ),
+        id="overlong-authorization-line",
+    ),
+    pytest.param(
+        lambda host: build_request(headers=[("Host", host), b"X-Session-Token: tok_SECRET123\x01"]),
+        id="key-in-unlisted-header",
+    ),
+    pytest.param(
+        lambda host: build_request(target="/v1beta/models?key=AIzaSECRET123\x01", headers=[("Host", host)]),
+        id="control-char-after-key-in-query",
+    ),
+    pytest.param(
+        lambda host: build_request(target="/v1beta/models?key=AIzaSECRET123\xff", headers=[("Host", host)]),
+        id="raw-byte-after-key-in-query",
+    ),
+]
+
+
+@pytest.mark.parametrize("make_request", MALFORMED)
+async def test_malformed_request_carrying_a_key_gets_400_that_does_not_echo_it(
+    aiohttp_server, start_proxy, stderr_log, make_request
+) -> None:
+    """aiohttp's error page and its "Error handling request" log quote the offending request
+    line; a tool that sends a slightly broken header must not see its key echoed back, and
+    the terminal running the proxy must not print it either."""
+    lines = stderr_log(verbose=True)
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    proxy = await start_proxy(str(upstream.make_url("")))
+    response = await exchange(proxy.port, make_request(f"127.0.0.1:{proxy.port}"))
+    assert response.status == 400, response.raw[:300]
+    assert b"SECRET123" not in response.raw
+    assert json.loads(response.body)["error"]["type"] == "invalid_request_error"
+    assert seen.requests == []
+    printed = lines()
+    assert any("malformed" in line for line in printed), printed  # the refusal was logged
+    assert _leaks(printed, "SECRET123") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_until_serving(port: int, proc: asyncio.subprocess.Process) -> None:
+    health = build_request(
+        "GET", "/__trayproxy/health", headers=[("Host", f"127.0.0.1:{port}"), ("Connection", "close")]
+    )
+    async with asyncio.timeout(20):
+        while True:
+            assert proc.returncode is None, "trayproxy serve exited early"
+            try:
+                if (await exchange(port, health)).status == 200:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def test_malformed_request_with_pure_python_parser_does_not_echo_the_key(aiohttp_server) -> None:
+    """Where aiohttp runs without its C extensions (no wheel for the platform, or
+    AIOHTTP_NO_EXTENSIONS=1) its parser words errors differently; `trayproxy serve` must still
+    answer a malformed request carrying a key without echoing or printing the key."""
+    upstream = await aiohttp_server(echo_app(Seen()))
+    port = _free_port()
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "desktop",
+        "serve",
+        "--target",
+        str(upstream.make_url("")),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--verbose",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    answers: dict[str, bytes] = {}
+    try:
+        await _wait_until_serving(port, proc)
+        for case in MALFORMED:
+            [make_request] = case.values
+            response = await exchange(port, make_request(f"127.0.0.1:{port}"))
+            assert response.status >= 400, (case.id, response.raw[:300])
+            answers[case.id] = response.raw
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    printed = stderr.decode(errors="replace").splitlines()
+    echoed = [case for case, raw in answers.items() if b"SECRET123" in raw]
+    assert (echoed, _leaks(printed, "SECRET123")) == ([], [])
+
+
+# --- access log and the configured keys -----------------------------------------------------
+
+
+@pytest.mark.parametrize("param", ["key", "api_key", "KEY"])
+async def test_access_log_masks_key_query_parameter(aiohttp_server, start_proxy, stderr_log, param) -> None:
+    """Gemini-style `?key=` URLs are logged with the key masked; the rest of the line (path,
+    other parameters, status) stays readable, and the target still gets the key."""
+    lines = stderr_log(verbose=False)
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    proxy = await start_proxy(str(upstream.make_url("")))
+    path = f"/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&{param}={SHAPE_GEMINI}&n=1"
+    url = URL(proxy.url + path, encoded=True)
+    async with aiohttp.ClientSession() as client, client.post(url, json={"contents": []}) as response:
+        assert response.status == 200
+    assert seen.requests[0]["raw_path"] == path
+    printed = lines()
+    access = [line for line in printed if "trayproxy.access" in line]
+    assert len(access) == 1, printed
+    assert f"{param}={MASK}" in access[0]
+    assert "streamGenerateContent?alt=sse&" in access[0]
+    assert " 200 " in access[0]
+    assert _leaks(printed, SHAPE_GEMINI) == []
+
+
+async def test_configured_keys_never_appear_in_logs_even_at_debug(
+    aiohttp_server, start_proxy, stderr_log
+) -> None:
+    """With --verbose, over ordinary, malformed, refused and reserved-path requests, no line
+    printed by the proxy (or by aiohttp) contains a key the user configured."""
+    lines = stderr_log(verbose=True)
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    proxy = await start_proxy(
+        str(upstream.make_url("")),
+        add_headers=(
+            ("Authorization", Secret(f"Bearer {GROQ_KEY}")),
+            ("x-goog-api-key", Secret(GEMINI_KEY)),
+        ),
+    )
+    host = ("Host", f"127.0.0.1:{proxy.port}")
+    async with aiohttp.ClientSession() as client:
+        async with client.get(proxy.url + "/v1/models", headers={"Authorization": "Bearer client-own"}) as r:
+            assert r.status == 200
+        async with client.get(proxy.url + f"/v1/models?key={GEMINI_KEY}") as r:
+            assert r.status == 200
+        async with client.get(proxy.url + "/__trayproxy/health") as r:
+            assert r.status == 200
+    await exchange(
+        proxy.port, build_request(headers=[host, b"x-goog-api-key: " + GEMINI_KEY.encode() + b"\x01"])
+    )
+    await exchange(proxy.port, build_request(headers=[("Host", "evil.example"), ("Connection", "close")]))
+    # The keys were in use: the target got them.
+    assert ["Authorization", f"Bearer {GROQ_KEY}"] in seen.requests[0]["headers"]
+    assert ["x-goog-api-key", GEMINI_KEY] in seen.requests[0]["headers"]
+    printed = lines()
+    assert len(printed) >= 5, printed
+    assert _leaks(printed, GROQ_KEY, GEMINI_KEY) == []
+
+
+async def test_unreachable_target_502_and_logs_do_not_contain_keys(start_proxy, stderr_log) -> None:
+    """When the target refuses connections the tool gets a 502 naming the target and the
+    cause, never the configured key or the tool's own key, and the log shows neither."""
+    lines = stderr_log(verbose=True)
+    port = dead_port()
+    proxy = await start_proxy(
+        f"http://127.0.0.1:{port}/openai",
+        add_headers=(("Authorization", Secret(f"Bearer {GROQ_KEY}")), ("api-key", Secret(AZURE_KEY))),
+    )
+    client_key = "AIzaSyClientOwn-0a1b2c3d4e5f6g7h8i"
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            proxy.url + f"/v1/chat/completions?key={client_key}",
+            headers={"x-api-key": "client-x-api-key-0123456789"},
+            json={"model": "m", "messages": []},
+        ) as response,
+    ):
+        assert response.status == 502
+        body = await response.text()
+    message = json.loads(body)["error"]["message"]
+    assert proxy.service.target.display_name in message
+    assert "refused" in message
+    for secret in (GROQ_KEY, AZURE_KEY, client_key, "client-x-api-key-0123456789"):
+        assert secret not in body
+    assert _leaks(lines(), GROQ_KEY, AZURE_KEY, client_key, "client-x-api-key-0123456789") == []
+
+
+# --- redact_text, redact_target, the formatter ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("Authorization: Bearer sk-live-abcdef123456", "abcdef123456", "Authorization"),
+        ("authorization=Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA", "authorization"),
+        (f"api-key: {SHAPE_AZURE}", SHAPE_AZURE, "api-key"),
+        (f"X-Api-Key:{SHAPE_AZURE}", SHAPE_AZURE, "X-Api-Key"),
+        ("x-api-key: sk-ant-api03-Zx9_Yw8-Vu7", "Zx9_Yw8-Vu7", "x-api-key"),
+        ("Proxy-Authorization: Basic Zm9vOmJhcmJheg==", "Zm9vOmJhcmJheg", "Proxy-Authorization"),
+        (f"x-goog-api-key: {SHAPE_GEMINI}", SHAPE_GEMINI, "x-goog-api-key"),
+        ("upstream said: Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln rejected", "eyJhbGciOiJIUzI1NiJ9", "rejected"),
+        ("invalid key sk-proj-AbC_123-xyz789QRS given", "AbC_123-xyz789QRS", "given"),
+        (f"GET /v1beta/models?key={SHAPE_GEMINI}&alt=sse", SHAPE_GEMINI, "&alt=sse"),
+        (f'"POST /v1/x?alt=sse&api_key={SHAPE_AZURE}" 200', SHAPE_AZURE, '" 200'),
+        (f"b'Authorization: Bearer {SHAPE_GROQ}\\x01x'", SHAPE_GROQ, "\\x01x'"),
+    ],
+)
+def test_redact_text_masks_credential_shapes(text, secret, kept) -> None:
+    """Credential headers, bearer tokens, sk- keys and key= parameters are masked wherever
+    they appear in a line, and the rest of the line stays readable."""
+    redacted = redact_text(text)
+    assert secret not in redacted
+    assert MASK in redacted
+    assert kept in redacted
+
+
+def _cimultidict_repr() -> str:
+    return repr(CIMultiDictProxy(CIMultiDict({"Host": "localhost:8000", "X-Api-Key": SHAPE_AZURE})))
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        pytest.param(lambda: str({"api-key": SHAPE_AZURE}), SHAPE_AZURE, id="dict"),
+        pytest.param(_cimultidict_repr, SHAPE_AZURE, id="request-headers"),
+        pytest.param(lambda: json.dumps({"x-goog-api-key": SHAPE_GEMINI}), SHAPE_GEMINI, id="json"),
+        pytest.param(
+            lambda: repr(CIMultiDict({"Authorization": "Basic dXNlcjpwYXNzd29yZA=="})),
+            "dXNlcjpwYXNzd29yZA",
+            id="basic-auth-in-headers",
+        ),
+    ],
+)
+def test_header_mappings_printed_in_a_log_line_are_masked(text, secret) -> None:
+    """A log line that prints request headers as a mapping (``log.debug("%s", request.headers)``,
+    a dict, JSON) still hides api-key, x-api-key and Authorization values."""
+    assert secret not in redact_text(text())
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (
+            f"/v1beta/models/m:generateContent?key={SHAPE_GEMINI}",
+            f"/v1beta/models/m:generateContent?key={MASK}",
+        ),
+        (f"/v1/x?alt=sse&key={SHAPE_GEMINI}&n=2", f"/v1/x?alt=sse&key={MASK}&n=2"),
+        (f"/v1/x?api_key={SHAPE_AZURE}", f"/v1/x?api_key={MASK}"),
+        (f"/v1/x?KEY={SHAPE_AZURE}#frag", f"/v1/x?KEY={MASK}#frag"),
+        ("/v1/models?limit=20&after=abc", "/v1/models?limit=20&after=abc"),
+        ("/v1/x?monkey=1&keys=2", "/v1/x?monkey=1&keys=2"),
+    ],
+)
+def test_redact_target_masks_only_key_parameters(target, expected) -> None:
+    """The request target in the access line loses its key and nothing else."""
+    assert redact_target(target) == expected
+
+
+def test_redacting_formatter_masks_message_arguments_and_traceback() -> None:
+    """A log record whose arguments or exception carry a key prints it masked everywhere."""
+    formatter = RedactingFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError(f"upstream refused x-api-key: {SHAPE_AZURE}")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "trayproxy.test",
+        logging.ERROR,
+        __file__,
+        1,
+        "sent %s to %s",
+        (f"Bearer {SHAPE_GROQ}", "/v1?key=abcdef123"),
+        exc_info,
+    )
+    printed = formatter.format(record)
+    assert "ValueError" in printed
+    for secret in (SHAPE_GROQ, SHAPE_AZURE, "abcdef123"):
+        assert secret not in printed
+
+
+async def test_configured_bearer_key_is_masked_without_its_scheme_word(start_proxy) -> None:
+    """A key configured as ``Authorization: Bearer KEY`` is masked when it turns up alone (an
+    upstream error message, an exception), as a configured secret is promised to be."""
+    await start_proxy(
+        f"http://127.0.0.1:{dead_port()}", add_headers=(("Authorization", Secret(f"Bearer {GROQ_KEY}")),)
+    )
+    assert GROQ_KEY not in redact_text(f"upstream rejected the key {GROQ_KEY} for this model")
+
+
+# Printable ASCII, space included: what an API key, token or password could be made of.
+_KEY = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=8, max_size=48)
+
+
+@given(key=_KEY, before=st.text(max_size=40), after=st.text(max_size=40))
+def test_registered_key_never_survives_redaction(key: str, before: str, after: str) -> None:
+    """Whatever a configured key looks like, a line containing it is printed without it."""
+    saved = redact._known_secrets  # process-wide: random keys must not mask later tests' text
+    try:
+        register_secrets([key])
+        assert key not in redact_text(before + key + after)
+    finally:
+        redact._known_secrets = saved
+
+
+def test_secret_never_shows_its_value() -> None:
+    """A configured key printed by mistake (repr, str, f-string, a Target in a log line) shows
+    as *** and never as the key."""
+    secret = Secret(GROQ_KEY)
+    target = Target(url="https://api.groq.com/openai", add_headers=(("Authorization", secret),))
+    shown = [
+        repr(secret),
+        str(secret),
+        f"{secret}",
+        f"{secret!r}",
+        "%s %r" % (secret, secret),  # noqa: UP031 - the logging module's formatting
+        repr(target),
+        str(target),
+        repr({"Authorization": secret}),
+    ]
+    for text in shown:
+        assert GROQ_KEY not in text, text
+    assert secret.reveal() == GROQ_KEY
+    assert target.secrets() == (GROQ_KEY,)
