@@ -30,6 +30,8 @@ SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Conte
 # sent again if a pooled connection turns out dead. Chat requests are far smaller; uploads of
 # unknown or larger size stream through untouched.
 REPLAYABLE_BODY_BYTES = 1024 * 1024
+# Attempts for one request when pooled connections turn out dead (see _open_upstream).
+MAX_ATTEMPTS = 4
 CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -98,10 +100,12 @@ async def _request_body(request: web.BaseRequest) -> tuple[bytes | AsyncIterator
 
 async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohttp.ClientResponse:
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
+    if upstream.proxy_authorization and upstream.proxy_headers is None:
+        headers["Proxy-Authorization"] = upstream.proxy_authorization
     body, replayable = await _request_body(request)
     url = upstream.url_for(request.raw_path)
     target = upstream.target.display_name
-    for attempt in (1, 2):
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         note = _ReuseNote()
         try:
             return await upstream.session.request(
@@ -112,16 +116,17 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
                 allow_redirects=False,
                 skip_auto_headers=SKIP_AUTO_HEADERS,
                 proxy=upstream.proxy,
-                proxy_auth=upstream.auth,
+                proxy_headers=upstream.proxy_headers,
                 trace_request_ctx=note,
             )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # A pooled connection that died while idle (sleep, network change, the server's
             # own idle timeout) fails before any response byte; the request never reached the
-            # target, so it is sent once more on a fresh connection. Connect errors are not
-            # retried: they already were on a fresh connection.
+            # target, so it is sent again. Each dead one leaves the pool, so after a sleep the
+            # next pooled one may fail too: go on while failures come from the pool, stop at
+            # the first failure on a fresh connection (that one may have reached the target).
             if (
-                attempt == 1
+                attempt < MAX_ATTEMPTS
                 and note.reused
                 and replayable
                 and not isinstance(exc, aiohttp.ClientConnectorError)

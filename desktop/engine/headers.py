@@ -114,9 +114,13 @@ class RequestHeaderRules:
         out: CIMultiDict[str] = CIMultiDict()
         client_host = ""
         forwarded_for = ""
+        # aiohttp's client keeps only the last of duplicates spelled in different case
+        # (its seen-names set is case-sensitive), so repeats take the first one's spelling.
+        spelling: dict[str, str] = {}
         for raw_name, raw_value in raw_headers:
             name = raw_name.decode("latin-1")
             lower = name.lower()
+            name = spelling.setdefault(lower, name)
             if lower == "host":
                 client_host = raw_value.decode("latin-1")
             if lower == "x-forwarded-for":

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -51,7 +52,7 @@ def build_ssl_context(target: Target) -> ssl.SSLContext | bool:
     return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def environment_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def environment_proxy(url: str) -> tuple[URL | None, str | None]:
     """The HTTP(S)_PROXY to use for ``url`` honouring NO_PROXY, read from the environment now.
 
     aiohttp's ``trust_env`` would re-read this and ``~/.netrc`` on every request (and may add
@@ -67,11 +68,24 @@ def environment_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     if "://" not in proxy:
         proxy = "http://" + proxy
     proxy_url = URL(proxy)
-    auth = None
+    authorization = None
     if proxy_url.user:
-        auth = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
+        authorization = aiohttp.encode_basic_auth(proxy_url.user, proxy_url.password or "")
         proxy_url = proxy_url.with_user(None)
-    return proxy_url, auth
+    return proxy_url, authorization
+
+
+class _ExactRequest(aiohttp.ClientRequest):
+    """aiohttp's request minus the ``Content-Length: 0`` it adds to a bodiless POST or DELETE.
+
+    ``skip_auto_headers`` does not cover that one, and a proxy should send only what the client
+    sent (RFC 9110 §8.6: a sender should not add it to a request without content)."""
+
+    def update_body_from_data(self, body: object, _stacklevel: int = 3) -> None:
+        had_length = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body, _stacklevel=_stacklevel + 1)
+        if body is None and not had_length:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
 
 
 async def _on_reuse(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object) -> None:
@@ -86,7 +100,8 @@ class Upstream:
 
     __slots__ = (
         "active",
-        "auth",
+        "proxy_authorization",
+        "proxy_headers",
         "base_path",
         "prefix",
         "proxy",
@@ -102,7 +117,14 @@ class Upstream:
         self.rules = RequestHeaderRules(target)
         self.base_path = target.base_path
         self.prefix = target.origin + self.base_path
-        self.proxy, self.auth = environment_proxy(target.url)
+        self.proxy, self.proxy_authorization = environment_proxy(target.url)
+        # Proxy credentials ride on the CONNECT for https targets; for http targets, whose
+        # requests go to the proxy itself, forward.py adds them to each request.
+        self.proxy_headers = (
+            {"Proxy-Authorization": self.proxy_authorization}
+            if self.proxy_authorization and target.url.startswith("https:")
+            else None
+        )
         # Requests in flight on this pool, so a retired pool closes when the last one ends.
         self.active = 0
         self.retired = False
@@ -130,7 +152,12 @@ class Upstream:
             max_field_size=MAX_RESPONSE_LINE_BYTES,
             trace_configs=[trace],
             requote_redirect_url=False,
+            request_class=_ExactRequest,
         )
+        # aiohttp re-sends idempotent requests once by itself, even after a failure on a fresh
+        # connection; forward.py decides retries (only on dead pooled connections), so this is
+        # off. Private, but aiohttp's own TestClient sets it the same way.
+        self.session._retry_connection = False
         if self.proxy is not None:
             log.info("requests to %s go through the proxy %s", target.display_name, self.proxy)
 

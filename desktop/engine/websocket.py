@@ -89,7 +89,7 @@ async def bridge_websocket(
             # Compress upstream only when the client asked for it on its side.
             compress=15 if deflate else 0,
             proxy=upstream.proxy,
-            proxy_auth=upstream.auth,
+            proxy_headers=upstream.proxy_headers,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
         )
     except aiohttp.WSServerHandshakeError as exc:
