@@ -116,8 +116,18 @@ class Target:
         return self.name or self.url
 
     def secrets(self) -> tuple[str, ...]:
-        """Every credential value this target carries, for the log redactor."""
-        return tuple(value.reveal() for _, value in self.add_headers)
+        """Every credential value this target carries, for the log redactor.
+
+        A value like ``Bearer gsk_...`` is given whole and also without its scheme word, so
+        the bare key is masked where it shows up alone (an upstream's error message)."""
+        found: list[str] = []
+        for _, value in self.add_headers:
+            text = value.reveal()
+            found.append(text)
+            scheme, _, credential = text.partition(" ")
+            if credential.strip() and scheme.isalpha():
+                found.append(credential.strip())
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)

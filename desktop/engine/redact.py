@@ -47,7 +47,8 @@ MIN_SECRET_LEN = 6
 
 _HEADER_SHAPE = re.compile(
     r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|set-cookie|cookie)"
-    r"(\s*[:=]\s*)([^\r\n'\"\\]*)"
+    # A quote may close the name and open the value: dict, JSON and CIMultiDict reprs.
+    r"(['\"]?\s*[:=]\s*b?['\"]?)([^\r\n'\"\\]*)"
 )
 _QUERY_SHAPE = re.compile(r"(?i)([?&;](?:api[-_]?)?key=)([^&;#\s'\"]*)")
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 from typing import Any
 
@@ -49,14 +50,22 @@ class ListenError(Exception):
     """The listener could not be opened; the message says why in plain words."""
 
 
+# A parser's description is shown only if it is plain words: llhttp's are fixed phrases
+# ("Invalid header value char"), but the pure-Python parser may put the request target (and
+# a key= in it) in its message.
+_PLAIN_WORDS = re.compile(r"[A-Za-z][A-Za-z ,()-]{0,100}")
+
+
 def _first_line(message: str | None) -> str:
-    """The description part of a parser error, without the request bytes it quotes."""
-    text = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
-    for cut in (" b'", ' b"', " '", ":"):
+    """The description part of a parser error, never the request bytes it quotes."""
+    text = (message or "").strip()
+    text = text.splitlines()[0] if text else ""
+    for cut in (" b'", ' b"', ": ", ":"):
         index = text.find(cut)
-        if index > 0:
+        if index > 0 and (cut != ":" or index == len(text) - 1):
             text = text[:index]
-    return text[:120] or "malformed request"
+    text = text.strip()
+    return text if _PLAIN_WORDS.fullmatch(text) else "malformed request"
 
 
 class _RedactingRequestHandler(RequestHandler):
