@@ -137,7 +137,12 @@ LAYERS = {
     "desktop/config/model.py": ("desktop:__version__",),
     # logs formats through the engine's redactor (a leaf module that imports nothing of ours),
     # so that one redaction serves the log handlers and the engine's error answers alike.
-    "desktop/logs.py": ("desktop.config.model", "desktop.bundle", "desktop.engine.redact", "desktop:__version__"),
+    "desktop/logs.py": (
+        "desktop.config.model",
+        "desktop.bundle",
+        "desktop.engine.redact",
+        "desktop:__version__",
+    ),
     "desktop/controller.py": ("desktop.engine.*", "desktop.config.*", "desktop:__version__"),
 }
 

@@ -78,7 +78,9 @@ def sse_app(*, events: int = 5, gap_s: float = 0.05, seen: Seen | None = None) -
     async def stream(request: web.Request) -> web.StreamResponse:
         count = int(request.query.get("n", events))
         gap = float(request.query.get("gap", gap_s))
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         try:
             for index in range(count):

@@ -9,6 +9,7 @@ which quotes the offending request bytes (a key, possibly) back to the client an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import json
@@ -18,7 +19,7 @@ import re
 import socket
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientWebSocketResponse, web
 from aiohttp.abc import AbstractResolver
 from aiohttp.web_protocol import RequestHandler
 
@@ -123,12 +124,15 @@ class ProxyService:
         self._upstream: Upstream | None = None
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
-        self._websockets: set[web.WebSocketResponse] = set()
+        # Open bridges, client side -> target side, so stop can close both with 1001.
+        self._websockets: dict[web.WebSocketResponse, ClientWebSocketResponse] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._access_log = settings.access_log
         self.addresses: list[tuple[str, int]] = []
         self.requests_total = 0
         self.requests_active = 0
+        # Set when the last open request ends, for stop() to wait on.
+        self._idle = asyncio.Event()
 
     @property
     def target(self) -> Target:
@@ -210,11 +214,27 @@ class ProxyService:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop listening, let open requests finish within the grace period, close pools."""
         runner, self._runner = self._runner, None
-        for ws in list(self._websockets):
-            await ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping")
+        for client_ws, upstream_ws in list(self._websockets.items()):
+            await asyncio.gather(
+                client_ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping"),
+                upstream_ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping"),
+                return_exceptions=True,
+            )
         if runner is not None:
-            if grace_s is not None:
-                runner._shutdown_timeout = grace_s
+            grace = self.settings.stop_grace_s if grace_s is None else grace_s
+            # Stop accepting first, then wait for open requests ourselves: aiohttp's cleanup
+            # closes every connection at once, which drops a request body still arriving.
+            for site in list(runner.sites):
+                await site.stop()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            if self.requests_active:
+                self._idle.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), grace)
+            # What is still open after the grace period is cut (aiohttp reads this only here).
+            # (aiohttp treats 0 as "no limit", hence the small floor.)
+            runner._shutdown_timeout = max(0.01, deadline - loop.time())
             await runner.cleanup()
         self._sites.clear()
         upstream, self._upstream = self._upstream, None
@@ -251,6 +271,8 @@ class ProxyService:
             raise
         finally:
             self.requests_active -= 1
+            if not self.requests_active:
+                self._idle.set()
             if self._access_log:
                 log_request(request, record, started=started, ended=loop.time())
 

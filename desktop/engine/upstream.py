@@ -100,11 +100,11 @@ class Upstream:
 
     __slots__ = (
         "active",
-        "proxy_authorization",
-        "proxy_headers",
         "base_path",
         "prefix",
         "proxy",
+        "proxy_authorization",
+        "proxy_headers",
         "retired",
         "rules",
         "session",

@@ -15,9 +15,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
 from desktop.engine.forward import RequestRecord
+from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
 from desktop.engine.upstream import Upstream
 
 __all__ = ["bridge_websocket"]
@@ -35,8 +37,24 @@ AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
 def _offered_protocols(request: web.BaseRequest) -> list[str]:
-    header = request.headers.get("Sec-WebSocket-Protocol", "")
-    return [p.strip() for p in header.split(",") if p.strip()]
+    # RFC 6455 §11.3.4 lets a client repeat the header; every offer counts.
+    return [
+        p.strip()
+        for header in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for p in header.split(",")
+        if p.strip()
+    ]
+
+
+def _handshake_headers(upstream_ws: aiohttp.ClientWebSocketResponse, upstream: Upstream) -> CIMultiDict[str]:
+    """The target's 101 headers (X-Request-Id and the like) minus the handshake's own."""
+    raw = upstream_ws._response.raw_headers
+    headers = response_headers(
+        raw, target_prefix=upstream.prefix, base_path=upstream.base_path, local_base=""
+    )
+    for name in WEBSOCKET_HANDSHAKE:
+        headers.popall(name, None)
+    return headers
 
 
 async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
@@ -72,7 +90,7 @@ async def bridge_websocket(
     request: web.BaseRequest,
     upstream: Upstream,
     record: RequestRecord,
-    live: set[web.WebSocketResponse],
+    live: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse],
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and copy messages both ways."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
@@ -106,15 +124,22 @@ async def bridge_websocket(
         record.note = error.code
         return error.to_response()
 
+    chosen = upstream_ws.protocol
+    # aiohttp's server reads only the first Sec-WebSocket-Protocol header; when the target
+    # chose from a later one, the answer header is set by hand.
+    first_offers = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
     client_ws = web.WebSocketResponse(
-        protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
+        protocols=(chosen,) if chosen and chosen in first_offers else (),
         autoclose=False,
         autoping=False,
         max_msg_size=0,
         compress=deflate,
         timeout=CLOSE_TIMEOUT_S,
     )
-    live.add(client_ws)
+    client_ws.headers.extend(_handshake_headers(upstream_ws, upstream))
+    if chosen and chosen not in first_offers:
+        client_ws.headers["Sec-WebSocket-Protocol"] = chosen
+    live[client_ws] = upstream_ws
     try:
         await client_ws.prepare(request)
         record.status = 101
@@ -135,7 +160,7 @@ async def bridge_websocket(
             if not task.cancelled() and task.exception() is not None:
                 log.debug("websocket pump ended: %r", task.exception())
     finally:
-        live.discard(client_ws)
+        live.pop(client_ws, None)
         await upstream_ws.close()
         if not client_ws.closed and client_ws.prepared:
             await client_ws.close(code=CLOSE_PEER_LOST)
