@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -26,7 +27,7 @@ async def test_sse_events_arrive_one_by_one(aiohttp_server, start_proxy) -> None
             if line.startswith(b"data: {"):
                 arrivals.append((time.monotonic(), json.loads(line[6:])["t"]))
     assert len(arrivals) == 5
-    for (received, _), (_, next_sent) in zip(arrivals, arrivals[1:], strict=False):
+    for (received, _), (_, next_sent) in itertools.pairwise(arrivals):
         assert received < next_sent, "an event was held back until the next one was sent"
 
 
@@ -71,7 +72,7 @@ async def test_openai_sdk_streams_through_proxy_token_by_token(aiohttp_server, s
                 (time.monotonic(), chunk.model_extra["sent"], chunk.choices[0].delta.content or "")
             )
     assert "".join(text for _, _, text in received) == "t0 t1 t2 t3 t4 t5 "
-    for (arrived, _, _), (_, next_sent, _) in zip(received, received[1:], strict=False):
+    for (arrived, _, _), (_, next_sent, _) in itertools.pairwise(received):
         assert arrived < next_sent, "a chunk reached the SDK only after the next was sent"
 
 
