@@ -106,6 +106,10 @@ def map_client_error(exc: BaseException, *, target: str) -> ProxyError:
         return UpstreamUnreachable(
             f"The target {target} closed the connection without answering", code="upstream_disconnected"
         )
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return UpstreamUnreachable(
+            f"The target {target} reset the connection without answering", code="connection_reset"
+        )
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamUnreachable(
             f"The target {target} sent a response TrayProxy cannot read", code="bad_upstream_response"

@@ -28,7 +28,10 @@ def _hostname(host: str) -> str:
     """``host`` from a Host header value ``host[:port]`` or ``[v6][:port]``, lower-cased."""
     if host.startswith("["):
         end = host.find("]")
-        return host[: end + 1].lower() if end > 0 else host.lower()
+        rest = host[end + 1 :]
+        if end > 0 and (rest == "" or (rest.startswith(":") and rest[1:].isdigit())):
+            return host[: end + 1].lower()
+        return host.lower()
     if host.count(":") == 1:
         return host.split(":", 1)[0].lower()
     return host.lower()

@@ -146,6 +146,7 @@ async def test_request_naming_this_machine_in_host_is_forwarded(guarded, host) -
         pytest.param([("Host", "evil.example:{port}")], id="rebinding-name-with-port"),
         pytest.param([("Host", "localhost.evil.example:{port}")], id="localhost-prefixed-name"),
         pytest.param([("Host", "127.0.0.1.evil.example")], id="ip-prefixed-name"),
+        pytest.param([("Host", "[::1]evil.example")], id="v6-loopback-with-trailing-name"),
         pytest.param([("Host", "192.168.1.20:{port}")], id="lan-address"),
         pytest.param([("Host", "")], id="empty"),
         pytest.param([b"Host:   "], id="blank"),
