@@ -9,7 +9,6 @@ daemon thread with its own loop and stops it, connections and all, on exit.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -17,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from upstreams import dead_port
 
 __all__ = ["SLOW_STARTED", "BackgroundServer", "free_port", "slow_app", "wait_until"]
 
@@ -102,11 +102,8 @@ def slow_app() -> web.Application:
     return app
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# A port on 127.0.0.1 that nothing listens on right now.
+free_port = dead_port
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -98,6 +98,33 @@ class FailingResolver(AbstractResolver):
         return None
 
 
+class _RawLoopbackServer:
+    """A raw asyncio server on 127.0.0.1; subclasses write ``_serve`` and track writers."""
+
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter]
+    port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class Hit:
     """One request as a :class:`KeepAliveServer` saw it."""
@@ -111,7 +138,7 @@ class Hit:
     answered: bool
 
 
-class KeepAliveServer:
+class KeepAliveServer(_RawLoopbackServer):
     """A raw HTTP/1.1 server that answers with keep-alive and can drop connections on cue.
 
     ``mode`` decides what happens to the next request:
@@ -140,22 +167,6 @@ class KeepAliveServer:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -227,7 +238,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return b""
 
 
-class ConnectTunnel:
+class ConnectTunnel(_RawLoopbackServer):
     """An HTTPS_PROXY double: accepts ``CONNECT host:port``, records it, and tunnels the
     bytes to 127.0.0.1 at that port (never anywhere else)."""
 
@@ -238,21 +249,8 @@ class ConnectTunnel:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await self._server.wait_closed()
+        await super().close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
