@@ -81,6 +81,13 @@ class RequestGuard:
 
     def check(self, request: web.BaseRequest) -> RequestRefused | None:
         """The refusal for ``request``, or None when it may be forwarded."""
+        if not request.raw_path.isascii():
+            # llhttp refuses raw non-ASCII bytes before we see them; the pure-Python parser
+            # (no C extension for the platform) lets them through as surrogate escapes.
+            return RequestRefused(
+                "The request target has raw non-ASCII bytes; percent-encode them (%C3%A9)",
+                code="non_ascii_target",
+            )
         if not request.raw_path.startswith("/"):
             return RequestRefused(
                 "TrayProxy is not a forward proxy: send requests to a path such as /v1/models",

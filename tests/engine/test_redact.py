@@ -203,6 +203,40 @@ async def test_malformed_request_with_pure_python_parser_does_not_echo_the_key(a
     assert (echoed, _leaks(printed, "SECRET123")) == ([], [])
 
 
+async def test_non_ascii_request_target_with_pure_python_parser_gets_400(aiohttp_server) -> None:
+    """Without aiohttp's C parser a raw non-ASCII byte in the target reaches the proxy; the tool
+    gets a 400 that says what to do, not a 500, and nothing is forwarded."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    port = _free_port()
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "desktop",
+        "serve",
+        "--target",
+        str(upstream.make_url("")),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        await _wait_until_serving(port, proc)
+        raw = b"GET /x?q=\xff HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode() + b"\r\n\r\n"
+        response = await exchange(port, raw)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), timeout=20)
+    assert response.status == 400, response.raw[:300]
+    assert b"percent-encode" in response.raw
+    assert seen.requests == []
+
+
 # --- access log and the configured keys -----------------------------------------------------
 
 
