@@ -161,6 +161,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-q", "--quiet", action="store_true", help="do not log one line per request")
     serve.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    config = commands.add_parser("config", help="find and check the config file")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    for action, text in (
+        ("path", "print where the config file is"),
+        ("check", "check the config file; list every problem as path:line:col"),
+    ):
+        sub = config_commands.add_parser(action, help=text, description=text)
+        sub.add_argument(
+            "--config",
+            metavar="PATH",
+            help="use this file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
+        )
     return parser
 
 
@@ -255,12 +267,31 @@ def _serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def _config(args: argparse.Namespace) -> int:
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import config_path, load_config
+
+    path = config_path(args.config)
+    if args.config_command == "path":
+        print(path)
+        return 0
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{path}: OK, {len(config.targets)} target(s), active: {config.active}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "config":
+        return _config(args)
     # TODO(#5): no command starts the tray.
     parser.print_help(sys.stderr)
     print("\nThe tray arrives in a later version; use 'trayproxy serve' for now.", file=sys.stderr)

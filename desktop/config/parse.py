@@ -1,0 +1,325 @@
+"""TOML text -> configuration model, with errors that say file, line, column and a fix.
+
+The file (``config.toml`` in the user's config directory)::
+
+    active = "openai"               # the target new requests go to
+
+    [listen]
+    hosts = ["127.0.0.1", "::1"]    # default: both loopback families
+    port = 8000
+
+    [security]
+    allowed_hosts = []              # added to 127.0.0.1, localhost, [::1]
+    allowed_origins = []            # added to local pages and editor/app schemes
+
+    [targets.openai]
+    url = "https://api.openai.com"  # may carry a base path
+    key = { env = "OPENAI_API_KEY" }
+    headers = { Authorization = "Bearer {key}" }
+    strip_headers = []
+    connect_timeout = 10            # seconds
+    read_timeout = 600              # seconds: time to headers and longest pause
+    verify_tls = true
+    ca_bundle = "/path/to/ca.pem"
+    keep_host = false
+
+Parsing never raises anything but :class:`ConfigError`, which carries every problem found
+(not only the first), each as ``path:line:col: message``. Key sources are checked for shape
+here; reading them is ``keys.py``'s job (issue 4, not yet written).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from desktop.config.model import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_ALLOWED_ORIGINS,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_PORT,
+    DEFAULT_READ_TIMEOUT_S,
+    LOOPBACK_HOSTS,
+    ProxySettings,
+)
+
+__all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
+
+TOP_KEYS = ("active", "listen", "security", "targets")
+LISTEN_KEYS = ("hosts", "port")
+SECURITY_KEYS = ("allowed_hosts", "allowed_origins")
+TARGET_KEYS = (
+    "url",
+    "key",
+    "headers",
+    "strip_headers",
+    "connect_timeout",
+    "read_timeout",
+    "verify_tls",
+    "ca_bundle",
+    "keep_host",
+)
+KEY_SOURCES = ("env", "keyring", "command", "value")
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the file, and where."""
+
+    line: int
+    col: int
+    message: str
+
+    def format(self, path: str) -> str:
+        return f"{path}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The file cannot be used; ``problems`` lists every reason with its position."""
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(p.format(path) for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """A target as written in the file; its key is not read yet."""
+
+    name: str
+    url: str
+    key_source: tuple[str, str | bool] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    strip_headers: frozenset[str] = frozenset()
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    keep_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A parsed, valid configuration file."""
+
+    active: str
+    targets: dict[str, TargetSpec] = field(default_factory=dict)
+    settings: ProxySettings = field(default_factory=ProxySettings)
+
+
+class _Locator:
+    """Finds the line of a table or key in the text; a simple line scan, good for files people
+    write (one key per line), falling back to the table's header line."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self.positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+                self.positions.setdefault(table, (number, line.index("[") + 1))
+                continue
+            key = self._KEY.match(line)
+            if key:
+                name = key.group(1).strip("\"'")
+                self.positions.setdefault((*table, name), (number, key.start(1) + 1))
+
+    def find(self, *path: str) -> tuple[int, int]:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.positions:
+                return self.positions[path[:end]]
+        return (1, 1)
+
+
+class _Checker:
+    def __init__(self, text: str) -> None:
+        self.locate = _Locator(text)
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        line, col = self.locate.find(*path)
+        self.problems.append(Problem(line, col, message))
+
+    def unknown_keys(self, table: dict[str, Any], known: tuple[str, ...], path: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+                self.problem((*path, key), f"unknown setting '{'.'.join((*path, key))}'{hint}")
+
+    def typed(
+        self,
+        table: dict[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        path: tuple[str, ...],
+        default: Any,
+    ) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python, but `port = true` is a mistake.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            self.problem(
+                (*path, key),
+                f"'{'.'.join((*path, key))}' must be {names}, not {_TYPE_NAMES.get(type(value), type(value).__name__)}",
+            )
+            return default
+        return value
+
+    def strings(self, table: dict[str, Any], key: str, path: tuple[str, ...]) -> tuple[str, ...]:
+        values = self.typed(table, key, list, path, [])
+        if not all(isinstance(v, str) for v in values):
+            self.problem((*path, key), f"'{'.'.join((*path, key))}' must be a list of strings")
+            return ()
+        return tuple(values)
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
+    path = ("targets", name)
+    if not isinstance(table, dict):
+        check.problem(path, f"'targets.{name}' must be a table ([targets.{name}])")
+        return None
+    check.unknown_keys(table, TARGET_KEYS, path)
+    url = check.typed(table, "url", str, path, None)
+    if url is None:
+        if "url" not in table:
+            check.problem(path, f"target '{name}' has no url")
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        check.problem((*path, "url"), f"'{url}' is not an http:// or https:// URL with a host")
+    elif parts.query or parts.fragment or parts.username:
+        check.problem((*path, "url"), "a target URL may carry a path but no query, fragment or credentials")
+    headers_table = check.typed(table, "headers", dict, path, {})
+    headers: list[tuple[str, str]] = []
+    for header, value in headers_table.items():
+        if not isinstance(value, str):
+            check.problem((*path, "headers"), f"header '{header}' of target '{name}' must be a string")
+        else:
+            headers.append((header, value))
+    key_source = _check_key(check, table.get("key"), path) if "key" in table else None
+    uses_key = any("{key}" in value for _, value in headers)
+    if uses_key and key_source is None:
+        check.problem(
+            (*path, "headers"),
+            f"target '{name}' uses {{key}} in a header but has no key source (add key = {{ env = \"NAME\" }})",
+        )
+    timeouts = []
+    for key, default in (
+        ("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S),
+        ("read_timeout", DEFAULT_READ_TIMEOUT_S),
+    ):
+        value = check.typed(table, key, (int, float), path, default)
+        if value <= 0:
+            check.problem((*path, key), f"'{key}' must be more than 0 seconds")
+            value = default
+        timeouts.append(float(value))
+    return TargetSpec(
+        name=name,
+        url=url,
+        key_source=key_source,
+        headers=tuple(headers),
+        strip_headers=frozenset(h.lower() for h in check.strings(table, "strip_headers", path)),
+        connect_timeout_s=timeouts[0],
+        read_timeout_s=timeouts[1],
+        verify_tls=check.typed(table, "verify_tls", bool, path, True),
+        ca_bundle=check.typed(table, "ca_bundle", str, path, None),
+        keep_host=check.typed(table, "keep_host", bool, path, False),
+    )
+
+
+def _check_key(check: _Checker, value: Any, path: tuple[str, ...]) -> tuple[str, str | bool] | None:
+    where = (*path, "key")
+    if isinstance(value, str):
+        # A key written in the file itself: allowed, discouraged (the file is then kept
+        # owner-only; issue 4).
+        return ("value", value)
+    if not isinstance(value, dict) or len(value) != 1:
+        check.problem(where, 'key must be one of { env = "NAME" }, { keyring = true }, { command = "..." }')
+        return None
+    [(kind, spec)] = value.items()
+    if kind not in KEY_SOURCES:
+        close = difflib.get_close_matches(kind, KEY_SOURCES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        check.problem(where, f"unknown key source '{kind}'{hint}")
+        return None
+    if kind == "keyring" and not isinstance(spec, bool):
+        check.problem(where, "keyring must be true or false")
+        return None
+    if kind != "keyring" and (not isinstance(spec, str) or not spec):
+        check.problem(where, f"key {kind} must be a non-empty string")
+        return None
+    return (kind, spec)
+
+
+def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
+    """Parse and check ``text``; raise ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        line, col = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
+        reason = _TOML_POSITION.sub("", message).strip()
+        raise ConfigError(path, [Problem(line, col, f"not valid TOML: {reason}")]) from None
+    check = _Checker(text)
+    check.unknown_keys(data, TOP_KEYS, ())
+    listen = check.typed(data, "listen", dict, (), {})
+    check.unknown_keys(listen, LISTEN_KEYS, ("listen",))
+    hosts = check.strings(listen, "hosts", ("listen",)) or LOOPBACK_HOSTS
+    port = check.typed(listen, "port", int, ("listen",), DEFAULT_PORT)
+    if not 0 <= port <= 65535:
+        check.problem(("listen", "port"), f"port {port} is not between 0 and 65535")
+        port = DEFAULT_PORT
+    security = check.typed(data, "security", dict, (), {})
+    check.unknown_keys(security, SECURITY_KEYS, ("security",))
+    settings = ProxySettings(
+        hosts=hosts,
+        port=port,
+        allowed_hosts=DEFAULT_ALLOWED_HOSTS + check.strings(security, "allowed_hosts", ("security",)),
+        allowed_origins=DEFAULT_ALLOWED_ORIGINS + check.strings(security, "allowed_origins", ("security",)),
+    )
+    targets: dict[str, TargetSpec] = {}
+    for name, table in check.typed(data, "targets", dict, (), {}).items():
+        spec = _check_target(check, name, table)
+        if spec is not None:
+            targets[name] = spec
+    if not data.get("targets"):
+        check.problem(("targets",), "no targets: add at least one [targets.NAME] table with a url")
+    active = check.typed(data, "active", str, (), "")
+    if not active and targets:
+        active = next(iter(targets))
+    elif active and active not in data.get("targets", {}):
+        close = difflib.get_close_matches(active, list(data.get("targets", {})), n=1)
+        hint = (
+            f" (did you mean '{close[0]}'?)" if close else f" (targets: {', '.join(data.get('targets', {}))})"
+        )
+        check.problem(("active",), f"active target '{active}' does not exist{hint}")
+    if check.problems:
+        check.problems.sort(key=lambda p: (p.line, p.col))
+        raise ConfigError(path, check.problems)
+    return ConfigFile(active=active, targets=targets, settings=settings)

@@ -1,0 +1,64 @@
+"""Where the config file is found, and `trayproxy config path|check` through the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from desktop.config.parse import ConfigError
+from desktop.config.store import config_path, load_config
+
+
+def test_config_path_prefers_flag_then_environment_then_user_dir(tmp_path: Path) -> None:
+    """--config wins over TRAYPROXY_CONFIG, which wins over the per-user default."""
+    env = {"TRAYPROXY_CONFIG": str(tmp_path / "env.toml")}
+    assert config_path(str(tmp_path / "flag.toml"), env) == tmp_path / "flag.toml"
+    assert config_path(None, env) == tmp_path / "env.toml"
+    default = config_path(None, {})
+    assert default.name == "config.toml"
+    assert default.parent.name == "TrayProxy"
+
+
+def test_missing_or_undecodable_file_is_a_config_error(tmp_path: Path) -> None:
+    """A missing or binary file is reported like any other mistake, with its path."""
+    with pytest.raises(ConfigError, match=r"missing\.toml:1:1: the file does not exist"):
+        load_config(tmp_path / "missing.toml")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
+
+
+def _cli(*args: str, env_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = dict(os.environ)
+    if env_path is not None:
+        env["TRAYPROXY_CONFIG"] = str(env_path)
+    return subprocess.run(
+        [sys.executable, "-m", "desktop", *args], capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+def test_config_check_lists_problems_and_fails(tmp_path: Path) -> None:
+    """`trayproxy config check` prints path:line:col for each mistake and exits non-zero."""
+    path = tmp_path / "config.toml"
+    path.write_text('[targets.a]\nurl = "http://127.0.0.1:1"\nread_timout = 3\n')
+    result = _cli("config", "check", "--config", str(path))
+    assert result.returncode == 1
+    assert (
+        f"{path}:3:1: unknown setting 'targets.a.read_timout' (did you mean 'read_timeout'?)" in result.stderr
+    )
+
+
+def test_config_check_accepts_a_good_file_from_the_environment(tmp_path: Path) -> None:
+    """TRAYPROXY_CONFIG points the CLI at a file; a good one is reported OK with exit 0."""
+    path = tmp_path / "mine.toml"
+    path.write_text('active = "local"\n[targets.local]\nurl = "http://127.0.0.1:11434"\n')
+    result = _cli("config", "check", env_path=path)
+    assert result.returncode == 0, result.stderr
+    assert "OK, 1 target(s), active: local" in result.stdout
+    assert _cli("config", "path", env_path=path).stdout.strip() == str(path)
