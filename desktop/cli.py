@@ -15,17 +15,15 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 
 from desktop import __version__
 from desktop.config.model import (
-    DEFAULT_ALLOWED_HOSTS,
-    DEFAULT_ALLOWED_ORIGINS,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_STOP_GRACE_S,
-    LOOPBACK_HOSTS,
     ProxySettings,
     Secret,
     Target,
@@ -99,9 +97,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--target",
-        required=True,
-        metavar="URL",
-        help="where requests go, e.g. https://api.openai.com (a path is prefixed to every request)",
+        metavar="URL|NAME",
+        help="where requests go: a URL such as https://api.openai.com (a path is prefixed to every "
+        "request) or the name of a target in the config file (default: the config's active target)",
+    )
+    serve.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
     )
     serve.add_argument(
         "--host",
@@ -110,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="address to listen on; repeat for several (default: 127.0.0.1 and ::1)",
     )
     serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})"
+        "--port", type=int, help=f"port to listen on (default: the config's, else {DEFAULT_PORT})"
     )
     serve.add_argument(
         "--header",
@@ -122,21 +125,18 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream-timeout",
         type=float,
-        default=DEFAULT_READ_TIMEOUT_S,
         metavar="SECONDS",
         help=f"time to response headers and longest pause in a response (default: {DEFAULT_READ_TIMEOUT_S:g})",
     )
     serve.add_argument(
         "--connect-timeout",
         type=float,
-        default=DEFAULT_CONNECT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"time to connect to the target (default: {DEFAULT_CONNECT_TIMEOUT_S:g})",
     )
     serve.add_argument(
         "--stop-grace",
         type=float,
-        default=DEFAULT_STOP_GRACE_S,
         metavar="SECONDS",
         help=f"time open requests get to finish on stop (default: {DEFAULT_STOP_GRACE_S:g})",
     )
@@ -176,7 +176,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target_from_args(args: argparse.Namespace) -> Target:
+def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
     headers: list[tuple[str, Secret]] = []
     for text in args.header:
         try:
@@ -190,33 +190,85 @@ def _target_from_args(args: argparse.Namespace) -> Target:
                 f"--header {name}: the environment variable {exc.args[0]} is not set or empty"
             ) from None
         headers.append((name, Secret(value)))
+    return headers
+
+
+def _given(flag: float | None, fallback: float) -> float:
+    return fallback if flag is None else flag
+
+
+def _target_from_args(args: argparse.Namespace, base: Target | None = None) -> Target:
+    """The target from --target URL, or ``base`` (a config target), with the flags applied."""
+    headers = _header_flags(args)
     try:
-        return Target(
-            url=args.target,
-            name=args.target,
-            add_headers=tuple(headers),
-            connect_timeout_s=args.connect_timeout,
-            read_timeout_s=args.upstream_timeout,
-            verify_tls=not args.insecure,
-            ca_bundle=args.ca_bundle,
-            keep_host=args.keep_host,
+        if base is None:
+            base = Target(url=args.target, name=args.target)
+        replaced = {name.lower() for name, _ in headers}
+        kept = tuple((n, v) for n, v in base.add_headers if n.lower() not in replaced)
+        return replace(
+            base,
+            add_headers=kept + tuple(headers),
+            connect_timeout_s=_given(args.connect_timeout, base.connect_timeout_s),
+            read_timeout_s=_given(args.upstream_timeout, base.read_timeout_s),
+            verify_tls=base.verify_tls and not args.insecure,
+            ca_bundle=args.ca_bundle or base.ca_bundle,
+            keep_host=base.keep_host or args.keep_host,
         )
     except ValueError as exc:
         raise UsageError(f"--target: {exc}") from None
 
 
-def _settings_from_args(args: argparse.Namespace) -> ProxySettings:
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port: {args.port} is not a port number")
-    hosts = tuple(args.host) if args.host else LOOPBACK_HOSTS
-    return ProxySettings(
-        hosts=hosts,
-        port=args.port,
-        allowed_hosts=DEFAULT_ALLOWED_HOSTS + tuple(args.allow_host),
-        allowed_origins=DEFAULT_ALLOWED_ORIGINS + tuple(args.allow_origin),
-        stop_grace_s=args.stop_grace,
+def _settings_from_args(args: argparse.Namespace, base: ProxySettings | None = None) -> ProxySettings:
+    """Listener settings: the config file's (or the defaults), with the flags given on top."""
+    base = base or ProxySettings()
+    port = base.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port: {port} is not a port number")
+    return replace(
+        base,
+        hosts=tuple(args.host) if args.host else base.hosts,
+        port=port,
+        allowed_hosts=base.allowed_hosts + tuple(args.allow_host),
+        allowed_origins=base.allowed_origins + tuple(args.allow_origin),
+        stop_grace_s=_given(args.stop_grace, base.stop_grace_s),
         access_log=not args.quiet,
     )
+
+
+def _resolve_serve(args: argparse.Namespace) -> tuple[Target, ProxySettings, list[str]]:
+    """Target and settings for `serve` from the flags and the config file, plus notes to log.
+
+    ``--target URL`` works without a config file (one that exists still gives the listener
+    settings); a target name, or no --target, needs the file.
+    """
+    from desktop.config.keys import resolve_target
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import config_path, load_config
+
+    path = config_path(args.config)
+    by_url = bool(args.target) and "://" in args.target
+    config = None
+    if not by_url and not path.exists():
+        raise UsageError(f"no config file at {path}; pass --target URL or create the file")
+    if path.exists():
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            raise UsageError(f"the config file has problems:\n{exc}") from None
+    notes: list[str] = []
+    base_target = None
+    if not by_url:
+        assert config is not None
+        name = args.target or config.active
+        if name not in config.targets:
+            known = ", ".join(config.targets)
+            raise UsageError(f"--target: no target named '{name}' in {path} (targets: {known})")
+        base_target, warning = resolve_target(config.targets[name])
+        if warning:
+            notes.append(warning)
+    target = _target_from_args(args, base_target)
+    settings = _settings_from_args(args, config.settings if config else None)
+    return target, settings, notes
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -226,11 +278,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:
-        target = _target_from_args(args)
-        settings = _settings_from_args(args)
+        target, settings, notes = _resolve_serve(args)
     except UsageError as exc:
         print(f"trayproxy serve: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        log.warning("%s", note)
     for host in settings.hosts:
         if not is_loopback(host):
             log.warning(
