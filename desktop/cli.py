@@ -243,19 +243,19 @@ def _resolve_serve(args: argparse.Namespace) -> tuple[Target, ProxySettings, lis
     """
     from desktop.config.keys import resolve_target
     from desktop.config.parse import ConfigError
-    from desktop.config.store import config_path, load_config
+    from desktop.config.store import config_path, ensure_config, load_config
 
     path = config_path(args.config)
     by_url = bool(args.target) and "://" in args.target
     config = None
-    if not by_url and not path.exists():
-        raise UsageError(f"no config file at {path}; pass --target URL or create the file")
+    notes: list[str] = []
+    if not by_url and ensure_config(path):
+        log.info("created the config file %s with the default targets", path)
     if path.exists():
         try:
             config = load_config(path)
         except ConfigError as exc:
             raise UsageError(f"the config file has problems:\n{exc}") from None
-    notes: list[str] = []
     base_target = None
     if not by_url:
         assert config is not None

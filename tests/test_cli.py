@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from background import SLOW_STARTED, BackgroundServer, free_port, slow_app
+from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 from upstreams import Seen, dead_port, echo_app
@@ -322,11 +322,46 @@ def test_installed_console_script_runs() -> None:
     assert __version__ in result.stdout
 
 
-def test_serve_without_target_is_a_usage_error() -> None:
-    """``trayproxy serve`` alone explains that --target is needed and exits 2."""
-    result = run_cli("serve", "--port", str(free_port()))
-    assert result.returncode == 2
-    assert "--target" in result.stderr
+def test_serve_without_target_or_config_creates_the_default_config(tmp_path: Path) -> None:
+    """``trayproxy serve`` alone on a fresh machine writes the commented default config and
+    serves its active target (OpenAI) at once."""
+    config = tmp_path / "fresh" / "config.toml"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "desktop",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: _health(port) is not None, timeout_s=15)
+        health = _health(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    assert health is not None
+    assert health["target"]["url"] == "https://api.openai.com"
+    assert "# TrayProxy configuration" in config.read_text()
+    assert "OPENAI_API_KEY is not set" in stderr
+
+
+def _health(port: int) -> dict | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/__trayproxy/health", trust_env=False, timeout=1)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
 # -- --header parsing ------------------------------------------------------------------------

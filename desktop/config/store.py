@@ -3,12 +3,15 @@
 Order: ``--config PATH``, then ``TRAYPROXY_CONFIG``, then ``config.toml`` in the user's config
 directory (platformdirs, app name TrayProxy: ``~/.config/TrayProxy`` on Linux,
 ``~/Library/Application Support/TrayProxy`` on macOS, ``%LOCALAPPDATA%\\TrayProxy`` on Windows).
-First-run template, atomic comment-keeping writes and the reload watch come with issue 4.
+On first run the file is created from :data:`DEFAULT_CONFIG`, commented defaults that work at
+once. Comment-keeping writes of single settings and the reload watch come with issue 4.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +19,15 @@ import platformdirs
 
 from desktop.config.parse import ConfigError, ConfigFile, Problem, parse_config
 
-__all__ = ["APP_NAME", "CONFIG_ENV", "config_path", "load_config"]
+__all__ = [
+    "APP_NAME",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "config_path",
+    "ensure_config",
+    "load_config",
+    "write_atomically",
+]
 
 APP_NAME = "TrayProxy"
 CONFIG_ENV = "TRAYPROXY_CONFIG"
@@ -43,3 +54,66 @@ def load_config(path: Path) -> ConfigFile:
     except OSError as exc:
         raise ConfigError(str(path), [Problem(1, 1, f"cannot read it: {exc.strerror}")]) from None
     return parse_config(text, path=str(path))
+
+
+DEFAULT_CONFIG = """\
+# TrayProxy configuration. Edit freely; check it with:  trayproxy config check
+
+# The target new requests go to: one of the [targets.*] tables below.
+active = "openai"
+
+[listen]
+# Both loopback families, so tools that resolve "localhost" to ::1 reach it too.
+hosts = ["127.0.0.1", "::1"]
+port = 8000
+
+[security]
+# Host names (besides 127.0.0.1, localhost and [::1]) and web-page origins (besides pages
+# served from this machine and editor webviews) allowed to use the proxy and its keys.
+allowed_hosts = []
+allowed_origins = []
+
+[targets.openai]
+url = "https://api.openai.com"
+# The key comes from OPENAI_API_KEY when it is set; otherwise your tool's own key passes.
+key = { env = "OPENAI_API_KEY" }
+headers = { Authorization = "Bearer {key}" }
+
+[targets.anthropic]
+url = "https://api.anthropic.com"
+key = { env = "ANTHROPIC_API_KEY" }
+headers = { x-api-key = "{key}" }
+
+[targets.ollama]
+url = "http://127.0.0.1:11434"
+
+# Azure OpenAI: uncomment, put in your resource name, and set AZURE_OPENAI_API_KEY.
+# [targets.azure]
+# url = "https://YOUR-RESOURCE.openai.azure.com/openai"
+# key = { env = "AZURE_OPENAI_API_KEY" }
+# headers = { api-key = "{key}" }
+"""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def ensure_config(path: Path) -> bool:
+    """Create ``path`` from the commented defaults if it does not exist; True if created."""
+    if path.exists():
+        return False
+    write_atomically(path, DEFAULT_CONFIG)
+    return True

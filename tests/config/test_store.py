@@ -62,3 +62,31 @@ def test_config_check_accepts_a_good_file_from_the_environment(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert "OK, 1 target(s), active: local" in result.stdout
     assert _cli("config", "path", env_path=path).stdout.strip() == str(path)
+
+
+def test_default_config_is_valid_and_works_at_once() -> None:
+    """The file written on first run passes the checker, listens on 127.0.0.1 and ::1 port
+    8000 and offers OpenAI (active), Anthropic and a local Ollama."""
+    from desktop.config.parse import parse_config
+    from desktop.config.store import DEFAULT_CONFIG
+
+    config = parse_config(DEFAULT_CONFIG)
+    assert config.active == "openai"
+    assert list(config.targets) == ["openai", "anthropic", "ollama"]
+    assert config.settings.hosts == ("127.0.0.1", "::1")
+    assert config.settings.port == 8000
+    assert config.targets["ollama"].url == "http://127.0.0.1:11434"
+    assert "# [targets.azure]" in DEFAULT_CONFIG
+
+
+def test_ensure_config_never_overwrites_the_users_file(tmp_path: Path) -> None:
+    """First run creates the file (and its folder); later runs leave the user's edits alone."""
+    from desktop.config.store import DEFAULT_CONFIG, ensure_config
+
+    path = tmp_path / "TrayProxy" / "config.toml"
+    assert ensure_config(path) is True
+    assert path.read_text() == DEFAULT_CONFIG
+    path.write_text("# mine\n")
+    assert ensure_config(path) is False
+    assert path.read_text() == "# mine\n"
+    assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temporary left
