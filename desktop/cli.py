@@ -165,6 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     for action, text in (
         ("path", "print where the config file is"),
+        ("show", "print the config file with every key masked"),
         ("check", "check the config file; list every problem as path:line:col"),
     ):
         sub = config_commands.add_parser(action, help=text, description=text)
@@ -327,6 +328,15 @@ def _config(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     if args.config_command == "path":
         print(path)
+        return 0
+    if args.config_command == "show":
+        from desktop.config.store import show_redacted
+
+        try:
+            print(show_redacted(path.read_text(encoding="utf-8")), end="")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{path}: cannot read it: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         config = load_config(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from desktop.config.parse import ConfigError, ConfigFile, Problem, parse_config
+from desktop.engine.redact import redact_text
 
 __all__ = [
     "APP_NAME",
@@ -26,6 +28,7 @@ __all__ = [
     "config_path",
     "ensure_config",
     "load_config",
+    "show_redacted",
     "write_atomically",
 ]
 
@@ -117,3 +120,15 @@ def ensure_config(path: Path) -> bool:
         return False
     write_atomically(path, DEFAULT_CONFIG)
     return True
+
+
+# ``key = "..."`` (a key written in the file) and ``value = "..."`` inside ``key = { ... }``.
+_IN_FILE_KEY = re.compile(r"""(?m)^(\s*(?:key|value)\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
+_INLINE_VALUE = re.compile(r"""(\bvalue\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
+
+
+def show_redacted(text: str) -> str:
+    """The config text with every key masked: in-file keys, credential headers, key shapes."""
+    text = _IN_FILE_KEY.sub(lambda m: m.group(1) + '"***"', text)
+    text = _INLINE_VALUE.sub(lambda m: m.group(1) + '"***"', text)
+    return redact_text(text)

@@ -90,3 +90,20 @@ def test_ensure_config_never_overwrites_the_users_file(tmp_path: Path) -> None:
     assert ensure_config(path) is False
     assert path.read_text() == "# mine\n"
     assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temporary left
+
+
+def test_config_show_masks_every_key(tmp_path: Path) -> None:
+    """`trayproxy config show` prints the file for a bug report or a colleague without any
+    key in it: keys written in the file, literal credential headers, key shapes."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '# my setup\n[targets.a]\nurl = "https://x.example"\nkey = "tpinfile-0123456789"\n'
+        'headers = { Authorization = "Bearer tpliteral-9876543210", "api-key" = "tpazure-5555555555" }\n'
+        '[targets.b]\nurl = "https://y.example"\nkey = { value = "tpinline-1111111111" }\n'
+    )
+    result = _cli("config", "show", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    for secret in ("tpinfile", "tpliteral", "tpazure", "tpinline"):
+        assert secret not in result.stdout
+    assert "# my setup" in result.stdout
+    assert 'url = "https://x.example"' in result.stdout
