@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 from desktop import __version__
@@ -166,9 +167,12 @@ def _build_parser() -> argparse.ArgumentParser:
     for action, text in (
         ("path", "print where the config file is"),
         ("show", "print the config file with every key masked"),
+        ("test", "send one cheap request (the model list) to a target and say how it went"),
         ("check", "check the config file; list every problem as path:line:col"),
     ):
         sub = config_commands.add_parser(action, help=text, description=text)
+        if action == "test":
+            sub.add_argument("target", nargs="?", help="the target's name (default: the active one)")
         sub.add_argument(
             "--config",
             metavar="PATH",
@@ -321,6 +325,37 @@ def _serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def _config_test(args: argparse.Namespace, path: Path) -> int:
+    import asyncio
+
+    from desktop.config.keys import resolve_target
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import load_config
+    from desktop.engine.probe import probe_target
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    names = [args.target] if args.target else [config.active]
+    if args.target not in (None, *config.targets):
+        print(
+            f"no target named '{args.target}' in {path} (targets: {', '.join(config.targets)})",
+            file=sys.stderr,
+        )
+        return 2
+    worst = 0
+    for name in names:
+        target, warning = resolve_target(config.targets[name])
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        result = asyncio.run(probe_target(target))
+        print(result.line(name))
+        worst = worst if result.ok else 1
+    return worst
+
+
 def _config(args: argparse.Namespace) -> int:
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, load_config
@@ -329,6 +364,8 @@ def _config(args: argparse.Namespace) -> int:
     if args.config_command == "path":
         print(path)
         return 0
+    if args.config_command == "test":
+        return _config_test(args, path)
     if args.config_command == "show":
         from desktop.config.store import show_redacted
 

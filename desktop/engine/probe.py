@@ -1,0 +1,81 @@
+"""Test a target: one cheap authenticated request through the proxy's own upstream settings.
+
+The answer is one line a person can act on: reachable or not (DNS, refused, TLS, timeout, with
+the engine's own wording), key accepted or rejected (401/403), rate limited (429), and how
+long it took. The request is ``GET <target>/v1/models`` (the model list every OpenAI-style API
+and Anthropic's have; Ollama and vLLM serve it too), sent with the target's headers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from desktop.config.model import Target
+from desktop.engine.errors import map_client_error
+from desktop.engine.upstream import Upstream
+
+__all__ = ["PROBE_PATH", "ProbeResult", "probe_target"]
+
+PROBE_PATH = "/v1/models"
+# Anthropic's API refuses a request without a version; others ignore the header.
+PROBE_HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What testing a target found."""
+
+    ok: bool
+    summary: str
+    status: int | None = None
+    latency_ms: float | None = None
+
+    def line(self, name: str) -> str:
+        took = f", {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
+        status = f"HTTP {self.status}" if self.status is not None else ""
+        detail = ", ".join(part for part in (status, took.lstrip(", ")) if part)
+        return f"{name}: {self.summary}" + (f" ({detail})" if detail else "")
+
+
+def _verdict(status: int) -> tuple[bool, str]:
+    if 200 <= status < 300:
+        return True, "reachable, key accepted"
+    if status in (401, 403):
+        return False, "reachable, but the key was rejected"
+    if status == 429:
+        return False, "reachable, but rate limited"
+    if status == 404:
+        return True, "reachable (it has no model list here)"
+    return False, "reachable, but it answered with an error"
+
+
+async def probe_target(target: Target, *, resolver: AbstractResolver | None = None) -> ProbeResult:
+    """Send the probe request to ``target`` and say what happened."""
+    upstream = Upstream(target, resolver=resolver)
+    path = PROBE_PATH.removeprefix("/v1") if upstream.base_path.endswith("/v1") else PROBE_PATH
+    headers = upstream.rules.apply((), client_ip="127.0.0.1")
+    for name, value in PROBE_HEADERS.items():
+        headers.setdefault(name, value)
+    started = time.perf_counter()
+    try:
+        async with upstream.session.get(
+            upstream.url_for(path),
+            headers=headers,
+            allow_redirects=False,
+            proxy=upstream.proxy,
+            proxy_headers=upstream.proxy_headers,
+        ) as response:
+            await response.read()
+            status = response.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return ProbeResult(
+            False, "not reachable: " + map_client_error(exc, target=target.display_name).message
+        )
+    finally:
+        await upstream.close()
+    ok, summary = _verdict(status)
+    return ProbeResult(ok, summary, status, (time.perf_counter() - started) * 1000)

@@ -1,0 +1,72 @@
+"""`trayproxy config test`: one line saying whether a target is reachable and takes the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from background import BackgroundServer
+from upstreams import dead_port
+
+
+def _models_app(status: int) -> web.Application:
+    async def models(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer tptest-good-key":
+            return web.json_response({"error": "bad key"}, status=401)
+        return web.json_response({"data": []}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+def _run(config: Path, *args: str, key: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "desktop", "config", "test", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "TP_PROBE_KEY": key},
+    )
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'active = "mine"\n[targets.mine]\nurl = "{url}"\nkey = {{ env = "TP_PROBE_KEY" }}\n'
+        'headers = { Authorization = "Bearer {key}" }\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("status", "key", "expected", "code"),
+    [
+        (200, "tptest-good-key", "mine: reachable, key accepted (HTTP 200, ", 0),
+        (200, "tptest-wrong-key", "mine: reachable, but the key was rejected (HTTP 401, ", 1),
+        (429, "tptest-good-key", "mine: reachable, but rate limited (HTTP 429, ", 1),
+    ],
+)
+def test_config_test_reports_key_and_reachability(
+    tmp_path: Path, status: int, key: str, expected: str, code: int
+) -> None:
+    """The person learns in one line whether the key works, with the latency, and never
+    sees the key itself."""
+    with BackgroundServer(_models_app(status)) as upstream:
+        result = _run(_config(tmp_path, upstream.url), key=key)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.startswith(expected), result.stdout
+    assert result.stdout.rstrip().endswith(" ms)")
+    assert key not in result.stdout + result.stderr
+
+
+def test_config_test_reports_an_unreachable_target(tmp_path: Path) -> None:
+    """A target where nothing listens is reported as not reachable, with the cause."""
+    result = _run(_config(tmp_path, f"http://127.0.0.1:{dead_port()}"), "mine", key="tptest-good-key")
+    assert result.returncode == 1
+    assert "mine: not reachable" in result.stdout
+    assert "refused" in result.stdout
