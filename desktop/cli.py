@@ -168,6 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("path", "print where the config file is"),
         ("show", "print the config file with every key masked"),
         ("test", "send one cheap request (the model list) to a target and say how it went"),
+        ("edit", "open the config file in $VISUAL / $EDITOR (created first if missing), then check it"),
         ("check", "check the config file; list every problem as path:line:col"),
     ):
         sub = config_commands.add_parser(action, help=text, description=text)
@@ -356,6 +357,32 @@ def _config_test(args: argparse.Namespace, path: Path) -> int:
     return worst
 
 
+def _config_edit(path: Path) -> int:
+    import shlex
+    import subprocess
+
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import ensure_config, load_config
+
+    ensure_config(path)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        # TODO(#5): open with the OS's default app (platforms/) when no editor is set.
+        print(f"set $EDITOR to edit it here, or open {path} in any text editor", file=sys.stderr)
+        return 2
+    status = subprocess.call([*shlex.split(editor), str(path)])
+    if status != 0:
+        print(f"the editor exited with status {status}", file=sys.stderr)
+        return 1
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, load_config
@@ -364,6 +391,8 @@ def _config(args: argparse.Namespace) -> int:
     if args.config_command == "path":
         print(path)
         return 0
+    if args.config_command == "edit":
+        return _config_edit(path)
     if args.config_command == "test":
         return _config_test(args, path)
     if args.config_command == "show":

@@ -107,3 +107,25 @@ def test_config_show_masks_every_key(tmp_path: Path) -> None:
         assert secret not in result.stdout
     assert "# my setup" in result.stdout
     assert 'url = "https://x.example"' in result.stdout
+
+
+def test_config_edit_runs_the_editor_then_checks_the_result(tmp_path: Path) -> None:
+    """`trayproxy config edit` opens $EDITOR on the file (creating it first) and, when the
+    editor closes, reports a mistake the person just made with its line."""
+    import os
+
+    path = tmp_path / "new" / "config.toml"
+    editor = tmp_path / "editor.py"
+    editor.write_text("import sys\nopen(sys.argv[1], 'a').write('\\nbogus = 1\\n')\n")
+    env = {**os.environ, "EDITOR": f"{sys.executable} {editor}", "VISUAL": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "desktop", "config", "edit", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "# TrayProxy configuration" in path.read_text()
+    assert "unknown setting 'targets.ollama.bogus'" in result.stderr
+    assert f"{path}:" in result.stderr
