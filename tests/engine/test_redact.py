@@ -163,29 +163,34 @@ async def _wait_until_serving(port: int, proc: asyncio.subprocess.Process) -> No
             await asyncio.sleep(0.05)
 
 
+async def _serve_with_pure_python_parser(target: str, port: int, *flags: str) -> asyncio.subprocess.Process:
+    """`trayproxy serve` with aiohttp's C extensions off (AIOHTTP_NO_EXTENSIONS=1); stderr piped."""
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "desktop",
+        "serve",
+        "--target",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *flags,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
 async def test_malformed_request_with_pure_python_parser_does_not_echo_the_key(aiohttp_server) -> None:
     """Where aiohttp runs without its C extensions (no wheel for the platform, or
     AIOHTTP_NO_EXTENSIONS=1) its parser words errors differently; `trayproxy serve` must still
     answer a malformed request carrying a key without echoing or printing the key."""
     upstream = await aiohttp_server(echo_app(Seen()))
     port = _free_port()
-    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "desktop",
-        "serve",
-        "--target",
-        str(upstream.make_url("")),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--verbose",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    proc = await _serve_with_pure_python_parser(str(upstream.make_url("")), port, "--verbose")
     answers: dict[str, bytes] = {}
     try:
         await _wait_until_serving(port, proc)
@@ -209,29 +214,14 @@ async def test_non_ascii_request_target_with_pure_python_parser_gets_400(aiohttp
     seen = Seen()
     upstream = await aiohttp_server(echo_app(seen))
     port = _free_port()
-    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "desktop",
-        "serve",
-        "--target",
-        str(upstream.make_url("")),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+    proc = await _serve_with_pure_python_parser(str(upstream.make_url("")), port)
     try:
         await _wait_until_serving(port, proc)
         raw = b"GET /x?q=\xff HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode() + b"\r\n\r\n"
         response = await exchange(port, raw)
     finally:
         proc.terminate()
-        await asyncio.wait_for(proc.wait(), timeout=20)
+        await asyncio.wait_for(proc.communicate(), timeout=20)
     assert response.status == 400, response.raw[:300]
     assert b"percent-encode" in response.raw
     assert seen.requests == []
