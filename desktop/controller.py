@@ -29,6 +29,8 @@ T = TypeVar("T")
 State = Literal["stopped", "running", "error"]
 # Bound on one call into the loop, beyond the stop grace period.
 CALL_TIMEOUT_S = 15.0
+# A few loop turns for closing transports to finish before the loop is closed.
+TRANSPORT_SETTLE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,9 @@ class ProxyController:
             for task in rest:
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
+            # Transports closed just now drop their sockets in call_soon callbacks; a loop
+            # closed before those run leaves sockets open (ResourceWarning at GC).
+            await asyncio.sleep(TRANSPORT_SETTLE_S)
             await loop.shutdown_asyncgens()
             await loop.shutdown_default_executor()
 
