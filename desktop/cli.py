@@ -169,11 +169,14 @@ def _build_parser() -> argparse.ArgumentParser:
         ("show", "print the config file with every key masked"),
         ("test", "send one cheap request (the model list) to a target and say how it went"),
         ("edit", "open the config file in $VISUAL / $EDITOR (created first if missing), then check it"),
-        ("check", "check the config file; list every problem as path:line:col"),
+        ("check", "check the config file and every key source; list each problem as path:line:col"),
+        ("set-key", "store a target's key in the OS keychain (typed without echo, or read from stdin)"),
     ):
         sub = config_commands.add_parser(action, help=text, description=text)
         if action == "test":
             sub.add_argument("target", nargs="?", help="the target's name (default: the active one)")
+        if action == "set-key":
+            sub.add_argument("target", help="the target's name, as in [targets.NAME]")
         sub.add_argument(
             "--config",
             metavar="PATH",
@@ -269,9 +272,12 @@ def _resolve_serve(args: argparse.Namespace) -> tuple[Target, ProxySettings, lis
         if name not in config.targets:
             known = ", ".join(config.targets)
             raise UsageError(f"--target: no target named '{name}' in {path} (targets: {known})")
-        base_target, warning = resolve_target(config.targets[name])
-        if warning:
-            notes.append(warning)
+        resolved = resolve_target(config.targets[name])
+        if resolved.fatal:
+            raise UsageError(str(resolved.problem))
+        if resolved.problem:
+            notes.append(resolved.problem)
+        base_target = resolved.target
     target = _target_from_args(args, base_target)
     settings = _settings_from_args(args, config.settings if config else None)
     return target, settings, notes
@@ -348,9 +354,10 @@ def _config_test(args: argparse.Namespace, path: Path) -> int:
         return 2
     worst = 0
     for name in names:
-        target, warning = resolve_target(config.targets[name])
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+        resolved = resolve_target(config.targets[name])
+        if resolved.problem:
+            print(f"{'error' if resolved.fatal else 'warning'}: {resolved.problem}", file=sys.stderr)
+        target = resolved.target
         result = asyncio.run(probe_target(target))
         print(result.line(name))
         worst = worst if result.ok else 1
@@ -383,9 +390,85 @@ def _config_edit(path: Path) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace) -> int:
+def _config_check(path: Path) -> int:
+    from desktop.config.keys import protect_in_file_keys, resolve_target
     from desktop.config.parse import ConfigError
-    from desktop.config.store import config_path, load_config
+    from desktop.config.store import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    notice = protect_in_file_keys(path, config)
+    if notice:
+        print(f"{path}: note: {notice}", file=sys.stderr)
+    errors = 0
+    for spec in config.targets.values():
+        resolved = resolve_target(spec)
+        if resolved.problem:
+            line, col = spec.key_position
+            level = "error" if resolved.fatal else "warning"
+            print(f"{path}:{line}:{col}: {level}: {resolved.problem}", file=sys.stderr)
+            errors += resolved.fatal
+    if errors:
+        return 1
+    print(f"{path}: OK, {len(config.targets)} target(s), active: {config.active}")
+    return 0
+
+
+def _read_new_key(target: str) -> str:
+    """The key typed by the person (no echo) or piped in; surrounding whitespace dropped."""
+    import getpass
+
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Key for {target} (input hidden): ").strip()
+    return sys.stdin.readline().strip()
+
+
+def _config_set_key(args: argparse.Namespace, path: Path) -> int:
+    from desktop.config.keys import KeyUnavailable, keyring_account, store_key
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import load_config, set_key_source
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    spec = config.targets.get(args.target)
+    if spec is None:
+        print(f"no target named '{args.target}' in {path} (targets: {', '.join(config.targets)})", file=sys.stderr)
+        return 2
+    key = _read_new_key(args.target)
+    if not key:
+        print("no key given; nothing stored", file=sys.stderr)
+        return 2
+    if any(c.isspace() for c in key):
+        print("the key contains spaces or line breaks; nothing stored", file=sys.stderr)
+        return 2
+    uses_keyring = spec.key_source is not None and spec.key_source[0] == "keyring"
+    account = keyring_account(spec) if uses_keyring else spec.name
+    try:
+        store_key(account, key)
+    except KeyUnavailable as exc:
+        print(f"could not store the key: {exc}", file=sys.stderr)
+        return 1
+    print(f"stored the key for '{args.target}' in the OS keychain")
+    if not uses_keyring:
+        set_key_source(path, args.target, {"keyring": True})
+        print(f"{path}: target '{args.target}' now reads its key from the keychain")
+    if not any("{key}" in template for _, template in spec.headers):
+        print(
+            f"note: target '{args.target}' has no header using {{key}}; add one, e.g."
+            ' headers = { Authorization = "Bearer {key}" }',
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from desktop.config.store import config_path
 
     path = config_path(args.config)
     if args.config_command == "path":
@@ -395,6 +478,10 @@ def _config(args: argparse.Namespace) -> int:
         return _config_edit(path)
     if args.config_command == "test":
         return _config_test(args, path)
+    if args.config_command == "set-key":
+        return _config_set_key(args, path)
+    if args.config_command == "check":
+        return _config_check(path)
     if args.config_command == "show":
         from desktop.config.store import show_redacted
 
@@ -404,13 +491,7 @@ def _config(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read it: {exc}", file=sys.stderr)
             return 1
         return 0
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"{path}: OK, {len(config.targets)} target(s), active: {config.active}")
-    return 0
+    raise AssertionError(f"unhandled config action {args.config_command}")  # argparse lists them all
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,31 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         path = home / sub
         path.mkdir(mode=0o700)
         monkeypatch.setenv(var, str(path))
-    return
+    # No test may read or write the developer's own keychain: subprocesses get keyring's
+    # "no keychain" backend unless a test asks for the file keychain (file_keyring).
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def file_keyring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A real keyring backend over a file, in this process and in subprocesses of the CLI."""
+    import keyring
+    from keyring_backend import FileKeyring
+
+    store = tmp_path / "keyring.json"
+    monkeypatch.setenv("TRAYPROXY_TEST_KEYRING", str(store))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring_backend.FileKeyring")
+    tests_dir = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    keyring.set_keyring(FileKeyring())  # clean_environ puts the previous one back
+    return store
 
 
 @dataclass

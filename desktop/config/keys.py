@@ -1,28 +1,91 @@
 """Key sources: where a target's key comes from, read when the target is put to use.
 
 Resolved values become :class:`Secret` at once and are never formatted into text. Sources:
-``{ env = "NAME" }`` and a key written in the file work now; ``{ keyring = true }`` (the OS
-keychain) and ``{ command = "..." }`` (re-run on 401) come with the rest of issue 4 and are
-reported as unavailable until then. A key that cannot be read is not fatal: the target's
-headers that use ``{key}`` are left out, so the client's own Authorization passes through,
-and the caller is told why (apps started at login do not see variables set in a shell profile).
+
+- ``{ env = "NAME" }``: an environment variable. Apps started at login or by double-click do
+  not see variables set in a shell profile, so an empty one is reported by name.
+- ``{ keyring = true }``: the OS keychain (macOS Keychain, Windows Credential Locker, the
+  Secret Service on Linux) through ``keyring``; entry "TrayProxy" / the target's name, or
+  ``{ keyring = "account" }``. ``trayproxy config set-key NAME`` stores it there.
+- ``{ command = "..." }``: a shell command whose first non-empty output line is the key, for
+  short-lived tokens from a company SSO or a password manager; re-run when the target answers
+  401 (the controller asks, see ``key_refreshes``).
+- ``key = "..."``: the key in the file itself; discouraged, and the file is kept owner-only.
+
+A key that cannot be read is not always fatal: headers that use ``{key}`` are left out, so the
+client's own credentials pass through. It is an error only when they cannot: the target strips
+the very header ``{key}`` fills (:func:`needs_key`).
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from desktop.config.model import Secret, Target
-from desktop.config.parse import TargetSpec
+from desktop.config.parse import ConfigFile, TargetSpec
+from desktop.engine.redact import redact_text
 
-__all__ = ["KeyUnavailable", "resolve_key", "resolve_target"]
+__all__ = [
+    "KEYRING_SERVICE",
+    "KeyUnavailable",
+    "ResolvedTarget",
+    "key_refreshes",
+    "keyring_account",
+    "needs_key",
+    "protect_in_file_keys",
+    "resolve_key",
+    "resolve_target",
+    "store_key",
+]
 
 KEY_PLACEHOLDER = "{key}"
+# The keychain entry's service name; the account is the target's name.
+KEYRING_SERVICE = "TrayProxy"
+# A key command may open a browser for a company SSO and wait for the person.
+KEY_COMMAND_TIMEOUT_S = 120.0
+# Enough of a failing command's stderr to say why, not a page of it.
+COMMAND_ERROR_CHARS = 200
 
 
 class KeyUnavailable(Exception):
     """The key could not be read; the message says why without showing any part of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTarget:
+    """A target ready for the engine, and what went wrong reading its key, if anything."""
+
+    target: Target
+    # Why the key could not be read; None when it was (or the target has no key source).
+    problem: str | None = None
+    # True when the problem makes the target unusable (see needs_key).
+    fatal: bool = False
+
+
+def keyring_account(spec: TargetSpec) -> str:
+    """The keychain account the target's key is kept under: a ``keyring`` source's own name,
+    else the target's name."""
+    value = spec.key_source[1] if spec.key_source and spec.key_source[0] == "keyring" else None
+    return value if isinstance(value, str) else spec.name
+
+
+def needs_key(spec: TargetSpec) -> bool:
+    """True when requests cannot authenticate without the key: the target strips the header
+    its ``{key}`` would fill, so the client's own credentials cannot pass either."""
+    return any(
+        KEY_PLACEHOLDER in template and name.lower() in spec.strip_headers for name, template in spec.headers
+    )
+
+
+def key_refreshes(spec: TargetSpec) -> bool:
+    """True when asking the source again may give a new key (a command's short-lived token)."""
+    return spec.key_source is not None and spec.key_source[0] == "command"
 
 
 def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -33,21 +96,118 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
     if kind == "env":
         found = environ.get(str(value), "")
         if not found:
-            raise KeyUnavailable(f"the environment variable {value} is not set or empty")
+            raise KeyUnavailable(
+                f"the environment variable {value} is not set or empty"
+                " (apps started at login or from a menu do not see variables set in a shell profile;"
+                f" run 'trayproxy config set-key {spec.name}' to keep the key in the OS keychain)"
+            )
         return found
     if kind == "value":
         return str(value)
-    raise KeyUnavailable(f"key source '{kind}' is not supported yet")
+    if kind == "keyring":
+        return _read_keyring(keyring_account(spec), spec.name)
+    if kind == "command":
+        return _run_key_command(str(value), environ)
+    raise KeyUnavailable(f"unknown key source '{kind}'")  # parse.py lets no other through
 
 
-def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> tuple[Target, str | None]:
+def _keyring_backend_problem() -> str | None:
+    """Why the OS keychain cannot be used here, or None when it can."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except Exception as exc:  # keyring's backends import OS bindings that may be broken
+        return f"the OS keychain cannot be loaded ({type(exc).__name__})"
+    backend = keyring.get_keyring()
+    if isinstance(backend, fail.Keyring):
+        if sys.platform.startswith("linux"):
+            return (
+                "no OS keychain is available in this session (the Secret Service, e.g. gnome-keyring"
+                " or KeePassXC, is not running on the session bus)"
+            )
+        return "no OS keychain is available"
+    return None
+
+
+def _read_keyring(account: str, target_name: str) -> str:
+    problem = _keyring_backend_problem()
+    if problem:
+        raise KeyUnavailable(f"{problem}; use key = {{ env = \"NAME\" }} or {{ command = \"...\" }} instead")
+    import keyring
+    from keyring.errors import KeyringError
+
+    try:
+        found = keyring.get_password(KEYRING_SERVICE, account)
+    except KeyringError as exc:
+        raise KeyUnavailable(f"the OS keychain refused to give the key ({type(exc).__name__})") from None
+    except Exception as exc:  # a D-Bus or OS error from the backend: say which, never its text
+        raise KeyUnavailable(f"the OS keychain failed ({type(exc).__name__})") from None
+    if not found:
+        raise KeyUnavailable(
+            f"no key stored in the OS keychain under '{account}'; run: trayproxy config set-key {target_name}"
+        )
+    return found
+
+
+def store_key(account: str, key: str) -> None:
+    """Put ``key`` in the OS keychain under ``account``; raise KeyUnavailable if it cannot."""
+    problem = _keyring_backend_problem()
+    if problem:
+        raise KeyUnavailable(problem)
+    import keyring
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, account, key)
+    except Exception as exc:  # never the exception's text: it may quote what was stored
+        raise KeyUnavailable(f"the OS keychain did not store the key ({type(exc).__name__})") from None
+
+
+def _run_key_command(command: str, environ: Mapping[str, str]) -> str:
+    # Through the shell, like git's credential helpers, so pipes and ~ work as people write them.
+    try:
+        result = subprocess.run(
+            command,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=KEY_COMMAND_TIMEOUT_S,
+            env=dict(environ),
+        )
+    except subprocess.TimeoutExpired:
+        raise KeyUnavailable(f"the key command did not finish within {KEY_COMMAND_TIMEOUT_S:g} s") from None
+    except OSError as exc:
+        raise KeyUnavailable(f"the key command could not be started: {exc.strerror}") from None
+    if result.returncode != 0:
+        why = _last_line(result.stderr)
+        raise KeyUnavailable(
+            f"the key command exited with status {result.returncode}" + (f": {why}" if why else "")
+        )
+    for line in result.stdout.splitlines():
+        if line.strip():
+            return line.strip()
+    raise KeyUnavailable("the key command printed nothing")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return redact_text(lines[-1])[:COMMAND_ERROR_CHARS] if lines else ""
+
+
+def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> ResolvedTarget:
     """The engine's Target for ``spec`` and, when its key could not be read, why."""
-    warning = None
+    problem = None
     try:
         key = resolve_key(spec, environ)
     except KeyUnavailable as exc:
         key = None
-        warning = f"target '{spec.name}': {exc}; requests carry the client's own credentials"
+        fatal = needs_key(spec)
+        consequence = (
+            "requests to it cannot authenticate"
+            if fatal
+            else "requests carry the client's own credentials"
+        )
+        problem = f"target '{spec.name}': {exc}; {consequence}"
     headers: list[tuple[str, Secret]] = []
     for name, template in spec.headers:
         if KEY_PLACEHOLDER in template:
@@ -65,5 +225,24 @@ def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) ->
         verify_tls=spec.verify_tls,
         ca_bundle=spec.ca_bundle,
         keep_host=spec.keep_host,
+        proxy=spec.proxy,
     )
-    return target, warning
+    return ResolvedTarget(target, problem, fatal=problem is not None and needs_key(spec))
+
+
+def protect_in_file_keys(path: Path, config: ConfigFile) -> str | None:
+    """Make ``path`` owner-only when it holds a key itself; say so (once) when it changed."""
+    holders = [spec.name for spec in config.targets.values() if spec.key_source and spec.key_source[0] == "value"]
+    if not holders or sys.platform == "win32":  # Windows profiles are per-user already
+        return None
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not mode & 0o077:
+            return None
+        os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        return f"{path} holds the key of {', '.join(holders)} but its permissions could not be narrowed: {exc.strerror}"
+    return (
+        f"{path} holds the key of {', '.join(holders)} in the file itself; made it readable by you only"
+        f" (a keychain entry is safer: trayproxy config set-key {holders[0]})"
+    )

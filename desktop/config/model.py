@@ -85,6 +85,9 @@ class Target:
     ca_bundle: str | None = None
     # Send the client's Host header instead of the target's (for virtual-hosted gateways).
     keep_host: bool = False
+    # Outgoing proxy URL for this target; "" connects directly; None follows HTTPS_PROXY,
+    # HTTP_PROXY and NO_PROXY from the environment.
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -127,6 +130,10 @@ class Target:
             scheme, _, credential = text.partition(" ")
             if credential.strip() and scheme.isalpha():
                 found.append(credential.strip())
+        if self.proxy:
+            password = urlsplit(self.proxy).password
+            if password:
+                found.append(password)
         return tuple(found)
 
 

@@ -3,6 +3,7 @@
 The file (``config.toml`` in the user's config directory)::
 
     active = "openai"               # the target new requests go to
+    proxy = "http://proxy.corp:3128"  # outgoing proxy for every target (default: HTTPS_PROXY etc.)
 
     [listen]
     hosts = ["127.0.0.1", "::1"]    # default: both loopback families
@@ -14,7 +15,7 @@ The file (``config.toml`` in the user's config directory)::
 
     [targets.openai]
     url = "https://api.openai.com"  # may carry a base path
-    key = { env = "OPENAI_API_KEY" }
+    key = { env = "OPENAI_API_KEY" }  # or { keyring = true }, { command = "..." }, "sk-..."
     headers = { Authorization = "Bearer {key}" }
     strip_headers = []
     connect_timeout = 10            # seconds
@@ -22,10 +23,16 @@ The file (``config.toml`` in the user's config directory)::
     verify_tls = true
     ca_bundle = "/path/to/ca.pem"
     keep_host = false
+    proxy = false                   # this target's outgoing proxy; false: connect directly
+
+Key sources: ``{ env = "NAME" }`` an environment variable; ``{ keyring = true }`` the OS
+keychain, entry "TrayProxy" / the target's name (``{ keyring = "account" }`` names another);
+``{ command = "..." }`` a shell command whose first output line is the key, re-run when the
+target answers 401; a plain string, the key itself (discouraged: the file is kept owner-only).
 
 Parsing never raises anything but :class:`ConfigError`, which carries every problem found
 (not only the first), each as ``path:line:col: message``. Key sources are checked for shape
-here; reading them is ``keys.py``'s job (issue 4, not yet written).
+here; reading them is ``keys.py``'s job.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,7 +56,7 @@ from desktop.config.model import (
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 
-TOP_KEYS = ("active", "listen", "security", "targets")
+TOP_KEYS = ("active", "proxy", "listen", "security", "targets")
 LISTEN_KEYS = ("hosts", "port")
 SECURITY_KEYS = ("allowed_hosts", "allowed_origins")
 TARGET_KEYS = (
@@ -62,6 +69,7 @@ TARGET_KEYS = (
     "verify_tls",
     "ca_bundle",
     "keep_host",
+    "proxy",
 )
 KEY_SOURCES = ("env", "keyring", "command", "value")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -102,6 +110,10 @@ class TargetSpec:
     verify_tls: bool = True
     ca_bundle: str | None = None
     keep_host: bool = False
+    # Outgoing proxy URL; "" connects directly; None follows HTTPS_PROXY / NO_PROXY.
+    proxy: str | None = None
+    # Where ``key`` is written (line, column), for messages about reading it.
+    key_position: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +261,35 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         verify_tls=check.typed(table, "verify_tls", bool, path, True),
         ca_bundle=check.typed(table, "ca_bundle", str, path, None),
         keep_host=check.typed(table, "keep_host", bool, path, False),
+        proxy=_check_proxy(check, table, path),
+        key_position=check.locate.find(*path, "key"),
     )
+
+
+def _check_proxy(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
+    """``proxy = "http://host:port"`` or ``proxy = false`` (direct); None when absent."""
+    if "proxy" not in table:
+        return None
+    value = table["proxy"]
+    where = (*path, "proxy")
+    if value is False:
+        return ""
+    if not isinstance(value, str):
+        check.problem(where, 'proxy must be a URL such as "http://proxy.example:3128", or false')
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        check.problem(where, f"proxy '{redact_userinfo(value)}' is not an http:// or https:// URL with a host")
+        return None
+    return value
+
+
+def redact_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
 
 def _check_key(check: _Checker, value: Any, path: tuple[str, ...]) -> tuple[str, str | bool] | None:
@@ -267,10 +307,10 @@ def _check_key(check: _Checker, value: Any, path: tuple[str, ...]) -> tuple[str,
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         check.problem(where, f"unknown key source '{kind}'{hint}")
         return None
-    if kind == "keyring" and not isinstance(spec, bool):
-        check.problem(where, "keyring must be true or false")
+    if kind == "keyring" and not (spec is True or (isinstance(spec, str) and spec)):
+        check.problem(where, 'keyring must be true (the entry named after the target) or an entry name')
         return None
-    if kind != "keyring" and (not isinstance(spec, str) or not spec):
+    if kind in ("env", "command", "value") and (not isinstance(spec, str) or not spec):
         check.problem(where, f"key {kind} must be a non-empty string")
         return None
     return (kind, spec)
@@ -304,9 +344,12 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         allowed_origins=DEFAULT_ALLOWED_ORIGINS + check.strings(security, "allowed_origins", ("security",)),
     )
     targets: dict[str, TargetSpec] = {}
+    default_proxy = _check_proxy(check, data, ())
     for name, table in check.typed(data, "targets", dict, (), {}).items():
         spec = _check_target(check, name, table)
         if spec is not None:
+            if spec.proxy is None and default_proxy is not None:
+                spec = replace(spec, proxy=default_proxy)
             targets[name] = spec
     if not data.get("targets"):
         check.problem(("targets",), "no targets: add at least one [targets.NAME] table with a url")

@@ -22,7 +22,7 @@ from yarl import URL
 from desktop.config.model import Target
 from desktop.engine.headers import RequestHeaderRules
 
-__all__ = ["Upstream", "build_ssl_context", "environment_proxy"]
+__all__ = ["Upstream", "build_ssl_context", "environment_proxy", "target_proxy"]
 
 log = logging.getLogger("trayproxy.upstream")
 
@@ -65,6 +65,20 @@ def environment_proxy(url: str) -> tuple[URL | None, str | None]:
         return None, None
     if urllib.request.proxy_bypass(parts.hostname):
         return None, None
+    return _split_credentials(proxy)
+
+
+def target_proxy(target: Target) -> tuple[URL | None, str | None]:
+    """The outgoing proxy for ``target``: its own setting, else the environment's."""
+    if target.proxy is None:
+        return environment_proxy(target.url)
+    if not target.proxy:
+        return None, None  # proxy = false: connect directly whatever the environment says
+    return _split_credentials(target.proxy)
+
+
+def _split_credentials(proxy: str) -> tuple[URL, str | None]:
+    """The proxy URL without credentials, and those credentials as a Basic header value."""
     if "://" not in proxy:
         proxy = "http://" + proxy
     proxy_url = URL(proxy)
@@ -117,7 +131,7 @@ class Upstream:
         self.rules = RequestHeaderRules(target)
         self.base_path = target.base_path
         self.prefix = target.origin + self.base_path
-        self.proxy, self.proxy_authorization = environment_proxy(target.url)
+        self.proxy, self.proxy_authorization = target_proxy(target)
         # Proxy credentials ride on the CONNECT for https targets; for http targets, whose
         # requests go to the proxy itself, forward.py adds them to each request.
         self.proxy_headers = (

@@ -122,3 +122,27 @@ def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
     else:
         problems = ["parsed"]
     assert problems
+
+
+def test_proxy_setting_per_target_and_for_the_whole_file() -> None:
+    """A top-level ``proxy`` applies to every target without its own; ``proxy = false`` on a
+    target means direct; a target's proxy password is among the secrets the logs mask."""
+    config = parse_config(
+        'proxy = "http://corp:3128"\n'
+        '[targets.a]\nurl = "https://a.example.test"\n'
+        '[targets.b]\nurl = "http://127.0.0.1:11434"\nproxy = false\n'
+        '[targets.c]\nurl = "https://c.example.test"\nproxy = "http://u:pw-secret-77@other:8080"\n'
+    )
+    assert config.targets["a"].proxy == "http://corp:3128"
+    assert config.targets["b"].proxy == ""
+    assert config.targets["c"].proxy == "http://u:pw-secret-77@other:8080"
+    from desktop.config.keys import resolve_target
+
+    assert "pw-secret-77" in resolve_target(config.targets["c"]).target.secrets()
+
+
+def test_bad_proxy_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[targets.a]\nurl = "https://a.example.test"\nproxy = "ftp://u:hunter2@x"\n', path="c.toml")
+    assert "c.toml:3:1:" in str(caught.value)
+    assert "hunter2" not in str(caught.value)

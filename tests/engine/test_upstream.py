@@ -412,3 +412,34 @@ async def test_netrc_credentials_are_not_added(aiohttp_server, start_proxy, clie
         assert response.status == 200
     names = {name.lower() for name, _ in seen.requests[0]["headers"]}
     assert "authorization" not in names
+
+
+async def test_targets_own_proxy_is_used_even_for_hosts_in_no_proxy(
+    aiohttp_server, start_proxy, client, monkeypatch, forward_proxy
+) -> None:
+    """A target with ``proxy = "http://user:pass@host:port"`` goes through that proxy with its
+    credentials, whatever HTTP_PROXY and NO_PROXY say (the setting is explicit)."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    monkeypatch.setenv("NO_PROXY", "*")
+    own = forward_proxy.url.replace("http://", "http://bob:pw-9f8e7d@")
+    proxy = await start_proxy(str(upstream.make_url("/")), proxy=own)
+    async with client.get(proxy.url + "/v1/models") as response:
+        assert response.status == 200
+    assert [hit.target for hit in forward_proxy.hits] == [f"http://127.0.0.1:{upstream.port}/v1/models"]
+    assert forward_proxy.hits[0].headers["proxy-authorization"] == "Basic " + base64.b64encode(b"bob:pw-9f8e7d").decode()
+    assert seen.requests == []
+
+
+async def test_proxy_false_connects_directly_despite_http_proxy(
+    aiohttp_server, start_proxy, client, monkeypatch, forward_proxy
+) -> None:
+    """``proxy = false`` on a target (a local Ollama behind a corporate HTTP_PROXY) goes direct."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    proxy = await start_proxy(str(upstream.make_url("/")), proxy="")
+    async with client.get(proxy.url + "/v1/models") as response:
+        assert response.status == 200
+    assert forward_proxy.hits == []
+    assert len(seen.requests) == 1
