@@ -4,30 +4,62 @@ Order: ``--config PATH``, then ``TRAYPROXY_CONFIG``, then ``config.toml`` in the
 directory (platformdirs, app name TrayProxy: ``~/.config/TrayProxy`` on Linux,
 ``~/Library/Application Support/TrayProxy`` on macOS, ``%LOCALAPPDATA%\\TrayProxy`` on Windows).
 On first run the file is created from :data:`DEFAULT_CONFIG`, commented defaults that work at
-once. Comment-keeping writes of single settings and the reload watch come with issue 4.
+once. The reload watch comes with issue 4.
+
+Writes by the app (:func:`edit_config`, :func:`set_active_target`, :func:`set_key_source`) change
+only what they must: the document goes through tomlkit, so comments, blank lines, key order and
+quoting stay as the person wrote them. Each write
+
+- re-checks the result with :func:`parse_config` and writes nothing if it would not parse;
+- writes nothing at all when the value is already what was asked (no mtime change, no backup);
+- keeps the previous contents in ``config.toml.bak`` next to the file, itself written atomically,
+  except when the write takes a key written in the file out of it (``trayproxy config set-key``):
+  then no backup is kept, since the point is that the key no longer sits in a plain file;
+- goes to a temporary file in the same folder (``.config.toml.XXXX.tmp``), fsynced, renamed over
+  the file, then the folder fsynced, so a process killed at any moment leaves the old file or the
+  new one, never a mix. Readers only ever open ``config.toml``, so a temporary left by a killed
+  writer is ignored; the next write removes temporaries older than :data:`STALE_TEMP_AGE_S`;
+- keeps the file's permission bits (a new file is owner-only), and makes the file and its backup
+  owner-only whenever they hold a key written in the file;
+- does not clobber an edit saved in an editor meanwhile: if the file changed between reading and
+  renaming, the change is applied again on top of the newer contents (:data:`EDIT_ATTEMPTS`).
+
+This module must not import the engine beyond :func:`redact_text`, nor any UI.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
+import stat
+import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import platformdirs
+import tomlkit
+import tomlkit.exceptions
+import tomlkit.items
 
-from desktop.config.parse import ConfigError, ConfigFile, Problem, parse_config
+from desktop.config.parse import KEY_SOURCES, ConfigError, ConfigFile, Problem, parse_config
 from desktop.engine.redact import redact_text
 
 __all__ = [
     "APP_NAME",
     "CONFIG_ENV",
     "DEFAULT_CONFIG",
+    "backup_path",
     "config_path",
+    "edit_config",
     "ensure_config",
     "load_config",
+    "set_active_target",
+    "set_key_source",
     "show_redacted",
     "write_atomically",
 ]
@@ -35,6 +67,23 @@ __all__ = [
 APP_NAME = "TrayProxy"
 CONFIG_ENV = "TRAYPROXY_CONFIG"
 CONFIG_FILE_NAME = "config.toml"
+BACKUP_SUFFIX = ".bak"
+TEMP_SUFFIX = ".tmp"
+# A new config file is owner-only: it may come to hold a key, and other users of the machine
+# have no business reading which APIs this person uses.
+NEW_FILE_MODE = 0o600
+# Masks the group and other bits off: a file holding a key written in it stays owner-only.
+OWNER_ONLY_MASK = 0o700
+# A write takes milliseconds; a temporary this old belongs to a writer that was killed, not to
+# one still running in another process (removing a live one would make its rename fail).
+STALE_TEMP_AGE_S = 60.0
+# The file changing under a write once or twice is an editor saving; changing on every attempt
+# means something rewrites it in a loop, and the person should hear about it instead.
+EDIT_ATTEMPTS = 3
+# Windows refuses to replace a file another process has open without FILE_SHARE_DELETE
+# (antivirus scanners, Python's own open(), editors); such opens are short, so retry briefly.
+WINDOWS_REPLACE_ATTEMPTS = 20
+WINDOWS_REPLACE_DELAY_S = 0.05
 
 
 def config_path(explicit: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -98,20 +147,91 @@ url = "http://127.0.0.1:11434"
 """
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_atomically(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new, never half.
+
+    The text is written with the platform's line endings, as a text-mode ``open`` would. ``mode``
+    defaults to the existing file's permission bits, or owner-only for a new file.
+    """
+    _write_bytes_atomically(path, text.replace("\n", os.linesep).encode("utf-8"), mode=mode)
+
+
+def _write_bytes_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    target = _real_path(path)
+    if mode is None:
+        mode = _mode_of(target)
+    temporary = _write_temporary(target, data, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        _replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _real_path(path: Path) -> Path:
+    """The file a write must replace: through symlinks, so a config kept in a dotfiles repo and
+    linked into place stays linked (os.replace on the link would swap in a plain file)."""
+    return Path(os.path.realpath(path))
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return NEW_FILE_MODE
+
+
+def _write_temporary(target: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to a fresh temporary next to ``target``, durably, with ``mode``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if os.name == "posix":
+                # mkstemp makes 0600; the file keeps its bits (a 0644 config stays readable by
+                # the person's other tools) unless the caller asked for owner-only.
+                os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _replace(temporary: Path, target: Path) -> None:
+    """Rename ``temporary`` over ``target`` and make the rename itself durable."""
+    for attempt in range(WINDOWS_REPLACE_ATTEMPTS):
+        try:
+            os.replace(temporary, target)
+            break
+        except PermissionError:
+            if sys.platform != "win32" or attempt == WINDOWS_REPLACE_ATTEMPTS - 1:
+                raise
+            time.sleep(WINDOWS_REPLACE_DELAY_S)
+    if os.name == "posix":
+        # The rename is a change to the folder: without syncing it, a power cut soon after can
+        # bring the old file back even though the new contents reached the disk.
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of ``target`` (and of its backup) left by a killed writer."""
+    prefix = f".{target.name}."
+    cutoff = time.time() - STALE_TEMP_AGE_S
+    for entry in target.parent.iterdir():
+        if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(OSError):
+                if entry.lstat().st_mtime < cutoff:
+                    entry.unlink()
 
 
 def ensure_config(path: Path) -> bool:
@@ -132,3 +252,196 @@ def show_redacted(text: str) -> str:
     text = _IN_FILE_KEY.sub(lambda m: m.group(1) + '"***"', text)
     text = _INLINE_VALUE.sub(lambda m: m.group(1) + '"***"', text)
     return redact_text(text)
+
+
+def backup_path(path: Path) -> Path:
+    """Where :func:`edit_config` keeps the previous contents of ``path``."""
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def edit_config(path: Path, change: Callable[[tomlkit.TOMLDocument], None]) -> None:
+    """Apply ``change`` to the document in ``path`` and save it, keeping everything else as is.
+
+    ``change`` may raise (ValueError for a request that makes no sense); nothing is written then.
+    A result that would not parse raises ConfigError and leaves the file untouched, as does a
+    file that has mistakes already. If the file is saved by someone else meanwhile, ``change``
+    runs again on the newer contents, so both their edit and ours survive.
+    """
+    where = str(path)
+    for _ in range(EDIT_ATTEMPTS):
+        before = _read_for_edit(path)
+        old_text = before.decode("utf-8")
+        old_config = parse_config(old_text, path=where)
+        new_text = _apply(old_text, change, where)
+        if new_text == old_text:
+            return
+        new_config = parse_config(new_text, path=where)
+        try:
+            if _save(path, before, old_config, new_text.encode("utf-8"), new_config):
+                return
+        except OSError as exc:
+            raise ConfigError(where, [Problem(1, 1, f"cannot save it: {exc.strerror}")]) from None
+    raise ConfigError(
+        where,
+        [Problem(1, 1, "the file kept changing while TrayProxy was saving it; nothing was saved, try again")],
+    )
+
+
+def set_active_target(path: Path, name: str) -> None:
+    """Make ``name`` the active target in ``path``; ValueError if there is no such target."""
+
+    def change(doc: tomlkit.TOMLDocument) -> None:
+        _find_target(doc, name, path)
+        if doc.get("active") != name:
+            _set_keeping_quotes(doc, "active", name)
+
+    edit_config(path, change)
+
+
+def set_key_source(path: Path, target: str, source: dict[str, str | bool]) -> None:
+    """Set ``key = { ... }`` of ``[targets.TARGET]`` to ``source``, e.g. ``{"keyring": True}``.
+
+    The line keeps its place and trailing comment; a target without a key gets the line after
+    its ``url``. ValueError if the target does not exist or ``source`` is not one key source.
+    """
+    if len(source) != 1 or next(iter(source)) not in KEY_SOURCES:
+        raise ValueError(f"a key source is one of {', '.join(KEY_SOURCES)}, e.g. {{'keyring': True}}")
+
+    def change(doc: tomlkit.TOMLDocument) -> None:
+        table = _find_target(doc, target, path)
+        current = table.get("key")
+        if isinstance(current, Mapping) and dict(current) == source:
+            return
+        item = _inline_table(source)
+        if "key" in table:
+            table["key"] = item
+        else:
+            _insert_after_url(table, "key", item)
+
+    edit_config(path, change)
+
+
+def _read_for_edit(path: Path) -> bytes:
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(where, [Problem(1, 1, "the file does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError(where, [Problem(1, 1, f"cannot read it: {exc.strerror}")]) from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, [Problem(1, 1, f"not UTF-8 text ({exc.reason})")]) from None
+    return data
+
+
+def _apply(text: str, change: Callable[[tomlkit.TOMLDocument], None], where: str) -> str:
+    """Run ``change`` on the tomlkit document of ``text``; the result in the file's own style."""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        # tomllib accepted the text (parse_config ran first), so this is tomlkit's limitation.
+        raise ConfigError(
+            where, [Problem(exc.line, exc.col, "TrayProxy cannot edit this file: edit it by hand")]
+        ) from None
+    change(doc)
+    new_text = doc.as_string()
+    if new_text == text:
+        return text
+    if "\n" in text and text.count("\n") == text.count("\r\n"):
+        # A file with Windows line endings throughout keeps them on the lines tomlkit adds.
+        new_text = re.sub(r"(?<!\r)\n", "\r\n", new_text)
+    if text.endswith("\n") and not new_text.endswith("\n"):
+        new_text += "\r\n" if text.endswith("\r\n") else "\n"
+    return new_text
+
+
+def _save(path: Path, before: bytes, old: ConfigFile, after: bytes, new: ConfigFile) -> bool:
+    """Back up ``before`` and put ``after`` in place, unless the file no longer holds ``before``
+    (False: someone saved it meanwhile; nothing was replaced)."""
+    target = _real_path(path)
+    base_mode = _mode_of(target)
+    removed_keys = _in_file_keys(old) - _in_file_keys(new)
+    temporary = _write_temporary(target, after, _mode_for(new, base_mode))
+    try:
+        if _current_bytes(target) != before:
+            return False
+        backup = backup_path(path)
+        if removed_keys:
+            # The change took a key out of the file; a backup would keep it in plain text.
+            with contextlib.suppress(FileNotFoundError):
+                backup.unlink()
+        else:
+            _write_bytes_atomically(backup, before, mode=_mode_for(old, base_mode))
+            # Checked again: the backup took a few fsyncs, time enough for an editor to save.
+            if _current_bytes(target) != before:
+                return False
+        # A save landing between this check and the rename is lost; no editor takes part in
+        # a lock, so the window is only made as short as it can be.
+        _replace(temporary, target)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _current_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _in_file_keys(config: ConfigFile) -> set[str]:
+    return {
+        str(spec.key_source[1])
+        for spec in config.targets.values()
+        if spec.key_source is not None and spec.key_source[0] == "value"
+    }
+
+
+def _mode_for(config: ConfigFile, base_mode: int) -> int:
+    return base_mode & OWNER_ONLY_MASK if _in_file_keys(config) else base_mode
+
+
+def _find_target(doc: tomlkit.TOMLDocument, name: str, path: Path) -> Any:
+    targets = doc.get("targets")
+    names = list(targets) if isinstance(targets, Mapping) else []
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"targets: {', '.join(names) or 'none'}"
+        raise ValueError(f"there is no target '{name}' in {path} ({hint})")
+    return targets[name]  # type: ignore[index]
+
+
+def _set_keeping_quotes(table: Any, key: str, value: str) -> None:
+    """Set a string, written 'literal' if the old one was and the new one can be."""
+    current = table.item(key) if key in table else None
+    literal = (
+        isinstance(current, tomlkit.items.String)
+        and current.type is tomlkit.items.StringType.SLL
+        and "'" not in value
+        and value.isprintable()
+    )
+    table[key] = tomlkit.string(value, literal=literal)
+
+
+def _inline_table(source: Mapping[str, str | bool]) -> Any:
+    """``{ kind = value }`` spaced as people write it (tomlkit's own has no inner spaces)."""
+    body = ", ".join(
+        f"{tomlkit.key(k).as_string()} = {tomlkit.item(v).as_string()}" for k, v in source.items()
+    )
+    return tomlkit.parse(f"key = {{ {body} }}\n")["key"]
+
+
+def _insert_after_url(table: Any, key: str, item: Any) -> None:
+    """Put ``key`` right after ``url``: appended at the end, it would land after the comments
+    that lead into the next section (tomlkit counts them as this table's)."""
+    if isinstance(table, tomlkit.items.Table) and "url" in table:
+        url = table.value.item("url")
+        item.trivia.indent = url.trivia.indent
+        # tomlkit has no public "insert after"; tests/config/test_writes.py pins this use.
+        table.value._insert_after("url", key, item)
+    else:
+        table[key] = item
