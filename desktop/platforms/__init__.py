@@ -1,0 +1,304 @@
+"""The OS glue the tray calls: start at login, open a file or folder, copy text.
+
+One dispatch point picks ``windows``, ``macos`` or ``linux`` by ``sys.platform`` (the way
+mitmproxy's ``platform/__init__.py`` and platformdirs do) at call time, so each per-OS module
+is imported only where it applies, and every one of them imports on every OS. The helpers they
+share (atomic writes, spawning a detached helper, feeding a helper's stdin) live here too.
+Imports from ``desktop``: ``bundle`` only (STYLE.md, module map row 2).
+
+Desktop actions (``open_path``, ``copy_text``) are best effort: they never raise and return
+``(ok, how)``, a sentence the tray can show as is. Autostart writes raise ``OSError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import IO
+
+from desktop import bundle
+
+__all__ = [
+    "AutostartState",
+    "AutostartStatus",
+    "autostart_status",
+    "copy_text",
+    "disable_autostart",
+    "enable_autostart",
+    "is_autostart_enabled",
+    "open_path",
+]
+
+# How long an opener (xdg-open, open) gets to fail before we call it launched: they hand the
+# path to the desktop's launcher and exit within a fraction of a second, and "no application
+# for this type" arrives as their exit status in that time. One still running after this is
+# showing the file (some xdg-open fallbacks run the viewer in the foreground).
+OPENER_CHECK_S = 1.0
+# Bound on a clipboard helper reading our text and handing it to its background child
+# (xclip, xsel and wl-copy fork one that serves the clipboard); a hang must not freeze the tray.
+COPY_TIMEOUT_S = 5.0
+# Characters of a helper's stderr quoted in a message: enough for its one-line reason.
+STDERR_QUOTE_CHARS = 200
+
+
+def _implementation(platform: str) -> ModuleType:
+    """The per-OS module for ``platform`` (a ``sys.platform`` value); Linux for other POSIX."""
+    if platform == "win32":
+        from desktop.platforms import windows
+
+        return windows
+    if platform == "darwin":
+        from desktop.platforms import macos
+
+        return macos
+    from desktop.platforms import linux
+
+    return linux
+
+
+# --- autostart -------------------------------------------------------------------------------
+
+
+class AutostartState(enum.Enum):
+    """What the OS will do at the next login."""
+
+    OFF = "off"
+    ON = "on"
+    # An entry exists but starts another command than this copy of the app (the app was moved
+    # or reinstalled elsewhere, or another checkout wrote it). It is reported as not enabled,
+    # since it will not start *this* app; turning autostart on rewrites it.
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class AutostartStatus:
+    """The OS entry as read back: its state, where it lives, and the command it holds."""
+
+    state: AutostartState
+    location: str
+    found_command: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        """One sentence for the tray or a log line."""
+        if self.state is AutostartState.ON:
+            return f"starts at login ({self.location})"
+        if self.state is AutostartState.STALE:
+            found = " ".join(self.found_command or ())
+            return f"the login entry {self.location} starts another copy: {found}"
+        return "does not start at login"
+
+
+def autostart_status(
+    command: Sequence[str] | None = None,
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> AutostartStatus:
+    """Read the login entry back from the OS and compare it with ``command`` (default: how
+    this copy is started, :func:`desktop.bundle.launch_command`)."""
+    impl = _implementation(platform)
+    home, environ = _defaults(home, environ)
+    wanted = list(command) if command is not None else bundle.launch_command(platform=platform)
+    location = impl.autostart_location(home=home, environ=environ)
+    found = impl.read_autostart(home=home, environ=environ)
+    if found is None:
+        return AutostartStatus(AutostartState.OFF, location)
+    state = AutostartState.ON if impl.is_same_command(found, wanted) else AutostartState.STALE
+    return AutostartStatus(state, location, tuple(found))
+
+
+def is_autostart_enabled(
+    command: Sequence[str] | None = None,
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> bool:
+    """True when the next login starts this copy of the app (a stale entry is False)."""
+    status = autostart_status(command, home=home, environ=environ, platform=platform)
+    return status.state is AutostartState.ON
+
+
+def enable_autostart(
+    command: Sequence[str] | None = None,
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> None:
+    """Write (or rewrite) the login entry so the next login runs ``command``; raises OSError."""
+    impl = _implementation(platform)
+    home, environ = _defaults(home, environ)
+    wanted = list(command) if command is not None else bundle.launch_command(platform=platform)
+    # From source, `python -m desktop` needs the checkout on the path when it is not installed.
+    working_dir = None if bundle.is_frozen() else bundle.source_root()
+    impl.enable_autostart(wanted, home=home, environ=environ, working_dir=working_dir)
+
+
+def disable_autostart(
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> None:
+    """Remove the login entry (nothing to do when there is none); raises OSError."""
+    impl = _implementation(platform)
+    home, environ = _defaults(home, environ)
+    impl.disable_autostart(home=home, environ=environ)
+
+
+def _defaults(home: Path | None, environ: Mapping[str, str] | None) -> tuple[Path, Mapping[str, str]]:
+    return (home if home is not None else Path.home(), environ if environ is not None else os.environ)
+
+
+# --- desktop actions -------------------------------------------------------------------------
+
+
+def open_path(
+    path: Path | str, *, environ: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> tuple[bool, str]:
+    """Show ``path`` (the config file, the log folder) in the person's default application."""
+    try:
+        return _implementation(platform).open_path(Path(path), environ=_defaults(None, environ)[1])
+    except Exception as exc:  # a tray action never raises: the contract is (ok, how)
+        return False, f"could not open {path}: {exc.__class__.__name__}"
+
+
+def copy_text(
+    text: str, *, environ: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> tuple[bool, str]:
+    """Put ``text`` on the clipboard (the proxy's address for "Copy address")."""
+    try:
+        return _implementation(platform).copy_text(text, environ=_defaults(None, environ)[1])
+    except Exception as exc:  # never the text itself in the message: it may be a key
+        return False, f"could not copy: {exc.__class__.__name__}"
+
+
+# --- helpers the per-OS modules share ----------------------------------------------------------
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)  # mkstemp makes 0600; entries are read by the session manager
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a system program we start (xdg-open, xclip, open, pbcopy).
+
+    A frozen Linux build runs with ``LD_LIBRARY_PATH`` pointing into the bundle, which makes
+    system programs load our bundled libraries and crash; PyInstaller keeps the person's value
+    in ``LD_LIBRARY_PATH_ORIG`` (PyInstaller docs, "LD_LIBRARY_PATH / LIBPATH considerations").
+    """
+    env = dict(environ)
+    if "LD_LIBRARY_PATH_ORIG" in env:
+        env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
+    elif bundle.is_frozen():
+        env.pop("LD_LIBRARY_PATH", None)
+    return env
+
+
+def find_program(name: str, environ: Mapping[str, str]) -> str | None:
+    """``name`` looked up on ``environ``'s PATH, as the child will see it."""
+    return shutil.which(name, path=environ.get("PATH", os.defpath))
+
+
+def _stderr_line(handle: IO[bytes]) -> str:
+    handle.seek(0)
+    text = handle.read(STDERR_QUOTE_CHARS * 4).decode("utf-8", "replace").strip()
+    first = text.splitlines()[0] if text else ""
+    return first[:STDERR_QUOTE_CHARS]
+
+
+def _reap_later(process: subprocess.Popen[bytes]) -> None:
+    """Wait for ``process`` on a daemon thread: no zombie, and no ResourceWarning from a
+    Popen dropped while its child runs."""
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+
+
+def spawn_opener(argv: Sequence[str], environ: Mapping[str, str], *, what: str) -> tuple[bool, str]:
+    """Start ``argv`` detached (DEVNULL stdin/stdout, own session) and report a quick failure.
+
+    ``what`` names the program in messages. stderr goes to a temporary file, not a pipe: a
+    helper's background children may keep a pipe open for as long as they live.
+    """
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                env=child_environ(environ),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return False, f"could not start {what}: {exc.strerror or exc}"
+        try:
+            code = process.wait(timeout=OPENER_CHECK_S)
+        except subprocess.TimeoutExpired:
+            _reap_later(process)
+            return True, f"opened with {what}"
+        if code == 0:
+            return True, f"opened with {what}"
+        reason = _stderr_line(errors)
+        return False, f"{what} failed (exit {code})" + (f": {reason}" if reason else "")
+
+
+def feed_program(
+    argv: Sequence[str], data: bytes, environ: Mapping[str, str], *, what: str
+) -> tuple[bool, str]:
+    """Run ``argv`` with ``data`` on stdin in its own session; ``(True, "")`` when it exits 0.
+
+    stdout is DEVNULL and stderr a temporary file, since clipboard helpers fork a child that
+    keeps serving the clipboard with our descriptors; waiting for a pipe's EOF would hang
+    until someone copies something else.
+    """
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                env=child_environ(environ),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return False, f"could not start {what}: {exc.strerror or exc}"
+        try:
+            process.communicate(data, timeout=COPY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return False, f"{what} did not finish within {COPY_TIMEOUT_S:g} s"
+        if process.returncode == 0:
+            return True, ""
+        reason = _stderr_line(errors)
+        # A helper that echoes its input would put our text in the message; it may be secret.
+        secret = data.decode("utf-8", "replace").strip()
+        if secret and secret in reason:
+            reason = reason.replace(secret, "***")
+        return False, f"{what} failed (exit {process.returncode})" + (f": {reason}" if reason else "")

@@ -1,0 +1,283 @@
+"""Linux (and other XDG desktops): autostart ``.desktop`` entry, xdg-open, wl-copy/xclip/xsel.
+
+Only the standard library and :mod:`desktop.bundle`; imports on every OS. The home directory and
+the environment are parameters, so tests point them at a temporary directory.
+
+Autostart follows the XDG Autostart spec: a ``TrayProxy.desktop`` in
+``$XDG_CONFIG_HOME/autostart`` (default ``~/.config/autostart``), whose ``Exec`` is quoted as the
+Desktop Entry spec says (section "The Exec key"), then escaped as a string value (section
+"Possible value types"). GNOME Tweaks and KDE's autostart page switch an entry off with
+``X-GNOME-Autostart-enabled=false`` or ``Hidden=true``; we read both back as off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from desktop import bundle
+from desktop.platforms import feed_program, find_program, spawn_opener, write_atomically
+
+__all__ = [
+    "autostart_file",
+    "autostart_location",
+    "clipboard_tools",
+    "copy_text",
+    "disable_autostart",
+    "enable_autostart",
+    "format_exec",
+    "is_same_command",
+    "open_path",
+    "parse_exec",
+    "read_autostart",
+]
+
+ENTRY_NAME = "TrayProxy.desktop"
+ICON_ASSET = "trayproxy.png"
+GROUP = "[Desktop Entry]"
+# Desktop Entry spec, "The Exec key": an argument holding any of these must be quoted.
+EXEC_RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
+# Inside double quotes, these four are preceded by a backslash (same section).
+EXEC_QUOTED_ESCAPES = frozenset('"`$\\')
+# String values: \s \n \t \r \\ (section "Possible value types").
+STRING_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+# xdg-open's documented exit statuses (xdg-open(1), "EXIT CODES").
+XDG_OPEN_EXIT = {
+    1: "a syntax error",
+    2: "the file does not exist",
+    3: "a required tool is missing",
+    4: "no application could open it",
+}
+
+
+# --- autostart -------------------------------------------------------------------------------
+
+
+def autostart_file(*, home: Path, environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/autostart/TrayProxy.desktop``; a relative XDG_CONFIG_HOME is ignored
+    (the XDG Base Directory spec says to)."""
+    config = environ.get("XDG_CONFIG_HOME", "")
+    base = Path(config) if config and Path(config).is_absolute() else home / ".config"
+    return base / "autostart" / ENTRY_NAME
+
+
+def autostart_location(*, home: Path, environ: Mapping[str, str]) -> str:
+    """Where the entry lives, for messages."""
+    return str(autostart_file(home=home, environ=environ))
+
+
+def format_exec(argv: Sequence[str]) -> str:
+    """``argv`` as an ``Exec`` value, quoted per argument and escaped as a string value."""
+    if not argv:
+        raise ValueError("an Exec line needs a program")
+    words = []
+    for arg in argv:
+        if arg and not EXEC_RESERVED.intersection(arg):
+            word = arg
+        else:
+            word = '"' + "".join("\\" + c if c in EXEC_QUOTED_ESCAPES else c for c in arg) + '"'
+        # Field codes: a literal percent sign is written %% (quoted or not).
+        words.append(word.replace("%", "%%"))
+    return _escape_string(" ".join(words))
+
+
+def parse_exec(value: str) -> list[str]:
+    """An ``Exec`` value (as it stands in the file) back to argv; raises ValueError."""
+    text = _unescape_string(value)
+    argv: list[str] = []
+    current: list[str] = []
+    in_word = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "%":
+            if text[i + 1 : i + 2] == "%":
+                current.append("%")
+                in_word = True
+                i += 2
+                continue
+            raise ValueError(f"field code at column {i + 1}: this is not our entry")
+        if c == " ":
+            if in_word:
+                argv.append("".join(current))
+                current, in_word = [], False
+            i += 1
+            continue
+        in_word = True
+        if c == '"':
+            i += 1
+            while True:
+                if i >= len(text):
+                    raise ValueError("unterminated quote")
+                c = text[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\" and text[i + 1 : i + 2] in EXEC_QUOTED_ESCAPES:
+                    current.append(text[i + 1])
+                    i += 2
+                elif c == "%" and text[i + 1 : i + 2] == "%":
+                    current.append("%")
+                    i += 2
+                else:
+                    current.append(c)
+                    i += 1
+            continue
+        current.append(c)
+        i += 1
+    if in_word:
+        argv.append("".join(current))
+    return argv
+
+
+def _escape_string(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    # A leading space would be trimmed by readers; the spec's \s keeps it.
+    return "\\s" + out[1:] if out.startswith(" ") else out
+
+
+def _unescape_string(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in STRING_ESCAPES:
+            out.append(STRING_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _read_entry(path: Path) -> dict[str, str]:
+    """The keys of the ``[Desktop Entry]`` group (raw values, later duplicates ignored)."""
+    keys: dict[str, str] = {}
+    in_group = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("["):
+            in_group = stripped == GROUP
+            continue
+        if in_group and "=" in line:
+            key, _, value = line.partition("=")
+            keys.setdefault(key.strip(), value.strip())
+    return keys
+
+
+def read_autostart(*, home: Path, environ: Mapping[str, str]) -> list[str] | None:
+    """The command the entry starts, or None: no entry, an unreadable one, or one the person
+    switched off (``Hidden=true``, ``X-GNOME-Autostart-enabled=false``)."""
+    path = autostart_file(home=home, environ=environ)
+    try:
+        keys = _read_entry(path)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if keys.get("Hidden", "false") == "true" or keys.get("X-GNOME-Autostart-enabled", "true") == "false":
+        return None
+    try:
+        argv = parse_exec(keys.get("Exec", ""))
+    except ValueError:
+        return ["<unreadable Exec line>"]  # an entry that exists but is not ours to parse: stale
+    return argv or None
+
+
+def enable_autostart(
+    command: Sequence[str],
+    *,
+    home: Path,
+    environ: Mapping[str, str],
+    working_dir: Path | None = None,
+    icon: Path | None = None,
+) -> None:
+    """Write the entry atomically so the next login runs ``command``."""
+    icon = icon if icon is not None else bundle.asset_path(ICON_ASSET)
+    lines = [
+        "# Written by TrayProxy: switch it off from the tray menu (Start at login).",
+        GROUP,
+        "Type=Application",
+        "Version=1.5",
+        "Name=TrayProxy",
+        "Comment=One stable local address for LLM APIs, switched from the tray",
+        f"Exec={format_exec(command)}",
+        # Sessions skip an entry whose program is gone instead of reporting a failed start.
+        f"TryExec={_escape_string(command[0])}",
+    ]
+    if working_dir is not None:
+        lines.append(f"Path={_escape_string(str(working_dir))}")
+    if icon.is_file():
+        lines.append(f"Icon={_escape_string(str(icon))}")
+    lines += ["Terminal=false", "StartupNotify=false", "X-GNOME-Autostart-enabled=true"]
+    path = autostart_file(home=home, environ=environ)
+    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def disable_autostart(*, home: Path, environ: Mapping[str, str]) -> None:
+    """Remove the entry (nothing to do when it is not there)."""
+    with contextlib.suppress(FileNotFoundError):
+        autostart_file(home=home, environ=environ).unlink()
+
+
+def is_same_command(found: Sequence[str], wanted: Sequence[str]) -> bool:
+    """Paths are case-sensitive here: an exact match."""
+    return list(found) == list(wanted)
+
+
+# --- open and copy ---------------------------------------------------------------------------
+
+
+def open_path(path: Path, *, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Hand ``path`` to xdg-open, which asks the desktop for the default application."""
+    if not path.exists():
+        return False, f"{path} does not exist"
+    program = find_program("xdg-open", environ)
+    if program is None:
+        return False, "xdg-open was not found: install xdg-utils"
+    ok, how = spawn_opener([program, str(path)], environ, what="xdg-open")
+    if not ok:
+        for code, meaning in XDG_OPEN_EXIT.items():
+            if how.startswith(f"xdg-open failed (exit {code})"):
+                how = f"xdg-open could not open {path}: {meaning}"
+                break
+    return ok, how
+
+
+def clipboard_tools(environ: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+    """``(program, arguments, package to install)`` in the order to try them.
+
+    wl-copy under Wayland; xclip, then xsel on X11 (they also serve Wayland sessions through
+    XWayland, when DISPLAY is set there).
+    """
+    tools: list[tuple[str, list[str], str]] = []
+    if environ.get("WAYLAND_DISPLAY"):
+        tools.append(("wl-copy", [], "wl-clipboard"))
+    if environ.get("DISPLAY"):
+        tools.append(("xclip", ["-selection", "clipboard"], "xclip"))
+        tools.append(("xsel", ["--clipboard", "--input"], "xsel"))
+    return tools
+
+
+def copy_text(
+    text: str,
+    *,
+    environ: Mapping[str, str],
+    tools: Sequence[tuple[str, list[str], str]] | None = None,
+) -> tuple[bool, str]:
+    """Copy ``text`` with the first clipboard tool that is installed and works."""
+    tools = clipboard_tools(environ) if tools is None else tools
+    if not tools:
+        return False, "no graphical session to hold a clipboard (neither WAYLAND_DISPLAY nor DISPLAY is set)"
+    failures: list[str] = []
+    for name, args, _package in tools:
+        program = find_program(name, environ)
+        if program is None:
+            continue
+        ok, how = feed_program([program, *args], text.encode("utf-8"), environ, what=name)
+        if ok:
+            return True, f"copied with {name}"
+        failures.append(how)
+    if failures:
+        return False, "; ".join(failures)
+    return False, f"no clipboard tool found: install {tools[0][2]}"
