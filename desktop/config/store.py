@@ -438,8 +438,8 @@ def _inline_table(source: Mapping[str, str | bool]) -> Any:
 def _insert_after_url(table: Any, key: str, item: Any) -> None:
     """Put ``key`` right after ``url``: appended at the end, it would land after the comments
     that lead into the next section (tomlkit counts them as this table's)."""
-    if isinstance(table, tomlkit.items.Table) and "url" in table:
-        url = table.value.item("url")
+    url = table.value.item("url") if isinstance(table, tomlkit.items.Table) and "url" in table else None
+    if isinstance(url, tomlkit.items.Item):
         item.trivia.indent = url.trivia.indent
         # tomlkit has no public "insert after"; tests/config/test_writes.py pins this use.
         table.value._insert_after("url", key, item)

@@ -182,7 +182,7 @@ def test_an_edit_that_would_break_the_file_raises_and_writes_nothing(folder: Pat
     path = _write(folder / "config.toml", HANDWRITTEN)
 
     def bad_port(doc: tomlkit.TOMLDocument) -> None:
-        doc["listen"]["port"] = 70000  # type: ignore[index]
+        doc["listen"]["port"] = 70000
 
     with pytest.raises(ConfigError, match="port 70000 is not between 0 and 65535"):
         edit_config(path, bad_port)
@@ -223,7 +223,7 @@ def test_an_editor_save_during_a_write_is_kept(folder: Path) -> None:
     switch is applied on top of their save: both changes are in the file."""
     path = _write(folder / "config.toml", HANDWRITTEN)
     edited = HANDWRITTEN.replace("port = 8000", "port = 8111  # just saved in the editor")
-    calls = []
+    calls: list[object] = []
 
     def switch_while_editor_saves(doc: tomlkit.TOMLDocument) -> None:
         calls.append(doc["active"])
@@ -243,7 +243,7 @@ def test_a_file_that_keeps_changing_is_left_to_its_writer(folder: Path) -> None:
     """If something rewrites the file on every attempt, the app gives up with a clear error and
     the file holds that writer's last version, not the app's."""
     path = _write(folder / "config.toml", HANDWRITTEN)
-    saves = []
+    saves: list[str] = []
 
     def switch_while_someone_saves_each_time(doc: tomlkit.TOMLDocument) -> None:
         saves.append(HANDWRITTEN.replace("port = 8000", f"port = {8100 + len(saves)}"))
