@@ -309,13 +309,17 @@ def test_copied_text_is_on_the_real_x11_clipboard(xvfb_display: str, tool: str) 
     tools = [t for t in linux.clipboard_tools(env) if t[0] == tool]
     text = "http://127.0.0.1:8000/v1 — ✓ héllo"
     assert linux.copy_text(text, environ=env, tools=tools) == (True, f"copied with {tool}")
-    pasted = subprocess.run(
+    paste = (
         ["xclip", "-selection", "clipboard", "-o"]
         if shutil.which("xclip")
-        else ["xsel", "--clipboard", "--output"],
-        env=env,
-        capture_output=True,
-        timeout=10,
-        check=True,
+        else ["xsel", "--clipboard", "--output"]
     )
+    # xsel claims the clipboard in the child it forks after its parent exits, a moment after
+    # copy_text returns; poll briefly, as a paste a moment later would.
+    deadline = time.monotonic() + 10
+    while True:
+        pasted = subprocess.run(paste, env=env, capture_output=True, timeout=10, check=False)
+        if pasted.stdout.decode("utf-8") == text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert pasted.stdout.decode("utf-8") == text
