@@ -170,7 +170,10 @@ def open_path(
 ) -> tuple[bool, str]:
     """Show ``path`` (the config file, the log folder) in the person's default application."""
     try:
-        return _implementation(platform).open_path(Path(path), environ=_defaults(None, environ)[1])
+        result: tuple[bool, str] = _implementation(platform).open_path(
+            Path(path), environ=_defaults(None, environ)[1]
+        )
+        return result
     except Exception as exc:  # a tray action never raises: the contract is (ok, how)
         return False, f"could not open {path}: {exc.__class__.__name__}"
 
@@ -180,7 +183,10 @@ def copy_text(
 ) -> tuple[bool, str]:
     """Put ``text`` on the clipboard (the proxy's address for "Copy address")."""
     try:
-        return _implementation(platform).copy_text(text, environ=_defaults(None, environ)[1])
+        result: tuple[bool, str] = _implementation(platform).copy_text(
+            text, environ=_defaults(None, environ)[1]
+        )
+        return result
     except Exception as exc:  # never the text itself in the message: it may be a key
         return False, f"could not copy: {exc.__class__.__name__}"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,17 +143,21 @@ def autostart_location(*, home: Path | None = None, environ: Mapping[str, str] |
 
 
 def _query(key_path: str) -> tuple[Any, int] | None:
+    if sys.platform != "win32":
+        raise OSError("the Windows registry exists only on Windows")
     import winreg
 
     try:
         with winreg.OpenKey(winreg.HKEY_CURRENT_USER, key_path) as key:
-            return winreg.QueryValueEx(key, RUN_VALUE)  # type: ignore[no-any-return]
+            return winreg.QueryValueEx(key, RUN_VALUE)
     except FileNotFoundError:
         return None
 
 
 def read_autostart(*, home: Path | None = None, environ: Mapping[str, str] | None = None) -> list[str] | None:
     """The command the Run value starts, or None: no value, or switched off in Task Manager."""
+    if sys.platform != "win32":
+        raise OSError("the Windows registry exists only on Windows")
     import winreg
 
     found = _query(RUN_KEY)
@@ -181,6 +186,8 @@ def enable_autostart(
     ``working_dir`` cannot be expressed in a Run value; from source the package must be
     installed (``pip install -e .``) for ``python -m desktop`` to start at login.
     """
+    if sys.platform != "win32":
+        raise OSError("the Windows registry exists only on Windows")
     import winreg
 
     with winreg.CreateKeyEx(winreg.HKEY_CURRENT_USER, RUN_KEY, 0, winreg.KEY_SET_VALUE) as key:
@@ -195,6 +202,8 @@ def disable_autostart(*, home: Path | None = None, environ: Mapping[str, str] | 
 
 
 def _delete_value(key_path: str) -> None:
+    if sys.platform != "win32":
+        raise OSError("the Windows registry exists only on Windows")
     import winreg
 
     with (
@@ -226,7 +235,8 @@ def copy_text(text: str, *, environ: Mapping[str, str] | None = None) -> tuple[b
     try:
         _copy_with_api(text)
     except (OSError, AttributeError) as exc:
-        api_failure = exc.__class__.__name__ + (f" {exc.winerror}" if getattr(exc, "winerror", None) else "")
+        winerror = getattr(exc, "winerror", None)
+        api_failure = exc.__class__.__name__ + (f" {winerror}" if winerror else "")
     else:
         return True, "copied"
     try:
