@@ -3,7 +3,7 @@
 #
 # The tray tests (tests/tray/) start a private desktop: a virtual X display, a
 # session bus, a system-tray panel and a notification daemon, and drive a real
-# pystray icon with the X command-line tools. `pip install "PyGObject<3.51"`
+# pystray icon through python-xlib (window tree, XTEST clicks and keys). `pip install "PyGObject<3.51"`
 # (pystray's AppIndicator backend, the one with a menu) builds from source and
 # needs a compiler and the GObject/cairo headers.
 #
@@ -18,10 +18,7 @@ set -euo pipefail
 RUNTIME=(
   xvfb                            # the virtual X display (Xvfb)
   trayer                          # XEmbed system-tray panel the icons dock into
-  xdotool                         # find windows, move the pointer, click, type keys
-  x11-utils                       # xwininfo, xprop: window trees and properties
   dbus-daemon                     # the private session bus
-  dbus-bin                        # dbus-send: ask the bus who owns a name
   dunst                           # org.freedesktop.Notifications; pystray's GTK backends call it
   gir1.2-gtk-3.0                  # GTK 3 typelib (pulls in the GLib/DBus typelibs)
   gir1.2-ayatanaappindicator3-0.1 # AyatanaAppIndicator3 typelib: pystray's appindicator backend

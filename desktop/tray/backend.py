@@ -1,0 +1,467 @@
+"""Which pystray backend loaded, whether a tray can show it, and what to install if not.
+
+The one job: describe the tray situation in a ``TrayReport`` and, when a person would see no
+icon or an icon without a menu, say what to do about it in ``TrayReport.problem``.
+
+pystray picks its backend at import time, appindicator -> gtk -> xorg on Linux, unless
+``PYSTRAY_BACKEND`` names one (``lib/pystray/__init__.py``: ``backend()``). The xorg fallback
+docks an icon with no menu, which for TrayProxy means no way to switch targets. Importing
+pystray can also fail outright: with no ``DISPLAY`` the xorg backend raises Xlib's
+``DisplayNameError``, and a missing typelib is a ``ValueError``, not an ``ImportError``.
+
+On Linux an icon also needs a host: a StatusNotifierWatcher on the session bus (KDE, GNOME
+with the AppIndicator extension, most panels) or an XEmbed system tray (the owner of the X
+selection ``_NET_SYSTEM_TRAY_S<screen>``). Both are probed here with the environment passed in,
+so tests can point the probes at a private display and bus, or at nothing at all. The bus is
+spoken to directly (a dozen bytes of D-Bus over its unix socket), because the probe matters
+most exactly when PyGObject, the usual D-Bus binding, is missing.
+
+Imports pystray (and python-xlib, which pystray installs on Linux) inside functions only; never
+the engine, aiohttp or asyncio. Messages name packages and commands, never a key.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import socket
+import struct
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "STATUS_NOTIFIER_WATCHER",
+    "LoadedBackend",
+    "Session",
+    "TrayReport",
+    "backend_name",
+    "check_tray",
+    "describe_tray",
+    "has_bus_name",
+    "has_xembed_tray",
+    "load_backend",
+    "session_bus_address",
+]
+
+# A bus or X server on this machine answers in milliseconds; the bound only stops a wedged
+# one from freezing start-up.
+PROBE_TIMEOUT_S = 2.0
+# The well-known bus name of the StatusNotifierItem host registry (freedesktop.org
+# StatusNotifierItem spec; KDE named it first, everyone kept the name).
+STATUS_NOTIFIER_WATCHER = "org.kde.StatusNotifierWatcher"
+
+# What to install for pystray's AppIndicator backend, per distribution family.
+INSTALL_APPINDICATOR = (
+    "Debian/Ubuntu: sudo apt install gir1.2-ayatanaappindicator3-0.1 python3-gi\n"
+    "Fedora: sudo dnf install libayatana-appindicator-gtk3 python3-gobject\n"
+    "Arch: sudo pacman -S libayatana-appindicator python-gobject\n"
+    "In a virtualenv, PyGObject must be in the venv too: pip install PyGObject "
+    '(Debian 12 / Ubuntu 22.04: "PyGObject<3.51"; building needs libgirepository1.0-dev, '
+    "libcairo2-dev and pkg-config), or create the venv from the system python3 with "
+    "--system-site-packages."
+)
+INSTALL_GNOME_EXTENSION = (
+    'GNOME shows tray icons only with the "AppIndicator and KStatusNotifierItem Support" '
+    "extension. Debian/Ubuntu: sudo apt install gnome-shell-extension-appindicator; Fedora: "
+    "sudo dnf install gnome-shell-extension-appindicator; then log out and in, and turn it on "
+    "in the Extensions app (or: gnome-extensions enable appindicatorsupport@rgcjonas.gmail.com)."
+)
+
+
+class Session(enum.StrEnum):
+    """The kind of desktop session the process runs in."""
+
+    X11 = "x11"
+    WAYLAND = "wayland"  # WAYLAND_DISPLAY without DISPLAY: no XEmbed, only StatusNotifier hosts
+    HEADLESS = "headless"  # neither: no tray at all
+    NATIVE = "native"  # Windows or macOS: the OS always has a notification area / menu bar
+
+
+@dataclass(frozen=True)
+class LoadedBackend:
+    """What ``import pystray`` gave this process."""
+
+    name: str | None  # "appindicator", "gtk", "xorg", "win32", "darwin", "dummy"; None if import failed
+    has_menu: bool = False
+    has_menu_radio: bool = False
+    has_default_action: bool = False
+    error: str | None = None  # "ValueError: Namespace AyatanaAppIndicator3 not available"
+
+
+@dataclass(frozen=True)
+class TrayReport:
+    """The tray situation; ``problem`` is None when an icon with a menu should appear."""
+
+    backend: LoadedBackend
+    session: Session
+    bus_address: str | None = None  # session bus probed; None when there is none
+    status_notifier_watcher: bool | None = None  # None: not probed (no bus, or not Linux)
+    xembed_tray: bool | None = None  # None: not probed (no X display, or not Linux)
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        """One log line: ``backend=appindicator menu=yes session=x11 sni=no xembed=yes``."""
+
+        def show(value: bool | None) -> str:
+            return "?" if value is None else ("yes" if value else "no")
+
+        return (
+            f"backend={self.backend.name or 'none'} menu={show(self.backend.has_menu)} "
+            f"session={self.session} sni={show(self.status_notifier_watcher)} "
+            f"xembed={show(self.xembed_tray)}"
+        )
+
+
+def backend_name(icon_class: type) -> str:
+    """``pystray._appindicator.Icon`` -> ``"appindicator"``; the dummy ``_base.Icon`` -> ``"dummy"``."""
+    name = icon_class.__module__.rpartition("._")[2]
+    return "dummy" if name == "base" else name
+
+
+def load_backend() -> LoadedBackend:
+    """Import pystray (it picks its backend now, from ``os.environ``); never raises."""
+    try:
+        import pystray
+    except Exception as exc:  # DisplayNameError, ValueError for a missing typelib, ImportError
+        return LoadedBackend(name=None, error=f"{type(exc).__name__}: {exc}")
+    icon = pystray.Icon
+    return LoadedBackend(
+        name=backend_name(icon),
+        has_menu=bool(icon.HAS_MENU),
+        has_menu_radio=bool(icon.HAS_MENU_RADIO),
+        has_default_action=bool(icon.HAS_DEFAULT_ACTION),
+    )
+
+
+def session_bus_address(env: Mapping[str, str]) -> str | None:
+    """The session bus address from ``env``, else the usual ``$XDG_RUNTIME_DIR/bus`` socket."""
+    address = env.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return f"unix:path={os.path.join(runtime, 'bus')}"
+    return None
+
+
+def _socket_paths(address: str, env: Mapping[str, str]) -> list[str]:
+    """Unix socket paths in a D-Bus address (``;``-separated, values %-escaped); abstract
+    sockets start with NUL. TCP and other transports are skipped: sessions use unix sockets."""
+    paths = []
+    for entry in address.split(";"):
+        transport, _, params = entry.partition(":")
+        if transport != "unix":
+            continue
+        keys = dict(p.partition("=")[::2] for p in params.split(",") if p)
+        if "path" in keys:
+            paths.append(unquote(keys["path"]))
+        elif "abstract" in keys:
+            paths.append("\0" + unquote(keys["abstract"]))
+        elif keys.get("runtime") == "yes" and env.get("XDG_RUNTIME_DIR"):
+            paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "bus"))
+    return paths
+
+
+class _Marshal:
+    """Little-endian D-Bus marshalling of the few types a NameHasOwner call needs."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def pad(self, alignment: int) -> None:
+        self.data += b"\0" * (-len(self.data) % alignment)
+
+    def byte(self, value: int) -> None:
+        self.data.append(value)
+
+    def uint32(self, value: int) -> None:
+        self.pad(4)
+        self.data += struct.pack("<I", value)
+
+    def string(self, value: str) -> None:  # also object paths
+        raw = value.encode()
+        self.uint32(len(raw))
+        self.data += raw + b"\0"
+
+    def signature(self, value: str) -> None:
+        self.byte(len(value))
+        self.data += value.encode() + b"\0"
+
+
+# Header field codes and message types (D-Bus specification, "Message Format").
+_FIELD_PATH, _FIELD_INTERFACE, _FIELD_MEMBER, _FIELD_ERROR_NAME, _FIELD_REPLY_SERIAL = 1, 2, 3, 4, 5
+_FIELD_DESTINATION, _FIELD_SIGNATURE = 6, 8
+_METHOD_CALL, _METHOD_RETURN, _ERROR = 1, 2, 3
+_BUS = "org.freedesktop.DBus"
+
+
+def _bus_call(serial: int, member: str, arg: str | None = None) -> bytes:
+    """A method call on the bus daemon itself, with at most one string argument."""
+    body = _Marshal()
+    if arg is not None:
+        body.string(arg)
+    fields: list[tuple[int, str, str]] = [
+        (_FIELD_PATH, "o", "/org/freedesktop/DBus"),
+        (_FIELD_INTERFACE, "s", _BUS),
+        (_FIELD_MEMBER, "s", member),
+        (_FIELD_DESTINATION, "s", _BUS),
+    ]
+    if arg is not None:
+        fields.append((_FIELD_SIGNATURE, "g", "s"))
+    message = _Marshal()
+    message.data += b"l" + bytes([_METHOD_CALL, 0, 1])  # little-endian, no flags, protocol 1
+    message.uint32(len(body.data))
+    message.uint32(serial)
+    message.uint32(0)  # header field array length, filled in below
+    message.pad(8)
+    fields_start = len(message.data)
+    for code, kind, value in fields:
+        message.pad(8)
+        message.byte(code)
+        message.signature(kind)
+        message.signature(value) if kind == "g" else message.string(value)
+    struct.pack_into("<I", message.data, 12, len(message.data) - fields_start)
+    message.pad(8)
+    return bytes(message.data + body.data)
+
+
+def _recv_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the bus closed the connection")
+        data += chunk
+    return data
+
+
+def _read_reply(sock: socket.socket, serial: int, deadline: float) -> tuple[int, bytes, str]:
+    """Skip signals until the reply to ``serial``; return (type, body, endianness)."""
+    while time.monotonic() < deadline:
+        fixed = _recv_exactly(sock, 16)
+        order = "<" if fixed[:1] == b"l" else ">"
+        kind = fixed[1]
+        body_len, _, fields_len = struct.unpack(order + "III", fixed[4:16])
+        header_rest = _recv_exactly(sock, fields_len + (-(16 + fields_len) % 8))
+        body = _recv_exactly(sock, body_len)
+        header = fixed + header_rest
+        pos, reply_to = 16, None
+        while pos < 16 + fields_len:
+            pos += -pos % 8
+            code, sig_len = header[pos], header[pos + 1]
+            sig = header[pos + 2 : pos + 2 + sig_len].decode()
+            pos += 3 + sig_len
+            if sig == "u":
+                pos += -pos % 4
+                (value,) = struct.unpack(order + "I", header[pos : pos + 4])
+                reply_to = value if code == _FIELD_REPLY_SERIAL else reply_to
+                pos += 4
+            elif sig in ("s", "o"):
+                pos += -pos % 4
+                (length,) = struct.unpack(order + "I", header[pos : pos + 4])
+                pos += 4 + length + 1
+            elif sig == "g":
+                pos += 1 + header[pos] + 1
+            else:
+                raise ConnectionError(f"unexpected header field type {sig!r}")
+        if reply_to == serial and kind in (_METHOD_RETURN, _ERROR):
+            return kind, body, order
+    raise TimeoutError("no reply from the bus")
+
+
+def has_bus_name(
+    address: str, name: str, *, env: Mapping[str, str] | None = None, timeout_s: float = PROBE_TIMEOUT_S
+) -> bool:
+    """Whether ``name`` has an owner on the bus at ``address``.
+
+    Raises ``ConnectionError`` when no bus answers there (in ``timeout_s``).
+    """
+    paths = _socket_paths(address, os.environ if env is None else env)
+    if not paths:
+        raise ConnectionError("no unix socket in the bus address")
+    deadline = time.monotonic() + timeout_s
+    last_error: OSError = ConnectionError("no unix socket in the bus address")
+    for path in paths:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(path)
+                # SASL EXTERNAL: the server checks our uid from the socket credentials.
+                sock.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
+                answer = b""
+                while not answer.endswith(b"\r\n"):
+                    answer += _recv_exactly(sock, 1)
+                if not answer.startswith(b"OK "):
+                    raise ConnectionError("the bus refused authentication")
+                # Hello must come first on a bus connection; NameHasOwner is serial 2.
+                sock.sendall(b"BEGIN\r\n" + _bus_call(1, "Hello") + _bus_call(2, "NameHasOwner", name))
+                kind, body, order = _read_reply(sock, 2, deadline)
+                if kind == _ERROR:
+                    raise ConnectionError("the bus answered NameHasOwner with an error")
+                return struct.unpack(order + "I", body[:4])[0] == 1
+        except OSError as exc:
+            last_error = exc
+    raise ConnectionError(f"no bus answers at {address}: {last_error}") from last_error
+
+
+# ":0", ":1.0", "unix:2": a display on this machine, reached through its unix socket.
+_LOCAL_DISPLAY = re.compile(r"(?:unix)?:(\d+)(?:\.\d+)?")
+X11_SOCKET_DIR = "/tmp/.X11-unix"  # where every X server on Linux/BSD puts its sockets
+
+
+def has_xembed_tray(display: str) -> bool:
+    """Whether an XEmbed system tray owns ``_NET_SYSTEM_TRAY_S<screen>`` on ``display``.
+
+    Raises ``OSError`` when the display cannot be opened.
+    """
+    from Xlib import X
+    from Xlib import display as xdisplay
+
+    local = _LOCAL_DISPLAY.fullmatch(display)
+    if local and not os.path.exists(f"{X11_SOCKET_DIR}/X{local.group(1)}"):
+        # python-xlib would fall back to TCP on localhost, and leaks that socket when it fails.
+        raise ConnectionError(f"no X server at display {display!r}")
+    try:
+        connection = xdisplay.Display(display)
+    except Exception as exc:  # Xlib's DisplayError family is not an OSError
+        raise ConnectionError(f"cannot open X display {display!r}: {exc}") from exc
+    try:
+        screen = connection.get_default_screen()
+        atom = connection.intern_atom(f"_NET_SYSTEM_TRAY_S{screen}")
+        return connection.get_selection_owner(atom) != X.NONE
+    finally:
+        connection.close()
+
+
+def _why_no_appindicator() -> str:
+    """Which piece of pystray's AppIndicator backend is missing in this Python."""
+    try:
+        import gi
+    except Exception:
+        return f"PyGObject (gi) is not importable from {sys.executable}"
+    for namespace, version in (("Gtk", "3.0"), ("AyatanaAppIndicator3", "0.1")):
+        try:
+            gi.require_version(namespace, version)
+        except Exception:
+            if namespace == "AyatanaAppIndicator3":
+                try:
+                    gi.require_version("AppIndicator3", "0.1")  # the older library also works
+                    continue
+                except Exception:
+                    pass
+            return f"the {namespace} {version} typelib is missing"
+    return "the AppIndicator backend failed to load"
+
+
+def _session_of(env: Mapping[str, str], platform: str) -> Session:
+    if platform in ("win32", "darwin"):
+        return Session.NATIVE
+    if env.get("DISPLAY"):
+        return Session.X11
+    if env.get("WAYLAND_DISPLAY"):
+        return Session.WAYLAND
+    return Session.HEADLESS
+
+
+def describe_tray(
+    backend: LoadedBackend,
+    env: Mapping[str, str],
+    *,
+    platform: str = sys.platform,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> TrayReport:
+    """Probe the tray hosts ``env`` points at and judge whether ``backend`` can show a menu."""
+    session = _session_of(env, platform)
+    if session is Session.HEADLESS:
+        return TrayReport(
+            backend,
+            session,
+            problem=(
+                "No desktop session: neither DISPLAY nor WAYLAND_DISPLAY is set, so there is no tray "
+                "to show an icon in. Start TrayProxy from your desktop session, or run "
+                "'trayproxy serve' to use the proxy without a tray."
+            ),
+        )
+    if backend.name is None:
+        hint = INSTALL_APPINDICATOR if session is not Session.NATIVE else "Reinstall TrayProxy."
+        return TrayReport(
+            backend, session, problem=(f"The tray icon library could not load ({backend.error}).\n{hint}")
+        )
+    if backend.name == "dummy":
+        return TrayReport(
+            backend,
+            session,
+            problem=(
+                "PYSTRAY_BACKEND=dummy is set: pystray's test backend shows no icon. Unset PYSTRAY_BACKEND."
+            ),
+        )
+    if session is Session.NATIVE:
+        return TrayReport(backend, session)
+
+    bus = session_bus_address(env)
+    watcher: bool | None = None
+    if bus is not None:
+        try:
+            watcher = has_bus_name(bus, STATUS_NOTIFIER_WATCHER, env=env, timeout_s=timeout_s)
+        except OSError:
+            bus = None  # an address nobody answers at is no bus
+    xembed: bool | None = None
+    if session is Session.X11:
+        try:
+            xembed = has_xembed_tray(env["DISPLAY"])
+        except OSError as exc:
+            return TrayReport(
+                backend,
+                session,
+                bus,
+                watcher,
+                None,
+                problem=(
+                    f"The X display {env['DISPLAY']} does not answer ({exc}). Start TrayProxy from "
+                    "your desktop session, or run 'trayproxy serve' to use the proxy without a tray."
+                ),
+            )
+
+    def report(problem: str | None) -> TrayReport:
+        return TrayReport(backend, session, bus, watcher, xembed, problem)
+
+    if not backend.has_menu:
+        return report(
+            f"The tray icon will have no menu: pystray fell back to its basic '{backend.name}' "
+            f"backend because its AppIndicator backend could not load ({_why_no_appindicator()}). "
+            f"Without the menu you cannot switch targets from the tray. To fix it:\n{INSTALL_APPINDICATOR}"
+        )
+    if backend.name in ("appindicator", "gtk") and bus is None:
+        return report(
+            "No D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset and there is no "
+            "$XDG_RUNTIME_DIR/bus): the tray icon needs one. Start TrayProxy from your desktop "
+            "session, or under dbus-run-session."
+        )
+    # The AppIndicator library registers with a StatusNotifierWatcher and falls back to an
+    # XEmbed tray; the gtk backend (GtkStatusIcon) only knows XEmbed.
+    shown = bool(xembed) or (backend.name == "appindicator" and bool(watcher))
+    if shown:
+        return report(None)
+    desktops = env.get("XDG_CURRENT_DESKTOP", "").upper().split(":")
+    if "GNOME" in desktops:
+        return report(f"No tray to show the icon in. {INSTALL_GNOME_EXTENSION}")
+    return report(
+        "No tray to show the icon in: nothing on the session bus is "
+        f"{STATUS_NOTIFIER_WATCHER} and no X11 system tray is running. Add a system tray "
+        "(status notifier) applet to your panel, or start a standalone tray such as "
+        "stalonetray or trayer; the proxy itself keeps working."
+    )
+
+
+def check_tray(env: Mapping[str, str] | None = None) -> TrayReport:
+    """Load pystray and describe the tray for this process (``os.environ`` by default)."""
+    return describe_tray(load_backend(), os.environ if env is None else env)
