@@ -18,6 +18,7 @@ installers, bundles and documentation. Imports only Pillow and ``desktop.tray.ic
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import sys
 from collections.abc import Callable
@@ -77,15 +78,21 @@ def planned_outputs() -> dict[str, Writer]:
     """Every generated file, as a path relative to ``assets/`` and a function making its bytes."""
     plan: dict[str, Writer] = {}
     for size in APP_SIZES_PX:
-        plan[f"icons/trayproxy-{size}.png"] = lambda size=size: png_bytes(draw_app_icon(size))
+        plan[f"icons/trayproxy-{size}.png"] = functools.partial(_app_png, size)
     plan["trayproxy.ico"] = ico_bytes
     plan["trayproxy.icns"] = icns_bytes
     for state in IconState:
         for size in TRAY_SIZES_PX:
-            plan[f"tray/{state.value}-{size}.png"] = lambda state=state, size=size: png_bytes(
-                draw_icon(state, size)
-            )
+            plan[f"tray/{state.value}-{size}.png"] = functools.partial(_tray_png, state, size)
     return plan
+
+
+def _app_png(size_px: int) -> bytes:
+    return png_bytes(draw_app_icon(size_px))
+
+
+def _tray_png(state: IconState, size_px: int) -> bytes:
+    return png_bytes(draw_icon(state, size_px))
 
 
 def generate(out_dir: Path) -> list[Path]:

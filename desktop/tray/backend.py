@@ -130,7 +130,7 @@ def backend_name(icon_class: type) -> str:
 def load_backend() -> LoadedBackend:
     """Import pystray (it picks its backend now, from ``os.environ``); never raises."""
     try:
-        import pystray
+        import pystray  # type: ignore[import-untyped]
     except Exception as exc:  # DisplayNameError, ValueError for a missing typelib, ImportError
         return LoadedBackend(name=None, error=f"{type(exc).__name__}: {exc}")
     icon = pystray.Icon
@@ -307,7 +307,8 @@ def has_bus_name(
                 kind, body, order = _read_reply(sock, 2, deadline)
                 if kind == _ERROR:
                     raise ConnectionError("the bus answered NameHasOwner with an error")
-                return struct.unpack(order + "I", body[:4])[0] == 1
+                (has_owner,) = struct.unpack(order + "I", body[:4])
+                return bool(has_owner == 1)
         except OSError as exc:
             last_error = exc
     raise ConnectionError(f"no bus answers at {address}: {last_error}") from last_error
@@ -323,7 +324,7 @@ def has_xembed_tray(display: str) -> bool:
 
     Raises ``OSError`` when the display cannot be opened.
     """
-    from Xlib import X
+    from Xlib import X  # type: ignore[import-untyped]
     from Xlib import display as xdisplay
 
     local = _LOCAL_DISPLAY.fullmatch(display)
@@ -337,7 +338,7 @@ def has_xembed_tray(display: str) -> bool:
     try:
         screen = connection.get_default_screen()
         atom = connection.intern_atom(f"_NET_SYSTEM_TRAY_S{screen}")
-        return connection.get_selection_owner(atom) != X.NONE
+        return bool(connection.get_selection_owner(atom) != X.NONE)
     finally:
         connection.close()
 
@@ -345,7 +346,7 @@ def has_xembed_tray(display: str) -> bool:
 def _why_no_appindicator() -> str:
     """Which piece of pystray's AppIndicator backend is missing in this Python."""
     try:
-        import gi
+        import gi  # type: ignore[import-untyped]
     except Exception:
         return f"PyGObject (gi) is not importable from {sys.executable}"
     for namespace, version in (("Gtk", "3.0"), ("AyatanaAppIndicator3", "0.1")):
@@ -435,6 +436,12 @@ def describe_tray(
         return TrayReport(backend, session, bus, watcher, xembed, problem)
 
     if not backend.has_menu:
+        forced = env.get("PYSTRAY_BACKEND")
+        if forced:
+            return report(
+                f"The tray icon will have no menu: PYSTRAY_BACKEND={forced} selects pystray's basic "
+                f"'{backend.name}' backend. Unset PYSTRAY_BACKEND."
+            )
         return report(
             f"The tray icon will have no menu: pystray fell back to its basic '{backend.name}' "
             f"backend because its AppIndicator backend could not load ({_why_no_appindicator()}). "

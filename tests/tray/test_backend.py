@@ -297,3 +297,11 @@ def test_real_icon_docks_and_its_menu_runs_callbacks(
     assert process.wait(UI_TIMEOUT_S) == 0
     assert events.read_text().splitlines()[-2:] == ["clicked=hello", "clicked=quit"]
     wait_until(lambda: not x.docked_icons(), UI_TIMEOUT_S, "the icon to leave the tray")
+
+
+def test_xorg_chosen_by_pystray_backend_variable_says_to_unset_it(desktop_env: dict[str, str]) -> None:
+    """A leftover PYSTRAY_BACKEND=xorg is the cause, not missing packages: say that instead."""
+    report = report_in_subprocess({**desktop_env, "PYSTRAY_BACKEND": "xorg"})
+    assert report["backend"]["name"] == "xorg"
+    assert "Unset PYSTRAY_BACKEND" in report["problem"]
+    assert "apt install" not in report["problem"]
