@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from desktop import __version__
 from desktop.config.model import (
@@ -29,6 +30,9 @@ from desktop.config.model import (
     Secret,
     Target,
 )
+
+if TYPE_CHECKING:
+    from desktop.controller import ProxyController
 
 __all__ = ["main", "parse_header", "resolve_env_placeholders"]
 
@@ -244,58 +248,60 @@ def _settings_from_args(args: argparse.Namespace, base: ProxySettings | None = N
     )
 
 
-def _resolve_serve(args: argparse.Namespace) -> tuple[Target, ProxySettings, list[str]]:
-    """Target and settings for `serve` from the flags and the config file, plus notes to log.
+def _make_controller(args: argparse.Namespace) -> ProxyController:
+    """The controller for `serve`: from the flags and the config file, which it then follows.
 
     ``--target URL`` works without a config file (one that exists still gives the listener
-    settings); a target name, or no --target, needs the file.
+    settings); a target name, or no --target, needs the file (created with the defaults on
+    first run), which is re-read when it changes. Flags apply on top of the file.
     """
-    from desktop.config.keys import resolve_target
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
+    from desktop.controller import ConfigBinding, ProxyController
 
     path = config_path(args.config)
-    by_url = bool(args.target) and "://" in args.target
-    config = None
-    notes: list[str] = []
-    if not by_url and ensure_config(path):
+    if args.target and "://" in args.target:
+        settings = None
+        if path.exists():
+            try:
+                settings = load_config(path).settings
+            except ConfigError as exc:
+                raise UsageError(f"the config file has problems:\n{exc}") from None
+        return ProxyController(_settings_from_args(args, settings), _target_from_args(args))
+    if ensure_config(path):
         log.info("created the config file %s with the default targets", path)
-    if path.exists():
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            raise UsageError(f"the config file has problems:\n{exc}") from None
-    base_target = None
-    if not by_url:
-        assert config is not None
-        name = args.target or config.active
-        if name not in config.targets:
-            known = ", ".join(config.targets)
-            raise UsageError(f"--target: no target named '{name}' in {path} (targets: {known})")
-        resolved = resolve_target(config.targets[name])
-        if resolved.fatal:
-            raise UsageError(str(resolved.problem))
-        if resolved.problem:
-            notes.append(resolved.problem)
-        base_target = resolved.target
-    target = _target_from_args(args, base_target)
-    settings = _settings_from_args(args, config.settings if config else None)
-    return target, settings, notes
+    _target_from_args(args, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
+    _settings_from_args(args)
+    binding = ConfigBinding(
+        path,
+        pinned_target=args.target,
+        adjust_target=lambda target: _target_from_args(args, target),
+        adjust_settings=lambda settings: _settings_from_args(args, settings),
+        save_choice=False,
+    )
+    try:
+        return ProxyController.from_config(binding)
+    except ConfigError as exc:
+        raise UsageError(f"the config file has problems:\n{exc}") from None
+    except KeyError:
+        known = ", ".join(load_config(path).targets)
+        raise UsageError(f"--target: no target named '{args.target}' in {path} (targets: {known})") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from desktop.controller import ListenError, ProxyController
+    from desktop.controller import ListenError
     from desktop.engine.service import is_loopback
     from desktop.logs import setup_logging
 
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:
-        target, settings, notes = _resolve_serve(args)
+        controller = _make_controller(args)
     except UsageError as exc:
         print(f"trayproxy serve: {exc}", file=sys.stderr)
         return 2
-    for note in notes:
-        log.warning("%s", note)
+    if controller.status.key_problem:
+        log.warning("%s", controller.status.key_problem)
+    settings = controller.settings
     for host in settings.hosts:
         if not is_loopback(host):
             log.warning(
@@ -312,19 +318,19 @@ def _serve(args: argparse.Namespace) -> int:
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    controller = ProxyController(settings, target)
     try:
         try:
             status = controller.start()
         except ListenError as exc:
             log.error("%s", exc)
+            controller.close()
             return 1
-        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, target.url)
+        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, controller.target.url)
         # Wake now and then: on Windows a blocked wait would not see Ctrl+C.
         while not stop_requested.wait(0.5):
             pass
-        log.info("stopping: open requests get up to %gs to finish", settings.stop_grace_s)
-        controller.stop()
+        log.info("stopping: open requests get up to %gs to finish", controller.settings.stop_grace_s)
+        controller.close()
         log.info("stopped")
         return 0
     finally:

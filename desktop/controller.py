@@ -1,27 +1,40 @@
-"""ProxyController: the proxy on its own asyncio loop in a background thread.
+"""ProxyController: the proxy on its own asyncio loop in a background thread, following the config.
 
-The one owner of a thread and an event loop. Front ends (``trayproxy serve`` now, the tray
-later) call its methods from their own thread; each call is handed to the loop with
-``run_coroutine_threadsafe`` and waited for with a bound. State leaves as an immutable
-:class:`ProxyStatus` snapshot, handed to listeners on whichever thread made the change: a
-listener must only store it and ask its own thread to refresh, never touch UI objects there.
+The one owner of threads and an event loop. Front ends (``trayproxy serve``, the tray) call its
+methods from their own thread; each call is handed to the loop with ``run_coroutine_threadsafe``
+and waited for with a bound. State leaves as an immutable :class:`ProxyStatus` snapshot, handed
+to listeners on whichever thread made the change: a listener must only store it and ask its own
+thread to refresh, never touch UI objects there.
+
+Made with :meth:`ProxyController.from_config`, it also follows the config file: a watcher
+thread re-reads it when it changes (an invalid edit keeps the last good config running and is
+reported in the status and the log), fetches a command key again when the target answers 401,
+and :meth:`choose_target` switches live and saves the choice in the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
+from desktop.config.keys import key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.model import ProxySettings, Target
+from desktop.config.parse import ConfigError, ConfigFile
+from desktop.config.store import load_config, set_active_target
+from desktop.engine.condition import TargetCondition
 from desktop.engine.service import ListenError, ProxyService
 
-__all__ = ["ListenError", "ProxyController", "ProxyStatus"]
+__all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus"]
 
 log = logging.getLogger("trayproxy.controller")
 
@@ -31,6 +44,12 @@ State = Literal["stopped", "running", "error"]
 CALL_TIMEOUT_S = 15.0
 # A few loop turns for closing transports to finish before the loop is closed.
 TRANSPORT_SETTLE_S = 0.05
+# How often the watcher looks at the config file: edits apply within this, and a stat call a
+# second costs nothing (inotify/FSEvents would need a dependency per OS for no visible gain).
+CONFIG_POLL_S = 1.0
+# A key command is run again after a 401 at most this often, so a key the target really
+# rejects does not run a password manager (or open an SSO page) on every request.
+KEY_REFRESH_MIN_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +61,18 @@ class ProxyStatus:
     target_url: str
     # (host, port) pairs actually listened on; empty unless running.
     addresses: tuple[tuple[str, int], ...] = ()
-    # The last error in plain words (port taken, ...); None when all is well.
+    # Why the proxy could not start (port taken, ...); None when all is well.
     error: str | None = None
+    # The config's target names, in file order (empty without a config file).
+    targets: tuple[str, ...] = ()
+    # The config file followed, if any.
+    config_path: str | None = None
+    # Why the file's last edit was not applied (path:line:col lines); the last good one runs.
+    config_error: str | None = None
+    # Why the target's key could not be read (empty env var, no keychain, ...).
+    key_problem: str | None = None
+    # The target's latest trouble (key rejected, rate limited, unreachable) until it clears.
+    condition: TargetCondition | None = None
 
     @property
     def local_url(self) -> str | None:
@@ -53,8 +82,36 @@ class ProxyStatus:
         host, port = self.addresses[0]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    @property
+    def problem(self) -> str | None:
+        """The one thing most worth showing a person now, or None when all is well."""
+        if self.error:
+            return self.error
+        if self.config_error:
+            return "the config file has an error: " + self.config_error.splitlines()[0]
+        if self.condition is not None:
+            return self.condition.message
+        return self.key_problem
+
 
 StatusListener = Callable[[ProxyStatus], None]
+_STOP_WATCHING = object()
+
+
+@dataclass(frozen=True)
+class ConfigBinding:
+    """How a controller follows a config file."""
+
+    path: Path
+    # A target name that stays chosen whatever ``active`` says (``serve --target NAME``).
+    pinned_target: str | None = None
+    # Command-line overrides applied to every target and to the listener settings.
+    adjust_target: Callable[[Target], Target] = field(default=lambda target: target)
+    adjust_settings: Callable[[ProxySettings], ProxySettings] = field(default=lambda settings: settings)
+    # Save choose_target's choice as ``active`` in the file.
+    save_choice: bool = True
+    # Re-read the file when it changes.
+    watch: bool = True
 
 
 class ProxyController:
@@ -70,12 +127,56 @@ class ProxyController:
         self._settings = settings
         self._target = target
         self._resolver_factory = resolver_factory
+        # Held for start/stop/switch, which wait on the loop. Never taken on the loop thread.
         self._lock = threading.RLock()
+        # Held briefly to publish a snapshot, from any thread (the loop's included).
+        self._status_lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._service: ProxyService | None = None
         self._listeners: list[StatusListener] = []
         self._status = ProxyStatus("stopped", target.display_name, target.url)
+        self._binding: ConfigBinding | None = None
+        self._config: ConfigFile | None = None
+        self._watcher: threading.Thread | None = None
+        # Work for the watcher thread: callables, or _STOP_WATCHING.
+        self._jobs: queue.Queue[object] = queue.Queue()
+        self._last_key_refresh = 0.0
+
+    @classmethod
+    def from_config(
+        cls,
+        binding: ConfigBinding,
+        *,
+        resolver_factory: Callable[[], AbstractResolver] | None = None,
+    ) -> ProxyController:
+        """A controller for the file's target (or the pinned one); raise ConfigError when the
+        file cannot be used, KeyError when the pinned target is not in it."""
+        config = load_config(binding.path)
+        name = binding.pinned_target or config.active
+        if name not in config.targets:
+            raise KeyError(name)
+        notice = protect_in_file_keys(binding.path, config)
+        if notice:
+            log.warning("%s", notice)
+        resolved = resolve_target(config.targets[name])
+        controller = cls(
+            binding.adjust_settings(config.settings),
+            binding.adjust_target(resolved.target),
+            resolver_factory=resolver_factory,
+        )
+        controller._binding, controller._config = binding, config
+        controller._update(
+            targets=tuple(config.targets),
+            config_path=str(binding.path),
+            key_problem=resolved.problem,
+        )
+        if binding.watch:
+            controller._watcher = threading.Thread(
+                target=controller._watch, name="trayproxy-config", daemon=True
+            )
+            controller._watcher.start()
+        return controller
 
     @property
     def status(self) -> ProxyStatus:
@@ -86,6 +187,11 @@ class ProxyController:
     def target(self) -> Target:
         """The target new requests go to."""
         return self._target
+
+    @property
+    def settings(self) -> ProxySettings:
+        """The listener settings the next start uses."""
+        return self._settings
 
     def add_listener(self, listener: StatusListener) -> None:
         """Call ``listener(status)`` on every change (on the thread that made it)."""
@@ -109,10 +215,10 @@ class ProxyController:
             except BaseException as exc:
                 self._shutdown_loop()
                 message = str(exc) if isinstance(exc, ListenError) else f"could not start: {exc!r}"
-                self._publish(self._snapshot("error", error=message))
+                self._update(state="error", addresses=(), error=message)
                 raise
             self._service = service
-            self._publish(self._snapshot("running", addresses=tuple(service.addresses)))
+            self._update(state="running", addresses=tuple(service.addresses), error=None)
             return self._status
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -125,31 +231,154 @@ class ProxyController:
                 finally:
                     self._shutdown_loop()
             if self._status.state != "stopped":
-                self._publish(self._snapshot("stopped"))
+                self._update(state="stopped", addresses=(), error=None, condition=None)
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Stop the proxy and stop following the config file (the app is quitting)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self._jobs.put(_STOP_WATCHING)
+            watcher.join(CALL_TIMEOUT_S)
+        self.stop(grace_s)
 
     def set_target(self, target: Target) -> None:
         """Send new requests to ``target``; open requests and streams finish where they are."""
         with self._lock:
+            changed = target != self._target
             self._target = target
             service = self._service
             if service is not None:
-                assert self._loop is not None
+                self._call(self._on_loop(lambda: service.set_target(target)))
+            fields: dict[str, Any] = {"target_name": target.display_name, "target_url": target.url}
+            if changed:
+                fields["condition"] = None
+            self._update(**fields)
 
-                async def switch() -> None:
-                    service.set_target(target)
+    def choose_target(self, name: str) -> None:
+        """Switch to the config's target ``name`` now and save it as the active one."""
+        binding, config = self._binding, self._config
+        if binding is None or config is None:
+            raise RuntimeError("choose_target needs a controller made with from_config")
+        if name not in config.targets:
+            raise KeyError(name)
+        resolved = resolve_target(config.targets[name])
+        self.set_target(binding.adjust_target(resolved.target))
+        self._update(key_problem=resolved.problem)
+        if binding.save_choice and not binding.pinned_target and config.active != name:
+            try:
+                set_active_target(binding.path, name)
+            except (OSError, ConfigError, ValueError) as exc:
+                log.error("could not save the chosen target in %s: %s", binding.path, exc)
+            else:
+                self._config = replace(config, active=name)
 
-                self._call(switch())
-            self._publish(
-                self._snapshot(self._status.state, addresses=self._status.addresses, error=self._status.error)
-            )
+    def reload_config(self) -> bool:
+        """Apply the config file as it is now; False (and the reason in the status) if it
+        cannot be used, in which case the last good config keeps running."""
+        binding = self._binding
+        if binding is None:
+            return False
+        try:
+            config = load_config(binding.path)
+        except ConfigError as exc:
+            log.error("the config file has problems; the last good one stays in use:\n%s", exc)
+            self._update(config_error=str(exc))
+            return False
+        name = binding.pinned_target or config.active
+        if name not in config.targets:
+            message = f"{binding.path}: target '{name}' is no longer in the file"
+            log.error("%s; the last good config stays in use", message)
+            self._update(config_error=message)
+            return False
+        notice = protect_in_file_keys(binding.path, config)
+        if notice:
+            log.warning("%s", notice)
+        self._config = config
+        settings = binding.adjust_settings(config.settings)
+        self._apply_settings(settings)
+        resolved = resolve_target(config.targets[name])
+        if resolved.problem:
+            log.warning("%s", resolved.problem)
+        self.set_target(binding.adjust_target(resolved.target))
+        self._update(targets=tuple(config.targets), config_error=None, key_problem=resolved.problem)
+        log.info("config reloaded from %s", binding.path)
+        return True
 
     # -- internals ---------------------------------------------------------------------
 
+    def _apply_settings(self, settings: ProxySettings) -> None:
+        with self._lock:
+            old, self._settings = self._settings, settings
+            service = self._service
+            if (old.hosts, old.port) != (settings.hosts, settings.port) and service is not None:
+                log.warning("the new listen address applies when the proxy is next started")
+            if service is not None and (old.allowed_hosts, old.allowed_origins) != (
+                settings.allowed_hosts,
+                settings.allowed_origins,
+            ):
+                self._call(
+                    self._on_loop(lambda: service.set_policy(settings.allowed_hosts, settings.allowed_origins))
+                )
+
+    def _watch(self) -> None:
+        """The watcher thread: run queued jobs; re-read the file when it has changed."""
+        binding = self._binding
+        assert binding is not None
+        seen = _file_signature(binding.path)
+        while True:
+            try:
+                job = self._jobs.get(timeout=CONFIG_POLL_S)
+            except queue.Empty:
+                job = None
+            if job is _STOP_WATCHING:
+                return
+            try:
+                if callable(job):
+                    job()
+                current = _file_signature(binding.path)
+                if current != seen:
+                    seen = current
+                    self.reload_config()
+            except Exception:
+                log.exception("config watcher job failed")
+
+    def _on_condition(self, condition: TargetCondition) -> None:
+        """On the loop thread: keep the target's trouble in the status; re-fetch a command key."""
+        if condition.target_name != self._target.display_name:
+            return  # an answer from a target switched away from
+        self._update(condition=None if condition.kind == "ok" else condition)
+        if condition.kind == "key_rejected" and condition.status == 401:
+            self._jobs.put(lambda: self._refresh_key(condition.target_name))
+
+    def _refresh_key(self, display_name: str) -> None:
+        binding, config = self._binding, self._config
+        if binding is None or config is None:
+            return
+        name = binding.pinned_target or config.active
+        spec = config.targets.get(name)
+        if spec is None or spec.name != display_name or not key_refreshes(spec):
+            return
+        if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
+            return
+        self._last_key_refresh = time.monotonic()
+        resolved = resolve_target(spec)
+        target = binding.adjust_target(resolved.target)
+        if resolved.problem:
+            log.warning("%s", resolved.problem)
+        elif target != self._target:
+            log.info("target %s rejected its key; ran the key command again for a new one", name)
+            self.set_target(target)
+        self._update(key_problem=resolved.problem)
+
     async def _start_service(self) -> ProxyService:
         resolver = self._resolver_factory() if self._resolver_factory else None
-        service = ProxyService(self._settings, self._target, resolver=resolver)
+        service = ProxyService(self._settings, self._target, resolver=resolver, on_condition=self._on_condition)
         await service.start()
         return service
+
+    @staticmethod
+    async def _on_loop(action: Callable[[], None]) -> None:
+        action()
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
@@ -168,9 +397,15 @@ class ProxyController:
             return
 
         async def finish() -> None:
-            # Anything still scheduled (a pool closing, a pump ending) gets to finish.
             current = asyncio.current_task()
             rest = [t for t in asyncio.all_tasks() if t is not current]
+            # A connection accepted just as the listener closed is handed over in a task of
+            # asyncio's own; cancelled before its first step, it never closes the socket (a
+            # ResourceWarning under load). Let those run: the stopped server aborts them.
+            accepting = [t for t in rest if t.get_coro().__qualname__.endswith("_accept_connection2")]
+            if accepting:
+                await asyncio.wait(accepting, timeout=TRANSPORT_SETTLE_S * 10)
+            # Anything still scheduled (a pool closing, a pump ending) gets to finish.
             for task in rest:
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
@@ -187,19 +422,24 @@ class ProxyController:
             thread.join(CALL_TIMEOUT_S)
             loop.close()
 
-    def _snapshot(
-        self,
-        state: State,
-        *,
-        addresses: tuple[tuple[str, int], ...] = (),
-        error: str | None = None,
-    ) -> ProxyStatus:
-        return ProxyStatus(state, self._target.display_name, self._target.url, addresses, error)
+    def _update(self, **fields: Any) -> None:
+        """Publish a snapshot with ``fields`` changed; listeners run here, in order."""
+        with self._status_lock:
+            status = replace(self._status, **fields)
+            if status == self._status:
+                return
+            self._status = status
+            for listener in list(self._listeners):
+                try:
+                    listener(status)
+                except Exception:
+                    log.exception("status listener failed")
 
-    def _publish(self, status: ProxyStatus) -> None:
-        self._status = status
-        for listener in list(self._listeners):
-            try:
-                listener(status)
-            except Exception:
-                log.exception("status listener failed")
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is saved (an atomic rename changes the inode too)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)

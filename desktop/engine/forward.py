@@ -60,13 +60,16 @@ class PassThroughResponse(web.StreamResponse):
 class RequestRecord:
     """What the access log needs to know about one request; filled in as it goes."""
 
-    __slots__ = ("bytes_down", "first_byte_at", "note", "status")
+    __slots__ = ("bytes_down", "error", "first_byte_at", "note", "status")
 
     def __init__(self) -> None:
         self.status = 0
         self.bytes_down = 0
         self.first_byte_at: float | None = None
+        # A short code for the access log: why the request ended unusually.
         self.note = ""
+        # The proxy's own error message when it answered instead of the target.
+        self.error = ""
 
 
 class _ReuseNote:
@@ -147,6 +150,7 @@ async def forward_http(
         upstream_response = await _open_upstream(request, upstream)
     except ProxyError as exc:
         record.note = exc.code
+        record.error = exc.message
         return exc.to_response()
     try:
         response = PassThroughResponse(

@@ -17,6 +17,9 @@ import logging
 import os
 import re
 import socket
+import weakref
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import ClientWebSocketResponse, web
@@ -26,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 from desktop import __version__
 from desktop.config.model import ProxySettings, Target
 from desktop.engine.accesslog import log_request
+from desktop.engine.condition import TargetCondition, classify, describe
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
 from desktop.engine.guard import RequestGuard
@@ -99,10 +103,37 @@ class _RedactingRequestHandler(RequestHandler):
 
 
 class _ProxyServer(web.Server):
-    """web.Server that builds our request handler (aiohttp has no public hook for the class)."""
+    """web.Server that builds our request handler (aiohttp has no public hook for the class)
+    and remembers every connection, so stop can be sure each one is closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handlers: weakref.WeakSet[RequestHandler] = weakref.WeakSet()
+        self.stopped = False
 
     def __call__(self) -> RequestHandler:
-        return _RedactingRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = _RedactingRequestHandler(self, loop=self._loop, **self._kwargs)
+        self.handlers.add(handler)
+        return handler
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if self.stopped:
+            # Accepted by the kernel just before the listener closed, handed over by asyncio
+            # after stop: nobody would ever close it.
+            transport.abort()
+
+    def abort_connections(self) -> None:
+        """Drop every connection still open, unsent bytes included.
+
+        aiohttp's shutdown closes connections, but a transport whose client stopped reading
+        waits to flush its buffer before it really closes; when the loop then ends, its socket
+        is never closed (seen as a ResourceWarning under load)."""
+        self.stopped = True
+        for handler in list(self.handlers):
+            transport = handler.transport
+            if transport is not None:
+                transport.abort()
 
 
 class ProxyService:
@@ -114,8 +145,12 @@ class ProxyService:
         target: Target,
         *,
         resolver: AbstractResolver | None = None,
+        on_condition: Callable[[TargetCondition], None] | None = None,
     ) -> None:
+        """``on_condition`` is called on the loop when a target's answers change kind (a key
+        rejected, rate limited, unreachable, fine again); it must return quickly."""
         self.settings = settings
+        self._on_condition = on_condition
         self._resolver = resolver
         self._guard = RequestGuard(
             allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
@@ -123,6 +158,7 @@ class ProxyService:
         self._target = target
         self._upstream: Upstream | None = None
         self._runner: web.ServerRunner | None = None
+        self._server: _ProxyServer | None = None
         self._sites: list[web.TCPSite] = []
         # Open bridges, client side -> target side, so stop can close both with 1001.
         self._websockets: dict[web.WebSocketResponse, ClientWebSocketResponse] = {}
@@ -154,7 +190,7 @@ class ProxyService:
             return
         register_secrets(self._target.secrets())
         self._upstream = Upstream(self._target, resolver=self._resolver)
-        server = _ProxyServer(
+        server = self._server = _ProxyServer(
             self._handle,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
             access_log=None,  # our own access line, see accesslog.py
@@ -191,6 +227,11 @@ class ProxyService:
             self.addresses.append((host, bound))
             # With port 0 the first address picks the port; the others use the same one.
             port = bound
+
+    def set_policy(self, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...]) -> None:
+        """Use new Host and Origin allowlists from the next request on (a config reload)."""
+        self.settings = replace(self.settings, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+        self._guard = RequestGuard(allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
 
     def set_target(self, target: Target) -> None:
         """Send new requests to ``target``; requests already open finish on the old one."""
@@ -236,6 +277,8 @@ class ProxyService:
             # (aiohttp treats 0 as "no limit", hence the small floor.)
             runner._shutdown_timeout = max(0.01, deadline - loop.time())
             await runner.cleanup()
+            if self._server is not None:
+                self._server.abort_connections()
         self._sites.clear()
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
@@ -295,6 +338,20 @@ class ProxyService:
             upstream.active -= 1
             if upstream.retired and upstream.active == 0:
                 self._close_upstream(upstream)
+            kind = classify(record.status, record.note)
+            if kind is not None and kind != upstream.condition:
+                upstream.condition = kind
+                self._report_condition(upstream.target, kind, record)
+
+    def _report_condition(self, target: Target, kind: Any, record: RequestRecord) -> None:
+        condition = describe(target.display_name, kind, record.status, record.error)
+        if kind != "ok":
+            log.warning("%s", condition.message)
+        if self._on_condition is not None:
+            try:
+                self._on_condition(condition)
+            except Exception:
+                log.exception("condition listener failed")
 
     def _answer_reserved(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.raw_path.split("?", 1)[0]

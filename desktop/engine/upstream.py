@@ -115,6 +115,7 @@ class Upstream:
     __slots__ = (
         "active",
         "base_path",
+        "condition",
         "prefix",
         "proxy",
         "proxy_authorization",
@@ -142,6 +143,8 @@ class Upstream:
         # Requests in flight on this pool, so a retired pool closes when the last one ends.
         self.active = 0
         self.retired = False
+        # The kind of the last telling answer (condition.py); None until the first.
+        self.condition: str | None = None
         trace = aiohttp.TraceConfig()
         trace.on_connection_reuseconn.append(_on_reuse)
         connector = aiohttp.TCPConnector(

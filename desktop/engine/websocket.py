@@ -122,6 +122,7 @@ async def bridge_websocket(
     except (TimeoutError, aiohttp.ClientError) as exc:
         error = map_client_error(exc, target=target)
         record.note = error.code
+        record.error = error.message
         return error.to_response()
 
     chosen = upstream_ws.protocol

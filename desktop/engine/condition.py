@@ -1,0 +1,73 @@
+"""How a target is doing, as its answers show: fine, key rejected, rate limited, unreachable.
+
+The tray shows the last problem until it clears and notifies when one starts, and the key of a
+``command`` source is fetched again on a 401; both need to know when a target's condition
+changes, not every response. Each pool keeps its last condition kind, so the hot path costs one
+comparison per request and the listener runs only on a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ConditionKind", "TargetCondition", "classify"]
+
+ConditionKind = Literal["ok", "key_rejected", "rate_limited", "unreachable"]
+
+# The proxy's own answers (errors.py codes) that mean the target could not be reached at all.
+UNREACHABLE_CODES = frozenset(
+    {
+        "dns_error",
+        "tls_certificate_error",
+        "tls_error",
+        "proxy_error",
+        "connect_timeout",
+        "upstream_timeout",
+        "connection_refused",
+        "connect_error",
+        "upstream_disconnected",
+        "connection_reset",
+        "bad_upstream_response",
+        "upstream_error",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCondition:
+    """A change in how a target answers, in words a person can act on."""
+
+    target_name: str
+    kind: ConditionKind
+    # Plain words for the tray and the log, e.g. "OpenAI rejected the key (HTTP 401)".
+    message: str
+    # The target's HTTP status, or 0 when it was not reached.
+    status: int = 0
+
+
+def classify(status: int, code: str) -> ConditionKind | None:
+    """The kind a finished request shows; None when it says nothing about the target (a 404,
+    a 500 from the model server, a request refused by the proxy's own guard)."""
+    if code in UNREACHABLE_CODES:
+        return "unreachable"
+    if status in (401, 403):
+        return "key_rejected"
+    if status == 429:
+        return "rate_limited"
+    if 100 <= status < 400:
+        return "ok"
+    return None
+
+
+def describe(target_name: str, kind: ConditionKind, status: int, detail: str) -> TargetCondition:
+    """The condition with its message; ``detail`` is the proxy's own error text when unreachable."""
+    if kind == "key_rejected":
+        message = f"{target_name} rejected the key (HTTP {status})"
+    elif kind == "rate_limited":
+        message = f"{target_name} is rate limiting requests (HTTP 429)"
+    elif kind == "unreachable":
+        message = detail or f"{target_name} cannot be reached"
+    else:
+        message = f"{target_name} answers normally"
+    return TargetCondition(target_name, kind, message, status)
