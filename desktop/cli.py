@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -93,6 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="One stable local address for the LLM APIs your tools use.",
     )
     parser.add_argument("--version", action="version", version=f"TrayProxy {__version__}")
+    parser.add_argument(
+        "--config", dest="tray_config", metavar="PATH", help="with no command: the config file the tray uses"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -248,7 +251,7 @@ def _settings_from_args(args: argparse.Namespace, base: ProxySettings | None = N
     )
 
 
-def _make_controller(args: argparse.Namespace) -> ProxyController:
+def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> ProxyController:
     """The controller for `serve`: from the flags and the config file, which it then follows.
 
     ``--target URL`` works without a config file (one that exists still gives the listener
@@ -277,7 +280,7 @@ def _make_controller(args: argparse.Namespace) -> ProxyController:
         pinned_target=args.target,
         adjust_target=lambda target: _target_from_args(args, target),
         adjust_settings=lambda settings: _settings_from_args(args, settings),
-        save_choice=False,
+        save_choice=save_choice,
     )
     try:
         return ProxyController.from_config(binding)
@@ -508,7 +511,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "config":
         return _config(args)
-    # TODO(#5): no command starts the tray.
-    parser.print_help(sys.stderr)
-    print("\nThe tray arrives in a later version; use 'trayproxy serve' for now.", file=sys.stderr)
-    return 2
+    return _tray(parser.parse_args(["serve", *(["--config", args.tray_config] if args.tray_config else [])]))
+
+
+def _tray(args: argparse.Namespace) -> int:
+    """No command: the tray, with the proxy on the config's active target. Without a usable
+    tray (no display, no tray host, no menu-capable backend) it says why and serves headless."""
+    from desktop.logs import setup_logging
+    from desktop.platforms import instance
+    from desktop.tray.backend import check_tray
+
+    setup_logging(to_file=True)
+    report = check_tray()
+    if report.problem:
+        log.error("%s", report.problem)
+        log.warning("running without a tray icon; the proxy works as with 'trayproxy serve'")
+        return _serve(args)
+    holder: list[Callable[[str], None]] = []
+    lock = instance.acquire(lambda: holder[0]("TrayProxy is already running") if holder else None)
+    if lock is None:
+        print("TrayProxy is already running: its icon is in the tray.", file=sys.stderr)
+        return 0
+    try:
+        try:
+            controller = _make_controller(args, save_choice=True)
+        except UsageError as exc:
+            log.error("%s", exc)
+            return 2
+        from desktop.logs import log_dir
+        from desktop.tray.app import TrayApp
+
+        app = TrayApp(controller, log_dir=log_dir())
+        holder.append(app.notify)
+        app.act("toggle")  # start, off the UI thread; a taken port shows in the tray
+        try:
+            app.run(report.summary())
+        finally:
+            controller.close(0)
+        return 0
+    finally:
+        lock.release()

@@ -1,33 +1,61 @@
-"""Logging setup: one redacting handler on stderr for the headless command.
+"""Logging setup: a redacting handler on stderr, and for the tray a rotating file.
 
 Every handler installed here formats through ``RedactingFormatter``, so no record, whoever
-logs it (aiohttp's own loggers included), can print a key. The tray's rotating log file
-(issue 5) is added here too.
+logs it (aiohttp's own loggers included), can print a key. The tray also logs to
+``trayproxy.log`` in the user's log directory (a windowed app has no terminal, and a frozen
+windowed build has no stderr at all: ``sys.stderr`` is None there).
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
+from pathlib import Path
+
+import platformdirs
 
 from desktop.engine.redact import RedactingFormatter
 
-__all__ = ["setup_logging"]
+__all__ = ["log_dir", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+LOG_FILE_NAME = "trayproxy.log"
+# A tray app runs for weeks: a few files of a few MiB keep days of access lines, bounded.
+LOG_FILE_BYTES = 2 * 1024 * 1024
+LOG_FILE_BACKUPS = 3
 
 
-def setup_logging(*, verbose: bool = False, quiet: bool = False) -> None:
-    """Send log records to stderr, redacted; ``quiet`` drops the per-request lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT, DATE_FORMAT))
+def log_dir() -> Path:
+    """The user's log directory for TrayProxy (``~/.local/state/TrayProxy/log`` on Linux)."""
+    return Path(platformdirs.user_log_dir("TrayProxy", appauthor=False))
+
+
+def setup_logging(*, verbose: bool = False, quiet: bool = False, to_file: bool = False) -> Path | None:
+    """Send log records to stderr (when there is one) and, with ``to_file``, to the rotating
+    log file, whose path is returned; ``quiet`` drops the per-request lines."""
+    handlers: list[logging.Handler] = []
+    if sys.stderr is not None:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    log_file = None
+    if to_file:
+        log_file = log_dir() / LOG_FILE_NAME
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+            )
+        )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT, DATE_FORMAT))
+        root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # aiohttp logs at INFO/DEBUG about every connection; keep its warnings and errors only.
     logging.getLogger("aiohttp").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if quiet:
         logging.getLogger("trayproxy.access").setLevel(logging.WARNING)
+    return log_file

@@ -1,0 +1,87 @@
+"""The tray menu as a pure function of a snapshot: TrayView -> pystray.Menu.
+
+No state lives here and nothing is called but ``act``: each item says what the person asked
+for (``act("stop")``, ``act("target", "openai")``) and the tray app's dispatcher does it. Built
+again on every change, so a menu never shows a stale state; tested with pystray's dummy
+backend. Imports pystray and the controller's snapshot type only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pystray
+
+from desktop.controller import ProxyStatus
+
+__all__ = ["Act", "TrayView", "build_menu", "status_line"]
+
+Act = Callable[[str, str | None], None]
+
+
+@dataclass(frozen=True)
+class TrayView:
+    """Everything the menu shows."""
+
+    status: ProxyStatus
+    version: str
+    autostart: bool = False
+
+
+def status_line(status: ProxyStatus) -> str:
+    """``TrayProxy: running on 127.0.0.1:8000 → openai``; the tooltip and the menu's first line."""
+    if status.state == "running":
+        where = (status.local_url or "").removeprefix("http://")
+        text = f"TrayProxy: running on {where} → {status.target_name}"
+    elif status.state == "error":
+        text = "TrayProxy: not running"
+    else:
+        text = f"TrayProxy: stopped ({status.target_name})"
+    problem = status.problem
+    return f"{text} — {problem}" if problem else text
+
+
+def _shorten(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_menu(view: TrayView, act: Act) -> pystray.Menu:
+    """The whole menu for ``view``; every action goes through ``act``."""
+    status = view.status
+    running = status.state == "running"
+
+    def do(action: str, arg: str | None = None) -> Callable[[], None]:
+        return lambda: act(action, arg)
+
+    def choose(name: str) -> pystray.MenuItem:
+        return pystray.MenuItem(
+            name,
+            do("target", name),
+            checked=lambda item, name=name: status.target_name == name,
+            radio=True,
+        )
+
+    targets = [choose(name) for name in status.targets] or [
+        pystray.MenuItem(status.target_name, None, checked=lambda item: True, radio=True, enabled=False)
+    ]
+    copy_env = pystray.Menu(
+        pystray.MenuItem("POSIX shell (bash, zsh)", do("copy-env", "posix"), enabled=running),
+        pystray.MenuItem("PowerShell", do("copy-env", "powershell"), enabled=running),
+    )
+    return pystray.Menu(
+        pystray.MenuItem(_shorten(status_line(status)), None, enabled=False),
+        pystray.Menu.SEPARATOR,
+        pystray.MenuItem("Stop proxy" if running else "Start proxy", do("toggle"), default=True),
+        pystray.MenuItem("Target", pystray.Menu(*targets)),
+        pystray.MenuItem("Copy local URL", do("copy-url"), enabled=running),
+        pystray.MenuItem("Copy environment", copy_env, enabled=running),
+        pystray.Menu.SEPARATOR,
+        pystray.MenuItem("Open config file", do("open-config"), enabled=status.config_path is not None),
+        pystray.MenuItem("Reload config", do("reload"), enabled=status.config_path is not None),
+        pystray.MenuItem("Open log folder", do("open-logs")),
+        pystray.MenuItem("Start at login", do("autostart"), checked=lambda item: view.autostart),
+        pystray.MenuItem(f"About TrayProxy {view.version}", do("about")),
+        pystray.Menu.SEPARATOR,
+        pystray.MenuItem("Quit", do("quit")),
+    )
