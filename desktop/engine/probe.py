@@ -3,13 +3,15 @@
 The answer is one line a person can act on: reachable or not (DNS, refused, TLS, timeout, with
 the engine's own wording), key accepted or rejected (401/403), rate limited (429), and how
 long it took. The request is ``GET <target>/v1/models`` (the model list every OpenAI-style API
-and Anthropic's have; Ollama and vLLM serve it too), sent with the target's headers.
+and Anthropic's have; Ollama and vLLM serve it too), sent with the target's headers. Azure
+OpenAI has no ``/v1``: its list is ``/openai/models?api-version=...`` on the resource's host.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -18,11 +20,24 @@ from desktop.config.model import Target
 from desktop.engine.errors import map_client_error
 from desktop.engine.upstream import Upstream
 
-__all__ = ["PROBE_PATH", "ProbeResult", "probe_target"]
+__all__ = ["PROBE_PATH", "ProbeResult", "probe_path", "probe_target"]
 
 PROBE_PATH = "/v1/models"
 # Anthropic's API refuses a request without a version; others ignore the header.
 PROBE_HEADERS = {"anthropic-version": "2023-06-01"}
+# Azure OpenAI resources (classic and AI Foundry hosts) and the API version their model list
+# accepts (a GA version; Azure answers 404 to a request without one).
+AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
+AZURE_PROBE_QUERY = "?api-version=2024-10-21"
+
+
+def probe_path(target: Target, base_path: str) -> str:
+    """The model-list path to request under the target's base path."""
+    host = (urlsplit(target.url).hostname or "").lower()
+    if host.endswith(AZURE_HOST_SUFFIXES):
+        prefix = "" if base_path.endswith("/openai") else "/openai"
+        return f"{prefix}/models{AZURE_PROBE_QUERY}"
+    return PROBE_PATH.removeprefix("/v1") if base_path.endswith("/v1") else PROBE_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +71,7 @@ def _verdict(status: int) -> tuple[bool, str]:
 async def probe_target(target: Target, *, resolver: AbstractResolver | None = None) -> ProbeResult:
     """Send the probe request to ``target`` and say what happened."""
     upstream = Upstream(target, resolver=resolver)
-    path = PROBE_PATH.removeprefix("/v1") if upstream.base_path.endswith("/v1") else PROBE_PATH
+    path = probe_path(target, upstream.base_path)
     headers = upstream.rules.apply((), client_ip="127.0.0.1")
     for name, value in PROBE_HEADERS.items():
         headers.setdefault(name, value)

@@ -70,3 +70,22 @@ def test_config_test_reports_an_unreachable_target(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "mine: not reachable" in result.stdout
     assert "refused" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://api.openai.com", "/v1/models"),
+        ("http://127.0.0.1:8080/v1", "/models"),
+        ("https://my-res.openai.azure.com/openai", "/models?api-version=2024-10-21"),
+        ("https://my-res.openai.azure.com", "/openai/models?api-version=2024-10-21"),
+        ("https://my-res.cognitiveservices.azure.com/openai", "/models?api-version=2024-10-21"),
+    ],
+)
+def test_probe_asks_each_provider_for_its_own_model_list(url: str, path: str) -> None:
+    """Azure OpenAI has no /v1 and needs an api-version; a /v1 base is not doubled."""
+    from desktop.config.model import Target
+    from desktop.engine.probe import probe_path
+
+    target = Target(url=url)
+    assert probe_path(target, target.base_path) == path
