@@ -27,9 +27,9 @@ from typing import Any, Literal, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
-from desktop.config.keys import key_refreshes, protect_in_file_keys, resolve_target
+from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.model import ProxySettings, Target
-from desktop.config.parse import ConfigError, ConfigFile
+from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
 from desktop.engine.service import ListenError, ProxyService
@@ -141,7 +141,12 @@ class ProxyController:
         self._watcher: threading.Thread | None = None
         # Work for the watcher thread: callables, or _STOP_WATCHING.
         self._jobs: queue.Queue[object] = queue.Queue()
-        self._last_key_refresh = 0.0
+        # Not 0.0: the monotonic clock may start at boot, and an app started at login within
+        # KEY_REFRESH_MIN_INTERVAL_S of it would otherwise skip its first refresh.
+        self._last_key_refresh = float("-inf")
+        # The file entry of the target in use and what reading its key gave, so a reload that
+        # leaves the entry as it was does not read the key again (see _resolve).
+        self._resolved: tuple[TargetSpec, ResolvedTarget] | None = None
 
     @classmethod
     def from_config(
@@ -159,13 +164,15 @@ class ProxyController:
         notice = protect_in_file_keys(binding.path, config)
         if notice:
             log.warning("%s", notice)
-        resolved = resolve_target(config.targets[name])
+        spec = config.targets[name]
+        resolved = resolve_target(spec)
         controller = cls(
             binding.adjust_settings(config.settings),
             binding.adjust_target(resolved.target),
             resolver_factory=resolver_factory,
         )
         controller._binding, controller._config = binding, config
+        controller._resolved = (spec, resolved)
         controller._update(
             targets=tuple(config.targets),
             config_path=str(binding.path),
@@ -261,7 +268,7 @@ class ProxyController:
             raise RuntimeError("choose_target needs a controller made with from_config")
         if name not in config.targets:
             raise KeyError(name)
-        resolved = resolve_target(config.targets[name])
+        resolved = self._resolve(config.targets[name])
         self.set_target(binding.adjust_target(resolved.target))
         self._update(key_problem=resolved.problem)
         if binding.save_choice and not binding.pinned_target and config.active != name:
@@ -296,7 +303,7 @@ class ProxyController:
         self._config = config
         settings = binding.adjust_settings(config.settings)
         self._apply_settings(settings)
-        resolved = resolve_target(config.targets[name])
+        resolved = self._resolve(config.targets[name])
         if resolved.problem:
             log.warning("%s", resolved.problem)
         self.set_target(binding.adjust_target(resolved.target))
@@ -362,6 +369,7 @@ class ProxyController:
             return
         self._last_key_refresh = time.monotonic()
         resolved = resolve_target(spec)
+        self._resolved = (spec, resolved)
         target = binding.adjust_target(resolved.target)
         if resolved.problem:
             log.warning("%s", resolved.problem)
@@ -369,6 +377,20 @@ class ProxyController:
             log.info("target %s rejected its key; ran the key command again for a new one", name)
             self.set_target(target)
         self._update(key_problem=resolved.problem)
+
+    def _resolve(self, spec: TargetSpec) -> ResolvedTarget:
+        """The target for ``spec``, reading its key only when the entry is new or changed.
+
+        Saving the file (choose_target's own write, or a person adding an allowed host) must
+        not run a key command again: it may unlock a password manager or open an SSO page,
+        and a fresh token would sidestep KEY_REFRESH_MIN_INTERVAL_S. A key that could not be
+        read last time is tried again, since the edit may be the fix."""
+        cached = self._resolved
+        if cached is not None and cached[1].problem is None and _same_entry(cached[0], spec):
+            return cached[1]
+        resolved = resolve_target(spec)
+        self._resolved = (spec, resolved)
+        return resolved
 
     async def _start_service(self) -> ProxyService:
         resolver = self._resolver_factory() if self._resolver_factory else None
@@ -434,6 +456,11 @@ class ProxyController:
                     listener(status)
                 except Exception:
                     log.exception("status listener failed")
+
+
+def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
+    """True when ``new`` is ``old`` as written, wherever it now sits in the file."""
+    return replace(old, key_position=new.key_position) == new
 
 
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
