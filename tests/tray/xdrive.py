@@ -92,13 +92,23 @@ class XDriver:
             geometry = window.get_geometry()
             origin = self._root.translate_coords(window, 0, 0)
             labelled = name_from if name_from is not None else window
-            name = labelled.get_wm_name() or ""
+            name = self._name(labelled)
             wm_class = labelled.get_wm_class() or ("", "")
         except xerror.XError:
             return None
-        if isinstance(name, bytes):
-            name = name.decode(errors="replace")
         return Win(window.id, name, wm_class[0], origin.x, origin.y, geometry.width, geometry.height)
+
+    def _name(self, window: Any) -> str:
+        """The window's title: EWMH ``_NET_WM_NAME`` (UTF-8) first, since GTK writes a title
+        with characters outside Latin-1 (the status line's "→") to ``WM_NAME`` as
+        COMPOUND_TEXT, which python-xlib's ``get_wm_name`` returns as an empty string."""
+        utf8 = self._x.intern_atom("UTF8_STRING")
+        prop = window.get_full_property(self._x.intern_atom("_NET_WM_NAME"), utf8)
+        if prop is not None and prop.value:
+            value = prop.value
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        name = window.get_wm_name() or ""
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
     def _top_level(self) -> list[Any]:
         return list(self._root.query_tree().children)
