@@ -51,6 +51,9 @@ README_SHOT_ENV = "TRAYPROXY_README_SHOT"
 README_PORT = 8000
 # Margin around panel and menus in the README crop, so the menu's edge does not touch the border.
 SHOT_MARGIN_PX = 4
+# Mean grey level (0-255) above which the menu's area counts as drawn: Adwaita's menu is near
+# white with dark text (about 240), the empty root window black (0).
+MENU_MIN_BRIGHTNESS = 128
 # A recognisable fake key: unique enough that finding it anywhere means it leaked.
 FAKE_KEY = "sk-trayproxy-test-LEAK-CANARY-7f3a9c41d2e8b6"
 KEY_VARIABLE = "ALPHA_TEST_KEY"
@@ -99,10 +102,12 @@ def upstreams() -> Iterator[dict[str, Upstream]]:
         yield {"alpha": Upstream(alpha.url, seen_alpha), "beta": Upstream(beta.url, seen_beta)}
 
 
-def unauthorized_app() -> web.Application:
-    """Answers everything with 401 in the OpenAI error shape, as an API does for a bad key."""
+def unauthorized_app(authorizations: list[str]) -> web.Application:
+    """Answers everything with 401 in the OpenAI error shape, as an API does for a bad key;
+    each request's Authorization header is appended to ``authorizations``."""
 
     async def refuse(request: web.Request) -> web.Response:
+        authorizations.append(request.headers.get("Authorization", ""))
         body = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
         return web.json_response(body, status=401)
 
@@ -148,8 +153,13 @@ class RunningTray:
 
     def wait_for_status(self, fragment: str) -> str:
         """Wait until the menu's first line contains ``fragment``; return that line."""
+
+        def line_with_fragment() -> str | None:
+            line = self.status_line()
+            return line if fragment in line else None
+
         return wait_until(
-            lambda: (line := self.status_line()) and fragment in line and line,
+            line_with_fragment,
             UI_TIMEOUT_S,
             f"the menu's status line to show {fragment!r}",
         )
@@ -215,7 +225,7 @@ def gdbus(env: dict[str, str], *args: str) -> str:
 def bus_name_of(env: dict[str, str], pid: int) -> str | None:
     """The unique bus name owned by process ``pid``, if it has one."""
     bus = ("--session", "--dest", "org.freedesktop.DBus", "--object-path", "/org/freedesktop/DBus")
-    names = re.findall(
+    names: list[str] = re.findall(
         r"'(:[0-9.]+)'", gdbus(env, "call", *bus, "--method", "org.freedesktop.DBus.ListNames")
     )
     for name in names:
@@ -363,10 +373,10 @@ def test_choosing_beta_in_the_menu_switches_and_saves_it_keeping_comments(
     app = launch(config, port)
     app.wait_for_status("→ alpha")
 
-    menus = open_menu(x)
+    open_menu(x)
     x.press(*OPEN_TARGETS_KEYS)
     menus = wait_until(
-        lambda: len(x.popup_menus()) == 2 and x.popup_menus(), UI_TIMEOUT_S, "the Target submenu"
+        lambda: shown if len(shown := x.popup_menus()) == 2 else None, UI_TIMEOUT_S, "the submenu"
     )
     save_menu_shot(x, menus, tmp_path / "tray-menu.png")
     x.press("Down", "Return")  # alpha is selected on opening; beta is next
@@ -391,8 +401,15 @@ def save_menu_shot(x: XDriver, menus: list[Win], path: Path) -> None:
     right = max(a.x + a.width for a in areas) + SHOT_MARGIN_PX
     bottom = max(a.y + a.height for a in areas) + SHOT_MARGIN_PX
     image = ImageGrab.grab(bbox=(left, top, right, bottom), xdisplay=x.display)
-    # An opened menu is mostly light background: a black (empty) grab means nothing was drawn.
-    assert max(image.convert("L").getextrema()) > 128, "the screenshot of the open menu is blank"
+    # A menu is drawn on a light background (the default GTK theme) over the black root
+    # window: a dark menu area means the grab missed it or it was not drawn yet.
+    from PIL import ImageStat
+
+    menu = menus[0]
+    menu_area = image.convert("L").crop(
+        (menu.x - left, menu.y - top, menu.x - left + menu.width, menu.y - top + menu.height)
+    )
+    assert ImageStat.Stat(menu_area).mean[0] > MENU_MIN_BRIGHTNESS, "the screenshot shows no open menu"
     image.save(path)
     target = os.environ.get(README_SHOT_ENV)
     if target:
@@ -487,7 +504,8 @@ def test_key_never_appears_in_stderr_log_file_or_notifications(
     """A target whose key (from an environment variable) is refused with 401: the person is
     told, and the key is in none of stderr, the log file or the notification."""
     port = free_port()
-    with BackgroundServer(unauthorized_app()) as refusing:
+    authorizations: list[str] = []
+    with BackgroundServer(unauthorized_app(authorizations)) as refusing:
         key_lines = f'key = {{ env = "{KEY_VARIABLE}" }}\nheaders = {{ Authorization = "Bearer {{key}}" }}\n'
         config = write_config(tmp_path, port, refusing.url, upstreams["beta"].url, alpha_extra=key_lines)
         app = launch(config, port, extra_env={KEY_VARIABLE: FAKE_KEY})
@@ -495,6 +513,7 @@ def test_key_never_appears_in_stderr_log_file_or_notifications(
 
         status, _ = get(port, f"/v1/chat/completions?key={FAKE_KEY}")
         assert status == 401
+        assert authorizations == [f"Bearer {FAKE_KEY}"]  # the proxy did add the key
         app.wait_for_log("notification: alpha rejected the key (HTTP 401)")
         shown = wait_for_notification(app.env, "rejected the key")
         assert "rejected the key" in app.status_line()
