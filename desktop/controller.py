@@ -424,7 +424,7 @@ class ProxyController:
             # A connection accepted just as the listener closed is handed over in a task of
             # asyncio's own; cancelled before its first step, it never closes the socket (a
             # ResourceWarning under load). Let those run: the stopped server aborts them.
-            accepting = [t for t in rest if t.get_coro().__qualname__.endswith("_accept_connection2")]
+            accepting = [t for t in rest if getattr(t.get_coro(), "__qualname__", "").endswith("_accept_connection2")]
             if accepting:
                 await asyncio.wait(accepting, timeout=TRANSPORT_SETTLE_S * 10)
             # Anything still scheduled (a pool closing, a pump ending) gets to finish.

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -208,6 +209,21 @@ def can_connect(port: int) -> bool:
     return True
 
 
+def is_listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``, asked without connecting where the OS
+    allows: a probe connection accepted just as the listener closes is handed to the proxy's
+    loop after its stop and leaks there (an asyncio race, not what this test is about)."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return can_connect(port)
+    for line in table.read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:  # 0A: TCP_LISTEN
+            return True
+    return False
+
+
 def read_until_closed(conn: socket.socket) -> bytes:
     chunks = []
     while chunk := conn.recv(65536):
@@ -234,7 +250,7 @@ def test_stop_lets_a_request_whose_body_is_still_arriving_finish() -> None:
                 assert wait_until(lambda: get_json(health)[1]["requests_active"] == 2, timeout_s=SETTLE_S)
                 stopper.start()
                 # The listener closes first; the stop is then under way.
-                assert wait_until(lambda: not can_connect(port), timeout_s=SETTLE_S)
+                assert wait_until(lambda: not is_listening(port), timeout_s=SETTLE_S)
                 time.sleep(0.2)
                 conn.sendall(b"67890")
                 answer = read_until_closed(conn)
