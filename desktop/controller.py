@@ -144,6 +144,8 @@ class ProxyController:
         # Not 0.0: the monotonic clock may start at boot, and an app started at login within
         # KEY_REFRESH_MIN_INTERVAL_S of it would otherwise skip its first refresh.
         self._last_key_refresh = float("-inf")
+        # A target whose key refresh was skipped as too soon, to retry when the interval ends.
+        self._refresh_due: str | None = None
         # The file entry of the target in use and what reading its key gave, so a reload that
         # leaves the entry as it was does not read the key again (see _resolve).
         self._resolved: tuple[TargetSpec, ResolvedTarget] | None = None
@@ -342,6 +344,15 @@ class ProxyController:
             try:
                 if callable(job):
                     job()
+                due = self._refresh_due
+                if (
+                    due is not None
+                    and time.monotonic() - self._last_key_refresh >= KEY_REFRESH_MIN_INTERVAL_S
+                    and self._status.condition is not None
+                    and self._status.condition.kind == "key_rejected"
+                    and self._status.condition.target_name == due
+                ):
+                    self._refresh_key(due)
                 current = _file_signature(binding.path)
                 if current != seen:
                     seen = current
@@ -366,7 +377,11 @@ class ProxyController:
         if spec is None or spec.name != display_name or not key_refreshes(spec):
             return
         if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
+            # Too soon; the watcher tries again once the interval is over if the target still
+            # rejects the key (no new 401 would report it: the condition has not changed).
+            self._refresh_due = display_name
             return
+        self._refresh_due = None
         self._last_key_refresh = time.monotonic()
         resolved = resolve_target(spec)
         self._resolved = (spec, resolved)

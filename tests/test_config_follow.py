@@ -476,3 +476,37 @@ def test_config_errors_are_logged_at_error_level(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and str(path) in r.getMessage()]
     assert len(errors) == 1
     assert "bogus" in errors[0].getMessage()
+
+
+def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_401(
+    tmp_path: Path, follow: list[ProxyController], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh skipped as too soon is not forgotten: while the target keeps rejecting the key,
+    the command runs again once the interval is over (a person who signs in to their SSO again
+    meanwhile is not stuck until a restart)."""
+    import desktop.controller
+
+    monkeypatch.setattr(desktop.controller, "KEY_REFRESH_MIN_INTERVAL_S", 1.0)
+    keyed = KeyedTarget(accepted={"token-3"})
+    command, counter = key_command(tmp_path)
+    with BackgroundServer(keyed.app()) as upstream:
+        path = tmp_path / "config.toml"
+        path.write_text(
+            config_text(
+                {},
+                active="corp",
+                extra=(
+                    f"[targets.corp]\nurl = \"{upstream.url}\"\nkey = {{ command = '{command}' }}\n"
+                    'headers = { Authorization = "Bearer {key}" }\n'
+                ),
+            )
+        )
+        controller = start_following(follow, path)
+        assert get(controller, "/v1/models").status_code == 401  # token-1: refresh -> token-2
+        assert wait_until(lambda: runs(counter) == 2, timeout_s=FOLLOW_TIMEOUT_S)
+        assert get(controller, "/v1/models").status_code == 401  # token-2: too soon, due later
+        assert wait_until(lambda: runs(counter) == 3, timeout_s=FOLLOW_TIMEOUT_S)
+        assert wait_until(
+            lambda: get(controller, "/v1/models").status_code == 200, timeout_s=FOLLOW_TIMEOUT_S
+        )
+    assert keyed.tokens[-1] == "token-3"
