@@ -144,6 +144,22 @@ LAYERS = {
         "desktop:__version__",
     ),
     "desktop/controller.py": ("desktop.engine.*", "desktop.config.*", "desktop:__version__"),
+    "desktop/bundle.py": (),
+    **{
+        f"desktop/platforms/{name}.py": ("desktop.bundle", "desktop.platforms", "desktop.platforms.*")
+        for name in ("__init__", "linux", "macos", "windows", "instance")
+    },
+    **{
+        f"desktop/tray/{name}.py": (
+            "desktop.controller",
+            "desktop.config.model",
+            "desktop.platforms",
+            "desktop.bundle",
+            "desktop.tray.*",
+            "desktop:__version__",
+        )
+        for name in ("__init__", "app", "menu", "icons", "backend", "clients")
+    },
 }
 
 
@@ -154,6 +170,19 @@ def test_lower_layers_import_only_rows_above_their_own(relative: str, allowed: t
     path = REPO / relative
     assert path.is_file()
     assert sorted(i for i in desktop_imports(path) if not is_allowed(i, allowed)) == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "tray").glob("*.py")), ids=lambda path: path.relative_to(PACKAGE).as_posix()
+)
+def test_tray_never_touches_the_event_loop_or_the_http_library(path: Path) -> None:
+    """The tray talks to the controller only: no asyncio, no aiohttp of its own (STYLE.md row 5)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert names.isdisjoint({"asyncio", "aiohttp"})
 
 
 def test_import_checker_sees_relative_and_function_level_imports() -> None:
