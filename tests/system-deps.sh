@@ -26,6 +26,7 @@ RUNTIME=(
 )
 BUILD=(
   gcc pkg-config                  # build PyGObject and pycairo from source
+  binutils                        # ldd/objdump/strip: PyInstaller needs them for build.spec
   libgirepository1.0-dev          # girepository-1.0 headers (PyGObject < 3.51)
   libcairo2-dev                   # pycairo headers
 )

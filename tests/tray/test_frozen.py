@@ -1,0 +1,107 @@
+"""The PyInstaller bundle works like the source: --version, serve (HTTP, SSE, WebSocket), tray.
+
+Runs when TRAYPROXY_BUNDLE names the built executable (``.ci/run`` builds ``dist/TrayProxy``
+with build.spec and sets it); skipped otherwise, because building takes a quarter of a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets.sync.client
+from aiohttp import web
+from background import BackgroundServer, free_port, wait_until
+from desktop_session import DesktopSession
+from upstreams import echo_app, sse_app, ws_echo_app
+
+BUNDLE = os.environ.get("TRAYPROXY_BUNDLE", "")
+pytestmark = pytest.mark.skipif(not BUNDLE, reason="set TRAYPROXY_BUNDLE to a built dist/TrayProxy/TrayProxy")
+START_TIMEOUT_S = 20.0
+
+
+def upstream_app() -> web.Application:
+    """One target for all three kinds of traffic: /sse events, /ws echo, anything else echoed."""
+    app = web.Application()
+    app.add_subapp("/events/", sse_app(events=5, gap_s=0.05))
+    app.add_subapp("/socket/", ws_echo_app())
+    app.add_subapp("/echo/", echo_app())
+    return app
+
+
+def test_bundle_prints_its_version() -> None:
+    result = subprocess.run([BUNDLE, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("TrayProxy ")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """``TrayProxy serve`` from the bundle in front of a local upstream; yields its base URL."""
+    with BackgroundServer(upstream_app()) as upstream:
+        port = free_port()
+        env = {**os.environ, "HOME": str(tmp_path)}
+        process = subprocess.Popen(
+            [BUNDLE, "serve", "--target", upstream.url, "--host", "127.0.0.1", "--port", str(port), "-q"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            assert wait_until(lambda: _healthy(base), timeout_s=START_TIMEOUT_S)
+            yield base
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)
+            assert process.returncode == 0, stderr
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(base + "/__trayproxy/health", trust_env=False, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_bundle_serves_http_sse_and_websocket(served: str) -> None:
+    """The frozen proxy forwards a request, streams SSE events one by one, and bridges a WebSocket."""
+    response = httpx.post(served + "/echo/v1/chat?x=1", content=b"hello", trust_env=False)
+    assert response.status_code == 200
+    assert response.json()["raw_path"] == "/echo/v1/chat?x=1"
+    with httpx.stream("GET", served + "/events/sse", trust_env=False, timeout=10) as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    assert len(events) == 6
+    assert events[-1] == "data: [DONE]"
+    with websockets.sync.client.connect(served.replace("http", "ws") + "/socket/ws") as ws:
+        ws.send("ping over the bundle")
+        assert ws.recv(timeout=10) == "ping over the bundle"
+
+
+def test_bundle_tray_docks_and_quits_on_sigterm(desktop: DesktopSession, tmp_path: Path) -> None:
+    """The bundled tray loads the menu-capable AppIndicator backend on the private desktop."""
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n[targets.a]\nurl = "http://127.0.0.1:9"\n')
+    env = desktop.env({**os.environ, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "TMPDIR": str(tmp_path)})
+    log = tmp_path / "tray.stderr"
+    with log.open("wb") as err:
+        process = subprocess.Popen([BUNDLE, "--config", str(config)], env=env, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: "tray ready" in log.read_text(), timeout_s=START_TIMEOUT_S), log.read_text()
+        assert "backend=appindicator menu=yes" in log.read_text()
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.returncode == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
