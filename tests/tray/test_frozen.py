@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,9 +59,9 @@ def served(tmp_path: Path) -> Iterator[str]:
             assert wait_until(lambda: _healthy(base), timeout_s=START_TIMEOUT_S)
             yield base
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # on Windows: TerminateProcess, exit code 1
             _, stderr = process.communicate(timeout=20)
-            assert process.returncode == 0, stderr
+            assert process.returncode == 0 or sys.platform == "win32", stderr
 
 
 def _healthy(base: str) -> bool:
