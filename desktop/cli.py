@@ -189,7 +189,57 @@ def _build_parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help="use this file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
         )
+    _add_launcher_commands(commands)
     return parser
+
+
+DESKTOP_ENTRY_HELP = """\
+Put TrayProxy in the application menu (Linux), for people running it from a
+source checkout or a pip/pipx install.
+
+'install' writes trayproxy.desktop into $XDG_DATA_HOME/applications (default
+~/.local/share/applications), starting this copy of TrayProxy the way you
+started this command, and copies the icon into your icon theme. 'remove'
+deletes both. Run 'install' again after moving the checkout or the venv.
+"""
+
+UNINSTALL_HELP = """\
+Remove what TrayProxy put outside its own folder: the start-at-login entry,
+the application-menu entry and its icon, and with --keys the OS keychain
+entries of the targets in the config file that read their key from it.
+
+Your config file and the log files are kept; the command says where they are,
+so you can delete them yourself. Then delete the app's folder (or run
+'pipx uninstall trayproxy').
+"""
+
+
+def _add_launcher_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `desktop-entry` and `uninstall` subcommands."""
+    entry = commands.add_parser(
+        "desktop-entry",
+        help="add TrayProxy to the application menu, or take it out (Linux)",
+        description=DESKTOP_ENTRY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    entry.add_argument("entry_action", choices=("install", "remove"), metavar="install|remove")
+    uninstall = commands.add_parser(
+        "uninstall",
+        help="remove the login entry, the menu entry and (with --keys) the keychain entries",
+        description=UNINSTALL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    uninstall.add_argument(
+        "--keys",
+        action="store_true",
+        help="also delete the keys the config's targets keep in the OS keychain",
+    )
+    uninstall.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the config file whose keychain entries --keys deletes (default: $TRAYPROXY_CONFIG,"
+        " else the user's config directory)",
+    )
 
 
 def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
@@ -503,6 +553,115 @@ def _config(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled config action {args.config_command}")  # argparse lists them all
 
 
+def _desktop_entry(args: argparse.Namespace) -> int:
+    from desktop import platforms
+
+    if not platforms.supports_desktop_entry():
+        print(
+            "trayproxy desktop-entry: the application-menu entry is for Linux desktops only;"
+            " on Windows and macOS start TrayProxy from its folder",
+            file=sys.stderr,
+        )
+        return 2
+    if args.entry_action == "remove":
+        try:
+            removed = platforms.remove_desktop_entry()
+        except OSError as exc:
+            print(f"could not remove the application-menu entry: {exc}", file=sys.stderr)
+            return 1
+        for path in removed:
+            print(f"removed {path}")
+        if not removed:
+            print("TrayProxy has no application-menu entry: nothing to remove")
+        return 0
+    try:
+        written = platforms.install_desktop_entry()
+    except OSError as exc:
+        print(f"could not write the application-menu entry: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    if not any(path.suffix == ".png" for path in written):
+        print("note: this copy of TrayProxy has no icon file; the menu entry shows a generic one", file=sys.stderr)
+    print("TrayProxy is in the application menu (it may take a moment to appear)")
+    return 0
+
+
+def _uninstall_keys(path: Path) -> bool:
+    """Delete the keychain entries of the config's keyring targets; False when one could not be."""
+    import keyring
+    from keyring.errors import KeyringError, NoKeyringError, PasswordDeleteError
+
+    from desktop.config.keys import KEYRING_SERVICE, keyring_account
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import load_config
+
+    if not path.exists():
+        print(f"no config file at {path}: no keychain entries to remove")
+        return True
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"keychain entries not removed: the config file has problems:\n{exc}", file=sys.stderr)
+        return False
+    accounts: dict[str, list[str]] = {}
+    for spec in config.targets.values():
+        if spec.key_source is not None and spec.key_source[0] == "keyring":
+            accounts.setdefault(keyring_account(spec), []).append(spec.name)
+    if not accounts:
+        print("no target in the config file keeps its key in the OS keychain")
+        return True
+    ok = True
+    for account, names in accounts.items():
+        which = f"'{account}' (target {', '.join(names)})"
+        try:
+            keyring.delete_password(KEYRING_SERVICE, account)
+        except PasswordDeleteError:
+            print(f"no keychain entry {KEYRING_SERVICE} / {which}")
+            continue
+        except NoKeyringError:
+            print("no OS keychain is available in this session: its entries were not removed", file=sys.stderr)
+            return False
+        except (KeyringError, OSError) as exc:
+            # The type only: a backend's message is not ours to vouch for.
+            print(f"could not remove the keychain entry {which}: {type(exc).__name__}", file=sys.stderr)
+            ok = False
+            continue
+        print(f"removed the keychain entry {KEYRING_SERVICE} / {which}")
+    return ok
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    from desktop import platforms
+    from desktop.config.store import config_path
+    from desktop.logs import log_dir
+
+    ok = True
+    try:
+        where = platforms.remove_autostart()
+        print(f"removed the login entry {where}" if where else "TrayProxy does not start at login: nothing to remove")
+    except OSError as exc:
+        print(f"could not remove the login entry: {exc}", file=sys.stderr)
+        ok = False
+    try:
+        removed = platforms.remove_desktop_entry()
+        for path in removed:
+            print(f"removed {path}")
+        if not removed and platforms.supports_desktop_entry():
+            print("TrayProxy has no application-menu entry: nothing to remove")
+    except OSError as exc:
+        print(f"could not remove the application-menu entry: {exc}", file=sys.stderr)
+        ok = False
+    path = config_path(args.config)
+    if args.keys:
+        ok = _uninstall_keys(path) and ok
+    else:
+        print("keychain entries kept (add --keys to delete the keys your targets keep there)")
+    print(f"kept your config file: {path}" if path.exists() else f"no config file at {path}")
+    print(f"log files, if any: {log_dir()}")
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _build_parser()
@@ -511,6 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "config":
         return _config(args)
+    if args.command in ("desktop-entry", "uninstall"):
+        return _desktop_entry(args) if args.command == "desktop-entry" else _uninstall(args)
     return _tray(parser.parse_args(["serve", *(["--config", args.tray_config] if args.tray_config else [])]))
 
 

@@ -1,4 +1,5 @@
-"""The OS glue the tray calls: start at login, open a file or folder, copy text.
+"""The OS glue the tray calls: start at login, open a file or folder, copy text; and the
+application-menu launcher that ``trayproxy desktop-entry`` installs (Linux only).
 
 One dispatch point picks ``windows``, ``macos`` or ``linux`` by ``sys.platform`` (the way
 mitmproxy's ``platform/__init__.py`` and platformdirs do) at call time, so each per-OS module
@@ -7,7 +8,7 @@ share (atomic writes, spawning a detached helper, feeding a helper's stdin) live
 Imports from ``desktop``: ``bundle`` only (STYLE.md, module map row 2).
 
 Desktop actions (``open_path``, ``copy_text``) are best effort: they never raise and return
-``(ok, how)``, a sentence the tray can show as is. Autostart writes raise ``OSError``.
+``(ok, how)``, a sentence the tray can show as is. Autostart and launcher writes raise ``OSError``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ __all__ = [
     "copy_text",
     "disable_autostart",
     "enable_autostart",
+    "install_desktop_entry",
     "is_autostart_enabled",
     "open_path",
+    "remove_autostart",
+    "remove_desktop_entry",
+    "supports_desktop_entry",
 ]
 
 # How long an opener (xdg-open, open) gets to fail before we call it launched: they hand the
@@ -158,8 +163,69 @@ def disable_autostart(
     impl.disable_autostart(home=home, environ=environ)
 
 
+def remove_autostart(
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> str | None:
+    """Remove the login entry and return where it was, or None when there was none
+    (an entry the person switched off counts as there: it is still ours to remove)."""
+    impl = _implementation(platform)
+    home, environ = _defaults(home, environ)
+    location = impl.autostart_location(home=home, environ=environ)
+    # On Windows the location is a registry path, never a file: read_autostart answers there.
+    was_there = impl.read_autostart(home=home, environ=environ) is not None or Path(location).is_file()
+    impl.disable_autostart(home=home, environ=environ)
+    return location if was_there else None
+
+
 def _defaults(home: Path | None, environ: Mapping[str, str] | None) -> tuple[Path, Mapping[str, str]]:
     return (home if home is not None else Path.home(), environ if environ is not None else os.environ)
+
+
+# --- application launcher --------------------------------------------------------------------
+
+
+def supports_desktop_entry(platform: str = sys.platform) -> bool:
+    """True where ``trayproxy desktop-entry`` applies: XDG desktops (Linux and other POSIX).
+    Windows and macOS users start the bundle from its folder or the Start menu / Applications."""
+    return platform not in ("win32", "darwin")
+
+
+def install_desktop_entry(
+    command: Sequence[str] | None = None,
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> list[Path]:
+    """Put TrayProxy in the application menu, starting ``command`` (default: how this copy is
+    started); return the files written. Raises OSError, NotImplementedError off XDG desktops."""
+    if not supports_desktop_entry(platform):
+        raise NotImplementedError("the application-menu entry is written on Linux only")
+    from desktop.platforms import linux
+
+    home, environ = _defaults(home, environ)
+    wanted = list(command) if command is not None else bundle.launch_command(platform=platform)
+    # As for autostart: from source, `python -m desktop` needs the checkout as its folder.
+    working_dir = None if bundle.is_frozen() else bundle.source_root()
+    return linux.install_desktop_entry(wanted, home=home, environ=environ, working_dir=working_dir)
+
+
+def remove_desktop_entry(
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+) -> list[Path]:
+    """Remove the launcher and its icon; return the files that were there (none off Linux)."""
+    if not supports_desktop_entry(platform):
+        return []
+    from desktop.platforms import linux
+
+    home, environ = _defaults(home, environ)
+    return linux.remove_desktop_entry(home=home, environ=environ)
 
 
 # --- desktop actions -------------------------------------------------------------------------

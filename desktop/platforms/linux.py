@@ -8,6 +8,13 @@ Autostart follows the XDG Autostart spec: a ``TrayProxy.desktop`` in
 Desktop Entry spec says (section "The Exec key"), then escaped as a string value (section
 "Possible value types"). GNOME Tweaks and KDE's autostart page switch an entry off with
 ``X-GNOME-Autostart-enabled=false`` or ``Hidden=true``; we read both back as off.
+
+The launcher (``trayproxy desktop-entry install``) is a ``trayproxy.desktop`` in
+``$XDG_DATA_HOME/applications`` (default ``~/.local/share/applications``), so the app shows in the
+desktop's application menu. Its icon is copied into the person's hicolor theme
+(``$XDG_DATA_HOME/icons/hicolor/256x256/apps/trayproxy.png``, Icon Theme spec, "Directory
+Layout") and named by theme name: the entry keeps its icon when the checkout's ``assets/`` is
+cleaned or absent (an installed wheel carries no assets), and themes may override it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from desktop import bundle
 from desktop.platforms import feed_program, find_program, spawn_opener, write_atomically
 
 __all__ = [
+    "applications_file",
     "autostart_file",
     "autostart_location",
     "clipboard_tools",
@@ -27,14 +35,33 @@ __all__ = [
     "disable_autostart",
     "enable_autostart",
     "format_exec",
+    "install_desktop_entry",
+    "installed_icon_file",
     "is_same_command",
+    "launcher_text",
     "open_path",
     "parse_exec",
     "read_autostart",
+    "remove_desktop_entry",
 ]
 
 ENTRY_NAME = "TrayProxy.desktop"
-ICON_ASSET = "trayproxy.png"
+# The app icon as assets/make_icons.py draws it; 256 px is the largest size menus and
+# launchers commonly show (the icon theme scales it down for smaller slots).
+ICON_ASSET = "icons/trayproxy-256.png"
+# The launcher's file name; lower case like the command, so `trayproxy.desktop` is easy to find.
+LAUNCHER_NAME = "trayproxy.desktop"
+# Theme name of the copied icon, and the theme folder for ICON_ASSET's size (Icon Theme spec:
+# <theme>/<size>x<size>/apps/<name>.png; hicolor is the fallback every desktop searches).
+ICON_NAME = "trayproxy"
+ICON_THEME_DIR = Path("icons") / "hicolor" / "256x256" / "apps"
+# Desktop Entry spec, "Recognized desktop entry keys": Categories from the registered list
+# ("Development", "Network"), each followed by a semicolon.
+LAUNCHER_CATEGORIES = "Development;Network;"
+# The Desktop Entry spec version our entries follow: every key we write exists in 1.4, and
+# desktop-file-validate 0.26 (Debian 12) rejects 1.5 as unknown.
+ENTRY_VERSION = "1.4"
+COMMENT = "One stable local address for LLM APIs, switched from the tray"
 GROUP = "[Desktop Entry]"
 # Desktop Entry spec, "The Exec key": an argument holding any of these must be quoted.
 EXEC_RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
@@ -198,9 +225,9 @@ def enable_autostart(
         "# Written by TrayProxy: switch it off from the tray menu (Start at login).",
         GROUP,
         "Type=Application",
-        "Version=1.5",
+        f"Version={ENTRY_VERSION}",
         "Name=TrayProxy",
-        "Comment=One stable local address for LLM APIs, switched from the tray",
+        f"Comment={COMMENT}",
         f"Exec={format_exec(command)}",
         # Sessions skip an entry whose program is gone instead of reporting a failed start.
         f"TryExec={_escape_string(command[0])}",
@@ -223,6 +250,91 @@ def disable_autostart(*, home: Path, environ: Mapping[str, str]) -> None:
 def is_same_command(found: Sequence[str], wanted: Sequence[str]) -> bool:
     """Paths are case-sensitive here: an exact match."""
     return list(found) == list(wanted)
+
+
+# --- application launcher ----------------------------------------------------------------------
+
+
+def _data_home(*, home: Path, environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME``, default ``~/.local/share``; a relative value is ignored (XDG Base
+    Directory spec)."""
+    data = environ.get("XDG_DATA_HOME", "")
+    return Path(data) if data and Path(data).is_absolute() else home / ".local" / "share"
+
+
+def applications_file(*, home: Path, environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/applications/trayproxy.desktop``: where the menu entry is written."""
+    return _data_home(home=home, environ=environ) / "applications" / LAUNCHER_NAME
+
+
+def installed_icon_file(*, home: Path, environ: Mapping[str, str]) -> Path:
+    """Where the launcher's icon is copied: the person's own hicolor theme."""
+    return _data_home(home=home, environ=environ) / ICON_THEME_DIR / f"{ICON_NAME}.png"
+
+
+def launcher_text(command: Sequence[str], *, working_dir: Path | None, icon_name: str | None) -> str:
+    """The launcher's file content: starts ``command`` from the application menu."""
+    lines = [
+        "# Written by TrayProxy (trayproxy desktop-entry install); remove with: trayproxy desktop-entry remove",
+        GROUP,
+        "Type=Application",
+        f"Version={ENTRY_VERSION}",
+        "Name=TrayProxy",
+        "GenericName=LLM API proxy",
+        f"Comment={COMMENT}",
+        f"Exec={format_exec(command)}",
+        # Menus hide an entry whose program is gone instead of offering one that cannot start.
+        f"TryExec={_escape_string(command[0])}",
+    ]
+    if working_dir is not None:
+        lines.append(f"Path={_escape_string(str(working_dir))}")
+    if icon_name is not None:
+        lines.append(f"Icon={_escape_string(icon_name)}")
+    lines += [
+        "Terminal=false",
+        f"Categories={LAUNCHER_CATEGORIES}",
+        # The app only adds a tray icon and opens no window, so a launch-feedback cursor
+        # would spin until its timeout.
+        "StartupNotify=false",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def install_desktop_entry(
+    command: Sequence[str],
+    *,
+    home: Path,
+    environ: Mapping[str, str],
+    working_dir: Path | None = None,
+    icon: Path | None = None,
+) -> list[Path]:
+    """Copy the icon (when the app has one) and write the launcher, each atomically; return
+    the files written. Raises OSError."""
+    icon = icon if icon is not None else bundle.asset_path(ICON_ASSET)
+    written: list[Path] = []
+    installed = installed_icon_file(home=home, environ=environ)
+    if icon.is_file():
+        write_atomically(installed, icon.read_bytes())
+        written.append(installed)
+    # Without an icon to copy (an installed wheel carries no assets), one copied earlier serves.
+    icon_name = ICON_NAME if installed.is_file() else None
+    entry = applications_file(home=home, environ=environ)
+    text = launcher_text(command, working_dir=working_dir, icon_name=icon_name)
+    write_atomically(entry, text.encode("utf-8"))
+    written.append(entry)
+    return written
+
+
+def remove_desktop_entry(*, home: Path, environ: Mapping[str, str]) -> list[Path]:
+    """Delete the launcher and its copied icon; return the files that were there."""
+    removed: list[Path] = []
+    for path in (applications_file(home=home, environ=environ), installed_icon_file(home=home, environ=environ)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 # --- open and copy ---------------------------------------------------------------------------
