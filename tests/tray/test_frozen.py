@@ -106,3 +106,12 @@ def test_bundle_tray_docks_and_quits_on_sigterm(desktop: DesktopSession, tmp_pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_bundle_carries_the_license_texts_of_what_it_ships() -> None:
+    """Every shipped distribution's metadata (with its license files) and Python's license."""
+    internal = Path(BUNDLE).parent / "_internal"
+    names = {p.name.split("-")[0].lower() for p in internal.glob("*.dist-info")}
+    assert {"aiohttp", "pystray", "pillow", "platformdirs", "keyring", "tomlkit"} <= names
+    assert (internal / "licenses" / "python" / "LICENSE.txt").is_file()
+    assert (internal / "licenses" / "trayproxy" / "LICENSE").is_file()
