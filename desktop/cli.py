@@ -664,6 +664,12 @@ def _uninstall(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    # A windowed frozen build (and pythonw.exe) has no stdout or stderr: they are None, and a
+    # print would crash the app. Messages then reach the person through the log and the tray.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -679,10 +685,20 @@ def _tray(args: argparse.Namespace) -> int:
     """No command: the tray, with the proxy on the config's active target. Without a usable
     tray (no display, no tray host, no menu-capable backend) it says why and serves headless."""
     from desktop.logs import setup_logging
+
+    setup_logging(to_file=True)
+    try:
+        return _run_tray(args)
+    except Exception:
+        # Double-clicked apps have no terminal: the reason must be in the log file.
+        log.critical("TrayProxy stopped because of an unexpected error", exc_info=True)
+        return 1
+
+
+def _run_tray(args: argparse.Namespace) -> int:
     from desktop.platforms import instance
     from desktop.tray.backend import check_tray
 
-    setup_logging(to_file=True)
     report = check_tray()
     if report.problem:
         log.error("%s", report.problem)
