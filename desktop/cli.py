@@ -556,7 +556,7 @@ def _config(args: argparse.Namespace) -> int:
 def _desktop_entry(args: argparse.Namespace) -> int:
     from desktop import platforms
 
-    if not platforms.supports_desktop_entry():
+    if not platforms.supports_desktop_entry(sys.platform):
         print(
             "trayproxy desktop-entry: the application-menu entry is for Linux desktops only;"
             " on Windows and macOS start TrayProxy from its folder",
