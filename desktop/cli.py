@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -553,6 +554,22 @@ def _config(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled config action {args.config_command}")  # argparse lists them all
 
 
+def _app_icon_file(scratch: Path) -> Path:
+    """The app icon as a PNG file: the one in assets/ (checkout, bundle), or, for an installed
+    wheel, which carries no assets/ (pipx), the same icon drawn now into ``scratch``."""
+    from desktop import bundle
+    from desktop.platforms.linux import ICON_ASSET, ICON_SIZE_PX
+
+    shipped = bundle.asset_path(ICON_ASSET)
+    if shipped.is_file():
+        return shipped
+    from desktop.tray.icons import draw_app_icon
+
+    drawn = scratch / Path(ICON_ASSET).name
+    draw_app_icon(ICON_SIZE_PX).save(drawn, format="PNG")
+    return drawn
+
+
 def _desktop_entry(args: argparse.Namespace) -> int:
     from desktop import platforms
 
@@ -574,15 +591,14 @@ def _desktop_entry(args: argparse.Namespace) -> int:
         if not removed:
             print("TrayProxy has no application-menu entry: nothing to remove")
         return 0
-    try:
-        written = platforms.install_desktop_entry()
-    except OSError as exc:
-        print(f"could not write the application-menu entry: {exc}", file=sys.stderr)
-        return 1
+    with tempfile.TemporaryDirectory(prefix="trayproxy-icon-") as scratch:
+        try:
+            written = platforms.install_desktop_entry(icon=_app_icon_file(Path(scratch)))
+        except OSError as exc:
+            print(f"could not write the application-menu entry: {exc}", file=sys.stderr)
+            return 1
     for path in written:
         print(f"wrote {path}")
-    if not any(path.suffix == ".png" for path in written):
-        print("note: this copy of TrayProxy has no icon file; the menu entry shows a generic one", file=sys.stderr)
     print("TrayProxy is in the application menu (it may take a moment to appear)")
     return 0
 

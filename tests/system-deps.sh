@@ -23,6 +23,8 @@ RUNTIME=(
   gir1.2-gtk-3.0                  # GTK 3 typelib (pulls in the GLib/DBus typelibs)
   gir1.2-ayatanaappindicator3-0.1 # AyatanaAppIndicator3 typelib: pystray's appindicator backend
   fonts-dejavu-core               # menu text that is not boxes in screenshots
+  xclip xsel                      # the X11 clipboard tools platforms.copy_text drives
+  desktop-file-utils              # desktop-file-validate checks the launcher and autostart entries
 )
 BUILD=(
   gcc pkg-config                  # build PyGObject and pycairo from source

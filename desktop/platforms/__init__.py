@@ -199,9 +199,11 @@ def install_desktop_entry(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
     platform: str = sys.platform,
+    icon: Path | None = None,
 ) -> list[Path]:
     """Put TrayProxy in the application menu, starting ``command`` (default: how this copy is
-    started); return the files written. Raises OSError, NotImplementedError off XDG desktops."""
+    started) and showing ``icon`` (default: the app icon in assets/); return the files written.
+    Raises OSError, NotImplementedError off XDG desktops."""
     if not supports_desktop_entry(platform):
         raise NotImplementedError("the application-menu entry is written on Linux only")
     from desktop.platforms import linux
@@ -210,7 +212,7 @@ def install_desktop_entry(
     wanted = list(command) if command is not None else bundle.launch_command(platform=platform)
     # As for autostart: from source, `python -m desktop` needs the checkout as its folder.
     working_dir = None if bundle.is_frozen() else bundle.source_root()
-    return linux.install_desktop_entry(wanted, home=home, environ=environ, working_dir=working_dir)
+    return linux.install_desktop_entry(wanted, home=home, environ=environ, working_dir=working_dir, icon=icon)
 
 
 def remove_desktop_entry(

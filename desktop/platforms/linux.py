@@ -48,7 +48,8 @@ __all__ = [
 ENTRY_NAME = "TrayProxy.desktop"
 # The app icon as assets/make_icons.py draws it; 256 px is the largest size menus and
 # launchers commonly show (the icon theme scales it down for smaller slots).
-ICON_ASSET = "icons/trayproxy-256.png"
+ICON_SIZE_PX = 256
+ICON_ASSET = f"icons/trayproxy-{ICON_SIZE_PX}.png"
 # The launcher's file name; lower case like the command, so `trayproxy.desktop` is easy to find.
 LAUNCHER_NAME = "trayproxy.desktop"
 # Theme name of the copied icon, and the theme folder for ICON_ASSET's size (Icon Theme spec:

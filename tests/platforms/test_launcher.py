@@ -209,3 +209,28 @@ def test_desktop_entry_is_refused_off_linux(
     with pytest.raises(NotImplementedError):
         platforms.install_desktop_entry(platform=platform)
     assert platforms.remove_desktop_entry(platform=platform) == []
+
+
+@needs_linux
+def test_an_install_without_assets_draws_the_app_icon(tmp_path: Path) -> None:
+    """An installed wheel (pipx) has the package but no assets/ folder: the menu entry still gets
+    TrayProxy's icon, drawn by the app, with the same pixels as the checkout's file."""
+    from PIL import Image, ImageChops
+
+    package_only = tmp_path / "site"
+    shutil.copytree(REPO / "desktop", package_only / "desktop", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-m", "desktop", "desktop-entry", "install"],
+        cwd=package_only,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(package_only)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(icon_path()) in done.stdout
+    assert linux._read_entry(entry_path())["Icon"] == "trayproxy"
+    with Image.open(icon_path()) as drawn, Image.open(ICON_SOURCE) as shipped:
+        assert drawn.size == (ICON_SIZE_PX, ICON_SIZE_PX)
+        assert ImageChops.difference(drawn.convert("RGBA"), shipped.convert("RGBA")).getbbox() is None
+    assert not list(package_only.glob("assets")), "the copy really had no assets"
