@@ -65,6 +65,9 @@ KEY_VARIABLE = "ALPHA_TEST_KEY"
 TOGGLE_KEYS = ("Down", "Return")
 OPEN_TARGETS_KEYS = ("Down", "Down", "Right")
 QUIT_WHILE_RUNNING_KEYS = ("Down",) * 10 + ("Return",)
+COPY_URL_KEYS = ("Down", "Down", "Down", "Return")
+# Copy environment ▸ opens on its first entry, the POSIX shell lines.
+COPY_POSIX_ENVIRONMENT_KEYS = ("Down", "Down", "Down", "Down", "Right", "Return")
 
 CONFIG_TEMPLATE = """\
 # TrayProxy test config: these comments must survive the app's own writes.
@@ -525,3 +528,53 @@ def test_key_never_appears_in_stderr_log_file_or_notifications(
     for where, text in {"stderr": app.stderr(), "notification": shown, **written}.items():
         assert FAKE_KEY not in text, f"the key leaked into {where}"
         assert FAKE_KEY[-12:] not in text, f"part of the key leaked into {where}"
+
+
+# What an SDK does first with the pasted variables: list the models at its base URL.
+FETCH_MODELS_STATUS = (
+    "import os, urllib.request; print(urllib.request.urlopen(os.environ['OPENAI_BASE_URL'] + '/models').status)"
+)
+
+
+def read_clipboard(env: dict[str, str]) -> str:
+    """The X CLIPBOARD selection's text on the private desktop, as a paste would get it."""
+    done = subprocess.run(
+        ["xclip", "-o", "-selection", "clipboard"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=REQUEST_TIMEOUT_S,
+        check=False,
+    )
+    return done.stdout if done.returncode == 0 else ""
+
+
+@pytest.mark.skipif(shutil.which("xclip") is None, reason="xclip is not installed (tests/system-deps.sh)")
+def test_copy_local_url_and_environment_put_working_text_on_the_clipboard(
+    launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], x: XDriver, tmp_path: Path
+) -> None:
+    """Copy local URL puts the proxy's address on the clipboard; Copy environment ▸ POSIX puts
+    lines that, pasted into a shell, send an SDK-style request through TrayProxy."""
+    port = free_port()
+    app = launch(write_config(tmp_path, port, upstreams["alpha"].url, upstreams["beta"].url), port)
+    app.wait_for_status("running")
+    url = f"http://127.0.0.1:{port}"
+
+    use_menu(x, COPY_URL_KEYS)
+    assert wait_until(lambda: read_clipboard(app.env) == url, UI_TIMEOUT_S, "the URL on the clipboard")
+
+    use_menu(x, COPY_POSIX_ENVIRONMENT_KEYS)
+    lines = wait_until(
+        lambda: (text := read_clipboard(app.env)) != url and text, UI_TIMEOUT_S, "the environment lines"
+    )
+    assert f"export OPENAI_BASE_URL={url}/v1" in lines.splitlines()
+    pasted = subprocess.run(
+        ["sh", "-c", lines + f'exec "{sys.executable}" -c "$FETCH"'],
+        env={**os.environ, "FETCH": FETCH_MODELS_STATUS},
+        capture_output=True,
+        text=True,
+        timeout=REQUEST_TIMEOUT_S,
+        check=False,
+    )
+    assert pasted.stdout.strip() == "200", pasted.stderr
+    assert paths_seen(upstreams["alpha"]) == ["/v1/models"]
