@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -41,7 +42,16 @@ class PassThroughResponse(web.StreamResponse):
     aiohttp's server adds Content-Type (to any non-empty body), Date and Server when absent; a
     proxy that adds them changes what the client sees (RFC 9110 §8.3 leaves Content-Type to the
     origin), so those it added are taken out again before the headers are written.
+
+    With ``hold_headers`` the status line and headers wait for the first body bytes (or the
+    end) and leave in the same send, which halves the sends of a small answer.
     """
+
+    def __init__(self, *, hold_headers: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # aiohttp's own switch (web.Response sets it off): headers are kept in the writer's
+        # buffer and written together with the first body chunk or at write_eof.
+        self._send_headers_immediately = not hold_headers
 
     async def _prepare_headers(self) -> None:
         headers = self._headers
@@ -153,7 +163,13 @@ async def forward_http(
         record.error = exc.message
         return exc.to_response()
     try:
+        body = upstream_response.content
         response = PassThroughResponse(
+            # Hold the headers back only when body bytes (or the end) are already here, as
+            # for a small answer that arrived in the packet with its headers: they go out
+            # together in the loop below without waiting. Otherwise (an SSE stream, a slow
+            # body) the client gets the status now, not when the first event comes.
+            hold_headers=bool(body.total_bytes) or body.is_eof(),
             status=upstream_response.status,
             reason=upstream_response.reason,
             headers=response_headers(
@@ -167,7 +183,7 @@ async def forward_http(
         await response.prepare(request)
         record.first_byte_at = asyncio.get_running_loop().time()
         try:
-            async for chunk in upstream_response.content.iter_any():
+            async for chunk in body.iter_any():
                 record.bytes_down += len(chunk)
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
