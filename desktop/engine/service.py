@@ -252,6 +252,14 @@ class ProxyService:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    async def stop_listening(self) -> None:
+        """Close the listening sockets, so another service can take their address (a listen
+        address edited in the config); connections already accepted carry on until ``stop``."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+        self.addresses = []
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop listening, let open requests finish within the grace period, close pools."""
         runner, self._runner = self._runner, None
