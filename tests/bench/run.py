@@ -1,15 +1,15 @@
-"""TrayProxy benchmark: the proxy against a direct connection and nginx, in one run, as ratios.
+"""TrayProxy benchmark: direct, nginx, Caddy and ``trayproxy serve`` side by side, in one run.
 
-    .venv/bin/python tests/bench/run.py            # full run, a few minutes
-    .venv/bin/python tests/bench/run.py --smoke    # seconds; checks the harness works
+    bash tests/bench/run.sh                        # fresh Debian: installs, then the full run
+    .venv/bin/python tests/bench/run.py            # full run, about 3 minutes
+    .venv/bin/python tests/bench/run.py --smoke    # every figure briefly: checks the harness
 
-Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx-light wrk``). Everything listens
-on 127.0.0.1. The origin for small requests and downloads is an nginx instance (fast enough
-that it is not what is measured); the SSE source and upload sink are a small aiohttp app.
-Three paths are measured in the same run: direct to the origin, through nginx as a reverse
-proxy (one worker, buffering off, upstream keep-alive), and through ``trayproxy serve``.
-Results: a Markdown table on stdout and ``results/bench-<time>.json``. The machine is shared
-and noisy, so compare the ratios, not the absolute numbers.
+Needs nginx, Caddy, wrk, curl and taskset (``tests/bench/deps.sh`` installs them). Everything
+listens on 127.0.0.1. The proxy under test is pinned to one CPU, the upstream, the load and the
+clients to another (see ``servers.py`` for the upstream and each proxy's configuration). Each
+kind of measurement is interleaved across the paths and repeated; figures are medians. The
+machine may be shared and noisy, so read the ratios, measured in the same run, more than the
+absolute numbers. Output: a Markdown table on stdout and ``results/bench-<time>.json``.
 """
 
 from __future__ import annotations
@@ -17,290 +17,280 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
+import shlex
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
-import aiohttp
+import measure
+import report
+import servers
+from servers import Route
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-SSE_SOURCE = HERE / "sse_source.py"
 MIB = 1024 * 1024
+RESULTS = servers.HERE / "results"
+NEEDED_TOOLS = ("nginx", "caddy", "wrk", "curl")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass(frozen=True)
+class Plan:
+    """How much of each load a run makes; every count is per path."""
+
+    wrk_seconds: int  # one wrk run (wrk takes whole seconds)
+    wrk_repeats: int  # runs per connection count, interleaved across paths; the median is kept
+    warmup_seconds: int  # wrk at 64 connections before measuring: pools and caches filled
+    transfer_bytes: int
+    transfers: int  # downloads and uploads each; the median is kept
+    sse_streams: int  # each on a new connection: one time-to-first-event sample each
+    sse_events: int  # per stream; delays of all streams are pooled for p50/p99
+    sse_gap_s: float  # between events: the path is idle when each event leaves
+    ws_small_round_trips: int  # 1 KiB messages, one at a time
+    ws_large_round_trips: int  # 64 KiB messages, one at a time
+    ws_connections: int  # for the concurrent 1 KiB figure
+    ws_repeats: int
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+FULL = Plan(
+    wrk_seconds=5,
+    wrk_repeats=3,
+    warmup_seconds=1,
+    transfer_bytes=64 * MIB,
+    transfers=5,
+    sse_streams=10,
+    sse_events=50,
+    sse_gap_s=0.005,
+    ws_small_round_trips=2000,
+    ws_large_round_trips=500,
+    ws_connections=8,
+    ws_repeats=3,
+)
+SMOKE = Plan(
+    wrk_seconds=1,
+    wrk_repeats=1,
+    warmup_seconds=0,
+    transfer_bytes=4 * MIB,
+    transfers=1,
+    sse_streams=2,
+    sse_events=10,
+    sse_gap_s=0.005,
+    ws_small_round_trips=50,
+    ws_large_round_trips=20,
+    ws_connections=4,
+    ws_repeats=1,
+)
 
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-master_process off;
-error_log {tmp}/error.log warn;
-pid {tmp}/nginx-{name}.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body-{name};
-    proxy_temp_path {tmp}/proxy-{name};
-    fastcgi_temp_path {tmp}/fcgi-{name};
-    uwsgi_temp_path {tmp}/uwsgi-{name};
-    scgi_temp_path {tmp}/scgi-{name};
-    {body}
-}}
-"""
+class Samples:
+    """Figures per path, collected over repetitions; ``summary`` keeps one number per figure."""
 
-ORIGIN_BODY = """\
-    server {{
-        listen 127.0.0.1:{port};
-        keepalive_requests 1000000;
-        location = /small {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
-        location /files/ {{ alias {tmp}/files/; }}
-    }}
-"""
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.peaks: dict[str, dict[str, float]] = defaultdict(dict)
 
-PROXY_BODY = """\
-    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
-    upstream sse {{ server 127.0.0.1:{sse}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        keepalive_requests 1000000;
-        client_max_body_size 0;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_buffering off;
-        proxy_request_buffering off;
-        location /sse {{ proxy_pass http://sse; }}
-        location /upload {{ proxy_pass http://sse; }}
-        location / {{ proxy_pass http://origin; }}
-    }}
-"""
+    def add(self, route: Route, key: str, value: float) -> None:
+        self.values[route.name][key].append(value)
+
+    def peak(self, route: Route, key: str, value: float) -> None:
+        """Keep the worst case rather than the median (memory growth)."""
+        self.peaks[route.name][key] = max(value, self.peaks[route.name].get(key, value))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for name, figures in self.values.items():
+            out[name] = {key: measure.median(values) for key, values in figures.items()}
+            out[name].update(self.peaks[name])
+        return out
 
 
-@contextmanager
-def process(args: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def rotated(routes: list[Route], turn: int) -> list[Route]:
+    """A different path goes first in each repetition, so no path always runs right after another."""
+    shift = turn % len(routes)
+    return routes[shift:] + routes[:shift]
 
 
-def nginx(tmp: Path, name: str, body: str) -> list[str]:
-    conf = tmp / f"nginx-{name}.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, name=name, body=body))
-    return [shutil.which("nginx") or "nginx", "-c", str(conf), "-p", str(tmp)]
+def transfer_with_memory(route: Route, key: str, transfer: Callable[[], float], samples: Samples) -> None:
+    """Run one transfer; keep its MB/s and, for a proxy, how far its resident memory rose."""
+    pid = route.http_pid
+    if not pid:
+        samples.add(route, key, transfer())
+        return
+    before_kib = measure.memory_kib(pid, "VmRSS")
+    exact = measure.reset_peak_rss(pid)
+    samples.add(route, key, transfer())
+    # Without the reset, VmHWM is the process's lifetime peak: still an upper bound.
+    samples.peak(route, "rss_growth_mib", (measure.memory_kib(pid, "VmHWM") - before_kib) / 1024)
+    if not exact:
+        samples.peak(route, "rss_growth_is_lifetime_peak", 1.0)
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+def measure_transfers(routes: list[Route], plan: Plan, source: Path, samples: Samples) -> None:
+    for turn in range(plan.transfers):
+        for route in rotated(routes, turn):
+            base = f"http://127.0.0.1:{route.http_port}"
+            download = partial(measure.download_mb_s, f"{base}/files/big", plan.transfer_bytes)
+            transfer_with_memory(route, "download_mb_s", download, samples)
+            upload = partial(measure.upload_mb_s, f"{base}/upload/{route.name}", source)
+            transfer_with_memory(route, "upload_mb_s", upload, samples)
 
 
-def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def pct(label: str) -> float:
-        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
+def measure_sse(routes: list[Route], plan: Plan, samples: Samples) -> None:
+    delays: dict[str, list[float]] = defaultdict(list)
+    for turn in range(plan.sse_streams):
+        for route in rotated(routes, turn):
+            url = f"http://127.0.0.1:{route.stream_port}/sse"
+            run = asyncio.run(measure.read_sse(url, events=plan.sse_events, gap_s=plan.sse_gap_s))
+            samples.add(route, "sse_first_event_ms", run.first_event_ms)
+            delays[route.name].extend(run.delays_ms)
+    for route in routes:
+        samples.add(route, "sse_delay_p50_ms", measure.percentile(delays[route.name], 0.50))
+        samples.add(route, "sse_delay_p99_ms", measure.percentile(delays[route.name], 0.99))
 
 
-async def download(url: str, size: int) -> float:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        started = time.perf_counter()
-        async with session.get(url) as response:
-            got = 0
-            async for chunk in response.content.iter_any():
-                got += len(chunk)
-        elapsed = time.perf_counter() - started
-    assert got == size, (got, size)
-    return size / MIB / elapsed
+def measure_websockets(routes: list[Route], plan: Plan, samples: Samples) -> None:
+    loads = (
+        ("ws_1k_rt_s", 1024, plan.ws_small_round_trips, 1),
+        ("ws_64k_rt_s", 64 * 1024, plan.ws_large_round_trips, 1),
+        (
+            "ws_1k_concurrent_rt_s",
+            1024,
+            plan.ws_small_round_trips // plan.ws_connections,
+            plan.ws_connections,
+        ),
+    )
+    for turn in range(plan.ws_repeats):
+        for route in rotated(routes, turn):
+            url = f"http://127.0.0.1:{route.stream_port}/ws"
+            for key, size, count, connections in loads:
+                rate = asyncio.run(
+                    measure.websocket_round_trips_s(url, size=size, count=count, connections=connections)
+                )
+                samples.add(route, key, rate)
 
 
-async def upload(url: str, size: int) -> float:
-    block = b"u" * (256 * 1024)
+def measure_small(routes: list[Route], plan: Plan, samples: Samples) -> None:
+    if plan.warmup_seconds:
+        for route in routes:
+            measure.run_wrk(
+                f"http://127.0.0.1:{route.http_port}/small", connections=64, seconds=plan.warmup_seconds
+            )
+    for turn in range(plan.wrk_repeats):
+        for connections in (1, 64):
+            for route in rotated(routes, turn):
+                pid = route.http_pid
+                cpu_before = measure.cpu_seconds(pid) if pid else 0.0
+                run = measure.run_wrk(
+                    f"http://127.0.0.1:{route.http_port}/small",
+                    connections=connections,
+                    seconds=plan.wrk_seconds,
+                )
+                prefix = f"small_c{connections}"
+                samples.add(route, f"{prefix}_rps", run.rps)
+                samples.add(route, f"{prefix}_p50_ms", run.p50_ms)
+                samples.add(route, f"{prefix}_p99_ms", run.p99_ms)
+                if run.errors:
+                    samples.peak(route, f"{prefix}_errors", run.errors)
+                if pid:
+                    cpu_us = (measure.cpu_seconds(pid) - cpu_before) * 1e6
+                    samples.add(route, f"cpu_us_per_req_c{connections}", cpu_us / max(1, run.requests))
 
-    async def body() -> object:
-        for _ in range(size // len(block)):
-            yield block
 
-    async with aiohttp.ClientSession() as session:
-        started = time.perf_counter()
-        async with session.post(url, data=body()) as response:
-            got = int(await response.text())
-        elapsed = time.perf_counter() - started
-    assert got == size, (got, size)
-    return size / MIB / elapsed
-
-
-async def sse_delays(url: str, events: int) -> list[float]:
-    """Per-event delay in ms: receive time minus the source's send stamp (same monotonic clock)."""
-    delays = []
-    async with aiohttp.ClientSession() as session, session.get(f"{url}?n={events}&gap=0.01") as response:
-        async for line in response.content:
-            if line.startswith(b"data: {"):
-                now = time.monotonic()
-                delays.append((now - json.loads(line[6:])["t"]) * 1000)
-    return delays
-
-
-def pctl(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def measure_all(routes: list[Route], plan: Plan, source: Path) -> dict[str, dict[str, float]]:
+    samples = Samples()
+    # One request each first: every path works, and idle memory is read after the proxy has
+    # handled a request (imports done, pools made), as a user would see it.
+    for route in routes:
+        measure.get_small(f"http://127.0.0.1:{route.http_port}/small")
+        if route.http_pid:
+            samples.add(route, "rss_idle_mib", measure.memory_kib(route.http_pid, "VmRSS") / 1024)
+    steps = (
+        ("transfers", lambda: measure_transfers(routes, plan, source, samples)),
+        ("SSE", lambda: measure_sse(routes, plan, samples)),
+        ("WebSocket", lambda: measure_websockets(routes, plan, samples)),
+        ("small requests", lambda: measure_small(routes, plan, samples)),
+    )
+    for name, step in steps:
+        started = time.monotonic()
+        step()
+        print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    figures = samples.summary()
+    direct = figures["direct"]
+    for name, path_figures in figures.items():
+        if name != "direct":
+            path_figures["sse_added_p50_ms"] = path_figures["sse_delay_p50_ms"] - direct["sse_delay_p50_ms"]
+            path_figures["sse_added_p99_ms"] = path_figures["sse_delay_p99_ms"] - direct["sse_delay_p99_ms"]
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and durations")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
+    parser.add_argument("--smoke", action="store_true", help="every path and figure, briefly (seconds)")
+    parser.add_argument(
+        "--wrk-seconds", type=int, help=f"duration of one wrk run (default {FULL.wrk_seconds})"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help=f"wrk runs per figure and path (default {FULL.wrk_repeats})"
+    )
+    parser.add_argument(
+        "--trayproxy",
+        metavar="COMMAND",
+        help="command that runs the TrayProxy CLI, e.g. 'python -m desktop' from another checkout"
+        " (default: this environment's trayproxy)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="where to write the JSON (default: results/bench-<time>.json)"
+    )
     args = parser.parse_args()
-    for tool in ("nginx", "wrk"):
-        if not shutil.which(tool):
-            print(f"{tool} is missing: apt-get install nginx-light wrk", file=sys.stderr)
-            return 2
-    seconds = 1.0 if args.smoke else args.seconds
-    big = (8 if args.smoke else 256) * MIB
-    sse_events = 20 if args.smoke else 300
-
-    with tempfile.TemporaryDirectory(prefix="trayproxy-bench-") as tmpdir:
+    missing = [tool for tool in NEEDED_TOOLS if not shutil.which(tool)]
+    if missing:
+        print(f"missing {', '.join(missing)}: run tests/bench/deps.sh", file=sys.stderr)
+        return 2
+    plan = SMOKE if args.smoke else FULL
+    if args.wrk_seconds or args.repeats:
+        plan = replace(
+            plan,
+            wrk_seconds=args.wrk_seconds or plan.wrk_seconds,
+            wrk_repeats=args.repeats or plan.wrk_repeats,
+        )
+    trayproxy = shlex.split(args.trayproxy) if args.trayproxy else servers.trayproxy_command()
+    pinning = servers.pin_this_process()
+    machine = report.describe_machine(pinning)
+    started = time.monotonic()
+    # tmpfs when there is one: the download file and the upload sink then cost no disk I/O.
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(prefix="trayproxy-bench-", dir=shm if shm.is_dir() else None) as tmpdir:
         tmp = Path(tmpdir)
-        (tmp / "files").mkdir()
-        with open(tmp / "files" / "big", "wb") as f:
-            f.truncate(big)
-        origin, nginx_proxy, tray, sse = free_port(), free_port(), free_port(), free_port()
-        with (
-            process(nginx(tmp, "origin", ORIGIN_BODY.format(port=origin, tmp=tmp))),
-            process([sys.executable, str(SSE_SOURCE), str(sse)]),
-            process(nginx(tmp, "proxy", PROXY_BODY.format(port=nginx_proxy, origin=origin, sse=sse))),
-        ):
-            for port in (origin, nginx_proxy, sse):
-                wait_for_port(port)
-            # TrayProxy forwards everything to one target; small requests and downloads go to
-            # the nginx origin, SSE and uploads to the aiohttp source: two instances.
-            tray_sse = free_port()
-            serve = [sys.executable, "-m", "desktop", "serve", "-q", "--host", "127.0.0.1"]
-            with (
-                process(
-                    [*serve, "--target", f"http://127.0.0.1:{origin}", "--port", str(tray)], cwd=ROOT
-                ) as tray_proc,
-                process(
-                    [*serve, "--target", f"http://127.0.0.1:{sse}", "--port", str(tray_sse)], cwd=ROOT
-                ) as tray_sse_proc,
-            ):
-                wait_for_port(tray)
-                wait_for_port(tray_sse)
-                results = run_all(
-                    paths={
-                        "direct": (origin, sse),
-                        "nginx": (nginx_proxy, nginx_proxy),
-                        "trayproxy": (tray, tray_sse),
-                    },
-                    tray_pids=(tray_proc.pid, tray_sse_proc.pid),
-                    seconds=seconds,
-                    big=big,
-                    sse_events=sse_events,
-                )
-    report(results)
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
+        source = servers.write_download_file(tmp, plan.transfer_bytes)
+        with servers.all_paths(tmp, pinning, trayproxy) as routes:
+            print(
+                f"measuring {', '.join(r.name for r in routes)} ({'smoke' if args.smoke else 'full'})",
+                file=sys.stderr,
+            )
+            figures = measure_all(routes, plan, source)
+    results = {
+        "machine": machine,
+        "plan": asdict(plan),
+        "command": " ".join(sys.argv),
+        "seconds": round(time.monotonic() - started, 1),
+        "figures": figures,
+        "ratios": report.ratios(figures),
+    }
+    print(report.markdown(results))
+    out = (
+        args.json or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-smoke' if args.smoke else ''}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nJSON: {out}")
     return 0
 
 
-def run_all(
-    *,
-    paths: dict[str, tuple[int, int]],
-    tray_pids: tuple[int, int],
-    seconds: float,
-    big: int,
-    sse_events: int,
-) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {name: {} for name in paths}
-    idle = {pid: rss_kib(pid) for pid in tray_pids}
-    for name, (port, _) in paths.items():
-        wrk(f"http://127.0.0.1:{port}/small", 8, min(1.0, seconds))  # warm pools
-        for conns in (1, 64):
-            figures = wrk(f"http://127.0.0.1:{port}/small", conns, seconds)
-            results[name][f"small_c{conns}_rps"] = figures["rps"]
-            results[name][f"small_c{conns}_p50_ms"] = figures["p50_ms"]
-            results[name][f"small_c{conns}_p99_ms"] = figures["p99_ms"]
-    for name, (port, sse_port) in paths.items():
-        results[name]["download_mib_s"] = asyncio.run(download(f"http://127.0.0.1:{port}/files/big", big))
-        results[name]["upload_mib_s"] = asyncio.run(upload(f"http://127.0.0.1:{sse_port}/upload", big))
-        delays = asyncio.run(sse_delays(f"http://127.0.0.1:{sse_port}/sse", sse_events))
-        results[name]["sse_delay_p50_ms"] = pctl(delays, 0.5)
-        results[name]["sse_delay_p99_ms"] = pctl(delays, 0.99)
-    tray = results["trayproxy"]
-    tray["idle_rss_mib"] = idle[tray_pids[0]] / 1024
-    tray["peak_rss_growth_mib"] = max((rss_kib(pid, "VmHWM") - idle[pid]) / 1024 for pid in tray_pids)
-    return results
-
-
-def report(results: dict[str, dict[str, float]]) -> None:
-    rows = [
-        ("small req/s, c=1", "small_c1_rps", True),
-        ("small p99 ms, c=1", "small_c1_p99_ms", False),
-        ("small req/s, c=64", "small_c64_rps", True),
-        ("small p99 ms, c=64", "small_c64_p99_ms", False),
-        ("download MiB/s", "download_mib_s", True),
-        ("upload MiB/s", "upload_mib_s", True),
-        ("SSE delay p50 ms", "sse_delay_p50_ms", False),
-        ("SSE delay p99 ms", "sse_delay_p99_ms", False),
-    ]
-    print("| figure | direct | nginx | trayproxy | trayproxy / direct | trayproxy / nginx |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, key, _ in rows:
-        d, n, t = (results[p][key] for p in ("direct", "nginx", "trayproxy"))
-        print(f"| {label} | {d:.2f} | {n:.2f} | {t:.2f} | {t / d:.2f} | {t / n:.2f} |")
-    tray = results["trayproxy"]
-    print(
-        f"\nTrayProxy idle RSS {tray['idle_rss_mib']:.1f} MiB, peak growth {tray['peak_rss_growth_mib']:.1f} MiB"
-    )
-
-
 if __name__ == "__main__":
-    os.chdir(ROOT)
     sys.exit(main())
