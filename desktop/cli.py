@@ -705,10 +705,26 @@ def _tray(args: argparse.Namespace) -> int:
     setup_logging(to_file=True)
     try:
         return _run_tray(args)
-    except Exception:
-        # Double-clicked apps have no terminal: the reason must be in the log file.
+    except Exception as exc:
+        # Double-clicked apps have no terminal: the reason must be in the log file, and the
+        # person must learn that it stopped. The alert names the error's type only: its text
+        # could quote a header or a config line holding a key.
         log.critical("TrayProxy stopped because of an unexpected error", exc_info=True)
+        _alert_crash(exc)
         return 1
+
+
+def _alert_crash(exc: Exception) -> None:
+    from desktop import platforms
+    from desktop.logs import LOG_FILE_NAME, log_dir
+
+    message = (
+        f"TrayProxy stopped because of an unexpected error ({exc.__class__.__name__}). "
+        f"The details are in {log_dir() / LOG_FILE_NAME}."
+    )
+    shown, how = platforms.alert("TrayProxy stopped", message)
+    if not shown:
+        log.warning("could not show the crash alert: %s", how)
 
 
 def _run_tray(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from desktop import bundle
 __all__ = [
     "AutostartState",
     "AutostartStatus",
+    "alert",
     "autostart_status",
     "copy_text",
     "disable_autostart",
@@ -244,6 +245,20 @@ def open_path(
         return result
     except Exception as exc:  # a tray action never raises: the contract is (ok, how)
         return False, f"could not open {path}: {exc.__class__.__name__}"
+
+
+def alert(
+    title: str, message: str, *, environ: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> tuple[bool, str]:
+    """Tell the person something without the tray (it may be what failed): a notification that
+    stays (Linux, macOS) or a message box (Windows). Never raises."""
+    try:
+        result: tuple[bool, str] = _implementation(platform).alert(
+            title, message, environ=_defaults(None, environ)[1]
+        )
+        return result
+    except Exception as exc:
+        return False, f"could not show the alert: {exc.__class__.__name__}"
 
 
 def copy_text(

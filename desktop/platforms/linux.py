@@ -394,3 +394,57 @@ def copy_text(
     if failures:
         return False, "; ".join(failures)
     return False, f"no clipboard tool found: install {tools[0][2]}"
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+NOTIFICATIONS_CALL = [
+    "call",
+    "--session",
+    "--dest",
+    "org.freedesktop.Notifications",
+    "--object-path",
+    "/org/freedesktop/Notifications",
+    "--method",
+    "org.freedesktop.Notifications.Notify",
+]
+# Desktop Notifications spec: expire_timeout 0 means "stays until the person closes it".
+STAYS_OPEN = "0"
+
+
+def _gvariant_string(text: str) -> str:
+    """``text`` as a GVariant text-format string literal, so gdbus takes it verbatim."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def alert(title: str, message: str, *, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Show a notification that stays until dismissed, through the session's notification
+    server (Desktop Notifications spec) with gdbus (GLib's tools, on every GTK desktop), or
+    notify-send where gdbus is missing. The tray is not needed, so this works when it failed."""
+    gdbus = find_program("gdbus", environ)
+    if gdbus is not None:
+        args = [
+            *NOTIFICATIONS_CALL,
+            _gvariant_string("TrayProxy"),
+            "0",
+            _gvariant_string("dialog-error"),
+            _gvariant_string(title),
+            _gvariant_string(message),
+            "[]",
+            "{}",
+            STAYS_OPEN,
+        ]
+        ok, how = feed_program([gdbus, *args], b"", environ, what="gdbus")
+        if ok:
+            return True, "shown through the notification server"
+    notify_send = find_program("notify-send", environ)
+    if notify_send is not None:
+        ok, how = feed_program(
+            [notify_send, "--urgency=critical", "--app-name=TrayProxy", title, message], b"", environ, what="notify-send"
+        )
+        if ok:
+            return True, "shown with notify-send"
+        return False, how
+    if gdbus is not None:
+        return False, how
+    return False, "neither gdbus nor notify-send is installed (libglib2.0-bin, libnotify-bin)"

@@ -119,3 +119,16 @@ def copy_text(text: str, *, environ: Mapping[str, str]) -> tuple[bool, str]:
     env = {**environ, "LANG": PBCOPY_LOCALE, "LC_ALL": PBCOPY_LOCALE}
     ok, how = feed_program([program], text.encode("utf-8"), env, what="pbcopy")
     return (True, "copied with pbcopy") if ok else (False, how)
+
+
+# AppleScript's own argument passing (on run argv), so no text is ever quoted into a script.
+ALERT_SCRIPT = ("on run argv", "display notification (item 2 of argv) with title (item 1 of argv)", "end run")
+
+
+def alert(title: str, message: str, *, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Show a Notification Center notification with osascript."""
+    program = find_program("osascript", environ) or "/usr/bin/osascript"
+    if not os.path.exists(program):
+        return False, "osascript was not found"
+    script = [arg for line in ALERT_SCRIPT for arg in ("-e", line)]
+    return feed_program([program, *script, title, message], b"", environ, what="osascript")

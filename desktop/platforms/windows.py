@@ -320,3 +320,18 @@ def _copy_with_api(text: str) -> None:
             user32.CloseClipboard()
     finally:
         user32.DestroyWindow(window)
+
+
+# MessageBoxW flags: MB_ICONERROR | MB_SETFOREGROUND | MB_TOPMOST, so the box is not hidden
+# behind other windows when no TrayProxy window exists to own it.
+MESSAGE_BOX_FLAGS = 0x10 | 0x10000 | 0x40000
+
+
+def alert(title: str, message: str, *, environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """Show a message box (a windowed app has no console to print to); returns once closed."""
+    if sys.platform != "win32":
+        return False, "message boxes exist only on Windows"
+    import ctypes
+
+    ctypes.windll.user32.MessageBoxW(None, message, title, MESSAGE_BOX_FLAGS)
+    return True, "shown in a message box"

@@ -578,3 +578,55 @@ def test_copy_local_url_and_environment_put_working_text_on_the_clipboard(
     )
     assert pasted.stdout.strip() == "200", pasted.stderr
     assert paths_seen(upstreams["alpha"]) == ["/v1/models"]
+
+
+# Starts the real CLI with no command (the tray) after making the tray's start fail the way an
+# unforeseen bug would, with a key in the error text that must not reach the screen.
+CRASHING_START = f"""
+import sys
+from desktop import cli
+
+def broken(args):
+    raise RuntimeError("unforeseen failure while holding {FAKE_KEY}")
+
+cli._run_tray = broken
+sys.exit(cli.main([]))
+"""
+
+
+def test_a_crash_at_start_is_logged_and_shown_without_the_error_text(
+    tray_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A double-clicked app that fails at start-up does not vanish silently: it exits 1, the
+    log file has the traceback, and a notification that stays says it stopped and where the
+    details are, naming the error's type but not its text (which could quote a key)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_START],
+        cwd=REPO,
+        env=tray_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=UI_TIMEOUT_S,
+    )
+    assert done.returncode == 1, done.stderr
+    log_file = Path(tray_env["XDG_STATE_HOME"]) / "TrayProxy" / "log" / "trayproxy.log"
+    logged = log_file.read_text()
+    assert "TrayProxy stopped because of an unexpected error" in logged
+    assert "RuntimeError" in logged
+    assert FAKE_KEY not in logged  # the log masks key shapes, tracebacks included
+    shown = wait_for_notification(tray_env, "TrayProxy stopped")
+    assert "(RuntimeError)" in shown
+    assert str(log_file) in shown
+    assert FAKE_KEY not in shown
+    assert FAKE_KEY not in done.stderr
+
+
+def test_alert_text_reaches_the_notification_server_verbatim(desktop_env: dict[str, str]) -> None:
+    """Quotes, backslashes and non-ASCII in an alert arrive as written (gdbus parses its
+    arguments as GVariant text, where a bare ' would end the string)."""
+    from desktop import platforms
+
+    title, body = "It's TrayProxy", "C:\\Users\\me's config → line 3 'port'"
+    assert platforms.alert(title, body, environ=desktop_env) == (True, "shown through the notification server")
+    assert wait_for_notification(desktop_env, title) == f"{title}: {body}"
