@@ -32,6 +32,7 @@ from desktop.config.model import ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
+from desktop.engine.eventloop import new_event_loop
 from desktop.engine.service import ListenError, ProxyService
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus"]
@@ -211,7 +212,7 @@ class ProxyController:
         with self._lock:
             if self._service is not None:
                 return self._status
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             ready = threading.Event()
             thread = threading.Thread(
                 target=self._run_loop, args=(loop, ready), name="trayproxy-loop", daemon=True

@@ -373,9 +373,9 @@ def _url(host: str, port: int) -> str:
 
 
 def _bound_port(site: web.TCPSite) -> int:
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    return int(server.sockets[0].getsockname()[1])
+    # asyncio's Server and uvloop's both list their sockets; AbstractServer does not promise it.
+    sockets: tuple[socket.socket, ...] = tuple(getattr(site._server, "sockets", ()))
+    return int(sockets[0].getsockname()[1])
 
 
 async def _describe_listen_error(host: str, port: int, exc: OSError) -> str:
