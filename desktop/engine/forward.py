@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 
 from desktop.engine.errors import ProxyError, map_client_error
 from desktop.engine.headers import response_headers
-from desktop.engine.upstream import Upstream
+from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
 __all__ = ["PassThroughResponse", "RequestRecord", "forward_http"]
 
@@ -82,15 +82,6 @@ class RequestRecord:
         self.error = ""
 
 
-class _ReuseNote:
-    """Set by the upstream's trace hook when the connection came from the pool."""
-
-    __slots__ = ("reused",)
-
-    def __init__(self) -> None:
-        self.reused = False
-
-
 async def _stream_body(request: web.BaseRequest, send_continue: bool) -> AsyncIterator[bytes]:
     if send_continue:
         await request.writer.write(CONTINUE_LINE)
@@ -119,7 +110,8 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
     url = upstream.url_for(request.raw_path)
     target = upstream.target.display_name
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        note = _ReuseNote()
+        note = ReuseNote()
+        token = REUSE_NOTE.set(note)
         try:
             return await upstream.session.request(
                 request.method,
@@ -130,7 +122,6 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
                 skip_auto_headers=SKIP_AUTO_HEADERS,
                 proxy=upstream.proxy,
                 proxy_headers=upstream.proxy_headers,
-                trace_request_ctx=note,
             )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # A pooled connection that died while idle (sleep, network change, the server's
@@ -149,6 +140,8 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
             raise map_client_error(exc, target=target) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_client_error(exc, target=target) from exc
+        finally:
+            REUSE_NOTE.reset(token)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
