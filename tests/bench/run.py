@@ -19,6 +19,7 @@ import asyncio
 import json
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -260,8 +261,12 @@ def main() -> int:
             wrk_repeats=args.repeats or plan.wrk_repeats,
         )
     trayproxy = shlex.split(args.trayproxy) if args.trayproxy else servers.trayproxy_command()
+    # SIGTERM would end Python without unwinding; as an exit, every server started gets stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     pinning = servers.pin_this_process()
     machine = report.describe_machine(pinning)
+    if args.trayproxy:
+        machine["trayproxy"] = f"{args.trayproxy} (in {Path.cwd()})"
     started = time.monotonic()
     # tmpfs when there is one: the download file and the upload sink then cost no disk I/O.
     shm = Path("/dev/shm")

@@ -15,8 +15,10 @@ temporary directory, whose tail is shown when a process dies or never listens.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -165,6 +167,9 @@ CADDYFILE = """\
 """
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 class ServerFailed(RuntimeError):
     """A server exited or never listened; the message carries the end of its log."""
 
@@ -189,6 +194,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise ServerFailed(f"{proc.args} does not listen on {port} after {LISTEN_TIMEOUT_S}s:\n{log_tail(log)}")
 
 
+def stop_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the benchmark dies, even by SIGKILL (prctl(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextmanager
 def running(
     args: list[str], *, port: int, log: Path, env: dict[str, str] | None = None
@@ -196,7 +207,12 @@ def running(
     """Start a server, wait until it listens on ``port``; stop it on exit."""
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, cwd=ROOT
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            preexec_fn=stop_with_parent,  # safe: servers are started from the main thread only
         )
     try:
         wait_for_port(port, proc, log)

@@ -59,13 +59,19 @@ def test_smoke_run_measures_every_path_and_figure(tmp_path: Path) -> None:
     """A harness that broke (a proxy's config, a parser of wrk's output) fails here, not in a
     three-minute run; wrk errors or non-2xx answers on any path fail it too."""
     out = tmp_path / "bench.json"
-    done = subprocess.run(
+    bench = subprocess.Popen(
         [sys.executable, str(RUN), "--smoke", "--json", str(out)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=SMOKE_TIMEOUT_S,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    try:
+        stdout, stderr = bench.communicate(timeout=SMOKE_TIMEOUT_S)
+    finally:
+        # SIGTERM first: the harness then stops the servers it started.
+        bench.terminate()
+        bench.communicate()
+    assert bench.returncode == 0, stderr[-4000:]
     results = json.loads(out.read_text())
     figures = results["figures"]
     for path in PATHS:
@@ -76,5 +82,5 @@ def test_smoke_run_measures_every_path_and_figure(tmp_path: Path) -> None:
         assert all(figures[path][key] > 0 for key in EVERY_PATH), figures[path]
     for base in ("direct", "nginx", "caddy"):
         assert results["ratios"]["small_c64_rps"][base] > 0
-    assert "| small req/s, c=64 ↑ |" in done.stdout
-    assert "pinning:" in done.stdout
+    assert "| small req/s, c=64 ↑ |" in stdout
+    assert "pinning:" in stdout
