@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_PORT",
+    "LOCAL_TOKEN_PREFIX",
     "LOOPBACK_HOSTS",
     "ProxySettings",
     "Secret",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8000
+# Starts every local access token TrayProxy makes, so one is recognisable (and redacted) as such.
+LOCAL_TOKEN_PREFIX = "tp-local-"
 # Both loopback families: many clients resolve "localhost" to ::1 first, and a proxy that only
 # listens on 127.0.0.1 then costs them a failed connect (or fails outright) on every request.
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -153,3 +156,9 @@ class ProxySettings:
     stop_grace_s: float = DEFAULT_STOP_GRACE_S
     # One line per request at INFO on the "trayproxy.access" logger.
     access_log: bool = True
+    # Clients must send ``local_token`` as their API key ([security] require_token); off by
+    # default, when any program on this machine may use the proxy and the keys it adds.
+    require_token: bool = False
+    # The token they must send, read from its file by the controller; while it is required but
+    # None (the file could not be read), every request is refused.
+    local_token: Secret | None = None

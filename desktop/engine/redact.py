@@ -3,8 +3,8 @@
 Two layers, because either alone misses something:
 
 * shapes: credential headers (``Authorization: ...``, ``api-key=...``), ``key=`` query
-  parameters, bearer tokens and ``sk-`` style keys are masked wherever they appear, so a key the
-  proxy never saw (a client's own) is masked too;
+  parameters, bearer tokens, ``sk-`` style keys and local access tokens (``tp-local-``) are
+  masked wherever they appear, so a key the proxy never saw (a client's own) is masked too;
 * values: every configured secret is registered here and masked verbatim, so a key in an
   unusual place (an exception message, a header with a custom name) is masked as well.
 
@@ -52,7 +52,9 @@ _HEADER_SHAPE = re.compile(
 )
 _QUERY_SHAPE = re.compile(r"(?i)([?&;](?:api[-_]?)?key=)([^&;#\s'\"]*)")
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
-_KEY_SHAPE = re.compile(r"\b(sk-)[A-Za-z0-9_-]{6,}")
+# ``sk-`` keys, and TrayProxy's own local access tokens (config.model.LOCAL_TOKEN_PREFIX), even
+# one rotated out before this process registered it.
+_KEY_SHAPE = re.compile(r"\b(sk-|tp-local-)[A-Za-z0-9_-]{6,}")
 
 _lock = threading.Lock()
 _known_secrets: tuple[str, ...] = ()

@@ -27,13 +27,14 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.web_protocol import RequestHandler
 
 from desktop import __version__
-from desktop.config.model import ProxySettings, Target
+from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.accesslog import log_request
 from desktop.engine.condition import TargetCondition, classify, describe
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
+from desktop.engine.localtoken import LocalTokenCheck, header_rules
 from desktop.engine.redact import register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import CLOSE_GOING_AWAY, bridge_websocket
@@ -155,6 +156,8 @@ class ProxyService:
         self._guard = RequestGuard(
             allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
         )
+        # None unless clients must send the local access token ([security] require_token).
+        self._token_check = LocalTokenCheck.for_settings(settings)
         self._target = target
         self._upstream: Upstream | None = None
         self._runner: web.ServerRunner | None = None
@@ -189,7 +192,7 @@ class ProxyService:
         if self._runner is not None:
             return
         register_secrets(self._target.secrets())
-        self._upstream = Upstream(self._target, resolver=self._resolver)
+        self._upstream = self._new_upstream(self._target)
         server = self._server = _ProxyServer(
             self._handle,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
@@ -233,6 +236,21 @@ class ProxyService:
         self.settings = replace(self.settings, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
         self._guard = RequestGuard(allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
 
+    def set_local_token(self, required: bool, token: Secret | None) -> None:
+        """Ask clients for ``token`` as their API key from the next request on, or for nothing
+        when not ``required`` (a config reload, a rotated token)."""
+        self.settings = replace(self.settings, require_token=required, local_token=token)
+        self._token_check = LocalTokenCheck.for_settings(self.settings)
+        if self._upstream is not None:
+            self._upstream.rules = header_rules(self._target, token_required=required)
+
+    def _new_upstream(self, target: Target) -> Upstream:
+        upstream = Upstream(target, resolver=self._resolver)
+        if self._token_check is not None:
+            # The client's credential headers hold the local token: they must not reach the target.
+            upstream.rules = header_rules(target, token_required=True)
+        return upstream
+
     def set_target(self, target: Target) -> None:
         """Send new requests to ``target``; requests already open finish on the old one."""
         if target == self._target:
@@ -241,7 +259,7 @@ class ProxyService:
         self._target = target
         if self._upstream is None:
             return
-        old, self._upstream = self._upstream, Upstream(target, resolver=self._resolver)
+        old, self._upstream = self._upstream, self._new_upstream(target)
         old.retired = True
         if old.active == 0:
             self._close_upstream(old)
@@ -333,7 +351,13 @@ class ProxyService:
             record.note = refusal.code
             return refusal.to_response()
         if request.raw_path.startswith(RESERVED_PREFIX):
-            return self._answer_reserved(request)
+            return self._answer_reserved(request)  # the health check stays open
+        token_check = self._token_check
+        if token_check is not None:
+            denied = token_check.check(request)
+            if denied is not None:
+                record.note = denied.code
+                return denied.to_response()
         upstream = self._upstream
         if upstream is None:
             return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()

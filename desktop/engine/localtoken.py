@@ -1,0 +1,118 @@
+"""The local access token check: with ``require_token`` on, only clients that know it get in.
+
+Any program on this machine can reach the listener and spend the keys the proxy adds. With
+``[security] require_token``, a client must send the token the proxy generated as its API key,
+in whichever header its SDK uses: ``Authorization: Bearer <token>`` (OpenAI-style),
+``x-api-key`` (Anthropic) or ``api-key`` (Azure). The check compares in constant time and
+answers 401 in the engine's error shape, with where to find the token, and never the value.
+
+The client's credential headers then carry the token, so they never go further: the target gets
+the key its own headers add, and a target without a key of its own gets no key at all.
+
+This module holds no file I/O: the controller reads the token file and hands the value over as
+a :class:`Secret` in the settings.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import replace
+
+from aiohttp import web
+
+from desktop.config.model import ProxySettings, Secret, Target
+from desktop.engine.errors import ProxyError, RequestRefused
+from desktop.engine.headers import RequestHeaderRules
+from desktop.engine.redact import register_secrets
+
+__all__ = [
+    "CLIENT_CREDENTIAL_HEADERS",
+    "LocalTokenCheck",
+    "LocalTokenRefused",
+    "header_rules",
+]
+
+# Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key.
+CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+_KEY_HEADERS = (b"x-api-key", b"api-key")
+# RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
+CHALLENGE = 'Bearer realm="TrayProxy"'
+WHERE_TO_FIND = "Copy it from the tray menu (Copy environment) or run: trayproxy config token"
+
+
+class LocalTokenRefused(RequestRefused):
+    """401: the request lacks this proxy's local access token, or sends another value."""
+
+    status = 401
+    error_type = "authentication_error"
+
+    def to_response(self) -> web.Response:
+        response = super().to_response()
+        response.headers["WWW-Authenticate"] = CHALLENGE
+        return response
+
+
+TOKEN_REQUIRED = (
+    "This TrayProxy asks for its local access token as the API key "
+    "(Authorization: Bearer, x-api-key or api-key). " + WHERE_TO_FIND
+)
+TOKEN_INVALID = (
+    "The API key sent is not this TrayProxy's local access token (it may have been rotated). " + WHERE_TO_FIND
+)
+TOKEN_UNAVAILABLE = (
+    "This TrayProxy asks for a local access token but could not read its token file; "
+    "see the log, or run: trayproxy config token"
+)
+
+
+class LocalTokenCheck:
+    """Admits a request only when one of its credential headers holds the local token."""
+
+    __slots__ = ("_token",)
+
+    def __init__(self, token: Secret | None) -> None:
+        """``token`` None: required but unreadable, so every request is refused."""
+        self._token = token.reveal().encode("latin-1") if token is not None else None
+        if token is not None:
+            register_secrets((token.reveal(),))
+
+    @classmethod
+    def for_settings(cls, settings: ProxySettings) -> LocalTokenCheck | None:
+        """The check ``settings`` ask for, or None when no token is required."""
+        return cls(settings.local_token) if settings.require_token else None
+
+    def check(self, request: web.BaseRequest) -> ProxyError | None:
+        """The refusal for ``request``, or None when it carries the token."""
+        token = self._token
+        if token is None:
+            return ProxyError(TOKEN_UNAVAILABLE, code="local_token_unavailable", status=503)
+        presented = False
+        for value in _credentials(request.raw_headers):
+            presented = True
+            # Constant time: how long a wrong guess takes says nothing of how close it was.
+            if hmac.compare_digest(value, token):
+                return None
+        if presented:
+            return LocalTokenRefused(TOKEN_INVALID, code="local_token_invalid")
+        return LocalTokenRefused(TOKEN_REQUIRED, code="local_token_required")
+
+
+def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
+    """The API keys a request offers: each Bearer credential, x-api-key and api-key value."""
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower == b"authorization":
+            scheme, _, credential = value.strip().partition(b" ")
+            # Another scheme (Basic, ...) offers something, just not the token.
+            yield credential.strip() if scheme.lower() == b"bearer" else b""
+        elif lower in _KEY_HEADERS:
+            yield value.strip()
+
+
+def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:
+    """The request header rules for ``target``; with the token required, the client's
+    credential headers (which hold the token) stop here too."""
+    if token_required:
+        target = replace(target, strip_headers=target.strip_headers | CLIENT_CREDENTIAL_HEADERS)
+    return RequestHeaderRules(target)

@@ -1,0 +1,260 @@
+"""The local access token at the engine: with it required, only clients that send it get in.
+
+Someone turns on ``[security] require_token`` so that other programs on their machine cannot
+spend the keys TrayProxy adds. A client without the token, or with a wrong one, gets 401 in
+the error shape its SDK shows, saying where the token is; a client that sends it (as a Bearer
+key, ``x-api-key`` or ``api-key``) reaches the target, which sees its real key and never the
+token. Targets are real aiohttp servers on 127.0.0.1; "never forwarded" is checked against what
+the echo target recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from upstreams import Seen, echo_app
+
+from desktop.config.model import ProxySettings, Secret, Target
+from desktop.engine.localtoken import LocalTokenCheck
+from desktop.engine.redact import redact_text
+
+TOKEN = "tp-local-Zq3v8mKx0fP1s9TbW2nYcR7uLd4hGe6AjS5oVi-_abc"
+REAL_KEY = "sk-real-target-key-0b9d61f4"
+# Deadlock guard on every wait, not a timing claim.
+WAIT_S = 10.0
+
+
+def _settings(*, token: str | None = TOKEN, required: bool = True) -> ProxySettings:
+    return ProxySettings(
+        hosts=("127.0.0.1",),
+        port=0,
+        stop_grace_s=2.0,
+        require_token=required,
+        local_token=Secret(token) if token is not None else None,
+    )
+
+
+def _keyed_target(url: str) -> Target:
+    return Target(url=url, name="keyed", add_headers=(("Authorization", Secret(f"Bearer {REAL_KEY}")),))
+
+
+def _header_values(seen: Seen) -> list[str]:
+    return [value for request in seen.requests for _, value in request["headers"]]  # type: ignore[union-attr]
+
+
+@dataclass
+class Proxied:
+    url: str
+    seen: Seen
+    service: Any = field(repr=False)
+
+    async def get(
+        self, *headers: tuple[str, str], path: str = "/v1/models"
+    ) -> tuple[int, dict[str, Any], Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.url + path, headers=list(headers)) as response,
+        ):
+            return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+@pytest.fixture
+async def make_proxied(aiohttp_server, start_proxy):
+    async def go(settings: ProxySettings, *, keyed: bool = True) -> Proxied:
+        seen = Seen()
+        upstream = await aiohttp_server(echo_app(seen))
+        url = str(upstream.make_url("")).rstrip("/")
+        target = _keyed_target(url) if keyed else Target(url=url, name="keyless")
+        proxy = await start_proxy(target, settings=settings)
+        return Proxied(url=proxy.url, seen=seen, service=proxy.service)
+
+    return go
+
+
+async def test_a_request_without_the_token_gets_401_saying_where_to_find_it(make_proxied) -> None:
+    """A program that does not know the token is told, in the SDK's error shape, that a token
+    is needed and where to get it; nothing reaches the target."""
+    proxied = await make_proxied(_settings())
+    status, headers, body = await proxied.get()
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Bearer realm="TrayProxy"'
+    assert body["error"]["code"] == "local_token_required"
+    assert body["error"]["type"] == "authentication_error"
+    assert "trayproxy config token" in body["error"]["message"]
+    assert "Copy environment" in body["error"]["message"]
+    assert proxied.seen.requests == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Authorization", "Bearer tp-local-not-the-right-one-123456"),
+        ("Authorization", "Basic dXNlcjpwYXNz"),
+        ("x-api-key", TOKEN[:-1]),
+        ("api-key", TOKEN + "x"),
+        ("Authorization", "Bearer"),
+    ],
+    ids=["wrong-bearer", "basic", "short-x-api-key", "long-api-key", "empty-bearer"],
+)
+async def test_a_wrong_token_gets_401_without_echoing_it(make_proxied, header: tuple[str, str]) -> None:
+    """A stale (rotated) or guessed token is refused with its own code; the answer does not
+    repeat what was sent."""
+    proxied = await make_proxied(_settings())
+    status, _, body = await proxied.get(header)
+    assert status == 401
+    assert body["error"]["code"] == "local_token_invalid"
+    assert header[1].split(" ")[-1] not in body["error"]["message"]
+    assert proxied.seen.requests == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Authorization", f"Bearer {TOKEN}"),
+        ("x-api-key", TOKEN),
+        ("api-key", TOKEN),
+        ("AUTHORIZATION", f"bearer  {TOKEN} "),
+    ],
+    ids=["bearer", "x-api-key", "api-key", "odd-case-and-spaces"],
+)
+async def test_the_token_in_any_sdk_header_reaches_the_target_with_its_real_key(
+    make_proxied, header: tuple[str, str]
+) -> None:
+    """OpenAI-style, Anthropic and Azure SDKs each send the token where they send a key; the
+    target gets the key configured for it and never sees the token."""
+    proxied = await make_proxied(_settings())
+    status, _, _ = await proxied.get(header)
+    assert status == 200
+    (request,) = proxied.seen.requests
+    assert ["Authorization", f"Bearer {REAL_KEY}"] in request["headers"]
+    assert not any(TOKEN in value for value in _header_values(proxied.seen))
+    names = {name.lower() for name, _ in request["headers"]}  # type: ignore[union-attr]
+    assert names.isdisjoint({"x-api-key", "api-key"})
+
+
+async def test_a_target_without_a_key_of_its_own_gets_no_credential(make_proxied) -> None:
+    """The client's key slot holds the token, so a target with no key configured (a local
+    Ollama) gets no credential at all, and certainly not the token."""
+    proxied = await make_proxied(_settings(), keyed=False)
+    status, _, _ = await proxied.get(("Authorization", f"Bearer {TOKEN}"), ("x-api-key", "client-own"))
+    assert status == 200
+    (request,) = proxied.seen.requests
+    names = {name.lower() for name, _ in request["headers"]}  # type: ignore[union-attr]
+    assert names.isdisjoint({"authorization", "x-api-key", "api-key"})
+
+
+async def test_health_stays_open_without_the_token(make_proxied) -> None:
+    """The tray, `trayproxy serve`'s port probe and monitoring can still ask whether it runs."""
+    proxied = await make_proxied(_settings())
+    status, _, body = await proxied.get(path="/__trayproxy/health")
+    assert status == 200
+    assert body["app"] == "trayproxy"
+
+
+async def test_without_require_token_nothing_is_asked_and_client_keys_pass(make_proxied) -> None:
+    """Off (the default), a client's own credential still reaches a keyless target."""
+    proxied = await make_proxied(_settings(token=None, required=False), keyed=False)
+    status, _, _ = await proxied.get(("x-api-key", "client-own-key"))
+    assert status == 200
+    assert ["x-api-key", "client-own-key"] in proxied.seen.requests[0]["headers"]
+
+
+async def test_a_token_that_could_not_be_read_refuses_everything(make_proxied) -> None:
+    """Required but unreadable (the file could not be made): fail closed with a 503 that says so."""
+    proxied = await make_proxied(_settings(token=None))
+    status, _, body = await proxied.get(("Authorization", f"Bearer {TOKEN}"))
+    assert status == 503
+    assert body["error"]["code"] == "local_token_unavailable"
+    assert proxied.seen.requests == []
+
+
+async def test_set_local_token_applies_from_the_next_request(make_proxied) -> None:
+    """A reload turns the requirement on and off, and a rotation makes the old token stop
+    working at once; the credential stripping follows the requirement."""
+    proxied = await make_proxied(_settings(token=None, required=False), keyed=False)
+    assert (await proxied.get())[0] == 200
+
+    proxied.service.set_local_token(True, Secret(TOKEN))
+    assert (await proxied.get())[0] == 401
+    assert (await proxied.get(("x-api-key", TOKEN)))[0] == 200
+    assert not any(TOKEN in value for value in _header_values(proxied.seen))
+
+    rotated = "tp-local-rotated-0123456789abcdefghijklmnop"
+    proxied.service.set_local_token(True, Secret(rotated))
+    status, _, body = await proxied.get(("x-api-key", TOKEN))
+    assert (status, body["error"]["code"]) == (401, "local_token_invalid")
+    assert (await proxied.get(("x-api-key", rotated)))[0] == 200
+
+    proxied.service.set_local_token(False, None)
+    assert (await proxied.get(("x-api-key", "client-own-key")))[0] == 200
+    assert ["x-api-key", "client-own-key"] in proxied.seen.requests[-1]["headers"]
+
+
+# --- WebSockets -----------------------------------------------------------------------------
+
+
+def _recording_ws_app(handshakes: list[list[tuple[str, str]]]) -> web.Application:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        handshakes.append(list(request.headers.items()))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    return app
+
+
+async def test_a_websocket_upgrade_needs_the_token_too(aiohttp_server, start_proxy) -> None:
+    """A realtime client without the token gets a plain 401 instead of the 101; with it the
+    socket works and the target's handshake carries its real key, not the token."""
+    handshakes: list[list[tuple[str, str]]] = []
+    upstream = await aiohttp_server(_recording_ws_app(handshakes))
+    proxy = await start_proxy(_keyed_target(str(upstream.make_url("")).rstrip("/")), settings=_settings())
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(proxy.url + "/ws")
+        assert refused.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as wrong:
+            await session.ws_connect(proxy.url + "/ws", headers={"Authorization": "Bearer nope-nope-nope"})
+        assert wrong.value.status == 401
+        assert handshakes == []
+
+        async with session.ws_connect(proxy.url + "/ws", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            await ws.send_str("hello")
+            message = await asyncio.wait_for(ws.receive(), WAIT_S)
+            assert message.data == "hello"
+    (headers,) = handshakes
+    assert ("Authorization", f"Bearer {REAL_KEY}") in headers
+    assert not any(TOKEN in value for _, value in headers)
+
+
+# --- the check and the redaction ------------------------------------------------------------
+
+
+def test_the_check_object_is_built_only_when_a_token_is_required() -> None:
+    """Off, the request path pays one `is None` test and nothing else."""
+    assert LocalTokenCheck.for_settings(ProxySettings()) is None
+    assert LocalTokenCheck.for_settings(_settings()) is not None
+
+
+def test_a_local_token_never_appears_in_a_redacted_line() -> None:
+    """Any token of TrayProxy's shape is masked in a log line, even one this process never
+    registered (rotated by another process), wherever in the line it sits."""
+    other = "tp-local-AbC_dEf-0123456789xyzXYZ0123456789abcdefghi"
+    for line in (
+        f"client sent x-api-key {other} and failed",
+        f"token={other}",
+        f"Authorization: Bearer {other}",
+        f"'api-key': '{other}'",
+    ):
+        assert other not in redact_text(line)
+        assert other[len("tp-local-") :] not in redact_text(line)
