@@ -25,8 +25,6 @@ __all__ = ["PassThroughResponse", "RequestRecord", "forward_http"]
 
 log = logging.getLogger("trayproxy.forward")
 
-# aiohttp's client adds these when absent; a proxy must send only what the client sent.
-SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 # Bodies up to this size (with a Content-Length) are read before sending, so the request can be
 # sent again if a pooled connection turns out dead. Chat requests are far smaller; uploads of
 # unknown or larger size stream through untouched.
@@ -119,7 +117,6 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO_HEADERS,
                 proxy=upstream.proxy,
                 proxy_headers=upstream.proxy_headers,
             )

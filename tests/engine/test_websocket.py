@@ -516,6 +516,20 @@ async def test_configured_key_and_client_headers_reach_target_handshake(aiohttp_
     assert probe.header("X-Forwarded-For") == ["127.0.0.1"]
 
 
+async def test_target_handshake_gets_no_header_the_client_did_not_send(aiohttp_server, start_proxy) -> None:
+    """aiohttp's client would add Accept, Accept-Encoding and User-Agent to the target's
+    handshake; a client that sent none of them gets none of them sent for it."""
+    probe = Probe()
+    upstream = await aiohttp_server(probe_app(probe))
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    async with ws_client(ws_url(proxy.url), user_agent_header=None) as ws:
+        await ws.send("hi")
+        async with asyncio.timeout(WAIT_S):
+            assert await ws.recv() == "hi"
+    for name in ("User-Agent", "Accept", "Accept-Encoding", "Content-Type"):
+        assert probe.header(name) == [], name
+
+
 async def test_target_base_path_prefixes_websocket_path(aiohttp_server, start_proxy) -> None:
     """A target URL with a base path (a gateway) gets the WebSocket path under that base."""
     probe = Probe()
