@@ -56,6 +56,11 @@ def memory_kib(pid: int, field: str) -> int:
     raise LookupError(f"no {field} for {pid}")
 
 
+def has_loaded(pid: int, library: str) -> bool:
+    """Whether a shared object whose path contains ``library`` is mapped into the process."""
+    return any(library in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Set VmHWM back to VmRSS (Linux 4.0+, our own child process); False where refused."""
     try:

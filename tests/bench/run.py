@@ -278,6 +278,10 @@ def main() -> int:
                 f"measuring {', '.join(r.name for r in routes)} ({'smoke' if args.smoke else 'full'})",
                 file=sys.stderr,
             )
+            tray_pid = next(route.http_pid for route in routes if route.name == "trayproxy")
+            # Installed is not used: the engine picks its loop; uvloop's extension in the
+            # process's memory map says which it picked.
+            machine["trayproxy loop"] = "uvloop" if measure.has_loaded(tray_pid, "/uvloop/") else "asyncio"
             figures = measure_all(routes, plan, source)
     results = {
         "machine": machine,
