@@ -16,7 +16,9 @@ __all__ = [
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_PORT",
     "LOCAL_TOKEN_PREFIX",
+    "LOG_LEVELS",
     "LOOPBACK_HOSTS",
+    "LogSettings",
     "ProxySettings",
     "Secret",
     "Target",
@@ -162,3 +164,16 @@ class ProxySettings:
     # The token they must send, read from its file by the controller; while it is required but
     # None (the file could not be read), every request is refused.
     local_token: Secret | None = None
+
+
+# The levels a person can choose, quietest last; "debug" also shows aiohttp's own detail.
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """What the log shows: the level of TrayProxy's messages, and the per-request lines."""
+
+    level: str = "info"
+    # One line per request (method, path, status, bytes, timings), whatever ``level`` says.
+    access: bool = True

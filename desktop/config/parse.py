@@ -13,6 +13,10 @@ The file (``config.toml`` in the user's config directory)::
     allowed_hosts = []              # added to 127.0.0.1, localhost, [::1]
     allowed_origins = []            # added to local pages and editor/app schemes
 
+    [log]
+    level = "info"                  # debug, info, warning or error
+    access = true                   # one line per request
+
     [targets.openai]
     url = "https://api.openai.com"  # may carry a base path
     key = { env = "OPENAI_API_KEY" }  # or { keyring = true }, { command = "..." }, "sk-..."
@@ -24,6 +28,7 @@ The file (``config.toml`` in the user's config directory)::
     ca_bundle = "/path/to/ca.pem"
     keep_host = false
     proxy = false                   # this target's outgoing proxy; false: connect directly
+    port = 8001                     # also serve this target on a port of its own
 
 Key sources: ``{ env = "NAME" }`` an environment variable; ``{ keyring = true }`` the OS
 keychain, entry "TrayProxy" / the target's name (``{ keyring = "account" }`` names another);
@@ -50,14 +55,17 @@ from desktop.config.model import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT_S,
+    LOG_LEVELS,
     LOOPBACK_HOSTS,
+    LogSettings,
     ProxySettings,
 )
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 
-TOP_KEYS = ("active", "proxy", "listen", "security", "targets")
+TOP_KEYS = ("active", "proxy", "listen", "security", "log", "targets")
 LISTEN_KEYS = ("hosts", "port")
+LOG_KEYS = ("level", "access")
 SECURITY_KEYS = ("allowed_hosts", "allowed_origins")
 TARGET_KEYS = (
     "url",
@@ -70,6 +78,7 @@ TARGET_KEYS = (
     "ca_bundle",
     "keep_host",
     "proxy",
+    "port",
 )
 KEY_SOURCES = ("env", "keyring", "command", "value")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -114,6 +123,8 @@ class TargetSpec:
     proxy: str | None = None
     # Where ``key`` is written (line, column), for messages about reading it.
     key_position: tuple[int, int] = (1, 1)
+    # A port of its own this target is also served on (same listen hosts), None: only when active.
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,11 @@ class ConfigFile:
     active: str
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     settings: ProxySettings = field(default_factory=ProxySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def target_ports(self) -> dict[str, int]:
+        """Target name -> the port of its own, for the targets that have one, in file order."""
+        return {name: spec.port for name, spec in self.targets.items() if spec.port is not None}
 
 
 class _Locator:
@@ -263,7 +279,43 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         keep_host=check.typed(table, "keep_host", bool, path, False),
         proxy=_check_proxy(check, table, path),
         key_position=check.locate.find(*path, "key"),
+        port=_check_target_port(check, table, path),
     )
+
+
+def _check_target_port(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> int | None:
+    port = check.typed(table, "port", int, path, None)
+    if port is not None and not 1 <= port <= 65535:
+        check.problem((*path, "port"), f"port {port} is not between 1 and 65535")
+        return None
+    return port
+
+
+def _check_ports_differ(check: _Checker, main_port: int, targets: dict[str, TargetSpec]) -> None:
+    """Each target's own port differs from the main port and from every other target's."""
+    taken: dict[int, str] = {}
+    for name, spec in targets.items():
+        if spec.port is None:
+            continue
+        where = ("targets", name, "port")
+        if spec.port == main_port:
+            check.problem(where, f"port {spec.port} of target '{name}' is the main port ([listen] port); pick another")
+        elif spec.port in taken:
+            check.problem(where, f"port {spec.port} of target '{name}' is already the port of target '{taken[spec.port]}'")
+        else:
+            taken[spec.port] = name
+
+
+def _check_log(check: _Checker, data: dict[str, Any]) -> LogSettings:
+    table = check.typed(data, "log", dict, (), {})
+    check.unknown_keys(table, LOG_KEYS, ("log",))
+    level = check.typed(table, "level", str, ("log",), "info").lower()
+    if level not in LOG_LEVELS:
+        close = difflib.get_close_matches(level, LOG_LEVELS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(LOG_LEVELS)}"
+        check.problem(("log", "level"), f"unknown log level '{level}' ({hint})")
+        level = "info"
+    return LogSettings(level=level, access=check.typed(table, "access", bool, ("log",), True))
 
 
 def _check_proxy(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
@@ -353,6 +405,8 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
             targets[name] = spec
     if not data.get("targets"):
         check.problem(("targets",), "no targets: add at least one [targets.NAME] table with a url")
+    _check_ports_differ(check, port, targets)
+    log_settings = _check_log(check, data)
     active = check.typed(data, "active", str, (), "")
     if not active and targets:
         active = next(iter(targets))
@@ -365,4 +419,4 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     if check.problems:
         check.problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(path, check.problems)
-    return ConfigFile(active=active, targets=targets, settings=settings)
+    return ConfigFile(active=active, targets=targets, settings=settings, log=log_settings)
