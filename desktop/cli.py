@@ -309,19 +309,29 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
     settings); a target name, or no --target, needs the file (created with the defaults on
     first run), which is re-read when it changes. Flags apply on top of the file.
     """
+    from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
     from desktop.controller import ConfigBinding, ProxyController
+    from desktop.logs import apply_log_settings
+    from desktop.platforms.ports import port_holder
+
+    def apply_log(settings: LogSettings) -> None:
+        apply_log_settings(settings, verbose=args.verbose, quiet=args.quiet)
 
     path = config_path(args.config)
     if args.target and "://" in args.target:
         settings = None
         if path.exists():
             try:
-                settings = load_config(path).settings
+                config = load_config(path)
             except ConfigError as exc:
                 raise UsageError(f"the config file has problems:\n{exc}") from None
-        return ProxyController(_settings_from_args(args, settings), _target_from_args(args))
+            settings = config.settings
+            apply_log(config.log)
+        return ProxyController(
+            _settings_from_args(args, settings), _target_from_args(args), port_holder=port_holder
+        )
     if ensure_config(path):
         log.info("created the config file %s with the default targets", path)
     _target_from_args(args, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
@@ -332,9 +342,10 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         adjust_target=lambda target: _target_from_args(args, target),
         adjust_settings=lambda settings: _settings_from_args(args, settings),
         save_choice=save_choice,
+        apply_log=apply_log,
     )
     try:
-        return ProxyController.from_config(binding)
+        return ProxyController.from_config(binding, port_holder=port_holder)
     except ConfigError as exc:
         raise UsageError(f"the config file has problems:\n{exc}") from None
     except KeyError:

@@ -10,17 +10,25 @@ Made with :meth:`ProxyController.from_config`, it also follows the config file: 
 thread re-reads it when it changes (an invalid edit keeps the last good config running and is
 reported in the status and the log), fetches a command key again when the target answers 401,
 and :meth:`choose_target` switches live and saves the choice in the file.
+
+Listeners: the main one serves the chosen target on the listen port; a target with a port of its
+own (``port = 8001`` in its table) is also served there, by a :class:`ProxyService` of its own on
+the same loop, whatever target is chosen. When the file moves a listener to another address,
+the new address is bound first and the old one then closes the way Stop does (open requests get
+the grace period), so a taken port leaves the old listener serving and says who holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -28,14 +36,14 @@ from typing import Any, Literal, TypeVar
 from aiohttp.abc import AbstractResolver
 
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
-from desktop.config.model import ProxySettings, Target
+from desktop.config.model import LogSettings, ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
 from desktop.engine.eventloop import new_event_loop
-from desktop.engine.service import ListenError, ProxyService
+from desktop.engine.service import ListenError, ProxyService, is_loopback
 
-__all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus"]
+__all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
 
 log = logging.getLogger("trayproxy.controller")
 
@@ -53,6 +61,38 @@ CONFIG_POLL_S = 1.0
 KEY_REFRESH_MIN_INTERVAL_S = 30.0
 
 
+def _local_url(addresses: tuple[tuple[str, int], ...]) -> str | None:
+    if not addresses:
+        return None
+    host, port = addresses[0]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _where(addresses: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPort:
+    """A target served on a port of its own (``port = 8001`` in its table), besides the main
+    listener: an Anthropic-style tool on 8001 while an OpenAI-style one uses the main port."""
+
+    name: str
+    target_url: str
+    port: int
+    # (host, port) pairs listened on; empty while the proxy is stopped or the port is taken.
+    addresses: tuple[tuple[str, int], ...] = ()
+    # Why it is not listening there (port taken, ...); None when all is well.
+    error: str | None = None
+    # Why the target's key could not be read.
+    key_problem: str | None = None
+
+    @property
+    def local_url(self) -> str | None:
+        """The base URL tools should use for this target, e.g. ``http://127.0.0.1:8001``."""
+        return _local_url(self.addresses)
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyStatus:
     """What the proxy is doing, as of one moment."""
@@ -62,7 +102,8 @@ class ProxyStatus:
     target_url: str
     # (host, port) pairs actually listened on; empty unless running.
     addresses: tuple[tuple[str, int], ...] = ()
-    # Why the proxy could not start (port taken, ...); None when all is well.
+    # Why the proxy could not start (port taken, ...), or, while running, why it could not move
+    # to the listen address the file now gives (it keeps serving where it was); None when all is well.
     error: str | None = None
     # The config's target names, in file order (empty without a config file).
     targets: tuple[str, ...] = ()
@@ -74,14 +115,13 @@ class ProxyStatus:
     key_problem: str | None = None
     # The target's latest trouble (key rejected, rate limited, unreachable) until it clears.
     condition: TargetCondition | None = None
+    # Targets served on ports of their own, in file order.
+    target_ports: tuple[TargetPort, ...] = ()
 
     @property
     def local_url(self) -> str | None:
         """The base URL tools should use, e.g. ``http://127.0.0.1:8000``."""
-        if not self.addresses:
-            return None
-        host, port = self.addresses[0]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return _local_url(self.addresses)
 
     @property
     def problem(self) -> str | None:
@@ -90,9 +130,14 @@ class ProxyStatus:
             return self.error
         if self.config_error:
             return "the config file has an error: " + self.config_error.splitlines()[0]
+        for own in self.target_ports:
+            if own.error:
+                return f"{own.name} on port {own.port}: {own.error}"
         if self.condition is not None:
             return self.condition.message
-        return self.key_problem
+        if self.key_problem:
+            return self.key_problem
+        return next((own.key_problem for own in self.target_ports if own.key_problem), None)
 
 
 StatusListener = Callable[[ProxyStatus], None]
@@ -113,6 +158,9 @@ class ConfigBinding:
     save_choice: bool = True
     # Re-read the file when it changes.
     watch: bool = True
+    # Called with the file's [log] settings, at first and on every reload (``serve``'s -v and -q
+    # are applied on top there: the controller does not own logging).
+    apply_log: Callable[[LogSettings], None] = field(default=lambda settings: None)
 
 
 class ProxyController:
@@ -124,7 +172,10 @@ class ProxyController:
         target: Target,
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
+        port_holder: Callable[[int], str | None] | None = None,
     ) -> None:
+        """``port_holder(port)`` names the program holding a taken port, for the error (the
+        OS glue lives in ``desktop.platforms.ports``; the front end hands it in)."""
         self._settings = settings
         self._target = target
         self._resolver_factory = resolver_factory
@@ -135,6 +186,15 @@ class ProxyController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._service: ProxyService | None = None
+        self._port_holder = port_holder
+        # Targets with a port of their own, from the file: name -> (port, target).
+        self._wanted_ports: dict[str, tuple[int, Target]] = {}
+        # Their listeners while running, and why one is not listening, or not where the file says.
+        self._port_services: dict[str, ProxyService] = {}
+        self._port_errors: dict[str, str] = {}
+        self._port_key_problems: dict[str, str] = {}
+        # Listeners closed by a move or a removed target, finishing their open requests (loop only).
+        self._retiring: set[asyncio.Task[None]] = set()
         self._listeners: list[StatusListener] = []
         self._status = ProxyStatus("stopped", target.display_name, target.url)
         self._binding: ConfigBinding | None = None
@@ -147,9 +207,9 @@ class ProxyController:
         self._last_key_refresh = float("-inf")
         # A target whose key refresh was skipped as too soon, to retry when the interval ends.
         self._refresh_due: str | None = None
-        # The file entry of the target in use and what reading its key gave, so a reload that
-        # leaves the entry as it was does not read the key again (see _resolve).
-        self._resolved: tuple[TargetSpec, ResolvedTarget] | None = None
+        # Per target name: its file entry and what reading its key gave, so a reload that leaves
+        # the entry as it was does not read the key again (see _resolve).
+        self._resolved: dict[str, tuple[TargetSpec, ResolvedTarget]] = {}
 
     @classmethod
     def from_config(
@@ -157,6 +217,7 @@ class ProxyController:
         binding: ConfigBinding,
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
+        port_holder: Callable[[int], str | None] | None = None,
     ) -> ProxyController:
         """A controller for the file's target (or the pinned one); raise ConfigError when the
         file cannot be used, KeyError when the pinned target is not in it."""
@@ -169,17 +230,21 @@ class ProxyController:
             log.warning("%s", notice)
         spec = config.targets[name]
         resolved = resolve_target(spec)
+        binding.apply_log(config.log)
         controller = cls(
             binding.adjust_settings(config.settings),
             binding.adjust_target(resolved.target),
             resolver_factory=resolver_factory,
+            port_holder=port_holder,
         )
         controller._binding, controller._config = binding, config
-        controller._resolved = (spec, resolved)
+        controller._resolved[name] = (spec, resolved)
+        controller._wanted_ports = controller._resolve_ports(config)
         controller._update(
             targets=tuple(config.targets),
             config_path=str(binding.path),
             key_problem=resolved.problem,
+            target_ports=controller._ports_snapshot(),
         )
         if binding.watch:
             controller._watcher = threading.Thread(
@@ -221,27 +286,41 @@ class ProxyController:
             ready.wait()
             self._loop, self._thread = loop, thread
             try:
-                service = self._call(self._start_service())
+                service = self._call(self._start_service(self._settings, self._target))
             except BaseException as exc:
                 self._shutdown_loop()
-                message = str(exc) if isinstance(exc, ListenError) else f"could not start: {exc!r}"
+                message = self._explain(exc, self._settings.port)
                 self._update(state="error", addresses=(), error=message)
+                if isinstance(exc, ListenError) and message != str(exc):
+                    raise ListenError(message) from exc
                 raise
             self._service = service
             self._update(state="running", addresses=tuple(service.addresses), error=None)
+            self._sync_ports()
             return self._status
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop the proxy, giving open requests up to ``grace_s`` (default: the settings')."""
         with self._lock:
             service, self._service = self._service, None
-            if service is not None:
+            services = [service, *self._port_services.values()] if service is not None else []
+            self._port_services.clear()
+            self._port_errors.clear()
+            if services:
+                # Listeners retiring after a move finish by their own grace period at the latest.
+                bound = max(grace_s or 0, self._settings.stop_grace_s)
                 try:
-                    self._call(service.stop(grace_s), timeout=CALL_TIMEOUT_S + (grace_s or 0))
+                    self._call(self._stop_all(services, grace_s), timeout=CALL_TIMEOUT_S + bound)
                 finally:
                     self._shutdown_loop()
             if self._status.state != "stopped":
-                self._update(state="stopped", addresses=(), error=None, condition=None)
+                self._update(
+                    state="stopped",
+                    addresses=(),
+                    error=None,
+                    condition=None,
+                    target_ports=self._ports_snapshot(),
+                )
 
     def close(self, grace_s: float | None = None) -> None:
         """Stop the proxy and stop following the config file (the app is quitting)."""
@@ -274,6 +353,7 @@ class ProxyController:
         resolved = self._resolve(config.targets[name])
         self.set_target(binding.adjust_target(resolved.target))
         self._update(key_problem=resolved.problem)
+        # Targets on ports of their own stay as they are: the choice is the main port's.
         if binding.save_choice and not binding.pinned_target and config.active != name:
             try:
                 set_active_target(binding.path, name)
@@ -304,13 +384,23 @@ class ProxyController:
         if notice:
             log.warning("%s", notice)
         self._config = config
+        binding.apply_log(config.log)
         settings = binding.adjust_settings(config.settings)
-        self._apply_settings(settings)
         resolved = self._resolve(config.targets[name])
         if resolved.problem:
             log.warning("%s", resolved.problem)
+        self._wanted_ports = self._resolve_ports(config)
+        self._apply_settings(settings)
         self.set_target(binding.adjust_target(resolved.target))
-        self._update(targets=tuple(config.targets), config_error=None, key_problem=resolved.problem)
+        with self._lock:
+            if self._service is not None:
+                self._sync_ports()
+            self._update(
+                targets=tuple(config.targets),
+                config_error=None,
+                key_problem=resolved.problem,
+                target_ports=self._ports_snapshot(),
+            )
         log.info("config reloaded from %s", binding.path)
         return True
 
@@ -320,15 +410,128 @@ class ProxyController:
         with self._lock:
             old, self._settings = self._settings, settings
             service = self._service
-            if (old.hosts, old.port) != (settings.hosts, settings.port) and service is not None:
-                log.warning("the new listen address applies when the proxy is next started")
-            if service is not None and (old.allowed_hosts, old.allowed_origins) != (
-                settings.allowed_hosts,
-                settings.allowed_origins,
-            ):
-                self._call(
-                    self._on_loop(lambda: service.set_policy(settings.allowed_hosts, settings.allowed_origins))
+            if service is None:
+                return
+            if (old.allowed_hosts, old.allowed_origins) != (settings.allowed_hosts, settings.allowed_origins):
+                for each in (service, *self._port_services.values()):
+                    self._on_loop_call(each.set_policy, settings.allowed_hosts, settings.allowed_origins)
+            if _address(service.settings) == _address(settings):
+                self._update(error=None)  # a move that failed earlier is no longer asked for
+                return
+            moved, error = self._relocate("the proxy", service, settings, self._target)
+            if moved is None:
+                self.stop()
+                self._update(state="error", error=error)
+                return
+            self._service = moved
+            if error is None:
+                _warn_if_exposed(settings.hosts)
+            self._update(addresses=tuple(moved.addresses), error=error)
+
+    def _sync_ports(self) -> None:
+        """Under the lock, while running: a listener for each target with a port of its own,
+        where the file says, on that target; the others closed (open requests finish)."""
+        main = self._service
+        assert main is not None
+        main_ports = {port for _, port in main.addresses}
+        self._port_errors = {}
+        for name in list(self._port_services):
+            if name not in self._wanted_ports or self._wanted_ports[name][0] in main_ports:
+                gone = self._port_services.pop(name)
+                log.info("target %s is no longer served on port %d", name, gone.port)
+                self._on_loop_call(self._retire, gone)
+        for name, (port, target) in self._wanted_ports.items():
+            settings = replace(self._settings, port=port)
+            service = self._port_services.get(name)
+            if port in main_ports:  # possible when --port overrides the file
+                self._port_errors[name] = f"port {port} is the main listener's port"
+            elif service is None:
+                try:
+                    self._port_services[name] = self._call(self._start_service(settings, target))
+                except ListenError as exc:
+                    self._port_errors[name] = self._explain(exc, port)
+                    log.error("target %s is not served on port %d: %s", name, port, self._port_errors[name])
+                else:
+                    log.info("target %s is also served on %s", name, _where(self._port_services[name].addresses))
+            elif _address(service.settings) != _address(settings):
+                moved, error = self._relocate(f"target {name}", service, settings, target)
+                if moved is None:
+                    del self._port_services[name]
+                else:
+                    self._port_services[name] = moved
+                if error is not None:
+                    self._port_errors[name] = error
+            elif service.target != target:
+                self._on_loop_call(service.set_target, target)
+        self._update(target_ports=self._ports_snapshot())
+
+    def _relocate(
+        self, what: str, service: ProxyService, settings: ProxySettings, target: Target
+    ) -> tuple[ProxyService | None, str | None]:
+        """Under the lock: ``service`` moved to ``settings``' address (see _move), logged; with
+        the reason when the move failed, naming the port and who holds it."""
+        before = list(service.addresses)
+        moved, error = self._call(self._move(service, settings, target))
+        if error is None:
+            assert moved is not None
+            log.info(
+                "%s now listens on %s; requests open on %s finish there",
+                what,
+                _where(moved.addresses),
+                _where(before),
+            )
+            return moved, None
+        wanted = _where([(host, settings.port) for host in settings.hosts])
+        message = f"could not move to {wanted}: {self._explain(error, settings.port)}"
+        if moved is not None:
+            message += f"; still listening on {_where(moved.addresses)}"
+        log.error("%s %s", what, message)
+        return moved, message
+
+    def _resolve_ports(self, config: ConfigFile) -> dict[str, tuple[int, Target]]:
+        """The targets with a port of their own, their keys read (see _resolve)."""
+        binding = self._binding
+        assert binding is not None
+        wanted: dict[str, tuple[int, Target]] = {}
+        self._port_key_problems = {}
+        for name, port in config.target_ports().items():
+            resolved = self._resolve(config.targets[name])
+            if resolved.problem:
+                self._port_key_problems[name] = resolved.problem
+            wanted[name] = (port, binding.adjust_target(resolved.target))
+        return wanted
+
+    def _ports_snapshot(self) -> tuple[TargetPort, ...]:
+        ports = []
+        for name, (port, target) in self._wanted_ports.items():
+            service = self._port_services.get(name)
+            ports.append(
+                TargetPort(
+                    name=name,
+                    target_url=target.url,
+                    port=port,
+                    addresses=tuple(service.addresses) if service is not None else (),
+                    error=self._port_errors.get(name),
+                    key_problem=self._port_key_problems.get(name),
                 )
+            )
+        return tuple(ports)
+
+    def _explain(self, error: BaseException | None, port: int) -> str:
+        """The message for a listener that could not open, naming who holds a taken port."""
+        if not isinstance(error, ListenError):
+            return f"could not start: {error!r}"
+        message = str(error)
+        cause = error.__cause__
+        if self._port_holder is not None and isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            try:
+                holder = self._port_holder(port)
+            except Exception:  # best effort: the message is worth more than the detail
+                log.debug("could not tell who holds port %d", port, exc_info=True)
+                holder = None
+            if holder:
+                message += f" — held by {holder}"
+        return message
 
     def _watch(self) -> None:
         """The watcher thread: run queued jobs; re-read the file when it has changed."""
@@ -362,18 +565,25 @@ class ProxyController:
                 log.exception("config watcher job failed")
 
     def _on_condition(self, condition: TargetCondition) -> None:
-        """On the loop thread: keep the target's trouble in the status; re-fetch a command key."""
-        if condition.target_name != self._target.display_name:
+        """On the loop thread: keep the chosen target's trouble in the status; re-fetch a
+        command key (of the chosen target or one on a port of its own)."""
+        name = condition.target_name
+        chosen = name == self._target.display_name
+        if not chosen and name not in self._wanted_ports:
             return  # an answer from a target switched away from
-        self._update(condition=None if condition.kind == "ok" else condition)
+        if chosen:
+            self._update(condition=None if condition.kind == "ok" else condition)
         if condition.kind == "key_rejected" and condition.status == 401:
-            self._jobs.put(lambda: self._refresh_key(condition.target_name))
+            self._jobs.put(lambda: self._refresh_key(name))
 
     def _refresh_key(self, display_name: str) -> None:
         binding, config = self._binding, self._config
         if binding is None or config is None:
             return
         name = binding.pinned_target or config.active
+        if display_name in self._wanted_ports and display_name != name:
+            self._refresh_port_key(display_name)
+            return
         spec = config.targets.get(name)
         if spec is None or spec.name != display_name or not key_refreshes(spec):
             return
@@ -385,7 +595,7 @@ class ProxyController:
         self._refresh_due = None
         self._last_key_refresh = time.monotonic()
         resolved = resolve_target(spec)
-        self._resolved = (spec, resolved)
+        self._resolved[name] = (spec, resolved)
         target = binding.adjust_target(resolved.target)
         if resolved.problem:
             log.warning("%s", resolved.problem)
@@ -393,6 +603,38 @@ class ProxyController:
             log.info("target %s rejected its key; ran the key command again for a new one", name)
             self.set_target(target)
         self._update(key_problem=resolved.problem)
+        if name in self._wanted_ports:
+            self._refresh_port_key(name, resolved)
+
+    def _refresh_port_key(self, name: str, resolved: ResolvedTarget | None = None) -> None:
+        """Run the key command of ``name``, served on a port of its own, again (at most once
+        per KEY_REFRESH_MIN_INTERVAL_S) and give its listener the new key."""
+        binding, config = self._binding, self._config
+        if binding is None or config is None:
+            return
+        spec = config.targets.get(name)
+        if spec is None or not key_refreshes(spec):
+            return
+        if resolved is None:
+            if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
+                return
+            self._last_key_refresh = time.monotonic()
+            resolved = resolve_target(spec)
+            self._resolved[name] = (spec, resolved)
+        with self._lock:
+            if name not in self._wanted_ports:
+                return
+            port, target = self._wanted_ports[name][0], binding.adjust_target(resolved.target)
+            self._wanted_ports[name] = (port, target)
+            if resolved.problem:
+                self._port_key_problems[name] = resolved.problem
+            else:
+                self._port_key_problems.pop(name, None)
+            service = self._port_services.get(name)
+            if service is not None and service.target != target:
+                log.info("target %s rejected its key; ran the key command again for a new one", name)
+                self._on_loop_call(service.set_target, target)
+            self._update(target_ports=self._ports_snapshot())
 
     def _resolve(self, spec: TargetSpec) -> ResolvedTarget:
         """The target for ``spec``, reading its key only when the entry is new or changed.
@@ -401,21 +643,76 @@ class ProxyController:
         not run a key command again: it may unlock a password manager or open an SSO page,
         and a fresh token would sidestep KEY_REFRESH_MIN_INTERVAL_S. A key that could not be
         read last time is tried again, since the edit may be the fix."""
-        cached = self._resolved
+        cached = self._resolved.get(spec.name)
         if cached is not None and cached[1].problem is None and _same_entry(cached[0], spec):
             return cached[1]
         resolved = resolve_target(spec)
-        self._resolved = (spec, resolved)
+        self._resolved[spec.name] = (spec, resolved)
         return resolved
 
-    async def _start_service(self) -> ProxyService:
+    async def _start_service(self, settings: ProxySettings, target: Target) -> ProxyService:
         resolver = self._resolver_factory() if self._resolver_factory else None
-        service = ProxyService(self._settings, self._target, resolver=resolver, on_condition=self._on_condition)
+        service = ProxyService(settings, target, resolver=resolver, on_condition=self._on_condition)
         await service.start()
         return service
 
+    async def _move(
+        self, old: ProxyService, settings: ProxySettings, target: Target
+    ) -> tuple[ProxyService | None, BaseException | None]:
+        """A listener at ``settings``' address in place of ``old``, and the error if there is
+        none: (new, None); (old, error) when the new address cannot be had; (None, error) when
+        even the old address could not be taken back. ``old`` is retired on success: it stops
+        accepting and its open requests get its grace period, as on Stop.
+
+        A new port is bound while ``old`` still listens, so a taken port changes nothing. Other
+        hosts on the same port cannot be bound next to ``old`` (0.0.0.0:P conflicts with
+        127.0.0.1:P), so ``old`` closes its listening sockets first, for the time of one bind,
+        and takes its address back if the new hosts fail."""
+        old_port = old.port  # the port the OS picked, when the settings say 0
+        same_port = settings.port == old_port
+        if same_port:
+            await old.stop_listening()
+        try:
+            new = await self._start_service(settings, target)
+        except Exception as exc:
+            if not same_port:
+                return old, exc
+            try:
+                back = await self._start_service(replace(old.settings, port=old_port), old.target)
+            except Exception:
+                log.exception("could not listen on port %d again", old_port)
+                back = None
+            self._retire(old)
+            return back, exc
+        self._retire(old)
+        return new, None
+
+    def _retire(self, service: ProxyService) -> None:
+        """On the loop: stop ``service`` in the background; open requests get its grace period."""
+        task = asyncio.get_running_loop().create_task(self._stop_quietly(service), name="retire-listener")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     @staticmethod
-    async def _on_loop(action: Callable[[], None]) -> None:
+    async def _stop_quietly(service: ProxyService, grace_s: float | None = None) -> None:
+        try:
+            await service.stop(grace_s)
+        except Exception:
+            log.exception("a listener did not stop cleanly")
+
+    async def _stop_all(self, services: list[ProxyService], grace_s: float | None) -> None:
+        """Stop every listener, and wait for those retiring to finish their grace period."""
+        await asyncio.gather(*(self._stop_quietly(service, grace_s) for service in services))
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
+
+    def _on_loop_call(self, action: Callable[..., object], *args: Any) -> None:
+        """Run ``action(*args)`` on the loop and wait for it (a service's methods are not
+        thread-safe)."""
+        self._call(self._on_loop(functools.partial(action, *args)))
+
+    @staticmethod
+    async def _on_loop(action: Callable[[], object]) -> None:
         action()
 
     @staticmethod
@@ -472,6 +769,16 @@ class ProxyController:
                     listener(status)
                 except Exception:
                     log.exception("status listener failed")
+
+
+def _address(settings: ProxySettings) -> tuple[tuple[str, ...], int]:
+    return (settings.hosts, settings.port)
+
+
+def _warn_if_exposed(hosts: tuple[str, ...]) -> None:
+    for host in hosts:
+        if not is_loopback(host):
+            log.warning("listening on %s: other machines that can reach it can use the keys this proxy adds", host)
 
 
 def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
