@@ -125,6 +125,11 @@ port = 8000
 allowed_hosts = []
 allowed_origins = []
 
+[log]
+# debug, info, warning or error; access: one line per request (method, path, status, timings).
+level = "info"
+access = true
+
 [targets.openai]
 url = "https://api.openai.com"
 # The key comes from OPENAI_API_KEY when it is set; otherwise your tool's own key passes.
@@ -135,6 +140,9 @@ headers = { Authorization = "Bearer {key}" }
 url = "https://api.anthropic.com"
 key = { env = "ANTHROPIC_API_KEY" }
 headers = { x-api-key = "{key}" }
+# Also serve it on a port of its own, whatever `active` says, so an Anthropic-style tool
+# (ANTHROPIC_BASE_URL=http://127.0.0.1:8001) runs next to an OpenAI-style one on port 8000:
+# port = 8001
 
 [targets.ollama]
 url = "http://127.0.0.1:11434"

@@ -15,7 +15,7 @@ import pystray
 
 from desktop.controller import ProxyStatus
 
-__all__ = ["Act", "TrayView", "build_menu", "status_line"]
+__all__ = ["Act", "TrayView", "build_menu", "status_line", "target_port_lines"]
 
 Act = Callable[[str, str | None], None]
 
@@ -40,6 +40,20 @@ def status_line(status: ProxyStatus) -> str:
         text = f"TrayProxy: stopped ({status.target_name})"
     problem = status.problem
     return f"{text} — {problem}" if problem else text
+
+
+def target_port_lines(status: ProxyStatus) -> list[str]:
+    """One line per target served on a port of its own, while running:
+    ``anthropic on 127.0.0.1:8001``, or why its port is not open."""
+    if status.state != "running":
+        return []
+    lines = []
+    for own in status.target_ports:
+        if own.local_url:
+            lines.append(f"{own.name} on {own.local_url.removeprefix('http://')}")
+        else:
+            lines.append(f"{own.name}: port {own.port} not open — {own.error or 'not listening'}")
+    return lines
 
 
 def _shorten(text: str, limit: int = 90) -> str:
@@ -71,6 +85,7 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
     )
     return pystray.Menu(
         pystray.MenuItem(_shorten(status_line(status)), None, enabled=False),
+        *(pystray.MenuItem(_shorten(line), None, enabled=False) for line in target_port_lines(status)),
         pystray.Menu.SEPARATOR,
         pystray.MenuItem("Stop proxy" if running else "Start proxy", do("toggle"), default=True),
         pystray.MenuItem("Target", pystray.Menu(*targets)),

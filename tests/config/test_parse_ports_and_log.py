@@ -139,3 +139,13 @@ def test_every_port_clash_is_listed_not_only_the_first() -> None:
         f"{PATH}:8:1: port 9000 of target 'b' is the main port ([listen] port); pick another",
         f"{PATH}:10:1: unknown log level 'verbose' (one of debug, info, warning, error)",
     ]
+
+
+def test_the_default_file_logs_at_info_with_request_lines_and_no_own_ports() -> None:
+    """The file written on first run spells out [log] and hints at a port of its own."""
+    from desktop.config.store import DEFAULT_CONFIG
+
+    config = parse_config(DEFAULT_CONFIG)
+    assert config.log == LogSettings()
+    assert config.target_ports() == {}
+    assert "# port = 8001" in DEFAULT_CONFIG
