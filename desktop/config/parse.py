@@ -12,6 +12,7 @@ The file (``config.toml`` in the user's config directory)::
     [security]
     allowed_hosts = []              # added to 127.0.0.1, localhost, [::1]
     allowed_origins = []            # added to local pages and editor/app schemes
+    require_token = false           # clients must send the local token as their API key
 
     [log]
     level = "info"                  # debug, info, warning or error
@@ -66,7 +67,7 @@ __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 TOP_KEYS = ("active", "proxy", "listen", "security", "log", "targets")
 LISTEN_KEYS = ("hosts", "port")
 LOG_KEYS = ("level", "access")
-SECURITY_KEYS = ("allowed_hosts", "allowed_origins")
+SECURITY_KEYS = ("allowed_hosts", "allowed_origins", "require_token")
 TARGET_KEYS = (
     "url",
     "key",
@@ -394,6 +395,7 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         port=port,
         allowed_hosts=DEFAULT_ALLOWED_HOSTS + check.strings(security, "allowed_hosts", ("security",)),
         allowed_origins=DEFAULT_ALLOWED_ORIGINS + check.strings(security, "allowed_origins", ("security",)),
+        require_token=check.typed(security, "require_token", bool, ("security",), False),
     )
     targets: dict[str, TargetSpec] = {}
     default_proxy = _check_proxy(check, data, ())

@@ -124,11 +124,9 @@ port = 8000
 # served from this machine and editor webviews) allowed to use the proxy and its keys.
 allowed_hosts = []
 allowed_origins = []
-
-[log]
-# debug, info, warning or error; access: one line per request (method, path, status, timings).
-level = "info"
-access = true
+# true: programs must send TrayProxy's own access token as their API key, so only those you
+# give it to can use the keys below (print it with: trayproxy config token).
+require_token = false
 
 [targets.openai]
 url = "https://api.openai.com"
@@ -140,9 +138,6 @@ headers = { Authorization = "Bearer {key}" }
 url = "https://api.anthropic.com"
 key = { env = "ANTHROPIC_API_KEY" }
 headers = { x-api-key = "{key}" }
-# Also serve it on a port of its own, whatever `active` says, so an Anthropic-style tool
-# (ANTHROPIC_BASE_URL=http://127.0.0.1:8001) runs next to an OpenAI-style one on port 8000:
-# port = 8001
 
 [targets.ollama]
 url = "http://127.0.0.1:11434"
