@@ -30,6 +30,7 @@ ROWS = (
     ("small_c64_p99_ms", "small p99 ms, c=64 ↓"),
     ("cpu_us_per_req_c1", "proxy CPU µs/req, c=1 ↓"),
     ("cpu_us_per_req_c64", "proxy CPU µs/req, c=64 ↓"),
+    ("cpu_busy_c64", "proxy CPU busy, c=64 (1 = saturated)"),
     ("download_mb_s", "64 MiB download MB/s ↑"),
     ("upload_mb_s", "64 MiB upload MB/s ↑"),
     ("rss_idle_mib", "proxy idle RSS MiB ↓"),
@@ -44,7 +45,7 @@ ROWS = (
     ("ws_1k_concurrent_rt_s", "WS echo 1 KiB rt/s, concurrent ↑"),
 )
 # Differences (from direct, from idle): a ratio of two small noisy differences says nothing.
-NO_RATIO = {"sse_added_p50_ms", "sse_added_p99_ms", "rss_growth_mib"}
+NO_RATIO = {"sse_added_p50_ms", "sse_added_p99_ms", "rss_growth_mib", "cpu_busy_c64"}
 
 
 def ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -131,8 +132,9 @@ def _checkout() -> str:
     return f"{commit}{' with uncommitted changes in desktop/' if dirty else ''}"
 
 
-def describe_machine(pinning: Pinning) -> dict[str, str]:
-    """What the figures depend on: CPUs, kernel, load, pinning, and each program's version."""
+def describe_machine(pinning: Pinning, *, checkout: bool = True) -> dict[str, str]:
+    """What the figures depend on: CPUs, kernel, load, pinning, and each program's version;
+    ``checkout``: whether the TrayProxy measured is this checkout's (its commit is named)."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return {
         "machine": f"{os.cpu_count()} CPUs ({_cpu_model()}), Linux {platform.release()}, load average {load}",
@@ -143,6 +145,7 @@ def describe_machine(pinning: Pinning) -> dict[str, str]:
         ),
         "python": (
             f"Python {platform.python_version()}, aiohttp {_package('aiohttp')}, "
-            f"uvloop {_package('uvloop')}, TrayProxy {_package('trayproxy')} at {_checkout()}"
+            f"uvloop {_package('uvloop')}, TrayProxy {_package('trayproxy')}"
+            + (f" at {_checkout()}" if checkout else "")
         ),
     }

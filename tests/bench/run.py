@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -197,8 +198,11 @@ def measure_small(routes: list[Route], plan: Plan, samples: Samples) -> None:
                 if run.errors:
                     samples.peak(route, f"{prefix}_errors", run.errors)
                 if pid:
-                    cpu_us = (measure.cpu_seconds(pid) - cpu_before) * 1e6
-                    samples.add(route, f"cpu_us_per_req_c{connections}", cpu_us / max(1, run.requests))
+                    cpu_s = measure.cpu_seconds(pid) - cpu_before
+                    samples.add(route, f"cpu_us_per_req_c{connections}", cpu_s * 1e6 / max(1, run.requests))
+                    # Near 1: the proxy's CPU was the limit. Well below: something else was (the
+                    # load CPU, wake-ups, or other processes on the proxy's CPU).
+                    samples.add(route, f"cpu_busy_c{connections}", cpu_s / plan.wrk_seconds)
 
 
 def measure_all(routes: list[Route], plan: Plan, source: Path) -> dict[str, dict[str, float]]:
@@ -264,7 +268,7 @@ def main() -> int:
     # SIGTERM would end Python without unwinding; as an exit, every server started gets stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     pinning = servers.pin_this_process()
-    machine = report.describe_machine(pinning)
+    machine = report.describe_machine(pinning, checkout=not args.trayproxy)
     if args.trayproxy:
         machine["trayproxy"] = f"{args.trayproxy} (in {Path.cwd()})"
     started = time.monotonic()
@@ -283,6 +287,7 @@ def main() -> int:
             # process's memory map says which it picked.
             machine["trayproxy loop"] = "uvloop" if measure.has_loaded(tray_pid, "/uvloop/") else "asyncio"
             figures = measure_all(routes, plan, source)
+    machine["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = {
         "machine": machine,
         "plan": asdict(plan),

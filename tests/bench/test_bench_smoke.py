@@ -36,6 +36,7 @@ EVERY_PATH = (
 PROXIES_ONLY = (
     "cpu_us_per_req_c1",
     "cpu_us_per_req_c64",
+    "cpu_busy_c64",
     "rss_idle_mib",
     "rss_growth_mib",
     "sse_added_p50_ms",
