@@ -179,12 +179,19 @@ def _build_parser() -> argparse.ArgumentParser:
         ("edit", "open the config file in $VISUAL / $EDITOR (created first if missing), then check it"),
         ("check", "check the config file and every key source; list each problem as path:line:col"),
         ("set-key", "store a target's key in the OS keychain (typed without echo, or read from stdin)"),
+        ("token", "print the local access token clients send as their API key when require_token is on"),
     ):
         sub = config_commands.add_parser(action, help=text, description=text)
         if action == "test":
             sub.add_argument("target", nargs="?", help="the target's name (default: the active one)")
         if action == "set-key":
             sub.add_argument("target", help="the target's name, as in [targets.NAME]")
+        if action == "token":
+            sub.add_argument(
+                "--rotate",
+                action="store_true",
+                help="make a new token; the old one stops working (a running TrayProxy follows within seconds)",
+            )
         sub.add_argument(
             "--config",
             metavar="PATH",
@@ -309,6 +316,7 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
     settings); a target name, or no --target, needs the file (created with the defaults on
     first run), which is re-read when it changes. Flags apply on top of the file.
     """
+    from desktop.config.localtoken import settings_with_token
     from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
@@ -327,7 +335,7 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
                 config = load_config(path)
             except ConfigError as exc:
                 raise UsageError(f"the config file has problems:\n{exc}") from None
-            settings = config.settings
+            settings = settings_with_token(config.settings, path)
             apply_log(config.log)
         return ProxyController(
             _settings_from_args(args, settings), _target_from_args(args), port_holder=port_holder
@@ -463,6 +471,7 @@ def _config_edit(path: Path) -> int:
 
 def _config_check(path: Path) -> int:
     from desktop.config.keys import protect_in_file_keys, resolve_target
+    from desktop.config.localtoken import brings_own_key
     from desktop.config.parse import ConfigError
     from desktop.config.store import load_config
 
@@ -482,9 +491,46 @@ def _config_check(path: Path) -> int:
             level = "error" if resolved.fatal else "warning"
             print(f"{path}:{line}:{col}: {level}: {resolved.problem}", file=sys.stderr)
             errors += resolved.fatal
+        if config.settings.require_token and not brings_own_key(spec, resolved.target):
+            print(
+                f"{path}: warning: target '{spec.name}' adds no key of its own: with require_token"
+                " its requests carry no credential (the client's holds the local token);"
+                " fine for a server that needs none, such as a local Ollama",
+                file=sys.stderr,
+            )
     if errors:
         return 1
     print(f"{path}: OK, {len(config.targets)} target(s), active: {config.active}")
+    return 0
+
+
+def _config_token(args: argparse.Namespace, path: Path) -> int:
+    """Print the local access token (made on first use); the person's own secret, asked for."""
+    from desktop.config.localtoken import LocalTokenError, ensure_token, rotate_token, token_path
+    from desktop.config.parse import ConfigError
+    from desktop.config.store import load_config
+
+    file = token_path(path)
+    try:
+        token = rotate_token(file) if args.rotate else ensure_token(file)
+    except (OSError, LocalTokenError) as exc:
+        print(f"could not {'write' if args.rotate else 'read'} the local access token: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    if args.rotate:
+        print(
+            "made a new token; the previous one no longer works (a running TrayProxy follows within seconds)",
+            file=sys.stderr,
+        )
+    try:
+        required = load_config(path).settings.require_token
+    except ConfigError:
+        required = True  # nothing to add: `config check` tells what is wrong with the file
+    if not required:
+        print(
+            f"note: require_token is off in {path} ([security]): TrayProxy does not ask for this token yet",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -553,6 +599,8 @@ def _config(args: argparse.Namespace) -> int:
         return _config_set_key(args, path)
     if args.config_command == "check":
         return _config_check(path)
+    if args.config_command == "token":
+        return _config_token(args, path)
     if args.config_command == "show":
         from desktop.config.store import show_redacted
 

@@ -36,7 +36,8 @@ from typing import Any, Literal, TypeVar
 from aiohttp.abc import AbstractResolver
 
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
-from desktop.config.model import LogSettings, ProxySettings, Target
+from desktop.config.localtoken import settings_with_token, token_path
+from desktop.config.model import LogSettings, ProxySettings, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
@@ -117,6 +118,8 @@ class ProxyStatus:
     condition: TargetCondition | None = None
     # Targets served on ports of their own, in file order.
     target_ports: tuple[TargetPort, ...] = ()
+    # The token clients must send as their API key ([security] require_token); None when off.
+    local_token: Secret | None = None
 
     @property
     def local_url(self) -> str | None:
@@ -232,7 +235,7 @@ class ProxyController:
         resolved = resolve_target(spec)
         binding.apply_log(config.log)
         controller = cls(
-            binding.adjust_settings(config.settings),
+            settings_with_token(binding.adjust_settings(config.settings), binding.path),
             binding.adjust_target(resolved.target),
             resolver_factory=resolver_factory,
             port_holder=port_holder,
@@ -243,6 +246,7 @@ class ProxyController:
         controller._update(
             targets=tuple(config.targets),
             config_path=str(binding.path),
+            local_token=controller._settings.local_token,
             key_problem=resolved.problem,
             target_ports=controller._ports_snapshot(),
         )
@@ -385,7 +389,7 @@ class ProxyController:
             log.warning("%s", notice)
         self._config = config
         binding.apply_log(config.log)
-        settings = binding.adjust_settings(config.settings)
+        settings = settings_with_token(binding.adjust_settings(config.settings), binding.path)
         resolved = self._resolve(config.targets[name])
         if resolved.problem:
             log.warning("%s", resolved.problem)
@@ -398,6 +402,7 @@ class ProxyController:
             self._update(
                 targets=tuple(config.targets),
                 config_error=None,
+                local_token=settings.local_token,
                 key_problem=resolved.problem,
                 target_ports=self._ports_snapshot(),
             )
@@ -415,6 +420,9 @@ class ProxyController:
             if (old.allowed_hosts, old.allowed_origins) != (settings.allowed_hosts, settings.allowed_origins):
                 for each in (service, *self._port_services.values()):
                     self._on_loop_call(each.set_policy, settings.allowed_hosts, settings.allowed_origins)
+            if (old.require_token, old.local_token) != (settings.require_token, settings.local_token):
+                for each in (service, *self._port_services.values()):
+                    self._on_loop_call(each.set_local_token, settings.require_token, settings.local_token)
             if _address(service.settings) == _address(settings):
                 self._update(error=None)  # a move that failed earlier is no longer asked for
                 return
@@ -537,7 +545,8 @@ class ProxyController:
         """The watcher thread: run queued jobs; re-read the file when it has changed."""
         binding = self._binding
         assert binding is not None
-        seen = _file_signature(binding.path)
+        # The token file too: `trayproxy config token --rotate` takes effect like an edit.
+        seen = (_file_signature(binding.path), _file_signature(token_path(binding.path)))
         while True:
             try:
                 job = self._jobs.get(timeout=CONFIG_POLL_S)
@@ -557,7 +566,7 @@ class ProxyController:
                     and self._status.condition.target_name == due
                 ):
                     self._refresh_key(due)
-                current = _file_signature(binding.path)
+                current = (_file_signature(binding.path), _file_signature(token_path(binding.path)))
                 if current != seen:
                     seen = current
                     self.reload_config()

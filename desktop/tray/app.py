@@ -158,6 +158,7 @@ class TrayApp:
                 status.local_url,
                 shell="powershell" if arg == "powershell" else "posix",
                 key_added_by_proxy=self._proxy_adds_key(),
+                local_token=status.local_token.reveal() if status.local_token else None,
             )
             self._copy(lines, "the environment lines")
         elif action == "open-config" and status.config_path:
