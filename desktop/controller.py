@@ -394,7 +394,10 @@ class ProxyController:
         if resolved.problem:
             log.warning("%s", resolved.problem)
         self._wanted_ports = self._resolve_ports(config)
-        self._apply_settings(settings)
+        with self._lock:
+            if self._service is not None:
+                self._release_claimed_ports(settings.port)
+            self._apply_settings(settings)
         self.set_target(binding.adjust_target(resolved.target))
         with self._lock:
             if self._service is not None:
@@ -447,7 +450,7 @@ class ProxyController:
             if name not in self._wanted_ports or self._wanted_ports[name][0] in main_ports:
                 gone = self._port_services.pop(name)
                 log.info("target %s is no longer served on port %d", name, gone.port)
-                self._on_loop_call(self._retire, gone)
+                self._call(self._retire(gone))
         for name, (port, target) in self._wanted_ports.items():
             settings = replace(self._settings, port=port)
             service = self._port_services.get(name)
@@ -472,6 +475,18 @@ class ProxyController:
             elif service.target != target:
                 self._on_loop_call(service.set_target, target)
         self._update(target_ports=self._ports_snapshot())
+
+    def _release_claimed_ports(self, main_port: int) -> None:
+        """Under the lock, before moving: close the listeners of targets leaving a port that
+        another listener now wants, so swapped ports (main 8000 and anthropic 8001 trading
+        places) free each other instead of each finding the other's port taken."""
+        claimed = {port: name for name, (port, _) in self._wanted_ports.items()}
+        claimed[main_port] = None  # the main listener's
+        for name, service in list(self._port_services.items()):
+            wanted = self._wanted_ports[name][0] if name in self._wanted_ports else None
+            if service.port != wanted and service.port in claimed and claimed[service.port] != name:
+                log.info("target %s leaves port %d for %s", name, service.port, claimed[service.port] or "the proxy")
+                self._call(self._retire(self._port_services.pop(name)))
 
     def _relocate(
         self, what: str, service: ProxyService, settings: ProxySettings, target: Target
@@ -691,13 +706,15 @@ class ProxyController:
             except Exception:
                 log.exception("could not listen on port %d again", old_port)
                 back = None
-            self._retire(old)
+            await self._retire(old)
             return back, exc
-        self._retire(old)
+        await self._retire(old)
         return new, None
 
-    def _retire(self, service: ProxyService) -> None:
-        """On the loop: stop ``service`` in the background; open requests get its grace period."""
+    async def _retire(self, service: ProxyService) -> None:
+        """Close ``service``'s listening sockets now, so its address is free when this returns,
+        and stop it in the background: open requests get its grace period, as on Stop."""
+        await service.stop_listening()
         task = asyncio.get_running_loop().create_task(self._stop_quietly(service), name="retire-listener")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

@@ -344,3 +344,42 @@ def test_moving_back_and_forth_leaves_no_socket_thread_or_task_behind(tmp_path: 
     finally:
         controller.close(grace_s=0.5)
     assert_nothing_left_over(before)
+
+
+def test_ports_swapped_in_one_edit_trade_places_without_an_error(
+    tmp_path: Path, follow: list[ProxyController]
+) -> None:
+    """Swapping the main port with a target's, or two targets' ports, in one save: each
+    listener frees the port the other wants, so nobody finds its new port taken by us."""
+    seen_a, seen_b, seen_c = Seen(), Seen(), Seen()
+    first, second, third = free_port(), free_port(), free_port()
+    with (
+        BackgroundServer(echo_app(seen_a)) as a,
+        BackgroundServer(echo_app(seen_b)) as b,
+        BackgroundServer(echo_app(seen_c)) as c,
+    ):
+        targets = {"a": a.url, "b": b.url, "c": c.url}
+        path = tmp_path / "config.toml"
+        path.write_text(config_text(targets, port=first, own_ports={"b": second, "c": third}))
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False), port_holder=port_holder)
+        follow.append(controller)
+        controller.start()
+
+        path.write_text(config_text(targets, port=second, own_ports={"b": first, "c": third}))
+        assert controller.reload_config()
+        assert controller.status.problem is None, controller.status
+        assert get(second, "/main").status_code == 200
+        assert get(first, "/b-1").status_code == 200
+
+        path.write_text(config_text(targets, port=second, own_ports={"b": third, "c": first}))
+        assert controller.reload_config()
+        assert controller.status.problem is None, controller.status
+        assert [(own.name, own.addresses) for own in controller.status.target_ports] == [
+            ("b", (("127.0.0.1", third),)),
+            ("c", (("127.0.0.1", first),)),
+        ]
+        assert get(third, "/b-2").status_code == 200
+        assert get(first, "/c").status_code == 200
+    assert paths(seen_a) == ["/main"]
+    assert paths(seen_b) == ["/b-1", "/b-2"]
+    assert paths(seen_c) == ["/c"]
