@@ -128,6 +128,11 @@ allowed_origins = []
 # give it to can use the keys below (print it with: trayproxy config token).
 require_token = false
 
+[log]
+# debug, info, warning or error; access: one line per request (method, path, status, timings).
+level = "info"
+access = true
+
 [targets.openai]
 url = "https://api.openai.com"
 # The key comes from OPENAI_API_KEY when it is set; otherwise your tool's own key passes.
@@ -138,6 +143,9 @@ headers = { Authorization = "Bearer {key}" }
 url = "https://api.anthropic.com"
 key = { env = "ANTHROPIC_API_KEY" }
 headers = { x-api-key = "{key}" }
+# Also serve it on a port of its own, whatever `active` says, so an Anthropic-style tool
+# (ANTHROPIC_BASE_URL=http://127.0.0.1:8001) runs next to an OpenAI-style one on port 8000:
+# port = 8001
 
 [targets.ollama]
 url = "http://127.0.0.1:11434"
