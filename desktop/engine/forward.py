@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, map_client_error
 from desktop.engine.headers import response_headers
@@ -45,8 +45,12 @@ class PassThroughResponse(web.StreamResponse):
     end) and leave in the same send, which halves the sends of a small answer.
     """
 
-    def __init__(self, *, hold_headers: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, headers: CIMultiDict[str], hold_headers: bool = False, status: int, reason: str | None
+    ) -> None:
+        # ``headers`` is built for this response alone, so it is used as is: aiohttp's
+        # (internal) _real_headers, which its own web.Response uses to skip the copy.
+        super().__init__(status=status, reason=reason, _real_headers=headers)
         # aiohttp's own switch (web.Response sets it off): headers are kept in the writer's
         # buffer and written together with the first body chunk or at write_eof.
         self._send_headers_immediately = not hold_headers
@@ -106,7 +110,6 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
         headers["Proxy-Authorization"] = upstream.proxy_authorization
     body, replayable = await _request_body(request)
     url = upstream.url_for(request.raw_path)
-    target = upstream.target.display_name
     for attempt in range(1, MAX_ATTEMPTS + 1):
         note = ReuseNote()
         token = REUSE_NOTE.set(note)
@@ -132,11 +135,13 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
                 and replayable
                 and not isinstance(exc, aiohttp.ClientConnectorError)
             ):
-                log.debug("pooled connection to %s failed; retrying on a new one", target)
+                log.debug(
+                    "pooled connection to %s failed; retrying on a new one", upstream.target.display_name
+                )
                 continue
-            raise map_client_error(exc, target=target) from exc
+            raise map_client_error(exc, target=upstream.target.display_name) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise map_client_error(exc, target=target) from exc
+            raise map_client_error(exc, target=upstream.target.display_name) from exc
         finally:
             REUSE_NOTE.reset(token)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
@@ -123,10 +122,12 @@ class _ExactRequest(aiohttp.ClientRequest):
         self._skip_auto_headers = _SKIPPED
 
     def update_body_from_data(self, body: object, _stacklevel: int = 3) -> None:
-        had_length = hdrs.CONTENT_LENGTH in self.headers
+        if body is None:
+            # All aiohttp does for no body is add that Content-Length: 0 (a Content-Length the
+            # client sent stays in the headers).
+            self._body = None
+            return
         super().update_body_from_data(body, _stacklevel=_stacklevel + 1)
-        if body is None and not had_length:
-            self.headers.popall(hdrs.CONTENT_LENGTH, None)
 
 
 class ReuseNote:
