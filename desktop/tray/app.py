@@ -68,6 +68,13 @@ def _problems(status: ProxyStatus) -> dict[tuple[str, str], str]:
         found[(status.target_name, "key")] = status.key_problem
     if status.condition is not None:
         found[(status.target_name, status.condition.kind)] = status.condition.message
+    # Targets on ports of their own: a taken port or an unreadable key there needs the person
+    # as much as on the main port.
+    for own in status.target_ports:
+        if own.error:
+            found[(own.name, "listen")] = own.error
+        if own.key_problem:
+            found[(own.name, "key")] = own.key_problem
     return found
 
 

@@ -630,3 +630,22 @@ def test_alert_text_reaches_the_notification_server_verbatim(desktop_env: dict[s
     title, body = "It's TrayProxy", "C:\\Users\\me's config → line 3 'port'"
     assert platforms.alert(title, body, environ=desktop_env) == (True, "shown through the notification server")
     assert wait_for_notification(desktop_env, title) == f"{title}: {body}"
+
+
+def test_a_taken_port_of_a_target_with_its_own_port_is_notified(
+    launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    """beta has a port of its own (``port = N``) that another program holds: the main port
+    still serves alpha, and a notification names beta's port as in use."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        port = free_port()
+        config = write_config(tmp_path, port, upstreams["alpha"].url, upstreams["beta"].url)
+        config.write_text(config.read_text() + f"port = {taken}\n")
+        app = launch(config, port)
+        app.wait_for_status("running")
+        assert get(port, "/main")[0] == 200
+        shown = wait_for_notification(app.env, str(taken))
+        assert "already in use" in shown, shown
