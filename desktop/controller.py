@@ -42,6 +42,7 @@ from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
 from desktop.engine.eventloop import new_event_loop
+from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
 from desktop.engine.service import ListenError, ProxyService, is_loopback
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
@@ -87,6 +88,9 @@ class TargetPort:
     error: str | None = None
     # Why the target's key could not be read.
     key_problem: str | None = None
+    # True when the proxy puts a credential header (Authorization, x-api-key, api-key) in for
+    # this target, so tools need only a placeholder key.
+    adds_key: bool = False
 
     @property
     def local_url(self) -> str | None:
@@ -536,6 +540,7 @@ class ProxyController:
                     addresses=tuple(service.addresses) if service is not None else (),
                     error=self._port_errors.get(name),
                     key_problem=self._port_key_problems.get(name),
+                    adds_key=any(header.lower() in CLIENT_CREDENTIAL_HEADERS for header, _ in target.add_headers),
                 )
             )
         return tuple(ports)

@@ -161,10 +161,19 @@ class TrayApp:
         elif action == "copy-url" and status.local_url:
             self._copy(status.local_url, "the local URL")
         elif action == "copy-env" and status.local_url:
+            # arg: "posix" or "powershell" for the main port, "posix:NAME" for target NAME's own port.
+            shell, _, own_name = (arg or "posix").partition(":")
+            url, adds_key = status.local_url, self._proxy_adds_key()
+            own = next((own for own in status.target_ports if own.name == own_name), None)
+            if own_name and (own is None or own.local_url is None):
+                self.notify(f"{own_name} is not listening on a port of its own now")
+                return
+            if own is not None and own.local_url is not None:
+                url, adds_key = own.local_url, own.adds_key
             lines = environment_lines(
-                status.local_url,
-                shell="powershell" if arg == "powershell" else "posix",
-                key_added_by_proxy=self._proxy_adds_key(),
+                url,
+                shell="powershell" if shell == "powershell" else "posix",
+                key_added_by_proxy=adds_key,
                 local_token=status.local_token.reveal() if status.local_token else None,
             )
             self._copy(lines, "the environment lines")

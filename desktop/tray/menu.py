@@ -79,10 +79,21 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
     targets = [choose(name) for name in status.targets] or [
         pystray.MenuItem(status.target_name, None, checked=lambda item: True, radio=True, enabled=False)
     ]
-    copy_env = pystray.Menu(
+    # The main port's lines, then each own-port target's: a tool pointed at 8001 reaches that
+    # target whatever the active one is.
+    copy_env_items = [
         pystray.MenuItem("POSIX shell (bash, zsh)", do("copy-env", "posix"), enabled=running),
         pystray.MenuItem("PowerShell", do("copy-env", "powershell"), enabled=running),
-    )
+    ]
+    for own in status.target_ports if running else ():
+        if own.local_url:
+            where = f"{own.name} on port {own.port}"
+            copy_env_items += [
+                pystray.Menu.SEPARATOR,
+                pystray.MenuItem(f"{where}: POSIX shell", do("copy-env", f"posix:{own.name}")),
+                pystray.MenuItem(f"{where}: PowerShell", do("copy-env", f"powershell:{own.name}")),
+            ]
+    copy_env = pystray.Menu(*copy_env_items)
     return pystray.Menu(
         pystray.MenuItem(_shorten(status_line(status)), None, enabled=False),
         *(pystray.MenuItem(_shorten(line), None, enabled=False) for line in target_port_lines(status)),

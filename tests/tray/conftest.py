@@ -14,6 +14,7 @@ When the binaries are missing, these tests skip with the install hint, except un
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,24 @@ def desktop_env(desktop: DesktopSession, monkeypatch: pytest.MonkeyPatch) -> dic
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", desktop.bus_address)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     return desktop.env()
+
+
+# A clipboard tool that keeps what it is given in $TP_CLIPBOARD_FILE: in-process tray tests
+# copy through the real platforms.copy_text path without an X server.
+STAND_IN_XCLIP = '#!/bin/sh\ncat > "$TP_CLIPBOARD_FILE"\n'
+
+
+@pytest.fixture
+def clipboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file that receives whatever the tray copies (through platforms.copy_text)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "xclip"
+    tool.write_text(STAND_IN_XCLIP)
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    copied = tmp_path / "clipboard.txt"
+    monkeypatch.setenv("TP_CLIPBOARD_FILE", str(copied))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("DISPLAY", ":0")  # never opened: the stand-in tool ignores it
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return copied

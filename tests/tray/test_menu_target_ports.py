@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import pystray
+import pytest
+from background import BackgroundServer, free_port
+from upstreams import Seen, echo_app
 
-from desktop.controller import ProxyStatus, TargetPort
+from desktop.controller import ConfigBinding, ProxyController, ProxyStatus, TargetPort
+from desktop.tray.app import TrayApp
+from desktop.tray.clients import PLACEHOLDER_KEY
 from desktop.tray.menu import TrayView, build_menu, target_port_lines
 
 RUNNING = ProxyStatus(
@@ -49,3 +57,61 @@ def test_the_full_reason_stays_available_and_nothing_shows_when_stopped() -> Non
     stopped = replace(RUNNING, state="stopped", addresses=())
     assert target_port_lines(stopped) == []
     assert texts(build_menu(TrayView(stopped, "1"), lambda action, arg: None))[1] == "Start proxy"
+
+
+def test_copy_environment_offers_each_listening_own_port() -> None:
+    """Copy environment ▸ has the main port's two shells, then two per target that listens on
+    its own port (not for one whose port is taken), each asking for that target's lines."""
+    asked: list[tuple[str, str | None]] = []
+    menu = build_menu(TrayView(RUNNING, "1"), lambda action, arg: asked.append((action, arg)))
+    copy_env = next(item for item in menu.items if item.text == "Copy environment").submenu
+    assert texts(copy_env) == [
+        "POSIX shell (bash, zsh)",
+        "PowerShell",
+        "anthropic on port 8001: POSIX shell",
+        "anthropic on port 8001: PowerShell",
+    ]
+    for item in copy_env.items:
+        if item is not pystray.Menu.SEPARATOR:
+            item(None)
+    assert asked[2:] == [("copy-env", "posix:anthropic"), ("copy-env", "powershell:anthropic")]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
+def test_own_port_lines_point_the_sdks_at_that_port_and_reach_its_target(
+    tmp_path: Path, clipboard: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copied lines for a target on its own port name that port, carry a placeholder key
+    when the proxy adds that target's key, and a request built from them reaches that target
+    while the main port serves another."""
+    main_seen, own_seen = Seen(), Seen()
+    monkeypatch.setenv("OWN_PORT_TEST_KEY", "sk-own-port-test-key")
+    own_port = free_port()
+    with BackgroundServer(echo_app(main_seen)) as main, BackgroundServer(echo_app(own_seen)) as own:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            'active = "main"\n[listen]\nhosts = ["127.0.0.1"]\nport = 0\n'
+            f'[targets.main]\nurl = "{main.url}"\n'
+            f'[targets.claude]\nurl = "{own.url}"\nport = {own_port}\n'
+            'key = { env = "OWN_PORT_TEST_KEY" }\nheaders = { x-api-key = "{key}" }\n'
+        )
+        controller = ProxyController.from_config(ConfigBinding(config, watch=False))
+        try:
+            controller.start()
+            TrayApp(controller, log_dir=tmp_path / "log").act("copy-env", "posix:claude")
+            lines = dict(
+                line.removeprefix("export ").split("=", 1) for line in clipboard.read_text().splitlines()
+            )
+            assert lines["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{own_port}"
+            assert lines["OPENAI_BASE_URL"] == f"http://127.0.0.1:{own_port}/v1"
+            assert lines["ANTHROPIC_API_KEY"] == PLACEHOLDER_KEY
+            request = urllib.request.Request(
+                lines["ANTHROPIC_BASE_URL"] + "/v1/messages", headers={"x-api-key": lines["ANTHROPIC_API_KEY"]}
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert answer.status == 200
+        finally:
+            controller.close(grace_s=0.5)
+    assert [request["raw_path"] for request in own_seen.requests] == ["/v1/messages"]
+    assert ["x-api-key", "sk-own-port-test-key"] in own_seen.requests[0]["headers"]  # type: ignore[operator]
+    assert main_seen.requests == []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,7 @@ import pytest
 from desktop.controller import ConfigBinding, ProxyController
 from desktop.tray.app import TrayApp
 
-STAND_IN_XCLIP = '#!/bin/sh\ncat > "$TP_CLIPBOARD_FILE"\n'
-
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
-
-
-@pytest.fixture
-def clipboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A file that receives whatever the tray copies (through platforms.copy_text)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    tool = bin_dir / "xclip"
-    tool.write_text(STAND_IN_XCLIP)
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    copied = tmp_path / "clipboard.txt"
-    monkeypatch.setenv("TP_CLIPBOARD_FILE", str(copied))
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setenv("DISPLAY", ":0")  # never opened: the stand-in tool ignores it
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    return copied
 
 
 def write_config(path: Path, *, require_token: bool) -> None:
