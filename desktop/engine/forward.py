@@ -114,15 +114,7 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
         note = ReuseNote()
         token = REUSE_NOTE.set(note)
         try:
-            return await upstream.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                proxy=upstream.proxy,
-                proxy_headers=upstream.proxy_headers,
-            )
+            return await upstream.send(request.method, url, headers, body)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # A pooled connection that died while idle (sleep, network change, the server's
             # own idle timeout) fails before any response byte; the request never reached the

@@ -1,0 +1,31 @@
+"""Engine test settings: the forwarding tests run on both ways of sending upstream.
+
+Upstream.send drives aiohttp's client parts itself on the aiohttp version it was checked
+against (LEAN_SEND) and falls back to ClientSession.request on any other; the tests that
+forward requests run on each, so the fallback a user on another aiohttp version gets is tested
+as well.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from desktop.engine import upstream
+
+# Test modules whose requests go through Upstream.send.
+FORWARDING_MODULES = frozenset(
+    {"test_http_forwarding", "test_upstream", "test_errors", "test_streaming", "test_response_timing"}
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in FORWARDING_MODULES:
+        metafunc.parametrize("send_path", ["lean", "session"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``lean`` (the default where aiohttp is the checked version) or ``session``."""
+    path = getattr(request, "param", "lean" if upstream.LEAN_SEND else "session")
+    monkeypatch.setattr(upstream, "LEAN_SEND", path == "lean")
+    return path
