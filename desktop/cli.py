@@ -316,6 +316,7 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
     settings); a target name, or no --target, needs the file (created with the defaults on
     first run), which is re-read when it changes. Flags apply on top of the file.
     """
+    from desktop.config.cabundle import ca_bundle_problem
     from desktop.config.localtoken import settings_with_token
     from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
@@ -328,6 +329,10 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         apply_log_settings(settings, verbose=args.verbose, quiet=args.quiet)
 
     path = config_path(args.config)
+    if args.ca_bundle and not args.insecure:
+        problem = ca_bundle_problem(args.ca_bundle)
+        if problem:
+            raise UsageError(f"--ca-bundle {args.ca_bundle} {problem}")
     if args.target and "://" in args.target:
         settings = None
         if path.exists():
@@ -470,6 +475,7 @@ def _config_edit(path: Path) -> int:
 
 
 def _config_check(path: Path) -> int:
+    from desktop.config.cabundle import target_ca_bundle_problem
     from desktop.config.keys import protect_in_file_keys, resolve_target
     from desktop.config.localtoken import brings_own_key
     from desktop.config.parse import ConfigError
@@ -491,6 +497,11 @@ def _config_check(path: Path) -> int:
             level = "error" if resolved.fatal else "warning"
             print(f"{path}:{line}:{col}: {level}: {resolved.problem}", file=sys.stderr)
             errors += resolved.fatal
+        ca_problem = target_ca_bundle_problem(resolved.target)
+        if ca_problem:
+            line, col = spec.ca_bundle_position
+            print(f"{path}:{line}:{col}: {ca_problem}", file=sys.stderr)
+            errors += 1
         if config.settings.require_token and not brings_own_key(spec, resolved.target):
             print(
                 f"{path}: warning: target '{spec.name}' adds no key of its own: with require_token"

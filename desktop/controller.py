@@ -35,10 +35,11 @@ from typing import Any, Literal, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
+from desktop.config.cabundle import target_ca_bundle_problem
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.localtoken import settings_with_token, token_path
 from desktop.config.model import LogSettings, ProxySettings, Secret, Target
-from desktop.config.parse import ConfigError, ConfigFile, TargetSpec
+from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition
 from desktop.engine.eventloop import new_event_loop
@@ -232,6 +233,9 @@ class ProxyController:
         name = binding.pinned_target or config.active
         if name not in config.targets:
             raise KeyError(name)
+        unusable = _ca_bundle_error(binding, config, [name, *config.target_ports()])
+        if unusable is not None:
+            raise unusable
         notice = protect_in_file_keys(binding.path, config)
         if notice:
             log.warning("%s", notice)
@@ -358,6 +362,15 @@ class ProxyController:
             raise RuntimeError("choose_target needs a controller made with from_config")
         if name not in config.targets:
             raise KeyError(name)
+        unusable = _ca_bundle_error(binding, config, [name])
+        if unusable is not None:
+            # Not switched: the engine could not build the target's TLS settings. The file is
+            # where the fix goes, so the status says so the way it does for a broken edit.
+            log.error(
+                "target %s cannot be used; requests keep going to %s:\n%s", name, self._target.display_name, unusable
+            )
+            self._update(config_error=str(unusable))
+            return
         resolved = self._resolve(config.targets[name])
         self.set_target(binding.adjust_target(resolved.target))
         self._update(key_problem=resolved.problem)
@@ -387,6 +400,11 @@ class ProxyController:
             message = f"{binding.path}: target '{name}' is no longer in the file"
             log.error("%s; the last good config stays in use", message)
             self._update(config_error=message)
+            return False
+        unusable = _ca_bundle_error(binding, config, [name, *config.target_ports()])
+        if unusable is not None:
+            log.error("the config file has problems; the last good one stays in use:\n%s", unusable)
+            self._update(config_error=str(unusable))
             return False
         notice = protect_in_file_keys(binding.path, config)
         if notice:
@@ -814,7 +832,22 @@ def _warn_if_exposed(hosts: tuple[str, ...]) -> None:
 
 def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
     """True when ``new`` is ``old`` as written, wherever it now sits in the file."""
-    return replace(old, key_position=new.key_position) == new
+    return replace(old, key_position=new.key_position, ca_bundle_position=new.ca_bundle_position) == new
+
+
+def _ca_bundle_error(binding: ConfigBinding, config: ConfigFile, names: Iterable[str]) -> ConfigError | None:
+    """The error for the targets ``names`` (as the command line adjusts them) whose CA bundle
+    TLS cannot load, at its line in the file; None when all can be used. Checked before a target
+    reaches the engine, which would fail building its TLS settings (config/cabundle.py)."""
+    problems = []
+    for name in dict.fromkeys(names):
+        spec = config.targets[name]
+        # The key is not read: a key command must not run for a check (see _resolve).
+        tls = binding.adjust_target(Target(url=spec.url, verify_tls=spec.verify_tls, ca_bundle=spec.ca_bundle))
+        problem = target_ca_bundle_problem(tls)
+        if problem:
+            problems.append(Problem(*spec.ca_bundle_position, problem))
+    return ConfigError(str(binding.path), problems) if problems else None
 
 
 def _file_signature(path: Path) -> tuple[int, int, int] | None:

@@ -124,6 +124,8 @@ class TargetSpec:
     proxy: str | None = None
     # Where ``key`` is written (line, column), for messages about reading it.
     key_position: tuple[int, int] = (1, 1)
+    # Where ``ca_bundle`` is written, for messages about loading the file it names.
+    ca_bundle_position: tuple[int, int] = (1, 1)
     # A port of its own this target is also served on (same listen hosts), None: only when active.
     port: int | None = None
 
@@ -280,6 +282,7 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         keep_host=check.typed(table, "keep_host", bool, path, False),
         proxy=_check_proxy(check, table, path),
         key_position=check.locate.find(*path, "key"),
+        ca_bundle_position=check.locate.find(*path, "ca_bundle"),
         port=_check_target_port(check, table, path),
     )
 

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from desktop.config.parse import KEY_SOURCES, LISTEN_KEYS, LOG_KEYS, SECURITY_KEYS, TARGET_KEYS, TOP_KEYS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+# The company CA file the example's gateway trusts; the test puts a real one in its place.
+README_CA_BUNDLE = "/etc/ssl/certs/corp-root-ca.pem"
 SECTION = "## `trayproxy serve` and the config file"
 CHECK_TIMEOUT_S = 60.0
 
@@ -31,12 +33,17 @@ def readme_example() -> str:
 
 def test_the_readme_example_passes_config_check_clean(tmp_path: Path, file_keyring: Path) -> None:
     """Each key source in it is made readable the way a person would (an environment
-    variable, an entry in the keychain, the password-manager command on PATH), and then
-    `config check` says OK with no warning at all."""
+    variable, an entry in the keychain, the password-manager command on PATH, the company's
+    CA file where it says), and then `config check` says OK with no warning at all."""
     import keyring
+    import trustme
 
+    example = readme_example()
+    assert f'ca_bundle = "{README_CA_BUNDLE}"' in example
+    ca_file = tmp_path / "corp-root-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
     config = tmp_path / "config.toml"
-    config.write_text(readme_example(), encoding="utf-8")
+    config.write_text(example.replace(README_CA_BUNDLE, str(ca_file)), encoding="utf-8")
     keyring.set_password("TrayProxy", "anthropic", "readme-anthropic-key")
     # The example's key command is a password manager's CLI (`op read ...`); a stand-in of the
     # same name prints a token, as the real one would once signed in.
