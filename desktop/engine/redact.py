@@ -56,6 +56,10 @@ _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
 # one rotated out before this process registered it.
 _KEY_SHAPE = re.compile(r"\b(sk-|tp-local-)[A-Za-z0-9_-]{6,}")
 
+# Every shape above contains one of these words (any case): a text with none of them, and no
+# registered secret, has nothing to mask, and one search for them costs less than four passes.
+_ANY_SHAPE = re.compile(r"(?i)authorization|api-key|cookie|key=|bearer|sk-|tp-local-")
+
 _lock = threading.Lock()
 _known_secrets: tuple[str, ...] = ()
 
@@ -75,6 +79,8 @@ def redact_text(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if _ANY_SHAPE.search(text) is None:
+        return text
     text = _HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
