@@ -95,7 +95,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"TrayProxy {__version__}")
     parser.add_argument(
-        "--config", dest="tray_config", metavar="PATH", help="with no command: the config file the tray uses"
+        "--config",
+        dest="tray_config",
+        metavar="PATH",
+        help="the config file the tray, or the command after it, uses (default: $TRAYPROXY_CONFIG,"
+        " else the user's config directory)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
@@ -366,12 +370,15 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         raise UsageError(f"--target: no target named '{args.target}' in {path} (targets: {known})") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
+    """Run the proxy until a stop signal; ``logging_ready``: the caller (the tray falling back
+    to no icon) has set up logging, its log file included, which must stay."""
     from desktop.controller import ListenError
     from desktop.engine.service import is_loopback
     from desktop.logs import setup_logging
 
-    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    if not logging_ready:
+        setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         controller = _make_controller(args)
     except UsageError as exc:
@@ -758,6 +765,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.tray_config and args.command is not None:
+        # `trayproxy --config PATH serve` means the same as `trayproxy serve --config PATH`.
+        if not hasattr(args, "config"):
+            parser.error(f"--config: '{args.command}' uses no config file; leave --config out")
+        if args.config is None:
+            args.config = args.tray_config
+        elif Path(args.config).expanduser() != Path(args.tray_config).expanduser():
+            parser.error(f"--config is given twice, as {args.tray_config} and {args.config}; give it once")
     if args.command == "serve":
         return _serve(args)
     if args.command == "config":
@@ -805,7 +820,8 @@ def _run_tray(args: argparse.Namespace) -> int:
     if report.problem:
         log.error("%s", report.problem)
         log.warning("running without a tray icon; the proxy works as with 'trayproxy serve'")
-        return _serve(args)
+        # Still into the log file: started from a menu or at login, nobody sees stderr.
+        return _serve(args, logging_ready=True)
     holder: list[Callable[[str], None]] = []
     lock = instance.acquire(lambda: holder[0]("TrayProxy is already running") if holder else None)
     if lock is None:

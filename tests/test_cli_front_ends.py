@@ -1,0 +1,114 @@
+"""The front ends' plumbing, as a person starts them: where the config comes from, where the log goes.
+
+``trayproxy --config PATH COMMAND`` used to drop PATH silently (only the tray read it), so
+``config path`` printed the default file and ``serve`` served it. And the tray falling back to
+no icon (no desktop session) used to set logging up again for stderr only: after "running
+without a tray icon" nothing reached the log file, where a person started from a menu looks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from background import BackgroundServer, free_port, wait_until
+from upstreams import Seen, echo_app
+
+from desktop.engine.service import HEALTH_PATH
+
+# A Python start with aiohttp on a busy machine; a healthy one answers in well under a second.
+STARTUP_TIMEOUT_S = 15.0
+EXIT_TIMEOUT_S = 15.0
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "desktop", *args],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_S * 2,
+        env=env if env is not None else dict(os.environ),
+    )
+
+
+def _config(path: Path, url: str, port: int) -> Path:
+    path.write_text(f'active = "mine"\n[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n[targets.mine]\nurl = "{url}"\n')
+    return path
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + HEALTH_PATH, timeout=1.0, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _run_until_served(argv: list[str], port: int, env: dict[str, str], path: str) -> tuple[int, str]:
+    """Start ``argv``, GET ``path`` through it once it answers, stop it; (status, its stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "desktop", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if not wait_until(lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}"), timeout_s=STARTUP_TIMEOUT_S):
+            pytest.fail("the proxy did not answer")
+        assert process.poll() is None, "it exited early"
+        status = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5.0, trust_env=False).status_code
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT_S)
+    return status, stderr
+
+
+def test_config_before_the_command_names_the_file_config_path_prints(tmp_path: Path) -> None:
+    chosen = tmp_path / "c2.toml"
+    result = _cli("--config", str(chosen), "config", "path")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(chosen)
+
+
+def test_config_before_serve_is_the_file_it_serves(tmp_path: Path) -> None:
+    """`trayproxy --config c2.toml serve` serves c2.toml's target on c2.toml's port."""
+    seen = Seen()
+    port = free_port()
+    with BackgroundServer(echo_app(seen)) as upstream:
+        config = _config(tmp_path / "c2.toml", upstream.url, port)
+        status, stderr = _run_until_served(["--config", str(config), "serve"], port, dict(os.environ), "/from-c2")
+    assert status == 200, stderr
+    assert [r["raw_path"] for r in seen.requests] == ["/from-c2"]
+
+
+def test_config_given_before_and_after_the_command_must_agree(tmp_path: Path) -> None:
+    same = _cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "a.toml"))
+    assert same.returncode == 0
+    assert same.stdout.strip() == str(tmp_path / "a.toml")
+    differ = _cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "b.toml"))
+    assert differ.returncode == 2
+    assert "--config is given twice" in differ.stderr
+    assert differ.stdout == ""
+
+
+def test_the_tray_without_a_desktop_session_keeps_logging_to_its_file(tmp_path: Path) -> None:
+    """No DISPLAY: the tray serves without an icon, and the listening line, the request lines
+    and its errors land in ~/.local/state/TrayProxy/log/trayproxy.log as well as on stderr."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    with BackgroundServer(echo_app()) as upstream:
+        config = _config(tmp_path / "config.toml", upstream.url, port)
+        status, stderr = _run_until_served(["--config", str(config)], port, env, "/logged-request")
+    assert status == 200
+    log_file = Path(os.environ["XDG_STATE_HOME"]) / "TrayProxy" / "log" / "trayproxy.log"
+    logged = log_file.read_text(encoding="utf-8")
+    assert "running without a tray icon" in logged
+    for line in (f"listening on http://127.0.0.1:{port}", '"GET /logged-request" 200', "stopped"):
+        assert line in logged, logged
+        assert line in stderr
