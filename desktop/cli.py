@@ -426,7 +426,7 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
 def _config_test(args: argparse.Namespace, path: Path) -> int:
     import asyncio
 
-    from desktop.config.keys import resolve_target
+    from desktop.config.keys import resolve_target, why_no_key
     from desktop.config.parse import ConfigError
     from desktop.config.store import load_config
     from desktop.engine.probe import probe_target
@@ -445,11 +445,12 @@ def _config_test(args: argparse.Namespace, path: Path) -> int:
         return 2
     worst = 0
     for name in names:
-        resolved = resolve_target(config.targets[name])
-        if resolved.problem:
-            print(f"{'error' if resolved.fatal else 'warning'}: {resolved.problem}", file=sys.stderr)
-        target = resolved.target
-        result = asyncio.run(probe_target(target))
+        spec = config.targets[name]
+        resolved = resolve_target(spec)
+        if resolved.fatal:
+            print(f"error: {resolved.problem}", file=sys.stderr)
+        # A key that could not be read is the "no key sent" reason on the result line.
+        result = asyncio.run(probe_target(resolved.target, no_key=why_no_key(spec, resolved)))
         print(result.line(name))
         worst = worst if result.ok else 1
     return worst

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from desktop.config.model import Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
-from desktop.engine.redact import redact_text
+from desktop.engine.redact import SENSITIVE_HEADERS, redact_text
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -42,6 +42,7 @@ __all__ = [
     "resolve_key",
     "resolve_target",
     "store_key",
+    "why_no_key",
 ]
 
 KEY_PLACEHOLDER = "{key}"
@@ -66,6 +67,8 @@ class ResolvedTarget:
     problem: str | None = None
     # True when the problem makes the target unusable (see needs_key).
     fatal: bool = False
+    # The key source's own reason, without the target's name or what follows from it.
+    key_error: str | None = None
 
 
 def keyring_account(spec: TargetSpec) -> str:
@@ -197,10 +200,12 @@ def _last_line(text: str) -> str:
 def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> ResolvedTarget:
     """The engine's Target for ``spec`` and, when its key could not be read, why."""
     problem = None
+    key_error = None
     try:
         key = resolve_key(spec, environ)
     except KeyUnavailable as exc:
         key = None
+        key_error = str(exc)
         fatal = needs_key(spec)
         consequence = (
             "requests to it cannot authenticate"
@@ -227,7 +232,22 @@ def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) ->
         keep_host=spec.keep_host,
         proxy=spec.proxy,
     )
-    return ResolvedTarget(target, problem, fatal=problem is not None and needs_key(spec))
+    return ResolvedTarget(target, problem, fatal=problem is not None and needs_key(spec), key_error=key_error)
+
+
+def why_no_key(spec: TargetSpec, resolved: ResolvedTarget) -> str | None:
+    """Why requests to ``spec`` get no key from TrayProxy, or None when they get one: a header
+    filled from ``{key}``, or a credential header written out in the file."""
+    uses_key = any(KEY_PLACEHOLDER in template for _, template in spec.headers)
+    if uses_key and resolved.key_error is None:
+        return None
+    if any(name.lower() in SENSITIVE_HEADERS and KEY_PLACEHOLDER not in value for name, value in spec.headers):
+        return None
+    if uses_key and resolved.key_error:
+        return resolved.key_error
+    if spec.key_source is not None:
+        return 'no header uses {key}; add one, e.g. headers = { Authorization = "Bearer {key}" }'
+    return f"target '{spec.name}' has no key (fine for a server that needs none, such as a local Ollama)"
 
 
 def protect_in_file_keys(path: Path, config: ConfigFile) -> str | None:

@@ -48,19 +48,23 @@ class ProbeResult:
     summary: str
     status: int | None = None
     latency_ms: float | None = None
+    # Why the request carried no key of the target's; None when it carried one.
+    no_key: str | None = None
 
     def line(self, name: str) -> str:
         took = f", {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
         status = f"HTTP {self.status}" if self.status is not None else ""
         detail = ", ".join(part for part in (status, took.lstrip(", ")) if part)
-        return f"{name}: {self.summary}" + (f" ({detail})" if detail else "")
+        unkeyed = f"; no key sent: {self.no_key}" if self.no_key else ""
+        return f"{name}: {self.summary}" + (f" ({detail})" if detail else "") + unkeyed
 
 
-def _verdict(status: int) -> tuple[bool, str]:
+def _verdict(status: int, *, key_sent: bool) -> tuple[bool, str]:
     if 200 <= status < 300:
-        return True, "reachable, key accepted"
+        # Without a key, a 200 says nothing about any key (a local server that needs none).
+        return True, "reachable, key accepted" if key_sent else "reachable"
     if status in (401, 403):
-        return False, "reachable, but the key was rejected"
+        return False, "reachable, but the key was rejected" if key_sent else "reachable, but it asks for a key"
     if status == 429:
         return False, "reachable, but rate limited"
     if status == 404:
@@ -68,8 +72,11 @@ def _verdict(status: int) -> tuple[bool, str]:
     return False, "reachable, but it answered with an error"
 
 
-async def probe_target(target: Target, *, resolver: AbstractResolver | None = None) -> ProbeResult:
-    """Send the probe request to ``target`` and say what happened."""
+async def probe_target(
+    target: Target, *, resolver: AbstractResolver | None = None, no_key: str | None = None
+) -> ProbeResult:
+    """Send the probe request to ``target`` and say what happened; ``no_key``: why its headers
+    carry no key (the caller knows the config), so the answer does not credit one."""
     upstream = Upstream(target, resolver=resolver)
     path = probe_path(target, upstream.base_path)
     headers = upstream.rules.apply((), client_ip="127.0.0.1")
@@ -88,9 +95,9 @@ async def probe_target(target: Target, *, resolver: AbstractResolver | None = No
             status = response.status
     except (TimeoutError, aiohttp.ClientError) as exc:
         return ProbeResult(
-            False, "not reachable: " + map_client_error(exc, target=target.display_name).message
+            False, "not reachable: " + map_client_error(exc, target=target.display_name).message, no_key=no_key
         )
     finally:
         await upstream.close()
-    ok, summary = _verdict(status)
-    return ProbeResult(ok, summary, status, (time.perf_counter() - started) * 1000)
+    ok, summary = _verdict(status, key_sent=no_key is None)
+    return ProbeResult(ok, summary, status, (time.perf_counter() - started) * 1000, no_key)

@@ -89,3 +89,67 @@ def test_probe_asks_each_provider_for_its_own_model_list(url: str, path: str) ->
 
     target = Target(url=url)
     assert probe_path(target, target.base_path) == path
+
+
+def _open_app() -> web.Application:
+    """A model list that needs no key (a local Ollama or vLLM): 200 whatever is sent."""
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [], "authorization": request.headers.get("Authorization")})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+def _write(tmp_path: Path, target_lines: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f'active = "mine"\n[targets.mine]\n{target_lines}')
+    return path
+
+
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        (
+            'key = { env = "TP_PROBE_KEY" }\nheaders = { Authorization = "Bearer {key}" }\n',
+            "the environment variable TP_PROBE_KEY is not set or empty",
+        ),
+        ("", "target 'mine' has no key"),
+        ('key = { command = "exit 3" }\nheaders = { Authorization = "Bearer {key}" }\n', "the key command exited with status 3"),
+        ('key = { env = "TP_PROBE_KEY" }\n', "no header uses {key}"),
+    ],
+    ids=["env-unset", "no-key", "command-failed", "key-unused"],
+)
+def test_config_test_does_not_credit_a_key_it_did_not_send(tmp_path: Path, lines: str, why: str) -> None:
+    """A 200 from a target that got no key says "reachable" and why no key went, never
+    "key accepted" (a person would think their key works)."""
+    with BackgroundServer(_open_app()) as upstream:
+        path = _write(tmp_path, f'url = "{upstream.url}"\n{lines}')
+        result = _run(path, key="")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("mine: reachable (HTTP 200, "), line
+    assert "key accepted" not in line
+    assert f" ms); no key sent: {why}" in line
+
+
+def test_config_test_says_a_401_without_a_key_asks_for_one(tmp_path: Path) -> None:
+    with BackgroundServer(_models_app(200)) as upstream:
+        path = _write(tmp_path, f'url = "{upstream.url}"\n')
+        result = _run(path, key="")
+    assert result.returncode == 1
+    line = result.stdout.strip()
+    assert line.startswith("mine: reachable, but it asks for a key (HTTP 401, "), line
+    assert "rejected" not in line
+    assert "; no key sent: target 'mine' has no key" in line
+
+
+def test_config_test_credits_a_credential_header_written_in_the_file(tmp_path: Path) -> None:
+    """A literal Authorization header (no key source) is a key sent, accepted on a 200."""
+    with BackgroundServer(_models_app(200)) as upstream:
+        path = _write(tmp_path, f'url = "{upstream.url}"\nheaders = {{ Authorization = "Bearer tptest-good-key" }}\n')
+        result = _run(path, key="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("mine: reachable, key accepted (HTTP 200, ")
+    assert "no key sent" not in result.stdout
