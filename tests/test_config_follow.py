@@ -510,3 +510,35 @@ def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_
             lambda: get(controller, "/v1/models").status_code == 200, timeout_s=FOLLOW_TIMEOUT_S
         )
     assert keyed.tokens[-1] == "token-3"
+
+
+@pytest.mark.parametrize(
+    ("extra", "require_token", "words"),
+    [
+        ("", False, "acme answered HTTP 401 to the client's own credentials (TrayProxy adds no key"),
+        ("", True, "acme answered HTTP 401: it got no key"),
+        ('key = "tp-proxy-key-7c1d"\nheaders = { Authorization = "Bearer {key}" }\n', False, "acme rejected the key (HTTP 401)"),
+    ],
+    ids=["client-key", "no-key-with-token", "proxy-key"],
+)
+def test_a_401_blames_the_proxys_key_only_when_it_added_one(
+    tmp_path: Path, follow: list[ProxyController], extra: str, require_token: bool, words: str
+) -> None:
+    """A target with no key of its own (the client's Authorization passes through) that answers
+    401 rejected the client's credentials, not TrayProxy's key; with a key added, it did."""
+    with BackgroundServer(KeyedTarget(status=401).app()) as upstream:
+        path = tmp_path / "config.toml"
+        text = config_text({"acme": upstream.url}, active="acme") + extra
+        if require_token:
+            text = text.replace("[security]\n", "[security]\nrequire_token = true\n")
+        path.write_text(text)
+        controller = start_following(follow, path)
+        token = controller.status.local_token
+        credential = token.reveal() if token is not None else "client-own-key"
+        assert get(controller, "/v1/models", Authorization=f"Bearer {credential}").status_code == 401
+        assert wait_until(lambda: controller.status.condition is not None, timeout_s=FOLLOW_TIMEOUT_S)
+        condition = controller.status.condition
+        assert condition is not None
+        assert condition.kind == "key_rejected"
+        assert words in condition.message
+        assert controller.status.problem == condition.message

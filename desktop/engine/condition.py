@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ConditionKind", "TargetCondition", "classify"]
+__all__ = ["ConditionKind", "Credentials", "TargetCondition", "classify", "describe"]
 
 ConditionKind = Literal["ok", "key_rejected", "rate_limited", "unreachable"]
+# Whose credentials a target gets: a key the proxy adds ("proxy"), the client's own headers,
+# passed through ("client"), or none at all (the client's holds the local token, which the
+# proxy keeps to itself, and the target has no key of its own).
+Credentials = Literal["proxy", "client", "none"]
 
 # The proxy's own answers (errors.py codes) that mean the target could not be reached at all.
 UNREACHABLE_CODES = frozenset(
@@ -60,9 +64,22 @@ def classify(status: int, code: str) -> ConditionKind | None:
     return None
 
 
-def describe(target_name: str, kind: ConditionKind, status: int, detail: str) -> TargetCondition:
-    """The condition with its message; ``detail`` is the proxy's own error text when unreachable."""
-    if kind == "key_rejected":
+def describe(
+    target_name: str, kind: ConditionKind, status: int, detail: str, *, credentials: Credentials = "proxy"
+) -> TargetCondition:
+    """The condition with its message; ``detail`` is the proxy's own error text when unreachable.
+    A 401 or 403 blames the proxy's key only when the proxy sent one (``credentials``)."""
+    if kind == "key_rejected" and credentials == "client":
+        message = (
+            f"{target_name} answered HTTP {status} to the client's own credentials"
+            " (TrayProxy adds no key for this target)"
+        )
+    elif kind == "key_rejected" and credentials == "none":
+        message = (
+            f"{target_name} answered HTTP {status}: it got no key (TrayProxy adds none for this target,"
+            " and the client's is the local access token, which is not passed on)"
+        )
+    elif kind == "key_rejected":
         message = f"{target_name} rejected the key (HTTP {status})"
     elif kind == "rate_limited":
         message = f"{target_name} is rate limiting requests (HTTP 429)"
