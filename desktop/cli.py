@@ -382,7 +382,10 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
     try:
         controller = _make_controller(args)
     except UsageError as exc:
-        print(f"trayproxy serve: {exc}", file=sys.stderr)
+        from desktop.engine.redact import redact_text
+
+        # Not through the log's redacting handler: a --target URL may carry a key= or a password.
+        print(f"trayproxy serve: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     if controller.status.key_problem:
         log.warning("%s", controller.status.key_problem)

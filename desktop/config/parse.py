@@ -61,6 +61,7 @@ from desktop.config.model import (
     LogSettings,
     ProxySettings,
 )
+from desktop.engine.redact import redact_text
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 
@@ -242,7 +243,8 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        check.problem((*path, "url"), f"'{url}' is not an http:// or https:// URL with a host")
+        # Masked: the file's errors reach the tray's status line, which no log handler redacts.
+        check.problem((*path, "url"), f"'{redact_text(url)}' is not an http:// or https:// URL with a host")
     elif parts.query or parts.fragment or parts.username:
         check.problem((*path, "url"), "a target URL may carry a path but no query, fragment or credentials")
     headers_table = check.typed(table, "headers", dict, path, {})

@@ -3,8 +3,9 @@
 Two layers, because either alone misses something:
 
 * shapes: credential headers (``Authorization: ...``, ``api-key=...``), ``key=`` query
-  parameters, bearer tokens, ``sk-`` style keys and local access tokens (``tp-local-``) are
-  masked wherever they appear, so a key the proxy never saw (a client's own) is masked too;
+  parameters, the password in a URL's ``user:password@``, bearer tokens, ``sk-`` style keys
+  and local access tokens (``tp-local-``) are masked wherever they appear, so a key the proxy
+  never saw (a client's own) is masked too;
 * values: every configured secret is registered here and masked verbatim, so a key in an
   unusual place (an exception message, a header with a custom name) is masked as well.
 
@@ -55,9 +56,13 @@ _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
 # ``sk-`` keys, and TrayProxy's own local access tokens (config.model.LOCAL_TOKEN_PREFIX), even
 # one rotated out before this process registered it.
 _KEY_SHAPE = re.compile(r"\b(sk-|tp-local-)[A-Za-z0-9_-]{6,}")
+# ``scheme://user:password@host``: the password goes (RFC 3986 §3.2.1 deprecates it in URLs, but
+# proxy URLs carry one, and a person may paste one as a target).
+_USERINFO_SHAPE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'\"]+)@")
 
-# Every shape above contains one of these words (any case): a text with none of them, and no
-# registered secret, has nothing to mask, and one search for them costs less than four passes.
+# Every shape above but the URL password's contains one of these words (any case): a text with
+# none of them, and no registered secret, has nothing else to mask, and one search for them
+# costs less than four passes. (In this alternation, "://...@" cost an access line 2 to 9 %.)
 _ANY_SHAPE = re.compile(r"(?i)authorization|api-key|cookie|key=|bearer|sk-|tp-local-")
 
 _lock = threading.Lock()
@@ -79,6 +84,8 @@ def redact_text(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "@" in text:
+        text = _USERINFO_SHAPE.sub(lambda m: m.group(1) + MASK + "@", text)
     if _ANY_SHAPE.search(text) is None:
         return text
     text = _HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
