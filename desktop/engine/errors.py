@@ -23,12 +23,22 @@ import aiohttp
 from aiohttp import web
 
 __all__ = [
+    "NOT_TLS_REASONS",
     "ProxyError",
     "RequestRefused",
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "map_client_error",
 ]
+
+
+# OpenSSL's reasons for a handshake whose answer is not TLS at all, as when an https:// target's
+# port speaks plain HTTP: its "HTTP/1.1 400" reads as a record of an unknown version
+# (OpenSSL 1.1 and 3.0: WRONG_VERSION_NUMBER; 3.2 and later: RECORD_LAYER_FAILURE) or of an
+# impossible length; older versions said UNKNOWN_PROTOCOL.
+NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
+)
 
 
 class ProxyError(Exception):
@@ -88,6 +98,12 @@ def map_client_error(exc: BaseException, *, target: str) -> ProxyError:
             f"{where}: its TLS certificate is not trusted ({detail})", code="tls_certificate_error"
         )
     if isinstance(exc, (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError, ssl.SSLError)):
+        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        if getattr(cause, "reason", None) in NOT_TLS_REASONS:
+            return UpstreamUnreachable(
+                f"{where}: the TLS handshake failed, the answer was not TLS (is the target plain http://?)",
+                code="tls_error",
+            )
         return UpstreamUnreachable(f"{where}: the TLS handshake failed", code="tls_error")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return UpstreamUnreachable(

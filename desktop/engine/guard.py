@@ -17,8 +17,9 @@ from desktop.engine.errors import RequestRefused
 
 __all__ = ["MAX_HEADERS_TOTAL_BYTES", "MAX_HEADER_BYTES", "RequestGuard"]
 
-# One header line (name, ": ", value) may be this long; aiohttp's parser already refuses lines
-# over 8190 bytes with 400 before we see them.
+# One header line (name, ": ", value) may be this long; aiohttp's parser already refuses a
+# value over 8190 bytes with 400 before we see it (its max_field_size), so 431 answers lines
+# of 8 KiB up to that (tests/engine/test_guard.py pins both).
 MAX_HEADER_BYTES = 8 * 1024
 # All header lines together; aiohttp has no total limit of its own.
 MAX_HEADERS_TOTAL_BYTES = 32 * 1024

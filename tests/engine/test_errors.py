@@ -156,7 +156,7 @@ async def test_https_target_that_speaks_plain_http_answers_502_tls_error(
     aiohttp_server, start_proxy, client
 ) -> None:
     """A target URL that says https for a server that speaks plain HTTP gives a 502 that
-    points at the TLS handshake."""
+    points at the TLS handshake and asks whether the target is plain http://."""
     seen = Seen()
     upstream = await aiohttp_server(echo_app(seen))
     proxy = await start_proxy(f"https://127.0.0.1:{upstream.port}", add_headers=AUTH)
@@ -164,7 +164,19 @@ async def test_https_target_that_speaks_plain_http_answers_502_tls_error(
     error = error_of(response, body, 502)
     assert error["code"] == "tls_error"
     assert "TLS" in error["message"]
+    assert error["message"].endswith("the answer was not TLS (is the target plain http://?)")
     assert took < UNREACHABLE_WITHIN_S
+
+
+def test_a_tls_failure_that_is_not_plain_http_gets_no_plain_http_hint() -> None:
+    """Only a handshake answered by something that is not TLS suggests http://; a refused
+    handshake (a TLS server with no cipher in common, say) must not send people that way."""
+    import ssl
+
+    from desktop.engine.errors import map_client_error
+
+    error = map_client_error(ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] handshake failure"), target="t")
+    assert (error.code, error.message) == ("tls_error", "TrayProxy could not reach the target t: the TLS handshake failed")
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])

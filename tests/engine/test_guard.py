@@ -9,6 +9,7 @@ forwarded" is checked against what the echo target recorded.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -318,6 +319,17 @@ async def test_header_over_8_kib_is_refused(guarded) -> None:
     """One enormous header gets 400/431 instead of being passed to the target."""
     response = await guarded.get(("Host", guarded.host), ("X-Big", "a" * (8 * 1024 + 1)))
     _assert_refused(response, guarded, status=(400, 431))
+
+
+@pytest.mark.parametrize(("value_bytes", "status", "code"), [(8190, 431, "header_too_large"), (8191, 400, "bad_request")])
+async def test_header_over_8_kib_gets_431_until_the_parser_refuses_it_first_with_400(
+    guarded, value_bytes: int, status: int, code: str
+) -> None:
+    """What the README's Safety section says: aiohttp's parser refuses a header value over
+    8,190 bytes with 400 before the guard's 8 KiB line limit (431) sees it."""
+    response = await guarded.get(("Host", guarded.host), ("X-Big", "a" * value_bytes))
+    _assert_refused(response, guarded, status=status)
+    assert json.loads(response.body)["error"]["code"] == code
 
 
 async def test_header_just_under_8_kib_is_forwarded_intact(guarded) -> None:
