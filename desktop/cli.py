@@ -57,6 +57,9 @@ stays out of the process list and your shell history.
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENV_PLACEHOLDER = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# host:port (a name, IPv4 or [IPv6] address, then a port), perhaps with a path: a --target URL
+# without its scheme.
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}(/\S*)?$")
 
 
 class UsageError(Exception):
@@ -367,7 +370,11 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         raise UsageError(f"the config file has problems:\n{exc}") from None
     except KeyError:
         known = ", ".join(load_config(path).targets)
-        raise UsageError(f"--target: no target named '{args.target}' in {path} (targets: {known})") from None
+        # "127.0.0.1:11434" is an address typed without its scheme, not a misspelt name.
+        hint = f"; for a URL, write its scheme: --target http://{args.target}" if _HOST_PORT.match(args.target) else ""
+        raise UsageError(
+            f"--target: no target named '{args.target}' in {path} (targets: {known}){hint}"
+        ) from None
 
 
 def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
@@ -591,7 +598,12 @@ def _config_set_key(args: argparse.Namespace, path: Path) -> int:
     try:
         store_key(account, key)
     except KeyUnavailable as exc:
-        print(f"could not store the key: {exc}", file=sys.stderr)
+        print(
+            f"could not store the key: {exc}.\nKeep it out of the keychain instead, in the target's table:"
+            ' key = { env = "NAME" } (a variable set where TrayProxy starts) or'
+            ' key = { command = "..." } (a command printing it, e.g. a password manager\'s CLI)',
+            file=sys.stderr,
+        )
         return 1
     print(f"stored the key for '{args.target}' in the OS keychain")
     if not uses_keyring:
@@ -613,6 +625,13 @@ def _config(args: argparse.Namespace) -> int:
     if args.config_command == "path":
         print(path)
         return 0
+    if args.config_command in ("check", "show", "test", "set-key") and not path.exists():
+        print(
+            f"{path}: the file does not exist yet; run 'trayproxy serve' once, or 'trayproxy config edit',"
+            " to create it with the default targets",
+            file=sys.stderr,
+        )
+        return 1
     if args.config_command == "edit":
         return _config_edit(path)
     if args.config_command == "test":
