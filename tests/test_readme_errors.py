@@ -58,3 +58,14 @@ def test_readme_safety_says_which_oversized_header_gets_400_and_which_431() -> N
     assert "400 (`bad_request`" in safety
     assert "431 (`header_too_large`)" in safety
     assert "431 (`headers_too_large`)" in safety
+
+
+def test_troubleshooting_suggests_a_port_the_default_config_does_not_propose() -> None:
+    """The first-run file suggests `port = 8001` for Anthropic; "pick another port" must not
+    send a person onto it."""
+    from desktop.config.store import DEFAULT_CONFIG
+
+    proposed = {int(port) for port in re.findall(r"port = (\d+)", DEFAULT_CONFIG)}
+    suggested = {int(port) for port in re.findall(r"--port (\d+)", _section("Troubleshooting"))}
+    assert suggested, "Troubleshooting suggests no --port"
+    assert sorted(suggested & proposed) == []

@@ -20,6 +20,7 @@ cleaned or absent (an installed wheel carries no assets), and themes may overrid
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -273,10 +274,22 @@ def installed_icon_file(*, home: Path, environ: Mapping[str, str]) -> Path:
     return _data_home(home=home, environ=environ) / ICON_THEME_DIR / f"{ICON_NAME}.png"
 
 
+def remove_command(command: Sequence[str], *, working_dir: Path | None) -> str:
+    """The shell line that takes the launcher out again for this copy: ``command`` (how the
+    entry starts it) with ``desktop-entry remove``, from ``working_dir``. A checkout has no
+    ``trayproxy`` on PATH, so that name alone would not work there."""
+    line = shlex.join([*command, "desktop-entry", "remove"])
+    if working_dir is not None:
+        line = f"cd {shlex.quote(str(working_dir))} && {line}"
+    # A comment is one line; a path with a line break (legal, never seen) cannot be shown whole.
+    return line if "\n" not in line and "\r" not in line else "trayproxy desktop-entry remove"
+
+
 def launcher_text(command: Sequence[str], *, working_dir: Path | None, icon_name: str | None) -> str:
     """The launcher's file content: starts ``command`` from the application menu."""
     lines = [
-        "# Written by TrayProxy (trayproxy desktop-entry install); remove with: trayproxy desktop-entry remove",
+        "# Written by TrayProxy (desktop-entry install). Remove it with:",
+        f"#   {remove_command(command, working_dir=working_dir)}",
         GROUP,
         "Type=Application",
         f"Version={ENTRY_VERSION}",

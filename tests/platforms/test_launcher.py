@@ -113,6 +113,25 @@ def test_menu_command_starts_trayproxy() -> None:
 
 
 @needs_linux
+def test_the_remove_command_in_the_entrys_comment_works_for_this_copy() -> None:
+    """The entry's comment says how to take it out again; run as written in a shell (from a
+    checkout, with no `trayproxy` on PATH), it removes the entry and the icon."""
+    assert run_cli("desktop-entry", "install").returncode == 0
+    comments = [line for line in entry_path().read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    assert comments[0] == "# Written by TrayProxy (desktop-entry install). Remove it with:"
+    command = comments[1].removeprefix("#").strip()
+    assert command.endswith(" -m desktop desktop-entry remove")
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    env["PATH"] = "/usr/bin:/bin"  # no trayproxy here, as in a clone's shell
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd="/", capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert not entry_path().exists()
+    assert not icon_path().exists()
+
+
+@needs_linux
 def test_installed_entry_passes_desktop_file_validate() -> None:
     """Desktops ignore an entry that breaks the spec; the one we install has no errors."""
     assert run_cli("desktop-entry", "install").returncode == 0
