@@ -48,8 +48,17 @@ MIN_SECRET_LEN = 6
 
 _HEADER_SHAPE = re.compile(
     r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|set-cookie|cookie)"
-    # A quote may close the name and open the value: dict, JSON and CIMultiDict reprs.
-    r"(['\"]?\s*[:=]\s*b?['\"]?)([^\r\n'\"\\]*)"
+    # A quote may close the name and open the value: dict, JSON and CIMultiDict reprs; a b
+    # before the opening quote is a bytes repr (not the B of "Bearer").
+    r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)([^\r\n'\"\\]*)"
+)
+# A header value that is only a placeholder ("Bearer {key}", "{env:OPENAI_API_KEY}", as config
+# files and serve's --header write them) holds no secret: shown as written, it says which header
+# gets the key without giving it. The word before it must be an auth scheme people use (RFC 9110
+# §11.1; Token, Bot, ApiKey by convention), not any word: "s3cret {key}" is masked.
+_TEMPLATE_VALUE = re.compile(
+    r"(?i)\s*(?:(?:bearer|basic|token|bot|apikey|key|oauth|digest|negotiate)\s+)?"
+    r"\{(?:key|env:[A-Za-z_][A-Za-z0-9_]*)\}\s*"
 )
 _QUERY_SHAPE = re.compile(r"(?i)([?&;](?:api[-_]?)?key=)([^&;#\s'\"]*)")
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
@@ -88,10 +97,17 @@ def redact_text(text: str) -> str:
         text = _USERINFO_SHAPE.sub(lambda m: m.group(1) + MASK + "@", text)
     if _ANY_SHAPE.search(text) is None:
         return text
-    text = _HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    text = _HEADER_SHAPE.sub(_mask_header_value, text)
     text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+
+
+def _mask_header_value(match: re.Match[str]) -> str:
+    value = match.group(3)
+    if _TEMPLATE_VALUE.fullmatch(value):
+        return match.group(0)
+    return match.group(1) + match.group(2) + MASK
 
 
 def redact_target(target: str) -> str:
