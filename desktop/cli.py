@@ -296,7 +296,10 @@ def _target_from_args(args: argparse.Namespace, base: Target | None = None) -> T
             keep_host=base.keep_host or args.keep_host,
         )
     except ValueError as exc:
-        raise UsageError(f"--target: {exc}") from None
+        from desktop.engine.redact import redact_text
+
+        # Printed, not logged through the redacting handler: the URL may carry a key= or a password.
+        raise UsageError(f"--target: {redact_text(str(exc))}") from None
 
 
 def _settings_from_args(args: argparse.Namespace, base: ProxySettings | None = None) -> ProxySettings:
@@ -389,10 +392,7 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
     try:
         controller = _make_controller(args)
     except UsageError as exc:
-        from desktop.engine.redact import redact_text
-
-        # Not through the log's redacting handler: a --target URL may carry a key= or a password.
-        print(f"trayproxy serve: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"trayproxy serve: {exc}", file=sys.stderr)
         return 2
     if controller.status.key_problem:
         log.warning("%s", controller.status.key_problem)
