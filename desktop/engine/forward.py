@@ -170,9 +170,16 @@ async def forward_http(
         await response.prepare(request)
         record.first_byte_at = asyncio.get_running_loop().time()
         try:
-            async for chunk in body.iter_any():
-                record.bytes_down += len(chunk)
-                await response.write(chunk)
+            if body.is_eof():
+                # The whole body is here already (a small answer): headers, body and end go
+                # out in one write, without the chunk loop.
+                data = body.read_nowait()
+                record.bytes_down = len(data)
+                await response.write_eof(data)
+            else:
+                async for chunk in body.iter_any():
+                    record.bytes_down += len(chunk)
+                    await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The target broke off mid-body. Closing without the final chunk (or short of the
             # Content-Length) makes the client see a broken response, never a clean-looking
