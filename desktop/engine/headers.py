@@ -9,8 +9,6 @@ nothing added at all, and a Location that points into the target is pointed back
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from multidict import CIMultiDict
 
 from desktop.config.model import Target
@@ -56,16 +54,46 @@ WEBSOCKET_HANDSHAKE = frozenset(
 _REPLACED_REQUEST_HEADERS = frozenset({"host", "expect"})
 
 
+# Header names as text and lower-cased, by their bytes. A proxy sees the same few dozen names
+# over and over, so each is decoded once. Bounded: clients choose names, and a flood of new
+# ones must not grow memory (past the bound, names are decoded each time as before).
+_NAMES: dict[bytes, tuple[str, str]] = {}
+_NAMES_MAX = 2048
+# Connection header values seen on nearly every message, parsed once.
+_COMMON_CONNECTION = {
+    value: frozenset(t.strip().decode("latin-1").lower() for t in value.split(b","))
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
+}
+
+
+def _name(raw: bytes) -> tuple[str, str]:
+    """``raw`` as text and lower-cased, from the cache when it has been seen."""
+    known = _NAMES.get(raw)
+    if known is None:
+        text = raw.decode("latin-1")
+        known = (text, text.lower())
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[raw] = known
+    return known
+
+
+def _tokens(value: bytes) -> frozenset[str]:
+    """Lower-case names listed in one Connection header value."""
+    common = _COMMON_CONNECTION.get(value)
+    if common is not None:
+        return common
+    return frozenset(
+        token.decode("latin-1").lower() for token in (t.strip() for t in value.split(b",")) if token
+    )
+
+
 def connection_tokens(raw_headers: RawHeaders) -> frozenset[str]:
     """Lower-case names listed in every Connection header (RFC 9110 §7.6.1)."""
-    tokens: set[str] = set()
+    tokens: frozenset[str] = frozenset()
     for name, value in raw_headers:
         if len(name) == 10 and name.lower() == b"connection":
-            for token in value.split(b","):
-                token = token.strip()
-                if token:
-                    tokens.add(token.decode("latin-1").lower())
-    return frozenset(tokens)
+            tokens = tokens | _tokens(value)
+    return tokens
 
 
 def is_websocket_upgrade(raw_headers: RawHeaders) -> bool:
@@ -105,31 +133,33 @@ class RequestHeaderRules:
         websocket: bool = False,
     ) -> CIMultiDict[str]:
         """Return the headers to send upstream for a request that arrived with ``raw_headers``."""
-        drop: Iterable[str] = self._drop
-        listed = connection_tokens(raw_headers)
-        if listed:
-            drop = self._drop | listed
-        if websocket:
-            drop = frozenset(drop) | WEBSOCKET_HANDSHAKE
+        drop = self._drop | WEBSOCKET_HANDSHAKE if websocket else self._drop
         out: CIMultiDict[str] = CIMultiDict()
         client_host = ""
         forwarded_for = ""
+        listed: frozenset[str] = frozenset()
         # aiohttp's client keeps only the last of duplicates spelled in different case
         # (its seen-names set is case-sensitive), so repeats take the first one's spelling.
         spelling: dict[str, str] = {}
+        names = _NAMES
         for raw_name, raw_value in raw_headers:
-            name = raw_name.decode("latin-1")
-            lower = name.lower()
+            name, lower = names.get(raw_name) or _name(raw_name)
             name = spelling.setdefault(lower, name)
             if lower == "host":
                 client_host = raw_value.decode("latin-1")
-            if lower == "x-forwarded-for":
+            elif lower == "x-forwarded-for":
                 value = raw_value.decode("latin-1")
                 forwarded_for = f"{forwarded_for}, {value}" if forwarded_for else value
                 continue
+            elif lower == "connection":
+                listed = listed | _tokens(raw_value)
             if lower in drop:
                 continue
             out.add(name, raw_value.decode("latin-1"))
+        # Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1); known
+        # only once all are read, they are taken out afterwards (rarely any beyond the usual).
+        for token in listed - drop:
+            out.popall(token, None)
         # aiohttp sends the URL's host as Host unless one is given; give it only to keep the
         # client's (a gateway that routes on virtual hosts).
         if self._keep_host and client_host:
@@ -160,12 +190,14 @@ def response_headers(
     ``target_prefix`` is the target's origin plus base path; ``local_base`` is
     ``http://<Host the client used>``.
     """
-    listed = connection_tokens(raw_headers)
     out: CIMultiDict[str] = CIMultiDict()
+    listed: frozenset[str] = frozenset()
+    names = _NAMES
     for raw_name, raw_value in raw_headers:
-        name = raw_name.decode("latin-1")
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in listed:
+        name, lower = names.get(raw_name) or _name(raw_name)
+        if lower in HOP_BY_HOP:
+            if lower == "connection":
+                listed = listed | _tokens(raw_value)
             continue
         value = raw_value.decode("latin-1")
         if lower == "location":
@@ -173,6 +205,9 @@ def response_headers(
                 value, target_prefix=target_prefix, base_path=base_path, local_base=local_base
             )
         out.add(name, value)
+    # Headers the target named in Connection are hop-by-hop too; known only once all are read.
+    for token in listed - HOP_BY_HOP:
+        out.popall(token, None)
     return out
 
 
