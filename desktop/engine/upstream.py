@@ -140,6 +140,8 @@ class _ExactRequest(aiohttp.ClientRequest):
 # (set_response_params, ClientRequest's arguments), so other versions take the session's path.
 LEAN_SEND = aiohttp.__version__.startswith("3.14.")
 _NO_TIMER = TimerNoop()
+# Request targets whose upstream URL is kept parsed, per target.
+MAX_CACHED_URLS = 1024
 # aiohttp's default limit on the number of response headers.
 MAX_RESPONSE_HEADERS = 128
 
@@ -198,6 +200,7 @@ class Upstream:
         "_connector",
         "_loop",
         "_timeout",
+        "_urls",
         "active",
         "base_path",
         "condition",
@@ -255,6 +258,7 @@ class Upstream:
             skip_auto_headers=SKIP_AUTO_HEADERS,  # what _ExactRequest skips, said for the record
         )
         self._connector = connector
+        self._urls: dict[str, URL] = {}
         self._timeout = self.session.timeout
         self._loop = asyncio.get_running_loop()
         # aiohttp re-sends idempotent requests once by itself, even after a failure on a fresh
@@ -337,7 +341,14 @@ class Upstream:
 
     def url_for(self, raw_target: str) -> URL:
         """The upstream URL for a request target, byte for byte: nothing is re-quoted."""
-        return URL(self.prefix + raw_target, encoded=True)
+        url = self._urls.get(raw_target)
+        if url is None:
+            url = URL(self.prefix + raw_target, encoded=True)
+            # Tools ask for the same few paths again and again; a URL is parsed once per path
+            # (URLs are immutable). Bounded, since clients choose the paths.
+            if len(self._urls) < MAX_CACHED_URLS:
+                self._urls[raw_target] = url
+        return url
 
     async def close(self) -> None:
         """Close the pool; open requests on it are cut."""
