@@ -41,10 +41,9 @@ from desktop.config.localtoken import settings_with_token, token_path
 from desktop.config.model import LogSettings, ProxySettings, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
-from desktop.engine.condition import Credentials, TargetCondition, describe
+from desktop.engine.condition import TargetCondition
 from desktop.engine.eventloop import new_event_loop
 from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
-from desktop.engine.redact import SENSITIVE_HEADERS
 from desktop.engine.service import ListenError, ProxyService, is_loopback
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
@@ -619,25 +618,10 @@ class ProxyController:
         chosen = name == self._target.display_name
         if not chosen and name not in self._wanted_ports:
             return  # an answer from a target switched away from
-        if condition.kind == "key_rejected":
-            target = self._target if chosen else self._wanted_ports[name][1]
-            credentials = self._credentials(target)
-            if credentials != "proxy":
-                # The engine's words blame the key; there was none of ours to blame.
-                condition = describe(name, condition.kind, condition.status, "", credentials=credentials)
-                log.warning("%s", condition.message)
         if chosen:
             self._update(condition=None if condition.kind == "ok" else condition)
         if condition.kind == "key_rejected" and condition.status == 401:
             self._jobs.put(lambda: self._refresh_key(name))
-
-    def _credentials(self, target: Target) -> Credentials:
-        """Whose credentials ``target``'s requests carry: a credential header the proxy adds
-        (Authorization, x-api-key, ...: any header may hold a key, but these are where one goes),
-        else the client's own, unless the local token check keeps those here."""
-        if any(header.lower() in SENSITIVE_HEADERS for header, _ in target.add_headers):
-            return "proxy"
-        return "none" if self._settings.require_token else "client"
 
     def _refresh_key(self, display_name: str) -> None:
         binding, config = self._binding, self._config

@@ -522,7 +522,12 @@ def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_
     ids=["client-key", "no-key-with-token", "proxy-key"],
 )
 def test_a_401_blames_the_proxys_key_only_when_it_added_one(
-    tmp_path: Path, follow: list[ProxyController], extra: str, require_token: bool, words: str
+    tmp_path: Path,
+    follow: list[ProxyController],
+    extra: str,
+    require_token: bool,
+    words: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A target with no key of its own (the client's Authorization passes through) that answers
     401 rejected the client's credentials, not TrayProxy's key; with a key added, it did."""
@@ -542,3 +547,7 @@ def test_a_401_blames_the_proxys_key_only_when_it_added_one(
         assert condition.kind == "key_rejected"
         assert words in condition.message
         assert controller.status.problem == condition.message
+    # The log (serve's stderr, the tray's file) says the same, never both versions.
+    warnings = [record.getMessage() for record in caplog.records if "HTTP 401" in record.getMessage()]
+    assert warnings
+    assert all(words in warning for warning in warnings), warnings

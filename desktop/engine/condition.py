@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ConditionKind", "Credentials", "TargetCondition", "classify", "describe"]
+from desktop.config.model import Target
+from desktop.engine.redact import SENSITIVE_HEADERS
+
+__all__ = ["ConditionKind", "Credentials", "TargetCondition", "classify", "credentials_of", "describe"]
 
 ConditionKind = Literal["ok", "key_rejected", "rate_limited", "unreachable"]
 # Whose credentials a target gets: a key the proxy adds ("proxy"), the client's own headers,
@@ -62,6 +65,15 @@ def classify(status: int, code: str) -> ConditionKind | None:
     if 100 <= status < 400:
         return "ok"
     return None
+
+
+def credentials_of(target: Target, *, token_required: bool) -> Credentials:
+    """Whose credentials ``target``'s requests carry: a credential header the proxy adds
+    (Authorization, x-api-key, ...: any header may hold a key, but these are where one goes),
+    else the client's own, unless the local token check keeps those in the proxy."""
+    if any(header.lower() in SENSITIVE_HEADERS for header, _ in target.add_headers):
+        return "proxy"
+    return "none" if token_required else "client"
 
 
 def describe(

@@ -24,12 +24,13 @@ from typing import Any
 
 from aiohttp import ClientWebSocketResponse, web
 from aiohttp.abc import AbstractResolver
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from desktop import __version__
 from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.accesslog import log_request
-from desktop.engine.condition import TargetCondition, classify, describe
+from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
 from desktop.engine.guard import RequestGuard
@@ -62,6 +63,20 @@ class ListenError(Exception):
 _PLAIN_WORDS = re.compile(r"[A-Za-z][A-Za-z ,()-]{0,100}")
 
 
+# aiohttp's parser limits, set explicitly and kept apart so a LineTooLong tells which it was:
+# a header line over HEADER_FIELD_LIMIT (aiohttp's default 8190) is the guard's 431; the request
+# line may be longer (long query strings), up to REQUEST_LINE_LIMIT, then 400.
+HEADER_FIELD_LIMIT = 8190
+REQUEST_LINE_LIMIT = 16 * 1024
+
+
+def _is_header_line(exc: LineTooLong) -> bool:
+    """True when the line aiohttp found too long is a header (its limit is max_field_size),
+    not the request line (max_line_size)."""
+    limit = exc.args[1] if len(exc.args) > 1 else None
+    return limit == HEADER_FIELD_LIMIT
+
+
 def _first_line(message: str | None) -> str:
     """The description part of a parser error, never the request bytes it quotes."""
     text = (message or "").strip()
@@ -91,6 +106,15 @@ class _RedactingRequestHandler(RequestHandler):
             log.error("internal error while handling a request", exc_info=exc)
             error: ProxyError = ProxyError(
                 "TrayProxy hit an internal error", code="internal_error", status=status
+            )
+        elif isinstance(exc, LineTooLong) and _is_header_line(exc):
+            # aiohttp's parser stops at a header line over its max_field_size before the guard
+            # sees the request; it is the guard's "header too large" all the same.
+            log.warning("refused a request from %s: a header line is too long (431)", request.remote)
+            error = RequestRefused(
+                "A request header is too large (over 8 KiB); TrayProxy did not forward the request",
+                code="header_too_large",
+                status=431,
             )
         else:
             reason = _first_line(message)
@@ -200,6 +224,8 @@ class ProxyService:
             auto_decompress=False,  # request bodies pass through as sent
             keepalive_timeout=CLIENT_KEEPALIVE_S,
             lingering_time=0,  # do not read an unread body after answering; just close
+            max_field_size=HEADER_FIELD_LIMIT,
+            max_line_size=REQUEST_LINE_LIMIT,
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.settings.stop_grace_s)
         await runner.setup()
@@ -376,7 +402,8 @@ class ProxyService:
                 self._report_condition(upstream.target, kind, record)
 
     def _report_condition(self, target: Target, kind: Any, record: RequestRecord) -> None:
-        condition = describe(target.display_name, kind, record.status, record.error)
+        credentials = credentials_of(target, token_required=self.settings.require_token)
+        condition = describe(target.display_name, kind, record.status, record.error, credentials=credentials)
         if kind != "ok":
             log.warning("%s", condition.message)
         if self._on_condition is not None:
