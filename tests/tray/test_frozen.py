@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets.sync.client
+import xdrive
 from aiohttp import web
 from background import BackgroundServer, free_port, wait_until
 from desktop_session import DesktopSession
@@ -85,8 +86,9 @@ def test_bundle_serves_http_sse_and_websocket(served: str) -> None:
         assert ws.recv(timeout=10) == "ping over the bundle"
 
 
-def test_bundle_tray_docks_and_quits_on_sigterm(desktop: DesktopSession, tmp_path: Path) -> None:
-    """The bundled tray loads the menu-capable AppIndicator backend on the private desktop."""
+def test_bundle_tray_docks_and_quits_from_its_menu(desktop: DesktopSession, tmp_path: Path) -> None:
+    """The bundled tray loads the menu-capable AppIndicator backend on the private desktop, its
+    icon docks, and Quit in its menu ends it with status 0."""
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(f'[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n[targets.a]\nurl = "http://127.0.0.1:9"\n')
@@ -97,7 +99,14 @@ def test_bundle_tray_docks_and_quits_on_sigterm(desktop: DesktopSession, tmp_pat
     try:
         assert wait_until(lambda: "tray ready" in log.read_text(), timeout_s=START_TIMEOUT_S), log.read_text()
         assert "backend=appindicator menu=yes" in log.read_text()
-        process.send_signal(signal.SIGTERM)
+        x = desktop.x
+        assert x is not None
+        [icon] = xdrive.wait_until(x.docked_icons, START_TIMEOUT_S, "the icon to dock")
+        x.click(icon, button=3)
+        xdrive.wait_until(x.popup_menus, START_TIMEOUT_S, "the menu to open")
+        # Down past Stop proxy, Target, Copy local URL, Copy environment, Open config file,
+        # Reload config, Open log folder, Start at login and About, to Quit.
+        x.press(*("Down",) * 10, "Return")
         deadline = time.monotonic() + 15
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
