@@ -3,6 +3,11 @@
 Written by the proxy handler itself once the response is done (aiohttp's AccessLogger is off:
 it formats every field on every request and would log the raw target, keys included). The
 target is redacted here; the handlers' formatter redacts everything once more.
+
+``desktop.logs`` may give the access logger a ``write_line`` attribute: a callable that takes the
+message and returns True once it has queued the line exactly as the installed handlers would
+print it (redacted), or False when the usual LogRecord path must be taken (other handlers,
+filters or formats installed since). The engine does not import ``desktop.logs``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ def log_request(request: web.BaseRequest, record: RequestRecord, *, started: flo
         f"{record.status or '-'} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
         f"{f' [{record.note}]' if record.note else ''}"
     )
+    write_line = getattr(ACCESS_LOGGER, "write_line", None)
+    if write_line is not None and write_line(line):
+        return
     # The record is made and handed over directly: Logger.info would also walk the stack to
     # find the caller's file and line, which this line never shows (a few us per request).
     ACCESS_LOGGER.handle(

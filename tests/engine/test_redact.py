@@ -60,6 +60,8 @@ def stderr_log(capfd) -> Iterator[Callable[..., Callable[[], list[str]]]]:
         capfd.readouterr()
 
         def lines() -> list[str]:
+            for handler in root.handlers:
+                handler.flush()  # access lines are written in batches (desktop/logs.py)
             return capfd.readouterr().err.splitlines()
 
         return lines
