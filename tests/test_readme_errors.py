@@ -51,13 +51,13 @@ def test_the_readme_table_names_no_code_the_engine_lacks() -> None:
     assert sorted(readme_table_codes() - engine_error_codes()) == []
 
 
-def test_readme_safety_says_which_oversized_header_gets_400_and_which_431() -> None:
-    """Pinned on the wire by tests/engine/test_guard.py (8,190 bytes: 431; 8,191: 400)."""
+def test_readme_safety_says_which_oversized_header_gets_431_and_which_line_400() -> None:
+    """Pinned on the wire by tests/engine/test_guard.py (any header line over 8 KiB: 431; a
+    request line over 16 KiB: 400)."""
     safety = " ".join(_section("Safety").split())
-    assert "8,190 bytes" in safety
-    assert "400 (`bad_request`" in safety
-    assert "431 (`header_too_large`)" in safety
+    assert "A header line over 8 KiB gets 431 (`header_too_large`)" in safety
     assert "431 (`headers_too_large`)" in safety
+    assert "a request line over 16 KiB gets 400" in safety
 
 
 def test_troubleshooting_suggests_a_port_the_default_config_does_not_propose() -> None:
