@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import hashlib
 import logging
 import os
 import queue
@@ -850,10 +851,14 @@ def _ca_bundle_error(binding: ConfigBinding, config: ConfigFile, names: Iterable
     return ConfigError(str(binding.path), problems) if problems else None
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file is saved (an atomic rename changes the inode too)."""
+def _file_signature(path: Path) -> tuple[int, int, int, bytes] | None:
+    """What changes when the file is saved: time, size and inode (an atomic rename changes
+    the inode), and a digest of the bytes, for an in-place save of the same length on a file
+    system whose timestamps are too coarse to move (FAT: 2 s, HFS+: 1 s). The file is small;
+    reading it once a second costs next to nothing."""
     try:
         info = os.stat(path)
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
     except OSError:
         return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
+    return (info.st_mtime_ns, info.st_size, info.st_ino, digest)

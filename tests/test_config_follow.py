@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -185,6 +186,27 @@ def test_changing_active_in_the_file_switches_target_once(
     assert paths(seen_a) == ["/one"]
     assert paths(seen_b) == ["/two"]
     assert [(s.target_name, s.target_url) for s in snapshots] == [("b", b.url)]
+
+
+def test_a_same_size_in_place_save_within_one_clock_tick_is_noticed(
+    tmp_path: Path, follow: list[ProxyController]
+) -> None:
+    """An editor that rewrites the file in place with the same length, on a file system whose
+    timestamps are coarse (FAT, HFS+: the mtime does not move), still gets its edit applied."""
+    seen_a, seen_b = Seen(), Seen()
+    with BackgroundServer(echo_app(seen_a)) as a, BackgroundServer(echo_app(seen_b)) as b:
+        path = tmp_path / "config.toml"
+        path.write_text(config_text({"a": a.url, "b": b.url}, active="a"))
+        controller = start_following(follow, path)
+        before = path.stat()
+        with path.open("r+") as handle:  # in place: same inode, same size
+            handle.write(config_text({"a": a.url, "b": b.url}, active="b"))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+        assert wait_until(lambda: controller.status.target_name == "b", timeout_s=FOLLOW_TIMEOUT_S)
+        assert get(controller, "/after").status_code == 200
+    assert paths(seen_b) == ["/after"]
 
 
 @pytest.mark.parametrize(
