@@ -775,6 +775,10 @@ def _uninstall(args: argparse.Namespace) -> int:
         print("keychain entries kept (add --keys to delete the keys your targets keep there)")
     print(f"kept your config file: {path}" if path.exists() else f"no config file at {path}")
     print(f"log files, if any: {log_dir()}")
+    from desktop.platforms import instance
+
+    if instance.is_running():
+        print("TrayProxy is still running: choose Quit in its tray menu before you delete it", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -191,3 +191,35 @@ def test_a_broken_config_is_pointed_at_and_no_key_is_touched(file_keyring: Path,
     assert f"{config}:" in result.stderr
     assert keyring.get_password(SERVICE, "a") == KEY_A
     assert KEY_A not in result.stdout + result.stderr
+
+
+# Holds the instance lock the way a running tray does, until stdin closes.
+HOLD_INSTANCE_LOCK = """
+import sys
+from desktop.platforms import instance
+lock = instance.acquire(lambda: None)
+assert lock is not None and lock.held
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_uninstall_says_when_trayproxy_is_still_running() -> None:
+    """A running tray (it holds the instance lock) is named, so the person quits it before
+    deleting its folder; nothing is said when none runs (the test above)."""
+    assert "still running" not in run_cli("uninstall").stderr
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_INSTANCE_LOCK],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        result = run_cli("uninstall")
+        assert result.returncode == 0, result.stderr
+        assert "TrayProxy is still running: choose Quit in its tray menu" in result.stderr
+    finally:
+        holder.communicate("", timeout=10)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["APP_NAME", "InstanceLock", "acquire", "instance_dir"]
+__all__ = ["APP_NAME", "InstanceLock", "acquire", "instance_dir", "is_running"]
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,25 @@ def acquire(on_activate: Callable[[], None], *, directory: Path | None = None) -
         instance.reason = f"no activate channel: {exc.strerror or exc}"
         log.warning("single instance: %s", instance.reason)
     return instance
+
+
+def is_running(*, directory: Path | None = None) -> bool:
+    """True when another process holds the instance lock (a TrayProxy tray is running). Asks
+    the lock only: the running instance is not told anything."""
+    directory = instance_dir()[0] if directory is None else directory
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return False  # no lock file: none ever ran here, or its folder is gone
+    try:
+        if _try_lock(fd):
+            _unlock(fd)
+            return False
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _fail_open(directory: Path, reason: str) -> InstanceLock:
