@@ -42,9 +42,8 @@ from desktop.config.localtoken import settings_with_token, token_path
 from desktop.config.model import LogSettings, ProxySettings, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
-from desktop.engine.condition import TargetCondition
+from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
-from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
 from desktop.engine.service import ListenError, ProxyService, is_loopback
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
@@ -90,8 +89,8 @@ class TargetPort:
     error: str | None = None
     # Why the target's key could not be read.
     key_problem: str | None = None
-    # True when the proxy puts a credential header (Authorization, x-api-key, api-key) in for
-    # this target, so tools need only a placeholder key.
+    # True when the proxy puts this target's key in (engine.condition.adds_key), so tools need
+    # only a placeholder key.
     adds_key: bool = False
 
     @property
@@ -277,6 +276,11 @@ class ProxyController:
         return self._target
 
     @property
+    def adds_key(self) -> bool:
+        """True when the proxy puts the chosen target's key in, so tools need only a placeholder."""
+        return adds_key(self._target)
+
+    @property
     def settings(self) -> ProxySettings:
         """The listener settings the next start uses."""
         return self._settings
@@ -308,6 +312,7 @@ class ProxyController:
                     raise ListenError(message) from exc
                 raise
             self._service = service
+            _warn_if_exposed(self._settings.hosts)
             self._update(state="running", addresses=tuple(service.addresses), error=None)
             self._sync_ports()
             return self._status
@@ -559,7 +564,7 @@ class ProxyController:
                     addresses=tuple(service.addresses) if service is not None else (),
                     error=self._port_errors.get(name),
                     key_problem=self._port_key_problems.get(name),
-                    adds_key=any(header.lower() in CLIENT_CREDENTIAL_HEADERS for header, _ in target.add_headers),
+                    adds_key=adds_key(target),
                 )
             )
         return tuple(ports)

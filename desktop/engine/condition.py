@@ -14,7 +14,7 @@ from typing import Literal
 from desktop.config.model import Target
 from desktop.engine.redact import SENSITIVE_HEADERS
 
-__all__ = ["ConditionKind", "Credentials", "TargetCondition", "classify", "credentials_of", "describe"]
+__all__ = ["ConditionKind", "Credentials", "TargetCondition", "adds_key", "classify", "credentials_of", "describe"]
 
 ConditionKind = Literal["ok", "key_rejected", "rate_limited", "unreachable"]
 # Whose credentials a target gets: a key the proxy adds ("proxy"), the client's own headers,
@@ -67,11 +67,16 @@ def classify(status: int, code: str) -> ConditionKind | None:
     return None
 
 
+def adds_key(target: Target) -> bool:
+    """True when the proxy puts a credential header (Authorization, x-api-key, ...: any header
+    may hold a key, but these are where one goes) in for ``target``."""
+    return any(header.lower() in SENSITIVE_HEADERS for header, _ in target.add_headers)
+
+
 def credentials_of(target: Target, *, token_required: bool) -> Credentials:
-    """Whose credentials ``target``'s requests carry: a credential header the proxy adds
-    (Authorization, x-api-key, ...: any header may hold a key, but these are where one goes),
-    else the client's own, unless the local token check keeps those in the proxy."""
-    if any(header.lower() in SENSITIVE_HEADERS for header, _ in target.add_headers):
+    """Whose credentials ``target``'s requests carry: a key the proxy adds, else the client's
+    own, unless the local token check keeps those in the proxy."""
+    if adds_key(target):
         return "proxy"
     return "none" if token_required else "client"
 

@@ -40,8 +40,6 @@ NOTIFY_REPEAT_S = 300.0
 QUIT_GRACE_S = 3.0
 # Drawn at this size; every backend scales it to the panel (22-32 px) from a crisp source.
 ICON_SIZE_PX = 64
-# Header names that carry a key the proxy adds (the client's own value is then replaced).
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
 def call_on_ui_thread(action: Callable[[], None]) -> None:
@@ -163,7 +161,7 @@ class TrayApp:
         elif action == "copy-env" and status.local_url:
             # arg: "posix" or "powershell" for the main port, "posix:NAME" for target NAME's own port.
             shell, _, own_name = (arg or "posix").partition(":")
-            url, adds_key = status.local_url, self._proxy_adds_key()
+            url, adds_key = status.local_url, self.controller.adds_key
             own = next((own for own in status.target_ports if own.name == own_name), None)
             if own_name and (own is None or own.local_url is None):
                 self.notify(f"{own_name} is not listening on a port of its own now")
@@ -204,9 +202,6 @@ class TrayApp:
         """Stop the proxy (open streams get a few seconds) and leave the tray."""
         self.controller.close(QUIT_GRACE_S)
         self.icon.stop()
-
-    def _proxy_adds_key(self) -> bool:
-        return any(name.lower() in CREDENTIAL_HEADERS for name, _ in self.controller.target.add_headers)
 
     def _copy(self, text: str, what: str) -> None:
         ok, how = platforms.copy_text(text)
