@@ -384,7 +384,6 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
     """Run the proxy until a stop signal; ``logging_ready``: the caller (the tray falling back
     to no icon) has set up logging, its log file included, which must stay."""
     from desktop.controller import ListenError
-    from desktop.engine.service import is_loopback
     from desktop.logs import setup_logging
 
     if not logging_ready:
@@ -396,13 +395,6 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
         return 2
     if controller.status.key_problem:
         log.warning("%s", controller.status.key_problem)
-    settings = controller.settings
-    for host in settings.hosts:
-        if not is_loopback(host):
-            log.warning(
-                "listening on %s: other machines that can reach it can use the keys this proxy adds",
-                host,
-            )
 
     stop_requested = threading.Event()
 

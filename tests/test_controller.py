@@ -418,3 +418,20 @@ def test_listeners_receive_running_switch_and_stopped_snapshots() -> None:
     assert snapshots[-1].addresses == ()
     assert snapshots[-1].local_url is None
     assert controller.status is snapshots[-1]
+
+
+def test_listening_beyond_loopback_warns_that_others_can_spend_the_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning comes from start (serve and the tray both start there) for a host beyond
+    loopback, and not for loopback alone."""
+    target = Target(f"http://127.0.0.1:{dead_port()}")
+    with caplog.at_level("WARNING", logger="trayproxy.controller"):
+        for hosts in (("127.0.0.1",), ("0.0.0.0",)):
+            controller = ProxyController(ProxySettings(hosts=hosts, port=0, stop_grace_s=0.5), target)
+            try:
+                controller.start()
+            finally:
+                controller.close(0)
+    warnings = [record.getMessage() for record in caplog.records if "other machines" in record.getMessage()]
+    assert warnings == ["listening on 0.0.0.0: other machines that can reach it can use the keys this proxy adds"]
