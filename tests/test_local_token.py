@@ -12,11 +12,9 @@ Targets are real aiohttp servers on 127.0.0.1; the proxy is a real subprocess or
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import openai
 import pytest
 from aiohttp import WSMsgType, web
 from background import BackgroundServer, free_port, wait_until
+from serve_process import ServeProcess
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -37,7 +36,6 @@ KEY_VARIABLE = "TP_LOCAL_TOKEN_TEST_KEY"
 REAL_KEY = "sk-real-upstream-key-5d2c7e19a0b4"
 # A Python start with aiohttp imported plus the watcher's 1 s poll, on a loaded machine.
 SERVE_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 15.0
 CLIENT_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 
@@ -94,44 +92,6 @@ def config_text(url: str, port: int, *, require_token: bool, extra: str = "") ->
     )
 
 
-class Serve:
-    """``trayproxy serve --config PATH`` with its stderr collected as it is written."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "desktop", "serve", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, KEY_VARIABLE: REAL_KEY},
-        )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="serve-stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._lines)
-
-    def stop(self) -> str:
-        """SIGTERM, a clean exit, and everything it wrote to stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
-            self._reader.join(STOP_TIMEOUT_S)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-        assert self.proc.returncode == 0, self.stderr
-        return self.stderr
 
 
 def trayproxy(*args: str) -> subprocess.CompletedProcess[str]:
@@ -174,7 +134,7 @@ def test_sdks_without_the_token_get_401_and_with_it_reach_the_target_with_its_re
     with BackgroundServer(recording_app(recorder)) as upstream:
         config = tmp_path / "config.toml"
         config.write_text(config_text(upstream.url, port, require_token=True))
-        serve = Serve(config)
+        serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             token_file = tmp_path / TOKEN_FILE_NAME
@@ -235,7 +195,7 @@ def test_turning_it_on_in_the_file_and_rotating_the_token_apply_to_the_running_p
     with BackgroundServer(recording_app(recorder)) as upstream:
         config = tmp_path / "config.toml"
         config.write_text(config_text(upstream.url, port, require_token=False))
-        serve = Serve(config)
+        serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         tokens: list[str] = []
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
@@ -264,7 +224,7 @@ def test_turning_it_on_in_the_file_and_rotating_the_token_apply_to_the_running_p
         finally:
             stderr = serve.stop()
 
-        serve = Serve(config)
+        serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert status_of(port, **{"x-api-key": new}) == 200  # the same token after a restart

@@ -10,62 +10,17 @@ every edit, and ``-q`` / ``-v`` on the command line win over it.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
 from background import BackgroundServer, free_port, wait_until
 from listen_helpers import PortHolder, is_listening
+from serve_process import ServeProcess
 from upstreams import Seen, echo_app
 
 SERVE_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 15.0
 
 
-class Serve:
-    """``trayproxy serve --config PATH [flags]`` with its stderr collected as it is written."""
-
-    def __init__(self, config: Path, *flags: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "desktop", "serve", "--config", str(config), *flags],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="serve-stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._lines)
-
-    def lines_with(self, text: str) -> list[str]:
-        return [line for line in list(self._lines) if text in line]
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
-            self._reader.join(STOP_TIMEOUT_S)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-        assert self.proc.returncode == 0, self.stderr
-        return self.stderr
 
 
 def config_text(url_a: str, url_b: str, port: int, *, own_port: int, log: str = "", a_extra: str = "") -> str:
@@ -102,7 +57,7 @@ def test_serve_moves_to_a_new_port_refuses_a_taken_one_and_serves_a_target_on_it
     ):
         config = tmp_path / "config.toml"
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log=quiet))
-        serve = Serve(config)
+        serve = ServeProcess(config)
         try:
             assert wait_until(lambda: is_up(port) and is_up(own_port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/to-a").status_code == 200
@@ -141,7 +96,7 @@ def test_log_settings_follow_the_file_and_the_flags_win(tmp_path: Path) -> None:
     with BackgroundServer(echo_app(seen_a)) as a, BackgroundServer(echo_app(seen_b)) as b:
         config = tmp_path / "config.toml"
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log="[log]\naccess = false\n"))
-        serve = Serve(config)
+        serve = ServeProcess(config)
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/unlogged").status_code == 200
@@ -170,7 +125,7 @@ def test_log_settings_follow_the_file_and_the_flags_win(tmp_path: Path) -> None:
 
     with BackgroundServer(echo_app(seen_a)) as a, BackgroundServer(echo_app(seen_b)) as b:
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log="[log]\naccess = true\n"))
-        serve = Serve(config, "-q")
+        serve = ServeProcess(config, "-q")
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/flag-wins").status_code == 200

@@ -8,22 +8,17 @@ the file is shown on stderr with file:line:col while the proxy keeps serving, an
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
 from background import BackgroundServer, free_port, wait_until
+from serve_process import ServeProcess
 from upstreams import Seen, echo_app
 
 # Starting a Python process with aiohttp imported, plus the watcher's 1 s poll, on a busy
 # machine: generous, since a pass takes about two seconds.
 SERVE_TIMEOUT_S = 15.0
 # Bound on a clean stop after SIGTERM (open requests get the default grace, and there are none).
-STOP_TIMEOUT_S = 15.0
 ENV_KEY = "tp-env-secret-7f3a9c21d04e"
 FILE_KEY = "tp-file-secret-51be08c6aa92"
 
@@ -43,44 +38,6 @@ def config_text(url_a: str, url_b: str, port: int, *, active: str, file_key_line
 FILE_KEY_LINE = 11
 
 
-class Serve:
-    """``trayproxy serve --config PATH`` with its stderr collected as it is written."""
-
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "desktop", "serve", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
-        )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="serve-stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._lines)
-
-    def stop(self) -> str:
-        """SIGTERM, wait for a clean exit, and return everything it wrote to stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
-            self._reader.join(STOP_TIMEOUT_S)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-        assert self.proc.returncode == 0, self.stderr
-        return self.stderr
 
 
 def get(port: int, path: str) -> httpx.Response:
@@ -104,7 +61,7 @@ def test_serve_follows_edits_keeps_serving_through_a_bad_one_and_never_prints_a_
         config = tmp_path / "config.toml"
         good_key = f'key = "{FILE_KEY}"'
         config.write_text(config_text(a.url, b.url, port, active="a", file_key_line=good_key))
-        serve = Serve(config, {"TP_RELOAD_KEY": ENV_KEY})
+        serve = ServeProcess(config, env={"TP_RELOAD_KEY": ENV_KEY})
         try:
             assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/to-a").status_code == 200

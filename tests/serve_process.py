@@ -1,0 +1,58 @@
+"""``trayproxy serve`` as a real subprocess, for tests that follow what it prints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+# A clean stop takes well under a second; a loaded CI machine gets a wide margin.
+STOP_TIMEOUT_S = 15.0
+
+
+class ServeProcess:
+    """``trayproxy serve --config PATH [flags]`` with its stderr collected as it is written;
+    ``env`` is added to this process's environment."""
+
+    def __init__(self, config: Path, *flags: str, env: Mapping[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "desktop", "serve", "--config", str(config), *flags],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="serve-stderr", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._lines)
+
+    def lines_with(self, text: str) -> list[str]:
+        return [line for line in list(self._lines) if text in line]
+
+    def stop(self) -> str:
+        """SIGTERM, wait for a clean exit, and return everything it wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT_S)
+            self._reader.join(STOP_TIMEOUT_S)
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()
+        assert self.proc.returncode == 0, self.stderr
+        return self.stderr
