@@ -8,32 +8,17 @@ unset variable) failed without naming the sources that work without one; `serve 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from background import free_port
-
-EXIT_TIMEOUT_S = 30.0
-
-
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=EXIT_TIMEOUT_S,
-        env=dict(os.environ),
-    )
+from cli_process import run_cli
 
 
 @pytest.mark.parametrize("action", [["check"], ["show"], ["test"], ["set-key", "openai"]])
 def test_config_commands_before_the_first_run_say_how_to_create_the_file(tmp_path: Path, action: list[str]) -> None:
     missing = tmp_path / "config.toml"
-    result = _cli("config", *action, "--config", str(missing))
+    result = run_cli("config", *action, "--config", str(missing))
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"{missing}: the file does not exist yet; run 'trayproxy serve' once, or 'trayproxy config edit',"
@@ -46,7 +31,7 @@ def test_set_key_without_a_keychain_names_the_sources_that_need_none(tmp_path: P
     """The test environment has keyring's "no keychain" backend, as a headless Linux box has."""
     config = tmp_path / "config.toml"
     config.write_text('[targets.openai]\nurl = "https://api.openai.com"\n')
-    result = _cli("config", "set-key", "openai", "--config", str(config), stdin="tptest-some-key\n")
+    result = run_cli("config", "set-key", "openai", "--config", str(config), stdin="tptest-some-key\n")
     assert result.returncode == 1
     assert "could not store the key: no OS keychain is available" in result.stderr
     assert 'key = { env = "NAME" }' in result.stderr
@@ -58,7 +43,7 @@ def test_set_key_without_a_keychain_names_the_sources_that_need_none(tmp_path: P
 def test_serve_with_an_address_missing_its_scheme_suggests_the_url(tmp_path: Path, address: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[targets.ollama]\nurl = "http://127.0.0.1:11434"\n')
-    result = _cli("serve", "--config", str(config), "--target", address, "--port", str(free_port()))
+    result = run_cli("serve", "--config", str(config), "--target", address, "--port", str(free_port()))
     assert result.returncode == 2
     assert f"no target named '{address}'" in result.stderr
     assert result.stderr.rstrip().endswith(f"for a URL, write its scheme: --target http://{address}")
@@ -67,6 +52,6 @@ def test_serve_with_an_address_missing_its_scheme_suggests_the_url(tmp_path: Pat
 def test_serve_with_a_misspelt_name_gets_no_url_suggestion(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[targets.ollama]\nurl = "http://127.0.0.1:11434"\n')
-    result = _cli("serve", "--config", str(config), "--target", "olama", "--port", str(free_port()))
+    result = run_cli("serve", "--config", str(config), "--target", "olama", "--port", str(free_port()))
     assert result.returncode == 2
     assert "http://olama" not in result.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from background import BackgroundServer, free_port, wait_until
+from cli_process import run_cli
 from upstreams import Seen, echo_app
 
 from desktop.engine.service import HEALTH_PATH
@@ -26,14 +27,6 @@ STARTUP_TIMEOUT_S = 15.0
 EXIT_TIMEOUT_S = 15.0
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S * 2,
-        env=env if env is not None else dict(os.environ),
-    )
 
 
 def _config(path: Path, url: str, port: int) -> Path:
@@ -71,7 +64,7 @@ def _run_until_served(argv: list[str], port: int, env: dict[str, str], path: str
 
 def test_config_before_the_command_names_the_file_config_path_prints(tmp_path: Path) -> None:
     chosen = tmp_path / "c2.toml"
-    result = _cli("--config", str(chosen), "config", "path")
+    result = run_cli("--config", str(chosen), "config", "path")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(chosen)
 
@@ -88,10 +81,10 @@ def test_config_before_serve_is_the_file_it_serves(tmp_path: Path) -> None:
 
 
 def test_config_given_before_and_after_the_command_must_agree(tmp_path: Path) -> None:
-    same = _cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "a.toml"))
+    same = run_cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "a.toml"))
     assert same.returncode == 0
     assert same.stdout.strip() == str(tmp_path / "a.toml")
-    differ = _cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "b.toml"))
+    differ = run_cli("--config", str(tmp_path / "a.toml"), "config", "path", "--config", str(tmp_path / "b.toml"))
     assert differ.returncode == 2
     assert "--config is given twice" in differ.stderr
     assert differ.stdout == ""

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import keyring
 import pytest
+from cli_process import run_cli
 
 from desktop import platforms
 from desktop.platforms import linux
 
 REPO = Path(__file__).resolve().parent.parent
-# Bound on one CLI run that only deletes a few files and keychain entries.
-CLI_TIMEOUT_S = 30.0
 SERVICE = "TrayProxy"
 KEY_A = "sk-uninstall-a-0123456789abcdef"
 KEY_SHARED = "sk-uninstall-shared-0123456789"
@@ -46,15 +45,6 @@ key = { env = "C_TOKEN" }
 needs_xdg = pytest.mark.skipif(not platforms.supports_desktop_entry(), reason="XDG desktops only")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        env=dict(os.environ),
-    )
 
 
 def env_paths() -> tuple[Path, dict[str, str]]:

@@ -23,7 +23,7 @@ import openai
 import pytest
 from aiohttp import WSMsgType, web
 from background import BackgroundServer, free_port, wait_until
-from serve_process import ServeProcess
+from cli_process import ServeProcess, run_cli
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -94,14 +94,6 @@ def config_text(url: str, port: int, *, require_token: bool, extra: str = "") ->
 
 
 
-def trayproxy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def get(port: int, path: str = "/v1/models", **headers: str) -> httpx.Response:
@@ -141,7 +133,7 @@ def test_sdks_without_the_token_get_401_and_with_it_reach_the_target_with_its_re
             assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
             token = token_file.read_text().strip()
             assert token.startswith(LOCAL_TOKEN_PREFIX)
-            printed = trayproxy("config", "token", "--config", str(config))
+            printed = run_cli("config", "token", "--config", str(config))
             assert printed.returncode == 0, printed.stderr
             assert printed.stdout == token + "\n"
 
@@ -204,11 +196,11 @@ def test_turning_it_on_in_the_file_and_rotating_the_token_apply_to_the_running_p
 
             config.write_text(config_text(upstream.url, port, require_token=True))
             assert wait_until(lambda: status_of(port) == 401, timeout_s=SERVE_TIMEOUT_S), serve.stderr
-            old = trayproxy("config", "token", "--config", str(config)).stdout.strip()
+            old = run_cli("config", "token", "--config", str(config)).stdout.strip()
             tokens.append(old)
             assert status_of(port, authorization=f"Bearer {old}") == 200
 
-            rotated = trayproxy("config", "token", "--rotate", "--config", str(config))
+            rotated = run_cli("config", "token", "--rotate", "--config", str(config))
             assert rotated.returncode == 0, rotated.stderr
             assert "no longer works" in rotated.stderr
             new = rotated.stdout.strip()
@@ -308,7 +300,7 @@ def test_config_check_warns_that_a_keyless_target_gets_no_key_and_config_token_n
     assert "'keyed'" not in checked.stderr
 
     config.write_text(config_text("http://127.0.0.1:9", 0, require_token=False))
-    printed = trayproxy("config", "token", "--config", str(config))
+    printed = run_cli("config", "token", "--config", str(config))
     assert printed.returncode == 0
     assert printed.stdout.startswith(LOCAL_TOKEN_PREFIX)
     assert "require_token is off" in printed.stderr

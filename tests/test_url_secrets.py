@@ -8,28 +8,17 @@ rejects them), but the message saying so used to quote the URL whole on stderr, 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from background import free_port
+from cli_process import run_cli
 
 from desktop.engine.redact import redact_text
 
 CANARY = "tpcanary-0f3e9a7c51"
-EXIT_TIMEOUT_S = 30.0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-        env=dict(os.environ),
-    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +32,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     ids=["query-key", "query-api_key", "userinfo", "bad-scheme"],
 )
 def test_serve_refuses_a_target_url_without_echoing_its_secret(url: str) -> None:
-    result = _cli("serve", "--target", url, "--port", str(free_port()))
+    result = run_cli("serve", "--target", url, "--port", str(free_port()))
     assert result.returncode == 2
     assert result.stderr.startswith("trayproxy serve: --target: ")
     assert CANARY not in result.stdout + result.stderr
@@ -53,7 +42,7 @@ def test_config_check_names_a_bad_url_without_its_password_or_key(tmp_path: Path
     """The file's errors also become the tray's status line, which no log handler redacts."""
     path = tmp_path / "config.toml"
     path.write_text(f'[targets.gw]\nurl = "ftp://user:{CANARY}@gw.example/v1?key={CANARY}"\n')
-    result = _cli("config", "check", "--config", str(path))
+    result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 1
     assert f"{path}:2:1: 'ftp://user:***@gw.example/v1?key=***' is not an http:// or https:// URL" in result.stderr
     assert CANARY not in result.stdout + result.stderr
@@ -62,7 +51,7 @@ def test_config_check_names_a_bad_url_without_its_password_or_key(tmp_path: Path
 def test_config_show_masks_a_proxy_password(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(f'proxy = "http://me:{CANARY}@proxy.example:3128"\n[targets.a]\nurl = "http://127.0.0.1:1"\n')
-    result = _cli("config", "show", "--config", str(path))
+    result = run_cli("config", "show", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert 'proxy = "http://me:***@proxy.example:3128"' in result.stdout
     assert CANARY not in result.stdout + result.stderr

@@ -9,34 +9,22 @@ target in the tray raised in the background. Each front end now says which file 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from background import BackgroundServer, free_port, wait_until
+from cli_process import run_cli
 from upstreams import Seen, echo_app
 
 from desktop.controller import ConfigBinding, ProxyController
 
 MISSING = "/nonexistent.pem"
 MISSING_REASON = f"ca_bundle {MISSING} cannot be read: No such file or directory"
-# Bound on a CLI run that should exit by itself, with a Python start on a busy machine.
-EXIT_TIMEOUT_S = 30.0
 # The watcher looks at the file once a second.
 FOLLOW_TIMEOUT_S = 10.0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-        env=dict(os.environ),
-    )
 
 
 def _config(path: Path, *, good_url: str, active: str, ca_bundle: str, port: int = 0) -> Path:
@@ -64,14 +52,14 @@ def not_pem(tmp_path: Path) -> Path:
 def test_config_check_reports_a_missing_ca_bundle_at_its_line(tmp_path: Path) -> None:
     """`config check` no longer passes a file the proxy cannot load."""
     path = _config(tmp_path / "config.toml", good_url="http://127.0.0.1:1", active="good", ca_bundle=MISSING)
-    result = _cli("config", "check", "--config", str(path))
+    result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 1, result.stdout
     assert f"{path}:{CA_LINE}:1: {MISSING_REASON}" in result.stderr.splitlines()
 
 
 def test_config_check_says_a_ca_bundle_that_is_not_pem_holds_no_certificate(tmp_path: Path, not_pem: Path) -> None:
     path = _config(tmp_path / "config.toml", good_url="http://127.0.0.1:1", active="good", ca_bundle=str(not_pem))
-    result = _cli("config", "check", "--config", str(path))
+    result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 1
     assert f"{path}:{CA_LINE}:1: ca_bundle {not_pem} holds no certificate TLS can use" in result.stderr
     assert "PEM" in result.stderr
@@ -81,7 +69,7 @@ def test_config_check_says_a_ca_bundle_that_is_not_pem_holds_no_certificate(tmp_
 def test_serve_ca_bundle_flag_that_cannot_be_loaded_exits_2_with_one_line(which: str, not_pem: Path) -> None:
     """`serve --ca-bundle FILE` says what is wrong with FILE, in one line, and exits 2."""
     bundle = MISSING if which == "missing" else str(not_pem)
-    result = _cli(
+    result = run_cli(
         "serve", "--target", "https://127.0.0.1:1", "--ca-bundle", bundle, "--port", str(free_port())
     )
     assert result.returncode == 2, result.stderr
@@ -93,7 +81,7 @@ def test_serve_ca_bundle_flag_that_cannot_be_loaded_exits_2_with_one_line(which:
 
 def test_serve_of_a_config_target_with_a_missing_ca_bundle_exits_2_naming_the_line(tmp_path: Path) -> None:
     path = _config(tmp_path / "config.toml", good_url="http://127.0.0.1:1", active="good", ca_bundle=MISSING)
-    result = _cli("serve", "--config", str(path), "--target", "gateway", "--port", str(free_port()))
+    result = run_cli("serve", "--config", str(path), "--target", "gateway", "--port", str(free_port()))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{path}:{CA_LINE}:1: {MISSING_REASON}" in result.stderr

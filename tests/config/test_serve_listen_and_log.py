@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 from background import BackgroundServer, free_port, wait_until
+from cli_process import ServeProcess
 from listen_helpers import PortHolder, is_listening
-from serve_process import ServeProcess
 from upstreams import Seen, echo_app
 
 SERVE_TIMEOUT_S = 15.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from background import BackgroundServer, free_port, wait_until
-from serve_process import ServeProcess
+from cli_process import ServeProcess
 from upstreams import Seen, echo_app
 
 # Starting a Python process with aiohttp imported, plus the watcher's 1 s poll, on a busy

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_process import run_cli
 
 from desktop import __version__, bundle, cli, platforms
 from desktop.platforms import linux
@@ -33,15 +34,6 @@ ICON_SIZE_PX = 256
 needs_linux = pytest.mark.skipif(not platforms.supports_desktop_entry(), reason="XDG desktops only")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "desktop", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        env=dict(os.environ),
-    )
 
 
 def data_home() -> Path:

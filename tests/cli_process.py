@@ -1,4 +1,5 @@
-"""``trayproxy serve`` as a real subprocess, for tests that follow what it prints."""
+"""The real CLI as a subprocess: one command run to its end (``run_cli``), or ``trayproxy
+serve`` kept running while a test follows what it prints (``ServeProcess``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,25 @@ from pathlib import Path
 
 # A clean stop takes well under a second; a loaded CI machine gets a wide margin.
 STOP_TIMEOUT_S = 15.0
+# Bound on a command that exits by itself: a Python start with our imports on a busy machine.
+EXIT_TIMEOUT_S = 30.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m desktop ARGS`` from the checkout, to its end; ``env`` replaces the
+    environment (default: this process's, as it is now)."""
+    return subprocess.run(
+        [sys.executable, "-m", "desktop", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=EXIT_TIMEOUT_S,
+        env=dict(env if env is not None else os.environ),
+    )
 
 
 class ServeProcess:
