@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from desktop.config.model import ProxySettings, Target
+from desktop.controller import ProxyController
 from desktop.engine.service import ProxyService
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -111,3 +112,13 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
     yield go
     for service in started:
         await service.stop(grace_s=0.5)
+
+
+@pytest.fixture
+def follow() -> Iterator[list[ProxyController]]:
+    """Controllers a test makes (from_config: they follow their file); each is closed, watcher
+    and proxy, when the test ends."""
+    made: list[ProxyController] = []
+    yield made
+    for controller in made:
+        controller.close(grace_s=0.5)

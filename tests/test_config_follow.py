@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +37,6 @@ CLIENT_TIMEOUT_S = 10.0
 HOST_REFUSED = 403
 # A Host name that is not loopback; sent only as a header to 127.0.0.1, never looked up.
 LAN_HOST = "devbox.internal"
-
-
-@pytest.fixture
-def follow() -> Iterator[list[ProxyController]]:
-    """Controllers made in a test; each is closed (watcher and proxy) when the test ends."""
-    made: list[ProxyController] = []
-    yield made
-    for controller in made:
-        controller.close(grace_s=0.5)
 
 
 def start_following(

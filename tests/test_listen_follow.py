@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,14 +30,6 @@ FOLLOW_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 10.0
 # How long the request held open across a move takes at the target.
 SLOW_REQUEST_S = 1.5
-
-
-@pytest.fixture
-def follow() -> Iterator[list[ProxyController]]:
-    made: list[ProxyController] = []
-    yield made
-    for controller in made:
-        controller.close(grace_s=0.5)
 
 
 def start_following(made: list[ProxyController], path: Path) -> ProxyController:

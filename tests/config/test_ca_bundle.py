@@ -9,7 +9,6 @@ target in the tray raised in the background. Each front end now says which file 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,14 +84,6 @@ def test_serve_of_a_config_target_with_a_missing_ca_bundle_exits_2_naming_the_li
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{path}:{CA_LINE}:1: {MISSING_REASON}" in result.stderr
-
-
-@pytest.fixture
-def follow() -> Iterator[list[ProxyController]]:
-    made: list[ProxyController] = []
-    yield made
-    for controller in made:
-        controller.close(grace_s=0.5)
 
 
 def test_a_reload_to_a_target_whose_ca_bundle_is_missing_keeps_the_last_good_config(
