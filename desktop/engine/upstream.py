@@ -147,7 +147,7 @@ MAX_RESPONSE_HEADERS = 128
 
 
 async def _close_body(request: aiohttp.ClientRequest) -> None:
-    # As ClientSession._request does once the response head is in, or on failure.
+    # As ClientSession._request does.
     body = request._body
     if body is not None:
         await body.close()
@@ -326,17 +326,14 @@ class Upstream:
                 connection.close()
                 raise
         except aiohttp.ClientError:
-            await _close_body(request)
             raise
         except OSError as exc:
-            await _close_body(request)
             if exc.errno is None and isinstance(exc, TimeoutError):
                 raise
             raise aiohttp.ClientOSError(*exc.args) from exc
-        except BaseException:
+        finally:
+            # The request body is done with once the response head is in, or on failure.
             await _close_body(request)
-            raise
-        await _close_body(request)
         return response
 
     def url_for(self, raw_target: str) -> URL:
