@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import ClientWebSocketResponse, web
+from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
@@ -38,7 +38,7 @@ from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules
 from desktop.engine.redact import register_secrets
 from desktop.engine.upstream import Upstream
-from desktop.engine.websocket import CLOSE_GOING_AWAY, bridge_websocket
+from desktop.engine.websocket import OpenWebSocket, carry_websocket
 
 __all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService"]
 
@@ -187,8 +187,8 @@ class ProxyService:
         self._runner: web.ServerRunner | None = None
         self._server: _ProxyServer | None = None
         self._sites: list[web.TCPSite] = []
-        # Open bridges, client side -> target side, so stop can close both with 1001.
-        self._websockets: dict[web.WebSocketResponse, ClientWebSocketResponse] = {}
+        # Open WebSockets, so stop can tell both peers of each 1001.
+        self._websockets: set[OpenWebSocket] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._access_log = settings.access_log
         self.addresses: list[tuple[str, int]] = []
@@ -307,12 +307,8 @@ class ProxyService:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop listening, let open requests finish within the grace period, close pools."""
         runner, self._runner = self._runner, None
-        for client_ws, upstream_ws in list(self._websockets.items()):
-            await asyncio.gather(
-                client_ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping"),
-                upstream_ws.close(code=CLOSE_GOING_AWAY, message=b"TrayProxy is stopping"),
-                return_exceptions=True,
-            )
+        if self._websockets:
+            await asyncio.gather(*(ws.going_away() for ws in list(self._websockets)), return_exceptions=True)
         if runner is not None:
             grace = self.settings.stop_grace_s if grace_s is None else grace_s
             # Stop accepting first, then wait for open requests ourselves: aiohttp's cleanup
@@ -390,7 +386,7 @@ class ProxyService:
         upstream.active += 1
         try:
             if is_websocket_upgrade(request.raw_headers):
-                return await bridge_websocket(request, upstream, record, self._websockets)
+                return await carry_websocket(request, upstream, record, self._websockets)
             return await forward_http(request, upstream, record)
         finally:
             upstream.active -= 1

@@ -1,10 +1,18 @@
-"""Bridge a WebSocket between the client and the target.
+"""Carry a WebSocket between the client and the target.
 
 The upstream handshake happens first, so the client is only accepted once the target has
-accepted, and gets the subprotocol the target chose. Then two named pump tasks copy messages
-each way: text, binary, ping and pong as they are, and a close frame's code and reason passed
-on to the other side (RFC 6455 §7.4) instead of a generic 1000. Both ends run without size
-limits, auto-ping or auto-close, so the bridge changes nothing the peers say to each other.
+accepted. Two ways to carry it after that:
+
+- ``relay_websocket`` (the default on the aiohttp version it was checked against, RAW_RELAY):
+  the client's handshake goes to the target as it is (key, version, subprotocols, extensions)
+  and the target's 101 comes back as it is, so the two peers agree on everything end to end and
+  the proxy relays their bytes without parsing messages (wsrelay.py), as nginx and Caddy do.
+- ``bridge_websocket`` (any other aiohttp version): a WebSocket of aiohttp's on each side and
+  two pump tasks copying messages: text, binary, ping and pong as they are, and a close frame's
+  code and reason passed on (RFC 6455 §7.4) instead of a generic 1000.
+
+Either way there are no size limits, auto-pings or auto-closes, and a stopping proxy tells both
+peers 1001.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
-from desktop.engine.forward import RequestRecord
+from desktop.engine.forward import PassThroughResponse, RequestRecord
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
 from desktop.engine.upstream import Upstream
+from desktop.engine.wsrelay import WebSocketRelay
 
-__all__ = ["bridge_websocket"]
+__all__ = ["GOING_AWAY_REASON", "OpenWebSocket", "carry_websocket"]
 
 log = logging.getLogger("trayproxy.websocket")
 
@@ -32,8 +41,143 @@ CLOSE_TIMEOUT_S = 5.0
 CLOSE_PEER_LOST = 1011
 # 1001: the proxy is stopping (RFC 6455 §7.4.1 "going away").
 CLOSE_GOING_AWAY = 1001
+GOING_AWAY_REASON = b"TrayProxy is stopping"
+# The relay takes both connections over through aiohttp's payload-parser hook (set_parser on
+# its server and client protocols), read in 3.14; other versions bridge messages instead.
+RAW_RELAY = aiohttp.__version__.startswith("3.14.")
 
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+class OpenWebSocket:
+    """One carried WebSocket, as the service sees it when it stops."""
+
+    async def going_away(self) -> None:
+        raise NotImplementedError
+
+
+class _RelayedWebSocket(OpenWebSocket):
+    def __init__(self, relay: WebSocketRelay) -> None:
+        self.relay = relay
+
+    async def going_away(self) -> None:
+        await self.relay.going_away(GOING_AWAY_REASON)
+
+
+class _BridgedWebSocket(OpenWebSocket):
+    def __init__(self, client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.client_ws = client_ws
+        self.upstream_ws = upstream_ws
+
+    async def going_away(self) -> None:
+        await asyncio.gather(
+            self.client_ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY_REASON),
+            self.upstream_ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY_REASON),
+            return_exceptions=True,
+        )
+
+
+def _refused(target: str, status: int, record: RequestRecord) -> web.StreamResponse:
+    error = UpstreamUnreachable(
+        f"The target {target} refused the WebSocket upgrade (HTTP {status})",
+        code="websocket_refused",
+        status=status if 400 <= status < 600 else 502,
+    )
+    record.note = error.code
+    return error.to_response()
+
+
+async def carry_websocket(
+    request: web.BaseRequest, upstream: Upstream, record: RequestRecord, live: set[OpenWebSocket]
+) -> web.StreamResponse:
+    """Open the upstream WebSocket, accept the client's, and carry it until either side ends."""
+    if RAW_RELAY:
+        return await relay_websocket(request, upstream, record, live)
+    return await bridge_websocket(request, upstream, record, live)
+
+
+async def relay_websocket(
+    request: web.BaseRequest, upstream: Upstream, record: RequestRecord, live: set[OpenWebSocket]
+) -> web.StreamResponse:
+    """Pass the handshake through both ways, then relay the bytes (see wsrelay.py)."""
+    headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
+    # Hop-by-hop on any other request; here they are the request.
+    headers["Upgrade"] = "websocket"
+    headers["Connection"] = "Upgrade"
+    offers = _offered_protocols(request)
+    if offers:
+        # One list-valued header, as RFC 9110 §5.3 allows: many servers read only the first.
+        headers.popall("Sec-WebSocket-Protocol", None)
+        headers["Sec-WebSocket-Protocol"] = ", ".join(offers)
+    target = upstream.target.display_name
+    try:
+        response = await upstream.session.request(
+            "GET",
+            upstream.url_for(request.raw_path),
+            headers=headers,
+            read_until_eof=False,
+            allow_redirects=False,
+            proxy=upstream.proxy,
+            proxy_headers=upstream.proxy_headers,
+        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        error = map_client_error(exc, target=target)
+        record.note = error.code
+        record.error = error.message
+        return error.to_response()
+    connection = response.connection
+    if (
+        response.status != 101
+        or response.headers.get("Upgrade", "").lower() != "websocket"
+        or connection is None
+        or connection.protocol is None
+        or connection.transport is None
+    ):
+        response.close()
+        return _refused(target, response.status, record)
+    target_protocol = connection.protocol
+    target_transport = connection.transport
+    # A WebSocket may be quiet for hours; aiohttp's ws_connect drops the read timeout too.
+    target_protocol.read_timeout = None
+
+    answer = response_headers(
+        response.raw_headers, target_prefix=upstream.prefix, base_path=upstream.base_path, local_base=""
+    )
+    answer["Upgrade"] = "websocket"
+    answer["Connection"] = "Upgrade"
+    client = PassThroughResponse(headers=answer, status=101, reason=response.reason)
+    relay: WebSocketRelay | None = None
+    try:
+        await client.prepare(request)
+        client_protocol = request.protocol
+        client_transport = request.transport
+        if client_transport is None:
+            return client  # the client left during the handshake
+        record.status = 101
+        record.first_byte_at = asyncio.get_running_loop().time()
+        client_protocol.keep_alive(False)
+        relay = WebSocketRelay(
+            client_transport=client_transport,
+            client_protocol=client_protocol,
+            target_transport=target_transport,
+            target_protocol=target_protocol,
+        )
+        carried = _RelayedWebSocket(relay)
+        live.add(carried)
+        try:
+            relay.start()
+            await relay.done
+        finally:
+            live.discard(carried)
+    finally:
+        if relay is None or not relay.done.done():
+            if relay is not None:
+                relay.abort()
+            response.close()
+        else:
+            record.bytes_down = relay.bytes_down
+            response.release()
+    return client
 
 
 def _offered_protocols(request: web.BaseRequest) -> list[str]:
@@ -90,7 +234,7 @@ async def bridge_websocket(
     request: web.BaseRequest,
     upstream: Upstream,
     record: RequestRecord,
-    live: dict[web.WebSocketResponse, aiohttp.ClientWebSocketResponse],
+    live: set[OpenWebSocket],
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and copy messages both ways."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
@@ -111,16 +255,9 @@ async def bridge_websocket(
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
         )
     except aiohttp.WSServerHandshakeError as exc:
-        status = exc.status if 400 <= exc.status < 600 else 502
-        error: ProxyError = UpstreamUnreachable(
-            f"The target {target} refused the WebSocket upgrade (HTTP {exc.status})",
-            code="websocket_refused",
-            status=status,
-        )
-        record.note = error.code
-        return error.to_response()
+        return _refused(target, exc.status, record)
     except (TimeoutError, aiohttp.ClientError) as exc:
-        error = map_client_error(exc, target=target)
+        error: ProxyError = map_client_error(exc, target=target)
         record.note = error.code
         record.error = error.message
         return error.to_response()
@@ -140,7 +277,8 @@ async def bridge_websocket(
     client_ws.headers.extend(_handshake_headers(upstream_ws, upstream))
     if chosen and chosen not in first_offers:
         client_ws.headers["Sec-WebSocket-Protocol"] = chosen
-    live[client_ws] = upstream_ws
+    carried = _BridgedWebSocket(client_ws, upstream_ws)
+    live.add(carried)
     try:
         await client_ws.prepare(request)
         record.status = 101
@@ -161,7 +299,7 @@ async def bridge_websocket(
             if not task.cancelled() and task.exception() is not None:
                 log.debug("websocket pump ended: %r", task.exception())
     finally:
-        live.pop(client_ws, None)
+        live.discard(carried)
         await upstream_ws.close()
         if not client_ws.closed and client_ws.prepared:
             await client_ws.close(code=CLOSE_PEER_LOST)

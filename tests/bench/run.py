@@ -205,7 +205,13 @@ def measure_small(routes: list[Route], plan: Plan, samples: Samples) -> None:
                     samples.add(route, f"cpu_busy_c{connections}", cpu_s / plan.wrk_seconds)
 
 
-def measure_all(routes: list[Route], plan: Plan, source: Path) -> dict[str, dict[str, float]]:
+# Kinds of measurement, in the order a run makes them (``--only`` picks some).
+KINDS = ("transfers", "sse", "websocket", "small")
+
+
+def measure_all(
+    routes: list[Route], plan: Plan, source: Path, kinds: tuple[str, ...] = KINDS
+) -> dict[str, dict[str, float]]:
     samples = Samples()
     # One request each first: every path works, and idle memory is read after the proxy has
     # handled a request (imports done, pools made), as a user would see it.
@@ -219,14 +225,16 @@ def measure_all(routes: list[Route], plan: Plan, source: Path) -> dict[str, dict
         ("WebSocket", lambda: measure_websockets(routes, plan, samples)),
         ("small requests", lambda: measure_small(routes, plan, samples)),
     )
-    for name, step in steps:
+    for kind, (name, step) in zip(KINDS, steps, strict=True):
+        if kind not in kinds:
+            continue
         started = time.monotonic()
         step()
         print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     figures = samples.summary()
     direct = figures["direct"]
     for name, path_figures in figures.items():
-        if name != "direct":
+        if name != "direct" and "sse_delay_p50_ms" in direct:
             path_figures["sse_added_p50_ms"] = path_figures["sse_delay_p50_ms"] - direct["sse_delay_p50_ms"]
             path_figures["sse_added_p99_ms"] = path_figures["sse_delay_p99_ms"] - direct["sse_delay_p99_ms"]
     return figures
@@ -248,6 +256,12 @@ def main() -> int:
         metavar="COMMAND",
         help="command that runs the TrayProxy CLI, e.g. 'python -m desktop' from another checkout"
         " (default: this environment's trayproxy)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=KINDS,
+        help="measure only this kind (repeatable; default: all), for a quick A/B of one change",
     )
     parser.add_argument(
         "--json", type=Path, help="where to write the JSON (default: results/bench-<time>.json)"
@@ -286,7 +300,7 @@ def main() -> int:
             # Installed is not used: the engine picks its loop; uvloop's extension in the
             # process's memory map says which it picked.
             machine["trayproxy loop"] = "uvloop" if measure.has_loaded(tray_pid, "/uvloop/") else "asyncio"
-            figures = measure_all(routes, plan, source)
+            figures = measure_all(routes, plan, source, tuple(args.only or KINDS))
     machine["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = {
         "machine": machine,

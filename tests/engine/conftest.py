@@ -1,16 +1,17 @@
-"""Engine test settings: the forwarding tests run on both ways of sending upstream.
+"""Engine test settings: the forwarding tests run on both ways of sending upstream, and the
+WebSocket tests on both ways of carrying a WebSocket.
 
 Upstream.send drives aiohttp's client parts itself on the aiohttp version it was checked
-against (LEAN_SEND) and falls back to ClientSession.request on any other; the tests that
-forward requests run on each, so the fallback a user on another aiohttp version gets is tested
-as well.
+against (LEAN_SEND) and falls back to ClientSession.request on any other; WebSockets are relayed
+byte for byte on that version (RAW_RELAY) and bridged message by message on any other. The
+tests run on each, so the fallback a user on another aiohttp version gets is tested as well.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from desktop.engine import upstream
+from desktop.engine import upstream, websocket
 
 # Test modules whose requests go through Upstream.send.
 FORWARDING_MODULES = frozenset(
@@ -21,6 +22,8 @@ FORWARDING_MODULES = frozenset(
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__.rpartition(".")[2] in FORWARDING_MODULES:
         metafunc.parametrize("send_path", ["lean", "session"], indirect=True)
+    if metafunc.module.__name__.rpartition(".")[2] == "test_websocket":
+        metafunc.parametrize("ws_path", ["relay", "bridge"], indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -28,4 +31,12 @@ def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """``lean`` (the default where aiohttp is the checked version) or ``session``."""
     path = getattr(request, "param", "lean" if upstream.LEAN_SEND else "session")
     monkeypatch.setattr(upstream, "LEAN_SEND", path == "lean")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def ws_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``relay`` (the default where aiohttp is the checked version) or ``bridge``."""
+    path = getattr(request, "param", "relay" if websocket.RAW_RELAY else "bridge")
+    monkeypatch.setattr(websocket, "RAW_RELAY", path == "relay")
     return path

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from aiohttp import WSMsgType, web
 from upstreams import dead_port, raw_exchange, ws_echo_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from desktop.config.model import Secret
 
@@ -364,9 +366,12 @@ async def test_client_close_code_and_reason_reach_target(aiohttp_server, start_p
     assert await next_of(probe.closes) == (4001, "bye")
 
 
-async def test_client_close_code_reaches_target_with_aiohttp_client(aiohttp_server, start_proxy) -> None:
+async def test_client_close_code_reaches_target_with_aiohttp_client(
+    aiohttp_server, start_proxy, ws_path: str
+) -> None:
     """The same with aiohttp's client, and the client's close handshake completes: it gets a
-    close frame back with its own code."""
+    close frame back. Relayed, that is the target's own answer (aiohttp's server answers 1000);
+    bridged, the bridge answers with the client's code, the usual echo."""
     probe = Probe()
     upstream = await aiohttp_server(probe_app(probe))
     proxy = await start_proxy(str(upstream.make_url("/")))
@@ -374,7 +379,7 @@ async def test_client_close_code_reaches_target_with_aiohttp_client(aiohttp_serv
         ws = await session.ws_connect(ws_url(proxy.url))
         async with asyncio.timeout(WAIT_S):
             assert await ws.close(code=4001, message=b"bye")
-        assert ws.close_code == 4001
+        assert ws.close_code == (1000 if ws_path == "relay" else 4001)
     assert await next_of(probe.closes) == (4001, "bye")
 
 
@@ -662,3 +667,145 @@ async def test_stopping_proxy_closes_many_websockets_with_1001(aiohttp_server, s
             await proxy.service.stop()
         codes = await asyncio.gather(*watchers)
     assert codes == [1001] * len(sockets)
+
+
+# --- what the carrying itself must not change -------------------------------------------------
+
+
+def streaming_app(sent: list[float]) -> web.Application:
+    """``/ws``: on a text ``send:N:SIZE`` sends N binary messages of SIZE bytes as fast as its
+    socket takes them and records when the last one was handed over; on ``drop`` cuts its
+    connection without a close frame."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            if msg.data == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                break
+            _, count, size = msg.data.split(":")
+            payload = os.urandom(int(size))
+            for _ in range(int(count)):
+                await ws.send_bytes(payload)
+            sent.append(asyncio.get_running_loop().time())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    return app
+
+
+async def test_target_dropping_without_close_frame_tells_client_1011(aiohttp_server, start_proxy) -> None:
+    """A target whose connection drops mid-session leaves the client a close frame saying so
+    (1011 with a reason), not a bare dropped socket it might take for a network fault."""
+    upstream = await aiohttp_server(streaming_app([]))
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    async with ws_client(ws_url(proxy.url)) as ws:
+        await ws.send("drop")
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(WAIT_S):
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1011
+    assert "lost" in closed.value.rcvd.reason
+
+
+async def test_slow_client_holds_the_target_back_instead_of_filling_memory(
+    aiohttp_server, start_proxy
+) -> None:
+    """While the client reads nothing, the target cannot hand over 64 MiB (the proxy stops
+    reading once its buffer is full, as TCP would without it); once the client reads, every
+    byte arrives."""
+    sent: list[float] = []
+    upstream = await aiohttp_server(streaming_app(sent))
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    count, size = 64, MIB
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(ws_url(proxy.url), max_msg_size=0, compress=0)
+        await ws.send_str(f"send:{count}:{size}")
+        await asyncio.sleep(1.0)
+        assert sent == [], "the target sent 64 MiB to a client that read none of it"
+        received = 0
+        async with asyncio.timeout(WAIT_S * 3):
+            for _ in range(count):
+                msg = await ws.receive()
+                assert msg.type is WSMsgType.BINARY
+                received += len(msg.data)
+        assert received == count * size
+        assert len(sent) == 1
+        await ws.close()
+
+
+async def test_compression_the_client_offers_is_agreed_with_the_target(aiohttp_server, start_proxy) -> None:
+    """A client offering permessage-deflate (``websockets`` does by default) gets it when the
+    target supports it, and compressible messages of 1 MiB arrive intact."""
+    probe = Probe()
+    upstream = await aiohttp_server(probe_app(probe))
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    text = big_text(MIB)
+    async with ws_client(ws_url(proxy.url), max_size=None) as ws:
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        await ws.send(text)
+        async with asyncio.timeout(WAIT_S):
+            echoed = await ws.recv()
+    assert "permessage-deflate" in agreed
+    assert any("permessage-deflate" in offer for offer in probe.header("Sec-WebSocket-Extensions"))
+    assert sha(echoed) == sha(text)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked frame from a server: (opcode, payload)."""
+    head = await reader.readexactly(2)
+    length = head[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return head[0] & 0x0F, await reader.readexactly(length)
+
+
+async def test_stopping_mid_message_lets_the_message_finish_before_1001(
+    aiohttp_server, start_proxy
+) -> None:
+    """Stopping while a 16 MiB message is on its way does not cut it: the client gets the whole
+    message, then 1001. The client here is a raw socket with a small receive buffer that reads
+    nothing until the proxy is stopping, so the proxy is inside the message when it stops."""
+    upstream = await aiohttp_server(streaming_app([]))
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    size = 16 * MIB
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", proxy.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4 * MIB)
+    try:
+        writer.write(
+            (
+                "GET /ws HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{proxy.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(WAIT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        writer.write(Frame(Opcode.TEXT, f"send:1:{size}".encode()).serialize(mask=True, extensions=[]))
+        await asyncio.sleep(0.5)
+        stopping = asyncio.create_task(proxy.service.stop())
+        await asyncio.sleep(0.1)
+        async with asyncio.timeout(WAIT_S):
+            opcode, payload = await read_frame(reader)
+            assert (opcode, len(payload)) == (0x2, size)
+            opcode, payload = await read_frame(reader)
+        assert opcode == 0x8
+        assert int.from_bytes(payload[:2], "big") == 1001
+        writer.write(Frame(Opcode.CLOSE, payload).serialize(mask=True, extensions=[]))
+        async with asyncio.timeout(WAIT_S):
+            await stopping
+    finally:
+        writer.close()

@@ -1,0 +1,322 @@
+"""Relay an upgraded WebSocket connection byte for byte, as nginx and Caddy do.
+
+After the handshake the proxy has nothing to change in what the two peers say, so it does not
+parse their messages: each chunk read from one connection is written to the other from
+aiohttp's protocol callback (no task, no message object, no unmask/re-mask, no inflate/deflate;
+compression and subprotocol are whatever the two peers agreed on end to end). A slow reader
+pauses the other side's socket until its buffer drains, so memory stays bounded.
+
+The one thing the proxy still says itself is a close frame: 1001 "going away" when it stops,
+1011 when one side's connection drops without a close frame. Putting a frame into a byte stream
+needs a frame boundary, so a tracker follows the frame headers (2 to 14 bytes each, a few
+operations per chunk) without touching payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, Protocol
+
+__all__ = ["FrameTracker", "WebSocketRelay", "close_frame"]
+
+# A peer that does not answer our close frame within this long is cut.
+CLOSE_TIMEOUT_S = 5.0
+OPCODE_CLOSE = 0x8
+
+
+class _Transport(Protocol):
+    def write(self, data: Any) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
+
+
+def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
+    """A complete close frame; ``masked`` for frames sent to a server (RFC 6455 §5.3)."""
+    payload = code.to_bytes(2, "big") + reason[:123]
+    if not masked:
+        return bytes((0x80 | OPCODE_CLOSE, len(payload))) + payload
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | OPCODE_CLOSE, 0x80 | len(payload))) + mask + body
+
+
+def _frame_extent(data: bytes, start: int) -> tuple[int, int]:
+    """(offset just past the frame header at ``start``, payload length), or (-1, 0) when
+    the header is not all in ``data`` yet."""
+    end = len(data)
+    pos = start + 2
+    if pos > end:
+        return -1, 0
+    length = data[start + 1] & 0x7F
+    if length == 126:
+        if pos + 2 > end:
+            return -1, 0
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+    elif length == 127:
+        if pos + 8 > end:
+            return -1, 0
+        length = int.from_bytes(data[pos : pos + 8], "big")
+        pos += 8
+    if data[start + 1] & 0x80:
+        pos += 4
+    if pos > end:
+        return -1, 0
+    return pos, length
+
+
+class FrameTracker:
+    """Where the frames of one direction begin and end, from their headers alone."""
+
+    __slots__ = ("partial", "remaining", "saw_close")
+
+    def __init__(self) -> None:
+        # Payload bytes of the current frame not seen yet.
+        self.remaining = 0
+        # The start of a frame header split across reads.
+        self.partial = b""
+        self.saw_close = False
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.remaining == 0 and not self.partial
+
+    def advance(self, data: bytes) -> None:
+        """Follow the frames through ``data``, the next bytes of this direction."""
+        remaining = self.remaining
+        if remaining >= len(data) and not self.partial:
+            self.remaining = remaining - len(data)  # the common case inside a large frame
+            return
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        end = len(data)
+        pos = remaining
+        while pos < end:
+            header_end, length = _frame_extent(data, pos)
+            if header_end < 0:
+                self.partial = bytes(data[pos:])
+                self.remaining = 0
+                return
+            if data[pos] & 0x0F == OPCODE_CLOSE:
+                self.saw_close = True
+            pos = header_end + length
+        self.remaining = pos - end
+
+    def frame_end(self, data: bytes) -> int:
+        """Offset in ``data`` where the frame now under way ends (0 at a boundary), or -1
+        when it ends beyond ``data``."""
+        if not self.partial:
+            return self.remaining if self.remaining <= len(data) else -1
+        joined = self.partial + data
+        header_end, length = _frame_extent(joined, 0)
+        if header_end < 0:
+            return -1
+        end = header_end + length - len(self.partial)
+        return end if end <= len(data) else -1
+
+
+class _Direction:
+    """aiohttp calls ``feed_data`` with each chunk read from the source connection (this object
+    is set as that connection's payload parser); the chunk goes straight to the sink."""
+
+    __slots__ = (
+        "_drain",
+        "_pending_close",
+        "_relay",
+        "closed_by_us",
+        "count_bytes",
+        "frames",
+        "masked_sink",
+        "sink",
+        "sink_protocol",
+        "source",
+    )
+
+    def __init__(
+        self, relay: WebSocketRelay, *, source: Any, sink: Any, sink_protocol: Any, masked_sink: bool
+    ) -> None:
+        self._relay = relay
+        self.source: _Transport = source
+        self.sink: _Transport = sink
+        self.sink_protocol = sink_protocol
+        self.masked_sink = masked_sink
+        self.frames = FrameTracker()
+        self.count_bytes = False
+        # A close frame of ours waiting for the frame under way to end.
+        self._pending_close: bytes | None = None
+        # After our close frame, what the source still sends is not for the sink.
+        self.closed_by_us = False
+        self._drain: asyncio.Task[None] | None = None
+
+    # --- aiohttp's payload parser interface ---
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self.closed_by_us:
+            self.frames.advance(data)
+            if self.frames.saw_close:
+                self._relay.answered(self)
+            return False, b""
+        if self._pending_close is not None:
+            end = self.frames.frame_end(data)
+            if end >= 0:
+                self._write(data[:end])
+                self.frames.advance(data[:end])
+                self._send_close(self._pending_close)
+                self.feed_data(data[end:])
+                return False, b""
+        self._write(data)
+        self.frames.advance(data)
+        if self.sink_protocol.writing_paused and self._drain is None:
+            self._pause_source()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._relay.source_ended(self)
+
+    # --- the relay's side ---
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.sink.write(data)
+            if self.count_bytes:
+                self._relay.bytes_down += len(data)
+
+    def close_toward_sink(self, code: int, reason: bytes) -> None:
+        """Send the sink a close frame of ours at the next frame boundary."""
+        if self.closed_by_us or self._pending_close is not None or self.sink.is_closing():
+            return
+        frame = close_frame(code, reason, masked=self.masked_sink)
+        if self.frames.at_boundary:
+            self._send_close(frame)
+        else:
+            self._pending_close = frame
+
+    def _send_close(self, frame: bytes) -> None:
+        self._pending_close = None
+        self.closed_by_us = True
+        self.frames = FrameTracker()  # what follows is the source's next frame
+        self.sink.write(frame)
+
+    def _pause_source(self) -> None:
+        # The sink's buffer is over its high-water mark: stop reading until it drains.
+        self.source.pause_reading()
+        self._drain = asyncio.get_running_loop().create_task(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        try:
+            # aiohttp's protocols wake this when the transport calls resume_writing.
+            await self.sink_protocol._drain_helper()
+        except (ConnectionError, RuntimeError):
+            return
+        finally:
+            self._drain = None
+        if not self.source.is_closing():
+            self.source.resume_reading()
+
+    def cancel(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+
+
+class _Passthrough(asyncio.Protocol):
+    """Put on a relayed connection's transport after the switch, so each read reaches its
+    direction without passing through aiohttp's protocol (which only checks what no longer
+    applies); writing pauses and the connection's end still go to aiohttp's protocol, which
+    wakes drains and hands the end back to the direction through ``feed_eof``."""
+
+    __slots__ = ("_direction", "_original")
+
+    def __init__(self, direction: _Direction, original: Any) -> None:
+        self._direction = direction
+        self._original = original
+
+    def data_received(self, data: bytes) -> None:
+        self._direction.feed_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a WebSocket peer's half-close ends the connection anyway
+
+    def pause_writing(self) -> None:
+        self._original.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._original.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._original.connection_lost(exc)
+
+
+class WebSocketRelay:
+    """Both directions of one upgraded connection, and how it ends."""
+
+    def __init__(
+        self,
+        *,
+        client_transport: Any,
+        client_protocol: Any,
+        target_transport: Any,
+        target_protocol: Any,
+    ) -> None:
+        self._client_protocol = client_protocol
+        self._target_protocol = target_protocol
+        self.bytes_down = 0
+        self.to_target = _Direction(
+            self, source=client_transport, sink=target_transport, sink_protocol=target_protocol, masked_sink=True
+        )
+        self.to_client = _Direction(
+            self, source=target_transport, sink=client_transport, sink_protocol=client_protocol, masked_sink=False
+        )
+        self.to_client.count_bytes = True
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self) -> None:
+        """Take both connections over. The target's side first: bytes it sent right behind its
+        101 go out to the client at once (the client's 101 is already written)."""
+        self._target_protocol.set_parser(self.to_client, None)
+        self._client_protocol.set_parser(self.to_target)
+        for direction, protocol in (
+            (self.to_client, self._target_protocol),
+            (self.to_target, self._client_protocol),
+        ):
+            if not direction.source.is_closing():
+                direction.source.set_protocol(_Passthrough(direction, protocol))
+
+    def source_ended(self, direction: _Direction) -> None:
+        """One connection closed. Its peer is told 1011 if it left without a close frame (and
+        a frame can be put in), then that connection is closed too, after what is queued."""
+        if not direction.frames.saw_close and not direction.closed_by_us:
+            direction.close_toward_sink(1011, b"TrayProxy: peer connection lost")
+        direction.sink.close()
+        self._finish()
+
+    def answered(self, direction: _Direction) -> None:
+        """The source answered our close frame with its own: that connection is done."""
+        direction.source.close()
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        self.to_target.cancel()
+        self.to_client.cancel()
+        self.done.set_result(None)
+
+    async def going_away(self, reason: bytes) -> None:
+        """Tell both peers 1001, give them ``CLOSE_TIMEOUT_S`` to answer, then cut."""
+        self.to_client.close_toward_sink(1001, reason)
+        self.to_target.close_toward_sink(1001, reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT_S)
+        self.abort()
+
+    def abort(self) -> None:
+        for transport in (self.to_client.source, self.to_target.source):
+            if not transport.is_closing():
+                transport.abort()
+        self._finish()
