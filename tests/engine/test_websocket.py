@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from netservers import LocalCA, LoopbackResolver
 from upstreams import dead_port, raw_exchange, ws_echo_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -412,6 +413,23 @@ async def test_target_close_code_reaches_aiohttp_client(aiohttp_server, start_pr
         msg = await ws.receive(timeout=WAIT_S)
         assert msg.type is WSMsgType.CLOSE
         assert (msg.data, msg.extra) == (4002, "done")
+
+
+async def test_tls_target_carries_large_messages_both_ways(aiohttp_server, start_proxy, tmp_path) -> None:
+    """A wss:// target (a private CA's certificate, trusted through the CA bundle) carries 4 MiB
+    binary and 1 MiB text messages both ways, like a plain one."""
+    local_ca = LocalCA.issue(tmp_path, "localhost")
+    upstream = await aiohttp_server(ws_echo_app(), ssl=local_ca.server_context())
+    proxy = await start_proxy(
+        f"https://localhost:{upstream.port}", resolver=LoopbackResolver(), ca_bundle=str(local_ca.ca_path)
+    )
+    binary, text = os.urandom(4 * MIB), big_text(MIB)
+    async with ws_client(ws_url(proxy.url), max_size=None) as ws:
+        for message in (binary, text, b"small", binary):
+            await ws.send(message)
+            async with asyncio.timeout(WAIT_S):
+                echoed = await ws.recv()
+            assert sha(echoed) == sha(message)
 
 
 # --- many at once -----------------------------------------------------------------------------
