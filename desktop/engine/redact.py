@@ -72,7 +72,8 @@ _USERINFO_SHAPE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'
 # Every shape above but the URL password's contains one of these words (any case): a text with
 # none of them, and no registered secret, has nothing else to mask, and one search for them
 # costs less than four passes. (In this alternation, "://...@" cost an access line 2 to 9 %.)
-_ANY_SHAPE = re.compile(r"(?i)authorization|api-key|cookie|key=|bearer|sk-|tp-local-")
+_SHAPE_WORDS = ("authorization", "api-key", "cookie", "key=", "bearer", "sk-", "tp-local-")
+_ANY_SHAPE = re.compile("(?i)" + "|".join(re.escape(word) for word in _SHAPE_WORDS))
 
 _lock = threading.Lock()
 _known_secrets: tuple[str, ...] = ()
@@ -95,12 +96,22 @@ def redact_text(text: str) -> str:
             text = text.replace(secret, MASK)
     if "@" in text:
         text = _USERINFO_SHAPE.sub(lambda m: m.group(1) + MASK + "@", text)
-    if _ANY_SHAPE.search(text) is None:
+    if not _may_hold_shape(text):
         return text
     text = _HEADER_SHAPE.sub(_mask_header_value, text)
     text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+
+
+def _may_hold_shape(text: str) -> bool:
+    # For ASCII text (every access line but a rare one), lower() and seven substring searches
+    # give the same answer as the case-insensitive search, about 10 times sooner (0.6 against
+    # 7 µs for an access line); Unicode case rules (the dotless i) are left to the regex.
+    if not text.isascii():
+        return _ANY_SHAPE.search(text) is not None
+    lowered = text.lower()
+    return any(word in lowered for word in _SHAPE_WORDS)
 
 
 def _mask_header_value(match: re.Match[str]) -> str:
