@@ -9,6 +9,11 @@ answers 401 in the engine's error shape, with where to find the token, and never
 The client's credential headers then carry the token, so they never go further: the target gets
 the key its own headers add, and a target without a key of its own gets no key at all.
 
+A browser's CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is let through
+without the token: the Fetch standard sends preflights without credentials, so requiring one
+would fail every cross-origin request of a local web app before its real request (which does
+carry the token) is made. A preflight asks the target what it allows and does nothing else.
+
 This module holds no file I/O: the controller reads the token file and hands the value over as
 a :class:`Secret` in the settings.
 """
@@ -83,7 +88,9 @@ class LocalTokenCheck:
         return cls(settings.local_token) if settings.require_token else None
 
     def check(self, request: web.BaseRequest) -> ProxyError | None:
-        """The refusal for ``request``, or None when it carries the token."""
+        """The refusal for ``request``, or None when it carries the token (or is a preflight)."""
+        if request.method == "OPTIONS" and _is_preflight(request.raw_headers):
+            return None
         token = self._token
         if token is None:
             return ProxyError(TOKEN_UNAVAILABLE, code="local_token_unavailable", status=503)
@@ -96,6 +103,12 @@ class LocalTokenCheck:
         if presented:
             return LocalTokenRefused(TOKEN_INVALID, code="local_token_invalid")
         return LocalTokenRefused(TOKEN_REQUIRED, code="local_token_required")
+
+
+def _is_preflight(raw_headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    # Fetch standard, CORS-preflight fetch: OPTIONS with Origin and Access-Control-Request-Method.
+    names = {name.lower() for name, _ in raw_headers}
+    return b"origin" in names and b"access-control-request-method" in names
 
 
 def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:

@@ -258,3 +258,37 @@ def test_a_local_token_never_appears_in_a_redacted_line() -> None:
     ):
         assert other not in redact_text(line)
         assert other[len("tp-local-") :] not in redact_text(line)
+
+
+async def test_browser_preflight_reaches_the_target_without_the_token(make_proxied) -> None:
+    """A local web app's cross-origin request starts with a preflight that browsers send without
+    credentials; it reaches the target (which says what it allows) instead of a 401, and gets no
+    key of the client's added. The real request after it still needs the token."""
+    proxied = await make_proxied(_settings())
+    preflight = [
+        ("Origin", "http://localhost:5173"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "authorization, content-type"),
+    ]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(proxied.url + "/v1/chat/completions", headers=preflight) as response,
+    ):
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["method"] == "OPTIONS"
+    status, _, body = await proxied.get(("Origin", "http://localhost:5173"))
+    assert status == 401
+    assert body["error"]["code"] == "local_token_required"
+
+
+async def test_options_that_is_not_a_preflight_still_needs_the_token(make_proxied) -> None:
+    """Only a preflight's shape (Origin and Access-Control-Request-Method) gets through: a bare
+    OPTIONS from a program is checked like any other request."""
+    proxied = await make_proxied(_settings())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(proxied.url + "/v1/models", headers={"Access-Control-Request-Method": "GET"}) as response,
+    ):
+        assert response.status == 401
+    assert proxied.seen.requests == []
