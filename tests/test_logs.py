@@ -241,7 +241,8 @@ def test_serve_writes_every_line_before_it_exits(sig: signal.Signals) -> None:
     assert [line.split('"GET ')[1].split("?")[0] for line in access] == [f"/burst/{i}" for i in range(100)]
     for line in access:
         assert re.fullmatch(
-            f'{STAMP} INFO    trayproxy.access: 127\\.0\\.0\\.1 "GET /burst/\\d+\\?key=\\*\\*\\*" 200 \\d+ '
+            f'{STAMP} INFO    trayproxy.access: 127\\.0\\.0\\.1 "GET /burst/\\d+\\?key=\\*\\*\\*" '
+            f"-> {re.escape(upstream.url)} 200 \\d+ "
             r"ttfb=\d+\.\d{3}s \d+\.\d{3}s",
             line,
         ), line

@@ -175,5 +175,5 @@ class LogSettings:
     """What the log shows: the level of TrayProxy's messages, and the per-request lines."""
 
     level: str = "info"
-    # One line per request (method, path, status, bytes, timings), whatever ``level`` says.
+    # One line per request (method, path, target, status, bytes, timings), whatever ``level`` says.
     access: bool = True

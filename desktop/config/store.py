@@ -129,7 +129,7 @@ allowed_origins = []
 require_token = false
 
 [log]
-# debug, info, warning or error; access: one line per request (method, path, status, timings).
+# debug, info, warning or error; access: one line per request (method, path, target, status, timings).
 level = "info"
 access = true
 

@@ -1,4 +1,4 @@
-"""One log line per request: who, what, the answer, how much, how fast.
+"""One log line per request: who, what, which target, the answer, how much, how fast.
 
 Written by the proxy handler itself once the response is done (aiohttp's AccessLogger is off:
 it formats every field on every request and would log the raw target, keys included). The
@@ -25,13 +25,13 @@ ACCESS_LOGGER = logging.getLogger("trayproxy.access")
 
 
 def log_request(request: web.BaseRequest, record: RequestRecord, *, started: float, ended: float) -> None:
-    """Log ``request`` as ``ip "METHOD /path" status bytes ttfb=… total``."""
+    """Log ``request`` as ``ip "METHOD /path" -> target status bytes ttfb=… total``."""
     if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
     ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
     line = (
         f'{request.remote or "-"} "{request.method} {redact_target(request.raw_path)}" '
-        f"{record.status or '-'} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
+        f"{f'-> {record.target} ' if record.target else ''}{record.status or '-'} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
         f"{f' [{record.note}]' if record.note else ''}"
     )
     write_line = getattr(ACCESS_LOGGER, "write_line", None)

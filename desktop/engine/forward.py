@@ -72,9 +72,12 @@ class PassThroughResponse(web.StreamResponse):
 class RequestRecord:
     """What the access log needs to know about one request; filled in as it goes."""
 
-    __slots__ = ("bytes_down", "error", "first_byte_at", "note", "status")
+    __slots__ = ("bytes_down", "error", "first_byte_at", "note", "status", "target")
 
     def __init__(self) -> None:
+        # The target the request went to (its name): with targets on ports of their own, or a
+        # switch while requests were open, the log says which one answered.
+        self.target = ""
         self.status = 0
         self.bytes_down = 0
         self.first_byte_at: float | None = None

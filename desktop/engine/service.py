@@ -384,6 +384,7 @@ class ProxyService:
         if upstream is None:
             return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
         upstream.active += 1
+        record.target = upstream.target.display_name
         try:
             if is_websocket_upgrade(request.raw_headers):
                 return await carry_websocket(request, upstream, record, self._websockets)
