@@ -62,6 +62,9 @@ CONFIG_POLL_S = 1.0
 # A key command is run again after a 401 at most this often, so a key the target really
 # rejects does not run a password manager (or open an SSO page) on every request.
 KEY_REFRESH_MIN_INTERVAL_S = 30.0
+# A target's own port that could not be opened (taken by another program) is tried again this
+# often, so it opens soon after the other program lets go, without a save or Reload.
+PORT_RETRY_S = 5.0
 
 
 def _local_url(addresses: tuple[tuple[str, int], ...]) -> str | None:
@@ -213,6 +216,7 @@ class ProxyController:
         # Not 0.0: the monotonic clock may start at boot, and an app started at login within
         # KEY_REFRESH_MIN_INTERVAL_S of it would otherwise skip its first refresh.
         self._last_key_refresh = float("-inf")
+        self._last_port_retry = float("-inf")
         # A target whose key refresh was skipped as too soon, to retry when the interval ends.
         self._refresh_due: str | None = None
         # Per target name: its file entry and what reading its key gave, so a reload that leaves
@@ -473,7 +477,8 @@ class ProxyController:
         main = self._service
         assert main is not None
         main_ports = {port for _, port in main.addresses}
-        self._port_errors = {}
+        self._last_port_retry = time.monotonic()
+        before, self._port_errors = self._port_errors, {}
         for name in list(self._port_services):
             if name not in self._wanted_ports or self._wanted_ports[name][0] in main_ports:
                 gone = self._port_services.pop(name)
@@ -489,11 +494,14 @@ class ProxyController:
                     self._port_services[name] = self._call(self._start_service(settings, target))
                 except ListenError as exc:
                     self._port_errors[name] = self._explain(exc, port)
-                    log.error("target %s is not served on port %d: %s", name, port, self._port_errors[name])
+                    if name not in before:  # said once, not at every retry
+                        log.error("target %s is not served on port %d: %s", name, port, self._port_errors[name])
                 else:
                     log.info("target %s is also served on %s", name, _where(self._port_services[name].addresses))
             elif _address(service.settings) != _address(settings):
-                moved, error = self._relocate(f"target {name}", service, settings, target)
+                moved, error = self._relocate(
+                    f"target {name}", service, settings, target, log_failure=name not in before
+                )
                 if moved is None:
                     del self._port_services[name]
                 else:
@@ -517,7 +525,13 @@ class ProxyController:
                 self._call(self._retire(self._port_services.pop(name)))
 
     def _relocate(
-        self, what: str, service: ProxyService, settings: ProxySettings, target: Target
+        self,
+        what: str,
+        service: ProxyService,
+        settings: ProxySettings,
+        target: Target,
+        *,
+        log_failure: bool = True,
     ) -> tuple[ProxyService | None, str | None]:
         """Under the lock: ``service`` moved to ``settings``' address (see _move), logged; with
         the reason when the move failed, naming the port and who holds it."""
@@ -536,7 +550,8 @@ class ProxyController:
         message = f"could not move to {wanted}: {self._explain(error, settings.port)}"
         if moved is not None:
             message += f"; still listening on {_where(moved.addresses)}"
-        log.error("%s %s", what, message)
+        if log_failure:
+            log.error("%s %s", what, message)
         return moved, message
 
     def _resolve_ports(self, config: ConfigFile) -> dict[str, tuple[int, Target]]:
@@ -614,8 +629,16 @@ class ProxyController:
                 if current != seen:
                     seen = current
                     self.reload_config()
+                elif self._port_errors and time.monotonic() - self._last_port_retry >= PORT_RETRY_S:
+                    self._retry_ports()
             except Exception:
                 log.exception("config watcher job failed")
+
+    def _retry_ports(self) -> None:
+        """Watcher thread: open the own ports that could not be opened (or moved) last time."""
+        with self._lock:
+            if self._service is not None and self._port_errors:
+                self._sync_ports()
 
     def _on_condition(self, condition: TargetCondition) -> None:
         """On the loop thread: keep the chosen target's trouble in the status; re-fetch a

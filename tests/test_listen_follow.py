@@ -21,6 +21,7 @@ from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait
 from listen_helpers import PortHolder, can_bind, is_listening
 from upstreams import Seen, echo_app
 
+from desktop import controller as controller_module
 from desktop.controller import ConfigBinding, ProxyController, TargetPort
 from desktop.engine.service import HEALTH_PATH
 from desktop.platforms.ports import port_holder
@@ -305,6 +306,33 @@ def test_a_taken_target_port_is_reported_while_the_main_port_serves(
         assert entry.error is None
         assert controller.status.problem is None
         assert get(own, "/own").status_code == 200
+    assert paths(seen_b) == ["/own"]
+
+
+def test_a_taken_target_port_opens_by_itself_once_freed(
+    tmp_path: Path, follow: list[ProxyController], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The program holding a target's own port quits: the port opens within a few seconds,
+    without a save or Reload, and the log said "not served" once, not at every try."""
+    monkeypatch.setattr(controller_module, "PORT_RETRY_S", 0.3)
+    seen_b = Seen()
+    main, own = free_port(), free_port()
+    caplog.set_level(logging.INFO)
+    with BackgroundServer(echo_app(seen_b)) as b, PortHolder(own) as holder:
+        path = tmp_path / "config.toml"
+        path.write_text(config_text({"a": "http://127.0.0.1:9", "b": b.url}, port=main, own_ports={"b": own}))
+        controller = start_following(follow, path)
+        assert controller.status.target_ports[0].error is not None
+        # Several retries while the port is still held.
+        assert wait_until(lambda: controller._last_port_retry > 0, timeout_s=FOLLOW_TIMEOUT_S)
+        threading.Event().wait(1.5)
+        assert controller.status.target_ports[0].addresses == ()
+        holder.close()
+        assert wait_until(lambda: controller.status.target_ports[0].error is None, timeout_s=FOLLOW_TIMEOUT_S)
+        assert controller.status.problem is None
+        assert get(own, "/own").status_code == 200
+    said = [r for r in caplog.records if f"target b is not served on port {own}" in r.getMessage()]
+    assert len(said) == 1
     assert paths(seen_b) == ["/own"]
 
 
