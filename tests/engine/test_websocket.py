@@ -27,7 +27,7 @@ from netservers import LocalCA, LoopbackResolver
 from upstreams import dead_port, raw_exchange, ws_echo_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 
 from desktop.config.model import Secret
 
@@ -144,6 +144,19 @@ async def ws_client(url: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
 async def next_of(queue: asyncio.Queue[Any]) -> Any:
     async with asyncio.timeout(WAIT_S):
         return await queue.get()
+
+
+async def close_received(ws: ClientConnection) -> Close:
+    """Read until the connection closes; the close frame the client got (it must get one)."""
+    async def until_closed() -> None:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                await ws.recv()
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await until_closed()
+    assert closed.value.rcvd is not None, "the connection dropped without a close frame"
+    return closed.value.rcvd
 
 
 def sha(data: str | bytes) -> str:
@@ -392,11 +405,8 @@ async def test_target_close_code_and_reason_reach_client(aiohttp_server, start_p
     proxy = await start_proxy(str(upstream.make_url("/")))
     async with ws_client(ws_url(proxy.url)) as ws:
         await ws.send("close:4002:done")
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(WAIT_S):
-                await ws.recv()
-    assert closed.value.rcvd is not None
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "done")
+        close = await close_received(ws)
+    assert (close.code, close.reason) == (4002, "done")
     # The client echoes the close code (RFC 6455 §5.5.1), and that echo reached the target.
     assert await next_of(probe.close_replies) == 4002
 
@@ -639,12 +649,9 @@ async def test_stopping_proxy_closes_open_websockets_with_1001(aiohttp_server, s
             assert await ws.recv() == "hi"
         async with asyncio.timeout(WAIT_S):
             await proxy.service.stop()
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(WAIT_S):
-                await ws.recv()
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1001
-    assert closed.value.rcvd.reason
+        close = await close_received(ws)
+    assert close.code == 1001
+    assert close.reason
 
 
 async def test_stopping_proxy_tells_target_going_away(aiohttp_server, start_proxy) -> None:
@@ -724,12 +731,9 @@ async def test_target_dropping_without_close_frame_tells_client_1011(aiohttp_ser
     proxy = await start_proxy(str(upstream.make_url("/")))
     async with ws_client(ws_url(proxy.url)) as ws:
         await ws.send("drop")
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(WAIT_S):
-                await ws.recv()
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1011
-    assert "lost" in closed.value.rcvd.reason
+        close = await close_received(ws)
+    assert close.code == 1011
+    assert "lost" in close.reason
 
 
 async def test_slow_client_holds_the_target_back_instead_of_filling_memory(
