@@ -9,6 +9,10 @@ answers 401 in the engine's error shape, with where to find the token, and never
 The client's credential headers then carry the token, so they never go further: the target gets
 the key its own headers add, and a target without a key of its own gets no key at all.
 
+A browser cannot set headers on a WebSocket, so there the token may come the way OpenAI's
+Realtime API takes a key from a browser: as the subprotocol offer
+``openai-insecure-api-key.<token>``. That offer is taken out of the handshake the target gets.
+
 A browser's CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is let through
 without the token: the Fetch standard sends preflights without credentials, so requiring one
 would fail every cross-origin request of a local web app before its real request (which does
@@ -33,6 +37,7 @@ from desktop.engine.redact import register_secrets
 
 __all__ = [
     "CLIENT_CREDENTIAL_HEADERS",
+    "KEY_PROTOCOL_PREFIX",
     "LocalTokenCheck",
     "LocalTokenRefused",
     "header_rules",
@@ -41,6 +46,9 @@ __all__ = [
 # Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key.
 CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _KEY_HEADERS = (b"x-api-key", b"api-key")
+# A WebSocket subprotocol offer carrying an API key: OpenAI Realtime's way for browsers.
+KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
+_KEY_PROTOCOL_PREFIX = KEY_PROTOCOL_PREFIX.encode()
 # RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
 CHALLENGE = 'Bearer realm="TrayProxy"'
 WHERE_TO_FIND = "Copy it from the tray menu (Copy environment) or run: trayproxy config token"
@@ -60,7 +68,8 @@ class LocalTokenRefused(RequestRefused):
 
 TOKEN_REQUIRED = (
     "This TrayProxy asks for its local access token as the API key "
-    "(Authorization: Bearer, x-api-key or api-key). " + WHERE_TO_FIND
+    "(Authorization: Bearer, x-api-key or api-key; for a browser WebSocket, the subprotocol "
+    f"{KEY_PROTOCOL_PREFIX}<token>). " + WHERE_TO_FIND
 )
 TOKEN_INVALID = (
     "The API key sent is not this TrayProxy's local access token (it may have been rotated). " + WHERE_TO_FIND
@@ -121,6 +130,11 @@ def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
             yield credential.strip() if scheme.lower() == b"bearer" else b""
         elif lower in _KEY_HEADERS:
             yield value.strip()
+        elif lower == b"sec-websocket-protocol":
+            for offer in value.split(b","):
+                offer = offer.strip()
+                if offer.startswith(_KEY_PROTOCOL_PREFIX):
+                    yield offer[len(_KEY_PROTOCOL_PREFIX) :]
 
 
 def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:

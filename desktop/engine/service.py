@@ -387,7 +387,9 @@ class ProxyService:
         record.target = upstream.target.display_name
         try:
             if is_websocket_upgrade(request.raw_headers):
-                return await carry_websocket(request, upstream, record, self._websockets)
+                return await carry_websocket(
+                    request, upstream, record, self._websockets, token_required=token_check is not None
+                )
             return await forward_http(request, upstream, record)
         finally:
             upstream.active -= 1

@@ -28,6 +28,7 @@ from multidict import CIMultiDict
 from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
 from desktop.engine.forward import PassThroughResponse, RequestRecord
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
+from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
 from desktop.engine.upstream import Upstream
 from desktop.engine.wsrelay import WebSocketRelay
 
@@ -88,26 +89,35 @@ def _refused(target: str, status: int, record: RequestRecord) -> web.StreamRespo
 
 
 async def carry_websocket(
-    request: web.BaseRequest, upstream: Upstream, record: RequestRecord, live: set[OpenWebSocket]
+    request: web.BaseRequest,
+    upstream: Upstream,
+    record: RequestRecord,
+    live: set[OpenWebSocket],
+    *,
+    token_required: bool = False,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and carry it until either side ends."""
+    offers = _offered_protocols(request, token_required=token_required)
     if RAW_RELAY:
-        return await relay_websocket(request, upstream, record, live)
-    return await bridge_websocket(request, upstream, record, live)
+        return await relay_websocket(request, upstream, record, live, offers)
+    return await bridge_websocket(request, upstream, record, live, offers)
 
 
 async def relay_websocket(
-    request: web.BaseRequest, upstream: Upstream, record: RequestRecord, live: set[OpenWebSocket]
+    request: web.BaseRequest,
+    upstream: Upstream,
+    record: RequestRecord,
+    live: set[OpenWebSocket],
+    offers: list[str],
 ) -> web.StreamResponse:
     """Pass the handshake through both ways, then relay the bytes (see wsrelay.py)."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
     # Hop-by-hop on any other request; here they are the request.
     headers["Upgrade"] = "websocket"
     headers["Connection"] = "Upgrade"
-    offers = _offered_protocols(request)
+    # One list-valued header, as RFC 9110 §5.3 allows: many servers read only the first.
+    headers.popall("Sec-WebSocket-Protocol", None)
     if offers:
-        # One list-valued header, as RFC 9110 §5.3 allows: many servers read only the first.
-        headers.popall("Sec-WebSocket-Protocol", None)
         headers["Sec-WebSocket-Protocol"] = ", ".join(offers)
     target = upstream.target.display_name
     try:
@@ -180,13 +190,15 @@ async def relay_websocket(
     return client
 
 
-def _offered_protocols(request: web.BaseRequest) -> list[str]:
-    # RFC 6455 §11.3.4 lets a client repeat the header; every offer counts.
+def _offered_protocols(request: web.BaseRequest, *, token_required: bool) -> list[str]:
+    # RFC 6455 §11.3.4 lets a client repeat the header; every offer counts. With the local
+    # token required, an offer carrying a key carries the token (see localtoken.py): the
+    # target must not get it.
     return [
         p.strip()
         for header in request.headers.getall("Sec-WebSocket-Protocol", [])
         for p in header.split(",")
-        if p.strip()
+        if p.strip() and not (token_required and p.strip().startswith(KEY_PROTOCOL_PREFIX))
     ]
 
 
@@ -235,6 +247,7 @@ async def bridge_websocket(
     upstream: Upstream,
     record: RequestRecord,
     live: set[OpenWebSocket],
+    offers: list[str],
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and copy messages both ways."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
@@ -243,7 +256,7 @@ async def bridge_websocket(
     try:
         upstream_ws = await upstream.session.ws_connect(
             upstream.url_for(request.raw_path),
-            protocols=_offered_protocols(request),
+            protocols=offers,
             headers=headers,
             autoclose=False,
             autoping=False,

@@ -198,10 +198,12 @@ async def test_set_local_token_applies_from_the_next_request(make_proxied) -> No
 # --- WebSockets -----------------------------------------------------------------------------
 
 
-def _recording_ws_app(handshakes: list[list[tuple[str, str]]]) -> web.Application:
+def _recording_ws_app(
+    handshakes: list[list[tuple[str, str]]], *, protocols: tuple[str, ...] = ()
+) -> web.Application:
     async def handler(request: web.Request) -> web.WebSocketResponse:
         handshakes.append(list(request.headers.items()))
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(protocols=protocols)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -235,6 +237,39 @@ async def test_a_websocket_upgrade_needs_the_token_too(aiohttp_server, start_pro
     (headers,) = handshakes
     assert ("Authorization", f"Bearer {REAL_KEY}") in headers
     assert not any(TOKEN in value for _, value in headers)
+
+
+async def test_a_browser_websocket_may_send_the_token_as_a_realtime_key_subprotocol(
+    aiohttp_server, start_proxy
+) -> None:
+    """A browser cannot set headers on a WebSocket; like OpenAI's Realtime API, TrayProxy takes
+    the key from the subprotocol offer ``openai-insecure-api-key.<token>``. The socket works,
+    the target's handshake has its real key and the other offers but never the token, and the
+    client gets the subprotocol the target chose. A wrong token in that offer gets 401."""
+    handshakes: list[list[tuple[str, str]]] = []
+    upstream = await aiohttp_server(_recording_ws_app(handshakes, protocols=("realtime",)))
+    proxy = await start_proxy(_keyed_target(str(upstream.make_url("")).rstrip("/")), settings=_settings())
+    browser_offers = ("realtime", f"openai-insecure-api-key.{TOKEN}", "openai-beta.realtime-v1")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as wrong:
+            await session.ws_connect(proxy.url + "/ws", protocols=("realtime", "openai-insecure-api-key.nope-nope"))
+        assert wrong.value.status == 401
+        assert handshakes == []
+        async with session.ws_connect(proxy.url + "/ws", protocols=browser_offers) as ws:
+            assert ws.protocol == "realtime"
+            await ws.send_str("hello")
+            message = await asyncio.wait_for(ws.receive(), WAIT_S)
+            assert message.data == "hello"
+    (headers,) = handshakes
+    assert ("Authorization", f"Bearer {REAL_KEY}") in headers
+    assert not any(TOKEN in value for _, value in headers)
+    offered = [
+        offer.strip()
+        for name, value in headers
+        if name.lower() == "sec-websocket-protocol"
+        for offer in value.split(",")
+    ]
+    assert offered == ["realtime", "openai-beta.realtime-v1"]
 
 
 # --- the check and the redaction ------------------------------------------------------------
