@@ -102,6 +102,6 @@ def test_the_tray_without_a_desktop_session_keeps_logging_to_its_file(tmp_path: 
     log_file = Path(os.environ["XDG_STATE_HOME"]) / "TrayProxy" / "log" / "trayproxy.log"
     logged = log_file.read_text(encoding="utf-8")
     assert "running without a tray icon" in logged
-    for line in (f"listening on http://127.0.0.1:{port}", '"GET /logged-request" 200', "stopped"):
+    for line in (f"listening on http://127.0.0.1:{port}", '"GET /logged-request" -> mine 200', "stopped"):
         assert line in logged, logged
         assert line in stderr
