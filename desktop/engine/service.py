@@ -100,7 +100,10 @@ class _RedactingRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:
-            # Part of a response is out already: the connection is broken; just close it.
+            # Part of a response is out already: the connection is broken; just close it (a
+            # failure of the proxy's own still goes to the log, or nobody would ever know).
+            if status >= 500 and exc is not None:
+                log.error("internal error after the response had started", exc_info=exc)
             raise ConnectionError("response already started")
         if status >= 500:
             log.error("internal error while handling a request", exc_info=exc)
@@ -189,6 +192,7 @@ class ProxyService:
         self._sites: list[web.TCPSite] = []
         # Open WebSockets, so stop can tell both peers of each 1001.
         self._websockets: set[OpenWebSocket] = set()
+        self._stopping = False
         self._closing: set[asyncio.Task[None]] = set()
         self._access_log = settings.access_log
         self.addresses: list[tuple[str, int]] = []
@@ -215,6 +219,7 @@ class ProxyService:
         """Open the target's pool and the listeners; raise ListenError if a port is taken."""
         if self._runner is not None:
             return
+        self._stopping = False
         register_secrets(self._target.secrets())
         self._upstream = self._new_upstream(self._target)
         server = self._server = _ProxyServer(
@@ -307,14 +312,18 @@ class ProxyService:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop listening, let open requests finish within the grace period, close pools."""
         runner, self._runner = self._runner, None
-        if self._websockets:
-            await asyncio.gather(*(ws.going_away() for ws in list(self._websockets)), return_exceptions=True)
+        # No new connections, and no new WebSockets on kept-alive ones (see _dispatch), before
+        # the open ones are told 1001: one opened meanwhile would be cut without it.
+        self._stopping = True
         if runner is not None:
-            grace = self.settings.stop_grace_s if grace_s is None else grace_s
             # Stop accepting first, then wait for open requests ourselves: aiohttp's cleanup
             # closes every connection at once, which drops a request body still arriving.
             for site in list(runner.sites):
                 await site.stop()
+        if self._websockets:
+            await asyncio.gather(*(ws.going_away() for ws in list(self._websockets)), return_exceptions=True)
+        if runner is not None:
+            grace = self.settings.stop_grace_s if grace_s is None else grace_s
             loop = asyncio.get_running_loop()
             deadline = loop.time() + grace
             if self.requests_active:
@@ -387,6 +396,8 @@ class ProxyService:
         record.target = upstream.target.display_name
         try:
             if is_websocket_upgrade(request.raw_headers):
+                if self._stopping:
+                    return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
                 return await carry_websocket(
                     request, upstream, record, self._websockets, token_required=token_check is not None
                 )

@@ -180,12 +180,15 @@ async def relay_websocket(
         finally:
             live.discard(carried)
     finally:
-        if relay is None or not relay.done.done():
-            if relay is not None:
-                relay.abort()
+        if relay is None:
             response.close()
         else:
+            if not relay.done.done():
+                # Cancelled while both ends are open: the proxy is cutting open requests at
+                # the end of its stop grace period. Say so to both rather than just vanish.
+                relay.close_now(GOING_AWAY_REASON)
             record.bytes_down = relay.bytes_down
+            record.note = relay.ended
             response.release()
     return client
 
@@ -313,7 +316,9 @@ async def bridge_websocket(
                 log.debug("websocket pump ended: %r", task.exception())
     finally:
         live.discard(carried)
-        await upstream_ws.close()
+        # The client gone without a close handshake (the handler cancelled when its connection
+        # dropped): the target hears its peer was lost, not a normal 1000 close.
+        await upstream_ws.close(code=CLOSE_PEER_LOST if client_ws.close_code is None else 1000)
         if not client_ws.closed and client_ws.prepared:
             await client_ws.close(code=CLOSE_PEER_LOST)
     return client_ws

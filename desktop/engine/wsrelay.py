@@ -8,8 +8,8 @@ pauses the other side's socket until its buffer drains, so memory stays bounded.
 
 The one thing the proxy still says itself is a close frame: 1001 "going away" when it stops,
 1011 when one side's connection drops without a close frame. Putting a frame into a byte stream
-needs a frame boundary, so a tracker follows the frame headers (2 to 14 bytes each, a few
-operations per chunk) without touching payloads.
+needs a place between two messages, so a tracker follows the frame headers (2 to 14 bytes each,
+a few operations per chunk: lengths, FIN bits, opcodes) without touching payloads.
 """
 
 from __future__ import annotations
@@ -72,20 +72,24 @@ def _frame_extent(data: bytes, start: int) -> tuple[int, int]:
 
 
 class FrameTracker:
-    """Where the frames of one direction begin and end, from their headers alone."""
+    """Where the frames and messages of one direction begin and end, from frame headers alone."""
 
-    __slots__ = ("partial", "remaining", "saw_close")
+    __slots__ = ("in_message", "partial", "remaining", "saw_close")
 
     def __init__(self) -> None:
         # Payload bytes of the current frame not seen yet.
         self.remaining = 0
         # The start of a frame header split across reads.
         self.partial = b""
+        # A fragmented message is under way: its first data frame (FIN clear) has passed and
+        # its final fragment has not. Control frames may come in between (RFC 6455 §5.4).
+        self.in_message = False
         self.saw_close = False
 
     @property
-    def at_boundary(self) -> bool:
-        return self.remaining == 0 and not self.partial
+    def between_messages(self) -> bool:
+        """Nothing of a message is under way: a frame of the proxy's own may go in here."""
+        return self.remaining == 0 and not self.partial and not self.in_message
 
     def advance(self, data: bytes) -> None:
         """Follow the frames through ``data``, the next bytes of this direction."""
@@ -104,22 +108,42 @@ class FrameTracker:
                 self.partial = bytes(data[pos:])
                 self.remaining = 0
                 return
-            if data[pos] & 0x0F == OPCODE_CLOSE:
+            first = data[pos]
+            opcode = first & 0x0F
+            if opcode < OPCODE_CLOSE:  # a data frame: FIN says whether its message ends
+                self.in_message = not first & 0x80
+            elif opcode == OPCODE_CLOSE:
                 self.saw_close = True
             pos = header_end + length
         self.remaining = pos - end
 
-    def frame_end(self, data: bytes) -> int:
-        """Offset in ``data`` where the frame now under way ends (0 at a boundary), or -1
-        when it ends beyond ``data``."""
-        if not self.partial:
-            return self.remaining if self.remaining <= len(data) else -1
-        joined = self.partial + data
-        header_end, length = _frame_extent(joined, 0)
-        if header_end < 0:
+    def message_end(self, data: bytes) -> int:
+        """Offset in ``data`` where the message (or lone control frame) under way ends, 0 when
+        none is, or -1 when it ends beyond ``data``. Changes nothing."""
+        if self.between_messages:
+            return 0
+        skipped = len(self.partial)
+        joined = self.partial + data if skipped else data
+        end = len(joined)
+        in_message = self.in_message
+        pos = self.remaining
+        if pos > end:
             return -1
-        end = header_end + length - len(self.partial)
-        return end if end <= len(data) else -1
+        if pos and not in_message:
+            return pos  # the single-frame message (or control frame) under way ends here
+        while pos < end:
+            header_end, length = _frame_extent(joined, pos)
+            if header_end < 0:
+                return -1
+            first = joined[pos]
+            if first & 0x0F < OPCODE_CLOSE:
+                in_message = not first & 0x80
+            pos = header_end + length
+            if pos > end:
+                return -1
+            if not in_message:
+                return pos - skipped
+        return -1
 
 
 class _Direction:
@@ -137,12 +161,21 @@ class _Direction:
         "sink",
         "sink_protocol",
         "source",
+        "source_name",
     )
 
     def __init__(
-        self, relay: WebSocketRelay, *, source: Any, sink: Any, sink_protocol: Any, masked_sink: bool
+        self,
+        relay: WebSocketRelay,
+        *,
+        source: Any,
+        sink: Any,
+        sink_protocol: Any,
+        masked_sink: bool,
+        source_name: str,
     ) -> None:
         self._relay = relay
+        self.source_name = source_name
         self.source: _Transport = source
         self.sink: _Transport = sink
         self.sink_protocol = sink_protocol
@@ -164,7 +197,7 @@ class _Direction:
                 self._relay.answered(self)
             return False, b""
         if self._pending_close is not None:
-            end = self.frames.frame_end(data)
+            end = self.frames.message_end(data)
             if end >= 0:
                 self._write(data[:end])
                 self.frames.advance(data[:end])
@@ -189,11 +222,17 @@ class _Direction:
                 self._relay.bytes_down += len(data)
 
     def close_toward_sink(self, code: int, reason: bytes) -> None:
-        """Send the sink a close frame of ours at the next frame boundary."""
-        if self.closed_by_us or self._pending_close is not None or self.sink.is_closing():
+        """Send the sink a close frame of ours once the message under way has passed (a
+        close frame in the middle of one would lose it)."""
+        if (
+            self.closed_by_us
+            or self._pending_close is not None
+            or self.frames.saw_close  # the source's own close frame went that way already
+            or self.sink.is_closing()
+        ):
             return
         frame = close_frame(code, reason, masked=self.masked_sink)
-        if self.frames.at_boundary:
+        if self.frames.between_messages:
             self._send_close(frame)
         else:
             self._pending_close = frame
@@ -268,12 +307,24 @@ class WebSocketRelay:
         self._target_protocol = target_protocol
         self.bytes_down = 0
         self.to_target = _Direction(
-            self, source=client_transport, sink=target_transport, sink_protocol=target_protocol, masked_sink=True
+            self,
+            source=client_transport,
+            sink=target_transport,
+            sink_protocol=target_protocol,
+            masked_sink=True,
+            source_name="client",
         )
         self.to_client = _Direction(
-            self, source=target_transport, sink=client_transport, sink_protocol=client_protocol, masked_sink=False
+            self,
+            source=target_transport,
+            sink=client_transport,
+            sink_protocol=client_protocol,
+            masked_sink=False,
+            source_name="target",
         )
         self.to_client.count_bytes = True
+        # How it ended, for the access log: "closed" (a close handshake), "client dropped", ...
+        self.ended = ""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def start(self) -> None:
@@ -291,8 +342,9 @@ class WebSocketRelay:
     def source_ended(self, direction: _Direction) -> None:
         """One connection closed. Its peer is told 1011 if it left without a close frame (and
         a frame can be put in), then that connection is closed too, after what is queued."""
-        if not direction.frames.saw_close and not direction.closed_by_us:
-            direction.close_toward_sink(1011, b"TrayProxy: peer connection lost")
+        if not self.ended:
+            self.ended = "closed" if direction.frames.saw_close else f"{direction.source_name} dropped"
+        direction.close_toward_sink(1011, b"TrayProxy: peer connection lost")
         direction.sink.close()
         self._finish()
 
@@ -309,11 +361,22 @@ class WebSocketRelay:
 
     async def going_away(self, reason: bytes) -> None:
         """Tell both peers 1001, give them ``CLOSE_TIMEOUT_S`` to answer, then cut."""
+        self.ended = self.ended or "proxy stopping"
         self.to_client.close_toward_sink(1001, reason)
         self.to_target.close_toward_sink(1001, reason)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT_S)
         self.abort()
+
+    def close_now(self, reason: bytes) -> None:
+        """Without waiting: 1001 to each peer where a message is not under way, then both
+        connections closed once what is queued for them is written."""
+        self.ended = self.ended or "proxy stopping"
+        for direction in (self.to_client, self.to_target):
+            if direction.frames.between_messages:
+                direction.close_toward_sink(1001, reason)
+            direction.sink.close()
+        self._finish()
 
     def abort(self) -> None:
         for transport in (self.to_client.source, self.to_target.source):
