@@ -636,3 +636,26 @@ async def test_wss_target_through_an_https_proxy_tunnel_carries_and_closes(
         assert [c["method"] for c in tunnel.connects] == ["CONNECT"]
     finally:
         await tunnel.close()
+
+
+async def test_an_internal_error_after_the_101_is_logged(
+    aiohttp_server, start_proxy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure of the proxy's own after the 101 has gone out cannot be answered with an error
+    page; the connection is closed, and the log says what failed (it once said nothing)."""
+
+    def broken_start(self: wsrelay.WebSocketRelay) -> None:
+        raise RuntimeError("relay could not start")
+
+    monkeypatch.setattr(wsrelay.WebSocketRelay, "start", broken_start)
+    upstream = await aiohttp_server(ws_echo_app())
+    proxy = await start_proxy(str(upstream.make_url("/")))
+    with caplog.at_level(logging.ERROR):
+        async with ws_client(ws_url(proxy.port)) as ws:
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(WAIT_S):
+                    await ws.recv()
+        await wait_until(lambda: any(r.exc_info for r in caplog.records), "an error logged")
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert "after the response had started" in logged.getMessage()
+    assert "relay could not start" in str(logged.exc_info[1])
