@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -21,7 +21,7 @@ from desktop.engine.errors import ProxyError, map_client_error
 from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
-__all__ = ["PassThroughResponse", "RequestRecord", "forward_http"]
+__all__ = ["PassThroughResponse", "RequestRecord", "forward_http", "send_with_pool_retry"]
 
 log = logging.getLogger("trayproxy.forward")
 
@@ -113,11 +113,21 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
         headers["Proxy-Authorization"] = upstream.proxy_authorization
     body, replayable = await _request_body(request)
     url = upstream.url_for(request.raw_path)
+    return await send_with_pool_retry(
+        upstream, lambda: upstream.send(request.method, url, headers, body), replayable=replayable
+    )
+
+
+async def send_with_pool_retry(
+    upstream: Upstream, send: Callable[[], Awaitable[aiohttp.ClientResponse]], *, replayable: bool
+) -> aiohttp.ClientResponse:
+    """``send()``'s response; sent again while it fails on connections from the pool (see
+    below). Raises ProxyError for a failure the client should be told about."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         note = ReuseNote()
         token = REUSE_NOTE.set(note)
         try:
-            return await upstream.send(request.method, url, headers, body)
+            return await send()
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # A pooled connection that died while idle (sleep, network change, the server's
             # own idle timeout) fails before any response byte; the request never reached the

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
-from desktop.engine.forward import PassThroughResponse, RequestRecord
+from desktop.engine.forward import PassThroughResponse, RequestRecord, send_with_pool_retry
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
 from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
 from desktop.engine.upstream import Upstream
@@ -120,18 +120,24 @@ async def relay_websocket(
     if offers:
         headers["Sec-WebSocket-Protocol"] = ", ".join(offers)
     target = upstream.target.display_name
+    url = upstream.url_for(request.raw_path)
     try:
-        response = await upstream.session.request(
-            "GET",
-            upstream.url_for(request.raw_path),
-            headers=headers,
-            read_until_eof=False,
-            allow_redirects=False,
-            proxy=upstream.proxy,
-            proxy_headers=upstream.proxy_headers,
+        # A handshake has no body, so it is sent again like any request when a pooled
+        # connection turns out dead.
+        response = await send_with_pool_retry(
+            upstream,
+            lambda: upstream.session.request(
+                "GET",
+                url,
+                headers=headers,
+                read_until_eof=False,
+                allow_redirects=False,
+                proxy=upstream.proxy,
+                proxy_headers=upstream.proxy_headers,
+            ),
+            replayable=True,
         )
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        error = map_client_error(exc, target=target)
+    except ProxyError as error:
         record.note = error.code
         record.error = error.message
         return error.to_response()

@@ -135,6 +135,26 @@ async def test_request_on_dead_pooled_connection_is_retried_on_a_fresh_one(
     assert attempts == [(1, 2, False), (2, 1, True)]
 
 
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_websocket_handshake_on_dead_pooled_connection_is_retried_on_a_fresh_one(
+    start_proxy, client, keepalive_server, how: str
+) -> None:
+    """A WebSocket opened after the pooled connection died gets the same second chance as a
+    request: its handshake goes again on a new connection instead of the tool getting a 502
+    "disconnected". (This server answers 200 rather than 101, so the tool is told the upgrade
+    was refused, by the handshake on the fresh connection.)"""
+    proxy = await start_proxy(keepalive_server.url)
+    async with client.get(proxy.url + "/warm-up") as response:
+        assert response.status == 200
+    keepalive_server.mode = "drop_reused"
+    keepalive_server.how = how
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(proxy.url + "/ws")
+    assert refused.value.status == 502
+    attempts = [(hit.connection, hit.nth, hit.target) for hit in keepalive_server.hits[1:]]
+    assert attempts == [(1, 2, "/ws"), (2, 1, "/ws")]
+
+
 async def test_connection_closed_by_target_while_idle_is_not_used(
     start_proxy, client, keepalive_server
 ) -> None:
