@@ -215,6 +215,18 @@ def _recording_ws_app(
     return app
 
 
+async def _echoes(ws: aiohttp.ClientWebSocketResponse) -> None:
+    await ws.send_str("hello")
+    message = await asyncio.wait_for(ws.receive(), WAIT_S)
+    assert message.data == "hello"
+
+
+def _assert_real_key_and_no_token(handshake_headers: list[tuple[str, str]]) -> None:
+    """The target's handshake carried the key the proxy adds, and the token nowhere."""
+    assert ("Authorization", f"Bearer {REAL_KEY}") in handshake_headers
+    assert not any(TOKEN in value for _, value in handshake_headers)
+
+
 async def test_a_websocket_upgrade_needs_the_token_too(aiohttp_server, start_proxy) -> None:
     """A realtime client without the token gets a plain 401 instead of the 101; with it the
     socket works and the target's handshake carries its real key, not the token."""
@@ -231,12 +243,9 @@ async def test_a_websocket_upgrade_needs_the_token_too(aiohttp_server, start_pro
         assert handshakes == []
 
         async with session.ws_connect(proxy.url + "/ws", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
-            await ws.send_str("hello")
-            message = await asyncio.wait_for(ws.receive(), WAIT_S)
-            assert message.data == "hello"
+            await _echoes(ws)
     (headers,) = handshakes
-    assert ("Authorization", f"Bearer {REAL_KEY}") in headers
-    assert not any(TOKEN in value for _, value in headers)
+    _assert_real_key_and_no_token(headers)
 
 
 async def test_a_browser_websocket_may_send_the_token_as_a_realtime_key_subprotocol(
@@ -257,12 +266,9 @@ async def test_a_browser_websocket_may_send_the_token_as_a_realtime_key_subproto
         assert handshakes == []
         async with session.ws_connect(proxy.url + "/ws", protocols=browser_offers) as ws:
             assert ws.protocol == "realtime"
-            await ws.send_str("hello")
-            message = await asyncio.wait_for(ws.receive(), WAIT_S)
-            assert message.data == "hello"
+            await _echoes(ws)
     (headers,) = handshakes
-    assert ("Authorization", f"Bearer {REAL_KEY}") in headers
-    assert not any(TOKEN in value for _, value in headers)
+    _assert_real_key_and_no_token(headers)
     offered = [
         offer.strip()
         for name, value in headers

@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +23,10 @@ import pytest
 from aiohttp import WSMsgType, web
 from netservers import LocalCA, LoopbackResolver
 from upstreams import dead_port, raw_exchange, ws_echo_app
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
+from wsclients import read_frame, ws_client
 
 from desktop.config.model import Secret
 
@@ -129,16 +128,6 @@ def probe_app(
 
 def ws_url(proxy_url: str, path: str = "/ws") -> str:
     return proxy_url.replace("http://", "ws://", 1) + path
-
-
-@asynccontextmanager
-async def ws_client(url: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
-    """A ``websockets`` client with no keepalive pings of its own and no environment proxy."""
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("proxy", None)
-    kwargs.setdefault("open_timeout", WAIT_S)
-    async with connect(url, **kwargs) as ws:
-        yield ws
 
 
 async def next_of(queue: asyncio.Queue[Any]) -> Any:
@@ -777,17 +766,6 @@ async def test_compression_the_client_offers_is_agreed_with_the_target(aiohttp_s
     assert "permessage-deflate" in agreed
     assert any("permessage-deflate" in offer for offer in probe.header("Sec-WebSocket-Extensions"))
     assert sha(echoed) == sha(text)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked frame from a server: (opcode, payload)."""
-    head = await reader.readexactly(2)
-    length = head[1] & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(await reader.readexactly(8), "big")
-    return head[0] & 0x0F, await reader.readexactly(length)
 
 
 async def test_stopping_mid_message_lets_the_message_finish_before_1001(

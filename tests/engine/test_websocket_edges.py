@@ -29,10 +29,11 @@ import pytest
 from aiohttp import WSMsgType, web
 from netservers import ConnectTunnel, LocalCA, LoopbackResolver
 from upstreams import ws_echo_app
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Close, Frame, Opcode
 from websockets.utils import accept_key
+from wsclients import read_frame, ws_client
 
 from desktop.engine import websocket, wsrelay
 from desktop.engine.accesslog import ACCESS_LOGGER
@@ -117,21 +118,6 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return Close(code, reason).serialize()
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One frame from the stream: (opcode, payload), unmasking a masked one."""
-    head = await reader.readexactly(2)
-    length = head[1] & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(await reader.readexactly(8), "big")
-    mask = await reader.readexactly(4) if head[1] & 0x80 else b""
-    payload = await reader.readexactly(length)
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head[0] & 0x0F, payload
-
-
 async def read_until_close(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
     """Frames up to and including a close frame."""
     frames = []
@@ -147,16 +133,6 @@ async def read_until_close(reader: asyncio.StreamReader) -> list[tuple[int, byte
 
 def ws_url(port: int, path: str = "/ws") -> str:
     return f"ws://127.0.0.1:{port}{path}"
-
-
-@asynccontextmanager
-async def ws_client(url: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
-    """A ``websockets`` client with no keepalive pings of its own and no environment proxy."""
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("proxy", None)
-    kwargs.setdefault("open_timeout", WAIT_S)
-    async with connect(url, **kwargs) as ws:
-        yield ws
 
 
 def handshake(port: int, path: str = "/ws") -> bytes:
