@@ -44,7 +44,7 @@ from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
-from desktop.engine.service import ListenError, ProxyService, is_loopback
+from desktop.engine.service import ListenError, ProxyService, host_port, is_loopback
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
 
@@ -68,14 +68,11 @@ PORT_RETRY_S = 5.0
 
 
 def _local_url(addresses: tuple[tuple[str, int], ...]) -> str | None:
-    if not addresses:
-        return None
-    host, port = addresses[0]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return "http://" + host_port(*addresses[0]) if addresses else None
 
 
 def _where(addresses: Iterable[tuple[str, int]]) -> str:
-    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+    return ", ".join(host_port(host, port) for host, port in addresses)
 
 
 @dataclass(frozen=True, slots=True)

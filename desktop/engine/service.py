@@ -40,7 +40,7 @@ from desktop.engine.redact import register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
 
-__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService"]
+__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService", "host_port"]
 
 log = logging.getLogger("trayproxy.service")
 
@@ -241,7 +241,7 @@ class ProxyService:
             await self.stop(grace_s=0)
             raise
         for host, port in self.addresses:
-            log.info("listening on %s", _url(host, port))
+            log.info("listening on http://%s", host_port(host, port))
 
     async def _listen(self, runner: web.ServerRunner) -> None:
         port = self.settings.port
@@ -429,8 +429,9 @@ class ProxyService:
         return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def host_port(host: str, port: int) -> str:
+    """``127.0.0.1:8000``, or ``[::1]:8000``: an address as URLs and people write it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bound_port(site: web.TCPSite) -> int:
@@ -440,7 +441,7 @@ def _bound_port(site: web.TCPSite) -> int:
 
 
 async def _describe_listen_error(host: str, port: int, exc: OSError) -> str:
-    where = _url(host, port).removeprefix("http://")
+    where = host_port(host, port)
     if exc.errno == errno.EADDRINUSE:
         if await _is_trayproxy(host, port):
             return f"TrayProxy is already running on {where}"
