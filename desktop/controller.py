@@ -660,15 +660,13 @@ class ProxyController:
         spec = config.targets.get(name)
         if spec is None or spec.name != display_name or not key_refreshes(spec):
             return
-        if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
+        resolved = self._rerun_key_command(name, spec)
+        if resolved is None:
             # Too soon; the watcher tries again once the interval is over if the target still
             # rejects the key (no new 401 would report it: the condition has not changed).
             self._refresh_due = display_name
             return
         self._refresh_due = None
-        self._last_key_refresh = time.monotonic()
-        resolved = resolve_target(spec)
-        self._resolved[name] = (spec, resolved)
         target = binding.adjust_target(resolved.target)
         if resolved.problem:
             log.warning("%s", resolved.problem)
@@ -678,6 +676,16 @@ class ProxyController:
         self._update(key_problem=resolved.problem)
         if name in self._wanted_ports:
             self._refresh_port_key(name, resolved)
+
+    def _rerun_key_command(self, name: str, spec: TargetSpec) -> ResolvedTarget | None:
+        """``spec``'s key read again (its command run), at most once per
+        KEY_REFRESH_MIN_INTERVAL_S across targets; None when that is too soon."""
+        if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
+            return None
+        self._last_key_refresh = time.monotonic()
+        resolved = resolve_target(spec)
+        self._resolved[name] = (spec, resolved)
+        return resolved
 
     def _refresh_port_key(self, name: str, resolved: ResolvedTarget | None = None) -> None:
         """Run the key command of ``name``, served on a port of its own, again (at most once
@@ -689,11 +697,9 @@ class ProxyController:
         if spec is None or not key_refreshes(spec):
             return
         if resolved is None:
-            if time.monotonic() - self._last_key_refresh < KEY_REFRESH_MIN_INTERVAL_S:
-                return
-            self._last_key_refresh = time.monotonic()
-            resolved = resolve_target(spec)
-            self._resolved[name] = (spec, resolved)
+            resolved = self._rerun_key_command(name, spec)
+            if resolved is None:
+                return  # too soon
         with self._lock:
             if name not in self._wanted_ports:
                 return
