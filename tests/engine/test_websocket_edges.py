@@ -635,3 +635,36 @@ async def test_an_internal_error_after_the_101_is_logged(
     (logged,) = [r for r in caplog.records if r.exc_info]
     assert "after the response had started" in logged.getMessage()
     assert "relay could not start" in str(logged.exc_info[1])
+
+
+@pytest.mark.parametrize("who", ["client", "target"])
+async def test_access_line_says_which_side_dropped(
+    aiohttp_server, start_proxy, caplog: pytest.LogCaptureFixture, who: str
+) -> None:
+    """A WebSocket whose client or target vanished without a close frame is logged as
+    ``[client dropped]`` or ``[target dropped]``, so a person reading the log knows which end
+    to look at."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(2)  # the first frame's start: the session has begun
+        writer.transport.abort()
+
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
+        if who == "client":
+            upstream = await aiohttp_server(recording_app())
+            proxy = await start_proxy(str(upstream.make_url("/")))
+            await drop_client_mid_session(proxy.port)
+        else:
+            async with raw_target(hang_up) as (_, port):
+                proxy = await start_proxy(f"http://127.0.0.1:{port}")
+                async with raw_client(proxy.port) as (reader, writer):
+                    writer.write(client_frame(Opcode.TEXT, b"hi"))
+                    frames = await read_until_close(reader)
+                assert frames[-1][0] == Opcode.CLOSE
+
+        def access_lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER.name]
+
+        await wait_until(lambda: bool(access_lines()), "an access line")
+    (line,) = access_lines()
+    assert line.endswith(f" [{who} dropped]"), line
