@@ -23,6 +23,7 @@ the engine, aiohttp or asyncio. Messages name packages and commands, never a key
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import re
 import socket
@@ -32,6 +33,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+log = logging.getLogger("trayproxy.tray")
 
 __all__ = [
     "PROBE_TIMEOUT_S",
@@ -134,12 +137,32 @@ def load_backend() -> LoadedBackend:
     except Exception as exc:  # DisplayNameError, ValueError for a missing typelib, ImportError
         return LoadedBackend(name=None, error=f"{type(exc).__name__}: {exc}")
     icon = pystray.Icon
+    if backend_name(icon) in ("appindicator", "gtk"):
+        _route_gtk_messages_to_the_log()
     return LoadedBackend(
         name=backend_name(icon),
         has_menu=bool(icon.HAS_MENU),
         has_menu_radio=bool(icon.HAS_MENU_RADIO),
         has_default_action=bool(icon.HAS_DEFAULT_ACTION),
     )
+
+
+def _route_gtk_messages_to_the_log() -> None:
+    """GTK under pystray prints harmless assertions at start-up ("Gdk-CRITICAL **:
+    gdk_window_thaw_toplevel_updates: assertion ... failed") to the terminal, where a person
+    takes them for TrayProxy failing. They go to the debug log instead."""
+    try:
+        from gi.repository import GLib  # type: ignore[import-untyped]
+
+        levels = GLib.LogLevelFlags.LEVEL_CRITICAL | GLib.LogLevelFlags.LEVEL_WARNING
+        for domain in ("Gdk", "Gtk", "GdkPixbuf"):
+            GLib.log_set_handler(domain, levels, _log_gtk_message)
+    except Exception:  # an older PyGObject: the messages just stay on stderr
+        log.debug("could not route GTK's messages to the log", exc_info=True)
+
+
+def _log_gtk_message(domain: str, level: object, message: str, *user_data: object) -> None:
+    log.debug("%s: %s", domain, message)
 
 
 def session_bus_address(env: Mapping[str, str]) -> str | None:

@@ -454,7 +454,8 @@ def test_quit_exits_cleanly_and_frees_the_port(
     launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], x: XDriver, tmp_path: Path
 ) -> None:
     """Quit in the menu ends the app with status 0 within a few seconds, the icon leaves the
-    tray and the port is closed."""
+    tray and the port is closed; the terminal shows no GTK assertion noise (a person reads a
+    "Gdk-CRITICAL" line as TrayProxy failing)."""
     port = free_port()
     app = launch(write_config(tmp_path, port, upstreams["alpha"].url, upstreams["beta"].url), port)
     app.wait_for_status("running")
@@ -464,6 +465,8 @@ def test_quit_exits_cleanly_and_frees_the_port(
     assert app.process.wait(QUIT_TIMEOUT_S) == 0, app.stderr()
     assert not is_listening(port)
     wait_until(lambda: not x.docked_icons(), UI_TIMEOUT_S, "the icon to leave the tray")
+    assert "-CRITICAL **" not in app.stderr(), app.stderr()
+    assert "-WARNING **" not in app.stderr(), app.stderr()
 
 
 def test_second_launch_exits_and_the_running_one_says_it_is_already_running(
