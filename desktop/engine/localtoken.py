@@ -13,10 +13,13 @@ A browser cannot set headers on a WebSocket, so there the token may come the way
 Realtime API takes a key from a browser: as the subprotocol offer
 ``openai-insecure-api-key.<token>``. That offer is taken out of the handshake the target gets.
 
-A browser's CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is let through
-without the token: the Fetch standard sends preflights without credentials, so requiring one
+A browser's CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``)
+cannot carry the token: the Fetch standard sends preflights without credentials, so refusing it
 would fail every cross-origin request of a local web app before its real request (which does
-carry the token) is made. A preflight asks the target what it allows and does nothing else.
+carry the token) is made. Forwarding it is no answer either: the proxy would add the target's
+key to a request anyone can send in that shape. So the proxy answers it itself
+(:func:`preflight_answer`), allowing what was asked; the guard has already refused origins
+that are not allowed, and the real request still needs the token.
 
 This module holds no file I/O: the controller reads the token file and hands the value over as
 a :class:`Secret` in the settings.
@@ -41,6 +44,7 @@ __all__ = [
     "LocalTokenCheck",
     "LocalTokenRefused",
     "header_rules",
+    "preflight_answer",
 ]
 
 # Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key.
@@ -97,9 +101,7 @@ class LocalTokenCheck:
         return cls(settings.local_token) if settings.require_token else None
 
     def check(self, request: web.BaseRequest) -> ProxyError | None:
-        """The refusal for ``request``, or None when it carries the token (or is a preflight)."""
-        if request.method == "OPTIONS" and _is_preflight(request.raw_headers):
-            return None
+        """The refusal for ``request``, or None when it carries the token."""
         token = self._token
         if token is None:
             return ProxyError(TOKEN_UNAVAILABLE, code="local_token_unavailable", status=503)
@@ -114,10 +116,33 @@ class LocalTokenCheck:
         return LocalTokenRefused(TOKEN_REQUIRED, code="local_token_required")
 
 
-def _is_preflight(raw_headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    # Fetch standard, CORS-preflight fetch: OPTIONS with Origin and Access-Control-Request-Method.
-    names = {name.lower() for name, _ in raw_headers}
-    return b"origin" in names and b"access-control-request-method" in names
+# How long a browser may keep a preflight answer (seconds); browsers cap it (Chromium: 2 h).
+PREFLIGHT_MAX_AGE_S = 600
+
+
+def preflight_answer(request: web.BaseRequest) -> web.Response | None:
+    """The proxy's own answer to a CORS preflight (OPTIONS with Origin and
+    Access-Control-Request-Method, as the Fetch standard sends it), or None for any other
+    request. It allows the origin, method and headers asked for; nothing goes to the target."""
+    if request.method != "OPTIONS":
+        return None
+    headers = request.headers
+    origin = headers.get("Origin")
+    method = headers.get("Access-Control-Request-Method")
+    if origin is None or method is None:
+        return None
+    answer = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": method,
+        "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+        "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    }
+    asked_headers = headers.get("Access-Control-Request-Headers")
+    if asked_headers:
+        answer["Access-Control-Allow-Headers"] = asked_headers
+    if headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
+        answer["Access-Control-Allow-Private-Network"] = "true"
+    return web.Response(status=204, headers=answer)
 
 
 def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:

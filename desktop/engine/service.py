@@ -35,7 +35,7 @@ from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
-from desktop.engine.localtoken import LocalTokenCheck, header_rules
+from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
 from desktop.engine.redact import register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
@@ -385,6 +385,10 @@ class ProxyService:
             return self._answer_reserved(request)  # the health check stays open
         token_check = self._token_check
         if token_check is not None:
+            preflight = preflight_answer(request)
+            if preflight is not None:
+                record.note = "preflight"
+                return preflight
             denied = token_check.check(request)
             if denied is not None:
                 record.note = denied.code

@@ -301,10 +301,11 @@ def test_a_local_token_never_appears_in_a_redacted_line() -> None:
         assert other[len("tp-local-") :] not in redact_text(line)
 
 
-async def test_browser_preflight_reaches_the_target_without_the_token(make_proxied) -> None:
+async def test_browser_preflight_is_answered_without_the_token_and_without_the_target(make_proxied) -> None:
     """A local web app's cross-origin request starts with a preflight that browsers send without
-    credentials; it reaches the target (which says what it allows) instead of a 401, and gets no
-    key of the client's added. The real request after it still needs the token."""
+    credentials; TrayProxy answers it itself, allowing what was asked, instead of a 401. It
+    never goes to the target: forwarded, it would be a request anyone could send in that shape
+    to have the target's key added (a body and all). The real request still needs the token."""
     proxied = await make_proxied(_settings())
     preflight = [
         ("Origin", "http://localhost:5173"),
@@ -313,14 +314,35 @@ async def test_browser_preflight_reaches_the_target_without_the_token(make_proxi
     ]
     async with (
         aiohttp.ClientSession() as session,
-        session.options(proxied.url + "/v1/chat/completions", headers=preflight) as response,
+        session.options(
+            proxied.url + "/v1/chat/completions", headers=preflight, data=b'{"model": "x"}'
+        ) as response,
     ):
-        assert response.status == 200
-        answer = await response.json()
-    assert answer["method"] == "OPTIONS"
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+        assert response.headers["Access-Control-Allow-Methods"] == "POST"
+        assert response.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+        assert REAL_KEY not in str(response.headers) + await response.text()
+    assert proxied.seen.requests == []
     status, _, body = await proxied.get(("Origin", "http://localhost:5173"))
     assert status == 401
     assert body["error"]["code"] == "local_token_required"
+
+
+async def test_preflight_from_a_foreign_page_is_still_refused(make_proxied) -> None:
+    """The preflight answer allows only what the origin rules allow: a page from elsewhere gets
+    the guard's 403, as its real request would."""
+    proxied = await make_proxied(_settings())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(
+            proxied.url + "/v1/models",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        ) as response,
+    ):
+        assert response.status == 403
+        assert "Access-Control-Allow-Origin" not in response.headers
+    assert proxied.seen.requests == []
 
 
 async def test_options_that_is_not_a_preflight_still_needs_the_token(make_proxied) -> None:
