@@ -367,7 +367,8 @@ class ProxyService:
                 record.status = response.status
             return response
         except asyncio.CancelledError:
-            record.note = record.note or "client went away"
+            # Cancelled: the client's connection closed, or the stop grace period ran out.
+            record.note = record.note or ("cut at stop" if self._stopping else "client went away")
             raise
         finally:
             self.requests_active -= 1

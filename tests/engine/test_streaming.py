@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
 
 import aiohttp
@@ -13,6 +14,8 @@ import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
 from upstreams import Seen, sse_app
+
+from desktop.engine.accesslog import ACCESS_LOGGER
 
 
 async def test_sse_events_arrive_one_by_one(aiohttp_server, start_proxy) -> None:
@@ -142,3 +145,33 @@ async def test_upstream_dying_mid_stream_gives_client_a_broken_response(mode: st
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("who", ["client", "stop"])
+async def test_access_line_says_who_cut_a_stream(
+    aiohttp_server, start_proxy, caplog: pytest.LogCaptureFixture, who: str
+) -> None:
+    """A stream cut short says why in its log line: ``[client went away]`` when the tool hung
+    up, ``[cut at stop]`` when TrayProxy stopped and the grace period ran out, so nobody
+    blames the tool for the proxy's stop."""
+    seen = Seen()
+    upstream = await aiohttp_server(sse_app(seen=seen))
+    proxy = await start_proxy(str(upstream.make_url("")))
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
+        async with aiohttp.ClientSession() as client:
+            response = await client.get(proxy.url + "/sse?n=1000&gap=0.1")
+            await response.content.readline()
+            if who == "client":
+                response.close()
+            else:
+                await asyncio.wait_for(proxy.service.stop(grace_s=0.3), 5.0)
+            await asyncio.wait_for(seen.disconnected.wait(), 5.0)
+            response.close()
+        for _ in range(100):
+            lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER.name]
+            if lines:
+                break
+            await asyncio.sleep(0.02)
+    (line,) = lines
+    expected = "[client went away]" if who == "client" else "[cut at stop]"
+    assert line.endswith(expected), line
