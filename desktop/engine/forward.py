@@ -21,7 +21,7 @@ from desktop.engine.errors import ProxyError, map_client_error
 from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
-__all__ = ["PassThroughResponse", "RequestRecord", "forward_http", "send_with_pool_retry"]
+__all__ = ["PassThroughResponse", "RequestRecord", "forward_http", "pass_response", "send_with_pool_retry"]
 
 log = logging.getLogger("trayproxy.forward")
 
@@ -162,6 +162,16 @@ async def forward_http(
         record.note = exc.code
         record.error = exc.message
         return exc.to_response()
+    return await pass_response(request, upstream, record, upstream_response)
+
+
+async def pass_response(
+    request: web.BaseRequest,
+    upstream: Upstream,
+    record: RequestRecord,
+    upstream_response: aiohttp.ClientResponse,
+) -> web.StreamResponse:
+    """Stream the target's ``upstream_response`` to the client as it arrives; release it."""
     try:
         body = upstream_response.content
         response = PassThroughResponse(

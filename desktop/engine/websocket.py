@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
-from desktop.engine.forward import PassThroughResponse, RequestRecord, send_with_pool_retry
+from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_response, send_with_pool_retry
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
 from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
 from desktop.engine.upstream import Upstream
@@ -141,6 +141,11 @@ async def relay_websocket(
         record.note = error.code
         record.error = error.message
         return error.to_response()
+    if response.status >= 300:
+        # The target said no (a rejected key, a wrong path, a redirect): the tool gets its
+        # answer as it is, body and headers, as for any request, so its reason is not lost.
+        record.note = "websocket_refused"
+        return await pass_response(request, upstream, record, response)
     connection = response.connection
     if (
         response.status != 101

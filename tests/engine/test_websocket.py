@@ -466,13 +466,15 @@ async def test_50_concurrent_connections_never_cross(aiohttp_server, start_proxy
 
 @pytest.mark.parametrize("status", [401, 403, 404])
 async def test_upgrade_refused_by_target_gives_client_that_http_status(
-    aiohttp_server, start_proxy, status: int
+    aiohttp_server, start_proxy, status: int, ws_path: str
 ) -> None:
     """A target that refuses the upgrade (bad key, no such endpoint) gives the client an HTTP
-    error with the same status and a JSON message naming the target, at once, not a hang."""
+    error with the same status at once, not a hang. Relayed, it is the target's own answer,
+    body and headers (its reason, e.g. which key it rejected); bridged (aiohttp's client keeps
+    no body), a JSON message naming the target."""
 
     async def refuse(request: web.Request) -> web.Response:
-        return web.json_response({"error": "nope"}, status=status)
+        return web.json_response({"error": "nope"}, status=status, headers={"X-Upstream": "yes"})
 
     app = web.Application()
     app.router.add_get("/ws", refuse)
@@ -484,7 +486,11 @@ async def test_upgrade_refused_by_target_gives_client_that_http_status(
     response = refused.value.response
     assert response.status_code == status
     body = json.loads(response.body)
-    assert "test-target" in body["error"]["message"]
+    if ws_path == "relay":
+        assert body == {"error": "nope"}
+        assert response.headers["X-Upstream"] == "yes"
+    else:
+        assert "test-target" in body["error"]["message"]
 
 
 async def test_target_answering_upgrade_with_plain_200_gives_502(aiohttp_server, start_proxy) -> None:
