@@ -107,7 +107,9 @@ def map_client_error(exc: BaseException, *, target: str) -> ProxyError:
         return UpstreamUnreachable(f"{where}: the TLS handshake failed", code="tls_error")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return UpstreamUnreachable(
-            f"{where}: the HTTP proxy from the environment refused", code="proxy_error"
+            f"{where}: the outgoing HTTP proxy {exc.host}:{exc.port} refused or cannot be reached "
+            "(HTTPS_PROXY / HTTP_PROXY, or proxy in the config)",
+            code="proxy_error",
         )
     if isinstance(exc, (aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         if isinstance(exc, aiohttp.ConnectionTimeoutError):

@@ -229,14 +229,15 @@ async def test_target_answering_garbage_answers_502(start_proxy, client) -> None
 async def test_unreachable_environment_proxy_answers_502_proxy_error(
     start_proxy, client, monkeypatch
 ) -> None:
-    """When HTTP_PROXY names a proxy that is not running, the 502 says it is the proxy from
-    the environment that failed, not the target."""
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
+    """When HTTP_PROXY names a proxy that is not running, the 502 says it is the outgoing proxy
+    that failed, not the target, and which one (where it was set is for the person to see)."""
+    proxy_port = dead_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
     proxy = await start_proxy("http://127.0.0.1:9/v1", add_headers=AUTH)
     response, body, took = await fetch(client, proxy.url + "/models")
     error = error_of(response, body, 502)
     assert error["code"] == "proxy_error"
-    assert "proxy" in error["message"]
+    assert f"outgoing HTTP proxy 127.0.0.1:{proxy_port} refused" in error["message"]
     assert took < UNREACHABLE_WITHIN_S
 
 
