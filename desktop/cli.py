@@ -838,9 +838,18 @@ def _run_tray(args: argparse.Namespace) -> int:
     report = check_tray()
     if report.problem:
         log.error("%s", report.problem)
-        log.warning("running without a tray icon; the proxy works as with 'trayproxy serve'")
-        # Still into the log file: started from a menu or at login, nobody sees stderr.
-        return _serve(args, logging_ready=True)
+        # One TrayProxy per user here too: a second start (at login and from the menu) would
+        # only fail on the taken port, and `trayproxy uninstall` asks this lock what runs.
+        headless_lock = instance.acquire(lambda: log.info("TrayProxy was started again; this one keeps serving"))
+        if headless_lock is None:
+            print("TrayProxy is already running.", file=sys.stderr)
+            return 0
+        try:
+            log.warning("running without a tray icon; the proxy works as with 'trayproxy serve'")
+            # Still into the log file: started from a menu or at login, nobody sees stderr.
+            return _serve(args, logging_ready=True)
+        finally:
+            headless_lock.release()
     holder: list[Callable[[str], None]] = []
     lock = instance.acquire(lambda: holder[0]("TrayProxy is already running") if holder else None)
     if lock is None:

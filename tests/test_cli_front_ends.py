@@ -105,3 +105,41 @@ def test_the_tray_without_a_desktop_session_keeps_logging_to_its_file(tmp_path: 
     for line in (f"listening on http://127.0.0.1:{port}", '"GET /logged-request" -> mine 200', "stopped"):
         assert line in logged, logged
         assert line in stderr
+
+
+def test_the_tray_without_a_desktop_session_is_one_instance_that_uninstall_sees(tmp_path: Path) -> None:
+    """Serving without an icon is still the one TrayProxy of this user: a second start says it
+    is already running and leaves (instead of failing on the taken port), and `trayproxy
+    uninstall` says it is still running, as it does for the tray."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    with BackgroundServer(echo_app()) as upstream:
+        config = _config(tmp_path / "config.toml", upstream.url, port)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "desktop", "--config", str(config)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert wait_until(
+                lambda: first.poll() is not None or _answers(f"http://127.0.0.1:{port}"),
+                timeout_s=STARTUP_TIMEOUT_S,
+            )
+            assert first.poll() is None, "the first one exited"
+            second = subprocess.run(
+                [sys.executable, "-m", "desktop", "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=STARTUP_TIMEOUT_S,
+            )
+            assert second.returncode == 0, second.stderr
+            assert "TrayProxy is already running" in second.stderr
+            uninstall = run_cli("uninstall")
+            assert "TrayProxy is still running" in uninstall.stderr
+            assert _answers(f"http://127.0.0.1:{port}")
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.wait(EXIT_TIMEOUT_S)
