@@ -77,6 +77,44 @@ def _is_header_line(exc: LineTooLong) -> bool:
     return limit == HEADER_FIELD_LIMIT
 
 
+# aiohttp's C parser refuses some requests before the guard sees them (the pure-Python parser
+# lets them through to the guard): the same refusals, with the guard's codes and words, so the
+# README's errors table holds whichever parser runs. (aiohttp's text, its first line.)
+_PARSER_REFUSALS = (
+    (
+        "Transfer-Encoding can't be present with Content-Length",
+        "ambiguous_framing",
+        "The request has both Content-Length and Transfer-Encoding",
+    ),
+    (
+        "Content-Length can't be present with Transfer-Encoding",
+        "ambiguous_framing",
+        "The request has both Content-Length and Transfer-Encoding",
+    ),
+    ("Duplicate Content-Length", "ambiguous_framing", "The request has conflicting Content-Length values"),
+    (
+        "Invalid character in Content-Length",
+        "ambiguous_framing",
+        "The request has an invalid or conflicting Content-Length",
+    ),
+    ("Missing 'Host' header", "bad_host", "The request needs exactly one non-empty Host header"),
+    ("Duplicate 'Host' header", "bad_host", "The request needs exactly one non-empty Host header"),
+    (
+        "Invalid char in url path",
+        "non_ascii_target",
+        "The request target has a character that must be percent-encoded (raw non-ASCII bytes: %C3%A9)",
+    ),
+)
+
+
+def _parser_refusal(message: str | None) -> RequestRefused | None:
+    text = (message or "").lstrip()
+    for start, code, said in _PARSER_REFUSALS:
+        if text.startswith(start):
+            return RequestRefused(said, code=code, status=400)
+    return None
+
+
 def _first_line(message: str | None) -> str:
     """The description part of a parser error, never the request bytes it quotes."""
     text = (message or "").strip()
@@ -119,6 +157,9 @@ class _RedactingRequestHandler(RequestHandler):
                 code="header_too_large",
                 status=431,
             )
+        elif (known := _parser_refusal(message)) is not None:
+            log.warning("refused a request from %s: %s (%s)", request.remote, known.message, known.code)
+            error = known
         else:
             reason = _first_line(message)
             log.warning("refused a malformed request from %s: %s (%d)", request.remote, reason, status)

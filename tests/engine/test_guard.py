@@ -74,12 +74,18 @@ async def guarded(make_guarded) -> Guarded:
     return await make_guarded()
 
 
-def _assert_refused(response: RawResponse, guarded: Guarded, status: int | tuple[int, ...] = ()) -> None:
+def _assert_refused(
+    response: RawResponse, guarded: Guarded, status: int | tuple[int, ...] = (), code: str | None = None
+) -> None:
     allowed = (status,) if isinstance(status, int) else status
     if allowed:
         assert response.status in allowed, response.raw
     else:
         assert 400 <= response.status < 500, response.raw
+    if code is not None:
+        # The README's errors table: the same code whichever step (aiohttp's parser or the
+        # guard) refused it.
+        assert json.loads(response.body)["error"]["code"] == code, response.raw
     assert guarded.seen.requests == [], "a refused request reached the target"
 
 
@@ -167,7 +173,7 @@ async def test_request_with_foreign_or_bad_host_never_reaches_target(guarded, ho
 async def test_request_without_host_never_reaches_target(guarded, version) -> None:
     """HTTP/1.1 and HTTP/1.0 requests without Host are refused, not sent on with the target's."""
     response = await guarded.send(build_request(headers=[("Connection", "close")], version=version))
-    _assert_refused(response, guarded)
+    _assert_refused(response, guarded, code="bad_host")
 
 
 async def test_configured_extra_host_is_allowed_and_others_still_refused(make_guarded) -> None:
@@ -381,7 +387,7 @@ async def test_content_length_with_transfer_encoding_gets_400_not_forwarded(guar
         "POST", "/v1/chat/completions", headers=[("Host", guarded.host), *framing], body=body
     )
     response = await guarded.send(request, read_rest=True)
-    _assert_refused(response, guarded, status=400)
+    _assert_refused(response, guarded, status=400, code="ambiguous_framing")
     assert b"HTTP/1.1 200" not in response.rest
 
 
@@ -401,8 +407,17 @@ async def test_conflicting_content_lengths_get_400_not_forwarded(guarded, length
         body=b"hello" + _SMUGGLED[:41],
     )
     response = await guarded.send(request, read_rest=True)
-    _assert_refused(response, guarded, status=400)
+    _assert_refused(response, guarded, status=400, code="ambiguous_framing")
     assert b"HTTP/1.1 200" not in response.rest
+
+
+async def test_raw_non_ascii_path_gets_non_ascii_target_not_forwarded(guarded) -> None:
+    """A path with raw UTF-8 bytes (a hand-made request; clients percent-encode) is refused
+    with the errors table's code and a message saying to percent-encode, not "malformed"."""
+    request = b"GET /v1/caf\xc3\xa9 HTTP/1.1\r\nHost: " + guarded.host.encode() + b"\r\nConnection: close\r\n\r\n"
+    response = await guarded.send(request)
+    _assert_refused(response, guarded, status=400, code="non_ascii_target")
+    assert "percent-encode" in json.loads(response.body)["error"]["message"]
 
 
 # --- properties of the matchers ------------------------------------------------------------
