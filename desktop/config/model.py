@@ -38,6 +38,10 @@ DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
     "http://localhost:*",
     "http://127.0.0.1:*",
     "http://[::1]:*",
+    # Dev servers on HTTPS (Vite's --https, mkcert certificates) are this machine too.
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
     "vscode-webview://",
     "vscode-file://",
     "app://",

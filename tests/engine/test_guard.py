@@ -192,6 +192,8 @@ LOCAL_ORIGINS = [
     "http://localhost:3000",
     "http://127.0.0.1:5173",
     "http://[::1]:8080",
+    "https://localhost:5173",
+    "https://127.0.0.1:3000",
     "vscode-webview://abc",
     "vscode-file://vscode-app",
     "app://x",
