@@ -537,7 +537,7 @@ class ProxyController:
         if error is None:
             assert moved is not None
             log.info(
-                "%s now listens on %s; requests open on %s finish there",
+                "%s now listens on %s; requests open on %s finish there (open WebSockets are told 1001 to reconnect)",
                 what,
                 _where(moved.addresses),
                 _where(before),
