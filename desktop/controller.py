@@ -62,8 +62,8 @@ CONFIG_POLL_S = 1.0
 # A key command is run again after a 401 at most this often, so a key the target really
 # rejects does not run a password manager (or open an SSO page) on every request.
 KEY_REFRESH_MIN_INTERVAL_S = 30.0
-# A target's own port that could not be opened (taken by another program) is tried again this
-# often, so it opens soon after the other program lets go, without a save or Reload.
+# A listener that could not be opened or moved (its port taken by another program) is tried
+# again this often, so it opens soon after the other program lets go, without a save or Reload.
 PORT_RETRY_S = 5.0
 
 
@@ -443,7 +443,7 @@ class ProxyController:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _apply_settings(self, settings: ProxySettings) -> None:
+    def _apply_settings(self, settings: ProxySettings, *, retry: bool = False) -> None:
         with self._lock:
             old, self._settings = self._settings, settings
             service = self._service
@@ -458,7 +458,7 @@ class ProxyController:
             if _address(service.settings) == _address(settings):
                 self._update(error=None)  # a move that failed earlier is no longer asked for
                 return
-            moved, error = self._relocate("the proxy", service, settings, self._target)
+            moved, error = self._relocate("the proxy", service, settings, self._target, log_failure=not retry)
             if moved is None:
                 self.stop()
                 self._update(state="error", error=error)
@@ -626,14 +626,24 @@ class ProxyController:
                 if current != seen:
                     seen = current
                     self.reload_config()
-                elif self._port_errors and time.monotonic() - self._last_port_retry >= PORT_RETRY_S:
+                elif self._ports_to_retry() and time.monotonic() - self._last_port_retry >= PORT_RETRY_S:
                     self._retry_ports()
             except Exception:
                 log.exception("config watcher job failed")
 
+    def _ports_to_retry(self) -> bool:
+        service = self._service
+        moved_away = service is not None and _address(service.settings) != _address(self._settings)
+        return bool(self._port_errors) or moved_away
+
     def _retry_ports(self) -> None:
-        """Watcher thread: open the own ports that could not be opened (or moved) last time."""
+        """Watcher thread: move the main listener where the file says if that failed last time
+        (its new port was taken), and open the own ports that could not be opened or moved."""
+        self._last_port_retry = time.monotonic()
         with self._lock:
+            service = self._service
+            if service is not None and _address(service.settings) != _address(self._settings):
+                self._apply_settings(self._settings, retry=True)
             if self._service is not None and self._port_errors:
                 self._sync_ports()
 

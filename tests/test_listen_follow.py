@@ -128,12 +128,19 @@ def test_editing_the_port_moves_the_listener_and_an_open_request_finishes_on_the
     assert status.local_url == f"http://127.0.0.1:{new_port}"
 
 
+@pytest.mark.parametrize("moved_by", ["reload", "retry"])
 def test_a_taken_new_port_keeps_the_old_one_serving_and_names_the_program_holding_it(
-    tmp_path: Path, follow: list[ProxyController], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    follow: list[ProxyController],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    moved_by: str,
 ) -> None:
     """The new port is held by another program: the tools notice nothing, the status (what
-    the tray shows) and the log name the port and the program's pid; once the program is gone,
-    Reload config moves the listener and the message clears."""
+    the tray shows) and the log name the port and the program's pid (once, not at every retry);
+    once the program is gone, Reload config moves the listener and the message clears, and so
+    does waiting a few seconds."""
+    monkeypatch.setattr(controller_module, "PORT_RETRY_S", 0.3 if moved_by == "retry" else 3600.0)
     old_port, new_port = free_port(), free_port()
     seen = Seen()
     with BackgroundServer(echo_app(seen)) as target, PortHolder(new_port) as holder:
@@ -153,15 +160,22 @@ def test_a_taken_new_port_keeps_the_old_one_serving_and_names_the_program_holdin
         assert controller.status.addresses == (("127.0.0.1", old_port),)
         assert any(f"(pid {holder.pid})" in record.getMessage() for record in caplog.records)
         assert get(old_port, "/still-here").status_code == 200
+        threading.Event().wait(1.0)  # retries while the port is still held
+        assert controller.status.addresses == (("127.0.0.1", old_port),)
 
         holder.close()
-        assert controller.reload_config()
+        if moved_by == "reload":
+            assert controller.reload_config()
+        else:
+            assert wait_until(lambda: controller.status.error is None, timeout_s=FOLLOW_TIMEOUT_S)
         status = controller.status
         assert status.error is None
         assert status.problem is None
         assert status.addresses == (("127.0.0.1", new_port),)
         assert get(new_port, "/moved").status_code == 200
     assert paths(seen) == ["/still-here", "/moved"]
+    said = [r for r in caplog.records if f"could not move to 127.0.0.1:{new_port}" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_going_back_to_the_old_port_after_a_failed_move_clears_the_message(
