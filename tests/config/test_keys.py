@@ -80,6 +80,18 @@ def test_failing_command_says_its_status_and_last_error_line_without_the_key() -
     assert _auth(resolved) == []
 
 
+def test_failing_command_masks_any_token_like_word_in_its_error() -> None:
+    """A helper may print a secret of any kind in its error (a GitLab token, a JWT): anything
+    token-shaped is masked, the plain words saying why stay."""
+    token = "glpat-AbCdEf1234567890XyZq"
+    command = f"{{ command = \"echo 'error: token {token} has expired' >&2; exit 1\" }}"
+    resolved = resolve_target(_spec(command), dict(os.environ))
+    assert resolved.problem is not None
+    assert token not in resolved.problem
+    assert "has expired" in resolved.problem
+    assert "***" in resolved.problem
+
+
 def test_command_printing_nothing_is_reported() -> None:
     resolved = resolve_target(_spec('{ command = "true" }'), dict(os.environ))
     assert "printed nothing" in str(resolved.problem)
