@@ -44,7 +44,8 @@ from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
-from desktop.engine.service import ListenError, ProxyService, host_port, is_loopback
+from desktop.engine.service import ListenError, ProxyService, host_port
+from desktop.engine.upstream import is_loopback
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]
 

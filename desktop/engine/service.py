@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import json
 import logging
 import os
@@ -516,14 +515,3 @@ async def _is_trayproxy(host: str, port: int) -> bool:
     except (OSError, TimeoutError):
         return False
     return b'"app": "trayproxy"' in data
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` is a loopback address or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        info = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        return False
-    return all(ipaddress.ip_address(entry[4][0]).is_loopback for entry in info)

@@ -9,7 +9,9 @@ its own pool; a target that is switched away from is closed once its last reques
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 import urllib.request
 import weakref
@@ -68,6 +70,17 @@ def build_ssl_context(target: Target) -> ssl.SSLContext | bool:
     return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        info = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(entry[4][0]).is_loopback for entry in info)
+
+
 def environment_proxy(url: str) -> tuple[URL | None, str | None]:
     """The HTTP(S)_PROXY to use for ``url`` honouring NO_PROXY, read from the environment now.
 
@@ -78,6 +91,11 @@ def environment_proxy(url: str) -> tuple[URL | None, str | None]:
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme)
     if not proxy or not parts.hostname:
+        return None, None
+    # A proxy elsewhere cannot reach this machine's loopback (a local Ollama or vLLM): such a
+    # target goes direct whatever NO_PROXY says, as Go's net/http does. A target's own
+    # `proxy` setting still applies (target_proxy).
+    if is_loopback(parts.hostname):
         return None, None
     if urllib.request.proxy_bypass(parts.hostname):
         return None, None

@@ -233,7 +233,8 @@ async def test_unreachable_environment_proxy_answers_502_proxy_error(
     that failed, not the target, and which one (where it was set is for the person to see)."""
     proxy_port = dead_port()
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
-    proxy = await start_proxy("http://127.0.0.1:9/v1", add_headers=AUTH)
+    # Not a loopback name: loopback targets never go through the environment's proxy.
+    proxy = await start_proxy("http://target.test:9/v1", add_headers=AUTH)
     response, body, took = await fetch(client, proxy.url + "/models")
     error = error_of(response, body, 502)
     assert error["code"] == "proxy_error"

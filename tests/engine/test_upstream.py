@@ -30,6 +30,12 @@ CHAT_BODY = {"model": "test-model", "messages": [{"role": "user", "content": "hi
 COMMON_SERVER_KEEPALIVE_S = 5.0
 
 
+# A name that is not this machine's, so the environment's proxy applies to it (loopback targets
+# always go direct); the proxy doubles reach 127.0.0.1 whatever the name, and a direct
+# connection to it goes through the LoopbackResolver: no DNS query leaves the machine.
+REMOTE = "target.test"
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     # A proxy that never answers fails the test in seconds rather than hanging it.
@@ -238,7 +244,7 @@ async def test_retry_happens_once(start_proxy, client, keepalive_server, method:
 
 @pytest.fixture
 def local_ca(tmp_path: Path) -> LocalCA:
-    return LocalCA.issue(tmp_path, "localhost")
+    return LocalCA.issue(tmp_path, "localhost", REMOTE)
 
 
 async def _https_echo(aiohttp_server, local_ca: LocalCA, seen: Seen):
@@ -300,14 +306,14 @@ async def test_http_proxy_from_environment_carries_requests(
     seen = Seen()
     upstream = await aiohttp_server(echo_app(seen))
     monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
-    proxy = await start_proxy(str(upstream.make_url("/base")))
+    proxy = await start_proxy(f"http://{REMOTE}:{upstream.port}/base")
     async with client.get(URL(proxy.url + "/v1/a%2Fb?x=%2F&y=a+b", encoded=True)) as response:
         assert response.status == 200
         assert (await response.json())["connection"] == 1
     assert [(hit.method, hit.target) for hit in forward_proxy.hits] == [
-        ("GET", f"http://127.0.0.1:{upstream.port}/base/v1/a%2Fb?x=%2F&y=a+b")
+        ("GET", f"http://{REMOTE}:{upstream.port}/base/v1/a%2Fb?x=%2F&y=a+b")
     ]
-    assert forward_proxy.hits[0].headers["host"] == f"127.0.0.1:{upstream.port}"
+    assert forward_proxy.hits[0].headers["host"] == f"{REMOTE}:{upstream.port}"
     assert seen.requests == []
 
 
@@ -317,7 +323,7 @@ async def test_proxy_credentials_in_http_proxy_go_to_the_proxy(
     """``HTTP_PROXY=http://user:pass@host`` authenticates to the proxy with Basic auth, and
     the credentials are not sent as the target's Authorization."""
     monkeypatch.setenv("HTTP_PROXY", forward_proxy.url.replace("http://", "http://alice:s3cret@"))
-    proxy = await start_proxy(f"http://127.0.0.1:{dead_port()}/")
+    proxy = await start_proxy(f"http://{REMOTE}:{dead_port()}/")
     async with client.get(proxy.url + "/v1/models") as response:
         assert response.status == 200, await response.text()
     headers = forward_proxy.hits[0].headers
@@ -325,7 +331,7 @@ async def test_proxy_credentials_in_http_proxy_go_to_the_proxy(
     assert "authorization" not in headers
 
 
-@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "*", "localhost,127.0.0.1"])
+@pytest.mark.parametrize("no_proxy", [REMOTE, "*", "localhost,.test"])
 async def test_no_proxy_sends_requests_direct(
     aiohttp_server, start_proxy, client, monkeypatch, forward_proxy, no_proxy: str
 ) -> None:
@@ -334,10 +340,28 @@ async def test_no_proxy_sends_requests_direct(
     upstream = await aiohttp_server(echo_app(seen))
     monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
     monkeypatch.setenv("NO_PROXY", no_proxy)
-    proxy = await start_proxy(str(upstream.make_url("/")))
+    proxy = await start_proxy(f"http://{REMOTE}:{upstream.port}/", resolver=LoopbackResolver())
     async with client.get(proxy.url + "/v1/models") as response:
         assert response.status == 200
         assert (await response.json())["raw_path"] == "/v1/models"
+    assert forward_proxy.hits == []
+    assert len(seen.requests) == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_loopback_target_goes_direct_whatever_http_proxy_says(
+    aiohttp_server, start_proxy, client, monkeypatch, forward_proxy, host: str
+) -> None:
+    """A corporate HTTP_PROXY cannot reach this machine's loopback: a local Ollama or vLLM is
+    reached directly even with HTTP_PROXY set and no NO_PROXY (as Go's net/http does)."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen), host="::" if host == "[::1]" else "127.0.0.1")
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxy = await start_proxy(f"http://{host}:{upstream.port}/", resolver=LoopbackResolver())
+    async with client.get(proxy.url + "/v1/models") as response:
+        assert response.status == 200, await response.text()
     assert forward_proxy.hits == []
     assert len(seen.requests) == 1
 
@@ -349,7 +373,7 @@ async def test_proxy_set_after_start_is_not_picked_up(
     environment of a running proxy does not reroute it."""
     seen = Seen()
     upstream = await aiohttp_server(echo_app(seen))
-    proxy = await start_proxy(str(upstream.make_url("/")))
+    proxy = await start_proxy(f"http://{REMOTE}:{upstream.port}/", resolver=LoopbackResolver())
     monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
     async with client.get(proxy.url + "/v1/models") as response:
         assert response.status == 200
@@ -365,7 +389,7 @@ async def test_proxy_removed_after_start_is_still_used(
     seen = Seen()
     upstream = await aiohttp_server(echo_app(seen))
     monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
-    proxy = await start_proxy(str(upstream.make_url("/")))
+    proxy = await start_proxy(f"http://{REMOTE}:{upstream.port}/")
     monkeypatch.delenv("HTTP_PROXY")
     monkeypatch.setenv("NO_PROXY", "*")
     async with client.get(proxy.url + "/v1/models") as response:
@@ -391,14 +415,14 @@ async def test_https_proxy_from_environment_tunnels_to_https_target(
     seen = Seen()
     upstream = await _https_echo(aiohttp_server, local_ca, seen)
     monkeypatch.setenv("HTTPS_PROXY", tunnel.url)
-    proxy = await start_proxy(f"https://localhost:{upstream.port}", ca_bundle=str(local_ca.ca_path))
+    proxy = await start_proxy(f"https://{REMOTE}:{upstream.port}", ca_bundle=str(local_ca.ca_path))
     async with client.get(proxy.url + "/v1/models") as response:
         assert response.status == 200, await response.text()
         answer = await response.json()
     assert [(c["method"], c["authority"]) for c in tunnel.connects] == [
-        ("CONNECT", f"localhost:{upstream.port}")
+        ("CONNECT", f"{REMOTE}:{upstream.port}")
     ]
-    assert local_ca.sni == ["localhost"]
+    assert local_ca.sni == [REMOTE]
     assert answer["raw_path"] == "/v1/models"
 
 
@@ -410,7 +434,7 @@ async def test_proxy_credentials_in_https_proxy_go_in_the_connect_request(
     seen = Seen()
     upstream = await _https_echo(aiohttp_server, local_ca, seen)
     monkeypatch.setenv("HTTPS_PROXY", tunnel.url.replace("http://", "http://alice:s3cret@"))
-    proxy = await start_proxy(f"https://localhost:{upstream.port}", ca_bundle=str(local_ca.ca_path))
+    proxy = await start_proxy(f"https://{REMOTE}:{upstream.port}", ca_bundle=str(local_ca.ca_path))
     async with client.get(proxy.url + "/v1/models") as response:
         assert response.status == 200, await response.text()
         answer = await response.json()

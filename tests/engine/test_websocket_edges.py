@@ -591,13 +591,15 @@ async def test_wss_target_through_an_https_proxy_tunnel_carries_and_closes(
     """A wss:// target reached through HTTPS_PROXY (CONNECT, then TLS inside the
     tunnel): a 4 MiB message goes there and back, and the target's close code reaches the
     client."""
-    local_ca = LocalCA.issue(tmp_path, "localhost")
+    # Not a loopback name (loopback targets never go through the environment's proxy); the
+    # tunnel reaches 127.0.0.1 whatever the name.
+    local_ca = LocalCA.issue(tmp_path, "target.test")
     upstream = await aiohttp_server(ws_echo_app(), ssl=local_ca.server_context())
     tunnel = ConnectTunnel()
     await tunnel.start()
     try:
         monkeypatch.setenv("HTTPS_PROXY", tunnel.url)
-        proxy = await start_proxy(f"https://localhost:{upstream.port}", ca_bundle=str(local_ca.ca_path))
+        proxy = await start_proxy(f"https://target.test:{upstream.port}", ca_bundle=str(local_ca.ca_path))
         message = bytes(range(256)) * (4 * MIB // 256)
         async with ws_client(ws_url(proxy.port), max_size=None) as ws:
             await ws.send(message)
