@@ -384,14 +384,16 @@ class ProxyService:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self.addresses = []
 
-    def health(self) -> dict[str, object]:
-        """The status document served at HEALTH_PATH."""
+    def health(self, *, asked_by_request: bool = False) -> dict[str, object]:
+        """The status document served at HEALTH_PATH; the request asking for it is not counted
+        (an idle proxy says 0 open requests, not 1)."""
+        own = 1 if asked_by_request else 0
         return {
             "app": "trayproxy",
             "version": __version__,
             "pid": os.getpid(),
             "target": {"name": self._target.name, "url": self._target.url},
-            "requests_active": self.requests_active,
+            "requests_active": self.requests_active - own,
             "requests_total": self.requests_total,
         }
 
@@ -470,7 +472,8 @@ class ProxyService:
     def _answer_reserved(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.raw_path.split("?", 1)[0]
         if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
-            return web.Response(body=json.dumps(self.health()).encode(), content_type="application/json")
+            document = self.health(asked_by_request=True)
+            return web.Response(body=json.dumps(document).encode(), content_type="application/json")
         return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
 
 
