@@ -20,7 +20,6 @@ the very header ``{key}`` fills (:func:`needs_key`).
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from desktop.config.model import Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
-from desktop.engine.redact import SENSITIVE_HEADERS, redact_text
+from desktop.engine.redact import SENSITIVE_HEADERS, mask_token_like, redact_text
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -193,25 +192,9 @@ def _run_key_command(command: str, environ: Mapping[str, str]) -> str:
     raise KeyUnavailable("the key command printed nothing")
 
 
-# In a failing key command's words, a run like a token (20+ letters, digits and -_./+= with
-# both letters and digits): GitLab's glpat-..., a JWT, a session id. The redactor knows sk- and
-# bearer shapes; a helper may print any other kind of secret in its error.
-_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-.+/=]{20,}")
-
-
-def _mask_token_like(text: str) -> str:
-    def mask(match: re.Match[str]) -> str:
-        run = match.group(0)
-        has_letter = any(c.isalpha() for c in run)
-        has_digit = any(c.isdigit() for c in run)
-        return "***" if has_letter and has_digit else run
-
-    return _TOKEN_LIKE.sub(mask, text)
-
-
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return _mask_token_like(redact_text(lines[-1]))[:COMMAND_ERROR_CHARS] if lines else ""
+    return mask_token_like(redact_text(lines[-1]))[:COMMAND_ERROR_CHARS] if lines else ""
 
 
 def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> ResolvedTarget:

@@ -47,7 +47,7 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from desktop.config.parse import KEY_SOURCES, ConfigError, ConfigFile, Problem, parse_config
-from desktop.engine.redact import redact_text
+from desktop.engine.redact import mask_token_like, redact_text
 
 __all__ = [
     "APP_NAME",
@@ -256,12 +256,16 @@ def ensure_config(path: Path) -> bool:
 # ``key = "..."`` (a key written in the file) and ``value = "..."`` inside ``key = { ... }``.
 _IN_FILE_KEY = re.compile(r"""(?m)^(\s*(?:key|value)\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
 _INLINE_VALUE = re.compile(r"""(\bvalue\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
+# ``command = "..."`` inside ``key = { ... }``: shown (it says where the key comes from), but a
+# token written into the command line itself is masked.
+_INLINE_COMMAND = re.compile(r"""(\bcommand\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
 
 
 def show_redacted(text: str) -> str:
     """The config text with every key masked: in-file keys, credential headers, key shapes."""
     text = _IN_FILE_KEY.sub(lambda m: m.group(1) + '"***"', text)
     text = _INLINE_VALUE.sub(lambda m: m.group(1) + '"***"', text)
+    text = _INLINE_COMMAND.sub(lambda m: m.group(1) + mask_token_like(m.group(2)), text)
     return redact_text(text)
 
 

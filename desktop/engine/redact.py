@@ -24,6 +24,7 @@ __all__ = [
     "MASK",
     "SENSITIVE_HEADERS",
     "RedactingFormatter",
+    "mask_token_like",
     "redact_target",
     "redact_text",
     "register_secrets",
@@ -102,6 +103,24 @@ def redact_text(text: str) -> str:
     text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+
+
+# A run like a token: 20+ letters, digits and -_./+= with both letters and digits (a GitLab
+# token, a JWT, a session id). Too broad for log lines (request ids, hashes would go); right
+# for the few texts that are about credentials: a failing key command's error, its command line.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-.+/=]{20,}")
+
+
+def mask_token_like(text: str) -> str:
+    """``text`` with every token-like run masked (see _TOKEN_LIKE); plain words stay."""
+
+    def mask(match: re.Match[str]) -> str:
+        run = match.group(0)
+        has_letter = any(c.isalpha() for c in run)
+        has_digit = any(c.isdigit() for c in run)
+        return MASK if has_letter and has_digit else run
+
+    return _TOKEN_LIKE.sub(mask, text)
 
 
 def _may_hold_shape(text: str) -> bool:

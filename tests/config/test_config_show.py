@@ -71,3 +71,18 @@ def test_anything_beside_a_placeholder_is_masked(text: str) -> None:
     masked = redact_text(text)
     assert CANARY not in masked
     assert masked.endswith(("***", '***"'))
+
+
+def test_config_show_masks_a_token_written_into_a_key_command(tmp_path: Path) -> None:
+    """A key command is shown (it says where the key comes from), but a token typed into the
+    command line itself is masked; the command's plain words stay readable."""
+    token = "glpat-Zx81kQpA0mW3vN7tR2sY"
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[targets.a]\nurl = "https://a.example"\n'
+        f'key = {{ command = "gitlab-token-helper --token {token} --scope api" }}\n'
+        'headers = { Authorization = "Bearer {key}" }\n'
+    )
+    shown = _show(path)
+    assert token not in shown
+    assert 'command = "gitlab-token-helper --token *** --scope api"' in shown
