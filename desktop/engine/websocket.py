@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -30,19 +30,19 @@ from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_resp
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
 from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
 from desktop.engine.upstream import Upstream
-from desktop.engine.wsrelay import WebSocketRelay
+from desktop.engine.wsrelay import (
+    CLOSE_GOING_AWAY,
+    CLOSE_PEER_LOST,
+    CLOSE_TIMEOUT_S,
+    GOING_AWAY_REASON,
+    PEER_LOST_REASON,
+    WebSocketRelay,
+)
 
-__all__ = ["GOING_AWAY_REASON", "OpenWebSocket", "carry_websocket"]
+__all__ = ["OpenWebSocket", "carry_websocket"]
 
 log = logging.getLogger("trayproxy.websocket")
 
-# A peer that does not answer our close frame within this long is cut.
-CLOSE_TIMEOUT_S = 5.0
-# 1011: the bridge lost the other side without a close frame to pass on (RFC 6455 §7.4.1).
-CLOSE_PEER_LOST = 1011
-# 1001: the proxy is stopping (RFC 6455 §7.4.1 "going away").
-CLOSE_GOING_AWAY = 1001
-GOING_AWAY_REASON = b"TrayProxy is stopping"
 # The relay takes both connections over through aiohttp's payload-parser hook (set_parser on
 # its server and client protocols), read in 3.14; other versions bridge messages instead.
 RAW_RELAY = aiohttp.__version__.startswith("3.14.")
@@ -50,22 +50,14 @@ RAW_RELAY = aiohttp.__version__.startswith("3.14.")
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
-class OpenWebSocket:
-    """One carried WebSocket, as the service sees it when it stops."""
+class OpenWebSocket(Protocol):
+    """One carried WebSocket, as the service sees it when it stops: a WebSocketRelay, or a
+    bridged pair."""
 
-    async def going_away(self) -> None:
-        raise NotImplementedError
-
-
-class _RelayedWebSocket(OpenWebSocket):
-    def __init__(self, relay: WebSocketRelay) -> None:
-        self.relay = relay
-
-    async def going_away(self) -> None:
-        await self.relay.going_away(GOING_AWAY_REASON)
+    async def going_away(self) -> None: ...
 
 
-class _BridgedWebSocket(OpenWebSocket):
+class _BridgedWebSocket:
     def __init__(self, client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
         self.client_ws = client_ws
         self.upstream_ws = upstream_ws
@@ -183,13 +175,12 @@ async def relay_websocket(
             target_transport=target_transport,
             target_protocol=target_protocol,
         )
-        carried = _RelayedWebSocket(relay)
-        live.add(carried)
+        live.add(relay)
         try:
             relay.start()
             await relay.done
         finally:
-            live.discard(carried)
+            live.discard(relay)
     finally:
         if relay is None:
             response.close()
@@ -197,7 +188,7 @@ async def relay_websocket(
             if not relay.done.done():
                 # Cancelled while both ends are open: the proxy is cutting open requests at
                 # the end of its stop grace period. Say so to both rather than just vanish.
-                relay.close_now(GOING_AWAY_REASON)
+                relay.close_now()
             record.bytes_down = relay.bytes_down
             record.note = relay.ended
             response.release()
@@ -252,7 +243,7 @@ async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
             # CLOSING: the other pump is closing this socket; CLOSED/ERROR: the connection
             # dropped without a close frame, so tell the far side its peer is gone.
             if kind is not WSMsgType.CLOSING and not sink.closed:
-                await sink.close(code=CLOSE_PEER_LOST, message=b"TrayProxy: peer connection lost")
+                await sink.close(code=CLOSE_PEER_LOST, message=PEER_LOST_REASON)
             return
 
 

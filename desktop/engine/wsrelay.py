@@ -19,10 +19,25 @@ import contextlib
 import os
 from typing import Any, Protocol
 
-__all__ = ["FrameTracker", "WebSocketRelay", "close_frame"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_PEER_LOST",
+    "CLOSE_TIMEOUT_S",
+    "GOING_AWAY_REASON",
+    "PEER_LOST_REASON",
+    "FrameTracker",
+    "WebSocketRelay",
+    "close_frame",
+]
 
 # A peer that does not answer our close frame within this long is cut.
 CLOSE_TIMEOUT_S = 5.0
+# The close frames the proxy says itself (RFC 6455 §7.4.1), here and in the message bridge:
+# 1001 "going away" when it stops, 1011 when one side was lost without a close frame.
+CLOSE_GOING_AWAY = 1001
+GOING_AWAY_REASON = b"TrayProxy is stopping"
+CLOSE_PEER_LOST = 1011
+PEER_LOST_REASON = b"TrayProxy: peer connection lost"
 OPCODE_CLOSE = 0x8
 
 
@@ -344,7 +359,7 @@ class WebSocketRelay:
         a frame can be put in), then that connection is closed too, after what is queued."""
         if not self.ended:
             self.ended = "closed" if direction.frames.saw_close else f"{direction.source_name} dropped"
-        direction.close_toward_sink(1011, b"TrayProxy: peer connection lost")
+        direction.close_toward_sink(CLOSE_PEER_LOST, PEER_LOST_REASON)
         direction.sink.close()
         self._finish()
 
@@ -359,22 +374,22 @@ class WebSocketRelay:
         self.to_client.cancel()
         self.done.set_result(None)
 
-    async def going_away(self, reason: bytes) -> None:
+    async def going_away(self) -> None:
         """Tell both peers 1001, give them ``CLOSE_TIMEOUT_S`` to answer, then cut."""
         self.ended = self.ended or "proxy stopping"
-        self.to_client.close_toward_sink(1001, reason)
-        self.to_target.close_toward_sink(1001, reason)
+        self.to_client.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+        self.to_target.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT_S)
         self.abort()
 
-    def close_now(self, reason: bytes) -> None:
+    def close_now(self) -> None:
         """Without waiting: 1001 to each peer where a message is not under way, then both
         connections closed once what is queued for them is written."""
         self.ended = self.ended or "proxy stopping"
         for direction in (self.to_client, self.to_target):
             if direction.frames.between_messages:
-                direction.close_toward_sink(1001, reason)
+                direction.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
             direction.sink.close()
         self._finish()
 
