@@ -15,7 +15,14 @@ from aiohttp import web
 
 from desktop.engine.errors import RequestRefused
 
-__all__ = ["MAX_HEADERS_TOTAL_BYTES", "MAX_HEADER_BYTES", "RequestGuard"]
+__all__ = [
+    "MAX_HEADERS_TOTAL_BYTES",
+    "MAX_HEADER_BYTES",
+    "RequestGuard",
+    "bad_host",
+    "both_framings",
+    "conflicting_lengths",
+]
 
 # One header line (name, ": ", value) may be this long; aiohttp's parser already refuses a
 # value over 8190 bytes with 400 before we see it (its max_field_size), so 431 answers lines
@@ -69,6 +76,20 @@ class _OriginRule:
         if sep and port.isdigit() and base in self.wildcard_hosts:
             return True
         return origin.startswith(self.schemes) if self.schemes else False
+
+
+# Refusals aiohttp's C parser may make before the guard sees the request; service.py gives them
+# these same codes and words, so a client sees one answer whichever step refused.
+def both_framings() -> RequestRefused:
+    return RequestRefused("The request has both Content-Length and Transfer-Encoding", code="ambiguous_framing")
+
+
+def conflicting_lengths() -> RequestRefused:
+    return RequestRefused("The request has conflicting Content-Length values", code="ambiguous_framing")
+
+
+def bad_host() -> RequestRefused:
+    return RequestRefused("The request needs exactly one non-empty Host header", code="bad_host")
 
 
 class RequestGuard:
@@ -127,15 +148,11 @@ class RequestGuard:
             )
         # RFC 9112 §6.3: both framings, or disagreeing lengths, are how requests get smuggled.
         if content_lengths and chunked:
-            return RequestRefused(
-                "The request has both Content-Length and Transfer-Encoding", code="ambiguous_framing"
-            )
+            return both_framings()
         if len(content_lengths) > 1:
-            return RequestRefused(
-                "The request has conflicting Content-Length values", code="ambiguous_framing"
-            )
+            return conflicting_lengths()
         if host_count != 1 or not host:
-            return RequestRefused("The request needs exactly one non-empty Host header", code="bad_host")
+            return bad_host()
         if _hostname(host) not in self._hosts:
             return RequestRefused(
                 "This Host is not allowed to use TrayProxy (DNS rebinding protection); "

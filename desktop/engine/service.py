@@ -32,7 +32,7 @@ from desktop.engine.accesslog import log_request
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
-from desktop.engine.guard import RequestGuard
+from desktop.engine.guard import RequestGuard, bad_host, both_framings, conflicting_lengths
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
 from desktop.engine.redact import register_secrets
@@ -78,39 +78,35 @@ def _is_header_line(exc: LineTooLong) -> bool:
 
 # aiohttp's C parser refuses some requests before the guard sees them (the pure-Python parser
 # lets them through to the guard): the same refusals, with the guard's codes and words, so the
-# README's errors table holds whichever parser runs. (aiohttp's text, its first line.)
-_PARSER_REFUSALS = (
-    (
-        "Transfer-Encoding can't be present with Content-Length",
-        "ambiguous_framing",
-        "The request has both Content-Length and Transfer-Encoding",
-    ),
-    (
-        "Content-Length can't be present with Transfer-Encoding",
-        "ambiguous_framing",
-        "The request has both Content-Length and Transfer-Encoding",
-    ),
-    ("Duplicate Content-Length", "ambiguous_framing", "The request has conflicting Content-Length values"),
-    (
-        "Invalid character in Content-Length",
-        "ambiguous_framing",
-        "The request has an invalid or conflicting Content-Length",
-    ),
-    ("Missing 'Host' header", "bad_host", "The request needs exactly one non-empty Host header"),
-    ("Duplicate 'Host' header", "bad_host", "The request needs exactly one non-empty Host header"),
-    (
-        "Invalid char in url path",
-        "non_ascii_target",
+# README's errors table holds whichever parser runs. Keyed by the start of aiohttp's text.
+def _invalid_length() -> RequestRefused:
+    return RequestRefused("The request has an invalid or conflicting Content-Length", code="ambiguous_framing")
+
+
+def _unencoded_target() -> RequestRefused:
+    # llhttp's "invalid char" covers control characters too, not only non-ASCII bytes.
+    return RequestRefused(
         "The request target has a character that must be percent-encoded (raw non-ASCII bytes: %C3%A9)",
-    ),
+        code="non_ascii_target",
+    )
+
+
+_PARSER_REFUSALS: tuple[tuple[str, Callable[[], RequestRefused]], ...] = (
+    ("Transfer-Encoding can't be present with Content-Length", both_framings),
+    ("Content-Length can't be present with Transfer-Encoding", both_framings),
+    ("Duplicate Content-Length", conflicting_lengths),
+    ("Invalid character in Content-Length", _invalid_length),
+    ("Missing 'Host' header", bad_host),
+    ("Duplicate 'Host' header", bad_host),
+    ("Invalid char in url path", _unencoded_target),
 )
 
 
 def _parser_refusal(message: str | None) -> RequestRefused | None:
     text = (message or "").lstrip()
-    for start, code, said in _PARSER_REFUSALS:
+    for start, refusal in _PARSER_REFUSALS:
         if text.startswith(start):
-            return RequestRefused(said, code=code, status=400)
+            return refusal()
     return None
 
 
