@@ -632,18 +632,20 @@ class ProxyController:
             except Exception:
                 log.exception("config watcher job failed")
 
-    def _ports_to_retry(self) -> bool:
+    def _main_move_pending(self) -> bool:
+        """The main listener is not where the settings say: its move failed (port taken)."""
         service = self._service
-        moved_away = service is not None and _address(service.settings) != _address(self._settings)
-        return bool(self._port_errors) or moved_away
+        return service is not None and _address(service.settings) != _address(self._settings)
+
+    def _ports_to_retry(self) -> bool:
+        return bool(self._port_errors) or self._main_move_pending()
 
     def _retry_ports(self) -> None:
         """Watcher thread: move the main listener where the file says if that failed last time
         (its new port was taken), and open the own ports that could not be opened or moved."""
         self._last_port_retry = time.monotonic()
         with self._lock:
-            service = self._service
-            if service is not None and _address(service.settings) != _address(self._settings):
+            if self._main_move_pending():
                 self._apply_settings(self._settings, retry=True)
             if self._service is not None and self._port_errors:
                 self._sync_ports()

@@ -76,6 +76,10 @@ def _is_header_line(exc: LineTooLong) -> bool:
     return limit == HEADER_FIELD_LIMIT
 
 
+def _stopping_answer() -> web.StreamResponse:
+    return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
+
+
 # aiohttp's C parser refuses some requests before the guard sees them (the pure-Python parser
 # lets them through to the guard): the same refusals, with the guard's codes and words, so the
 # README's errors table holds whichever parser runs. Keyed by the start of aiohttp's text.
@@ -434,13 +438,13 @@ class ProxyService:
                 return denied.to_response()
         upstream = self._upstream
         if upstream is None:
-            return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
+            return _stopping_answer()
         upstream.active += 1
         record.target = upstream.target.display_name
         try:
             if is_websocket_upgrade(request.raw_headers):
                 if self._stopping:
-                    return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
+                    return _stopping_answer()
                 return await carry_websocket(
                     request, upstream, record, self._websockets, token_required=token_check is not None
                 )
