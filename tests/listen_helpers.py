@@ -1,5 +1,6 @@
-"""Helpers for tests that move listeners: another program holding a port, and asking the OS
-whether something listens on a port without connecting to it."""
+"""Helpers for tests that move listeners: another program holding a port, asking the OS
+whether something listens on a port without connecting to it, and asking whether a TrayProxy
+answers there."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PortHolder", "can_bind", "is_listening"]
+import httpx
+
+__all__ = ["PortHolder", "can_bind", "is_listening", "proxy_answers"]
 
 # Starting a Python process on a loaded two-core machine.
 HOLDER_START_TIMEOUT_S = 20.0
@@ -93,3 +96,14 @@ def can_bind(host: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def proxy_answers(port: int, host: str = "127.0.0.1", *, timeout_s: float) -> bool:
+    """True when a TrayProxy answers its health check on ``host:port``; False while nothing
+    listens there yet (or something else does)."""
+    where = f"[{host}]" if ":" in host else host
+    try:
+        response = httpx.get(f"http://{where}:{port}/__trayproxy/health", trust_env=False, timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200

@@ -18,27 +18,17 @@ import httpx
 import pytest
 from background import BackgroundServer, free_port, wait_until
 from cli_process import run_cli
+from listen_helpers import proxy_answers
 from upstreams import Seen, echo_app
-
-from desktop.engine.service import HEALTH_PATH
 
 # A Python start with aiohttp on a busy machine; a healthy one answers in well under a second.
 STARTUP_TIMEOUT_S = 15.0
 EXIT_TIMEOUT_S = 15.0
 
 
-
-
 def _config(path: Path, url: str, port: int) -> Path:
     path.write_text(f'active = "mine"\n[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n[targets.mine]\nurl = "{url}"\n')
     return path
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + HEALTH_PATH, timeout=1.0, trust_env=False).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _run_until_served(argv: list[str], port: int, env: dict[str, str], path: str) -> tuple[int, str]:
@@ -52,7 +42,7 @@ def _run_until_served(argv: list[str], port: int, env: dict[str, str], path: str
         text=True,
     )
     try:
-        if not wait_until(lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}"), timeout_s=STARTUP_TIMEOUT_S):
+        if not wait_until(lambda: process.poll() is not None or proxy_answers(port, timeout_s=1.0), timeout_s=STARTUP_TIMEOUT_S):
             pytest.fail("the proxy did not answer")
         assert process.poll() is None, "it exited early"
         status = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5.0, trust_env=False).status_code
@@ -124,7 +114,7 @@ def test_the_tray_without_a_desktop_session_is_one_instance_that_uninstall_sees(
         )
         try:
             assert wait_until(
-                lambda: first.poll() is not None or _answers(f"http://127.0.0.1:{port}"),
+                lambda: first.poll() is not None or proxy_answers(port, timeout_s=1.0),
                 timeout_s=STARTUP_TIMEOUT_S,
             )
             assert first.poll() is None, "the first one exited"
@@ -139,7 +129,7 @@ def test_the_tray_without_a_desktop_session_is_one_instance_that_uninstall_sees(
             assert "TrayProxy is already running" in second.stderr
             uninstall = run_cli("uninstall")
             assert "TrayProxy is still running" in uninstall.stderr
-            assert _answers(f"http://127.0.0.1:{port}")
+            assert proxy_answers(port, timeout_s=1.0)
         finally:
             first.send_signal(signal.SIGTERM)
             first.wait(EXIT_TIMEOUT_S)

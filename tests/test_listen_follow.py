@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait_until
-from listen_helpers import PortHolder, can_bind, is_listening
+from listen_helpers import PortHolder, can_bind, is_listening, proxy_answers
 from upstreams import Seen, echo_app
 
 from desktop import controller as controller_module
 from desktop.controller import ConfigBinding, ProxyController, TargetPort
-from desktop.engine.service import HEALTH_PATH
 from desktop.platforms.ports import port_holder
 
 # The watcher looks once a second; a reload, a bind and a loaded CI machine fit well inside this.
@@ -67,10 +66,7 @@ def get(port: int, path: str, host: str = "127.0.0.1") -> httpx.Response:
 
 
 def answers(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        return get(port, HEALTH_PATH, host).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return proxy_answers(port, host, timeout_s=CLIENT_TIMEOUT_S)
 
 
 def paths(seen: Seen) -> list[object]:

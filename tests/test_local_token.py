@@ -24,6 +24,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from background import BackgroundServer, free_port, wait_until
 from cli_process import ServeProcess, run_cli
+from listen_helpers import proxy_answers
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -92,19 +93,8 @@ def config_text(url: str, port: int, *, require_token: bool, extra: str = "") ->
     )
 
 
-
-
-
-
 def get(port: int, path: str = "/v1/models", **headers: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, trust_env=False, timeout=CLIENT_TIMEOUT_S)
-
-
-def is_up(port: int) -> bool:
-    try:
-        return get(port, "/__trayproxy/health").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def status_of(port: int, **headers: str) -> int:
@@ -128,7 +118,7 @@ def test_sdks_without_the_token_get_401_and_with_it_reach_the_target_with_its_re
         config.write_text(config_text(upstream.url, port, require_token=True))
         serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=CLIENT_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             token_file = tmp_path / TOKEN_FILE_NAME
             assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
             token = token_file.read_text().strip()
@@ -190,7 +180,7 @@ def test_turning_it_on_in_the_file_and_rotating_the_token_apply_to_the_running_p
         serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         tokens: list[str] = []
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=CLIENT_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert status_of(port) == 200
             assert not (tmp_path / TOKEN_FILE_NAME).exists()  # made on first need only
 
@@ -218,7 +208,7 @@ def test_turning_it_on_in_the_file_and_rotating_the_token_apply_to_the_running_p
 
         serve = ServeProcess(config, env={KEY_VARIABLE: REAL_KEY})
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=CLIENT_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert status_of(port, **{"x-api-key": new}) == 200  # the same token after a restart
             config.write_text(config_text(upstream.url, port, require_token=False))
             assert wait_until(lambda: status_of(port) == 200, timeout_s=SERVE_TIMEOUT_S), serve.stderr

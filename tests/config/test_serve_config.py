@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from background import BackgroundServer, free_port, wait_until
+from listen_helpers import proxy_answers
 from upstreams import Seen, echo_app
 
 
@@ -20,13 +21,6 @@ def _serve(config: Path, *args: str, env: dict[str, str] | None = None) -> subpr
         text=True,
         env={**os.environ, **(env or {})},
     )
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/__trayproxy/health", trust_env=False, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -51,7 +45,7 @@ def test_serve_without_target_uses_the_configs_active_target_key_and_port(tmp_pa
         )
         proc = _serve(config, env={"TP_SERVE_KEY": "tpkey-0123456789"})
         try:
-            assert wait_until(lambda: _up(f"http://127.0.0.1:{port}"), timeout_s=15)
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1.0), timeout_s=15)
             response = httpx.get(f"http://127.0.0.1:{port}/v1/models", trust_env=False)
         finally:
             stderr = _stop(proc)
@@ -75,7 +69,7 @@ def test_serve_target_name_picks_a_config_target_and_warns_of_a_missing_key(tmp_
         )
         proc = _serve(config, "--target", "local", "--port", str(port), "--host", "127.0.0.1")
         try:
-            assert wait_until(lambda: _up(f"http://127.0.0.1:{port}"), timeout_s=15)
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1.0), timeout_s=15)
             response = httpx.get(
                 f"http://127.0.0.1:{port}/x", headers={"Authorization": "Bearer client-own"}, trust_env=False
             )

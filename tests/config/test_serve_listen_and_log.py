@@ -15,12 +15,10 @@ from pathlib import Path
 import httpx
 from background import BackgroundServer, free_port, wait_until
 from cli_process import ServeProcess
-from listen_helpers import PortHolder, is_listening
+from listen_helpers import PortHolder, is_listening, proxy_answers
 from upstreams import Seen, echo_app
 
 SERVE_TIMEOUT_S = 15.0
-
-
 
 
 def config_text(url_a: str, url_b: str, port: int, *, own_port: int, log: str = "", a_extra: str = "") -> str:
@@ -35,13 +33,6 @@ def config_text(url_a: str, url_b: str, port: int, *, own_port: int, log: str = 
 
 def get(port: int, path: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", trust_env=False, timeout=SERVE_TIMEOUT_S)
-
-
-def is_up(port: int) -> bool:
-    try:
-        return get(port, "/__trayproxy/health").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_serve_moves_to_a_new_port_refuses_a_taken_one_and_serves_a_target_on_its_own_port(
@@ -59,13 +50,13 @@ def test_serve_moves_to_a_new_port_refuses_a_taken_one_and_serves_a_target_on_it
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log=quiet))
         serve = ServeProcess(config)
         try:
-            assert wait_until(lambda: is_up(port) and is_up(own_port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=SERVE_TIMEOUT_S) and proxy_answers(own_port, timeout_s=SERVE_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/to-a").status_code == 200
             assert get(own_port, "/to-b").status_code == 200
             assert f"target b is also served on 127.0.0.1:{own_port}" in serve.stderr
 
             config.write_text(config_text(a.url, b.url, new_port, own_port=own_port, log=quiet))
-            assert wait_until(lambda: is_up(new_port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(new_port, timeout_s=SERVE_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert wait_until(lambda: not is_listening(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(new_port, "/moved").status_code == 200
             assert f"now listens on 127.0.0.1:{new_port}; requests open on 127.0.0.1:{port} finish there" in (
@@ -98,7 +89,7 @@ def test_log_settings_follow_the_file_and_the_flags_win(tmp_path: Path) -> None:
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log="[log]\naccess = false\n"))
         serve = ServeProcess(config)
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=SERVE_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/unlogged").status_code == 200
 
             config.write_text(config_text(a.url, b.url, port, own_port=own_port, log="[log]\naccess = true\n"))
@@ -127,7 +118,7 @@ def test_log_settings_follow_the_file_and_the_flags_win(tmp_path: Path) -> None:
         config.write_text(config_text(a.url, b.url, port, own_port=own_port, log="[log]\naccess = true\n"))
         serve = ServeProcess(config, "-q")
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=SERVE_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/flag-wins").status_code == 200
         finally:
             stderr = serve.stop()

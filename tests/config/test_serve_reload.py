@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from background import BackgroundServer, free_port, wait_until
 from cli_process import ServeProcess
+from listen_helpers import proxy_answers
 from upstreams import Seen, echo_app
 
 # Starting a Python process with aiohttp imported, plus the watcher's 1 s poll, on a busy
@@ -38,17 +39,8 @@ def config_text(url_a: str, url_b: str, port: int, *, active: str, file_key_line
 FILE_KEY_LINE = 11
 
 
-
-
 def get(port: int, path: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", trust_env=False, timeout=SERVE_TIMEOUT_S)
-
-
-def is_up(port: int) -> bool:
-    try:
-        return get(port, "/__trayproxy/health").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_serve_follows_edits_keeps_serving_through_a_bad_one_and_never_prints_a_key(tmp_path: Path) -> None:
@@ -63,7 +55,7 @@ def test_serve_follows_edits_keeps_serving_through_a_bad_one_and_never_prints_a_
         config.write_text(config_text(a.url, b.url, port, active="a", file_key_line=good_key))
         serve = ServeProcess(config, env={"TP_RELOAD_KEY": ENV_KEY})
         try:
-            assert wait_until(lambda: is_up(port), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            assert wait_until(lambda: proxy_answers(port, timeout_s=SERVE_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
             assert get(port, "/to-a").status_code == 200
             assert ["Authorization", f"Bearer {ENV_KEY}"] in seen_a.requests[-1]["headers"]
 

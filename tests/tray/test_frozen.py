@@ -21,6 +21,7 @@ import xdrive
 from aiohttp import web
 from background import BackgroundServer, free_port, wait_until
 from desktop_session import DesktopSession
+from listen_helpers import proxy_answers
 from upstreams import echo_app, sse_app, ws_echo_app
 
 BUNDLE = os.environ.get("TRAYPROXY_BUNDLE", "")
@@ -57,19 +58,12 @@ def served(tmp_path: Path) -> Iterator[str]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            assert wait_until(lambda: _healthy(base), timeout_s=START_TIMEOUT_S)
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1.0), timeout_s=START_TIMEOUT_S)
             yield base
         finally:
             process.send_signal(signal.SIGTERM)  # on Windows: TerminateProcess, exit code 1
             _, stderr = process.communicate(timeout=20)
             assert process.returncode == 0 or sys.platform == "win32", stderr
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(base + "/__trayproxy/health", trust_env=False, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_bundle_serves_http_sse_and_websocket(served: str) -> None:
