@@ -57,9 +57,10 @@ LAUNCHER_NAME = "trayproxy.desktop"
 # <theme>/<size>x<size>/apps/<name>.png; hicolor is the fallback every desktop searches).
 ICON_NAME = "trayproxy"
 ICON_THEME_DIR = Path("icons") / "hicolor" / "256x256" / "apps"
-# Desktop Entry spec, "Recognized desktop entry keys": Categories from the registered list
-# ("Development", "Network"), each followed by a semicolon.
-LAUNCHER_CATEGORIES = "Development;Network;"
+# Desktop Entry spec, "Recognized desktop entry keys": Categories from the registered list, each
+# followed by a semicolon. One main category only (Menu spec, Appendix A): with two
+# ("Development;Network;") menus may list the app twice, and desktop-file-validate hints so.
+LAUNCHER_CATEGORIES = "Development;"
 # The Desktop Entry spec version our entries follow: every key we write exists in 1.4, and
 # desktop-file-validate 0.26 (Debian 12) rejects 1.5 as unknown.
 ENTRY_VERSION = "1.4"

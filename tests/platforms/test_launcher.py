@@ -49,13 +49,13 @@ def icon_path() -> Path:
 
 
 def validate(path: Path) -> None:
-    """Fail on any error desktop-file-validate reports (hints and warnings pass)."""
+    """Fail on anything desktop-file-validate reports: an error, a warning, or a hint (two
+    main categories, which can list the app twice in a menu, is only a hint)."""
     program = shutil.which("desktop-file-validate")
     if program is None:
         pytest.skip("desktop-file-validate is not installed (apt install desktop-file-utils)")
     result = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
-    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
-    assert not errors, result.stdout
+    assert result.stdout.strip() == "", result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -74,7 +74,7 @@ def test_installed_entry_puts_this_copy_in_the_menu_with_its_icon() -> None:
     assert keys["Path"] == str(REPO)
     assert keys["Terminal"] == "false"
     assert keys["StartupNotify"] == "false"
-    assert keys["Categories"] == "Development;Network;"
+    assert keys["Categories"] == "Development;"
     assert keys["Icon"] == "trayproxy"
     icon = icon_path().read_bytes()
     assert icon == ICON_SOURCE.read_bytes()
