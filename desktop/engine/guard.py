@@ -1,10 +1,11 @@
 """Safety checks every request passes before anything is forwarded.
 
 The proxy adds the user's credentials, so anything that can make it send a request spends
-them. Only local tools may: a web page the user visits (another Origin) or a DNS-rebinding
-page (another Host) gets 403, absolute-form targets (use as an open forward proxy) and
-ambiguous message framing (request smuggling) get 400, and oversized headers get 431. The
-options are checked once, when the guard is built.
+them. Only local tools may: a web page the user visits (another Origin, or a browser's
+``Sec-Fetch-Site: cross-site`` on the requests that carry no Origin) or a DNS-rebinding page
+(another Host) gets 403, absolute-form targets (use as an open forward proxy), ambiguous
+message framing (request smuggling) and two Origin or Sec-Fetch-Site headers get 400, and
+oversized headers get 431. The options are checked once, when the guard is built.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_HEADERS_TOTAL_BYTES",
     "MAX_HEADER_BYTES",
     "RequestGuard",
+    "ambiguous_origin",
     "bad_host",
     "both_framings",
     "conflicting_lengths",
@@ -77,6 +79,22 @@ class _OriginRule:
             return True
         return origin.startswith(self.schemes) if self.schemes else False
 
+    def allows_every_port(self, origin: str) -> bool:
+        """True when ``scheme://host`` is allowed whatever its port (``scheme://host:*``, or
+        the whole scheme)."""
+        origin = origin.lower()
+        if origin in self.wildcard_hosts:
+            return True
+        return origin.startswith(self.schemes) if self.schemes else False
+
+
+# Fetch Metadata (W3C "Fetch Metadata Request Headers"): what a browser says about who made the
+# request. Browsers add it to every request to 127.0.0.1, [::1] and localhost (potentially
+# trustworthy URLs) and page scripts cannot set or remove it; SDKs, curl and the like send none.
+_SITE_PERSON = b"none"  # typed URL, bookmark, a link opened from another app
+_SITE_SAME_ORIGIN = b"same-origin"  # a page TrayProxy itself served (the target's own pages)
+_SITE_SAME_SITE = b"same-site"
+
 
 # Refusals aiohttp's C parser may make before the guard sees the request; service.py gives them
 # these same codes and words, so a client sees one answer whichever step refused.
@@ -90,6 +108,23 @@ def conflicting_lengths() -> RequestRefused:
 
 def bad_host() -> RequestRefused:
     return RequestRefused("The request needs exactly one non-empty Host header", code="bad_host")
+
+
+def ambiguous_origin() -> RequestRefused:
+    # Browsers never send two: a second one could only be there to have an allowed value ride
+    # beside a foreign one, whichever of the two a check happens to read.
+    return RequestRefused(
+        "The request has more than one Origin or Sec-Fetch-Site header", code="ambiguous_origin"
+    )
+
+
+def _cross_site() -> RequestRefused:
+    return RequestRefused(
+        "Requests a web page makes (images, scripts, frames, forms, links) are not allowed to use "
+        "TrayProxy; a page whose origin is in the allowed origins may use fetch()",
+        code="cross_site_refused",
+        status=403,
+    )
 
 
 class RequestGuard:
@@ -117,7 +152,8 @@ class RequestGuard:
             )
         host_count = 0
         host = ""
-        origin: str | None = None
+        origins: list[str] = []
+        fetch_sites: list[bytes] = []
         total = 0
         content_lengths: set[bytes] = set()
         chunked = False
@@ -135,7 +171,9 @@ class RequestGuard:
                 host_count += 1
                 host = value.decode("latin-1").strip()
             elif lower == b"origin":
-                origin = value.decode("latin-1").strip()
+                origins.append(value.decode("latin-1").strip())
+            elif lower == b"sec-fetch-site":
+                fetch_sites.append(value.strip().lower())
             elif lower == b"content-length":
                 content_lengths.update(v.strip() for v in value.split(b","))
             elif lower == b"transfer-encoding":
@@ -160,6 +198,9 @@ class RequestGuard:
                 code="host_not_allowed",
                 status=403,
             )
+        if len(origins) > 1 or len(fetch_sites) > 1:
+            return ambiguous_origin()
+        origin = origins[0] if origins else None
         if origin is not None and not self._origins.allows(origin):
             return RequestRefused(
                 "Requests from web pages of this origin are not allowed to use TrayProxy; "
@@ -167,4 +208,33 @@ class RequestGuard:
                 code="origin_not_allowed",
                 status=403,
             )
+        if fetch_sites and not self._is_own_or_allowed_page(fetch_sites[0], origin, host):
+            return _cross_site()
         return None
+
+    def _is_own_or_allowed_page(self, fetch_site: bytes, origin: str | None, host: str) -> bool:
+        """Whether a browser request marked ``Sec-Fetch-Site: fetch_site`` may go on.
+
+        Browsers send no Origin on GET/HEAD requests of <img>, <script>, <link>, <iframe>,
+        navigations and GET forms, nor on fetch(..., {mode: "no-cors"}): the Origin check above
+        never sees those, yet each one would reach the target with the key (the page cannot read
+        the answer, but the key is spent). Fetch Metadata names them. The published "resource
+        isolation policy" lets cross-site navigations through to keep links working; a proxy
+        that adds a credential has no links to keep, so none pass.
+        """
+        if fetch_site in (_SITE_PERSON, _SITE_SAME_ORIGIN):
+            return True
+        if origin is not None:
+            # The browser said which page asked, and the check above allowed it: a local dev
+            # server's or an allowed web app's fetch(), a WebSocket, a CORS preflight.
+            return True
+        if fetch_site == _SITE_SAME_SITE:
+            # Same scheme and site, another port or subdomain. Addressed as 127.0.0.1, [::1] or
+            # localhost (the only hosts allowed by default), that is a page on another port of
+            # this machine: a local dev server. The origins allowlist already trusts those on
+            # every port (http://127.0.0.1:*, ...), and their fetch() with an Origin passes;
+            # their <img> or form passes too while that host on every port is allowed, and is
+            # refused when the person narrowed the list (the page's port is not known here).
+            return self._origins.allows_every_port(f"http://{_hostname(host)}")
+        # cross-site (a page from anywhere else), or a value the spec does not define.
+        return False

@@ -19,7 +19,8 @@ would fail every cross-origin request of a local web app before its real request
 carry the token) is made. Forwarding it is no answer either: the proxy would add the target's
 key to a request anyone can send in that shape. So the proxy answers it itself
 (:func:`preflight_answer`), allowing what was asked; the guard has already refused origins
-that are not allowed, and the real request still needs the token.
+that are not allowed (and cross-site requests without one, and two Origin headers), and the
+real request still needs the token.
 
 This module holds no file I/O: the controller reads the token file and hands the value over as
 a :class:`Secret` in the settings.

@@ -27,6 +27,7 @@ from desktop.config.model import (
     DEFAULT_ALLOWED_ORIGINS,
     LOOPBACK_HOSTS,
     ProxySettings,
+    Secret,
 )
 from desktop.engine.guard import MAX_HEADERS_TOTAL_BYTES, RequestGuard
 
@@ -260,6 +261,240 @@ async def test_cors_preflight_is_forwarded_and_answer_has_only_target_headers(gu
     assert through.status == direct.status == 200
     assert not {n for n in through.header_names if n.startswith("access-control-")}
     assert through.header_names <= direct.header_names, through.header_names - direct.header_names
+
+
+# --- Fetch Metadata (web pages whose requests carry no Origin) ----------------------------
+
+# What Chromium sends, besides Host, for requests a page at http://evil.test makes to the proxy
+# without an Origin header (GET and HEAD in no-cors or navigate mode).
+_PAGE_WITHOUT_ORIGIN = {
+    "img": [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "no-cors"), ("Sec-Fetch-Dest", "image")],
+    "script": [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "no-cors"), ("Sec-Fetch-Dest", "script")],
+    "iframe": [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Dest", "iframe"),
+    ],
+    "link-click": [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Dest", "document"),
+        ("Sec-Fetch-User", "?1"),
+    ],
+    "fetch-no-cors": [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "no-cors"),
+        ("Sec-Fetch-Dest", "empty"),
+    ],
+    "unknown-value": [("Sec-Fetch-Site", "elsewhere")],
+}
+
+
+@pytest.mark.parametrize("kind", list(_PAGE_WITHOUT_ORIGIN))
+async def test_cross_site_request_without_origin_gets_403_and_never_reaches_target(guarded, kind) -> None:
+    """An <img>, <script>, <iframe>, link or no-cors fetch() on a web page the user visits
+    carries no Origin, yet it would reach the target with the key added (issue 12: 18 such
+    requests in one Chromium run). The browser's Sec-Fetch-Site: cross-site gives it away."""
+    headers = [("Host", guarded.host), ("Referer", "http://evil.test/"), *_PAGE_WITHOUT_ORIGIN[kind]]
+    response = await guarded.get(*headers)
+    _assert_refused(response, guarded, status=403, code="cross_site_refused")
+    assert not {n for n in response.header_names if n.startswith("access-control-")}
+
+
+async def test_cross_site_post_form_without_allowed_origin_never_reaches_target(guarded) -> None:
+    """A form POST carries the page's Origin: a foreign one is refused as before, and marked
+    cross-site with no Origin at all (what a browser never sends) it is refused too."""
+    for origin in ([("Origin", "http://evil.test")], []):
+        request = build_request(
+            "POST",
+            "/v1/chat/completions",
+            headers=[
+                ("Host", guarded.host),
+                *origin,
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Sec-Fetch-Mode", "navigate"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Content-Length", "3"),
+                ("Connection", "close"),
+            ],
+            body=b"a=b",
+        )
+        _assert_refused(await guarded.send(request), guarded, status=403)
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:3000", "https://127.0.0.1:5173", "vscode-webview://abc"]
+)
+async def test_cross_site_fetch_from_allowed_origin_is_forwarded(guarded, origin) -> None:
+    """A local dev server's or an editor webview's fetch() to the proxy is cross-site for the
+    browser (another host name or scheme) but says who it is: it keeps working."""
+    headers = [
+        ("Host", guarded.host),
+        ("Origin", origin),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "cors"),
+    ]
+    response = await guarded.get(*headers)
+    assert response.status == 200, response.raw
+    assert len(guarded.seen.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "fetch_metadata",
+    [
+        pytest.param([], id="none-sent-sdk-or-curl"),
+        pytest.param(
+            [("Sec-Fetch-Site", "none"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-User", "?1")],
+            id="typed-url",
+        ),
+        pytest.param([("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "no-cors")], id="same-origin"),
+        pytest.param([("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "no-cors")], id="same-site"),
+        pytest.param([("Sec-Fetch-Site", "NONE")], id="any-case"),
+    ],
+)
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}"])
+async def test_own_requests_and_local_pages_are_forwarded(guarded, fetch_metadata, host) -> None:
+    """SDKs and curl send no Fetch Metadata; a URL the person typed is `none`; a page the
+    target served through the proxy is `same-origin`. `same-site` on 127.0.0.1, localhost or
+    [::1] is a page on another port of this machine (a dev server), which the default origins
+    trust on every port: all of these reach the target."""
+    response = await guarded.get(("Host", host.format(port=guarded.port)), *fetch_metadata)
+    assert response.status == 200, response.raw
+    assert len(guarded.seen.requests) == 1
+
+
+async def test_same_site_without_origin_is_refused_once_local_pages_are_not_allowed(make_guarded) -> None:
+    """Who narrows the origins to one web app no longer trusts every local port: an <img> from
+    another port of 127.0.0.1 (same-site, no Origin) is refused, as that page's fetch() is."""
+    guarded = await make_guarded(_settings(allowed_origins=("https://app.example",)))
+    same_site = [("Host", guarded.host), ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "no-cors")]
+    _assert_refused(await guarded.get(*same_site), guarded, status=403, code="cross_site_refused")
+    fetch = [("Host", guarded.host), ("Origin", "http://127.0.0.1:3000"), ("Sec-Fetch-Site", "same-site")]
+    _assert_refused(await guarded.get(*fetch), guarded, status=403, code="origin_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "doubled",
+    [
+        pytest.param(
+            [("Origin", "http://localhost:3000"), ("Origin", "http://evil.test")], id="allowed-then-foreign"
+        ),
+        pytest.param(
+            [("Origin", "http://evil.test"), ("Origin", "http://localhost:3000")], id="foreign-then-allowed"
+        ),
+        pytest.param(
+            [("Origin", "http://localhost:3000"), ("Origin", "http://localhost:3000")], id="same-twice"
+        ),
+        pytest.param([("Sec-Fetch-Site", "none"), ("Sec-Fetch-Site", "cross-site")], id="two-fetch-sites"),
+        pytest.param(
+            [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Site", "same-origin")], id="two-fetch-sites-rev"
+        ),
+    ],
+)
+async def test_two_origin_or_fetch_site_headers_get_400_not_forwarded(guarded, doubled) -> None:
+    """Browsers never send two; a check that reads only one of them could be steered by the
+    other (a foreign Origin riding beside an allowed one), so the request is refused."""
+    response = await guarded.get(("Host", guarded.host), *doubled)
+    _assert_refused(response, guarded, status=400, code="ambiguous_origin")
+
+
+def _websocket_upgrade(host: str, *extra: tuple[str, str]) -> bytes:
+    return build_request(
+        "GET",
+        "/v1/realtime",
+        headers=[
+            ("Host", host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "code"),
+    [
+        pytest.param(
+            [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "websocket")],
+            403,
+            "cross_site_refused",
+            id="cross-site-no-origin",
+        ),
+        pytest.param(
+            [("Origin", "http://evil.test"), ("Sec-Fetch-Site", "cross-site")],
+            403,
+            "origin_not_allowed",
+            id="foreign-origin",
+        ),
+        pytest.param(
+            [("Origin", "http://localhost:3000"), ("Origin", "http://evil.test")],
+            400,
+            "ambiguous_origin",
+            id="two-origins",
+        ),
+    ],
+)
+async def test_websocket_upgrade_gets_the_same_rule(guarded, extra, status, code) -> None:
+    """The WebSocket handshake passes the same guard: a page's upgrade is refused before any
+    connection to the target is opened."""
+    response = await guarded.send(_websocket_upgrade(guarded.host, *extra))
+    _assert_refused(response, guarded, status=status, code=code)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        pytest.param(
+            [
+                ("Origin", "http://localhost:5173"),
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Sec-Fetch-Mode", "cors"),
+            ],
+            204,
+            None,
+            id="allowed-page",
+        ),
+        pytest.param(
+            [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "cors")],
+            403,
+            "cross_site_refused",
+            id="no-origin",
+        ),
+        pytest.param(
+            [
+                ("Origin", "http://localhost:5173"),
+                ("Origin", "http://evil.test"),
+                ("Sec-Fetch-Site", "cross-site"),
+            ],
+            400,
+            "ambiguous_origin",
+            id="two-origins",
+        ),
+    ],
+)
+async def test_require_token_preflight_gets_the_same_rule(make_guarded, headers, status, code) -> None:
+    """With require_token, TrayProxy answers preflights itself; only a page the guard allows
+    gets that answer, and nothing reaches the target either way."""
+    settings = _settings(require_token=True, local_token=Secret("tp-local-preflight-test-token-0123456789"))
+    guarded = await make_guarded(settings)
+    request = build_request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        headers=[
+            ("Host", guarded.host),
+            *headers,
+            ("Access-Control-Request-Method", "POST"),
+            ("Connection", "close"),
+        ],
+    )
+    response = await guarded.send(request)
+    if code is None:
+        assert response.status == status, response.raw
+        assert guarded.seen.requests == []
+    else:
+        _assert_refused(response, guarded, status=status, code=code)
 
 
 # --- forward-proxy use ---------------------------------------------------------------------
