@@ -19,9 +19,21 @@ from aiohttp import web
 from desktop.engine.forward import RequestRecord
 from desktop.engine.redact import redact_target
 
-__all__ = ["ACCESS_LOGGER", "log_request"]
+__all__ = ["ACCESS_LOGGER", "log_request", "own_answer_bytes"]
 
 ACCESS_LOGGER = logging.getLogger("trayproxy.access")
+# RFC 9110 §6.4.1: an answer to HEAD, a 1xx, 204 or 304 carries no body, whatever it holds.
+_BODILESS_STATUSES = frozenset({204, 304})
+
+
+def own_answer_bytes(method: str, response: web.StreamResponse) -> int:
+    """The body bytes of an answer TrayProxy made itself (a refusal, a 502, the health
+    document), which aiohttp sends once the handler has returned, so after the line is made:
+    the body it holds, or 0 where HTTP sends none."""
+    if method == "HEAD" or response.status < 200 or response.status in _BODILESS_STATUSES:
+        return 0
+    body = response.body if isinstance(response, web.Response) else None
+    return len(body) if isinstance(body, bytes | bytearray) else 0
 
 
 def log_request(request: web.BaseRequest, record: RequestRecord, *, started: float, ended: float) -> None:

@@ -28,7 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from desktop import __version__
 from desktop.config.model import ProxySettings, Secret, Target
-from desktop.engine.accesslog import log_request
+from desktop.engine.accesslog import log_request, own_answer_bytes
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import RequestRecord, forward_http
@@ -407,6 +407,8 @@ class ProxyService:
             response = await self._dispatch(request, record)
             if not record.status:
                 record.status = response.status
+            if not response.prepared:  # our own answer: aiohttp sends it after this returns
+                record.bytes_down = own_answer_bytes(request.method, response)
             return response
         except asyncio.CancelledError:
             # Cancelled: the client's connection closed, or the stop grace period ran out.
