@@ -225,6 +225,7 @@ def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) ->
         name=spec.name,
         add_headers=tuple(headers),
         strip_headers=spec.strip_headers,
+        keep_headers=spec.keep_headers,
         connect_timeout_s=spec.connect_timeout_s,
         read_timeout_s=spec.read_timeout_s,
         verify_tls=spec.verify_tls,

@@ -23,6 +23,7 @@ The file (``config.toml`` in the user's config directory)::
     key = { env = "OPENAI_API_KEY" }  # or { keyring = true }, { command = "..." }, "sk-..."
     headers = { Authorization = "Bearer {key}" }
     strip_headers = []
+    keep_headers = []               # credential headers a tool's request keeps (see below)
     connect_timeout = 10            # seconds
     read_timeout = 600              # seconds: time to headers and longest pause
     verify_tls = true
@@ -35,6 +36,10 @@ Key sources: ``{ env = "NAME" }`` an environment variable; ``{ keyring = true }`
 keychain, entry "TrayProxy" / the target's name (``{ keyring = "account" }`` names another);
 ``{ command = "..." }`` a shell command whose first output line is the key, re-run when the
 target answers 401; a plain string, the key itself (discouraged: the file is kept owner-only).
+
+When a target's ``headers`` set a credential header (Authorization, x-api-key, api-key,
+x-goog-api-key), the tool's own other credential headers are removed before forwarding;
+``keep_headers = ["authorization"]`` lets the named ones through.
 
 Parsing never raises anything but :class:`ConfigError`, which carries every problem found
 (not only the first), each as ``path:line:col: message``. Key sources are checked for shape
@@ -51,6 +56,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from desktop.config.model import (
+    CREDENTIAL_HEADERS,
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -74,6 +80,7 @@ TARGET_KEYS = (
     "key",
     "headers",
     "strip_headers",
+    "keep_headers",
     "connect_timeout",
     "read_timeout",
     "verify_tls",
@@ -116,6 +123,8 @@ class TargetSpec:
     key_source: tuple[str, str | bool] | None = None
     headers: tuple[tuple[str, str], ...] = ()
     strip_headers: frozenset[str] = frozenset()
+    # Credential headers (lower-case) the tool's requests keep beside the target's own.
+    keep_headers: frozenset[str] = frozenset()
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     verify_tls: bool = True
@@ -271,12 +280,14 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
             check.problem((*path, key), f"'{key}' must be more than 0 seconds")
             value = default
         timeouts.append(float(value))
+    strip_headers = frozenset(h.lower() for h in check.strings(table, "strip_headers", path))
     return TargetSpec(
         name=name,
         url=url,
         key_source=key_source,
         headers=tuple(headers),
-        strip_headers=frozenset(h.lower() for h in check.strings(table, "strip_headers", path)),
+        strip_headers=strip_headers,
+        keep_headers=_check_keep_headers(check, table, path, headers, strip_headers),
         connect_timeout_s=timeouts[0],
         read_timeout_s=timeouts[1],
         verify_tls=check.typed(table, "verify_tls", bool, path, True),
@@ -287,6 +298,36 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         ca_bundle_position=check.locate.find(*path, "ca_bundle"),
         port=_check_target_port(check, table, path),
     )
+
+
+def _check_keep_headers(
+    check: _Checker,
+    table: dict[str, Any],
+    path: tuple[str, ...],
+    headers: list[tuple[str, str]],
+    strip_headers: frozenset[str],
+) -> frozenset[str]:
+    """``keep_headers``: credential header names only, none the target sets or strips itself."""
+    where = (*path, "keep_headers")
+    known = sorted(CREDENTIAL_HEADERS)
+    sets = {header.lower() for header, _ in headers}
+    kept: set[str] = set()
+    for written in check.strings(table, "keep_headers", path):
+        header = written.lower()
+        if header not in CREDENTIAL_HEADERS:
+            close = difflib.get_close_matches(header, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(known)}"
+            check.problem(
+                where,
+                f"keep_headers: '{written}' is not a credential header ({hint}); other headers pass anyway",
+            )
+        elif header in sets:
+            check.problem(where, f"keep_headers: target '{path[-1]}' sets '{written}' itself, so a tool's cannot be kept")
+        elif header in strip_headers:
+            check.problem(where, f"keep_headers: '{written}' is in strip_headers too; keep it in one of them")
+        else:
+            kept.add(header)
+    return frozenset(kept)
 
 
 def _check_target_port(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> int | None:

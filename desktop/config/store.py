@@ -143,6 +143,9 @@ headers = { Authorization = "Bearer {key}" }
 url = "https://api.anthropic.com"
 key = { env = "ANTHROPIC_API_KEY" }
 headers = { x-api-key = "{key}" }
+# With the key added, a tool's own key headers (Authorization, api-key, x-goog-api-key) are
+# removed, so a placeholder key a tool sends never reaches the target beside the real one.
+# To let one through beside the key: keep_headers = ["authorization"]
 # Also serve it on a port of its own, whatever `active` says, so an Anthropic-style tool
 # (ANTHROPIC_BASE_URL=http://127.0.0.1:8001) runs next to an OpenAI-style one on port 8000:
 # port = 8001

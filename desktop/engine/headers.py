@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from desktop.config.model import Target
+from desktop.config.model import CREDENTIAL_HEADERS, Target
 
 __all__ = [
     "HOP_BY_HOP",
@@ -110,18 +110,26 @@ def is_websocket_upgrade(raw_headers: RawHeaders) -> bool:
 class RequestHeaderRules:
     """How one target rewrites request headers; built once per target, applied per request."""
 
-    __slots__ = ("_add", "_drop", "_host", "_keep_host")
+    __slots__ = ("_add", "_drop", "_drop_offer_prefix", "_host", "_keep_host")
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, drop_offer_prefix: str = "") -> None:
+        """``drop_offer_prefix``: Sec-WebSocket-Protocol offers starting with it are taken out
+        of plain (non-WebSocket) requests; "" keeps every offer."""
         self._add = tuple((name, value.reveal()) for name, value in target.add_headers)
         added = {name.lower() for name, _ in self._add}
+        # A target that adds its own credential gets no other from the client (see
+        # CREDENTIAL_HEADERS), unless it keeps one by name (a gateway that reads the user's
+        # token beside the team key).
+        credentials = CREDENTIAL_HEADERS - target.keep_headers if added & CREDENTIAL_HEADERS else frozenset()
         self._drop = (
             HOP_BY_HOP
             | _REPLACED_REQUEST_HEADERS
             | {name.lower() for name in target.strip_headers}
             | added
+            | credentials
             | {"x-forwarded-proto", "x-forwarded-host"}
         )
+        self._drop_offer_prefix = drop_offer_prefix
         self._host = target.origin.split("://", 1)[1]
         self._keep_host = target.keep_host
 
@@ -153,6 +161,11 @@ class RequestHeaderRules:
                 continue
             elif lower == "connection":
                 listed = listed | _tokens(raw_value)
+            elif lower == "sec-websocket-protocol" and self._drop_offer_prefix and not websocket:
+                kept = _without_offers(raw_value.decode("latin-1"), self._drop_offer_prefix)
+                if kept:
+                    out.add(name, kept)
+                continue
             if lower in drop:
                 continue
             out.add(name, raw_value.decode("latin-1"))
@@ -176,6 +189,12 @@ class RequestHeaderRules:
     def host(self) -> str:
         """The Host the target is addressed by."""
         return self._host
+
+
+def _without_offers(value: str, prefix: str) -> str:
+    """A Sec-WebSocket-Protocol value without the offers that start with ``prefix``."""
+    offers = (offer.strip() for offer in value.split(","))
+    return ", ".join(offer for offer in offers if offer and not offer.startswith(prefix))
 
 
 def response_headers(

@@ -11,7 +11,8 @@ the key its own headers add, and a target without a key of its own gets no key a
 
 A browser cannot set headers on a WebSocket, so there the token may come the way OpenAI's
 Realtime API takes a key from a browser: as the subprotocol offer
-``openai-insecure-api-key.<token>``. That offer is taken out of the handshake the target gets.
+``openai-insecure-api-key.<token>``. That offer is taken out of the handshake the target gets,
+and out of a plain HTTP request that sends it too (a client may offer it anywhere).
 
 A browser's CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``)
 cannot carry the token: the Fetch standard sends preflights without credentials, so refusing it
@@ -165,7 +166,13 @@ def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
 
 def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:
     """The request header rules for ``target``; with the token required, the client's
-    credential headers (which hold the token) stop here too."""
-    if token_required:
-        target = replace(target, strip_headers=target.strip_headers | CLIENT_CREDENTIAL_HEADERS)
-    return RequestHeaderRules(target)
+    credential headers and key subprotocol offers (which hold the token) stop here too,
+    whatever the target's ``keep_headers`` say."""
+    if not token_required:
+        return RequestHeaderRules(target)
+    target = replace(
+        target,
+        strip_headers=target.strip_headers | CLIENT_CREDENTIAL_HEADERS,
+        keep_headers=target.keep_headers - CLIENT_CREDENTIAL_HEADERS,
+    )
+    return RequestHeaderRules(target, drop_offer_prefix=KEY_PROTOCOL_PREFIX)

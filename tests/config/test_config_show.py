@@ -42,6 +42,16 @@ def test_config_show_prints_the_default_files_header_templates_as_written(tmp_pa
     assert shown == DEFAULT_CONFIG  # nothing in it is a secret
 
 
+def test_config_show_prints_keep_headers_as_written(tmp_path: Path) -> None:
+    """The names of kept credential headers are not secrets: a bug report shows them."""
+    path = tmp_path / "config.toml"
+    line = 'keep_headers = ["authorization", "X-Api-Key"]'
+    path.write_text(f'[targets.gw]\nurl = "https://gw.example"\nheaders = {{ api-key = "{{key}}" }}\nkey = "{CANARY}"\n{line}\n')
+    shown = _show(path)
+    assert line in shown
+    assert CANARY not in shown
+
+
 def test_config_show_still_masks_keys_written_into_headers(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(

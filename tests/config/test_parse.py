@@ -42,6 +42,18 @@ def test_valid_file_parses_into_targets_and_settings() -> None:
     assert "http://localhost:*" in config.settings.allowed_origins
 
 
+def test_keep_headers_reach_the_engines_target_in_lower_case() -> None:
+    """``keep_headers`` is read in any case and carried to the target the engine is given."""
+    from desktop.config.keys import resolve_target
+
+    config = parse_config(
+        '[targets.gw]\nurl = "https://gw.example"\nkey = "k"\n'
+        'headers = { Authorization = "Bearer {key}" }\nkeep_headers = ["X-Api-Key", "api-key"]\n'
+    )
+    assert config.targets["gw"].keep_headers == frozenset({"x-api-key", "api-key"})
+    assert resolve_target(config.targets["gw"]).target.keep_headers == frozenset({"x-api-key", "api-key"})
+
+
 def _errors(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse_config(text, path="/home/me/.config/TrayProxy/config.toml")
@@ -95,6 +107,35 @@ def _errors(text: str) -> list[str]:
             '[targets.a]\nurl = "http://x"\nkey = { envv = "K" }\n',
             "config.toml:3:1: unknown key source 'envv' (did you mean 'env'?)",
             id="key-source-typo",
+        ),
+        pytest.param(
+            '[targets.a]\nurl = "http://x"\nkeep_headers = "authorization"\n',
+            "config.toml:3:1: 'targets.a.keep_headers' must be a list, not a string",
+            id="keep-headers-not-a-list",
+        ),
+        pytest.param(
+            '[targets.a]\nurl = "http://x"\nkey = "k"\nheaders = { x-api-key = "{key}" }\n'
+            'keep_headers = ["Authorisation"]\n',
+            "config.toml:5:1: keep_headers: 'Authorisation' is not a credential header (did you mean "
+            "'authorization'?); other headers pass anyway",
+            id="keep-headers-typo",
+        ),
+        pytest.param(
+            '[targets.a]\nurl = "http://x"\nkeep_headers = ["X-Team"]\n',
+            "config.toml:3:1: keep_headers: 'X-Team' is not a credential header (one of api-key, "
+            "authorization, x-api-key, x-goog-api-key); other headers pass anyway",
+            id="keep-headers-not-a-credential",
+        ),
+        pytest.param(
+            '[targets.a]\nurl = "http://x"\nkey = "k"\nheaders = { x-api-key = "{key}" }\n'
+            'keep_headers = ["x-api-key"]\n',
+            "config.toml:5:1: keep_headers: target 'a' sets 'x-api-key' itself, so a tool's cannot be kept",
+            id="keep-headers-set-by-target",
+        ),
+        pytest.param(
+            '[targets.a]\nurl = "http://x"\nstrip_headers = ["api-key"]\nkeep_headers = ["api-key"]\n',
+            "config.toml:4:1: keep_headers: 'api-key' is in strip_headers too; keep it in one of them",
+            id="keep-headers-also-stripped",
         ),
         pytest.param("[listen]\nport = 8000\n", "config.toml:1:1: no targets", id="no-targets"),
     ],

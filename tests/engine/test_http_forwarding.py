@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import openai
 import pytest
 from upstreams import Seen, echo_app
 
@@ -598,6 +599,77 @@ async def test_strip_headers_are_not_forwarded(echo: Echo, start_proxy) -> None:
         response = await client.exchange(request_bytes("GET", "/v1/x", sent))
     assert response.status == 200
     assert without_proxy_set(echo.last_headers()) == [("X-Kept", "yes")]
+
+
+# The client's credential headers, each with a placeholder an SDK sends when told "unused".
+CLIENT_KEY_HEADERS: Headers = [
+    ("Authorization", "Bearer unused"),
+    ("x-api-key", "client-x-api-key"),
+    ("api-key", "client-api-key"),
+    ("x-goog-api-key", "client-goog-key"),
+]
+
+
+@pytest.mark.parametrize(
+    "added",
+    [("x-api-key", "sk-ant-configured"), ("Authorization", "Bearer sk-configured"), ("api-key", "cfg-azure")],
+    ids=["x-api-key", "authorization", "api-key"],
+)
+async def test_a_target_that_adds_a_key_gets_none_of_the_clients_other_key_headers(
+    added: tuple[str, str], echo: Echo, start_proxy
+) -> None:
+    """An SDK's placeholder in another credential header (Anthropic's SDK sending
+    ``Authorization: Bearer unused`` to a target that adds ``x-api-key``) does not reach the
+    target beside the real key: the target sees one credential, its own. Other headers pass."""
+    proxy = await start_proxy(echo.url, add_headers=((added[0], Secret(added[1])),))
+    sent: Headers = [("Host", host_of(proxy)), *CLIENT_KEY_HEADERS, ("X-Kept", "yes")]
+    async with raw_client(proxy.port) as client:
+        response = await client.exchange(request_bytes("GET", "/v1/messages", sent))
+    assert response.status == 200
+    assert without_proxy_set(echo.last_headers()) == [("X-Kept", "yes"), added]
+
+
+async def test_keep_headers_lets_a_named_client_key_header_through(echo: Echo, start_proxy) -> None:
+    """A gateway that reads a user's own key beside the team key the proxy adds gets the header
+    the target keeps (any case), and still none of the others."""
+    proxy = await start_proxy(
+        echo.url,
+        add_headers=(("Authorization", Secret("Bearer team-key")),),
+        keep_headers=frozenset({"x-api-key"}),
+    )
+    sent: Headers = [("Host", host_of(proxy)), *CLIENT_KEY_HEADERS, ("X-API-KEY", "second")]
+    async with raw_client(proxy.port) as client:
+        response = await client.exchange(request_bytes("GET", "/v1/x", sent))
+    assert response.status == 200
+    assert without_proxy_set(echo.last_headers()) == [
+        ("x-api-key", "client-x-api-key"),
+        ("x-api-key", "second"),
+        ("Authorization", "Bearer team-key"),
+    ]
+
+
+async def test_a_target_that_adds_no_key_passes_the_clients_key_headers(echo: Echo, start_proxy) -> None:
+    """A target with no key of its own (a local Ollama; a key that could not be read leaves
+    only the other configured headers) gets the tool's credentials as sent."""
+    proxy = await start_proxy(echo.url, add_headers=(("X-Team", Secret("ml")),))
+    sent: Headers = [("Host", host_of(proxy)), *CLIENT_KEY_HEADERS]
+    async with raw_client(proxy.port) as client:
+        response = await client.exchange(request_bytes("GET", "/v1/x", sent))
+    assert response.status == 200
+    assert without_proxy_set(echo.last_headers()) == [*CLIENT_KEY_HEADERS, ("X-Team", "ml")]
+
+
+async def test_openai_sdk_placeholder_key_does_not_reach_an_x_api_key_target(echo: Echo, start_proxy) -> None:
+    """The real openai SDK, given the README's placeholder key, pointed at a target whose
+    headers set x-api-key: the target sees the configured key only, not ``Bearer unused``."""
+    proxy = await start_proxy(echo.url, add_headers=(("x-api-key", Secret("sk-ant-configured")),))
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0) as client:
+        response = await client.models.with_raw_response.list()
+    assert response.status_code == 200
+    received = RawMessage("", echo.last_headers())
+    assert received.values("x-api-key") == ["sk-ant-configured"]
+    assert received.values("Authorization") == []
+    assert not any("unused" in value for _, value in received.headers)
 
 
 # --- 3. response headers ----------------------------------------------------------------------

@@ -278,6 +278,46 @@ async def test_a_browser_websocket_may_send_the_token_as_a_realtime_key_subproto
     assert offered == ["realtime", "openai-beta.realtime-v1"]
 
 
+async def test_a_key_subprotocol_offer_on_a_plain_request_does_not_reach_the_target(make_proxied) -> None:
+    """The realtime key offer ``openai-insecure-api-key.<token>`` is accepted as the token on a
+    plain HTTP request too; there, as on a WebSocket, the target never gets it (the other
+    offers pass), whether the token came in that offer alone or beside a header."""
+    proxied = await make_proxied(_settings())
+    offers = ("Sec-WebSocket-Protocol", f"realtime, openai-insecure-api-key.{TOKEN}")
+    assert (await proxied.get(offers))[0] == 200
+    assert (await proxied.get(("Authorization", f"Bearer {TOKEN}"), offers))[0] == 200
+    only_offer = ("Sec-WebSocket-Protocol", f"openai-insecure-api-key.{TOKEN}")
+    assert (await proxied.get(only_offer))[0] == 200
+    assert not any(TOKEN in value for value in _header_values(proxied.seen))
+    protocols = [
+        [value for name, value in request["headers"] if name.lower() == "sec-websocket-protocol"]  # type: ignore[union-attr]
+        for request in proxied.seen.requests
+    ]
+    assert protocols == [["realtime"], ["realtime"], []]
+
+
+async def test_keep_headers_cannot_let_the_token_through(aiohttp_server, start_proxy) -> None:
+    """A target that keeps the client's Authorization still never gets it while the token is
+    required: the client's credential headers hold the token."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    target = Target(
+        url=str(upstream.make_url("")).rstrip("/"),
+        name="keeps",
+        add_headers=(("x-api-key", Secret(REAL_KEY)),),
+        keep_headers=frozenset({"authorization"}),
+    )
+    proxy = await start_proxy(target, settings=_settings())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(proxy.url + "/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}) as response,
+    ):
+        assert response.status == 200
+    (request,) = seen.requests
+    assert ["x-api-key", REAL_KEY] in request["headers"]
+    assert not any(TOKEN in value for value in _header_values(seen))
+
+
 # --- the check and the redaction ------------------------------------------------------------
 
 
