@@ -398,3 +398,31 @@ def test_ports_swapped_in_one_edit_trade_places_without_an_error(
     assert paths(seen_a) == ["/main"]
     assert paths(seen_b) == ["/b-1", "/b-2"]
     assert paths(seen_c) == ["/c"]
+
+
+def test_editing_a_target_on_its_own_port_logs_what_changed_not_a_switch(
+    tmp_path: Path, follow: list[ProxyController], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Giving ``b`` (on a port of its own) a new URL is logged as that change, naming the
+    target, its port and the new URL, not as ``target is now b``, which reads as if the main
+    port had switched to b. Choosing another target for the main port still says so."""
+    caplog.set_level(logging.INFO, logger="trayproxy")
+    with BackgroundServer(echo_app()) as first, BackgroundServer(echo_app()) as second:
+        path = tmp_path / "config.toml"
+        own = free_port()
+        text = config_text({"a": first.url, "b": first.url}, port=0, own_ports={"b": own})
+        path.write_text(text)
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        follow.append(controller)
+        controller.start()
+        caplog.clear()
+
+        path.write_text(text.replace(f'[targets.b]\nurl = "{first.url}"', f'[targets.b]\nurl = "{second.url}"'))
+        assert controller.reload_config()
+        said = [record.getMessage() for record in caplog.records]
+        assert not [line for line in said if "target is now" in line], said
+        assert f"target b on port {own}: url is now {second.url}" in said, said
+
+        caplog.clear()
+        controller.choose_target("b")
+        assert "target is now b" in [record.getMessage() for record in caplog.records]

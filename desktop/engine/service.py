@@ -39,7 +39,7 @@ from desktop.engine.redact import register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
 
-__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService", "host_port"]
+__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService", "describe_target_change", "host_port"]
 
 log = logging.getLogger("trayproxy.service")
 
@@ -334,7 +334,7 @@ class ProxyService:
         old.retired = True
         if old.active == 0:
             self._close_upstream(old)
-        log.info("target is now %s", target.display_name)
+        log.info("%s", describe_target_change(old.target, target, port=self.port))
 
     def _close_upstream(self, upstream: Upstream) -> None:
         task = asyncio.get_running_loop().create_task(upstream.close(), name="close-upstream")
@@ -477,6 +477,40 @@ class ProxyService:
             document = self.health(asked_by_request=True)
             return web.Response(body=json.dumps(document).encode(), content_type="application/json")
         return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
+
+
+def describe_target_change(old: Target, new: Target, *, port: int) -> str:
+    """The log line for ``new`` taking over from ``old`` on ``port``: another target is a
+    switch; the same one (its entry edited, a new key from its key command) says what changed.
+    Header values and the outgoing proxy may hold a key or password: only their change is told."""
+    if old.display_name != new.display_name:
+        return f"target is now {new.display_name}"
+    changes = []
+    if old.url != new.url:
+        changes.append(f"url is now {new.url}")
+    before = {name.lower(): (name, value) for name, value in old.add_headers}
+    after = {name.lower(): (name, value) for name, value in new.add_headers}
+    changes += [f"adds header {after[name][0]}" for name in after.keys() - before.keys()]
+    changes += [f"no longer adds header {before[name][0]}" for name in before.keys() - after.keys()]
+    changes += [
+        f"header {after[name][0]} has a new value"
+        for name in before.keys() & after.keys()
+        if before[name][1] != after[name][1]
+    ]
+    if old.strip_headers != new.strip_headers:
+        changes.append("strips " + (", ".join(sorted(new.strip_headers)) or "no headers"))
+    if old.connect_timeout_s != new.connect_timeout_s:
+        changes.append(f"connect timeout is now {new.connect_timeout_s:g} s")
+    if old.read_timeout_s != new.read_timeout_s:
+        changes.append(f"read timeout is now {new.read_timeout_s:g} s")
+    if (old.verify_tls, old.ca_bundle) != (new.verify_tls, new.ca_bundle):
+        trust = new.ca_bundle or "the system's CAs"
+        changes.append(f"TLS verified against {trust}" if new.verify_tls else "TLS not verified")
+    if old.keep_host != new.keep_host:
+        changes.append("keeps the client's Host" if new.keep_host else "sends the target's Host")
+    if old.proxy != new.proxy:
+        changes.append("outgoing proxy changed")
+    return f"target {new.display_name} on port {port}: {', '.join(changes) or 'settings changed'}"
 
 
 def host_port(host: str, port: int) -> str:
