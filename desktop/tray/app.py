@@ -28,7 +28,7 @@ from desktop import __version__, platforms
 from desktop.controller import ListenError, ProxyController, ProxyStatus
 from desktop.tray.clients import environment_lines
 from desktop.tray.icons import IconState, draw_icon
-from desktop.tray.menu import TrayView, build_menu, status_line
+from desktop.tray.menu import TrayView, about_text, build_menu, status_line
 
 __all__ = ["NOTIFY_REPEAT_S", "TrayApp"]
 
@@ -188,7 +188,7 @@ class TrayApp:
             self._autostart = platforms.is_autostart_enabled()
             self.refresh()
         elif action == "about":
-            self.notify(f"TrayProxy {__version__}: {status_line(status)}")
+            self.notify(about_text(status, version=__version__, log_dir=str(self.log_dir)))
         elif action == "quit":
             self._in_background(self.quit)
         else:
