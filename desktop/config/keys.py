@@ -102,7 +102,7 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
             raise KeyUnavailable(
                 f"the environment variable {value} is not set or empty"
                 " (apps started at login or from a menu do not see variables set in a shell profile;"
-                f" run 'trayproxy config set-key {spec.name}' to keep the key in the OS keychain)"
+                f" {_elsewhere_advice(spec.name)})"
             )
         return found
     if kind == "value":
@@ -130,6 +130,17 @@ def _keyring_backend_problem() -> str | None:
             )
         return "no OS keychain is available"
     return None
+
+
+def _elsewhere_advice(target_name: str) -> str:
+    """Where else to keep a key: the keychain when there is one; without one (set-key would
+    refuse), a command printing it, or the variable set where TrayProxy itself starts."""
+    if _keyring_backend_problem() is None:
+        return f"run 'trayproxy config set-key {target_name}' to keep the key in the OS keychain"
+    return (
+        "no OS keychain is available here, so use key = { command = \"...\" } (a command printing"
+        " the key, e.g. a password manager's CLI) or set the variable where TrayProxy starts"
+    )
 
 
 def _read_keyring(account: str, target_name: str) -> str:
@@ -263,7 +274,9 @@ def protect_in_file_keys(path: Path, config: ConfigFile) -> str | None:
         os.chmod(path, mode & 0o700)
     except OSError as exc:
         return f"{path} holds the key of {', '.join(holders)} but its permissions could not be narrowed: {exc.strerror}"
-    return (
-        f"{path} holds the key of {', '.join(holders)} in the file itself; made it readable by you only"
-        f" (a keychain entry is safer: trayproxy config set-key {holders[0]})"
+    safer = (
+        f"a keychain entry is safer: trayproxy config set-key {holders[0]}"
+        if _keyring_backend_problem() is None
+        else 'key = { command = "..." } or { env = "NAME" } keeps it out of the file'
     )
+    return f"{path} holds the key of {', '.join(holders)} in the file itself; made it readable by you only ({safer})"

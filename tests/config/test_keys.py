@@ -42,10 +42,10 @@ def test_env_key_fills_the_key_placeholder() -> None:
     assert "sk-from-env-123" not in repr(resolved)
 
 
-def test_missing_env_key_leaves_the_clients_credentials_and_says_why() -> None:
+def test_missing_env_key_leaves_the_clients_credentials_and_says_why(file_keyring: Path) -> None:
     """A tray app started at login does not see shell variables: the header needing the key is
     left out (the client's own Authorization passes), the warning names the variable and the
-    way out, and it is a warning, not an error."""
+    way out (here a keychain works: set-key), and it is a warning, not an error."""
     spec = parse_config(TEXT).targets["openai"]
     resolved = resolve_target(spec, {})
     assert [n for n, _ in resolved.target.add_headers] == ["OpenAI-Organization"]
@@ -53,6 +53,29 @@ def test_missing_env_key_leaves_the_clients_credentials_and_says_why() -> None:
     assert "TP_KEYS_TEST" in resolved.problem
     assert "set-key openai" in resolved.problem
     assert not resolved.fatal
+
+
+def test_missing_env_key_without_a_keychain_offers_what_works_instead_of_set_key(tmp_path: Path) -> None:
+    """With no OS keychain (keyring's fail backend: a server, a desktop with no Secret Service),
+    `set-key` refuses; the advice for an empty variable (in the status, the tray's notification
+    and `config check`) offers what works there: the variable where TrayProxy starts, a key
+    command. So does the notice for a key written in the file."""
+    resolved = resolve_target(parse_config(TEXT).targets["openai"], {})
+    assert resolved.problem is not None
+    assert "TP_KEYS_TEST" in resolved.problem
+    assert "set-key" not in resolved.problem
+    assert 'key = { command = "..." }' in resolved.problem
+    config = tmp_path / "config.toml"
+    config.write_text(TEXT)
+    result = _cli("check", config=config)
+    assert "TP_KEYS_TEST" in result.stderr
+    assert "set-key" not in result.stderr
+    if sys.platform != "win32":  # the notice comes with narrowing POSIX permission bits
+        config.write_text('[targets.t]\nurl = "https://api.example.test"\nkey = "sk-in-file-123456789"\n')
+        config.chmod(0o644)
+        notice = protect_in_file_keys(config, parse_config(config.read_text()))
+        assert notice is not None
+        assert "set-key" not in notice
 
 
 def test_missing_key_is_an_error_when_the_target_strips_the_clients_credentials() -> None:
