@@ -25,6 +25,7 @@ RUNTIME=(
   fonts-dejavu-core               # menu text that is not boxes in screenshots
   xclip xsel                      # the X11 clipboard tools platforms.copy_text drives
   desktop-file-utils              # desktop-file-validate checks the launcher and autostart entries
+  gnome-keyring                   # a Secret Service: the bundle's keychain test stores and reads a key
 )
 BUILD=(
   gcc pkg-config                  # build PyGObject and pycairo from source

@@ -147,7 +147,7 @@ LAYERS = {
     "desktop/bundle.py": (),
     **{
         f"desktop/platforms/{name}.py": ("desktop.bundle", "desktop.platforms", "desktop.platforms.*")
-        for name in ("__init__", "linux", "macos", "windows", "instance")
+        for name in ("__init__", "linux", "macos", "windows", "instance", "secretservice_cipher")
     },
     **{
         f"desktop/tray/{name}.py": (

@@ -7,6 +7,8 @@ with build.spec and sets it); skipped otherwise, because building takes a quarte
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,13 +22,16 @@ import websockets.sync.client
 import xdrive
 from aiohttp import web
 from background import BackgroundServer, free_port, wait_until
-from desktop_session import DesktopSession
+from desktop_session import INSTALL_HINT, DesktopSession
 from listen_helpers import proxy_answers
 from upstreams import echo_app, sse_app, ws_echo_app
+
+from desktop.tray.backend import has_bus_name
 
 BUNDLE = os.environ.get("TRAYPROXY_BUNDLE", "")
 pytestmark = pytest.mark.skipif(not BUNDLE, reason="set TRAYPROXY_BUNDLE to a built dist/TrayProxy/TrayProxy")
 START_TIMEOUT_S = 20.0
+SECRET_SERVICE = "org.freedesktop.secrets"
 
 
 def upstream_app() -> web.Application:
@@ -118,3 +123,74 @@ def test_bundle_carries_the_license_texts_of_what_it_ships() -> None:
     assert {"aiohttp", "pystray", "pillow", "platformdirs", "keyring", "tomlkit"} <= names
     assert (internal / "licenses" / "python" / "LICENSE.txt").is_file()
     assert (internal / "licenses" / "trayproxy" / "LICENSE").is_file()
+
+
+@pytest.fixture
+def secret_service(bare_desktop: DesktopSession, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """gnome-keyring's Secret Service on a private bus, its login keyring made and unlocked in
+    an empty home; yields the environment of an app started in that session."""
+    if shutil.which("gnome-keyring-daemon") is None:
+        message = f"the keychain test needs gnome-keyring-daemon (gnome-keyring): {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    home = tmp_path / "keyring-home"
+    home.mkdir(mode=0o700)
+    env = bare_desktop.env({**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_RUNTIME_DIR": str(home)})
+    env.pop("PYTHON_KEYRING_BACKEND", None)  # the tests' "no keychain" backend: keyring picks its own
+    daemon = subprocess.Popen(
+        ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert daemon.stdin is not None
+    daemon.stdin.write(b"login keyring password")  # --unlock reads it from stdin until EOF
+    daemon.stdin.close()
+    try:
+        assert wait_until(lambda: has_bus_name(bare_desktop.bus_address, SECRET_SERVICE), timeout_s=START_TIMEOUT_S)
+        yield env
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Secret Service is the Linux keychain")
+def test_bundle_keeps_a_key_in_the_secret_service_and_sends_it(secret_service: dict[str, str], tmp_path: Path) -> None:
+    """The Linux bundle ships without cryptography (11.4 MiB) and encrypts its Secret Service
+    session with its own stand-in: ``config set-key`` stores the key in gnome-keyring, and
+    ``serve`` reads it back and sends it to the target, byte for byte."""
+    assert not (Path(BUNDLE).parent / "_internal" / "cryptography").exists()
+    key = "sk-frozen-" + secrets.token_urlsafe(24)
+    with BackgroundServer(echo_app()) as upstream:
+        port = free_port()
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n[targets.a]\nurl = "{upstream.url}"\n'
+            'key = { keyring = true }\nheaders = { Authorization = "Bearer {key}" }\n'
+        )
+        stored = subprocess.run(
+            [BUNDLE, "config", "set-key", "--config", str(config), "a"],
+            input=key + "\n",
+            env=secret_service,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stored.returncode == 0, stored.stderr
+        assert "stored the key for 'a' in the OS keychain" in stored.stdout + stored.stderr
+        process = subprocess.Popen(
+            [BUNDLE, "serve", "--config", str(config), "-q"], env=secret_service, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1.0), timeout_s=START_TIMEOUT_S)
+            response = httpx.get(f"http://127.0.0.1:{port}/v1/models", trust_env=False, timeout=10)
+            assert response.status_code == 200, response.text
+            sent = {name.lower(): value for name, value in response.json()["headers"]}
+            assert sent["authorization"] == f"Bearer {key}"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 0, stderr
+        assert key not in stderr
