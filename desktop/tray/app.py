@@ -102,7 +102,10 @@ class TrayApp:
 
     @staticmethod
     def _icon_state(status: ProxyStatus) -> IconState:
-        if status.state == "error" or (status.state == "running" and status.problem and status.condition):
+        # Red for whatever needs the person, as the README promises: a taken port (main or a
+        # target's own), a config edit that was not applied, an unreadable key, and the
+        # target's troubles; the status line says which (ProxyStatus.problem).
+        if status.state == "error" or status.problem:
             return IconState.ERROR
         return IconState.RUNNING if status.state == "running" else IconState.STOPPED
 

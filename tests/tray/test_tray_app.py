@@ -32,8 +32,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from background import BackgroundServer, free_port
+from PIL import Image
 from upstreams import Seen, echo_app
 from xdrive import Win, XDriver, wait_until
+
+from desktop.tray.app import ICON_SIZE_PX
+from desktop.tray.icons import IconState, draw_icon
 
 REPO = Path(__file__).resolve().parents[2]
 # The app is up in about 0.4 s and every menu step takes well under 1 s here; 10 s covers a
@@ -663,3 +667,73 @@ def test_a_taken_port_of_a_target_with_its_own_port_is_notified(
         assert get(port, "/main")[0] == 200
         shown = wait_for_notification(app.env, str(taken))
         assert "already in use" in shown, shown
+
+
+# -- the icon's colour -------------------------------------------------------------------------
+
+# A colour counts as the icon's when this share of the docked icon's pixels has it (the disc
+# fills about 40 % of a 32 px slot; the rest is the glyph, the rim and the panel).
+ICON_COLOUR_MIN_SHARE = 0.2
+
+
+def icon_fill(state: IconState) -> tuple[int, int, int]:
+    """The disc's colour for ``state``: the most common opaque colour of the drawn icon."""
+    colours = draw_icon(state, ICON_SIZE_PX).getcolors(ICON_SIZE_PX * ICON_SIZE_PX) or []
+    _count, (red, green, blue, _) = max((c for c in colours if c[1][3] == 255), key=lambda c: c[0])
+    return red, green, blue
+
+
+def shown_icon_state(x: XDriver, shot: Path) -> IconState | None:
+    """The state whose colour fills the docked icon as it is on screen now, read from its pixels."""
+    image = Image.open(x.screenshot(shot, tray_icon(x))).convert("RGB")
+    colours = dict((colour, count) for count, colour in image.getcolors(image.width * image.height) or [])
+    total = image.width * image.height
+    for state in (IconState.RUNNING, IconState.STOPPED, IconState.ERROR):
+        if colours.get(icon_fill(state), 0) >= ICON_COLOUR_MIN_SHARE * total:
+            return state
+    return None
+
+
+@pytest.mark.parametrize("cause", ["key missing", "config error", "port taken", "own port taken"])
+def test_icon_turns_red_for_every_cause_the_readme_lists(
+    launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], x: XDriver, tmp_path: Path, cause: str
+) -> None:
+    """The README: the icon is "red when something needs you: the port is taken, the config has
+    an error, the key is missing or rejected, ...". Read from the docked icon's pixels: before,
+    only a target's answer (401, refused connection) turned it red, and an unreadable key, a
+    broken edit or a taken port of a target's own left it blue."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        port = taken if cause == "port taken" else free_port()
+        alpha_extra = 'key = { env = "TP_UNSET_KEY" }\nheaders = { Authorization = "Bearer {key}" }\n'
+        config = write_config(
+            tmp_path,
+            port,
+            upstreams["alpha"].url,
+            upstreams["beta"].url,
+            alpha_extra=alpha_extra if cause == "key missing" else "",
+        )
+        if cause == "own port taken":
+            config.write_text(config.read_text() + f"port = {taken}\n")
+        app = launch(config, port)
+        if cause == "config error":
+            app.wait_for_status("running")
+            wait_until(
+                lambda: shown_icon_state(x, tmp_path / "before.png") is IconState.RUNNING,
+                UI_TIMEOUT_S,
+                "a blue icon",
+            )
+            config.write_text(config.read_text() + "[listen\n")
+        # The start of each problem: the menu's line is cut at 90 characters.
+        problem = {
+            "key missing": "target 'alpha': the environment variable",
+            "config error": "the config file has an error",
+            "port taken": "already in use",
+            "own port taken": f"beta on port {taken}",
+        }[cause]
+        app.wait_for_status(problem)
+        assert wait_until(
+            lambda: shown_icon_state(x, tmp_path / "icon.png") is IconState.ERROR, UI_TIMEOUT_S, "a red icon"
+        )
