@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tests/system-deps.sh: apt-install the Debian/Ubuntu packages the tray tests need.
+# tests/system-deps.sh: apt-install the Debian/Ubuntu packages the tray tests and the
+# browser attack test (tests/browser/, a headless Chromium) need.
 #
 # The tray tests (tests/tray/) start a private desktop: a virtual X display, a
 # session bus, a system-tray panel and a notification daemon, and drive a real
@@ -26,6 +27,7 @@ RUNTIME=(
   xclip xsel                      # the X11 clipboard tools platforms.copy_text drives
   desktop-file-utils              # desktop-file-validate checks the launcher and autostart entries
   gnome-keyring                   # a Secret Service: the bundle's keychain test stores and reads a key
+  chromium                        # headless browser for the hostile-page test (tests/browser/)
 )
 BUILD=(
   gcc pkg-config                  # build PyGObject and pycairo from source

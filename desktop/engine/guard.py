@@ -118,6 +118,18 @@ def ambiguous_origin() -> RequestRefused:
     )
 
 
+def _browser_favicon() -> RequestRefused:
+    # A browser asks for /favicon.ico by itself for every document it shows from the proxy,
+    # marked same-origin: also for the 403 a hostile page's popup or link got from the guard,
+    # which would have the key added to that request (seen in tests/browser). No LLM API
+    # serves one; tools that are not browsers still get it forwarded.
+    return RequestRefused(
+        "TrayProxy does not pass a browser's own favicon request on to the target",
+        code="favicon_not_forwarded",
+        status=404,
+    )
+
+
 def _cross_site() -> RequestRefused:
     return RequestRefused(
         "Requests a web page makes (images, scripts, frames, forms, links) are not allowed to use "
@@ -210,6 +222,12 @@ class RequestGuard:
             )
         if fetch_sites and not self._is_own_or_allowed_page(fetch_sites[0], origin, host):
             return _cross_site()
+        if (
+            fetch_sites
+            and request.method in ("GET", "HEAD")
+            and request.raw_path.split("?", 1)[0] == "/favicon.ico"
+        ):
+            return _browser_favicon()
         return None
 
     def _is_own_or_allowed_page(self, fetch_site: bytes, origin: str | None, host: str) -> bool:

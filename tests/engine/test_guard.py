@@ -373,6 +373,22 @@ async def test_same_site_without_origin_is_refused_once_local_pages_are_not_allo
     _assert_refused(await guarded.get(*fetch), guarded, status=403, code="origin_not_allowed")
 
 
+async def test_browsers_own_favicon_request_never_reaches_target(guarded) -> None:
+    """A browser asks for /favicon.ico by itself, marked same-origin, for every document it
+    shows from the proxy: also for the 403 a hostile page's popup got (tests/browser saw 6
+    reach the target with the key). TrayProxy answers it with 404 itself."""
+    browser = [("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "no-cors"), ("Sec-Fetch-Dest", "image")]
+    response = await guarded.get(("Host", guarded.host), *browser, target="/favicon.ico")
+    _assert_refused(response, guarded, status=404, code="favicon_not_forwarded")
+
+
+async def test_favicon_from_a_tool_that_is_not_a_browser_is_forwarded(guarded) -> None:
+    """Only a browser's own request is answered by TrayProxy; a tool's goes to the target."""
+    response = await guarded.get(("Host", guarded.host), target="/favicon.ico")
+    assert response.status == 200, response.raw
+    assert len(guarded.seen.requests) == 1
+
+
 @pytest.mark.parametrize(
     "doubled",
     [
