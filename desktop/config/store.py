@@ -330,11 +330,8 @@ def set_key_source(path: Path, target: str, source: dict[str, str | bool]) -> No
         current = table.get("key")
         if isinstance(current, Mapping) and dict(current) == source:
             return
-        item = _inline_table(source)
-        if "key" in table:
-            table["key"] = item
-        else:
-            _insert_after_url(table, "key", item)
+        if "key" in table or not _add_line_after_url(table, f"key = {_inline_table_text(source)}"):
+            table["key"] = _inline_table(source)
 
     edit_config(path, change)
 
@@ -436,9 +433,11 @@ def _find_target(doc: tomlkit.TOMLDocument, name: str, path: Path) -> Any:
 def _set_keeping_quotes(table: Any, key: str, value: str) -> None:
     """Set a string, written 'literal' if the old one was and the new one can be."""
     current = table.item(key) if key in table else None
+    written = current.as_string() if isinstance(current, tomlkit.items.String) else ""
     literal = (
-        isinstance(current, tomlkit.items.String)
-        and current.type is tomlkit.items.StringType.SLL
+        # String.type is tomlkit 0.13+; the text says the same on every version.
+        written.startswith("'")
+        and not written.startswith("'''")
         and "'" not in value
         and value.isprintable()
     )
@@ -447,19 +446,38 @@ def _set_keeping_quotes(table: Any, key: str, value: str) -> None:
 
 def _inline_table(source: Mapping[str, str | bool]) -> Any:
     """``{ kind = value }`` spaced as people write it (tomlkit's own has no inner spaces)."""
+    return tomlkit.parse(f"key = {_inline_table_text(source)}\n")["key"]
+
+
+def _inline_table_text(source: Mapping[str, str | bool]) -> str:
     body = ", ".join(
         f"{tomlkit.key(k).as_string()} = {tomlkit.item(v).as_string()}" for k, v in source.items()
     )
-    return tomlkit.parse(f"key = {{ {body} }}\n")["key"]
+    return f"{{ {body} }}"
 
 
-def _insert_after_url(table: Any, key: str, item: Any) -> None:
-    """Put ``key`` right after ``url``: appended at the end, it would land after the comments
-    that lead into the next section (tomlkit counts them as this table's)."""
-    url = table.value.item("url") if isinstance(table, tomlkit.items.Table) and "url" in table else None
-    if isinstance(url, tomlkit.items.Item):
-        item.trivia.indent = url.trivia.indent
-        # tomlkit has no public "insert after"; tests/config/test_writes.py pins this use.
-        table.value._insert_after("url", key, item)
+def _add_line_after_url(table: Any, line: str) -> bool:
+    """Write ``line`` right under the ``url`` line of a ``[targets.NAME]`` table, indented as
+    it is; False (nothing done) if the table has no such line of its own.
+
+    Added the usual way (``table[key] = ...``) the line would land after the comments that lead
+    into the next section, which tomlkit counts as this table's. tomlkit offers no public
+    "insert at" (python-poetry/tomlkit#7; the private one we used is gone in 0.15), so the line
+    is written as part of the url line's ending (``Trivia.trail``, public in 0.12 .. 0.15): the
+    document's text is right, while ``table`` itself does not list the new key. Callers only
+    render the document; ``parse_config`` reads the result again before it is saved.
+    """
+    if not isinstance(table, tomlkit.items.Table) or table.is_super_table() or "url" not in table:
+        # Dotted keys (targets.x.url = ...) or split tables: tomlkit's own placement is right.
+        return False
+    url = table.value.item("url")
+    if not isinstance(url, tomlkit.items.Item):
+        return False
+    trail = url.trivia.trail
+    newline = "\r\n" if trail.endswith("\r\n") else "\n"
+    if trail.endswith("\n"):
+        url.trivia.trail = f"{trail}{url.trivia.indent}{line}{newline}"
     else:
-        table[key] = item
+        # The url is the file's last line, without a line break.
+        url.trivia.trail = f"{trail}{newline}{url.trivia.indent}{line}"
+    return True

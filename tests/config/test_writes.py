@@ -123,6 +123,36 @@ def test_a_new_key_line_goes_right_after_the_url(folder: Path) -> None:
     assert load_config(path).targets["home"].key_source == ("env", "HOME_OPENAI_KEY")
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param(
+            '[targets.home]\nurl = "https://api.openai.com"',
+            '[targets.home]\nurl = "https://api.openai.com"\nkey = { env = "K" }',
+            id="url-on-the-last-line-without-a-line-break",
+        ),
+        pytest.param(
+            '[targets.home]\n\turl = "https://a.test"  # mine\n\t# port next\n\tport = 9001\n[targets.b]\nurl = "https://b.test"\n',
+            '[targets.home]\n\turl = "https://a.test"  # mine\n\tkey = { env = "K" }\n\t# port next\n'
+            '\tport = 9001\n[targets.b]\nurl = "https://b.test"\n',
+            id="indented-with-a-comment-after-the-url",
+        ),
+        pytest.param(
+            'targets.home.url = "https://a.test"\ntargets.home.port = 9001\n',
+            'targets.home.url = "https://a.test"\ntargets.home.key = { env = "K" }\ntargets.home.port = 9001\n',
+            id="dotted-keys",
+        ),
+    ],
+)
+def test_a_new_key_line_follows_the_url_in_any_layout(folder: Path, before: str, after: str) -> None:
+    """`trayproxy config set-key` on a target without a key line adds exactly that line, under
+    the url and written like its neighbours, whatever the file looks like."""
+    path = _write(folder / "config.toml", before)
+    set_key_source(path, "home", {"env": "K"})
+    assert path.read_text(encoding="utf-8") == after
+    assert load_config(path).targets["home"].key_source == ("env", "K")
+
+
 def test_the_default_config_keeps_every_comment_through_a_switch(folder: Path) -> None:
     """The first-run file, switched to Anthropic and given a keychain key for Ollama, differs
     from the original by exactly those two lines."""
