@@ -204,8 +204,41 @@ def _build_parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help="use this file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
         )
+    env = commands.add_parser(
+        "env",
+        help="print lines that point the OpenAI and Anthropic SDKs at TrayProxy",
+        description=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    env.add_argument(
+        "--shell",
+        choices=("posix", "powershell", "fish", "cmd"),
+        default="powershell" if os.name == "nt" else "posix",
+        help="the shell the lines are for (default: %(default)s)",
+    )
+    env.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the config file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
+    )
     _add_launcher_commands(commands)
     return parser
+
+
+ENV_HELP = """\
+Print the environment variables that point the OpenAI and Anthropic SDKs at
+TrayProxy, for the config file as it is: the same lines as the tray's
+Copy environment. Each SDK gets the port of the target made for it (a target
+whose headers set x-api-key, on a port of its own, gets ANTHROPIC_BASE_URL).
+When TrayProxy adds a target's key, the SDK gets a placeholder key; with
+require_token on, the local access token. The keys are not read: 'trayproxy
+config check' says whether they can be.
+
+examples:
+  eval "$(trayproxy env)"                          # bash, zsh
+  trayproxy env --shell fish | source
+  trayproxy env --shell powershell | Invoke-Expression
+"""
 
 
 DESKTOP_ENTRY_HELP = """\
@@ -555,6 +588,44 @@ def _config_token(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def _env(args: argparse.Namespace) -> int:
+    """Print the Copy environment lines for the config file's listeners."""
+    from desktop.clients import Endpoint, environment_lines
+    from desktop.config.localtoken import settings_with_token
+    from desktop.config.parse import ConfigError, TargetSpec
+    from desktop.config.store import config_path, load_config
+    from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
+    from desktop.engine.service import host_port
+
+    path = config_path(args.config)
+    if not path.exists():
+        print(f"{path}: the file does not exist yet; run 'trayproxy serve' once to create it", file=sys.stderr)
+        return 1
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    settings = settings_with_token(config.settings, path)
+    # Where tools connect: the first listen address; a wildcard one is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.hosts[0], settings.hosts[0])
+
+    def endpoint(spec: TargetSpec, port: int) -> Endpoint:
+        # The entry as written, the key not read (a key command must not run for this): it
+        # adds a key when a credential header is written out or filled from a key source.
+        credentials = [(name.lower(), value) for name, value in spec.headers if name.lower() in CLIENT_CREDENTIAL_HEADERS]
+        adds_key = any("{key}" not in value or spec.key_source is not None for _, value in credentials)
+        return Endpoint(
+            "http://" + host_port(host, port), frozenset(name for name, _ in credentials), adds_key
+        )
+
+    endpoints = [endpoint(config.targets[config.active], settings.port)]
+    endpoints += [endpoint(config.targets[name], port) for name, port in config.target_ports().items()]
+    token = settings.local_token.reveal() if settings.local_token else None
+    print(environment_lines(endpoints, shell=args.shell, local_token=token), end="")
+    return 0
+
+
 def _read_new_key(target: str) -> str:
     """The key typed by the person (no echo) or piped in; surrounding whitespace dropped."""
     import getpass
@@ -796,6 +867,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "config":
         return _config(args)
+    if args.command == "env":
+        return _env(args)
     if args.command in ("desktop-entry", "uninstall"):
         return _desktop_entry(args) if args.command == "desktop-entry" else _uninstall(args)
     return _tray(parser.parse_args(["serve", *(["--config", args.tray_config] if args.tray_config else [])]))

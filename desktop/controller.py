@@ -44,6 +44,7 @@ from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
+from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
 from desktop.engine.service import ListenError, ProxyService, host_port
 from desktop.engine.upstream import is_loopback
 
@@ -93,6 +94,8 @@ class TargetPort:
     # True when the proxy puts this target's key in (engine.condition.adds_key), so tools need
     # only a placeholder key.
     adds_key: bool = False
+    # Credential headers (lower-case) its entry sets, read or not (see key_headers_of).
+    key_headers: frozenset[str] = frozenset()
 
     @property
     def local_url(self) -> str | None:
@@ -126,6 +129,9 @@ class ProxyStatus:
     target_ports: tuple[TargetPort, ...] = ()
     # The token clients must send as their API key ([security] require_token); None when off.
     local_token: Secret | None = None
+    # Credential headers (lower-case) the chosen target's entry sets, read or not: the Copy
+    # environment lines point an SDK at the port whose target takes its key (desktop.clients).
+    key_headers: frozenset[str] = frozenset()
 
     @property
     def local_url(self) -> str | None:
@@ -259,6 +265,7 @@ class ProxyController:
             local_token=controller._settings.local_token,
             key_problem=resolved.problem,
             target_ports=controller._ports_snapshot(),
+            key_headers=controller._key_headers_of(controller._target),
         )
         if binding.watch:
             controller._watcher = threading.Thread(
@@ -358,7 +365,11 @@ class ProxyController:
             service = self._service
             if service is not None:
                 self._call(self._on_loop(lambda: service.set_target(target)))
-            fields: dict[str, Any] = {"target_name": target.display_name, "target_url": target.url}
+            fields: dict[str, Any] = {
+                "target_name": target.display_name,
+                "target_url": target.url,
+                "key_headers": self._key_headers_of(target),
+            }
             if changed:
                 fields["condition"] = None
             self._update(**fields)
@@ -578,9 +589,19 @@ class ProxyController:
                     error=self._port_errors.get(name),
                     key_problem=self._port_key_problems.get(name),
                     adds_key=adds_key(target),
+                    key_headers=self._key_headers_of(target),
                 )
             )
         return tuple(ports)
+
+    def _key_headers_of(self, target: Target) -> frozenset[str]:
+        """The credential headers ``target`` gets, and those its file entry sets with a key that
+        could not be read (left out of ``target``, yet still what the target is made for)."""
+        names = {name.lower() for name, _ in target.add_headers}
+        spec = self._config.targets.get(target.name) if self._config is not None else None
+        if spec is not None:
+            names.update(name.lower() for name, _ in spec.headers)
+        return frozenset(names & CLIENT_CREDENTIAL_HEADERS)
 
     def _explain(self, error: BaseException | None, port: int) -> str:
         """The message for a listener that could not open, naming who holds a taken port."""

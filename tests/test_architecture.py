@@ -145,6 +145,7 @@ LAYERS = {
     ),
     "desktop/controller.py": ("desktop.engine.*", "desktop.config.*", "desktop:__version__"),
     "desktop/bundle.py": (),
+    "desktop/clients.py": (),
     **{
         f"desktop/platforms/{name}.py": ("desktop.bundle", "desktop.platforms", "desktop.platforms.*")
         for name in ("__init__", "linux", "macos", "windows", "instance", "secretservice_cipher")
@@ -155,10 +156,11 @@ LAYERS = {
             "desktop.config.model",
             "desktop.platforms",
             "desktop.bundle",
+            "desktop.clients",
             "desktop.tray.*",
             "desktop:__version__",
         )
-        for name in ("__init__", "app", "menu", "icons", "backend", "clients")
+        for name in ("__init__", "app", "menu", "icons", "backend")
     },
 }
 

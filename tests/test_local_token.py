@@ -28,10 +28,10 @@ from listen_helpers import proxy_answers
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from desktop.clients import Endpoint, environment_lines
 from desktop.config.localtoken import TOKEN_FILE_NAME
 from desktop.config.model import LOCAL_TOKEN_PREFIX
 from desktop.controller import ConfigBinding, ProxyController
-from desktop.tray.clients import environment_lines
 
 KEY_VARIABLE = "TP_LOCAL_TOKEN_TEST_KEY"
 REAL_KEY = "sk-real-upstream-key-5d2c7e19a0b4"
@@ -239,7 +239,7 @@ def test_the_tray_status_carries_the_token_and_its_copied_lines_work_in_a_shell(
             assert token not in repr(status)
             assert status.local_url is not None
             lines = environment_lines(
-                status.local_url, shell="posix", key_added_by_proxy=True, local_token=token
+                [Endpoint(status.local_url, status.key_headers, adds_key=True)], shell="posix", local_token=token
             )
             assert f"export OPENAI_API_KEY={token}\n" in lines
             assert f"export ANTHROPIC_API_KEY={token}\n" in lines
@@ -265,7 +265,7 @@ def test_without_require_token_the_status_has_no_token_and_the_lines_keep_the_pl
     finally:
         controller.close(grace_s=0.5)
     assert not (tmp_path / TOKEN_FILE_NAME).exists()
-    lines = environment_lines("http://127.0.0.1:8000", shell="powershell", key_added_by_proxy=True)
+    lines = environment_lines([Endpoint("http://127.0.0.1:8000", adds_key=True)], shell="powershell")
     assert '$env:OPENAI_API_KEY = "added-by-trayproxy"\n' in lines
 
 

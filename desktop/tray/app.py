@@ -25,8 +25,8 @@ from types import FrameType
 import pystray
 
 from desktop import __version__, platforms
+from desktop.clients import SHELLS, Endpoint, Shell, environment_lines
 from desktop.controller import ListenError, ProxyController, ProxyStatus
-from desktop.tray.clients import environment_lines
 from desktop.tray.icons import IconState, draw_icon
 from desktop.tray.menu import TrayView, about_text, build_menu, status_line
 
@@ -162,22 +162,7 @@ class TrayApp:
         elif action == "copy-url" and status.local_url:
             self._copy(status.local_url, "the local URL")
         elif action == "copy-env" and status.local_url:
-            # arg: "posix" or "powershell" for the main port, "posix:NAME" for target NAME's own port.
-            shell, _, own_name = (arg or "posix").partition(":")
-            url, adds_key = status.local_url, self.controller.adds_key
-            own = next((own for own in status.target_ports if own.name == own_name), None)
-            if own_name and (own is None or own.local_url is None):
-                self.notify(f"{own_name} is not listening on a port of its own now")
-                return
-            if own is not None and own.local_url is not None:
-                url, adds_key = own.local_url, own.adds_key
-            lines = environment_lines(
-                url,
-                shell="powershell" if shell == "powershell" else "posix",
-                key_added_by_proxy=adds_key,
-                local_token=status.local_token.reveal() if status.local_token else None,
-            )
-            self._copy(lines, "the environment lines")
+            self._copy_environment(status, status.local_url, arg or "posix")
         elif action == "open-config" and status.config_path:
             self._report_desktop_action(platforms.open_path(Path(status.config_path)))
         elif action == "open-logs":
@@ -196,6 +181,24 @@ class TrayApp:
             self._in_background(self.quit)
         else:
             log.debug("ignored menu action %s", action)
+
+    def _copy_environment(self, status: ProxyStatus, main_url: str, arg: str) -> None:
+        """``arg``: a shell ("posix", "fish", ...) for lines pointing each SDK at the port made
+        for it (the main one or a target's own), "SHELL:NAME" for lines all on NAME's own port."""
+        shell_name, _, own_name = arg.partition(":")
+        shell: Shell = next((shell for shell in SHELLS if shell == shell_name), "posix")
+        main = Endpoint(main_url, status.key_headers, self.controller.adds_key)
+        own_ports = {
+            own.name: Endpoint(own.local_url, own.key_headers, own.adds_key)
+            for own in status.target_ports
+            if own.local_url is not None
+        }
+        if own_name and own_name not in own_ports:
+            self.notify(f"{own_name} is not listening on a port of its own now")
+            return
+        endpoints = [own_ports[own_name]] if own_name else [main, *own_ports.values()]
+        token = status.local_token.reveal() if status.local_token else None
+        self._copy(environment_lines(endpoints, shell=shell, local_token=token), "the environment lines")
 
     def _start(self) -> None:
         with contextlib.suppress(ListenError):  # in the status: shown and notified by the listener

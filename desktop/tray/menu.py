@@ -13,11 +13,19 @@ from dataclasses import dataclass
 
 import pystray
 
+from desktop.clients import Shell
 from desktop.controller import ProxyStatus
 
 __all__ = ["Act", "TrayView", "about_text", "build_menu", "status_line", "target_port_lines"]
 
 Act = Callable[[str, str | None], None]
+# Copy environment ▸ offers each shell under these names, in this order.
+SHELL_LABELS: dict[Shell, str] = {
+    "posix": "POSIX shell (bash, zsh)",
+    "powershell": "PowerShell",
+    "fish": "fish",
+    "cmd": "Command Prompt (cmd)",
+}
 
 
 @dataclass(frozen=True)
@@ -101,20 +109,24 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
     targets = [choose(name) for name in status.targets] or [
         pystray.MenuItem(status.target_name, None, checked=lambda item: True, radio=True, enabled=False)
     ]
-    # The main port's lines, then each own-port target's: a tool pointed at 8001 reaches that
-    # target whatever the active one is.
-    copy_env_items = [
-        pystray.MenuItem("POSIX shell (bash, zsh)", do("copy-env", "posix"), enabled=running),
-        pystray.MenuItem("PowerShell", do("copy-env", "powershell"), enabled=running),
+    # Lines pointing each SDK at the port made for it (desktop.clients), then, per target on a
+    # port of its own, lines all on that port: a tool pointed at 8001 reaches that target
+    # whatever the active one is.
+    copy_env_items: list[pystray.MenuItem] = [
+        pystray.MenuItem(label, do("copy-env", shell), enabled=running) for shell, label in SHELL_LABELS.items()
     ]
-    for own in status.target_ports if running else ():
-        if own.local_url:
-            where = f"{own.name} on port {own.port}"
-            copy_env_items += [
-                pystray.Menu.SEPARATOR,
-                pystray.MenuItem(f"{where}: POSIX shell", do("copy-env", f"posix:{own.name}")),
-                pystray.MenuItem(f"{where}: PowerShell", do("copy-env", f"powershell:{own.name}")),
-            ]
+    own_items = [
+        pystray.MenuItem(
+            f"{own.name} on port {own.port}",
+            pystray.Menu(
+                *(pystray.MenuItem(label, do("copy-env", f"{shell}:{own.name}")) for shell, label in SHELL_LABELS.items())
+            ),
+        )
+        for own in (status.target_ports if running else ())
+        if own.local_url
+    ]
+    if own_items:
+        copy_env_items += [pystray.Menu.SEPARATOR, *own_items]
     copy_env = pystray.Menu(*copy_env_items)
     return pystray.Menu(
         pystray.MenuItem(_shorten(status_line(status)), None, enabled=False),

@@ -11,9 +11,9 @@ import pystray
 from background import BackgroundServer, free_port
 from upstreams import Seen, echo_app
 
+from desktop.clients import PLACEHOLDER_KEY, Endpoint, environment_lines
 from desktop.controller import ProxyStatus
 from desktop.engine.condition import TargetCondition
-from desktop.tray.clients import PLACEHOLDER_KEY, environment_lines
 from desktop.tray.menu import TrayView, build_menu, status_line
 
 RUNNING = ProxyStatus(
@@ -78,7 +78,11 @@ def test_error_states_show_the_problem_in_the_status_line() -> None:
     taken = ProxyStatus("error", "openai", "u", error="Port 8000 is in use by another program (nginx)")
     assert status_line(taken) == "TrayProxy: not running — Port 8000 is in use by another program (nginx)"
     broken = ProxyStatus(
-        "running", "openai", "u", addresses=(("127.0.0.1", 8000),), config_error="/c.toml:3:1: unknown setting 'portt'\nmore"
+        "running",
+        "openai",
+        "u",
+        addresses=(("127.0.0.1", 8000),),
+        config_error="/c.toml:3:1: unknown setting 'portt'\nmore",
     )
     assert "the config file has an error: /c.toml:3:1: unknown setting 'portt'" in status_line(broken)
     rejected = ProxyStatus(
@@ -99,15 +103,46 @@ def test_start_at_login_is_a_checkbox_reflecting_the_os_entry() -> None:
     assert (off.checked, on.checked) == (False, True)
 
 
-def test_environment_lines_for_posix_and_powershell() -> None:
-    posix = environment_lines("http://127.0.0.1:8000", shell="posix", key_added_by_proxy=True)
+MAIN = Endpoint("http://127.0.0.1:8000", frozenset({"authorization"}), adds_key=True)
+
+
+def test_environment_lines_for_each_shell() -> None:
+    posix = environment_lines([MAIN], shell="posix")
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8000/v1\n" in posix
     assert "export OPENAI_API_BASE=http://127.0.0.1:8000/v1\n" in posix
     assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:8000\n" in posix
     assert f"export OPENAI_API_KEY={PLACEHOLDER_KEY}\n" in posix
-    ps = environment_lines("http://127.0.0.1:8000", shell="powershell", key_added_by_proxy=False)
+    ps = environment_lines([Endpoint("http://127.0.0.1:8000")], shell="powershell")
     assert '$env:OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"\n' in ps
     assert "API_KEY" not in ps
+    assert (
+        environment_lines([MAIN], shell="fish").splitlines()[0]
+        == "set -gx OPENAI_BASE_URL http://127.0.0.1:8000/v1"
+    )
+    assert (
+        environment_lines([MAIN], shell="cmd").splitlines()[-1] == f"set ANTHROPIC_API_KEY={PLACEHOLDER_KEY}"
+    )
+
+
+def test_each_sdk_gets_the_port_of_the_target_made_for_it() -> None:
+    """OpenAI-style SDKs (Authorization) and Anthropic's (x-api-key) each get the first address
+    whose target takes its key in their header; else one whose target takes none; else the main."""
+    claude = Endpoint("http://127.0.0.1:8001", frozenset({"x-api-key"}), adds_key=True)
+    ollama = Endpoint("http://127.0.0.1:8002")
+
+    def urls(*endpoints: Endpoint) -> tuple[str, str]:
+        lines = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in environment_lines(endpoints, shell="posix").splitlines()
+        )
+        return lines["OPENAI_BASE_URL"].removesuffix("/v1"), lines["ANTHROPIC_BASE_URL"]
+
+    assert urls(MAIN, claude) == (MAIN.url, claude.url)
+    assert urls(claude, MAIN) == (MAIN.url, claude.url)
+    assert urls(claude, ollama) == (ollama.url, claude.url)
+    assert urls(ollama, claude) == (ollama.url, claude.url)
+    assert urls(claude) == (claude.url, claude.url)
+    assert urls(MAIN) == (MAIN.url, MAIN.url)
 
 
 def test_pasted_environment_lines_make_the_openai_sdk_work_at_once(tmp_path: Path) -> None:
@@ -128,7 +163,8 @@ def test_pasted_environment_lines_make_the_openai_sdk_work_at_once(tmp_path: Pat
             text=True,
         )
         try:
-            lines = environment_lines(f"http://127.0.0.1:{port}", shell="posix", key_added_by_proxy=True)
+            main = Endpoint(f"http://127.0.0.1:{port}", frozenset({"authorization"}), adds_key=True)
+            lines = environment_lines([main], shell="posix")
             script = (
                 lines
                 + f'{sys.executable} -c "import openai; c = openai.OpenAI(max_retries=5); print(c.models.list())"\n'

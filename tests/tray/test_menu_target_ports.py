@@ -10,11 +10,12 @@ from pathlib import Path
 import pystray
 import pytest
 from background import BackgroundServer, free_port
+from cli_process import run_cli
 from upstreams import Seen, echo_app
 
+from desktop.clients import PLACEHOLDER_KEY
 from desktop.controller import ConfigBinding, ProxyController, ProxyStatus, TargetPort
 from desktop.tray.app import TrayApp
-from desktop.tray.clients import PLACEHOLDER_KEY
 from desktop.tray.menu import TrayView, build_menu, target_port_lines
 
 RUNNING = ProxyStatus(
@@ -59,22 +60,25 @@ def test_the_full_reason_stays_available_and_nothing_shows_when_stopped() -> Non
     assert texts(build_menu(TrayView(stopped, "1"), lambda action, arg: None))[1] == "Start proxy"
 
 
-def test_copy_environment_offers_each_listening_own_port() -> None:
-    """Copy environment ▸ has the main port's two shells, then two per target that listens on
-    its own port (not for one whose port is taken), each asking for that target's lines."""
+SHELLS = ["POSIX shell (bash, zsh)", "PowerShell", "fish", "Command Prompt (cmd)"]
+
+
+def test_copy_environment_offers_four_shells_and_each_listening_own_port() -> None:
+    """Copy environment ▸ has four shells (POSIX, PowerShell, fish, cmd), then a submenu with
+    the same four per target that listens on its own port (not for one whose port is taken),
+    each asking for that target's lines."""
     asked: list[tuple[str, str | None]] = []
     menu = build_menu(TrayView(RUNNING, "1"), lambda action, arg: asked.append((action, arg)))
     copy_env = next(item for item in menu.items if item.text == "Copy environment").submenu
-    assert texts(copy_env) == [
-        "POSIX shell (bash, zsh)",
-        "PowerShell",
-        "anthropic on port 8001: POSIX shell",
-        "anthropic on port 8001: PowerShell",
-    ]
-    for item in copy_env.items:
-        if item is not pystray.Menu.SEPARATOR:
-            item(None)
-    assert asked[2:] == [("copy-env", "posix:anthropic"), ("copy-env", "powershell:anthropic")]
+    assert texts(copy_env) == [*SHELLS, "anthropic on port 8001"]
+    for item in copy_env.items[:4]:
+        item(None)
+    assert asked == [("copy-env", shell) for shell in ("posix", "powershell", "fish", "cmd")]
+    own = copy_env.items[-1].submenu
+    assert texts(own) == SHELLS
+    for item in own.items:
+        item(None)
+    assert asked[4:] == [("copy-env", f"{shell}:anthropic") for shell in ("posix", "powershell", "fish", "cmd")]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
@@ -115,3 +119,77 @@ def test_own_port_lines_point_the_sdks_at_that_port_and_reach_its_target(
     assert [request["raw_path"] for request in own_seen.requests] == ["/v1/messages"]
     assert ["x-api-key", "sk-own-port-test-key"] in own_seen.requests[0]["headers"]  # type: ignore[operator]
     assert main_seen.requests == []
+
+
+def copied_variables(clipboard: Path) -> dict[str, str]:
+    return dict(line.removeprefix("export ").split("=", 1) for line in clipboard.read_text().splitlines())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
+@pytest.mark.parametrize("claude_key", ["readable", "unset"])
+def test_copy_environment_points_each_sdk_at_the_port_of_the_target_made_for_it(
+    tmp_path: Path, clipboard: Path, monkeypatch: pytest.MonkeyPatch, claude_key: str
+) -> None:
+    """The main Copy environment ▸ POSIX lines, with an OpenAI-style target chosen and an
+    Anthropic-style one (headers set x-api-key) on its own port: ANTHROPIC_BASE_URL is that
+    port, not the main one (where the Anthropic SDK's requests reached the OpenAI target), and
+    OPENAI_BASE_URL the main port; requests made from them reach the right target. So too when
+    the Anthropic key cannot be read: the port is still the one made for it."""
+    main_seen, own_seen = Seen(), Seen()
+    monkeypatch.setenv("MAIN_PORT_TEST_KEY", "sk-main-port-test-key")
+    if claude_key == "readable":
+        monkeypatch.setenv("OWN_PORT_TEST_KEY", "sk-own-port-test-key")
+    main_port, own_port = free_port(), free_port()
+    with BackgroundServer(echo_app(main_seen)) as main, BackgroundServer(echo_app(own_seen)) as own:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'active = "main"\n[listen]\nhosts = ["127.0.0.1"]\nport = {main_port}\n'
+            f'[targets.main]\nurl = "{main.url}"\n'
+            'key = { env = "MAIN_PORT_TEST_KEY" }\nheaders = { Authorization = "Bearer {key}" }\n'
+            f'[targets.claude]\nurl = "{own.url}"\nport = {own_port}\n'
+            'key = { env = "OWN_PORT_TEST_KEY" }\nheaders = { x-api-key = "{key}" }\n'
+        )
+        controller = ProxyController.from_config(ConfigBinding(config, watch=False))
+        try:
+            controller.start()
+            TrayApp(controller, log_dir=tmp_path / "log").act("copy-env", "posix")
+            lines = copied_variables(clipboard)
+            assert lines["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{own_port}"
+            assert lines["OPENAI_BASE_URL"] == f"http://127.0.0.1:{main_port}/v1"
+            assert lines["OPENAI_API_KEY"] == PLACEHOLDER_KEY
+            assert lines.get("ANTHROPIC_API_KEY") == (PLACEHOLDER_KEY if claude_key == "readable" else None)
+            for url in (lines["ANTHROPIC_BASE_URL"] + "/v1/messages", lines["OPENAI_BASE_URL"] + "/models"):
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    assert answer.status == 200
+        finally:
+            controller.close(grace_s=0.5)
+    assert [request["raw_path"] for request in own_seen.requests] == ["/v1/messages"]
+    assert [request["raw_path"] for request in main_seen.requests] == ["/v1/models"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
+@pytest.mark.parametrize("shell", ["posix", "powershell", "fish", "cmd"])
+def test_trayproxy_env_prints_the_lines_the_menu_copies(
+    tmp_path: Path, clipboard: Path, monkeypatch: pytest.MonkeyPatch, shell: str
+) -> None:
+    """`trayproxy env --shell SHELL` prints, for the config file, what Copy environment ▸ SHELL
+    puts on the clipboard while that config runs: one function makes both."""
+    monkeypatch.setenv("OWN_PORT_TEST_KEY", "sk-own-port-test-key")
+    main_port, own_port = free_port(), free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'active = "local"\n[listen]\nhosts = ["127.0.0.1"]\nport = {main_port}\n'
+        '[targets.local]\nurl = "http://127.0.0.1:9"\n'
+        f'[targets.claude]\nurl = "http://127.0.0.1:9"\nport = {own_port}\n'
+        'key = { env = "OWN_PORT_TEST_KEY" }\nheaders = { x-api-key = "{key}" }\n'
+    )
+    controller = ProxyController.from_config(ConfigBinding(config, watch=False))
+    try:
+        controller.start()
+        TrayApp(controller, log_dir=tmp_path / "log").act("copy-env", shell)
+    finally:
+        controller.close(grace_s=0.5)
+    printed = run_cli("env", "--shell", shell, "--config", str(config))
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == clipboard.read_text()
+    assert f"http://127.0.0.1:{own_port}" in printed.stdout
