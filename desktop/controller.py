@@ -525,7 +525,7 @@ class ProxyController:
         """Under the lock, before moving: close the listeners of targets leaving a port that
         another listener now wants, so swapped ports (main 8000 and anthropic 8001 trading
         places) free each other instead of each finding the other's port taken."""
-        claimed = {port: name for name, (port, _) in self._wanted_ports.items()}
+        claimed: dict[int, str | None] = {port: name for name, (port, _) in self._wanted_ports.items()}
         claimed[main_port] = None  # the main listener's
         for name, service in list(self._port_services.items()):
             wanted = self._wanted_ports[name][0] if name in self._wanted_ports else None

@@ -255,7 +255,7 @@ class _Buffered(logging.Handler):
         raise NotImplementedError
 
 
-class _BufferedStreamHandler(_Buffered, logging.StreamHandler):  # type: ignore[type-arg]
+class _BufferedStreamHandler(_Buffered, logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO) -> None:
         logging.StreamHandler.__init__(self, stream)
         self._setup_buffer()

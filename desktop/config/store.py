@@ -203,7 +203,7 @@ def _write_temporary(target: Path, data: bytes, mode: int) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            if os.name == "posix":
+            if sys.platform != "win32":
                 # mkstemp makes 0600; the file keeps its bits (a 0644 config stays readable by
                 # the person's other tools) unless the caller asked for owner-only.
                 os.fchmod(handle.fileno(), mode)

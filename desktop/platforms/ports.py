@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["port_holder"]
@@ -89,9 +90,11 @@ def _command_name(pid: int, proc: Path) -> str:
 
 
 def _user_name(uid: int) -> str:
-    try:
-        import pwd
+    if sys.platform == "win32":  # no user database to ask (and no /proc that gives a uid)
+        return f"uid {uid}"
+    import pwd
 
+    try:
         return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):
+    except KeyError:
         return f"uid {uid}"

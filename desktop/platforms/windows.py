@@ -259,11 +259,13 @@ def copy_text(text: str, *, environ: Mapping[str, str] | None = None) -> tuple[b
 def _copy_with_api(text: str) -> None:
     """OpenClipboard needs a window of ours: with NULL, EmptyClipboard makes the owner NULL and
     SetClipboardData then fails (OpenClipboard docs). A message-only STATIC window is enough."""
+    if sys.platform != "win32":
+        raise OSError("the clipboard API exists only on Windows")
     import ctypes
     from ctypes import wintypes
 
-    user32 = ctypes.WinDLL("user32", use_last_error=True)  # type: ignore[attr-defined]
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    user32 = ctypes.WinDLL("user32", use_last_error=True)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     # Handles are pointers: without restype ctypes would cut them to 32-bit ints on x64.
     user32.CreateWindowExW.argtypes = [
         wintypes.DWORD, wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD,
@@ -286,7 +288,7 @@ def _copy_with_api(text: str) -> None:
     kernel32.GlobalFree.argtypes = [wintypes.HGLOBAL]
 
     def fail(what: str) -> OSError:
-        code = ctypes.get_last_error()  # type: ignore[attr-defined]
+        code = ctypes.get_last_error()
         return OSError(0, f"{what} failed", None, code)
 
     data = text.encode("utf-16-le") + b"\x00\x00"

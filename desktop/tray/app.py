@@ -46,7 +46,7 @@ def call_on_ui_thread(action: Callable[[], None]) -> None:
     """Run ``action`` where UI objects may be touched: AppKit's main thread on macOS; pystray's
     GTK and win32 backends hand calls to their own loop already."""
     if sys.platform == "darwin":
-        from PyObjCTools import AppHelper  # type: ignore[import-not-found]
+        from PyObjCTools import AppHelper
 
         AppHelper.callAfter(action)
     else:

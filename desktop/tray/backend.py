@@ -133,7 +133,7 @@ def backend_name(icon_class: type) -> str:
 def load_backend() -> LoadedBackend:
     """Import pystray (it picks its backend now, from ``os.environ``); never raises."""
     try:
-        import pystray  # type: ignore[import-untyped]
+        import pystray
     except Exception as exc:  # DisplayNameError, ValueError for a missing typelib, ImportError
         return LoadedBackend(name=None, error=f"{type(exc).__name__}: {exc}")
     icon = pystray.Icon
@@ -152,7 +152,7 @@ def _route_gtk_messages_to_the_log() -> None:
     gdk_window_thaw_toplevel_updates: assertion ... failed") to the terminal, where a person
     takes them for TrayProxy failing. They go to the debug log instead."""
     try:
-        from gi.repository import GLib  # type: ignore[import-untyped]
+        from gi.repository import GLib
 
         levels = GLib.LogLevelFlags.LEVEL_CRITICAL | GLib.LogLevelFlags.LEVEL_WARNING
         for domain in ("Gdk", "Gtk", "GdkPixbuf"):
@@ -308,6 +308,8 @@ def has_bus_name(
 
     Raises ``ConnectionError`` when no bus answers there (in ``timeout_s``).
     """
+    if sys.platform == "win32":  # no AF_UNIX, no uid to authenticate with
+        raise ConnectionError("no D-Bus session bus on Windows")
     paths = _socket_paths(address, os.environ if env is None else env)
     if not paths:
         raise ConnectionError("no unix socket in the bus address")
@@ -347,7 +349,7 @@ def has_xembed_tray(display: str) -> bool:
 
     Raises ``OSError`` when the display cannot be opened.
     """
-    from Xlib import X  # type: ignore[import-untyped]
+    from Xlib import X
     from Xlib import display as xdisplay
 
     local = _LOCAL_DISPLAY.fullmatch(display)
@@ -369,7 +371,7 @@ def has_xembed_tray(display: str) -> bool:
 def _why_no_appindicator() -> str:
     """Which piece of pystray's AppIndicator backend is missing in this Python."""
     try:
-        import gi  # type: ignore[import-untyped]
+        import gi
     except Exception:
         return f"PyGObject (gi) is not importable from {sys.executable}"
     for namespace, version in (("Gtk", "3.0"), ("AyatanaAppIndicator3", "0.1")):
