@@ -85,12 +85,13 @@ def setup_logging(*, verbose: bool = False, quiet: bool = False, to_file: bool =
         old.flush()
         if isinstance(old, _Buffered):
             _flusher.forget(old)
+    formatter = RedactingFormatter(LOG_FORMAT, DATE_FORMAT)
     for handler in handlers:
-        handler.setFormatter(RedactingFormatter(LOG_FORMAT, DATE_FORMAT))
+        handler.setFormatter(formatter)
         root.addHandler(handler)
         _flusher.add(handler)
     access = logging.getLogger(ACCESS_LOGGER)
-    access.write_line = _AccessLines(access, handlers)  # type: ignore[attr-defined]
+    access.write_line = _AccessLines(access, handlers, formatter)  # type: ignore[attr-defined]
     apply_log_settings(LogSettings(), verbose=verbose, quiet=quiet)
     return log_file
 
@@ -116,8 +117,13 @@ class _AccessLines:
     queued on each handler; False (nothing done) when other handlers, filters or formats than
     the ones installed here would see the record, and the caller must log it the usual way."""
 
-    def __init__(self, logger: logging.Logger, handlers: Sequence[_Buffered]) -> None:
+    def __init__(
+        self, logger: logging.Logger, handlers: Sequence[_Buffered], formatter: RedactingFormatter
+    ) -> None:
         self._logger = logger
+        # The formatter setup_logging gave the handlers: LOG_FORMAT is what it prints (a
+        # Formatter keeps its format only in private fields, so it is known by who it is).
+        self._formatter = formatter
         self._root = logging.getLogger()
         self._handlers = list(handlers)
         self._stamp: tuple[int, str] = (-1, "")
@@ -143,8 +149,7 @@ class _AccessLines:
                 if (
                     handler.filters
                     or handler.level > logging.INFO
-                    or type(formatter) is not RedactingFormatter
-                    or formatter._fmt != LOG_FORMAT
+                    or formatter is not self._formatter
                     or formatter.datefmt != DATE_FORMAT
                 ):
                     return False

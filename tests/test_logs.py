@@ -173,6 +173,30 @@ def test_another_handler_still_gets_the_records(
     assert "/seen?key=***" in stderr.getvalue()
 
 
+def test_a_handler_given_another_format_prints_access_lines_in_it(stderr: io.StringIO) -> None:
+    """A formatter set on the handler after setup_logging (another program embedding the
+    proxy, a debugging session) decides how access lines look: the fast path steps aside."""
+    root = logging.getLogger()
+    (handler,) = [h for h in root.handlers if getattr(h, "stream", None) is stderr]
+    # pytest's own capturing handlers on the root logger would switch the fast path off.
+    others = [h for h in root.handlers if h is not handler]
+    for other in others:
+        root.removeHandler(other)
+    try:
+        installed = handler.formatter
+        handler.setFormatter(RedactingFormatter("%(name)s | %(message)s"))
+        log_request(FakeRequest(f"/other?key={SECRET}"), record(), started=10.0, ended=10.1)
+        handler.setFormatter(installed)
+        assert ACCESS_LOGGER.write_line("the fast path again")
+    finally:
+        for other in others:
+            root.addHandler(other)
+    flush()
+    first, second = stderr.getvalue().splitlines()
+    assert first == 'trayproxy.access | 127.0.0.1 "GET /other?key=***" 200 12 ttfb=0.001s 0.100s'
+    assert second.endswith(" INFO    trayproxy.access: the fast path again")
+
+
 def test_quiet_writes_no_access_line(stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", stderr)  # pytest swaps sys.stderr between setup and call
     logs.setup_logging(quiet=True)
