@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import socket
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -50,6 +49,9 @@ HEALTH_PATH = RESERVED_PREFIX + "health"
 PROBE_TIMEOUT_S = 1.0
 # Idle client keep-alive: long enough for a tool's next request, short enough to free sockets.
 CLIENT_KEEPALIVE_S = 75.0
+# The shortest wait before connections still open at stop are cut: aiohttp takes 0 as "no
+# limit", and what outlived the grace period has had its time.
+MIN_CUT_WAIT_S = 0.01
 
 
 class ListenError(Exception):
@@ -174,13 +176,15 @@ class _ProxyServer(web.Server):
     """web.Server that builds our request handler (aiohttp has no public hook for the class)
     and remembers every connection, so stop can be sure each one is closed."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, handler: Any, *, handler_cancellation: bool = False, **handler_args: Any) -> None:
+        super().__init__(handler, handler_cancellation=handler_cancellation, **handler_args)
+        # The settings each connection's handler is built with (web.Server keeps its copy private).
+        self.handler_args = handler_args
         self.handlers: weakref.WeakSet[RequestHandler] = weakref.WeakSet()
         self.stopped = False
 
     def __call__(self) -> RequestHandler:
-        handler = _RedactingRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = _RedactingRequestHandler(self, loop=asyncio.get_running_loop(), **self.handler_args)
         self.handlers.add(handler)
         return handler
 
@@ -272,7 +276,8 @@ class ProxyService:
             max_field_size=HEADER_FIELD_LIMIT,
             max_line_size=REQUEST_LINE_LIMIT,
         )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=self.settings.stop_grace_s)
+        # stop() cuts what outlives the grace period itself; by the runner's cleanup nothing is left.
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=MIN_CUT_WAIT_S)
         await runner.setup()
         self._runner = runner
         try:
@@ -288,6 +293,7 @@ class ProxyService:
         self.addresses = []
         for index, host in enumerate(self.settings.hosts):
             site = web.TCPSite(runner, host, port)
+            known = len(runner.addresses)
             try:
                 await site.start()
             except OSError as exc:
@@ -297,7 +303,8 @@ class ProxyService:
                     continue
                 raise ListenError(await _describe_listen_error(host, port, exc)) from exc
             self._sites.append(site)
-            bound = _bound_port(site)
+            # The runner lists its sites' socket addresses in the order they started.
+            bound = int(runner.addresses[known][1])
             self.addresses.append((host, bound))
             # With port 0 the first address picks the port; the others use the same one.
             port = bound
@@ -370,12 +377,17 @@ class ProxyService:
                 self._idle.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), grace)
-            # What is still open after the grace period is cut (aiohttp reads this only here).
-            # (aiohttp treats 0 as "no limit", hence the small floor.)
-            runner._shutdown_timeout = max(0.01, deadline - loop.time())
+            server = self._server
+            if server is not None:
+                # What is still open after the grace period is cut, as the runner's cleanup
+                # would (idle connections told to close, then a bounded wait), bounded by what
+                # is left of the grace period instead of a wait fixed when the runner was made.
+                await asyncio.sleep(0)
+                server.pre_shutdown()
+                await server.shutdown(max(MIN_CUT_WAIT_S, deadline - loop.time()))
             await runner.cleanup()
-            if self._server is not None:
-                self._server.abort_connections()
+            if server is not None:
+                server.abort_connections()
         self._sites.clear()
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
@@ -516,12 +528,6 @@ def describe_target_change(old: Target, new: Target, *, port: int) -> str:
 def host_port(host: str, port: int) -> str:
     """``127.0.0.1:8000``, or ``[::1]:8000``: an address as URLs and people write it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    # asyncio's Server and uvloop's both list their sockets; AbstractServer does not promise it.
-    sockets: tuple[socket.socket, ...] = tuple(getattr(site._server, "sockets", ()))
-    return int(sockets[0].getsockname()[1])
 
 
 async def _describe_listen_error(host: str, port: int, exc: OSError) -> str:
