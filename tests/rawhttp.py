@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 __all__ = ["RawResponse", "build_request", "exchange"]
 
+# Pause before ``exchange``'s ``later`` bytes: long enough for a server on this machine to have
+# parsed the head and started on the request, even on a busy machine.
+LATER_PAUSE_S = 0.3
+
 
 @dataclass
 class RawResponse:
@@ -63,12 +67,19 @@ async def exchange(
     host: str = "127.0.0.1",
     timeout: float = 5.0,
     read_rest: bool = False,
+    later: bytes = b"",
 ) -> RawResponse:
-    """Send ``data``, read one response (and, with ``read_rest``, everything until close)."""
+    """Send ``data``, read one response (and, with ``read_rest``, everything until close).
+    ``later`` is sent LATER_PAUSE_S after ``data``, once the server has acted on the head (a
+    body that goes wrong part way); ``timeout`` counts from the last byte sent."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(data)
         await writer.drain()
+        if later:
+            await asyncio.sleep(LATER_PAUSE_S)
+            writer.write(later)
+            await writer.drain()
         async with asyncio.timeout(timeout):
             head = await reader.readuntil(b"\r\n\r\n")
             status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")

@@ -65,10 +65,26 @@ class ProxyError(Exception):
 
 
 class RequestRefused(ProxyError):
-    """The request is not forwarded: it is malformed or could spend the user's keys unasked."""
+    """The request is not forwarded: it is malformed or could spend the user's keys unasked.
+
+    With ``close_connection`` the answer also closes the client's connection: after a request
+    whose end cannot be told (RFC 9112 §6.3: broken framing, a body that stopped), what follows
+    on the connection is not known to be the next request."""
 
     status = 400
     error_type = "invalid_request_error"
+
+    def __init__(
+        self, message: str, *, code: str, status: int | None = None, close_connection: bool = False
+    ) -> None:
+        super().__init__(message, code=code, status=status)
+        self.close_connection = close_connection
+
+    def to_response(self) -> web.Response:
+        response = super().to_response()
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 class UpstreamUnreachable(ProxyError):

@@ -14,14 +14,23 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import StreamReader, hdrs, web
+from aiohttp.http_exceptions import TransferEncodingError
 from multidict import CIMultiDict
 
-from desktop.engine.errors import ProxyError, map_client_error
+from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
 from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
-__all__ = ["PassThroughResponse", "RequestRecord", "forward_http", "pass_response", "send_with_pool_retry"]
+__all__ = [
+    "REQUEST_BODY_GAP_S",
+    "PassThroughResponse",
+    "RequestRecord",
+    "bad_request_body",
+    "forward_http",
+    "pass_response",
+    "send_with_pool_retry",
+]
 
 log = logging.getLogger("trayproxy.forward")
 
@@ -32,6 +41,13 @@ REPLAYABLE_BODY_BYTES = 1024 * 1024
 # Attempts for one request when pooled connections turn out dead (see _open_upstream).
 MAX_ATTEMPTS = 4
 CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# How long a client may send nothing more of its request body before it gets 400
+# bad_request_body (nginx's client_body_timeout, 60 s by default, is the same bound). Without it
+# a stalled client, or a chunk size such as FFFFFFFFFFFFFFFFFFFF that the pure-Python parser
+# reads as a huge chunk still to come, holds its connection and the target's until the client
+# leaves. Only the wait for the client counts: an upload of any length and duration passes while
+# bytes keep coming, however slowly the target takes them. 8 s, so the answer comes within 10 s.
+REQUEST_BODY_GAP_S = 8.0
 
 
 class PassThroughResponse(web.StreamResponse):
@@ -87,35 +103,95 @@ class RequestRecord:
         self.error = ""
 
 
-async def _stream_body(request: web.BaseRequest, send_continue: bool) -> AsyncIterator[bytes]:
-    if send_continue:
-        await request.writer.write(CONTINUE_LINE)
-    async for chunk in request.content.iter_any():
-        yield chunk
+def bad_request_body() -> RequestRefused:
+    """The answer to a request body that cannot be read: invalid chunked coding, or a stall."""
+    return RequestRefused(
+        "The request body could not be read: its chunked coding is invalid, or it stopped "
+        f"arriving (nothing for {REQUEST_BODY_GAP_S:g} s)",
+        code="bad_request_body",
+        close_connection=True,
+    )
 
 
-async def _request_body(request: web.BaseRequest) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """The body to send upstream and whether it can be sent a second time."""
-    if not request.body_exists:
-        return None, True
-    send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
-    length = request.content_length
-    if length is not None and length <= REPLAYABLE_BODY_BYTES:
+async def _next_body_piece(content: StreamReader) -> bytes:
+    """The next bytes of the request body as they arrive (b"" at its end); raises
+    bad_request_body() when none come for REQUEST_BODY_GAP_S or the chunked coding is broken."""
+    try:
+        async with asyncio.timeout(REQUEST_BODY_GAP_S):
+            return await content.readany()
+    except (TimeoutError, TransferEncodingError) as exc:
+        # TransferEncodingError: the pure-Python parser's chunk errors after the head (llhttp's
+        # leave the body waiting, which the gap bound ends).
+        raise bad_request_body() from exc
+
+
+async def _read_body(content: StreamReader, length: int) -> bytes:
+    """The whole body of ``length`` bytes, waiting at most REQUEST_BODY_GAP_S for each piece."""
+    if content.is_eof():
+        return await content.readexactly(length)  # all of it is here already: no waiting
+    pieces: list[bytes] = []
+    received = 0
+    while received < length:
+        piece = await _next_body_piece(content)
+        if not piece:
+            raise asyncio.IncompleteReadError(b"".join(pieces), length)
+        pieces.append(piece)
+        received += len(piece)
+    return b"".join(pieces)
+
+
+class _StreamedBody:
+    """A request body sent upstream as it arrives. aiohttp reports any failure of a body as a
+    connection error of the upstream request, so ``fault`` keeps the client's own fault (see
+    bad_request_body) for the caller to answer with instead."""
+
+    __slots__ = ("fault",)
+
+    def __init__(self) -> None:
+        self.fault: RequestRefused | None = None
+
+    async def pieces(self, request: web.BaseRequest, send_continue: bool) -> AsyncIterator[bytes]:
         if send_continue:
             await request.writer.write(CONTINUE_LINE)
-        return await request.content.readexactly(length), True
-    return _stream_body(request, send_continue), False
+        while True:
+            try:
+                piece = await _next_body_piece(request.content)
+            except RequestRefused as refusal:
+                self.fault = refusal
+                raise
+            if not piece:
+                return
+            yield piece
 
 
 async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohttp.ClientResponse:
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
     if upstream.proxy_authorization and upstream.proxy_headers is None:
         headers["Proxy-Authorization"] = upstream.proxy_authorization
-    body, replayable = await _request_body(request)
     url = upstream.url_for(request.raw_path)
-    return await send_with_pool_retry(
-        upstream, lambda: upstream.send(request.method, url, headers, body), replayable=replayable
-    )
+    streamed: _StreamedBody | None = None
+    body: bytes | AsyncIterator[bytes] | None = None
+    # A body read whole first can be sent a second time (see send_with_pool_retry).
+    replayable = True
+    if request.body_exists:
+        send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+        length = request.content_length
+        if length is not None and length <= REPLAYABLE_BODY_BYTES:
+            if send_continue:
+                await request.writer.write(CONTINUE_LINE)
+            body = await _read_body(request.content, length)
+        else:
+            streamed = _StreamedBody()
+            body = streamed.pieces(request, send_continue)
+            replayable = False
+    try:
+        return await send_with_pool_retry(
+            upstream, lambda: upstream.send(request.method, url, headers, body), replayable=replayable
+        )
+    except ProxyError:
+        if streamed is not None and streamed.fault is not None:
+            raise streamed.fault from None
+        raise
 
 
 async def send_with_pool_retry(

@@ -3,9 +3,15 @@
 The proxy adds the user's credentials, so anything that can make it send a request spends
 them. Only local tools may: a web page the user visits (another Origin, or a browser's
 ``Sec-Fetch-Site: cross-site`` on the requests that carry no Origin) or a DNS-rebinding page
-(another Host) gets 403, absolute-form targets (use as an open forward proxy), ambiguous
-message framing (request smuggling) and two Origin or Sec-Fetch-Site headers get 400, and
-oversized headers get 431. The options are checked once, when the guard is built.
+(another Host) gets 403, absolute-form targets (use as an open forward proxy), methods outside
+FORWARDED_METHODS, message framing that two parsers could read two ways (request smuggling) and
+two Origin or Sec-Fetch-Site headers get 400, and oversized headers get 431. The options are
+checked once, when the guard is built.
+
+aiohttp's C parser (llhttp) refuses some of these before the guard sees them; its pure-Python
+parser (AIOHTTP_NO_EXTENSIONS=1, or a platform without the C extension) lets more through. The
+guard checks everything the request head shows, so both parsers give the same answers; service.py
+gives the C parser's refusals the guard's codes and words.
 """
 
 from __future__ import annotations
@@ -17,13 +23,19 @@ from aiohttp import web
 from desktop.engine.errors import RequestRefused
 
 __all__ = [
+    "FORWARDED_METHODS",
+    "MAX_CONTENT_LENGTH",
     "MAX_HEADERS_TOTAL_BYTES",
     "MAX_HEADER_BYTES",
     "RequestGuard",
     "ambiguous_origin",
     "bad_host",
+    "bad_transfer_encoding",
     "both_framings",
     "conflicting_lengths",
+    "invalid_length",
+    "unencoded_target",
+    "unknown_method",
 ]
 
 # One header line (name, ": ", value) may be this long; aiohttp's parser already refuses a
@@ -32,6 +44,31 @@ __all__ = [
 MAX_HEADER_BYTES = 8 * 1024
 # All header lines together; aiohttp has no total limit of its own.
 MAX_HEADERS_TOTAL_BYTES = 32 * 1024
+# The largest Content-Length forwarded: a signed 64-bit size, what most servers can hold (llhttp
+# itself takes up to 2^64-1, Python's int any length; a target that overflows reads the body
+# another way than we do).
+MAX_CONTENT_LENGTH = 2**63 - 1
+
+# Methods forwarded: exactly those llhttp (aiohttp's C parser, the default) parses, so a user of
+# the C parser sees no change: RFC 9110's, PATCH (RFC 5789), the WebDAV family (RFC 4918 and its
+# extensions: DeltaV RFC 3253, ACL RFC 3744, SEARCH RFC 5323, BIND RFC 5842, CalDAV RFC 4791;
+# LINK/UNLINK of RFC 2068), QUERY (httpbis draft), PURGE, SOURCE and the UPnP ones. llhttp refuses
+# any other before the guard runs, while the pure-Python parser takes any token: refusing the
+# rest here makes both answer alike (tests/engine/test_guard.py sends each under both). PRI is
+# left out: llhttp takes it only as the HTTP/2 preface.
+FORWARDED_METHODS = frozenset(
+    {
+        # RFC 9110 §9
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        "PATCH",
+        # WebDAV and its extensions
+        "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+        "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "ACL", "SEARCH",
+        "BIND", "REBIND", "UNBIND", "MKCALENDAR", "LINK", "UNLINK",
+        # others llhttp knows
+        "QUERY", "PURGE", "SOURCE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE",
+    }
+)  # fmt: skip
 
 
 def _hostname(host: str) -> str:
@@ -45,6 +82,13 @@ def _hostname(host: str) -> str:
     if host.count(":") == 1:
         return host.split(":", 1)[0].lower()
     return host.lower()
+
+
+def _is_length(value: bytes) -> bool:
+    """True for a Content-Length of ASCII digits only (RFC 9110 §8.6: no sign, no list) up to
+    MAX_CONTENT_LENGTH."""
+    # The length check first: int() refuses strings of over 4300 digits (sys.int_info).
+    return value.isdigit() and len(value) <= len(str(MAX_CONTENT_LENGTH)) and int(value) <= MAX_CONTENT_LENGTH
 
 
 class _OriginRule:
@@ -99,11 +143,50 @@ _SITE_SAME_SITE = b"same-site"
 # Refusals aiohttp's C parser may make before the guard sees the request; service.py gives them
 # these same codes and words, so a client sees one answer whichever step refused.
 def both_framings() -> RequestRefused:
-    return RequestRefused("The request has both Content-Length and Transfer-Encoding", code="ambiguous_framing")
+    return RequestRefused(
+        "The request has both Content-Length and Transfer-Encoding",
+        code="ambiguous_framing",
+        close_connection=True,
+    )
 
 
 def conflicting_lengths() -> RequestRefused:
-    return RequestRefused("The request has conflicting Content-Length values", code="ambiguous_framing")
+    return RequestRefused(
+        "The request has more than one Content-Length", code="ambiguous_framing", close_connection=True
+    )
+
+
+def invalid_length() -> RequestRefused:
+    return RequestRefused(
+        f"The request's Content-Length is not a number of bytes from 0 to {MAX_CONTENT_LENGTH}",
+        code="ambiguous_framing",
+        close_connection=True,
+    )
+
+
+def bad_transfer_encoding() -> RequestRefused:
+    # RFC 9112 §6.1: chunked is the only transfer coding a proxy must know; any other, or a list
+    # (gzip, chunked), is framing the two parsers (and a target) may each read differently.
+    return RequestRefused(
+        "The request's Transfer-Encoding must be exactly chunked (one header, one coding)",
+        code="ambiguous_framing",
+        close_connection=True,
+    )
+
+
+def unencoded_target() -> RequestRefused:
+    # Control characters too (both parsers refuse those themselves, in their own words).
+    return RequestRefused(
+        "The request target has a character that must be percent-encoded (raw non-ASCII bytes: %C3%A9)",
+        code="non_ascii_target",
+    )
+
+
+def unknown_method() -> RequestRefused:
+    return RequestRefused(
+        "TrayProxy forwards only standard HTTP and WebDAV methods (GET, POST, PUT, PATCH, DELETE, ...)",
+        code="unknown_method",
+    )
 
 
 def bad_host() -> RequestRefused:
@@ -150,13 +233,13 @@ class RequestGuard:
 
     def check(self, request: web.BaseRequest) -> RequestRefused | None:
         """The refusal for ``request``, or None when it may be forwarded."""
+        # First, as llhttp refuses an unknown method before it reads the target or any header.
+        if request.method not in FORWARDED_METHODS:
+            return unknown_method()
         if not request.raw_path.isascii():
             # llhttp refuses raw non-ASCII bytes before we see them; the pure-Python parser
             # (no C extension for the platform) lets them through as surrogate escapes.
-            return RequestRefused(
-                "The request target has raw non-ASCII bytes; percent-encode them (%C3%A9)",
-                code="non_ascii_target",
-            )
+            return unencoded_target()
         if not request.raw_path.startswith("/"):
             return RequestRefused(
                 "TrayProxy is not a forward proxy: send requests to a path such as /v1/models",
@@ -167,8 +250,8 @@ class RequestGuard:
         origins: list[str] = []
         fetch_sites: list[bytes] = []
         total = 0
-        content_lengths: set[bytes] = set()
-        chunked = False
+        content_lengths: list[bytes] = []
+        transfer_encodings: list[bytes] = []
         for name, value in request.raw_headers:
             size = len(name) + len(value) + 4  # ": " and CRLF
             if size > MAX_HEADER_BYTES:
@@ -187,20 +270,27 @@ class RequestGuard:
             elif lower == b"sec-fetch-site":
                 fetch_sites.append(value.strip().lower())
             elif lower == b"content-length":
-                content_lengths.update(v.strip() for v in value.split(b","))
+                content_lengths.append(value.strip())
             elif lower == b"transfer-encoding":
-                chunked = True
+                transfer_encodings.append(value.strip())
         if total > MAX_HEADERS_TOTAL_BYTES:
             return RequestRefused(
                 f"The request headers add up to more than {MAX_HEADERS_TOTAL_BYTES} bytes",
                 code="headers_too_large",
                 status=431,
             )
-        # RFC 9112 §6.3: both framings, or disagreeing lengths, are how requests get smuggled.
-        if content_lengths and chunked:
+        # RFC 9112 §6.3: both framings, several or unreadable lengths, or a transfer coding that
+        # is not plain chunked are how requests get smuggled (each peer finds another end).
+        if content_lengths and transfer_encodings:
             return both_framings()
         if len(content_lengths) > 1:
             return conflicting_lengths()
+        if content_lengths and not _is_length(content_lengths[0]):
+            return invalid_length()
+        if transfer_encodings and (
+            len(transfer_encodings) > 1 or transfer_encodings[0].lower() != b"chunked"
+        ):
+            return bad_transfer_encoding()
         if host_count != 1 or not host:
             return bad_host()
         if _hostname(host) not in self._hosts:

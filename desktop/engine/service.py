@@ -18,11 +18,12 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import InvalidURLError, LineTooLong, TransferEncodingError
 from aiohttp.web_protocol import RequestHandler
 
 from desktop import __version__
@@ -30,8 +31,17 @@ from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.accesslog import log_request, own_answer_bytes
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.errors import ProxyError, RequestRefused
-from desktop.engine.forward import RequestRecord, forward_http
-from desktop.engine.guard import RequestGuard, bad_host, both_framings, conflicting_lengths
+from desktop.engine.forward import RequestRecord, bad_request_body, forward_http
+from desktop.engine.guard import (
+    RequestGuard,
+    bad_host,
+    bad_transfer_encoding,
+    both_framings,
+    conflicting_lengths,
+    invalid_length,
+    unencoded_target,
+    unknown_method,
+)
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
 from desktop.engine.redact import register_secrets
@@ -82,38 +92,69 @@ def _stopping_answer() -> web.StreamResponse:
     return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
 
 
-# aiohttp's C parser refuses some requests before the guard sees them (the pure-Python parser
-# lets them through to the guard): the same refusals, with the guard's codes and words, so the
-# README's errors table holds whichever parser runs. Keyed by the start of aiohttp's text.
-def _invalid_length() -> RequestRefused:
-    return RequestRefused("The request has an invalid or conflicting Content-Length", code="ambiguous_framing")
-
-
-def _unencoded_target() -> RequestRefused:
-    # llhttp's "invalid char" covers control characters too, not only non-ASCII bytes.
-    return RequestRefused(
-        "The request target has a character that must be percent-encoded (raw non-ASCII bytes: %C3%A9)",
-        code="non_ascii_target",
-    )
-
-
+# aiohttp's parsers refuse some requests before the guard sees them, the C one (llhttp) more
+# than the pure-Python one: the same refusals, with the guard's codes and words, so the README's
+# errors table holds whichever parser runs. Keyed by the start of aiohttp's text (llhttp's
+# "Bad status line" errors give the reason on the line after it).
 _PARSER_REFUSALS: tuple[tuple[str, Callable[[], RequestRefused]], ...] = (
     ("Transfer-Encoding can't be present with Content-Length", both_framings),
     ("Content-Length can't be present with Transfer-Encoding", both_framings),
     ("Duplicate Content-Length", conflicting_lengths),
-    ("Invalid character in Content-Length", _invalid_length),
+    ("Duplicate 'Content-Length' header", conflicting_lengths),  # pure-Python
+    ("Invalid character in Content-Length", invalid_length),
+    ("Content-Length overflow", invalid_length),  # 2^64 or more
+    ("Empty Content-Length", invalid_length),
+    ("Invalid HTTP header: 'Content-Length'", invalid_length),  # pure-Python
+    ("Request has invalid `Transfer-Encoding`", bad_transfer_encoding),
+    ("Invalid `Transfer-Encoding` header value", bad_transfer_encoding),
+    ("Duplicate 'Transfer-Encoding' header", bad_transfer_encoding),
     ("Missing 'Host' header", bad_host),
     ("Duplicate 'Host' header", bad_host),
-    ("Invalid char in url path", _unencoded_target),
+    ("Invalid char in url path", unencoded_target),
+    ("Invalid char in url query", unencoded_target),
+    ("Invalid char in url fragment start", unencoded_target),
+    ("Invalid method encountered", unknown_method),
+    ("Invalid method for HTTP/x.x request", unknown_method),  # an RTSP method
+    ("Expected HTTP/2 Connection Preface", unknown_method),  # PRI on an HTTP/1.1 line
+    ("Bad HTTP method in status line", unknown_method),  # pure-Python: not a token
 )
+_STATUS_LINE_PREFIX = "Bad status line:"
+# What the pure-Python parser refuses in a request target (RFC 9112 §3.2).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _parser_refusal(message: str | None) -> RequestRefused | None:
+def _parser_refusal(exc: BaseException | None, message: str | None) -> RequestRefused | None:
+    if isinstance(exc, TransferEncodingError):
+        # The pure-Python parser's chunk errors (its text may be the client's chunk line).
+        return bad_request_body()
+    if isinstance(exc, InvalidURLError) and _CONTROL_CHARACTER.search(message or ""):
+        # The pure-Python parser's text is the request target itself.
+        return unencoded_target()
     text = (message or "").lstrip()
+    if text.startswith(_STATUS_LINE_PREFIX):
+        text = text[len(_STATUS_LINE_PREFIX) :].lstrip()
     for start, refusal in _PARSER_REFUSALS:
         if text.startswith(start):
             return refusal()
+    description = text.split("\n", 1)[0].split(":", 1)[0]
+    if "chunk" in description.lower() and _PLAIN_WORDS.fullmatch(description):
+        # llhttp's chunk errors ("Invalid character in chunk size", "Chunk size overflow",
+        # "Expected LF after chunk data", ...); after the head they come as a stalled body.
+        return bad_request_body()
     return None
+
+
+def _raw_answer(refusal: RequestRefused) -> bytes:
+    """``refusal`` as a whole HTTP/1.1 response that closes the connection, for where aiohttp
+    has no request to answer."""
+    body = json.dumps({"error": {"message": refusal.message, "type": refusal.error_type, "code": refusal.code}})
+    head = (
+        f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return (head + body).encode()
 
 
 def _first_line(message: str | None) -> str:
@@ -130,6 +171,22 @@ def _first_line(message: str | None) -> str:
 
 class _RedactingRequestHandler(RequestHandler):
     """aiohttp's connection handler with an error answer that echoes nothing back."""
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except ValueError:
+            # aiohttp's pure-Python parser calls int() on a Content-Length of any length, and
+            # Python refuses over 4300 digits (sys.int_info) with ValueError, which aiohttp does
+            # not catch: the connection would just drop. Answer as llhttp's overflow is answered.
+            refusal = invalid_length()
+            transport = self.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            client = peer[0] if isinstance(peer, tuple) else "?"
+            log.warning("refused a request from %s: %s (%s)", client, refusal.message, refusal.code)
+            if transport is not None:
+                transport.write(_raw_answer(refusal))
+            self.force_close()
 
     def handle_error(
         self,
@@ -158,7 +215,7 @@ class _RedactingRequestHandler(RequestHandler):
                 code="header_too_large",
                 status=431,
             )
-        elif (known := _parser_refusal(message)) is not None:
+        elif (known := _parser_refusal(exc, message)) is not None:
             log.warning("refused a request from %s: %s (%s)", request.remote, known.message, known.code)
             error = known
         else:

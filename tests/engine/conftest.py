@@ -1,15 +1,20 @@
-"""Engine test settings: the forwarding tests run on both ways of sending upstream, and the
-WebSocket tests on both ways of carrying a WebSocket.
+"""Engine test settings: the forwarding tests run on both ways of sending upstream, the
+WebSocket tests on both ways of carrying a WebSocket, and the guard tests on both of aiohttp's
+request parsers.
 
 Upstream.send drives aiohttp's client parts itself on the aiohttp version it was checked
 against (LEAN_SEND) and falls back to ClientSession.request on any other; WebSockets are relayed
 byte for byte on that version (RAW_RELAY) and bridged message by message on any other. The
 tests run on each, so the fallback a user on another aiohttp version gets is tested as well.
+aiohttp parses requests with llhttp (C) unless AIOHTTP_NO_EXTENSIONS is set or the platform has
+no C extension, when its pure-Python parser runs: a test that asks for ``parser`` runs under
+each (tests/pure_parser.py), since the two accept and refuse different things.
 """
 
 from __future__ import annotations
 
 import pytest
+from pure_parser import PARSERS
 
 from desktop.engine import upstream, websocket
 
@@ -24,6 +29,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("send_path", ["lean", "session"], indirect=True)
     if metafunc.module.__name__.rpartition(".")[2] == "test_websocket":
         metafunc.parametrize("ws_path", ["relay", "bridge"], indirect=True)
+    if "parser" in metafunc.fixturenames:
+        metafunc.parametrize("parser", PARSERS)
 
 
 @pytest.fixture(autouse=True)

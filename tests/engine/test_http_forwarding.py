@@ -346,12 +346,14 @@ async def test_every_method_reaches_target_unchanged(method: str, echo: Echo, st
 
 
 async def test_unknown_method_is_refused_and_not_forwarded(echo: Echo, start_proxy) -> None:
-    """An unknown method (``FOO``) gets 400 from aiohttp's parser before any handler runs (the
-    documented limit of item 1) and never reaches the target."""
+    """An unknown method (``FOO``) gets 400 unknown_method (from aiohttp's C parser, or from
+    the guard under the pure-Python one: tests/engine/test_guard.py) and never reaches the
+    target."""
     proxy = await start_proxy(echo.url)
     async with raw_client(proxy.port) as client:
         response = await client.exchange(request_bytes("FOO", "/v1/x", [("Host", host_of(proxy))]))
     assert response.status == 400
+    assert json.loads(response.body)["error"]["code"] == "unknown_method"
     assert echo.seen.requests == []
 
 
