@@ -2,22 +2,28 @@
 
 Two layers, because either alone misses something:
 
-* shapes: credential headers (``Authorization: ...``, ``api-key=...``), ``key=`` query
-  parameters, the password in a URL's ``user:password@``, bearer tokens, ``sk-`` style keys
-  and local access tokens (``tp-local-``) are masked wherever they appear, so a key the proxy
-  never saw (a client's own) is masked too;
+* shapes: credential headers (``Authorization: ...``, ``api-key=...``), ``key=`` and
+  ``token=`` query parameters, the password in a URL's ``user:password@``, bearer tokens, and
+  the keys of well-known services by their prefix (OpenAI and Anthropic ``sk-``, GitHub
+  ``ghp_``, GitLab ``glpat-``, Google ``AIza``, Slack ``xoxb-``, JWTs, TrayProxy's own
+  ``tp-local-``) are masked wherever they appear, so a key the proxy never saw (a client's
+  own) is masked too;
 * values: every configured secret is registered here and masked verbatim, so a key in an
   unusual place (an exception message, a header with a custom name) is masked as well.
 
 Everything that may print a request detail goes through :func:`redact_text`; the log handlers
-installed by ``desktop.logs`` apply it to every formatted record, aiohttp's own included.
+installed by ``desktop.logs`` apply it to every formatted record, aiohttp's own included. A
+request target (the access line's path and query) goes through :func:`redact_target` first,
+which also finds keys a client percent-encoded (``?auth=Bearer%20sk-...``, ``%253D``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import string
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable
 
 __all__ = [
@@ -61,11 +67,26 @@ _TEMPLATE_VALUE = re.compile(
     r"(?i)\s*(?:(?:bearer|basic|token|bot|apikey|key|oauth|digest|negotiate)\s+)?"
     r"\{(?:key|env:[A-Za-z_][A-Za-z0-9_]*)\}\s*"
 )
-_QUERY_SHAPE = re.compile(r"(?i)([?&;](?:api[-_]?)?key=)([^&;#\s'\"]*)")
-_BEARER_SHAPE = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{6,})")
-# ``sk-`` keys, and TrayProxy's own local access tokens (config.model.LOCAL_TOKEN_PREFIX), even
-# one rotated out before this process registered it.
-_KEY_SHAPE = re.compile(r"\b(sk-|tp-local-)[A-Za-z0-9_-]{6,}")
+# Query parameters named for a credential: Gemini's ``key``, ``api_key`` and the like, OAuth's
+# ``access_token`` (RFC 6750 §2.3), ``token`` and ``auth``.
+_QUERY_SHAPE = re.compile(
+    r"(?i)([?&;](?:x-goog-|x-)?(?:api[-_]?)?key=|[?&;](?:access_)?token=|[?&;]auth=)([^&;#\s'\"]*)"
+)
+# In a URL the space after "Bearer" may be a form-encoded "+".
+_BEARER_SHAPE = re.compile(r"(?i)\b(bearer)([\s+]+)([A-Za-z0-9._~+/=-]{6,})")
+# Keys of well-known services, by the prefix they are issued with; the prefix stays, to say
+# which kind of key it was: OpenAI and Anthropic (sk-, sk-proj-, sk-ant-), TrayProxy's own local
+# access tokens (config.model.LOCAL_TOKEN_PREFIX; even one rotated out before this process
+# registered it), GitHub (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_), GitLab (glpat-), Google
+# (AIza), Slack (xoxb-, xoxp-, ...), and JWTs: three base64url parts, the first a JSON object, so
+# "eyJ". Not after a letter or digit ("task-1234567" holds no key).
+_KEY_SHAPE = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"(sk-|tp-local-)[A-Za-z0-9_-]{6,}"
+    r"|(gh[pousr]_|github_pat_|glpat-|AIza|xox[a-z]-)[A-Za-z0-9_-]{10,}"
+    r"|(eyJ)[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"
+    r")"
+)
 # ``scheme://user:password@host``: the password goes (RFC 3986 §3.2.1 deprecates it in URLs, but
 # proxy URLs carry one, and a person may paste one as a target).
 _USERINFO_SHAPE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'\"]+)@")
@@ -73,8 +94,11 @@ _USERINFO_SHAPE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'
 # Every shape above but the URL password's contains one of these words (any case): a text with
 # none of them, and no registered secret, has nothing else to mask, and one search for them
 # costs less than four passes. (In this alternation, "://...@" cost an access line 2 to 9 %.)
-_SHAPE_WORDS = ("authorization", "api-key", "cookie", "key=", "bearer", "sk-", "tp-local-")
-_ANY_SHAPE = re.compile("(?i)" + "|".join(re.escape(word) for word in _SHAPE_WORDS))
+# "key" stands for api-key and key=, "auth" for authorization and auth=; GitHub's prefixes
+# are looked for only in a text with an underscore (see _may_hold_shape).
+_SHAPE_WORDS = ("key", "auth", "token", "cookie", "bearer", "sk-", "tp-local-", "glpat-", "aiza", "xox", "eyj")
+_GITHUB_WORDS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
+_ANY_SHAPE = re.compile("(?i)" + "|".join(re.escape(word) for word in _SHAPE_WORDS + _GITHUB_WORDS))
 
 _lock = threading.Lock()
 _known_secrets: tuple[str, ...] = ()
@@ -102,7 +126,11 @@ def redact_text(text: str) -> str:
     text = _HEADER_SHAPE.sub(_mask_header_value, text)
     text = _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    return _KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+    return _KEY_SHAPE.sub(_mask_key, text)
+
+
+def _mask_key(match: re.Match[str]) -> str:
+    return (match.group(1) or match.group(2) or match.group(3)) + MASK
 
 
 # A run like a token: 20+ letters, digits and -_./+= with both letters and digits (a GitLab
@@ -124,13 +152,25 @@ def mask_token_like(text: str) -> str:
 
 
 def _may_hold_shape(text: str) -> bool:
-    # For ASCII text (every access line but a rare one), lower() and seven substring searches
+    # For ASCII text (every access line but a rare one), lower() and a few substring searches
     # give the same answer as the case-insensitive search, about 10 times sooner (0.6 against
     # 7 µs for an access line); Unicode case rules (the dotless i) are left to the regex.
     if not text.isascii():
         return _ANY_SHAPE.search(text) is not None
     lowered = text.lower()
-    return any(word in lowered for word in _SHAPE_WORDS)
+    # Written out, not a loop over _SHAPE_WORDS: a third of the cost, on every access line. Four
+    # words hold a "k", which few request lines do.
+    return (
+        ("k" in lowered and ("key" in lowered or "token" in lowered or "cookie" in lowered or "sk-" in lowered))
+        or "auth" in lowered
+        or "bearer" in lowered
+        or "tp-local-" in lowered
+        or "glpat-" in lowered
+        or "aiza" in lowered
+        or "xox" in lowered
+        or "eyj" in lowered
+        or ("_" in lowered and any(word in lowered for word in _GITHUB_WORDS))
+    )
 
 
 def _mask_header_value(match: re.Match[str]) -> str:
@@ -140,11 +180,97 @@ def _mask_header_value(match: re.Match[str]) -> str:
     return match.group(1) + match.group(2) + MASK
 
 
+# Percent-decoding rounds a request target gets before its shapes are looked for: a key
+# encoded twice (%2520, %253D: a client that encodes an already encoded URL) is still found;
+# a key encoded more often than that is not (nor would a target read it as a key). Bounded,
+# since each round costs a pass over up to 16 KiB a client chooses.
+DECODE_ROUNDS = 3
+# "2F", "2f", "e9"... -> the character of that code.
+_ESCAPED = {a + b: chr(int(a + b, 16)) for a in string.hexdigits for b in string.hexdigits}
+
+
 def redact_target(target: str) -> str:
-    """Mask ``key=`` query values in a request target; the common case costs one scan."""
-    if "key=" not in target and "KEY=" not in target and "Key=" not in target:
+    """``target`` (a request's path and query, as sent) with every credential masked: the
+    shapes of :func:`redact_text` anywhere in the path or the query, whatever the parameter is
+    called, as sent and percent-decoded (and decoded again), and registered secrets once
+    decoded (as sent, the line's redact_text masks them). The rest keeps its bytes, escapes
+    included; a target with nothing to mask comes back as it is."""
+    if "%" not in target:
+        if not _may_hold_shape(target):
+            return target
+        return _masked(target, _secret_spans(target))
+    decoded, rounds = _percent_decoded(target)
+    spans = [(start, start + len(secret)) for secret in _known_secrets for start in _find_all(decoded, secret)]
+    if _may_hold_shape(decoded):
+        spans += _secret_spans(decoded)
+    if not spans:
         return target
-    return _QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, target)
+    for escapes in reversed(rounds):
+        # Each escape before a position in the decoded text stood for 3 characters, not 1.
+        spans = [(a + 2 * bisect_left(escapes, a), b + 2 * bisect_left(escapes, b)) for a, b in spans]
+    return _masked(target, spans)
+
+
+def _percent_decoded(text: str) -> tuple[str, list[list[int]]]:
+    """``text`` percent-decoded up to DECODE_ROUNDS times (each byte to the character of the
+    same code: the shapes are ASCII), and per round the decoded positions of its escapes."""
+    rounds: list[list[int]] = []
+    for _ in range(DECODE_ROUNDS):
+        if "%" not in text:
+            break
+        # Split on "%" and look the two characters after each up: three times quicker than a
+        # regex with a callback, for the usual one or two escapes.
+        first, *rest = text.split("%")
+        out = [first]
+        size = len(first)
+        escapes: list[int] = []
+        for part in rest:
+            char = _ESCAPED.get(part[:2])
+            if char is None:
+                out += ("%", part)
+                size += 1 + len(part)
+            else:
+                escapes.append(size)
+                out += (char, part[2:])
+                size += len(part) - 1
+        if not escapes:
+            break
+        text = "".join(out)
+        rounds.append(escapes)
+    return text, rounds
+
+
+def _find_all(text: str, part: str) -> Iterable[int]:
+    start = text.find(part)
+    while start >= 0:
+        yield start
+        start = text.find(part, start + len(part))
+
+
+def _secret_spans(text: str) -> list[tuple[int, int]]:
+    """Where in ``text`` the shapes' secret parts are (what redact_text would mask)."""
+    spans = [m.span(3) for m in _HEADER_SHAPE.finditer(text) if not _TEMPLATE_VALUE.fullmatch(m.group(3))]
+    spans += [m.span(2) for m in _QUERY_SHAPE.finditer(text)]
+    spans += [m.span(3) for m in _BEARER_SHAPE.finditer(text)]
+    for m in _KEY_SHAPE.finditer(text):
+        prefix = next(group for group in (1, 2, 3) if m.group(group) is not None)
+        spans.append((m.end(prefix), m.end()))
+    return spans
+
+
+def _masked(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each of ``spans`` (overlapping or not) replaced by one MASK."""
+    out: list[str] = []
+    kept_to = 0
+    for start, end in sorted(set(spans)):
+        if start < kept_to or (start == end == kept_to and out):
+            # Overlaps (or ends at) the span masked last: that MASK covers it.
+            kept_to = max(kept_to, end)
+            continue
+        out += (text[kept_to:start], MASK)
+        kept_to = end
+    out.append(text[kept_to:])
+    return "".join(out)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -15,9 +15,11 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -27,6 +29,8 @@ from yarl import URL
 
 from desktop.config.model import Secret, Target
 from desktop.engine import redact
+from desktop.engine.accesslog import log_request
+from desktop.engine.forward import RequestRecord
 from desktop.engine.guard import MAX_HEADER_BYTES
 from desktop.engine.redact import MASK, RedactingFormatter, redact_target, redact_text, register_secrets
 from desktop.logs import setup_logging
@@ -468,7 +472,7 @@ def _every_shape_pass(text: str) -> str:
     text = redact._HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     text = redact._QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
     text = redact._BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    return redact._KEY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+    return redact._KEY_SHAPE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
 
 
 # Pieces a log line is made of, the shapes' own words among them in mixed case.
@@ -488,6 +492,16 @@ _LINE_PIECES = st.lists(
             "bearer\t",
             "sk-",
             "tp-local-",
+            "&token=",
+            "?Auth=",
+            "ghp_",
+            "github_pat_",
+            "glpat-",
+            "AIza",
+            "xoxb-",
+            "eyJ",
+            ".",
+            "+",
             "abcDEF123456_-",
             " ",
             "'",
@@ -508,3 +522,193 @@ def test_redact_text_shortcut_masks_what_every_pass_masks(line: str) -> None:
     """redact_text skips its shape passes when none of the shapes' words is in the line (the
     common access-log line); the result is the same as running every pass."""
     assert redact_text(line) == _every_shape_pass(line)
+
+
+# --- keys a client put in the URL itself ------------------------------------------------------
+
+# Shaped like the real thing; none is configured, so only the shape rules can hide them.
+URL_GITHUB = "ghp_R8fXk2LmQ9wZ4tYc7VbN1sJd6HgE3aPu0oIq"
+URL_OPENAI = "sk-proj-Xq7Lm2Nb9Vc4Zx8Kp1Jh6Gf3Dd5Ss0Aa-Qw_Er"
+URL_GEMINI = "AIzaSyUrl-9x8w7v6u5t4s3r2q1p0o9n8m7l6k5"
+URL_OPENAI_2 = "sk-Tq9Wm3Vb7Nc2Lk8Jh4Gf6Ds1Az5Xy0Pu"
+
+
+@pytest.mark.parametrize(
+    ("target", "secret", "kept"),
+    [
+        (f"/v1/models?token={URL_GITHUB}", URL_GITHUB[4:], "/v1/models?token="),
+        (f"/v1/chat/completions?auth=Bearer%20{URL_OPENAI}&n=1", URL_OPENAI[8:], "&n=1"),
+        (f"/v1/chat/completions?auth=Bearer+{URL_OPENAI}", URL_OPENAI[8:], "?auth="),
+        (f"/v1beta/models?k={URL_GEMINI}&alt=sse", URL_GEMINI[4:], "&alt=sse"),
+        (f"/v1/x?x=1%26key%3D{URL_OPENAI_2}&n=2", URL_OPENAI_2[3:], "/v1/x?x=1%26key%3D"),
+        (f"/v1/x?x=1%2526key%253D{URL_OPENAI_2}", URL_OPENAI_2[3:], "?x=1%2526key%253D"),
+        (f"/v1/x?q=%73%6B%2D{URL_OPENAI_2[3:]}", URL_OPENAI_2[3:], "/v1/x?q="),
+        (f"/proxy/{URL_GITHUB}/v1/models", URL_GITHUB[4:], "/v1/models"),
+        (f"/v1/x?c=ctx%252F{URL_GEMINI}", URL_GEMINI[4:], "?c=ctx%252F"),
+        ("/v1/x?id_token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig-nat_ure0", "eyJzdWIiOiIxMjM0In0", "id_token="),
+        ("/hooks?slack=xoxb-1234567890-0987654321-AbCdEfGhIjKl", "1234567890-0987654321", "/hooks?slack="),
+        ("/api?t=glpat-Ab1Cd2Ef3Gh4Ij5Kl6Mn", "Ab1Cd2Ef3Gh4Ij5Kl6Mn", "/api?t="),
+        ("/gh?p=github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz0123456789", "11ABCDEFG0abcdefghijkl", "/gh?p="),
+    ],
+)
+def test_redact_target_masks_key_shapes_anywhere_also_percent_encoded(target: str, secret: str, kept: str) -> None:
+    """Keys a client put in the URL, whatever the parameter is called, in the path too, and
+    percent-encoded once or twice, leave the access line; the rest keeps its bytes."""
+    redacted = redact_target(target)
+    assert secret not in redacted
+    assert secret not in _fully_decoded(redacted)
+    assert MASK in redacted
+    assert kept in redacted
+
+
+def test_redact_target_masks_a_configured_key_sent_percent_encoded() -> None:
+    """A configured key of no known shape, sent encoded (``%2B`` for its ``+``), is masked too."""
+    key = "Cfg+Key/0f9e8d7c6b5a"
+    saved = redact._known_secrets
+    try:
+        register_secrets([key])
+        redacted = redact_target(f"/v1/x?opaque={quote(key, safe='')}&n=1")
+    finally:
+        redact._known_secrets = saved
+    assert redacted == f"/v1/x?opaque={MASK}&n=1"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/chat/completions",
+        "/v1/files/file-abc%2Fdef?purpose=fine%20tune&limit=20",
+        "/api/task-12345678/status?after=msg_abc&page_token=xyz",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        "/v1/x?q=%E2%82%AC%25%zz%",
+    ],
+)
+def test_redact_target_leaves_a_target_without_keys_byte_for_byte(target: str) -> None:
+    assert redact_target(target) == target
+
+
+def _fully_decoded(text: str) -> str:
+    """``text`` percent-decoded until nothing changes (as a reader decoding the line would)."""
+    for _ in range(5):
+        text = unquote(text, encoding="latin-1")
+    return text
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_ALNUM = _B64URL[:62]
+
+
+def _run(alphabet: str, low: int, high: int) -> st.SearchStrategy[str]:
+    return st.text(st.sampled_from(alphabet), min_size=low, max_size=high)
+
+
+# (prefix, body) of keys as their services issue them.
+_URL_KEYS = st.one_of(
+    st.tuples(st.sampled_from(["sk-", "sk-proj-", "sk-ant-api03-", "sk-svcacct-"]), _run(_B64URL, 20, 90)),
+    st.tuples(st.sampled_from(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]), _run(_ALNUM, 36, 36)),
+    st.tuples(st.just("github_pat_"), _run(_ALNUM + "_", 82, 82)),
+    st.tuples(st.just("glpat-"), _run(_B64URL, 20, 20)),
+    st.tuples(st.just("AIza"), _run(_B64URL, 35, 35)),
+    st.tuples(st.sampled_from(["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-"]), _run(_ALNUM + "-", 20, 60)),
+    st.tuples(
+        st.just("eyJ"),
+        st.tuples(_run(_B64URL, 10, 40), _run(_B64URL, 10, 80), _run(_B64URL, 0, 43)).map(".".join),
+    ),
+    # An opaque bearer token: only the word before it says what it is.
+    st.tuples(st.sampled_from(["Bearer ", "bearer ", "Bearer+"]), _run(_B64URL + ".~+/", 20, 60)),
+)
+_PARAM = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_.-]{0,12}", fullmatch=True)
+_ENCODINGS = ("as is", "quoted", "quoted twice", "every byte", "separators encoded")
+
+
+def _place(key: str, param: str, encoding: str, where: str) -> str:
+    if encoding == "quoted":
+        key = quote(key, safe="")
+    elif encoding == "quoted twice":
+        key = quote(quote(key, safe=""), safe="")
+    elif encoding == "every byte":
+        key = "".join(f"%{byte:02X}" for byte in key.encode())
+    if where == "path":
+        return f"/v1/{key}/models"
+    if encoding == "separators encoded":
+        return f"/v1/x?x=1%26{param}%3D{quote(key, safe='')}"
+    return f"/v1/x?alt=sse&{param}={key}&n=1"
+
+
+@given(
+    key=_URL_KEYS,
+    param=_PARAM,
+    encoding=st.sampled_from(_ENCODINGS),
+    where=st.sampled_from(["query", "path"]),
+)
+def test_no_key_of_a_known_shape_survives_into_an_access_line(
+    key: tuple[str, str], param: str, encoding: str, where: str
+) -> None:
+    """Whatever the parameter is called, wherever in the target the key sits and however often
+    it was percent-encoded, the access line (as log_request writes it, through the redacting
+    formatter) holds neither the key nor its encoded form."""
+    prefix, body = key
+    target = _place(prefix + body, param, encoding, where)
+    printed = _access_line(target)
+    assert body not in printed
+    assert body not in _fully_decoded(printed)
+    assert '"GET /v1/' in printed
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(RedactingFormatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _access_line(target: str) -> str:
+    """The access line log_request prints for a GET of ``target``."""
+    logger = logging.getLogger("trayproxy.access")
+    handler = _Lines()
+    saved_level, saved_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)  # another handler than the ones desktop.logs installs: the record path
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        record = RequestRecord()
+        record.status = 200
+        log_request(make_mocked_request("GET", target), record, started=0.0, ended=0.1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+        logger.propagate = saved_propagate
+    (line,) = handler.lines
+    return line
+
+
+async def test_real_access_log_masks_keys_a_client_put_in_the_url(aiohttp_server, start_proxy, stderr_log) -> None:
+    """Through the real server and the log set up as `trayproxy serve` does: keys in the URL
+    (the issue's examples, and one in the path) reach the target as sent but not the log; each
+    request still has its line, with the path readable."""
+    lines = stderr_log(verbose=False)
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    proxy = await start_proxy(str(upstream.make_url("")))
+    targets = [
+        f"/v1/models?token={URL_GITHUB}",
+        f"/v1/chat/completions?auth=Bearer%20{URL_OPENAI}",
+        f"/v1beta/models?k={URL_GEMINI}",
+        f"/v1/files?x=1%26key%3D{URL_OPENAI_2}",
+        f"/v1/{URL_GITHUB}/models",
+    ]
+    for target in targets:
+        request = build_request("GET", target, headers=[("Host", f"127.0.0.1:{proxy.port}"), ("Connection", "close")])
+        assert (await exchange(proxy.port, request)).status == 200
+    assert [request["raw_path"] for request in seen.requests] == targets
+    printed = lines()
+    access = [line for line in printed if "trayproxy.access" in line]
+    assert len(access) == len(targets), printed
+    for body in (URL_GITHUB[4:], URL_OPENAI[8:], URL_GEMINI[4:], URL_OPENAI_2[3:]):
+        assert not [line for line in printed if body in _fully_decoded(line)]
+    assert '"GET /v1/models?token=' in access[0]
+    assert '"GET /v1/files?x=1%26key%3D' in access[3]
+    assert all(MASK in line for line in access)
