@@ -117,6 +117,10 @@ async def _next_body_piece(content: StreamReader) -> bytes:
     """The next bytes of the request body as they arrive (b"" at its end); raises
     bad_request_body() when none come for REQUEST_BODY_GAP_S or the chunked coding is broken."""
     try:
+        # What has arrived already is taken without a timer (one costs ~5 µs a read).
+        piece = content.read_nowait()
+        if piece or content.at_eof():
+            return piece
         async with asyncio.timeout(REQUEST_BODY_GAP_S):
             return await content.readany()
     except (TimeoutError, TransferEncodingError) as exc:

@@ -9,6 +9,7 @@ forwarded" is checked against what the echo target recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import socket
@@ -845,6 +846,23 @@ async def test_chunked_upload_is_forwarded_whatever_the_case_of_chunked(guarded,
     assert response.status == 200, response.raw[:400]
     [seen] = guarded.seen.requests
     assert seen["body_size"] == len(b"hello world")
+
+
+@pytest.mark.parametrize("size", [0, 200 * 1024, 3 * 1024 * 1024], ids=["empty", "200KiB", "3MiB"])
+async def test_upload_with_a_length_arrives_whole(guarded, size: int) -> None:
+    """A body with a Content-Length, read whole (up to 1 MiB) or streamed (more), reaches the
+    target byte for byte under either parser."""
+    body = bytes(range(256)) * (size // 256)
+    request = build_request(
+        "POST",
+        "/v1/files",
+        headers=[("Host", guarded.host), ("Content-Length", str(size)), ("Connection", "close")],
+        body=body,
+    )
+    response = await guarded.send(request)
+    assert response.status == 200, response.raw[:400]
+    [seen] = guarded.seen.requests
+    assert (seen["body_size"], seen["body_sha256"]) == (size, hashlib.sha256(body).hexdigest())
 
 
 # --- request bodies that stall or cannot be parsed ----------------------------------------
