@@ -3,7 +3,9 @@
 Every handler installed here formats through ``RedactingFormatter``, so no record, whoever
 logs it (aiohttp's own loggers included), can print a key. The tray also logs to
 ``trayproxy.log`` in the user's log directory (a windowed app has no terminal, and a frozen
-windowed build has no stderr at all: ``sys.stderr`` is None there).
+windowed build has no stderr at all: ``sys.stderr`` is None there). On POSIX that folder and
+every file in it, rotated ones included, are the user's alone (0700, 0600), as the local token
+file is: even redacted, the log says which APIs and paths the person's tools use, and when.
 
 What gets logged follows the config file's ``[log]`` table (:func:`apply_log_settings`, again on
 every reload); ``serve``'s ``-v`` and ``-q`` win over it.
@@ -30,6 +32,7 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import threading
 import time
@@ -45,6 +48,8 @@ from desktop.engine.redact import RedactingFormatter, redact_text
 
 __all__ = ["apply_log_settings", "log_dir", "setup_logging"]
 
+log = logging.getLogger("trayproxy.logs")
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FILE_NAME = "trayproxy.log"
@@ -53,6 +58,9 @@ LOG_FILE_BYTES = 2 * 1024 * 1024
 LOG_FILE_BACKUPS = 3
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 ACCESS_LOGGER = "trayproxy.access"
+# Owner-only on POSIX; older versions left the umask's 0755 / 0644, which are tightened at start.
+LOG_DIR_MODE = 0o700
+LOG_FILE_MODE = 0o600
 # Someone tailing the log sees a request line at most this long after the request ended.
 FLUSH_INTERVAL_S = 0.25
 # Written at once past this many queued lines (about 40,000 requests/s): memory stays bounded.
@@ -71,9 +79,10 @@ def setup_logging(*, verbose: bool = False, quiet: bool = False, to_file: bool =
     if sys.stderr is not None:
         handlers.append(_BufferedStreamHandler(sys.stderr))
     log_file = None
+    loosened: list[Path] = []
     if to_file:
         log_file = log_dir() / LOG_FILE_NAME
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        loosened = _prepare_private_log(log_file)
         handlers.append(
             _BufferedRotatingFileHandler(
                 log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
@@ -93,7 +102,44 @@ def setup_logging(*, verbose: bool = False, quiet: bool = False, to_file: bool =
     access = logging.getLogger(ACCESS_LOGGER)
     access.write_line = _AccessLines(access, handlers, formatter)  # type: ignore[attr-defined]
     apply_log_settings(LogSettings(), verbose=verbose, quiet=quiet)
+    if loosened:
+        log.warning("%s could be read by other users; now only you can", ", ".join(map(str, loosened)))
     return log_file
+
+
+def _prepare_private_log(log_file: Path) -> list[Path]:
+    """Make the log folder if need be and, on POSIX, it and the log files already there
+    (rotated ones too) owner-only; create the log file owner-only before the handler opens it
+    (it would take the umask's bits). Returns the paths others could read until now."""
+    folder = log_file.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=LOG_DIR_MODE)
+    if os.name != "posix":
+        return []  # Windows: the user's profile folder is theirs alone already
+    loosened = [path for path in (folder, log_file) if _make_owner_only(path)]
+    _create_owner_only(log_file)
+    loosened += [path for path in sorted(folder.glob(LOG_FILE_NAME + ".*")) if _make_owner_only(path)]
+    return loosened
+
+
+def _make_owner_only(path: Path) -> bool:
+    """Take the group and other bits off ``path`` (a folder or a regular file); True when it had any."""
+    try:
+        info = path.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if not mode & 0o077 or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            return False
+        os.chmod(path, LOG_DIR_MODE if stat.S_ISDIR(info.st_mode) else LOG_FILE_MODE)
+    except OSError:
+        return False  # gone meanwhile, or not ours: the log still works
+    return True
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create ``path`` as an empty owner-only file unless it exists; no-op off POSIX."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_FILE_MODE))
 
 
 def apply_log_settings(settings: LogSettings, *, verbose: bool = False, quiet: bool = False) -> None:
@@ -279,6 +325,12 @@ class _BufferedRotatingFileHandler(_Buffered, logging.handlers.RotatingFileHandl
             self, filename, maxBytes=maxBytes, backupCount=backupCount, encoding=encoding
         )
         self._setup_buffer()
+
+    def rotate(self, source: str, dest: str) -> None:
+        """Rename ``source`` to ``dest`` as usual, then make the next ``source`` owner-only,
+        before the rollover opens it (with the umask's bits, often 0644)."""
+        super().rotate(source, dest)
+        _create_owner_only(Path(source))
 
     def _write_lines(self, lines: list[str]) -> None:
         if self.stream is None:

@@ -292,3 +292,67 @@ def test_queued_lines_are_written_at_interpreter_exit() -> None:
     assert [line.split(": ", 1)[1] for line in result.stderr.splitlines()] == [
         f"line {i}" for i in range(300)
     ]
+
+
+# -- the log file is the user's alone ---------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, under which files are made readable by everyone (0644)."""
+    saved = os.umask(0o022)
+    yield
+    os.umask(saved)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_log_folder_and_files_are_owner_only_rotated_ones_too(
+    stderr: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None
+) -> None:
+    """Other users of the machine cannot read the tray's log: its folder is 0700 and the file
+    0600, and so is each file rotation starts, which the umask would make 0644."""
+    folder = tmp_path / "state" / "log"
+    monkeypatch.setattr(logs, "log_dir", lambda: folder)
+    monkeypatch.setattr(logs, "LOG_FILE_BYTES", 2000)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    log_file = logs.setup_logging(to_file=True)
+    assert log_file is not None
+    assert (_mode(folder), _mode(log_file)) == (0o700, 0o600)
+    for i in range(100):
+        log_request(FakeRequest(f"/r/{i}"), record(), started=10.0, ended=10.1)
+    flush()
+    files = sorted(folder.iterdir())
+    assert [p.name for p in files] == ["trayproxy.log", "trayproxy.log.1", "trayproxy.log.2", "trayproxy.log.3"]
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    assert "could be read by other users" not in stderr.getvalue()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_log_left_readable_by_others_is_made_owner_only_and_said_so(
+    stderr: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None
+) -> None:
+    """A log folder and files an older version left 0755 / 0644 are tightened at start, the
+    rotated files too, and the log says so once."""
+    folder = tmp_path / "log"
+    folder.mkdir(mode=0o755)
+    for name in ("trayproxy.log", "trayproxy.log.1", "trayproxy.log.3"):
+        (folder / name).write_text("old line\n")
+        (folder / name).chmod(0o644)
+    monkeypatch.setattr(logs, "log_dir", lambda: folder)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logs.setup_logging(to_file=True)
+    flush()
+    assert _mode(folder) == 0o700
+    assert {p.name: _mode(p) for p in folder.iterdir()} == {
+        "trayproxy.log": 0o600,
+        "trayproxy.log.1": 0o600,
+        "trayproxy.log.3": 0o600,
+    }
+    warnings = [line for line in stderr.getvalue().splitlines() if "could be read by other users" in line]
+    assert len(warnings) == 1, stderr.getvalue()
+    assert str(folder) in warnings[0]
+    assert "trayproxy.log.3" in warnings[0]
