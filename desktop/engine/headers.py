@@ -15,6 +15,7 @@ from desktop.config.model import CREDENTIAL_HEADERS, Target
 
 __all__ = [
     "HOP_BY_HOP",
+    "KEY_PROTOCOL_PREFIX",
     "RawHeaders",
     "RequestHeaderRules",
     "connection_tokens",
@@ -23,6 +24,10 @@ __all__ = [
 ]
 
 RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+# A Sec-WebSocket-Protocol offer carrying an API key (OpenAI Realtime's way for browsers, which
+# cannot set headers on a WebSocket): a credential like Authorization, in another place.
+KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
 
 # RFC 9110 §7.6.1 (and its predecessors): meaningful for one connection only. Upgrade is
 # handled apart: the WebSocket bridge makes its own handshake on each side.
@@ -114,7 +119,8 @@ class RequestHeaderRules:
 
     def __init__(self, target: Target, *, drop_offer_prefix: str = "") -> None:
         """``drop_offer_prefix``: Sec-WebSocket-Protocol offers starting with it are taken out
-        of plain (non-WebSocket) requests; "" keeps every offer."""
+        of plain (non-WebSocket) requests; "" keeps every offer unless the target adds its own
+        Authorization, which takes the key offers out."""
         self._add = tuple((name, value.reveal()) for name, value in target.add_headers)
         added = {name.lower() for name, _ in self._add}
         # A target that adds its own credential gets no other from the client (see
@@ -129,6 +135,10 @@ class RequestHeaderRules:
             | credentials
             | {"x-forwarded-proto", "x-forwarded-host"}
         )
+        # The client's key offers are credentials too: a target adding its own Authorization
+        # would get the client's placeholder key offered beside it.
+        if "authorization" in credentials:
+            drop_offer_prefix = KEY_PROTOCOL_PREFIX
         self._drop_offer_prefix = drop_offer_prefix
         self._host = target.origin.split("://", 1)[1]
         self._keep_host = target.keep_host
@@ -184,6 +194,11 @@ class RequestHeaderRules:
         if client_host:
             out["X-Forwarded-Host"] = client_host
         return out
+
+    @property
+    def drops_key_offers(self) -> bool:
+        """Whether the client's ``openai-insecure-api-key.`` subprotocol offers stop here."""
+        return bool(self._drop_offer_prefix)
 
     @property
     def host(self) -> str:

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.errors import ProxyError, RequestRefused
-from desktop.engine.headers import RequestHeaderRules
+from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules
 from desktop.engine.redact import register_secrets
 
 __all__ = [
@@ -52,8 +52,6 @@ __all__ = [
 # Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key.
 CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _KEY_HEADERS = (b"x-api-key", b"api-key")
-# A WebSocket subprotocol offer carrying an API key: OpenAI Realtime's way for browsers.
-KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
 _KEY_PROTOCOL_PREFIX = KEY_PROTOCOL_PREFIX.encode()
 # RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
 CHALLENGE = 'Bearer realm="TrayProxy"'

@@ -89,7 +89,7 @@ async def carry_websocket(
     token_required: bool = False,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and carry it until either side ends."""
-    offers = _offered_protocols(request, token_required=token_required)
+    offers = _offered_protocols(request, drop_key_offers=token_required or upstream.rules.drops_key_offers)
     if RAW_RELAY:
         return await relay_websocket(request, upstream, record, live, offers)
     return await bridge_websocket(request, upstream, record, live, offers)
@@ -195,15 +195,15 @@ async def relay_websocket(
     return client
 
 
-def _offered_protocols(request: web.BaseRequest, *, token_required: bool) -> list[str]:
+def _offered_protocols(request: web.BaseRequest, *, drop_key_offers: bool) -> list[str]:
     # RFC 6455 §11.3.4 lets a client repeat the header; every offer counts. With the local
-    # token required, an offer carrying a key carries the token (see localtoken.py): the
-    # target must not get it.
+    # token required, an offer carrying a key carries the token (see localtoken.py); with a
+    # target adding its own key, the client's is a placeholder (headers.py): the target gets neither.
     return [
         p.strip()
         for header in request.headers.getall("Sec-WebSocket-Protocol", [])
         for p in header.split(",")
-        if p.strip() and not (token_required and p.strip().startswith(KEY_PROTOCOL_PREFIX))
+        if p.strip() and not (drop_key_offers and p.strip().startswith(KEY_PROTOCOL_PREFIX))
     ]
 
 

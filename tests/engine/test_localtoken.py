@@ -395,3 +395,55 @@ async def test_options_that_is_not_a_preflight_still_needs_the_token(make_proxie
     ):
         assert response.status == 401
     assert proxied.seen.requests == []
+
+
+@pytest.mark.parametrize("ws_path", ["relay", "bridge"], indirect=True)
+async def test_a_placeholder_key_offer_never_reaches_a_target_that_adds_its_own_key(
+    aiohttp_server, start_proxy, ws_path: str
+) -> None:
+    """Without the local token too: a browser Realtime client offers its placeholder key as
+    ``openai-insecure-api-key.unused``; a target that adds its own Authorization gets its real
+    key and the other offers, never the placeholder (which the service could read instead of
+    the key), on the WebSocket and on a plain request. A target adding no key gets every offer."""
+    handshakes: list[list[tuple[str, str]]] = []
+    upstream = await aiohttp_server(_recording_ws_app(handshakes, protocols=("realtime",)))
+    upstream_url = str(upstream.make_url("")).rstrip("/")
+    offers = ("realtime", "openai-insecure-api-key.unused", "openai-beta.realtime-v1")
+    keyed = await start_proxy(_keyed_target(upstream_url), settings=_settings(required=False))
+    keyless = await start_proxy(Target(url=upstream_url, name="keyless"), settings=_settings(required=False))
+    async with aiohttp.ClientSession() as session:
+        for proxy in (keyed, keyless):
+            async with session.ws_connect(proxy.url + "/ws", protocols=offers) as ws:
+                assert ws.protocol == "realtime"
+                await _echoes(ws)
+
+    def offered(headers: list[tuple[str, str]]) -> list[str]:
+        return [
+            offer.strip()
+            for name, value in headers
+            if name.lower() == "sec-websocket-protocol"
+            for offer in value.split(",")
+        ]
+
+    keyed_headers, keyless_headers = handshakes
+    assert ("Authorization", f"Bearer {REAL_KEY}") in keyed_headers
+    assert offered(keyed_headers) == ["realtime", "openai-beta.realtime-v1"]
+    assert offered(keyless_headers) == list(offers)
+
+    plain = await make_plain_request(aiohttp_server, start_proxy, ", ".join(offers))
+    assert plain == ["realtime, openai-beta.realtime-v1"]
+
+
+async def make_plain_request(aiohttp_server, start_proxy, offer_header: str) -> list[str]:
+    """The Sec-WebSocket-Protocol values a key-adding target saw on one plain GET."""
+    seen = Seen()
+    upstream = await aiohttp_server(echo_app(seen))
+    proxy = await start_proxy(
+        _keyed_target(str(upstream.make_url("")).rstrip("/")), settings=_settings(required=False)
+    )
+    async with aiohttp.ClientSession() as session, session.get(
+        proxy.url + "/v1/models", headers={"Sec-WebSocket-Protocol": offer_header}
+    ) as response:
+        assert response.status == 200
+    (request,) = seen.requests
+    return [value for name, value in request["headers"] if name.lower() == "sec-websocket-protocol"]  # type: ignore[union-attr]
