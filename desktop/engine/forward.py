@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import StreamReader, hdrs, web
@@ -49,6 +50,8 @@ CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # bytes keep coming, however slowly the target takes them. 8 s, so the answer comes within 10 s.
 REQUEST_BODY_GAP_S = 8.0
 
+_Opened = TypeVar("_Opened")
+
 
 class PassThroughResponse(web.StreamResponse):
     """A response that carries exactly the target's headers.
@@ -59,16 +62,21 @@ class PassThroughResponse(web.StreamResponse):
 
     With ``hold_headers`` the status line and headers wait for the first body bytes (or the
     end) and leave in the same send, which halves the sends of a small answer.
+
+    aiohttp has no public way to do either: its server adds those headers in
+    ``StreamResponse._prepare_headers`` with nothing to switch it off, and holding the headers
+    is its own web.Response's private ``_send_headers_immediately``; ``_real_headers`` (the
+    headers used as they are, not copied) is private too. These four names are read in aiohttp
+    3.12 .. 3.14, pyproject.toml keeps aiohttp below 3.15, and
+    tests/engine/test_aiohttp_internals.py pins each one.
     """
 
     def __init__(
         self, *, headers: CIMultiDict[str], hold_headers: bool = False, status: int, reason: str | None
     ) -> None:
-        # ``headers`` is built for this response alone, so it is used as is: aiohttp's
-        # (internal) _real_headers, which its own web.Response uses to skip the copy.
+        # ``headers`` is built for this response alone, so it is used as is.
         super().__init__(status=status, reason=reason, _real_headers=headers)
-        # aiohttp's own switch (web.Response sets it off): headers are kept in the writer's
-        # buffer and written together with the first body chunk or at write_eof.
+        # Held headers sit in the writer's buffer until the first body chunk or write_eof.
         self._send_headers_immediately = not hold_headers
 
     async def _prepare_headers(self) -> None:
@@ -199,10 +207,11 @@ async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohtt
 
 
 async def send_with_pool_retry(
-    upstream: Upstream, send: Callable[[], Awaitable[aiohttp.ClientResponse]], *, replayable: bool
-) -> aiohttp.ClientResponse:
-    """``send()``'s response; sent again while it fails on connections from the pool (see
-    below). Raises ProxyError for a failure the client should be told about."""
+    upstream: Upstream, send: Callable[[], Awaitable[_Opened]], *, replayable: bool
+) -> _Opened:
+    """``send()``'s response (or WebSocket); sent again while it fails on connections from the
+    pool (see below). Raises ProxyError for a failure the client should be told about;
+    aiohttp.WSServerHandshakeError (the target refused a WebSocket) as it is."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         note = ReuseNote()
         token = REUSE_NOTE.set(note)
@@ -225,6 +234,8 @@ async def send_with_pool_retry(
                 )
                 continue
             raise map_client_error(exc, target=upstream.target.display_name) from exc
+        except aiohttp.WSServerHandshakeError:
+            raise  # the target refused the upgrade: its answer, for the caller to pass on
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_client_error(exc, target=upstream.target.display_name) from exc
         finally:

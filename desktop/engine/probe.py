@@ -84,13 +84,15 @@ async def probe_target(
         headers.setdefault(name, value)
     started = time.perf_counter()
     try:
-        async with upstream.session.get(
+        response = await upstream.request(
+            "GET",
             upstream.url_for(path),
             headers=headers,
             allow_redirects=False,
             proxy=upstream.proxy,
             proxy_headers=upstream.proxy_headers,
-        ) as response:
+        )
+        async with response:
             await response.read()
             status = response.status
     except (TimeoutError, aiohttp.ClientError) as exc:

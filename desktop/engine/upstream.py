@@ -8,7 +8,7 @@ its own pool; a target that is switched away from is closed once its last reques
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import ipaddress
 import logging
 import socket
@@ -17,20 +17,23 @@ import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE, EMPTY_BODY_METHODS, TimerNoop
 from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
 from desktop.config.model import Target
-from desktop.engine.headers import RequestHeaderRules
+from desktop.engine.headers import RawHeaders, RequestHeaderRules
+
+if TYPE_CHECKING:
+    from desktop.engine.leansend import LeanSender
 
 __all__ = [
     "REUSE_NOTE",
@@ -118,57 +121,82 @@ def _split_credentials(proxy: str) -> tuple[URL, str | None]:
     proxy_url = URL(proxy)
     authorization = None
     if proxy_url.user:
-        authorization = aiohttp.encode_basic_auth(proxy_url.user, proxy_url.password or "")
+        # RFC 7617, UTF-8: what aiohttp.encode_basic_auth does, which aiohttp 3.12 lacks (and
+        # its BasicAuth is deprecated in 3.14).
+        credentials = f"{proxy_url.user}:{proxy_url.password or ''}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
         proxy_url = proxy_url.with_user(None)
     return proxy_url, authorization
 
 
 # aiohttp's client adds these when absent; a proxy must send only what the client sent.
 SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-_SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(SKIP_AUTO_HEADERS))
 
 
 class _ExactRequest(aiohttp.ClientRequest):
-    """aiohttp's request adding no header of its own: neither the default Accept,
-    Accept-Encoding and User-Agent (nor a Content-Type) nor the ``Content-Length: 0`` it puts
-    on a bodiless POST or DELETE.
+    """aiohttp's request without the ``Content-Length: 0`` it puts on a bodiless POST or
+    DELETE; the session's ``skip_auto_headers`` keeps out its default Accept, Accept-Encoding,
+    User-Agent and Content-Type, but does not cover this one, and a proxy should send only what
+    the client sent (RFC 9110 §8.6: a sender should not add it to a request without content)."""
 
-    ``skip_auto_headers`` does not cover the last one, and a proxy should send only what the
-    client sent (RFC 9110 §8.6: a sender should not add it to a request without content)."""
-
-    def update_auto_headers(self, skip_auto_headers: object) -> None:
-        # aiohttp's own version copies the headers and builds a sorted multidict of the names
-        # to skip on every request (about 3 % of a small request's CPU) to skip what this
-        # class always skips. Its body code reads the skipped names (Content-Type) from here.
-        self._skip_auto_headers = _SKIPPED
-
-    def update_body_from_data(self, body: object, _stacklevel: int = 3) -> None:
-        if body is None:
-            # All aiohttp does for no body is add that Content-Length: 0 (a Content-Length the
-            # client sent stays in the headers).
-            self._body = None
-            return
-        super().update_body_from_data(body, _stacklevel=_stacklevel + 1)
+    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
+        client_sent_length = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body, *args, **kwargs)
+        if body is None and not client_sent_length:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
 
 
-# Upstream.send drives aiohttp's ClientRequest, connector and ClientResponse itself, as
-# ClientSession._request does but without what a proxy never uses there (redirects, cookies,
-# auth, default and auto headers, trace signals, a total timeout, middlewares, two header
-# copies): about 10 % of a small request's CPU. It leans on aiohttp internals read in 3.14
-# (set_response_params, ClientRequest's arguments), so other versions take the session's path.
+# Upstream.send drives aiohttp's request, connector and response itself on the aiohttp
+# version leansend.py was read against (about 14 % less CPU per small request); any other
+# version sends through ClientSession.request.
 LEAN_SEND = aiohttp.__version__.startswith("3.14.")
-_NO_TIMER = TimerNoop()
 # Request targets whose upstream URL is kept parsed, per target.
 MAX_CACHED_URLS = 1024
 # aiohttp's default limit on the number of response headers.
 MAX_RESPONSE_HEADERS = 128
+# How much of a response body aiohttp buffers before it stops reading the socket (its default
+# since 3.13; 64 KiB before), the same whichever way the request was sent.
+READ_BUFFER_BYTES = 2**18
+# aiohttp's default: read timeouts above this many seconds are rounded up to whole seconds.
+TIMEOUT_CEIL_THRESHOLD_S = 5.0
 
 
-async def _close_body(request: aiohttp.ClientRequest) -> None:
-    # As ClientSession._request does.
-    body = request._body
-    if body is not None:
-        await body.close()
+class _NotRetried(Exception):
+    """A failure aiohttp's session would have answered by sending the request again."""
+
+    def __init__(self, error: aiohttp.ClientError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+# The responses to what this task sends through the session, for whoever set a list here:
+# a bridged WebSocket's handshake answer, which aiohttp's ClientWebSocketResponse keeps private.
+_RESPONSES_SEEN: ContextVar[list[aiohttp.ClientResponse] | None] = ContextVar(
+    "trayproxy_responses_seen", default=None
+)
+
+
+async def _send_once(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Session middleware: each request goes out once.
+
+    ClientSession re-sends an idempotent request once by itself when its connection fails,
+    even a fresh connection, where the request may have reached the target; forward.py
+    decides retries (only on dead pooled connections). aiohttp offers no public switch (its
+    own TestClient sets a private field; aio-libs/aiohttp#10790), but it retries only on
+    ClientOSError and ServerDisconnectedError: raised through this middleware as _NotRetried,
+    they reach Upstream, which raises them again as they were."""
+    try:
+        response = await handler(request)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise  # never retried by aiohttp
+        raise _NotRetried(exc) from exc
+    seen = _RESPONSES_SEEN.get()
+    if seen is not None:
+        seen.append(response)
+    return response
 
 
 class ReuseNote:
@@ -215,9 +243,7 @@ class Upstream:
     """One target's connection pool and per-target constants."""
 
     __slots__ = (
-        "_connector",
-        "_loop",
-        "_timeout",
+        "_lean",
         "_urls",
         "active",
         "base_path",
@@ -257,6 +283,7 @@ class Upstream:
             ssl=build_ssl_context(target),
             resolver=resolver,
             ttl_dns_cache=DNS_CACHE_TTL_S,
+            timeout_ceil_threshold=TIMEOUT_CEIL_THRESHOLD_S,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -273,16 +300,24 @@ class Upstream:
             max_field_size=MAX_RESPONSE_LINE_BYTES,
             requote_redirect_url=False,
             request_class=_ExactRequest,
-            skip_auto_headers=SKIP_AUTO_HEADERS,  # what _ExactRequest skips, said for the record
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+            read_bufsize=READ_BUFFER_BYTES,
+            middlewares=(_send_once,),
         )
-        self._connector = connector
         self._urls: dict[str, URL] = {}
-        self._timeout = self.session.timeout
-        self._loop = asyncio.get_running_loop()
-        # aiohttp re-sends idempotent requests once by itself, even after a failure on a fresh
-        # connection; forward.py decides retries (only on dead pooled connections), so this is
-        # off. Private, but aiohttp's own TestClient sets it the same way.
-        self.session._retry_connection = False
+        self._lean: LeanSender | None = None
+        if LEAN_SEND:
+            from desktop.engine import leansend  # aiohttp internals, on the version read (see there)
+
+            self._lean = leansend.LeanSender(
+                self.session,
+                connector,
+                request_class=leansend.lean_request_class(_ExactRequest, SKIP_AUTO_HEADERS),
+                timeout_ceil_threshold_s=TIMEOUT_CEIL_THRESHOLD_S,
+                read_buffer_bytes=READ_BUFFER_BYTES,
+                max_line_bytes=MAX_RESPONSE_LINE_BYTES,
+                max_headers=MAX_RESPONSE_HEADERS,
+            )
         if self.proxy is not None:
             log.info("requests to %s go through the proxy %s", target.display_name, self.proxy)
 
@@ -291,68 +326,41 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         """Send one request; return the response once its head is in. Raises aiohttp's
         client exceptions as ``ClientSession.request`` does."""
-        if not LEAN_SEND:
-            return await self.session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                proxy=self.proxy,
-                proxy_headers=self.proxy_headers,
+        if LEAN_SEND and self._lean is not None:
+            return await self._lean.send(
+                method, url, headers, body, proxy=self.proxy, proxy_headers=self.proxy_headers
             )
-        request = _ExactRequest(
+        return await self.request(
             method,
             url,
             headers=headers,
             data=body,
-            loop=self._loop,
-            response_class=aiohttp.ClientResponse,
+            allow_redirects=False,
             proxy=self.proxy,
             proxy_headers=self.proxy_headers,
-            timer=_NO_TIMER,
-            session=self.session,
-            traces=[],
         )
+
+    async def request(self, method: str, url: URL, **options: Any) -> aiohttp.ClientResponse:
+        """``ClientSession.request(method, url, **options)``, sent once (see _send_once)."""
         try:
-            try:
-                connection = await self._connector.connect(request, traces=[], timeout=self._timeout)
-            except TimeoutError as exc:
-                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
-            protocol = connection.protocol
-            assert protocol is not None
-            protocol.set_response_params(
-                timer=_NO_TIMER,
-                skip_payload=method in EMPTY_BODY_METHODS,
-                read_until_eof=True,
-                auto_decompress=False,
-                read_timeout=self._timeout.sock_read,
-                read_bufsize=DEFAULT_CHUNK_SIZE,
-                timeout_ceil_threshold=self._connector._timeout_ceil_threshold,
-                max_line_size=MAX_RESPONSE_LINE_BYTES,
-                max_field_size=MAX_RESPONSE_LINE_BYTES,
-                max_headers=MAX_RESPONSE_HEADERS,
-            )
-            try:
-                response = await request.send(connection)
-                try:
-                    await response.start(connection)
-                except BaseException:
-                    response.close()
-                    raise
-            except BaseException:
-                connection.close()
-                raise
-        except aiohttp.ClientError:
-            raise
-        except OSError as exc:
-            if exc.errno is None and isinstance(exc, TimeoutError):
-                raise
-            raise aiohttp.ClientOSError(*exc.args) from exc
+            return await self.session.request(method, url, **options)
+        except _NotRetried as wrapped:
+            raise wrapped.error from wrapped.error.__cause__
+
+    async def ws_connect(
+        self, url: URL, **options: Any
+    ) -> tuple[aiohttp.ClientWebSocketResponse, RawHeaders]:
+        """``ClientSession.ws_connect(url, **options)``, sent once, and the headers of the
+        target's 101 answer."""
+        seen: list[aiohttp.ClientResponse] = []
+        token = _RESPONSES_SEEN.set(seen)
+        try:
+            websocket = await self.session.ws_connect(url, **options)
+        except _NotRetried as wrapped:
+            raise wrapped.error from wrapped.error.__cause__
         finally:
-            # The request body is done with once the response head is in, or on failure.
-            await _close_body(request)
-        return response
+            _RESPONSES_SEEN.reset(token)
+        return websocket, seen[-1].raw_headers if seen else ()
 
     def url_for(self, raw_target: str) -> URL:
         """The upstream URL for a request target, byte for byte: nothing is re-quoted."""

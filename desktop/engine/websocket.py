@@ -25,9 +25,9 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
-from desktop.engine.errors import ProxyError, UpstreamUnreachable, map_client_error
+from desktop.engine.errors import ProxyError, UpstreamUnreachable
 from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_response, send_with_pool_retry
-from desktop.engine.headers import WEBSOCKET_HANDSHAKE, response_headers
+from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, response_headers
 from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
 from desktop.engine.upstream import Upstream
 from desktop.engine.wsrelay import (
@@ -118,7 +118,7 @@ async def relay_websocket(
         # connection turns out dead.
         response = await send_with_pool_retry(
             upstream,
-            lambda: upstream.session.request(
+            lambda: upstream.request(
                 "GET",
                 url,
                 headers=headers,
@@ -207,9 +207,8 @@ def _offered_protocols(request: web.BaseRequest, *, drop_key_offers: bool) -> li
     ]
 
 
-def _handshake_headers(upstream_ws: aiohttp.ClientWebSocketResponse, upstream: Upstream) -> CIMultiDict[str]:
+def _handshake_headers(raw: RawHeaders, upstream: Upstream) -> CIMultiDict[str]:
     """The target's 101 headers (X-Request-Id and the like) minus the handshake's own."""
-    raw = upstream_ws._response.raw_headers
     headers = response_headers(
         raw, target_prefix=upstream.prefix, base_path=upstream.base_path, local_base=""
     )
@@ -258,24 +257,30 @@ async def bridge_websocket(
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
     deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
     target = upstream.target.display_name
+    url = upstream.url_for(request.raw_path)
     try:
-        upstream_ws = await upstream.session.ws_connect(
-            upstream.url_for(request.raw_path),
-            protocols=offers,
-            headers=headers,
-            autoclose=False,
-            autoping=False,
-            max_msg_size=0,
-            # Compress upstream only when the client asked for it on its side.
-            compress=15 if deflate else 0,
-            proxy=upstream.proxy,
-            proxy_headers=upstream.proxy_headers,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+        # A handshake has no body: sent again like any request when a pooled connection
+        # turns out dead.
+        upstream_ws, handshake = await send_with_pool_retry(
+            upstream,
+            lambda: upstream.ws_connect(
+                url,
+                protocols=offers,
+                headers=headers,
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+                # Compress upstream only when the client asked for it on its side.
+                compress=15 if deflate else 0,
+                proxy=upstream.proxy,
+                proxy_headers=upstream.proxy_headers,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+            ),
+            replayable=True,
         )
     except aiohttp.WSServerHandshakeError as exc:
         return _refused(target, exc.status, record)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        error: ProxyError = map_client_error(exc, target=target)
+    except ProxyError as error:
         record.note = error.code
         record.error = error.message
         return error.to_response()
@@ -292,7 +297,7 @@ async def bridge_websocket(
         compress=deflate,
         timeout=CLOSE_TIMEOUT_S,
     )
-    client_ws.headers.extend(_handshake_headers(upstream_ws, upstream))
+    client_ws.headers.extend(_handshake_headers(handshake, upstream))
     if chosen and chosen not in first_offers:
         client_ws.headers["Sec-WebSocket-Protocol"] = chosen
     carried = _BridgedWebSocket(client_ws, upstream_ws)

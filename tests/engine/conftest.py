@@ -2,10 +2,12 @@
 WebSocket tests on both ways of carrying a WebSocket, and the guard tests on both of aiohttp's
 request parsers.
 
-Upstream.send drives aiohttp's client parts itself on the aiohttp version it was checked
-against (LEAN_SEND) and falls back to ClientSession.request on any other; WebSockets are relayed
-byte for byte on that version (RAW_RELAY) and bridged message by message on any other. The
-tests run on each, so the fallback a user on another aiohttp version gets is tested as well.
+Upstream.send drives aiohttp's client parts itself on the aiohttp version it was read against
+(LEAN_SEND, leansend.py) and sends through ClientSession.request on any other; WebSockets are
+relayed byte for byte on that version (RAW_RELAY) and bridged message by message on any other.
+Where the version gates hold the tests run both ways, so the fallback a user on another aiohttp
+version gets is tested as well; elsewhere only the fallback runs (the gated ways lean on that
+version's internals, pinned in tests/engine/test_aiohttp_internals.py).
 aiohttp parses requests with llhttp (C) unless AIOHTTP_NO_EXTENSIONS is set or the platform has
 no C extension, when its pure-Python parser runs: a test that asks for ``parser`` runs under
 each (tests/pure_parser.py), since the two accept and refuse different things.
@@ -24,11 +26,16 @@ FORWARDING_MODULES = frozenset(
 )
 
 
+# The ways this aiohttp can take (see the module docstring).
+SEND_PATHS = ["lean", "session"] if upstream.LEAN_SEND else ["session"]
+WS_PATHS = ["relay", "bridge"] if websocket.RAW_RELAY else ["bridge"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__.rpartition(".")[2] in FORWARDING_MODULES:
-        metafunc.parametrize("send_path", ["lean", "session"], indirect=True)
+        metafunc.parametrize("send_path", SEND_PATHS, indirect=True)
     if metafunc.module.__name__.rpartition(".")[2] == "test_websocket":
-        metafunc.parametrize("ws_path", ["relay", "bridge"], indirect=True)
+        metafunc.parametrize("ws_path", WS_PATHS, indirect=True)
     if "parser" in metafunc.fixturenames:
         metafunc.parametrize("parser", PARSERS)
 

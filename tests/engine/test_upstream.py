@@ -21,6 +21,7 @@ from upstreams import Seen, dead_port, echo_app
 from yarl import URL
 
 from desktop.engine import upstream as upstream_module
+from desktop.engine import websocket
 
 PEERS = web.AppKey("peers", list)
 
@@ -141,6 +142,7 @@ async def test_request_on_dead_pooled_connection_is_retried_on_a_fresh_one(
     assert attempts == [(1, 2, False), (2, 1, True)]
 
 
+@pytest.mark.parametrize("ws_path", ["relay", "bridge"] if websocket.RAW_RELAY else ["bridge"], indirect=True)
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_websocket_handshake_on_dead_pooled_connection_is_retried_on_a_fresh_one(
     start_proxy, client, keepalive_server, how: str
