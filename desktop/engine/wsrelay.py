@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = [
@@ -166,9 +167,9 @@ class _Direction:
     is set as that connection's payload parser); the chunk goes straight to the sink."""
 
     __slots__ = (
-        "_drain",
         "_pending_close",
         "_relay",
+        "_source_paused",
         "closed_by_us",
         "count_bytes",
         "frames",
@@ -201,7 +202,8 @@ class _Direction:
         self._pending_close: bytes | None = None
         # After our close frame, what the source still sends is not for the sink.
         self.closed_by_us = False
-        self._drain: asyncio.Task[None] | None = None
+        # Reading the source stopped until the sink's buffer drains.
+        self._source_paused = False
 
     # --- aiohttp's payload parser interface ---
 
@@ -221,7 +223,7 @@ class _Direction:
                 return False, b""
         self._write(data)
         self.frames.advance(data)
-        if self.sink_protocol.writing_paused and self._drain is None:
+        if self.sink_protocol.writing_paused and not self._source_paused:
             self._pause_source()
         return False, b""
 
@@ -261,35 +263,33 @@ class _Direction:
     def _pause_source(self) -> None:
         # The sink's buffer is over its high-water mark: stop reading until it drains.
         self.source.pause_reading()
-        self._drain = asyncio.get_running_loop().create_task(self._resume_when_drained())
+        self._source_paused = True
 
-    async def _resume_when_drained(self) -> None:
-        try:
-            # aiohttp's protocols wake this when the transport calls resume_writing.
-            await self.sink_protocol._drain_helper()
-        except (ConnectionError, RuntimeError):
-            return
-        finally:
-            self._drain = None
-        if not self.source.is_closing():
-            self.source.resume_reading()
+    def sink_drained(self) -> None:
+        """The sink's transport called resume_writing: read the source again."""
+        if self._source_paused:
+            self._source_paused = False
+            if not self.source.is_closing():
+                self.source.resume_reading()
 
     def cancel(self) -> None:
-        if self._drain is not None:
-            self._drain.cancel()
+        """The relay is over: a drain that comes later reads nothing more."""
+        self._source_paused = False
 
 
 class _Passthrough(asyncio.Protocol):
     """Put on a relayed connection's transport after the switch, so each read reaches its
     direction without passing through aiohttp's protocol (which only checks what no longer
     applies); writing pauses and the connection's end still go to aiohttp's protocol, which
-    wakes drains and hands the end back to the direction through ``feed_eof``."""
+    keeps its ``writing_paused`` and hands the end back to the direction through ``feed_eof``.
+    A drained buffer also wakes the direction writing to this connection (``on_drained``)."""
 
-    __slots__ = ("_direction", "_original")
+    __slots__ = ("_direction", "_on_drained", "_original")
 
-    def __init__(self, direction: _Direction, original: Any) -> None:
+    def __init__(self, direction: _Direction, original: Any, on_drained: Callable[[], None]) -> None:
         self._direction = direction
         self._original = original
+        self._on_drained = on_drained
 
     def data_received(self, data: bytes) -> None:
         self._direction.feed_data(data)
@@ -302,6 +302,7 @@ class _Passthrough(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._original.resume_writing()
+        self._on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._original.connection_lost(exc)
@@ -347,12 +348,14 @@ class WebSocketRelay:
         101 go out to the client at once (the client's 101 is already written)."""
         self._target_protocol.set_parser(self.to_client, None)
         self._client_protocol.set_parser(self.to_target)
-        for direction, protocol in (
-            (self.to_client, self._target_protocol),
-            (self.to_target, self._client_protocol),
+        # Each connection is one direction's source and the other's sink: its drained buffer
+        # lets the other direction read again.
+        for direction, protocol, writer in (
+            (self.to_client, self._target_protocol, self.to_target),
+            (self.to_target, self._client_protocol, self.to_client),
         ):
             if not direction.source.is_closing():
-                direction.source.set_protocol(_Passthrough(direction, protocol))
+                direction.source.set_protocol(_Passthrough(direction, protocol, writer.sink_drained))
 
     def source_ended(self, direction: _Direction) -> None:
         """One connection closed. Its peer is told 1011 if it left without a close frame (and
