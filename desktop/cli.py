@@ -15,11 +15,11 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from desktop import __version__
 from desktop.config.model import (
@@ -78,7 +78,7 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
-def resolve_env_placeholders(value: str, environ: dict[str, str] | os._Environ[str]) -> str:
+def resolve_env_placeholders(value: str, environ: Mapping[str, str]) -> str:
     """Replace each ``{env:NAME}`` in ``value``; raise KeyError(NAME) when one is unset."""
 
     def lookup(match: re.Match[str]) -> str:
@@ -262,7 +262,13 @@ so you can delete them yourself. Then delete the app's folder (or run
 """
 
 
-def _add_launcher_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class _Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers`` returns, as far as this module uses it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def _add_launcher_commands(commands: _Subcommands) -> None:
     """The `desktop-entry` and `uninstall` subcommands."""
     entry = commands.add_parser(
         "desktop-entry",

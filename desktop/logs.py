@@ -29,6 +29,7 @@ each record twice and sought to the end of the file). So:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import logging.handlers
 import os
@@ -259,7 +260,7 @@ class _Buffered(logging.Handler):
     def _setup_buffer(self) -> None:
         self._queue: deque[str] = deque()
         self._io_lock = threading.Lock()
-        self._closed = False
+        self._buffer_closed = False
 
     def queue_line(self, line: str) -> None:
         queue = self._queue
@@ -276,7 +277,7 @@ class _Buffered(logging.Handler):
     def write_queued(self) -> None:
         with self._io_lock:
             lines = self._take()
-            if lines and not self._closed:
+            if lines and not self._buffer_closed:
                 # As logging.Handler.handleError, but with no record to name: the app goes on.
                 with contextlib.suppress(OSError, ValueError):
                     self._write_lines(lines)
@@ -298,7 +299,7 @@ class _Buffered(logging.Handler):
     def close(self) -> None:
         self.write_queued()
         with self._io_lock:
-            self._closed = True
+            self._buffer_closed = True
         _flusher.forget(self)
         super().close()
 
@@ -332,9 +333,13 @@ class _BufferedRotatingFileHandler(_Buffered, logging.handlers.RotatingFileHandl
         super().rotate(source, dest)
         _create_owner_only(Path(source))
 
+    def _open_file(self) -> io.TextIOWrapper:
+        # As FileHandler opens it (its _open is private): the handler's own file, mode, encoding.
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors)  # type: ignore[return-value]
+
     def _write_lines(self, lines: list[str]) -> None:
         if self.stream is None:
-            self.stream = self._open()
+            self.stream = self._open_file()
         # bpo-45401, as RotatingFileHandler: only a regular file is ever rolled over.
         if self.maxBytes <= 0 or (
             os.path.exists(self.baseFilename) and not os.path.isfile(self.baseFilename)
@@ -353,7 +358,7 @@ class _BufferedRotatingFileHandler(_Buffered, logging.handlers.RotatingFileHandl
                     self.stream.write("\n".join(lines[start:index]) + "\n")
                 self.doRollover()
                 if self.stream is None:
-                    self.stream = self._open()
+                    self.stream = self._open_file()
                 self.stream.seek(0, 2)
                 size = self.stream.tell()
                 start = index

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REUSE_NOTE",
     "SKIP_AUTO_HEADERS",
+    "ExactRequest",
     "ReuseNote",
     "Upstream",
     "build_ssl_context",
@@ -133,7 +134,7 @@ def _split_credentials(proxy: str) -> tuple[URL, str | None]:
 SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 
 
-class _ExactRequest(aiohttp.ClientRequest):
+class ExactRequest(aiohttp.ClientRequest):
     """aiohttp's request without the ``Content-Length: 0`` it puts on a bodiless POST or
     DELETE; the session's ``skip_auto_headers`` keeps out its default Accept, Accept-Encoding,
     User-Agent and Content-Type, but does not cover this one, and a proxy should send only what
@@ -299,7 +300,7 @@ class Upstream:
             max_line_size=MAX_RESPONSE_LINE_BYTES,
             max_field_size=MAX_RESPONSE_LINE_BYTES,
             requote_redirect_url=False,
-            request_class=_ExactRequest,
+            request_class=ExactRequest,
             skip_auto_headers=SKIP_AUTO_HEADERS,
             read_bufsize=READ_BUFFER_BYTES,
             middlewares=(_send_once,),
@@ -312,7 +313,6 @@ class Upstream:
             self._lean = leansend.LeanSender(
                 self.session,
                 connector,
-                request_class=leansend.lean_request_class(_ExactRequest, SKIP_AUTO_HEADERS),
                 timeout_ceil_threshold_s=TIMEOUT_CEIL_THRESHOLD_S,
                 read_buffer_bytes=READ_BUFFER_BYTES,
                 max_line_bytes=MAX_RESPONSE_LINE_BYTES,
