@@ -6,10 +6,12 @@ default headers merged into fresh copies, trace signals, a total timeout, middle
 aiohttp has no public way to skip them. This module does what ClientSession._request does
 with the parts a proxy needs, through aiohttp internals as read in 3.14: ClientRequest's
 internal arguments (loop, timer, session, traces), ``ClientRequest._skip_auto_headers``,
-``ResponseHandler.set_response_params`` and ``helpers.TimerNoop``. upstream.py imports it only
-on aiohttp 3.14.x (LEAN_SEND); every other version sends through ClientSession.request with
-public options only. tests/engine/test_aiohttp_internals.py pins each internal used here, so a 3.14
-release that changes one fails there by name, and the forwarding tests run on both paths.
+``ResponseHandler.set_response_params``, ``helpers.TimerNoop`` and
+``helpers.EMPTY_BODY_METHODS`` (methods whose answer has no body: "HEAD" in 3.14.5, every
+spelling of it in 3.14.0). upstream.py imports it only on aiohttp 3.14.x (LEAN_SEND); every
+other version sends through ClientSession.request with public options only.
+tests/engine/test_aiohttp_internals.py pins each internal used here, so a 3.14 release that
+changes one fails there by name, and the forwarding tests run on both paths.
 
 Nothing else may import this module.
 """
@@ -21,8 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from aiohttp import hdrs
-from aiohttp.helpers import TimerNoop
+from aiohttp.helpers import EMPTY_BODY_METHODS, TimerNoop
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -30,8 +31,6 @@ from desktop.engine.upstream import SKIP_AUTO_HEADERS, ExactRequest
 
 __all__ = ["LeanRequest", "LeanSender"]
 
-# Methods whose answer has no body (aiohttp.helpers.EMPTY_BODY_METHODS in 3.14).
-EMPTY_BODY_METHODS = frozenset({hdrs.METH_HEAD})
 _NO_TIMER = TimerNoop()
 _SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(SKIP_AUTO_HEADERS))
 

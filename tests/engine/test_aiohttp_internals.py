@@ -92,8 +92,10 @@ def test_lean_send_internals() -> None:
     }
     assert aiohttp.ClientRequest._skip_auto_headers is None
     assert "skip_auto_headers" in parameters(aiohttp.ClientRequest.update_auto_headers)
-    assert helpers.EMPTY_BODY_METHODS == leansend.EMPTY_BODY_METHODS
+    assert "HEAD" in helpers.EMPTY_BODY_METHODS
+    assert "GET" not in helpers.EMPTY_BODY_METHODS
     assert isinstance(helpers.TimerNoop(), helpers.BaseTimerContext)
+    assert leansend.LeanRequest._skip_auto_headers is None  # set per request, by update_auto_headers
 
 
 def test_upstream_constants_are_aiohttps_defaults() -> None:
