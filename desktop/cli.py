@@ -56,6 +56,8 @@ stays out of the process list and your shell history.
 """
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A header name (RFC 9110 §5.6.2 token) followed by what people type instead of the colon.
+_LEADING_HEADER_NAME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(\s*=\s*|\s+|\s*:\s*)")
 _ENV_PLACEHOLDER = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # host:port (a name, IPv4 or [IPv6] address, then a port), perhaps with a path: a --target URL
 # without its scheme.
@@ -71,11 +73,26 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not _HEADER_NAME.match(name):
-        raise ValueError(f"expected 'Name: value', got {text.split(':', 1)[0]!r}...")
+        raise ValueError(f"expected 'Name: value', got {_name_part(text)}")
     value = value.strip()
     if any(c in value for c in "\r\n\0"):
         raise ValueError(f"the value of {name} contains a line break")
     return name, value
+
+
+def _name_part(text: str) -> str:
+    """What of a malformed ``--header`` may be quoted back: the name it starts with, when a
+    space, '=' or ':' follows (a colon left out: 'Authorization Bearer sk-...'); never the rest,
+    which is usually the key. A text that starts with no name, or with a key, or is one word
+    (a name, or a key pasted alone?), shows none of itself."""
+    from desktop.engine.redact import MASK, mask_token_like, redact_text
+
+    match = _LEADING_HEADER_NAME.match(text)
+    name = match.group(1) if match else ""
+    if match is None or redact_text(name) != name or mask_token_like(name) != name:
+        return f"{len(text)} characters with no ':' after a header name (not shown)"
+    shown = f"'{name}{match.group(2)}{MASK}' (the value is not shown)"
+    return shown if ":" in match.group(2) else f"{shown}; write it as '{name}: ...'"
 
 
 def resolve_env_placeholders(value: str, environ: Mapping[str, str]) -> str:

@@ -284,6 +284,29 @@ def test_header_naming_an_unset_env_var_is_a_usage_error_naming_it() -> None:
     assert "TP_TEST_KEY" in result.stderr
 
 
+@pytest.mark.parametrize("separator", [" ", "=", " = "])
+def test_a_header_without_its_colon_is_refused_without_showing_the_key(separator: str) -> None:
+    """``--header "Authorization Bearer sk-..."`` (the colon forgotten) is a usage error that
+    names the header and says how to write it, without printing the key to the terminal (and
+    into a shared screen or a pasted bug report): before, the message quoted the text whole."""
+    key = "sk-proj-" + secrets.token_hex(16)
+    result = run_cli(
+        "serve",
+        "--target",
+        f"http://127.0.0.1:{dead_port()}",
+        "--port",
+        str(free_port()),
+        "--host",
+        "127.0.0.1",
+        "--header",
+        f"Authorization{separator}Bearer {key}",
+    )
+    assert result.returncode == 2, result.stderr
+    assert key not in result.stderr + result.stdout
+    assert key[len("sk-proj-") :] not in result.stderr
+    assert "Authorization: ..." in result.stderr, result.stderr
+
+
 def test_port_taken_by_another_program_exits_1_and_says_so() -> None:
     """Another program on the port: serve says so in plain words and exits 1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
@@ -404,6 +427,26 @@ def test_parse_header_refuses_malformed_text(text: str) -> None:
     """Text that is not ``Name: value`` is refused with ValueError, never half-used."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message is tested per case above
         parse_header(text)
+
+
+# A value of no known shape: only where it stands says it is one.
+shapeless_values = st.text(alphabet=string.ascii_letters + string.digits + "-_.~+/=", min_size=8, max_size=60).filter(
+    lambda value: value[0].isalnum()
+)
+
+
+@given(name=header_names, separator=st.sampled_from([" ", "=", "\t", " = ", "  "]), value=shapeless_values)
+def test_a_malformed_header_never_quotes_its_value(name: str, separator: str, value: str) -> None:
+    """The usage error names at most the header, never what follows it: 'X-Team correct-horse'
+    holds a key of no shape, and it must not reach the terminal either."""
+    text = f"{name}{separator}{value}"
+    with pytest.raises(ValueError, match="expected 'Name: value'") as refused:
+        parse_header(text)
+    assert str(refused.value) in (
+        f"expected 'Name: value', got '{name}{separator}***' (the value is not shown); write it as '{name}: ...'",
+        # A name that is itself key-like (a key pasted before the value?) is not shown either.
+        f"expected 'Name: value', got {len(text)} characters with no ':' after a header name (not shown)",
+    )
 
 
 @pytest.mark.parametrize(
