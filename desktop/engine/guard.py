@@ -2,8 +2,8 @@
 
 The proxy adds the user's credentials, so anything that can make it send a request spends
 them. Only local tools may: a web page the user visits (another Origin, or a browser's
-``Sec-Fetch-Site: cross-site`` on the requests that carry no Origin) or a DNS-rebinding page
-(another Host) gets 403, absolute-form targets (use as an open forward proxy), methods outside
+``Sec-Fetch-Site: cross-site`` on the requests that carry no Origin), a browser's prefetch or
+prerender (``Sec-Purpose``) or a DNS-rebinding page (another Host) gets 403, absolute-form targets (use as an open forward proxy), methods outside
 FORWARDED_METHODS, message framing that two parsers could read two ways (request smuggling) and
 two Origin or Sec-Fetch-Site headers get 400, and oversized headers get 431. The options are
 checked once, when the guard is built.
@@ -213,6 +213,31 @@ def _browser_favicon() -> RequestRefused:
     )
 
 
+# Headers a browser puts on a load it makes ahead of time, by itself: Sec-Purpose (Fetch
+# standard; "prefetch", "prefetch;prerender", "prefetch;anonymous-client-ip") on link
+# prefetches and on Chromium's speculation rules; the older Purpose (Chromium's <link
+# rel=prefetch>), X-Moz (Firefox before 115) and X-Purpose (Safari's previews). Pages cannot set
+# Sec-Purpose, and the legacy names are read only with a speculative value, so a tool's own
+# header of that name still passes.
+_SPECULATIVE_HEADER = b"sec-purpose"
+_LEGACY_SPECULATIVE_HEADERS = frozenset({b"purpose", b"x-moz", b"x-purpose"})
+_SPECULATIVE_VALUES = (b"prefetch", b"prerender", b"preview")
+
+
+def _speculative_load() -> RequestRefused:
+    # Chromium's speculation rules (<script type="speculationrules">, list or document rules,
+    # prefetch or prerender, added by a page's script too) load a foreign page's URLs marked
+    # Sec-Fetch-Site: none, as if the person had typed them (seen in tests/browser), so the
+    # Fetch Metadata check cannot tell them from the person's own. A browser's guess at where
+    # the person may go next has no business spending a key: any such load is refused.
+    return RequestRefused(
+        "TrayProxy does not serve a browser's prefetch or prerender (Sec-Purpose): "
+        "speculative loads are not allowed to use the key",
+        code="speculative_load_refused",
+        status=403,
+    )
+
+
 def _cross_site() -> RequestRefused:
     return RequestRefused(
         "Requests a web page makes (images, scripts, frames, forms, links) are not allowed to use "
@@ -249,6 +274,7 @@ class RequestGuard:
         host = ""
         origins: list[str] = []
         fetch_sites: list[bytes] = []
+        speculative = False
         total = 0
         content_lengths: list[bytes] = []
         transfer_encodings: list[bytes] = []
@@ -273,6 +299,11 @@ class RequestGuard:
                 content_lengths.append(value.strip())
             elif lower == b"transfer-encoding":
                 transfer_encodings.append(value.strip())
+            elif lower == _SPECULATIVE_HEADER or (
+                lower in _LEGACY_SPECULATIVE_HEADERS
+                and any(word in value.lower() for word in _SPECULATIVE_VALUES)
+            ):
+                speculative = True
         if total > MAX_HEADERS_TOTAL_BYTES:
             return RequestRefused(
                 f"The request headers add up to more than {MAX_HEADERS_TOTAL_BYTES} bytes",
@@ -302,6 +333,8 @@ class RequestGuard:
             )
         if len(origins) > 1 or len(fetch_sites) > 1:
             return ambiguous_origin()
+        if speculative:
+            return _speculative_load()
         origin = origins[0] if origins else None
         if origin is not None and not self._origins.allows(origin):
             return RequestRefused(

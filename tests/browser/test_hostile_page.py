@@ -1,8 +1,9 @@
 """A web page the person visits cannot spend the key, shown in a real headless Chromium.
 
 Issue 12 §2: a page's <img>, <script>, <link>, <iframe>, GET form or no-cors fetch() carries no
-Origin, and each one reached the target with the key added (18 in one Chromium run). Here the
-page ``hostile_page.html``, served as ``http://evil.test:PORT/`` (Chromium maps evil.test to
+Origin, and each one reached the target with the key added (18 in one Chromium run); a later
+trial found the page's speculation rules doing the same (Chromium prefetches and prerenders the
+URLs they name by itself, marked as if the person had typed them). Here the page ``hostile_page.html``, served as ``http://evil.test:PORT/`` (Chromium maps evil.test to
 127.0.0.1 and every other name to "not found", so nothing leaves the machine), tries every kind
 of request a page can make against the proxy at 127.0.0.1, localhost and [::1]: `trayproxy
 serve`, a real subprocess listening on both loopbacks, in front of a recording aiohttp target.
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -61,8 +63,16 @@ KINDS = (
     "eventsource",
     "window-open",
     "link-click",
+    # Speculation rules (issue 12 §2, a later trial): Chromium's own prefetch and prerender.
+    "spec-list-prefetch",
+    "spec-list-prerender",
+    "spec-document-prefetch",
+    "spec-document-prerender",
 )
 VIAS = ("ipv4", "localhost", "ipv6")
+# Kinds Chromium loads by itself, ahead of time, from the page's speculation rules: marked
+# `Sec-Fetch-Site: none` (as if the person had typed the URL) and `Sec-Purpose`.
+SPECULATIVE = frozenset(kind for kind in KINDS if kind.startswith("spec-"))
 # Kinds whose requests carry the page's Origin (Fetch standard: CORS mode, a method other than
 # GET/HEAD, WebSocket handshakes): with evil.test allowed these may pass, the others never.
 WITH_ORIGIN = frozenset(
@@ -159,10 +169,18 @@ class AttackerSite:
     proxy_port: int
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcomes: list[dict[str, str]] = field(default_factory=list)
+    # What the proxy has received so far (its access log), once it runs.
+    proxy_received: Callable[[], list[Received]] = list
 
     async def page(self, request: web.Request) -> web.Response:
         html = PAGE.read_text(encoding="utf-8").replace("{{PROXY_PORT}}", str(self.proxy_port))
         return web.Response(text=html, content_type="text/html")
+
+    async def seen(self, request: web.Request) -> web.Response:
+        """``["KIND VIA", ...]`` of what has reached the proxy: the page holds its pop-ups
+        until its speculation rules have fired (a pop-up puts the page in the background,
+        where Chromium drops them)."""
+        return web.json_response(sorted({f"{r.kind} {r.via}" for r in self.proxy_received()}))
 
     async def report(self, request: web.Request) -> web.Response:
         self.outcomes = json.loads(await request.text())
@@ -317,6 +335,7 @@ async def attack(aiohttp_server, tmp_path: Path, *flags: str, allowed_origin: bo
     site = AttackerSite(proxy_port=proxy_port)
     site_app = web.Application()
     site_app.router.add_get("/", site.page)
+    site_app.router.add_get("/seen", site.seen)
     site_app.router.add_post("/done", site.report)
     site_server = await aiohttp_server(site_app)
     page_url = f"http://evil.test:{site_server.port}/"
@@ -325,6 +344,7 @@ async def attack(aiohttp_server, tmp_path: Path, *flags: str, allowed_origin: bo
     target_url = str(target_server.make_url("")).rstrip("/")
     with serving_proxy(tmp_path / "config.toml", target_url, proxy_port, *flags) as serve:
         await wait_for_proxy(serve, proxy_port)
+        site.proxy_received = functools.partial(received_by_proxy, serve)
         await run_page(page_url, tmp_path / "profile", site)
         received = received_by_proxy(serve)
     return AttackRun(received=received, target=target, outcomes=site.outcomes)
@@ -343,6 +363,7 @@ async def test_hostile_page_never_gets_the_key_added(aiohttp_server, tmp_path: P
     assert missing == [], f"the page did not fire these (so the test proves nothing of them): {missing}"
     assert [r.line for r in run.received if r.forwarded] == []
     assert run.target.arrivals == []
+    assert {r.note for r in run.received if r.kind in SPECULATIVE} == {"speculative_load_refused"}
 
 
 async def test_the_same_page_from_an_allowed_origin_reaches_the_target(
@@ -359,10 +380,11 @@ async def test_the_same_page_from_an_allowed_origin_reaches_the_target(
     assert {("fetch-cors-get", via) for via in VIAS} <= arrived, run.summary()
     assert {kind for kind, _ in arrived} <= WITH_ORIGIN, sorted(arrived)
     assert len(arrived) >= len(VIAS) * 4, sorted(arrived)
-    without_origin = {
-        (r.kind, r.via, r.note) for r in run.received if r.kind in KINDS and r.kind not in WITH_ORIGIN
-    }
+    page_made = set(KINDS) - WITH_ORIGIN - SPECULATIVE
+    without_origin = {(r.kind, r.via, r.note) for r in run.received if r.kind in page_made}
     assert {(kind, via) for kind, via, _ in without_origin} == {
-        (kind, via) for kind in KINDS if kind not in WITH_ORIGIN for via in VIAS
+        (kind, via) for kind in page_made for via in VIAS
     }
     assert {note for _, _, note in without_origin} == {"cross_site_refused"}
+    # Speculation rules are refused whoever's page they are on.
+    assert {r.note for r in run.received if r.kind in SPECULATIVE} == {"speculative_load_refused"}

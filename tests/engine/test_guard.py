@@ -491,6 +491,50 @@ async def test_favicon_from_a_tool_that_is_not_a_browser_is_forwarded(guarded) -
     assert len(guarded.seen.requests) == 1
 
 
+# What browsers send on a load they make ahead of time, by themselves: Chromium 150's
+# speculation rules (seen in tests/browser: marked `none`, as if the person had typed the URL),
+# link prefetch (Chromium, Firefox 115+), and the older names (Chromium's Purpose, Firefox's
+# X-Moz, Safari's X-Purpose).
+_NAVIGATE_AHEAD = [
+    ("Sec-Fetch-Site", "none"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-Dest", "document"),
+    ("Upgrade-Insecure-Requests", "1"),
+    ("Referer", "http://evil.test:8080/"),
+]
+_SPECULATIVE_LOADS = {
+    "speculation-prefetch": [("Sec-Purpose", "prefetch"), *_NAVIGATE_AHEAD],
+    "speculation-prerender": [("Sec-Purpose", "prefetch;prerender"), *_NAVIGATE_AHEAD],
+    "anonymous-client-ip": [("Sec-Purpose", "prefetch;anonymous-client-ip"), *_NAVIGATE_AHEAD],
+    "link-prefetch-allowed-origin": [
+        ("Sec-Purpose", "prefetch"),
+        ("Origin", "http://localhost:3000"),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "cors"),
+        ("Sec-Fetch-Dest", "empty"),
+    ],
+    "chromium-legacy": [("Purpose", "prefetch")],
+    "firefox-legacy": [("X-Moz", "Prefetch")],
+    "safari-preview": [("X-Purpose", "preview")],
+}
+
+
+@pytest.mark.parametrize("kind", list(_SPECULATIVE_LOADS))
+async def test_browser_prefetch_or_prerender_gets_403_and_never_reaches_target(guarded, kind) -> None:
+    """A page's speculation rules made Chromium load the proxy's URLs marked `Sec-Fetch-Site:
+    none`, and each reached the target with the key (issue 12 §2, a later trial). A browser's
+    load ahead of time is refused whatever else it says, even with an allowed Origin."""
+    response = await guarded.get(("Host", guarded.host), *_SPECULATIVE_LOADS[kind])
+    _assert_refused(response, guarded, status=403, code="speculative_load_refused")
+
+
+async def test_a_tools_own_purpose_header_is_forwarded(guarded) -> None:
+    """The legacy names count only with a browser's value: a tool's `Purpose: eval` passes."""
+    response = await guarded.get(("Host", guarded.host), ("Purpose", "eval"), ("X-Purpose", "batch"))
+    assert response.status == 200, response.raw
+    assert len(guarded.seen.requests) == 1
+
+
 @pytest.mark.parametrize(
     "doubled",
     [
