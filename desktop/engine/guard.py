@@ -33,6 +33,7 @@ __all__ = [
     "bad_transfer_encoding",
     "both_framings",
     "conflicting_lengths",
+    "connect_refused",
     "invalid_length",
     "unencoded_target",
     "unknown_method",
@@ -55,11 +56,11 @@ MAX_CONTENT_LENGTH = 2**63 - 1
 # LINK/UNLINK of RFC 2068), QUERY (httpbis draft), PURGE, SOURCE and the UPnP ones. llhttp refuses
 # any other before the guard runs, while the pure-Python parser takes any token: refusing the
 # rest here makes both answer alike (tests/engine/test_guard.py sends each under both). PRI is
-# left out: llhttp takes it only as the HTTP/2 preface.
+# left out: llhttp takes it only as the HTTP/2 preface; CONNECT is refused on its own.
 FORWARDED_METHODS = frozenset(
     {
         # RFC 9110 §9
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE",
         "PATCH",
         # WebDAV and its extensions
         "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
@@ -182,6 +183,17 @@ def unencoded_target() -> RequestRefused:
     )
 
 
+def connect_refused() -> RequestRefused:
+    # CONNECT asks for a tunnel: whatever follows its head is not HTTP to either parser
+    # (llhttp hands it over as raw bytes, the pure-Python parser as a body), so nothing after it
+    # is read, and the connection closes.
+    return RequestRefused(
+        "TrayProxy is not a forward proxy: CONNECT (a tunnel) is refused",
+        code="connect_refused",
+        close_connection=True,
+    )
+
+
 def unknown_method() -> RequestRefused:
     return RequestRefused(
         "TrayProxy forwards only standard HTTP and WebDAV methods (GET, POST, PUT, PATCH, DELETE, ...)",
@@ -259,6 +271,8 @@ class RequestGuard:
     def check(self, request: web.BaseRequest) -> RequestRefused | None:
         """The refusal for ``request``, or None when it may be forwarded."""
         # First, as llhttp refuses an unknown method before it reads the target or any header.
+        if request.method == "CONNECT":
+            return connect_refused()
         if request.method not in FORWARDED_METHODS:
             return unknown_method()
         if not request.raw_path.isascii():

@@ -45,6 +45,7 @@ from desktop.engine.guard import (
     RequestGuard,
     bad_transfer_encoding,
     conflicting_lengths,
+    connect_refused,
     invalid_length,
     unencoded_target,
     unknown_method,
@@ -701,6 +702,26 @@ async def test_forward_proxy_requests_are_refused_without_a_lookup(
     assert resolver.asked == []
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/models", "127.0.0.1:{upstream}", "example.com:443", "*"],
+    ids=["origin-form", "this-machine", "elsewhere", "asterisk"],
+)
+async def test_connect_in_any_form_is_refused_and_its_connection_closed(guarded, target: str) -> None:
+    """`CONNECT /v1/models` was forwarded by the C parser as `CONNECT 127.0.0.1:PORT` with the
+    key and a chunked body (the target read what followed as a request), and the pure-Python
+    parser passed the client's next bytes (`GET /smuggled ...`) to the target as its body;
+    `CONNECT host:port` left the connection open under the C parser. CONNECT is refused in any
+    form with the same words under either parser, and nothing after it is read: the
+    connection closes (read_rest reads to its end)."""
+    target = target.format(upstream=guarded.upstream_port)
+    head = build_request("CONNECT", target, headers=[("Host", guarded.host)])
+    response = await guarded.send(head + _SMUGGLED, read_rest=True)
+    _assert_answer_is(response, guarded, connect_refused())
+    assert response.header("Connection") == "close", response.raw
+    assert response.rest == b""
+
+
 # --- header size ---------------------------------------------------------------------------
 
 
@@ -1005,11 +1026,10 @@ async def test_a_slow_upload_passes_while_its_bytes_keep_coming(make_in_process_
 # --- methods -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", sorted(FORWARDED_METHODS - {"HEAD", "CONNECT"}))
+@pytest.mark.parametrize("method", sorted(FORWARDED_METHODS - {"HEAD"}))
 async def test_every_method_llhttp_knows_is_forwarded_under_either_parser(guarded, method: str) -> None:
     """Every method the guard forwards is one llhttp parses too, so the list holds under
-    either parser (HEAD, whose answer has no body, and CONNECT, refused as a forward-proxy
-    request, are tested elsewhere)."""
+    either parser (HEAD, whose answer has no body, is tested elsewhere; CONNECT is refused)."""
     request = build_request(method, "/v1/x", headers=[("Host", guarded.host), ("Connection", "close")])
     response = await guarded.send(request)
     assert response.status == 200, response.raw[:400]
