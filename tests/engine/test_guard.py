@@ -448,6 +448,10 @@ async def test_cross_site_fetch_from_allowed_origin_is_forwarded(guarded, origin
             [("Sec-Fetch-Site", "none"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-User", "?1")],
             id="typed-url",
         ),
+        pytest.param(
+            [("Sec-Fetch-Site", "none"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document")],
+            id="link-from-another-app-even-redirected",
+        ),
         pytest.param([("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "no-cors")], id="same-origin"),
         pytest.param([("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "no-cors")], id="same-site"),
         pytest.param([("Sec-Fetch-Site", "NONE")], id="any-case"),
@@ -455,7 +459,9 @@ async def test_cross_site_fetch_from_allowed_origin_is_forwarded(guarded, origin
 )
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}"])
 async def test_own_requests_and_local_pages_are_forwarded(guarded, fetch_metadata, host) -> None:
-    """SDKs and curl send no Fetch Metadata; a URL the person typed is `none`; a page the
+    """SDKs and curl send no Fetch Metadata; a URL the person typed is `none`, and so is a link
+    opened from another app, also one a site redirects here (a browser cannot tell them apart
+    from a typed URL: README Safety says such a navigation is the person's); a page the
     target served through the proxy is `same-origin`. `same-site` on 127.0.0.1, localhost or
     [::1] is a page on another port of this machine (a dev server), which the default origins
     trust on every port: all of these reach the target."""
