@@ -54,7 +54,10 @@ SENSITIVE_HEADERS = frozenset(
 MIN_SECRET_LEN = 6
 
 _HEADER_SHAPE = re.compile(
-    r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|set-cookie|cookie)"
+    # Not right after "?", "&" or ";", nor inside a longer name (after "-"): there the name is a
+    # query parameter's, whose value ends at the next "&" (_QUERY_SHAPE masks it), not at the
+    # end of the line.
+    r"(?i)\b((?<![?&;-])(?:(?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key)|set-cookie|cookie)"
     # A quote may close the name and open the value: dict, JSON and CIMultiDict reprs; a b
     # before the opening quote is a bytes repr (not the B of "Bearer").
     r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)([^\r\n'\"\\]*)"
@@ -67,10 +70,19 @@ _TEMPLATE_VALUE = re.compile(
     r"(?i)\s*(?:(?:bearer|basic|token|bot|apikey|key|oauth|digest|negotiate)\s+)?"
     r"\{(?:key|env:[A-Za-z_][A-Za-z0-9_]*)\}\s*"
 )
-# Query parameters named for a credential: Gemini's ``key``, ``api_key`` and the like, OAuth's
-# ``access_token`` (RFC 6750 §2.3), ``token`` and ``auth``.
+# Query parameters named for a credential: a name whose last word is one of _CREDENTIAL_WORDS,
+# alone or after words joined by -, _ or . (Gemini's ``key``, ``api_key``, ``x-goog-api-key``,
+# Azure API Management's ``subscription-key``, OAuth's ``access_token`` (RFC 6750 §2.3) and
+# ``client_secret`` (RFC 6749 §2.3.1), S3's ``X-Amz-Signature`` and ``X-Amz-Security-Token``,
+# Azure SAS's ``sig``), or run together after a word of _CREDENTIAL_PREFIXES (``apikey``,
+# ``accessKey``, ``clientSecret``); and Azure Functions' ``code``, alone (``zip_code`` is no
+# credential). A whole last word, so ``monkey``, ``keys`` and ``max_tokens`` stay; and a
+# pagination cursor (``page_token``, ``next_page_token``: Google's list APIs) is no credential.
+_CREDENTIAL_WORDS = "key|token|secret|password|passwd|pwd|signature|sig|auth|authorization|credentials?"
+_CREDENTIAL_PREFIXES = "api|access|secret|client|subscription|session|refresh|private|app|master|account|auth|id"
 _QUERY_SHAPE = re.compile(
-    r"(?i)([?&;](?:x-goog-|x-)?(?:api[-_]?)?key=|[?&;](?:access_)?token=|[?&;]auth=)([^&;#\s'\"]*)"
+    r"(?i)([?&;](?:(?:[a-z0-9]+[-_.])*"
+    rf"(?:{_CREDENTIAL_PREFIXES})?(?<!page[-_.])(?:{_CREDENTIAL_WORDS})|code)=)([^&;#\s'\"]*)"
 )
 # In a URL the space after "Bearer" may be a form-encoded "+".
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)([\s+]+)([A-Za-z0-9._~+/=-]{6,})")
@@ -97,8 +109,13 @@ _USERINFO_SHAPE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'
 # "key" stands for api-key and key=, "auth" for authorization and auth=; GitHub's prefixes
 # are looked for only in a text with an underscore (see _may_hold_shape).
 _SHAPE_WORDS = ("key", "auth", "token", "cookie", "bearer", "sk-", "tp-local-", "glpat-", "aiza", "xox", "eyj")
+# The other credential parameter names hold one of these (sig for signature, pass for passwd
+# and password, credential for credentials); looked for only in a text with a "?", "&" or ";".
+_PARAMETER_WORDS = ("secret", "pass", "pwd", "sig", "credential", "code=")
 _GITHUB_WORDS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
-_ANY_SHAPE = re.compile("(?i)" + "|".join(re.escape(word) for word in _SHAPE_WORDS + _GITHUB_WORDS))
+_ANY_SHAPE = re.compile(
+    "(?i)" + "|".join(re.escape(word) for word in _SHAPE_WORDS + _GITHUB_WORDS + _PARAMETER_WORDS)
+)
 
 _lock = threading.Lock()
 _known_secrets: tuple[str, ...] = ()
@@ -170,6 +187,18 @@ def _may_hold_shape(text: str) -> bool:
         or "xox" in lowered
         or "eyj" in lowered
         or ("_" in lowered and any(word in lowered for word in _GITHUB_WORDS))
+        # The other credential parameters: only after a "?", "&" or ";", as _QUERY_SHAPE needs.
+        or (
+            ("?" in lowered or "&" in lowered or ";" in lowered)
+            and (
+                "sig" in lowered
+                or "pass" in lowered
+                or "secret" in lowered
+                or "pwd" in lowered
+                or "credential" in lowered
+                or "code=" in lowered
+            )
+        )
     )
 
 

@@ -581,6 +581,10 @@ def test_redact_target_masks_a_configured_key_sent_percent_encoded() -> None:
         "/api/task-12345678/status?after=msg_abc&page_token=xyz",
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
         "/v1/x?q=%E2%82%AC%25%zz%",
+        # Names that hold a credential word without being one.
+        "/v1/x?monkey=1&keys=2&max_tokens=5&zip_code=9&codec=h264&signal=3&passage=4&designer=5",
+        "/v1/x?keyword=a&tokenizer=b&secretary=c&author=d&pwds=e&next_page_token=f&pageToken=g",
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
     ],
 )
 def test_redact_target_leaves_a_target_without_keys_byte_for_byte(target: str) -> None:
@@ -653,6 +657,72 @@ def test_no_key_of_a_known_shape_survives_into_an_access_line(
     assert body not in printed
     assert body not in _fully_decoded(printed)
     assert '"GET /v1/' in printed
+
+
+# Query parameters that carry a credential under a name of their own (issue 12 §4: an attacker
+# trial found each of these in access lines): Azure API Management, Azure Functions, Azure SAS,
+# S3 presigned URLs, OAuth clients, and the api key spelt every way.
+_CREDENTIAL_PARAMS = (
+    "subscription-key",
+    "Ocp-Apim-Subscription-Key",
+    "code",
+    "sig",
+    "signature",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    "access_key",
+    "accessKey",
+    "client_secret",
+    "clientSecret",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "api_key",
+    "api-key",
+    "apikey",
+    "apiKey",
+    "x-api-key",
+    "key",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "oauth_token",
+    "auth",
+    "authorization",
+)
+# A key of no known shape: only the parameter's name says what it is.
+_SHAPELESS = _run(_ALNUM + "-_.~+/=", 12, 48).filter(lambda value: value[0].isalnum())
+
+
+@given(
+    name=st.sampled_from(_CREDENTIAL_PARAMS),
+    case=st.sampled_from([str, str.lower, str.upper]),
+    value=_SHAPELESS,
+    encoding=st.sampled_from(("as is", "quoted", "quoted twice", "separators encoded")),
+    position=st.sampled_from(["first", "middle", "last"]),
+)
+def test_no_credential_parameter_survives_into_an_access_line(
+    name: str, case: Callable[[str], str], value: str, encoding: str, position: str
+) -> None:
+    """A key of no known shape in a parameter named for a credential (whatever its case,
+    first, between others or last, percent-encoded or behind encoded separators) is masked in
+    the access line; the parameters around it stay readable."""
+    param = case(name)
+    if encoding == "quoted":
+        sent = quote(value, safe="")
+    elif encoding == "quoted twice":
+        sent = quote(quote(value, safe=""), safe="")
+    else:
+        sent = value
+    pair = f"{param}={sent}" if encoding != "separators encoded" else f"x=1%26{param}%3D{quote(value, safe='')}"
+    query = {"first": f"?{pair}&alt=sse", "middle": f"?alt=sse&{pair}&n=1", "last": f"?alt=sse&{pair}"}[position]
+    printed = _access_line(f"/v1/x{query}")
+    assert value not in printed
+    assert value not in _fully_decoded(printed)
+    assert "alt=sse" in printed
+    assert MASK in printed
 
 
 class _Lines(logging.Handler):
