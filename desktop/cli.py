@@ -546,6 +546,7 @@ def _config_check(path: Path) -> int:
     from desktop.config.localtoken import brings_own_key
     from desktop.config.parse import ConfigError
     from desktop.config.store import load_config
+    from desktop.engine.guard import unmarked_host_warnings
 
     try:
         config = load_config(path)
@@ -575,6 +576,9 @@ def _config_check(path: Path) -> int:
                 " fine for a server that needs none, such as a local Ollama",
                 file=sys.stderr,
             )
+    settings = config.settings
+    for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     if errors:
         return 1
     print(f"{path}: OK, {len(config.targets)} target(s), active: {config.active}")

@@ -44,6 +44,7 @@ from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
+from desktop.engine.guard import unmarked_host_warnings
 from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
 from desktop.engine.service import ListenError, ProxyService, host_port
 from desktop.engine.upstream import is_loopback
@@ -322,6 +323,7 @@ class ProxyController:
                 raise
             self._service = service
             _warn_if_exposed(self._settings.hosts)
+            _warn_of_unmarked_hosts(self._settings)
             self._update(state="running", addresses=tuple(service.addresses), error=None)
             self._sync_ports()
             return self._status
@@ -464,6 +466,8 @@ class ProxyController:
             if (old.allowed_hosts, old.allowed_origins) != (settings.allowed_hosts, settings.allowed_origins):
                 for each in (service, *self._port_services.values()):
                     self._on_loop_call(each.set_policy, settings.allowed_hosts, settings.allowed_origins)
+            if (old.allowed_hosts, old.require_token) != (settings.allowed_hosts, settings.require_token):
+                _warn_of_unmarked_hosts(settings)
             if (old.require_token, old.local_token) != (settings.require_token, settings.local_token):
                 for each in (service, *self._port_services.values()):
                     self._on_loop_call(each.set_local_token, settings.require_token, settings.local_token)
@@ -894,6 +898,11 @@ def _warn_if_exposed(hosts: tuple[str, ...]) -> None:
     for host in hosts:
         if not is_loopback(host):
             log.warning("listening on %s: other machines that can reach it can use the keys this proxy adds", host)
+
+
+def _warn_of_unmarked_hosts(settings: ProxySettings) -> None:
+    for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
+        log.warning("%s", warning)
 
 
 def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:

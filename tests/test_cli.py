@@ -470,3 +470,23 @@ def test_env_placeholder_for_unset_or_empty_variable_names_it(environ: dict[str,
         resolve_env_placeholders("Bearer {env:K}", environ)
     assert raised.value.args == ("K",)
 
+
+
+def test_config_check_warns_of_an_allowed_host_browsers_do_not_mark(tmp_path: Path) -> None:
+    """`config check` says what start logs: a non-loopback allowed host relies on the
+    User-Agent rule, and require_token is the sure protection (nothing said once it is on)."""
+    path = tmp_path / "config.toml"
+    for require_token in ("false", "true"):
+        path.write_text(
+            '[targets.local]\nurl = "http://127.0.0.1:11434"\n'
+            f'[security]\nallowed_hosts = ["devbox.local", "127.0.0.2"]\nrequire_token = {require_token}\n'
+        )
+        result = run_cli("config", "check", "--config", str(path))
+        assert result.returncode == 0, result.stderr
+        warned = [line for line in result.stderr.splitlines() if "allowed host" in line]
+        if require_token == "false":
+            assert len(warned) == 1, result.stderr
+            assert warned[0].startswith(f"{path}: warning: allowed host devbox.local: browsers mark no request")
+            assert "require_token = true" in warned[0]
+        else:
+            assert warned == [], result.stderr

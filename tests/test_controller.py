@@ -27,7 +27,7 @@ from aiohttp import web
 from background import BackgroundServer, free_port, wait_until
 from upstreams import CLOSES, Seen, dead_port, echo_app, sse_app, ws_echo_app
 
-from desktop.config.model import ProxySettings, Target
+from desktop.config.model import DEFAULT_ALLOWED_HOSTS, ProxySettings, Secret, Target
 from desktop.controller import ListenError, ProxyController, ProxyStatus
 from desktop.engine.service import HEALTH_PATH
 
@@ -435,3 +435,28 @@ def test_listening_beyond_loopback_warns_that_others_can_spend_the_keys(
                 controller.close(0)
     warnings = [record.getMessage() for record in caplog.records if "other machines" in record.getMessage()]
     assert warnings == ["listening on 0.0.0.0: other machines that can reach it can use the keys this proxy adds"]
+
+
+def test_an_allowed_host_browsers_do_not_mark_is_warned_of_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    """A non-loopback allowed host (the README's devbox.local) gets no Fetch Metadata from
+    browsers, so only the User-Agent rule guards it: start says so and points at
+    require_token, once per such host, and says nothing when the token is required."""
+    target = Target(f"http://127.0.0.1:{dead_port()}")
+    with caplog.at_level("WARNING", logger="trayproxy.controller"):
+        for require_token in (False, True):
+            settings = ProxySettings(
+                port=0,
+                stop_grace_s=0.5,
+                allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, "devbox.local", "app.localhost"),
+                require_token=require_token,
+                local_token=Secret("tp-local-test-token") if require_token else None,
+            )
+            controller = ProxyController(settings, target)
+            try:
+                controller.start()
+            finally:
+                controller.close(0)
+    warnings = [record.getMessage() for record in caplog.records if "allowed host" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("allowed host devbox.local: browsers mark no request to it")
+    assert "require_token = true" in warnings[0]

@@ -16,6 +16,7 @@ gives the C parser's refusals the guard's codes and words.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -32,11 +33,13 @@ __all__ = [
     "bad_host",
     "bad_transfer_encoding",
     "both_framings",
+    "browsers_mark",
     "conflicting_lengths",
     "connect_refused",
     "invalid_length",
     "unencoded_target",
     "unknown_method",
+    "unmarked_host_warnings",
 ]
 
 # One header line (name, ": ", value) may be this long; aiohttp's parser already refuses a
@@ -259,14 +262,70 @@ def _cross_site() -> RequestRefused:
     )
 
 
+def browsers_mark(host: str) -> bool:
+    """True when browsers send Fetch Metadata (Sec-Fetch-Site) to ``http://host``: only to a
+    potentially trustworthy origin (W3C Secure Contexts), which for plain http is localhost,
+    a name under .localhost, 127.0.0.0/8 and [::1]. To any other name (``devbox.local``, a LAN
+    address) a page's <img>, <iframe> or link carries neither Fetch Metadata nor an Origin."""
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def unmarked_host_warnings(allowed_hosts: Iterable[str], *, require_token: bool) -> list[str]:
+    """A warning for each allowed host browsers send no Fetch Metadata to, unless the local
+    token is required (then a page cannot spend the key anyway)."""
+    if require_token:
+        return []
+    names = dict.fromkeys(h.strip() for h in allowed_hosts if h.strip() and not browsers_mark(h))
+    return [
+        f"allowed host {name}: browsers mark no request to it as a web page's, so a page's "
+        "<img>, frame or link is told from your own tools only by the browser's User-Agent "
+        "(refused); require_token = true under [security] is the sure protection"
+        for name in names
+    ]
+
+
+def _unmarked_browser_request() -> RequestRefused:
+    return RequestRefused(
+        "A browser's request to this host name carries no Fetch Metadata (browsers send it only to "
+        "127.0.0.1, localhost and [::1]), so TrayProxy cannot tell a web page's request from yours; "
+        "use http://127.0.0.1, or a page whose origin is in the allowed origins",
+        code="unmarked_browser_refused",
+        status=403,
+    )
+
+
+# The User-Agent every browser sends (Chromium, Firefox, Safari and their embeddings alike).
+_BROWSER_AGENT = b"mozilla/"
+
+
 class RequestGuard:
     """Refuses requests that must not reach the target; ``check`` returns the refusal or None."""
 
-    __slots__ = ("_hosts", "_origins")
+    __slots__ = ("_hosts", "_origins", "_unmarked_hosts")
 
     def __init__(self, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
         self._hosts = frozenset(_hostname(h.strip()) for h in allowed_hosts if h.strip())
         self._origins = _OriginRule(allowed_origins)
+        # Allowed hosts browsers send no Fetch Metadata to: non-loopback names the person added
+        # (devbox.local, a LAN address). There a foreign page's <img>, <script>, <iframe>, link
+        # or GET form reaches the proxy with nothing that tells it from the person's own
+        # request, and would be sent on with the key. What it still carries is the browser's
+        # User-Agent ("Mozilla/5.0 ..."), which markup cannot change. A page's fetch() cannot
+        # either: no-cors mode drops the header, and in cors mode setting it makes the request
+        # preflighted, and it carries the page's Origin (refused unless allowed). So on these
+        # hosts a request with a browser's User-Agent and neither Fetch Metadata nor an Origin
+        # is taken for a page's and refused; SDKs and curl do not call themselves Mozilla. A
+        # tool that does, or the person's own browser tab on that name, is refused as well:
+        # require_token is the sure protection there (the controller and config check say so).
+        self._unmarked_hosts = frozenset(host for host in self._hosts if not browsers_mark(host))
 
     def check(self, request: web.BaseRequest) -> RequestRefused | None:
         """The refusal for ``request``, or None when it may be forwarded."""
@@ -289,6 +348,7 @@ class RequestGuard:
         origins: list[str] = []
         fetch_sites: list[bytes] = []
         speculative = False
+        browser_agent = False
         total = 0
         content_lengths: list[bytes] = []
         transfer_encodings: list[bytes] = []
@@ -313,6 +373,8 @@ class RequestGuard:
                 content_lengths.append(value.strip())
             elif lower == b"transfer-encoding":
                 transfer_encodings.append(value.strip())
+            elif lower == b"user-agent":
+                browser_agent = browser_agent or value.lstrip().lower().startswith(_BROWSER_AGENT)
             elif lower == _SPECULATIVE_HEADER or (
                 lower in _LEGACY_SPECULATIVE_HEADERS
                 and any(word in value.lower() for word in _SPECULATIVE_VALUES)
@@ -338,7 +400,8 @@ class RequestGuard:
             return bad_transfer_encoding()
         if host_count != 1 or not host:
             return bad_host()
-        if _hostname(host) not in self._hosts:
+        hostname = _hostname(host)
+        if hostname not in self._hosts:
             return RequestRefused(
                 "This Host is not allowed to use TrayProxy (DNS rebinding protection); "
                 "add it to the allowed hosts to permit it",
@@ -359,6 +422,8 @@ class RequestGuard:
             )
         if fetch_sites and not self._is_own_or_allowed_page(fetch_sites[0], origin, host):
             return _cross_site()
+        if not fetch_sites and origin is None and browser_agent and hostname in self._unmarked_hosts:
+            return _unmarked_browser_request()
         if (
             fetch_sites
             and request.method in ("GET", "HEAD")

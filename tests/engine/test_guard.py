@@ -44,6 +44,7 @@ from desktop.engine.guard import (
     MAX_HEADERS_TOTAL_BYTES,
     RequestGuard,
     bad_transfer_encoding,
+    browsers_mark,
     conflicting_lengths,
     connect_refused,
     invalid_length,
@@ -540,6 +541,68 @@ async def test_a_tools_own_purpose_header_is_forwarded(guarded) -> None:
     response = await guarded.get(("Host", guarded.host), ("Purpose", "eval"), ("X-Purpose", "batch"))
     assert response.status == 200, response.raw
     assert len(guarded.seen.requests) == 1
+
+
+# --- allowed hosts browsers send no Fetch Metadata to ---------------------------------------
+
+CHROMIUM_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36"
+# What a page's <img> (or <iframe>, link, GET form) on evil.test sends to http://devbox.test:
+# the name is not loopback, so not a potentially trustworthy origin, and the browser adds no
+# Sec-Fetch-* and no Origin (seen in Chromium 150).
+_UNMARKED_PAGE_IMAGE = [("User-Agent", CHROMIUM_AGENT), ("Accept", "image/avif,image/webp,*/*"), ("Referer", "http://evil.test/")]
+
+
+@pytest.fixture
+async def devbox(make_guarded) -> Guarded:
+    """The proxy with `--allow-host devbox.test`, as the README's devbox.local example."""
+    return await make_guarded(_settings(allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, "devbox.test")))
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [CHROMIUM_AGENT, "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0", "mozilla/4.0"],
+    ids=["chromium", "firefox", "any-case"],
+)
+async def test_a_browser_request_without_fetch_metadata_to_an_added_host_gets_403(devbox, agent) -> None:
+    """`<img src="http://devbox.test:P/v1/models">` on a foreign page reached the target with
+    the key (issue 12 §2, a later trial): to a name that is not loopback, browsers send neither
+    Fetch Metadata nor an Origin. A browser's User-Agent without them is refused there."""
+    headers = [("Host", f"devbox.test:{devbox.port}"), ("User-Agent", agent), ("Referer", "http://evil.test/")]
+    response = await devbox.get(*headers)
+    _assert_refused(response, devbox, status=403, code="unmarked_browser_refused")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([], id="sdk-or-curl-without-agent"),
+        pytest.param([("User-Agent", "curl/8.5.0")], id="curl"),
+        pytest.param([("User-Agent", "OpenAI/Python 2.8.0")], id="openai-sdk"),
+        pytest.param([*_UNMARKED_PAGE_IMAGE, ("Origin", "http://localhost:3000")], id="browser-allowed-origin"),
+    ],
+)
+async def test_tools_and_allowed_pages_still_reach_an_added_host(devbox, headers) -> None:
+    """Tools do not call themselves Mozilla, and a browser request with an allowed Origin
+    says which page made it: these pass on the added host."""
+    response = await devbox.get(("Host", f"devbox.test:{devbox.port}"), *headers)
+    assert response.status == 200, response.raw
+    assert len(devbox.seen.requests) == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}"])
+async def test_a_browser_agent_alone_is_not_refused_on_loopback_names(devbox, host) -> None:
+    """On 127.0.0.1, localhost and [::1] browsers send Fetch Metadata, which decides; a request
+    with only a browser's User-Agent there (an old browser, a tool that borrows the string) passes."""
+    response = await devbox.get(("Host", host.format(port=devbox.port)), *_UNMARKED_PAGE_IMAGE)
+    assert response.status == 200, response.raw
+
+
+def test_browsers_mark_exactly_the_loopback_names() -> None:
+    """Fetch Metadata goes to potentially trustworthy origins: for http, loopback names only."""
+    marked = ["127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "localhost.", "app.localhost", "::1", "[::1]"]
+    unmarked = ["devbox.local", "devbox.test", "192.168.1.10", "10.0.0.1", "[fe80::1]", "0.0.0.0", "localhost.evil.test"]
+    assert [host for host in marked if not browsers_mark(host)] == []
+    assert [host for host in unmarked if browsers_mark(host)] == []
 
 
 @pytest.mark.parametrize(
