@@ -416,8 +416,6 @@ AIMED_KILL_MAX_S = 0.004
 # Which announced temporary of the first write to aim at: 1 is the new file, 2 the backup.
 AIMED_TEMPORARY_MAX = 2
 CONFIG_TARGET_BYTES = 100 * 1024
-# Comment lines above each target: about 20 targets fill the file.
-NOTE_LINES_PER_TARGET = 60
 
 
 def _big_config(active: str) -> bytes:
@@ -425,14 +423,8 @@ def _big_config(active: str) -> bytes:
     size = len(parts[0])
     number = 0
     while size < CONFIG_TARGET_BYTES:
-        # Notes rather than many targets make the bulk: tomlkit before 0.15 takes time
-        # quadratic in the number of tables (48 s to parse 850 of them with 0.12).
-        notes = "".join(
-            f"# target {number}, note {line}: a comment as long as the ones people leave for themselves\n"
-            for line in range(NOTE_LINES_PER_TARGET)
-        )
         part = (
-            f"\n{notes}"
+            f"\n# target {number}: a comment as long as the ones people leave for themselves\n"
             f"[targets.t{number}]\n"
             f'url = "http://127.0.0.1:{1024 + number}/v1"\n'
             f'key = {{ env = "T{number}_API_KEY" }}\n'
