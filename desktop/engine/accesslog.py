@@ -17,11 +17,16 @@ import logging
 from aiohttp import web
 
 from desktop.engine.forward import RequestRecord
+from desktop.engine.guard import FORWARDED_METHODS
 from desktop.engine.redact import redact_target
 
 __all__ = ["ACCESS_LOGGER", "log_request", "own_answer_bytes"]
 
 ACCESS_LOGGER = logging.getLogger("trayproxy.access")
+# Methods a line names as they are; any other is shown as "?": the method is whatever the client
+# put first on its request line, a key pasted in the wrong place included ("sk-proj-... /v1/x",
+# which the pure-Python parser takes as a method), and no key shape covers it once upper-cased.
+_NAMED_METHODS = FORWARDED_METHODS | {"CONNECT"}
 # RFC 9110 §6.4.1: an answer to HEAD, a 1xx, 204 or 304 carries no body, whatever it holds.
 _BODILESS_STATUSES = frozenset({204, 304})
 
@@ -41,8 +46,9 @@ def log_request(request: web.BaseRequest, record: RequestRecord, *, started: flo
     if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
     ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
+    method = request.method if request.method in _NAMED_METHODS else "?"
     line = (
-        f'{request.remote or "-"} "{request.method} {redact_target(request.raw_path)}" '
+        f'{request.remote or "-"} "{method} {redact_target(request.raw_path)}" '
         f"{f'-> {record.target} ' if record.target else ''}{record.status or '-'} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
         f"{f' [{record.note}]' if record.note else ''}"
     )

@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import ipaddress
 import json
+import logging
+import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +54,10 @@ from desktop.engine.guard import (
     unknown_method,
 )
 
+# A subprocess's log line is polled for this often, this many times (5 s).
+LOG_POLL_S = 0.05
+LOG_POLLS = 100
+
 
 def _settings(**fields: Any) -> ProxySettings:
     fields.setdefault("hosts", ("127.0.0.1",))
@@ -65,6 +71,9 @@ class Guarded:
     port: int
     seen: Seen
     upstream_port: int
+    # What a `trayproxy serve` subprocess wrote to its log so far; None for a proxy in this
+    # process (its lines are in caplog).
+    serve_log: Callable[[], str] | None = None
 
     @property
     def host(self) -> str:
@@ -129,7 +138,10 @@ class PureParserProxies:
             proxy = PurePythonParserProxy(self.home, self.echo.url, free_port(), flags)
             self._proxies[tuple(flags)] = proxy
         self.seen.requests.clear()
-        return Guarded(port=proxy.port, seen=self.seen, upstream_port=self.echo.port)
+        running: PurePythonParserProxy = proxy
+        return Guarded(
+            port=proxy.port, seen=self.seen, upstream_port=self.echo.port, serve_log=lambda: running.stderr
+        )
 
     def close(self) -> None:
         try:
@@ -1123,6 +1135,47 @@ async def test_unknown_method_gets_400_unknown_method_not_forwarded(guarded, met
     request = build_request(method, "/x", headers=[("Host", guarded.host), ("Connection", "close")])
     response = await guarded.send(request)
     _assert_answer_is(response, guarded, unknown_method())
+
+
+async def test_a_lower_case_method_gets_the_answer_the_readme_gives_for_each_parser(guarded, parser) -> None:
+    """The one answer the parsers do not share (README, Safety): llhttp refuses `get` as an
+    unknown method; the pure-Python parser upper-cases it before anything public can see the
+    original, so it is forwarded as GET. If aiohttp changes either, the README must too."""
+    request = build_request("get", "/v1/models", headers=[("Host", guarded.host), ("Connection", "close")])
+    response = await guarded.send(request)
+    if parser == "llhttp":
+        _assert_answer_is(response, guarded, unknown_method())
+    else:
+        assert response.status == 200, response.raw
+        assert [r["method"] for r in guarded.seen.requests] == ["GET"]
+
+
+async def test_a_key_sent_as_the_method_never_reaches_the_log(guarded, caplog: pytest.LogCaptureFixture) -> None:
+    """A key pasted where the method goes (`sk-proj-... /v1/models`) is a token to the
+    pure-Python parser, which upper-cased it, and the access line printed it (no key shape
+    matches it in capitals). A method TrayProxy does not know is logged as `?`, and the
+    refusal says nothing of it under either parser."""
+    key = "sk-proj-" + "Zq7RkV2mXw9Lp4Tn" * 3
+    path = f"/v1/method-probe-{secrets.token_hex(4)}"  # its line, among the shared proxy's
+    with caplog.at_level(logging.INFO):
+        request = build_request(key, path, headers=[("Host", guarded.host), ("Connection", "close")])
+        response = await guarded.send(request)
+        _assert_answer_is(response, guarded, unknown_method())
+        log = guarded.serve_log if guarded.serve_log is not None else lambda: caplog.text
+        if guarded.serve_log is not None:
+            # The pure-Python parser lets the request through to the guard, whose refusal gets
+            # an access line, written as the handler ends: wait for it, boundedly.
+            for _ in range(LOG_POLLS):
+                if path in log():
+                    break
+                await asyncio.sleep(LOG_POLL_S)
+            assert f'"? {path}" 400' in log(), log()[-2000:]
+        else:
+            # llhttp refuses it before a handler runs: only the refusal is logged.
+            assert "refused a request from 127.0.0.1" in log(), log()
+        text = log()
+    assert key.lower() not in text.lower()
+    assert key[8:20].lower() not in text.lower()
 
 
 async def test_unknown_method_in_absolute_form_is_refused_for_its_method(guarded) -> None:
