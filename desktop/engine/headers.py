@@ -19,6 +19,7 @@ __all__ = [
     "RawHeaders",
     "RequestHeaderRules",
     "connection_tokens",
+    "is_key_offer",
     "is_websocket_upgrade",
     "response_headers",
 ]
@@ -26,8 +27,15 @@ __all__ = [
 RawHeaders = tuple[tuple[bytes, bytes], ...]
 
 # A Sec-WebSocket-Protocol offer carrying an API key (OpenAI Realtime's way for browsers, which
-# cannot set headers on a WebSocket): a credential like Authorization, in another place.
+# cannot set headers on a WebSocket): a credential like Authorization, in another place. Known
+# in any letter case: a target may read the offer case-insensitively, and a key offered as
+# "OpenAI-Insecure-Api-Key.<key>" is a key all the same.
 KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
+
+
+def is_key_offer(offer: str) -> bool:
+    """True for a subprotocol offer (stripped) that carries an API key, in any letter case."""
+    return offer[: len(KEY_PROTOCOL_PREFIX)].lower() == KEY_PROTOCOL_PREFIX
 
 # RFC 9110 §7.6.1 (and its predecessors): meaningful for one connection only. Upgrade is
 # handled apart: the WebSocket bridge makes its own handshake on each side.
@@ -207,9 +215,11 @@ class RequestHeaderRules:
 
 
 def _without_offers(value: str, prefix: str) -> str:
-    """A Sec-WebSocket-Protocol value without the offers that start with ``prefix``."""
+    """A Sec-WebSocket-Protocol value without the offers that start with ``prefix`` (in any
+    letter case)."""
+    prefix = prefix.lower()
     offers = (offer.strip() for offer in value.split(","))
-    return ", ".join(offer for offer in offers if offer and not offer.startswith(prefix))
+    return ", ".join(offer for offer in offers if offer and offer[: len(prefix)].lower() != prefix)
 
 
 def response_headers(

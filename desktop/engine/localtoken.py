@@ -158,7 +158,7 @@ def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
         elif lower == b"sec-websocket-protocol":
             for offer in value.split(b","):
                 offer = offer.strip()
-                if offer.startswith(_KEY_PROTOCOL_PREFIX):
+                if offer[: len(_KEY_PROTOCOL_PREFIX)].lower() == _KEY_PROTOCOL_PREFIX:
                     yield offer[len(_KEY_PROTOCOL_PREFIX) :]
 
 

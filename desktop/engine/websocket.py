@@ -27,8 +27,7 @@ from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable
 from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_response, send_with_pool_retry
-from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, response_headers
-from desktop.engine.localtoken import KEY_PROTOCOL_PREFIX
+from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, is_key_offer, response_headers
 from desktop.engine.upstream import Upstream
 from desktop.engine.wsrelay import (
     CLOSE_GOING_AWAY,
@@ -203,7 +202,7 @@ def _offered_protocols(request: web.BaseRequest, *, drop_key_offers: bool) -> li
         p.strip()
         for header in request.headers.getall("Sec-WebSocket-Protocol", [])
         for p in header.split(",")
-        if p.strip() and not (drop_key_offers and p.strip().startswith(KEY_PROTOCOL_PREFIX))
+        if p.strip() and not (drop_key_offers and is_key_offer(p.strip()))
     ]
 
 

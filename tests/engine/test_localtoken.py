@@ -288,12 +288,14 @@ async def test_a_key_subprotocol_offer_on_a_plain_request_does_not_reach_the_tar
     assert (await proxied.get(("Authorization", f"Bearer {TOKEN}"), offers))[0] == 200
     only_offer = ("Sec-WebSocket-Protocol", f"openai-insecure-api-key.{TOKEN}")
     assert (await proxied.get(only_offer))[0] == 200
+    other_case = ("Sec-WebSocket-Protocol", f"realtime, OpenAI-Insecure-Api-Key.{TOKEN}")
+    assert (await proxied.get(other_case))[0] == 200
     assert not any(TOKEN in value for value in _header_values(proxied.seen))
     protocols = [
         [value for name, value in request["headers"] if name.lower() == "sec-websocket-protocol"]  # type: ignore[union-attr]
         for request in proxied.seen.requests
     ]
-    assert protocols == [["realtime"], ["realtime"], []]
+    assert protocols == [["realtime"], ["realtime"], [], ["realtime"]]
 
 
 async def test_keep_headers_cannot_let_the_token_through(aiohttp_server, start_proxy) -> None:
@@ -398,17 +400,24 @@ async def test_options_that_is_not_a_preflight_still_needs_the_token(make_proxie
 
 
 @pytest.mark.parametrize("ws_path", ["relay", "bridge"], indirect=True)
+@pytest.mark.parametrize(
+    "placeholder",
+    ["openai-insecure-api-key.unused", "OpenAI-Insecure-Api-Key.placeholder", "OPENAI-INSECURE-API-KEY.x"],
+    ids=["as-openai-spells-it", "mixed-case", "upper-case"],
+)
 async def test_a_placeholder_key_offer_never_reaches_a_target_that_adds_its_own_key(
-    aiohttp_server, start_proxy, ws_path: str
+    aiohttp_server, start_proxy, ws_path: str, placeholder: str
 ) -> None:
     """Without the local token too: a browser Realtime client offers its placeholder key as
     ``openai-insecure-api-key.unused``; a target that adds its own Authorization gets its real
     key and the other offers, never the placeholder (which the service could read instead of
-    the key), on the WebSocket and on a plain request. A target adding no key gets every offer."""
+    the key), on the WebSocket and on a plain request, in whatever letter case it is offered
+    (an attacker trial's ``OpenAI-Insecure-Api-Key.placeholder`` got through). A target adding
+    no key gets every offer."""
     handshakes: list[list[tuple[str, str]]] = []
     upstream = await aiohttp_server(_recording_ws_app(handshakes, protocols=("realtime",)))
     upstream_url = str(upstream.make_url("")).rstrip("/")
-    offers = ("realtime", "openai-insecure-api-key.unused", "openai-beta.realtime-v1")
+    offers = ("realtime", placeholder, "openai-beta.realtime-v1")
     keyed = await start_proxy(_keyed_target(upstream_url), settings=_settings(required=False))
     keyless = await start_proxy(Target(url=upstream_url, name="keyless"), settings=_settings(required=False))
     async with aiohttp.ClientSession() as session:
