@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from desktop.config.keys import KEY_PLACEHOLDER
-from desktop.config.model import LOCAL_TOKEN_PREFIX, ProxySettings, Secret, Target
+from desktop.config.model import CREDENTIAL_HEADERS, LOCAL_TOKEN_PREFIX, ProxySettings, Secret, Target
 from desktop.config.parse import TargetSpec
 from desktop.config.store import write_atomically
 
@@ -51,8 +51,6 @@ TOKEN_FILE_MODE = 0o600
 # so it fits in an Authorization header and a shell's environment line unquoted; long enough
 # not to be guessed.
 _VALID_TOKEN = re.compile(r"[A-Za-z0-9._-]{16,512}")
-# Header names whose value is a credential when a target's config writes one out in full.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
 
 
 class LocalTokenError(Exception):
@@ -145,6 +143,6 @@ def brings_own_key(spec: TargetSpec, target: Target) -> bool:
     required, the target's requests carry no credential (the client's holds the token)."""
     added = {name.lower() for name, _ in target.add_headers}
     return any(
-        name.lower() in added and (KEY_PLACEHOLDER in template or name.lower() in _CREDENTIAL_HEADERS)
+        name.lower() in added and (KEY_PLACEHOLDER in template or name.lower() in CREDENTIAL_HEADERS)
         for name, template in spec.headers
     )

@@ -3,8 +3,9 @@
 Any program on this machine can reach the listener and spend the keys the proxy adds. With
 ``[security] require_token``, a client must send the token the proxy generated as its API key,
 in whichever header its SDK uses: ``Authorization: Bearer <token>`` (OpenAI-style),
-``x-api-key`` (Anthropic) or ``api-key`` (Azure). The check compares in constant time and
-answers 401 in the engine's error shape, with where to find the token, and never the value.
+``x-api-key`` (Anthropic), ``api-key`` (Azure) or ``x-goog-api-key`` (Google). The check
+compares in constant time and answers 401 in the engine's error shape, with where to find the
+token, and never the value.
 
 The client's credential headers then carry the token, so they never go further: the target gets
 the key its own headers add, and a target without a key of its own gets no key at all.
@@ -35,7 +36,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from desktop.config.model import ProxySettings, Secret, Target
+from desktop.config.model import CREDENTIAL_HEADERS, ProxySettings, Secret, Target
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules
 from desktop.engine.redact import register_secrets
@@ -49,9 +50,10 @@ __all__ = [
     "preflight_answer",
 ]
 
-# Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key.
-CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
-_KEY_HEADERS = (b"x-api-key", b"api-key")
+# Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key,
+# Google's x-goog-api-key; the same names a target's own key may go in (config.model).
+CLIENT_CREDENTIAL_HEADERS = CREDENTIAL_HEADERS
+_KEY_HEADERS = tuple(name.encode() for name in sorted(CLIENT_CREDENTIAL_HEADERS - {"authorization"}))
 _KEY_PROTOCOL_PREFIX = KEY_PROTOCOL_PREFIX.encode()
 # RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
 CHALLENGE = 'Bearer realm="TrayProxy"'
@@ -72,8 +74,8 @@ class LocalTokenRefused(RequestRefused):
 
 TOKEN_REQUIRED = (
     "This TrayProxy asks for its local access token as the API key "
-    "(Authorization: Bearer, x-api-key or api-key; for a browser WebSocket, the subprotocol "
-    f"{KEY_PROTOCOL_PREFIX}<token>). " + WHERE_TO_FIND
+    "(Authorization: Bearer, x-api-key, api-key or x-goog-api-key; for a browser WebSocket, "
+    f"the subprotocol {KEY_PROTOCOL_PREFIX}<token>). " + WHERE_TO_FIND
 )
 TOKEN_INVALID = (
     "The API key sent is not this TrayProxy's local access token (it may have been rotated). " + WHERE_TO_FIND
@@ -146,7 +148,8 @@ def preflight_answer(request: web.BaseRequest) -> web.Response | None:
 
 
 def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
-    """The API keys a request offers: each Bearer credential, x-api-key and api-key value."""
+    """The API keys a request offers: each Bearer credential, x-api-key, api-key and
+    x-goog-api-key value, and each key subprotocol offer."""
     for name, value in raw_headers:
         lower = name.lower()
         if lower == b"authorization":

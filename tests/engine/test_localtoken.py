@@ -118,15 +118,16 @@ async def test_a_wrong_token_gets_401_without_echoing_it(make_proxied, header: t
         ("Authorization", f"Bearer {TOKEN}"),
         ("x-api-key", TOKEN),
         ("api-key", TOKEN),
+        ("x-goog-api-key", TOKEN),
         ("AUTHORIZATION", f"bearer  {TOKEN} "),
     ],
-    ids=["bearer", "x-api-key", "api-key", "odd-case-and-spaces"],
+    ids=["bearer", "x-api-key", "api-key", "x-goog-api-key", "odd-case-and-spaces"],
 )
 async def test_the_token_in_any_sdk_header_reaches_the_target_with_its_real_key(
     make_proxied, header: tuple[str, str]
 ) -> None:
-    """OpenAI-style, Anthropic and Azure SDKs each send the token where they send a key; the
-    target gets the key configured for it and never sees the token."""
+    """OpenAI-style, Anthropic, Azure and Google SDKs each send the token where they send a
+    key; the target gets the key configured for it and never sees the token."""
     proxied = await make_proxied(_settings())
     status, _, _ = await proxied.get(header)
     assert status == 200
@@ -134,18 +135,21 @@ async def test_the_token_in_any_sdk_header_reaches_the_target_with_its_real_key(
     assert ["Authorization", f"Bearer {REAL_KEY}"] in request["headers"]
     assert not any(TOKEN in value for value in _header_values(proxied.seen))
     names = {name.lower() for name, _ in request["headers"]}  # type: ignore[union-attr]
-    assert names.isdisjoint({"x-api-key", "api-key"})
+    assert names.isdisjoint({"x-api-key", "api-key", "x-goog-api-key"})
 
 
-async def test_a_target_without_a_key_of_its_own_gets_no_credential(make_proxied) -> None:
+@pytest.mark.parametrize("beside", ["x-api-key", "api-key", "x-goog-api-key"])
+async def test_a_target_without_a_key_of_its_own_gets_no_credential(make_proxied, beside: str) -> None:
     """The client's key slot holds the token, so a target with no key configured (a local
-    Ollama) gets no credential at all, and certainly not the token."""
+    Ollama) gets no credential at all, and certainly not the token: a Gemini client's
+    x-goog-api-key holding it was forwarded (an attacker trial)."""
     proxied = await make_proxied(_settings(), keyed=False)
-    status, _, _ = await proxied.get(("Authorization", f"Bearer {TOKEN}"), ("x-api-key", "client-own"))
+    status, _, _ = await proxied.get(("Authorization", f"Bearer {TOKEN}"), (beside, TOKEN))
     assert status == 200
     (request,) = proxied.seen.requests
     names = {name.lower() for name, _ in request["headers"]}  # type: ignore[union-attr]
-    assert names.isdisjoint({"authorization", "x-api-key", "api-key"})
+    assert names.isdisjoint({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+    assert not any(TOKEN in value for value in _header_values(proxied.seen))
 
 
 async def test_health_stays_open_without_the_token(make_proxied) -> None:
