@@ -468,7 +468,7 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
             log.error("%s", exc)
             controller.close()
             return 1
-        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, controller.target.url)
+        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, status.target_url)
         # Wake now and then: on Windows a blocked wait would not see Ctrl+C.
         while not stop_requested.wait(0.5):
             pass

@@ -46,6 +46,7 @@ from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
 from desktop.engine.guard import unmarked_host_warnings
 from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
+from desktop.engine.redact import display_target, redact_url
 from desktop.engine.service import ListenError, ProxyService, host_port
 from desktop.engine.upstream import is_loopback
 
@@ -109,6 +110,8 @@ class ProxyStatus:
     """What the proxy is doing, as of one moment."""
 
     state: State
+    # The target as people see it: display_target's name and redact_url's URL (a key written
+    # into the URL's path is masked).
     target_name: str
     target_url: str
     # (host, port) pairs actually listened on; empty unless running.
@@ -212,7 +215,7 @@ class ProxyController:
         # Listeners closed by a move or a removed target, finishing their open requests (loop only).
         self._retiring: set[asyncio.Task[None]] = set()
         self._listeners: list[StatusListener] = []
-        self._status = ProxyStatus("stopped", target.display_name, target.url)
+        self._status = ProxyStatus("stopped", display_target(target), redact_url(target.url))
         self._binding: ConfigBinding | None = None
         self._config: ConfigFile | None = None
         self._watcher: threading.Thread | None = None
@@ -368,8 +371,8 @@ class ProxyController:
             if service is not None:
                 self._call(self._on_loop(lambda: service.set_target(target)))
             fields: dict[str, Any] = {
-                "target_name": target.display_name,
-                "target_url": target.url,
+                "target_name": display_target(target),
+                "target_url": redact_url(target.url),
                 "key_headers": self._key_headers_of(target),
             }
             if changed:
@@ -388,7 +391,7 @@ class ProxyController:
             # Not switched: the engine could not build the target's TLS settings. The file is
             # where the fix goes, so the status says so the way it does for a broken edit.
             log.error(
-                "target %s cannot be used; requests keep going to %s:\n%s", name, self._target.display_name, unusable
+                "target %s cannot be used; requests keep going to %s:\n%s", name, display_target(self._target), unusable
             )
             self._update(config_error=str(unusable))
             return
@@ -587,7 +590,7 @@ class ProxyController:
             ports.append(
                 TargetPort(
                     name=name,
-                    target_url=target.url,
+                    target_url=redact_url(target.url),
                     port=port,
                     addresses=tuple(service.addresses) if service is not None else (),
                     error=self._port_errors.get(name),
@@ -678,8 +681,9 @@ class ProxyController:
     def _on_condition(self, condition: TargetCondition) -> None:
         """On the loop thread: keep the chosen target's trouble in the status; re-fetch a
         command key (of the chosen target or one on a port of its own)."""
+        # Named as shown (display_target): a config target by its name, one without by its URL.
         name = condition.target_name
-        chosen = name == self._target.display_name
+        chosen = name == display_target(self._target)
         if not chosen and name not in self._wanted_ports:
             return  # an answer from a target switched away from
         if chosen:

@@ -307,6 +307,27 @@ def test_a_header_without_its_colon_is_refused_without_showing_the_key(separator
     assert "Authorization: ..." in result.stderr, result.stderr
 
 
+def test_a_key_in_the_target_urls_path_shows_in_no_answer_or_line(start_serve: StartServe) -> None:
+    """A gateway that takes its key in the path (``--target http://host/gw/sk-proj-...``): the
+    key reaches the target but not the 502 answer a tool shows its user, the health document,
+    or stderr. Before, the answer and the health document quoted the URL whole (the log alone
+    masked it). What is shown still says which target: scheme, host, port, the path up to the key."""
+    port = dead_port()
+    key = "sk-proj-" + secrets.token_hex(20)
+    serve = start_serve(f"http://127.0.0.1:{port}/gw/{key}")
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        answer = client.get(serve.url + "/v1/models")
+        health = client.get(serve.url + HEALTH_PATH)
+    assert answer.status_code == 502
+    message = answer.json()["error"]["message"]
+    assert f"could not reach the target http://127.0.0.1:{port}/gw/sk-***" in message, message
+    assert health.json()["target"]["url"] == f"http://127.0.0.1:{port}/gw/sk-***"
+    assert serve.stop() == 0
+    body = key.removeprefix("sk-proj-")
+    for shown in (answer.text, health.text, serve.stderr()):
+        assert body not in shown
+
+
 def test_port_taken_by_another_program_exits_1_and_says_so() -> None:
     """Another program on the port: serve says so in plain words and exits 1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:

@@ -8,12 +8,17 @@ rejects them), but the message saying so used to quote the URL whole on stderr, 
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
+import httpx
 import pytest
-from background import free_port
+from background import free_port, wait_until
 from cli_process import run_cli
+from upstreams import dead_port
 
+from desktop.config.model import ProxySettings, Target
+from desktop.controller import ProxyController, ProxyStatus
 from desktop.engine.redact import redact_text
 
 CANARY = "tpcanary-0f3e9a7c51"
@@ -68,3 +73,35 @@ def test_config_show_masks_a_proxy_password(tmp_path: Path) -> None:
 )
 def test_log_lines_mask_the_password_of_a_url(text: str, masked: str) -> None:
     assert redact_text(text) == masked
+
+
+def test_the_tray_status_and_its_notices_mask_a_key_in_the_target_urls_path() -> None:
+    """The tray shows the target (menu, tooltip, About) and its trouble (a notification when it
+    cannot be reached) from the controller's status, which no log handler redacts: a key
+    written into the target URL's path is masked there too, for a target named by its URL
+    (``serve --target``) and for a named one whose URL is shown."""
+    key = "sk-proj-" + secrets.token_hex(20)
+    port = dead_port()
+    url = f"http://127.0.0.1:{port}/gw/{key}"
+    shown = f"http://127.0.0.1:{port}/gw/sk-***"
+    snapshots: list[ProxyStatus] = []
+    controller = ProxyController(ProxySettings(hosts=("127.0.0.1",), port=0), Target(url=url, name=url))
+    controller.add_listener(snapshots.append)
+    status = controller.start()
+    try:
+        assert (status.target_name, status.target_url) == (shown, shown)
+        answer = httpx.get(f"{status.local_url}/v1/models", timeout=10, trust_env=False)
+        assert answer.status_code == 502
+        assert wait_until(lambda: controller.status.condition is not None, timeout_s=10)
+        condition = controller.status.condition
+        assert condition is not None
+        assert condition.kind == "unreachable"
+        assert shown in condition.message
+        controller.set_target(Target(url=url, name="gateway"))
+        assert (controller.status.target_name, controller.status.target_url) == ("gateway", shown)
+    finally:
+        controller.stop()
+    body = key.removeprefix("sk-proj-")
+    for snapshot in snapshots:
+        assert body not in repr(snapshot)
+    assert body not in answer.text

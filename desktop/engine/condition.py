@@ -45,6 +45,7 @@ UNREACHABLE_CODES = frozenset(
 class TargetCondition:
     """A change in how a target answers, in words a person can act on."""
 
+    # The target as shown (redact.display_target: its name, or its URL masked).
     target_name: str
     kind: ConditionKind
     # Plain words for the tray and the log, e.g. "OpenAI rejected the key (HTTP 401)".

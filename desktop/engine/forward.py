@@ -230,14 +230,14 @@ async def send_with_pool_retry(
                 and not isinstance(exc, aiohttp.ClientConnectorError)
             ):
                 log.debug(
-                    "pooled connection to %s failed; retrying on a new one", upstream.target.display_name
+                    "pooled connection to %s failed; retrying on a new one", upstream.label
                 )
                 continue
-            raise map_client_error(exc, target=upstream.target.display_name) from exc
+            raise map_client_error(exc, target=upstream.label) from exc
         except aiohttp.WSServerHandshakeError:
             raise  # the target refused the upgrade: its answer, for the caller to pass on
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise map_client_error(exc, target=upstream.target.display_name) from exc
+            raise map_client_error(exc, target=upstream.label) from exc
         finally:
             REUSE_NOTE.reset(token)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -298,7 +298,7 @@ async def pass_response(
             # The target broke off mid-body. Closing without the final chunk (or short of the
             # Content-Length) makes the client see a broken response, never a clean-looking
             # truncated one; aiohttp's own write_eof then fails quietly on the closed socket.
-            record.note = map_client_error(exc, target=upstream.target.display_name).code
+            record.note = map_client_error(exc, target=upstream.label).code
             if request.transport is not None:
                 request.transport.close()
         return response

@@ -97,7 +97,7 @@ async def probe_target(
             status = response.status
     except (TimeoutError, aiohttp.ClientError) as exc:
         return ProbeResult(
-            False, "not reachable: " + map_client_error(exc, target=target.display_name).message, no_key=no_key
+            False, "not reachable: " + map_client_error(exc, target=upstream.label).message, no_key=no_key
         )
     finally:
         await upstream.close()

@@ -25,14 +25,20 @@ import string
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from desktop.config.model import Target
 
 __all__ = [
     "MASK",
     "SENSITIVE_HEADERS",
     "RedactingFormatter",
+    "display_target",
     "mask_token_like",
     "redact_target",
     "redact_text",
+    "redact_url",
     "register_secrets",
 ]
 
@@ -238,6 +244,31 @@ def redact_target(target: str) -> str:
         # Each escape before a position in the decoded text stood for 3 characters, not 1.
         spans = [(a + 2 * bisect_left(escapes, a), b + 2 * bisect_left(escapes, b)) for a, b in spans]
     return _masked(target, spans)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown to a person: its scheme and host as written, any
+    ``user:password@`` masked whole, and its path and query masked as an access line's target
+    (key shapes anywhere, credential parameters, registered secrets, also percent-encoded)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return redact_text(redact_target(url))
+    host_end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if 0 <= found < host_end:
+            host_end = found
+    authority, tail = rest[:host_end], rest[host_end:]
+    if "@" in authority:
+        authority = MASK + "@" + authority.rsplit("@", 1)[1]
+    return redact_text(f"{scheme}://{authority}{redact_target(tail)}")
+
+
+def display_target(target: Target) -> str:
+    """How a target is named wherever a person sees it (error answers, the health document,
+    the tray's status and notifications): its name, or its URL when it has none, masked as
+    :func:`redact_url` does, so a key written into the target URL's path never shows."""
+    return redact_url(target.display_name)
 
 
 def _percent_decoded(text: str) -> tuple[str, list[list[int]]]:

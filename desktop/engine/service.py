@@ -44,7 +44,7 @@ from desktop.engine.guard import (
 )
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
-from desktop.engine.redact import register_secrets
+from desktop.engine.redact import display_target, redact_url, register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
 
@@ -461,7 +461,7 @@ class ProxyService:
             "app": "trayproxy",
             "version": __version__,
             "pid": os.getpid(),
-            "target": {"name": self._target.name, "url": self._target.url},
+            "target": {"name": redact_url(self._target.name), "url": redact_url(self._target.url)},
             "requests_active": self.requests_active - own,
             "requests_total": self.requests_total,
         }
@@ -511,7 +511,7 @@ class ProxyService:
         if upstream is None:
             return _stopping_answer()
         upstream.active += 1
-        record.target = upstream.target.display_name
+        record.target = upstream.label
         try:
             if is_websocket_upgrade(request.raw_headers):
                 if self._stopping:
@@ -527,11 +527,12 @@ class ProxyService:
             kind = classify(record.status, record.note)
             if kind is not None and kind != upstream.condition:
                 upstream.condition = kind
-                self._report_condition(upstream.target, kind, record)
+                self._report_condition(upstream, kind, record)
 
-    def _report_condition(self, target: Target, kind: Any, record: RequestRecord) -> None:
+    def _report_condition(self, upstream: Upstream, kind: Any, record: RequestRecord) -> None:
+        target = upstream.target
         credentials = credentials_of(target, token_required=self.settings.require_token)
-        condition = describe(target.display_name, kind, record.status, record.error, credentials=credentials)
+        condition = describe(upstream.label, kind, record.status, record.error, credentials=credentials)
         if kind != "ok":
             log.warning("%s", condition.message)
         if self._on_condition is not None:
@@ -553,10 +554,10 @@ def describe_target_change(old: Target, new: Target, *, port: int) -> str:
     switch; the same one (its entry edited, a new key from its key command) says what changed.
     Header values and the outgoing proxy may hold a key or password: only their change is told."""
     if old.display_name != new.display_name:
-        return f"target is now {new.display_name}"
+        return f"target is now {display_target(new)}"
     changes = []
     if old.url != new.url:
-        changes.append(f"url is now {new.url}")
+        changes.append(f"url is now {redact_url(new.url)}")
     before = {name.lower(): (name, value) for name, value in old.add_headers}
     after = {name.lower(): (name, value) for name, value in new.add_headers}
     changes += [f"adds header {after[name][0]}" for name in after.keys() - before.keys()]
@@ -579,7 +580,7 @@ def describe_target_change(old: Target, new: Target, *, port: int) -> str:
         changes.append("keeps the client's Host" if new.keep_host else "sends the target's Host")
     if old.proxy != new.proxy:
         changes.append("outgoing proxy changed")
-    return f"target {new.display_name} on port {port}: {', '.join(changes) or 'settings changed'}"
+    return f"target {display_target(new)} on port {port}: {', '.join(changes) or 'settings changed'}"
 
 
 def host_port(host: str, port: int) -> str:

@@ -31,6 +31,7 @@ from yarl import URL
 
 from desktop.config.model import Target
 from desktop.engine.headers import RawHeaders, RequestHeaderRules
+from desktop.engine.redact import display_target
 
 if TYPE_CHECKING:
     from desktop.engine.leansend import LeanSender
@@ -249,6 +250,7 @@ class Upstream:
         "active",
         "base_path",
         "condition",
+        "label",
         "prefix",
         "proxy",
         "proxy_authorization",
@@ -262,6 +264,8 @@ class Upstream:
     def __init__(self, target: Target, *, resolver: AbstractResolver | None = None) -> None:
         """Open the pool for ``target``; call on the proxy's event loop."""
         self.target = target
+        # The target as people see it named (error answers, access lines, the tray).
+        self.label = display_target(target)
         self.rules = RequestHeaderRules(target)
         self.base_path = target.base_path
         self.prefix = target.origin + self.base_path
@@ -319,7 +323,7 @@ class Upstream:
                 max_headers=MAX_RESPONSE_HEADERS,
             )
         if self.proxy is not None:
-            log.info("requests to %s go through the proxy %s", target.display_name, self.proxy)
+            log.info("requests to %s go through the proxy %s", self.label, self.proxy)
 
     async def send(
         self, method: str, url: URL, headers: CIMultiDict[str], body: bytes | AsyncIterator[bytes] | None

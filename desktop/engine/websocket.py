@@ -110,7 +110,7 @@ async def relay_websocket(
     headers.popall("Sec-WebSocket-Protocol", None)
     if offers:
         headers["Sec-WebSocket-Protocol"] = ", ".join(offers)
-    target = upstream.target.display_name
+    target = upstream.label
     url = upstream.url_for(request.raw_path)
     try:
         # A handshake has no body, so it is sent again like any request when a pooled
@@ -255,7 +255,7 @@ async def bridge_websocket(
     """Open the upstream WebSocket, accept the client's, and copy messages both ways."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
     deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
-    target = upstream.target.display_name
+    target = upstream.label
     url = upstream.url_for(request.raw_path)
     try:
         # A handshake has no body: sent again like any request when a pooled connection
