@@ -51,9 +51,11 @@ def count_open_fds() -> int:
     return len(os.listdir(fd_dir))
 
 
+# type(obj), not isinstance(obj, ...): isinstance asks obj.__class__, which a library's lazy
+# module stand-in may answer by raising (openai's numpy proxy without numpy, before 1.78).
 def unclosed_client_sessions() -> list[aiohttp.ClientSession]:
     gc.collect()
-    return [obj for obj in gc.get_objects() if isinstance(obj, aiohttp.ClientSession) and not obj.closed]
+    return [obj for obj in gc.get_objects() if issubclass(type(obj), aiohttp.ClientSession) and not obj.closed]
 
 
 def pending_tasks_on_closed_loops() -> list[asyncio.Task[object]]:
@@ -62,7 +64,7 @@ def pending_tasks_on_closed_loops() -> list[asyncio.Task[object]]:
     return [
         obj
         for obj in gc.get_objects()
-        if isinstance(obj, asyncio.Task) and obj.get_loop().is_closed() and not obj.done()
+        if issubclass(type(obj), asyncio.Task) and obj.get_loop().is_closed() and not obj.done()
     ]
 
 
@@ -71,7 +73,7 @@ def open_event_loops() -> set[int]:
     return {
         id(obj)
         for obj in gc.get_objects()
-        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed()
+        if issubclass(type(obj), asyncio.AbstractEventLoop) and not obj.is_closed()
     }
 
 
