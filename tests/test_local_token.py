@@ -131,14 +131,20 @@ def test_sdks_without_the_token_get_401_and_with_it_reach_the_target_with_its_re
             assert refused.status_code == 401
             assert refused.json()["error"]["code"] == "local_token_required"
             base_url = f"http://127.0.0.1:{port}/v1"
-            with pytest.raises(openai.AuthenticationError) as wrong:
-                openai.OpenAI(base_url=base_url, api_key="sk-not-the-token-000000", max_retries=0).models.list()
+            # Each client is closed here: one left to the garbage collector closes its pooled
+            # socket whenever a later test happens to run, which fails that test on a ResourceWarning.
+            with (
+                openai.OpenAI(base_url=base_url, api_key="sk-not-the-token-000000", max_retries=0) as client,
+                pytest.raises(openai.AuthenticationError) as wrong,
+            ):
+                client.models.list()
             assert wrong.value.status_code == 401
             assert wrong.value.code == "local_token_invalid"
             assert "trayproxy config token" in wrong.value.message
             assert recorder.requests == [], "a refused request reached the target"
 
-            models = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0).models.list()
+            with openai.OpenAI(base_url=base_url, api_key=token, max_retries=0) as client:
+                models = client.models.list()
             assert [model.id for model in models] == ["test-model"]
             assert status_of(port, **{"x-api-key": token}) == 200
             assert status_of(port, **{"api-key": token}) == 200
