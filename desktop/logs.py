@@ -181,11 +181,10 @@ class _AccessLines:
         logger = self._logger
         if (
             self._root.handlers != self._handlers
-            or logger.handlers
             or logger.filters
-            or logger.parent is not self._root
-            or not logger.propagate
+            or logger.disabled
             or self._root.filters
+            or not self._reaches_the_root_handlers_alone()
         ):
             return False
         now = time.time()
@@ -209,6 +208,19 @@ class _AccessLines:
         line = prefix + redact_text(message)
         for handler in self._handlers:
             handler.queue_line(line)
+        return True
+
+
+    def _reaches_the_root_handlers_alone(self) -> bool:
+        """True when a record of the access logger, passed up the loggers' tree as logging
+        does, meets no handler before the root's and is not stopped on the way. A logger made
+        later for a name above it ("trayproxy", by anyone: a test's caplog, an embedding
+        program) becomes its parent; one with no handlers changes nothing a person reads."""
+        node: logging.Logger | None = self._logger
+        while node is not self._root:
+            if node is None or node.handlers or not node.propagate:
+                return False
+            node = node.parent
         return True
 
 

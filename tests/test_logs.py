@@ -7,6 +7,7 @@ third of the proxy's CPU per request); nothing a person reads may change because
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -173,28 +174,73 @@ def test_another_handler_still_gets_the_records(
     assert "/seen?key=***" in stderr.getvalue()
 
 
-def test_a_handler_given_another_format_prints_access_lines_in_it(stderr: io.StringIO) -> None:
-    """A formatter set on the handler after setup_logging (another program embedding the
-    proxy, a debugging session) decides how access lines look: the fast path steps aside."""
+@contextlib.contextmanager
+def only_the_installed_handler(stderr: io.StringIO) -> Iterator[logging.Handler]:
+    """The root logger with setup_logging's handler alone: pytest's own capturing handlers on
+    it would switch the fast path off."""
     root = logging.getLogger()
     (handler,) = [h for h in root.handlers if getattr(h, "stream", None) is stderr]
-    # pytest's own capturing handlers on the root logger would switch the fast path off.
     others = [h for h in root.handlers if h is not handler]
     for other in others:
         root.removeHandler(other)
     try:
+        yield handler
+    finally:
+        for other in others:
+            root.addHandler(other)
+
+
+def test_a_handler_given_another_format_prints_access_lines_in_it(stderr: io.StringIO) -> None:
+    """A formatter set on the handler after setup_logging (another program embedding the
+    proxy, a debugging session) decides how access lines look: the fast path steps aside."""
+    with only_the_installed_handler(stderr) as handler:
         installed = handler.formatter
         handler.setFormatter(RedactingFormatter("%(name)s | %(message)s"))
         log_request(FakeRequest(f"/other?key={SECRET}"), record(), started=10.0, ended=10.1)
         handler.setFormatter(installed)
         assert ACCESS_LOGGER.write_line("the fast path again")
-    finally:
-        for other in others:
-            root.addHandler(other)
     flush()
     first, second = stderr.getvalue().splitlines()
     assert first == 'trayproxy.access | 127.0.0.1 "GET /other?key=***" 200 12 ttfb=0.001s 0.100s'
     assert second.endswith(" INFO    trayproxy.access: the fast path again")
+
+
+def test_a_logger_made_above_the_access_logger_leaves_the_fast_path_on_and_gets_its_lines(
+    stderr: io.StringIO,
+) -> None:
+    """A ``trayproxy`` logger made by anyone after setup_logging (pytest's caplog for it did, in
+    the full run) sits between the access logger and the root. Without handlers it changes
+    nothing, so the fast path stays on; a handler on it gets every access line, and when it
+    stops propagation the root's handlers get none, as the plain logging path would do."""
+    parent = logging.getLogger("trayproxy")
+    assert ACCESS_LOGGER.parent is parent
+    seen = io.StringIO()
+    on_the_parent = logging.StreamHandler(seen)
+    with only_the_installed_handler(stderr):
+        assert ACCESS_LOGGER.write_line("fast under a parent logger")
+        ACCESS_LOGGER.disabled = True  # as logging.config does to loggers it was not told of
+        try:
+            log_request(FakeRequest("/disabled"), record(), started=10.0, ended=10.1)
+        finally:
+            ACCESS_LOGGER.disabled = False
+        parent.addHandler(on_the_parent)
+        try:
+            log_request(FakeRequest("/to-both"), record(), started=10.0, ended=10.1)
+            parent.propagate = False
+            log_request(FakeRequest("/to-the-parent-only"), record(), started=10.0, ended=10.1)
+        finally:
+            parent.removeHandler(on_the_parent)
+            parent.propagate = True
+    flush()
+    assert seen.getvalue().splitlines() == [
+        '127.0.0.1 "GET /to-both" 200 12 ttfb=0.001s 0.100s',
+        '127.0.0.1 "GET /to-the-parent-only" 200 12 ttfb=0.001s 0.100s',
+    ]
+    lines = stderr.getvalue().splitlines()
+    assert [line[19:] for line in lines] == [
+        " INFO    trayproxy.access: fast under a parent logger",
+        ' INFO    trayproxy.access: 127.0.0.1 "GET /to-both" 200 12 ttfb=0.001s 0.100s',
+    ]
 
 
 def test_quiet_writes_no_access_line(stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
