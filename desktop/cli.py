@@ -323,6 +323,13 @@ def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
         try:
             value = resolve_env_placeholders(value, os.environ)
         except KeyError as exc:
+            from desktop.engine.redact import looks_like_key
+
+            if looks_like_key(exc.args[0]):
+                raise UsageError(
+                    f"--header {name}: {{env:...}} holds what looks like a key, not a variable name (not shown);"
+                    " write {env:NAME} with the name of the variable that holds the key"
+                ) from None
             raise UsageError(
                 f"--header {name}: the environment variable {exc.args[0]} is not set or empty"
             ) from None
@@ -733,12 +740,16 @@ def _config(args: argparse.Namespace) -> int:
     if args.config_command == "token":
         return _config_token(args, path)
     if args.config_command == "show":
-        from desktop.config.store import show_redacted
+        from desktop.config.parse import ConfigError
+        from desktop.config.show import show_redacted
 
         try:
-            print(show_redacted(path.read_text(encoding="utf-8")), end="")
+            print(show_redacted(path.read_text(encoding="utf-8"), path=str(path)), end="")
         except (OSError, UnicodeDecodeError) as exc:
             print(f"{path}: cannot read it: {exc}", file=sys.stderr)
+            return 1
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
             return 1
         return 0
     raise AssertionError(f"unhandled config action {args.config_command}")  # argparse lists them all

@@ -328,6 +328,27 @@ def test_a_key_in_the_target_urls_path_shows_in_no_answer_or_line(start_serve: S
         assert body not in shown
 
 
+def test_a_key_written_as_the_name_in_an_env_placeholder_is_not_echoed() -> None:
+    """``--header 'Authorization: Bearer {env:<the key>}'`` (the key pasted where its
+    variable's name belongs): the usage error said "the environment variable <key> is not
+    set"; it now says what is wrong without printing it."""
+    key = "k" + secrets.token_hex(16)
+    result = run_cli(
+        "serve",
+        "--target",
+        f"http://127.0.0.1:{dead_port()}",
+        "--port",
+        str(free_port()),
+        "--host",
+        "127.0.0.1",
+        "--header",
+        f"Authorization: Bearer {{env:{key}}}",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "looks like a key, not a variable name" in result.stderr
+    assert key not in result.stdout + result.stderr
+
+
 def test_port_taken_by_another_program_exits_1_and_says_so() -> None:
     """Another program on the port: serve says so in plain words and exits 1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from desktop.config.model import Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
-from desktop.engine.redact import SENSITIVE_HEADERS, mask_token_like, redact_text
+from desktop.engine.redact import SENSITIVE_HEADERS, looks_like_key, mask_token_like, redact_text
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -98,6 +98,14 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
     kind, value = spec.key_source
     if kind == "env":
         found = environ.get(str(value), "")
+        if not found and looks_like_key(str(value)):
+            # A key pasted where its variable's name belongs: saying "the variable <key> is not
+            # set" would print it in every warning, status line and notification.
+            raise KeyUnavailable(
+                "the value of `env` looks like a key, not a variable name (not shown here);"
+                ' write the name of the variable that holds the key, e.g. key = { env = "OPENAI_API_KEY" },'
+                " and keep the key itself out of the file"
+            )
         if not found:
             raise KeyUnavailable(
                 f"the environment variable {value} is not set or empty"

@@ -24,7 +24,7 @@ quoting stay as the person wrote them. Each write
 - does not clobber an edit saved in an editor meanwhile: if the file changed between reading and
   renaming, the change is applied again on top of the newer contents (:data:`EDIT_ATTEMPTS`).
 
-This module must not import the engine beyond :func:`redact_text`, nor any UI.
+This module must not import the engine, nor any UI.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from desktop.config.parse import KEY_SOURCES, ConfigError, ConfigFile, Problem, parse_config
-from desktop.engine.redact import mask_token_like, redact_text
 
 __all__ = [
     "APP_NAME",
@@ -60,7 +59,6 @@ __all__ = [
     "load_config",
     "set_active_target",
     "set_key_source",
-    "show_redacted",
     "write_atomically",
 ]
 
@@ -254,22 +252,6 @@ def ensure_config(path: Path) -> bool:
         return False
     write_atomically(path, DEFAULT_CONFIG)
     return True
-
-
-# ``key = "..."`` (a key written in the file) and ``value = "..."`` inside ``key = { ... }``.
-_IN_FILE_KEY = re.compile(r"""(?m)^(\s*(?:key|value)\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
-_INLINE_VALUE = re.compile(r"""(\bvalue\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
-# ``command = "..."`` inside ``key = { ... }``: shown (it says where the key comes from), but a
-# token written into the command line itself is masked.
-_INLINE_COMMAND = re.compile(r"""(\bcommand\s*=\s*)("[^"\n]*"|'[^'\n]*')""")
-
-
-def show_redacted(text: str) -> str:
-    """The config text with every key masked: in-file keys, credential headers, key shapes."""
-    text = _IN_FILE_KEY.sub(lambda m: m.group(1) + '"***"', text)
-    text = _INLINE_VALUE.sub(lambda m: m.group(1) + '"***"', text)
-    text = _INLINE_COMMAND.sub(lambda m: m.group(1) + mask_token_like(m.group(2)), text)
-    return redact_text(text)
 
 
 def backup_path(path: Path) -> Path:

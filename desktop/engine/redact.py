@@ -35,6 +35,9 @@ __all__ = [
     "SENSITIVE_HEADERS",
     "RedactingFormatter",
     "display_target",
+    "is_credential_name",
+    "is_placeholder",
+    "looks_like_key",
     "mask_token_like",
     "redact_target",
     "redact_text",
@@ -86,10 +89,11 @@ _TEMPLATE_VALUE = re.compile(
 # pagination cursor (``page_token``, ``next_page_token``: Google's list APIs) is no credential.
 _CREDENTIAL_WORDS = "key|token|secret|password|passwd|pwd|signature|sig|auth|authorization|credentials?"
 _CREDENTIAL_PREFIXES = "api|access|secret|client|subscription|session|refresh|private|app|master|account|auth|id"
-_QUERY_SHAPE = re.compile(
-    r"(?i)([?&;](?:(?:[a-z0-9]+[-_.])*"
-    rf"(?:{_CREDENTIAL_PREFIXES})?(?<!page[-_.])(?:{_CREDENTIAL_WORDS})|code)=)([^&;#\s'\"]*)"
+_CREDENTIAL_NAME = (
+    rf"(?:(?:[a-z0-9]+[-_.])*(?:{_CREDENTIAL_PREFIXES})?(?<!page[-_.])(?:{_CREDENTIAL_WORDS})|code)"
 )
+_QUERY_SHAPE = re.compile(rf"(?i)([?&;]{_CREDENTIAL_NAME}=)([^&;#\s'\"]*)")
+_CREDENTIAL_NAME_ONLY = re.compile(rf"(?i){_CREDENTIAL_NAME}")
 # In a URL the space after "Bearer" may be a form-encoded "+".
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)([\s+]+)([A-Za-z0-9._~+/=-]{6,})")
 # Keys of well-known services, by the prefix they are issued with; the prefix stays, to say
@@ -174,6 +178,38 @@ def mask_token_like(text: str) -> str:
     return _TOKEN_LIKE.sub(mask, text)
 
 
+def is_credential_name(name: str) -> bool:
+    """True when a setting or parameter called ``name`` holds a credential: its last word is
+    key, token, secret, password, signature, auth... (see _QUERY_SHAPE), any case."""
+    return _CREDENTIAL_NAME_ONLY.fullmatch(name) is not None
+
+
+# A word of a key rather than of a name: keys are long random runs of letters and digits;
+# names are words (OPENAI_API_KEY, AZURE_OPENAI_KEY_2024), none of 16 characters with both.
+_KEY_WORD_CHARS = 16
+_ENV_PLACEHOLDER_NAME = re.compile(r"\{env:([^{}]*)\}")
+
+
+def looks_like_key(text: str) -> bool:
+    """True when ``text``, written where a name belongs (an environment variable's, a keychain
+    entry's), is more likely a key pasted there: a known key shape, or a word (between -, _
+    and .) of 16 or more letters and digits with both (lower-case hex, base64 runs)."""
+    if redact_text(text) != text:
+        return True
+    return any(
+        len(word) >= _KEY_WORD_CHARS and any(c.isalpha() for c in word) and any(c.isdigit() for c in word)
+        for word in re.split(r"[-_.\s]+", text)
+    )
+
+
+def is_placeholder(value: str) -> bool:
+    """True when a header value is only a placeholder, shown as written ("Bearer {key}",
+    "{env:OPENAI_API_KEY}"), and the variable it names does not look like a key itself."""
+    if _TEMPLATE_VALUE.fullmatch(value) is None:
+        return False
+    return not any(looks_like_key(name) for name in _ENV_PLACEHOLDER_NAME.findall(value))
+
+
 def _may_hold_shape(text: str) -> bool:
     # For ASCII text (every access line but a rare one), lower() and a few substring searches
     # give the same answer as the case-insensitive search, about 10 times sooner (0.6 against
@@ -210,7 +246,7 @@ def _may_hold_shape(text: str) -> bool:
 
 def _mask_header_value(match: re.Match[str]) -> str:
     value = match.group(3)
-    if _TEMPLATE_VALUE.fullmatch(value):
+    if is_placeholder(value):
         return match.group(0)
     return match.group(1) + match.group(2) + MASK
 
@@ -247,9 +283,11 @@ def redact_target(target: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` as it may be shown to a person: its scheme and host as written, any
-    ``user:password@`` masked whole, and its path and query masked as an access line's target
-    (key shapes anywhere, credential parameters, registered secrets, also percent-encoded)."""
+    """``url`` as it may be shown to a person: its scheme and host as written, the password of
+    ``user:password@`` masked (a lone ``user@``, or a key-like user, whole), a path segment
+    that looks like a key of no known shape masked whole (:func:`looks_like_key`), and the
+    path and query masked as an access line's target (key shapes anywhere, credential
+    parameters, registered secrets, also percent-encoded)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return redact_text(redact_target(url))
@@ -260,8 +298,19 @@ def redact_url(url: str) -> str:
             host_end = found
     authority, tail = rest[:host_end], rest[host_end:]
     if "@" in authority:
-        authority = MASK + "@" + authority.rsplit("@", 1)[1]
-    return redact_text(f"{scheme}://{authority}{redact_target(tail)}")
+        # user:password@ keeps the user name (it says whose account); a lone user@ is more
+        # often a token (https://TOKEN@host), so it goes whole.
+        userinfo, host = authority.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:{MASK}@{host}" if colon and not looks_like_key(user) else f"{MASK}@{host}"
+    path, question, query = tail.partition("?")
+    # A gateway's /gw/9f8e7d6c...: a base URL names places, and a run of 16 letters and digits
+    # names none a person reads. (A known shape keeps its prefix: redact_target masks it.)
+    path = "/".join(
+        MASK if looks_like_key(segment) and redact_text(segment) == segment else segment
+        for segment in path.split("/")
+    )
+    return redact_text(f"{scheme}://{authority}{redact_target(path + question + query)}")
 
 
 def display_target(target: Target) -> str:
@@ -309,7 +358,7 @@ def _find_all(text: str, part: str) -> Iterable[int]:
 
 def _secret_spans(text: str) -> list[tuple[int, int]]:
     """Where in ``text`` the shapes' secret parts are (what redact_text would mask)."""
-    spans = [m.span(3) for m in _HEADER_SHAPE.finditer(text) if not _TEMPLATE_VALUE.fullmatch(m.group(3))]
+    spans = [m.span(3) for m in _HEADER_SHAPE.finditer(text) if not is_placeholder(m.group(3))]
     spans += [m.span(2) for m in _QUERY_SHAPE.finditer(text)]
     spans += [m.span(3) for m in _BEARER_SHAPE.finditer(text)]
     for m in _KEY_SHAPE.finditer(text):

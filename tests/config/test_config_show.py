@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from background import free_port, wait_until
+from cli_process import ServeProcess
 
 from desktop.config.store import DEFAULT_CONFIG
 from desktop.engine.redact import redact_text
@@ -96,3 +98,123 @@ def test_config_show_masks_a_token_written_into_a_key_command(tmp_path: Path) ->
     shown = _show(path)
     assert token not in shown
     assert 'command = "gitlab-token-helper --token *** --scope api"' in shown
+
+
+# Keys of no known shape (only where they stand says they are keys), as an attacker trial of
+# `config show` wrote them: every file passes `config check`.
+HEX_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+# id: (file text, the line `config show` prints for the setting holding the key).
+UNUSUAL_SPELLINGS = {
+    "quoted key name": (f'[targets.a]\nurl = "https://a.example"\n"key" = "{HEX_KEY}"\n', '"key" = "***"'),
+    "multi-line string": (
+        f'[targets.a]\nurl = "https://a.example"\nkey = """\nQUOTEDMULTILINE{HEX_KEY}\n"""\n',
+        'key = "***"',
+    ),
+    "multi-line literal": (f"[targets.a]\nurl = \"https://a.example\"\nkey = '''\n{HEX_KEY}'''\n", 'key = "***"'),
+    "inline table under [targets]": (
+        f'[targets]\ne = {{ url = "https://e.example", key = "INLINETABLEKEY{HEX_KEY}" }}\n',
+        'e = { url = "https://e.example", key = "***" }',
+    ),
+    "dotted keys": (f'[targets.a]\nurl = "https://a.example"\nkey.value = \'{HEX_KEY}\'\n', 'key.value = "***"'),
+    "dotted from the top": (
+        f'targets.a.url = "https://a.example"\ntargets.a.key = "{HEX_KEY}"\n',
+        'targets.a.key = "***"',
+    ),
+    "key source table": (
+        f'[targets.a]\nurl = "https://a.example"\n[targets.a.key]\nvalue = "{HEX_KEY}"\n',
+        '[targets.a.key]\nvalue = "***"',
+    ),
+    "custom header": (
+        f'[targets.apim]\nurl = "https://apim.example"\nheaders = {{ "Ocp-Apim-Subscription-Key" = "c0ffee{HEX_KEY}" }}\n',
+        'headers = { "Ocp-Apim-Subscription-Key" = "***" }',
+    ),
+    "header table": (
+        f'[targets.a]\nurl = "https://a.example"\n[targets.a.headers]\nX-Tenant-Secret = "{HEX_KEY}"\n',
+        'X-Tenant-Secret = "***"',
+    ),
+    "env holding the key": (
+        f'[targets.a]\nurl = "https://a.example"\nkey = {{ env = "{HEX_KEY}" }}\n',
+        'key = { env = "***" }',
+    ),
+    "env placeholder holding the key": (
+        f'[targets.a]\nurl = "https://a.example"\nheaders = {{ Authorization = "Bearer {{env:k{HEX_KEY}}}" }}\n',
+        'headers = { Authorization = "***" }',
+    ),
+    "key in the url's path": (f'[targets.gw]\nurl = "https://gw.example/v1/{HEX_KEY}"\n', 'url = "https://gw.example/v1/***"'),
+    "commented-out key": (
+        f'[targets.a]\nurl = "https://a.example"\nkey = {{ env = "A_KEY" }}\n# key = "{HEX_KEY}"\n',
+        'key = { env = "A_KEY" }\n# key = "***"',
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "masked"), UNUSUAL_SPELLINGS.values(), ids=UNUSUAL_SPELLINGS.keys())
+def test_config_show_masks_a_key_however_the_toml_spells_it(tmp_path: Path, text: str, masked: str) -> None:
+    """`config show` masked keys by line text (`key = "..."` at a line's start), so a file
+    spelt otherwise, valid all the same, printed its key for a bug report. It now masks from
+    the parsed document: the key goes, the setting stays, so the output still says which."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    shown = _show(path)
+    assert HEX_KEY not in shown
+    # tomlkit before 0.13 writes a replaced literal string with double quotes, later ones keep
+    # the single quotes: either is right.
+    assert masked in shown.replace("'***'", '"***"'), shown
+
+
+def test_config_show_keeps_what_is_no_key(tmp_path: Path) -> None:
+    """Around the masked values, everything a bug report needs is shown as written: names,
+    env variable names, keychain entries, header placeholders, short and plain header values,
+    URLs, comments."""
+    text = (
+        "# my setup\n"
+        '[targets.a]   # the main one\n'
+        'url = "https://a.example/openai/deployments/gpt-4o-2024-08-06"\n'
+        'key = { env = "AZURE_OPENAI_API_KEY_2024" }\n'
+        'headers = { api-key = "{key}", anthropic-version = "2023-06-01", X-Team = "ml" }\n'
+        "[targets.b]\n"
+        'url = "https://b.example"\n'
+        'key = { keyring = "work-account" }\n'
+        'headers.Authorization = "Bearer {env:B_TOKEN}"\n'
+        "# plain words = not a setting\n"
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert _show(path) == text
+
+
+def test_config_show_refuses_a_file_that_is_not_toml(tmp_path: Path) -> None:
+    """Where the keys of a broken file are cannot be told, so none of it is printed."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[targets.a\nkey = "{HEX_KEY}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "desktop", "config", "show", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_S,
+    )
+    assert result.returncode == 1
+    assert HEX_KEY not in result.stdout + result.stderr
+    assert "not valid TOML" in result.stderr
+
+
+def test_a_key_written_as_an_env_variable_name_is_reported_without_it(tmp_path: Path) -> None:
+    """`key = { env = "<the key>" }` (the key pasted where its variable's name belongs): the
+    warning in `config check` and `serve` said "the environment variable <key> is not set".
+    It now says what is wrong without the key."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nkey = {{ env = "{HEX_KEY}" }}\n'
+                    'headers = { Authorization = "Bearer {key}" }\n')
+    check = subprocess.run(
+        [sys.executable, "-m", "desktop", "config", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_S,
+    )
+    assert "the value of `env` looks like a key, not a variable name" in check.stderr, check.stderr
+    serve = ServeProcess(path, "--port", str(free_port()), "--host", "127.0.0.1")
+    try:
+        assert wait_until(lambda: bool(serve.lines_with("looks like a key")), timeout_s=EXIT_TIMEOUT_S), serve.stderr
+    finally:
+        printed = serve.stop()
+    assert HEX_KEY not in check.stdout + check.stderr + printed
