@@ -29,7 +29,14 @@ from pathlib import Path
 
 from desktop.config.model import Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
-from desktop.engine.redact import SENSITIVE_HEADERS, looks_like_key, mask_token_like, redact_text
+from desktop.engine.redact import (
+    MASK,
+    MIN_SECRET_LEN,
+    SENSITIVE_HEADERS,
+    looks_like_key,
+    mask_token_like,
+    redact_text,
+)
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -201,7 +208,7 @@ def _run_key_command(command: str, environ: Mapping[str, str]) -> str:
     except OSError as exc:
         raise KeyUnavailable(f"the key command could not be started: {exc.strerror}") from None
     if result.returncode != 0:
-        why = _last_line(result.stderr)
+        why = _last_line(result.stderr, printed=result.stdout)
         raise KeyUnavailable(
             f"the key command exited with status {result.returncode}" + (f": {why}" if why else "")
         )
@@ -211,9 +218,20 @@ def _run_key_command(command: str, environ: Mapping[str, str]) -> str:
     raise KeyUnavailable("the key command printed nothing")
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, *, printed: str = "") -> str:
+    """The last non-empty line of a failing key command's stderr, for the person to read, with
+    key shapes and token-like runs masked, and what it ``printed`` on stdout as the key (its
+    first non-empty line, as a succeeding command's would be taken, and each word of it) too:
+    a helper may quote it in its complaint, however plain it looks ("correct-horse-...")."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return mask_token_like(redact_text(lines[-1]))[:COMMAND_ERROR_CHARS] if lines else ""
+    if not lines:
+        return ""
+    last = lines[-1]
+    meant = next((line.strip() for line in printed.splitlines() if line.strip()), "")
+    for value in sorted({meant, *meant.split()}, key=len, reverse=True):
+        if len(value) >= MIN_SECRET_LEN:
+            last = last.replace(value, MASK)
+    return mask_token_like(redact_text(last))[:COMMAND_ERROR_CHARS]
 
 
 def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> ResolvedTarget:

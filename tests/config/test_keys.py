@@ -224,3 +224,16 @@ def test_set_key_without_a_keychain_says_so_and_changes_nothing(tmp_path: Path) 
     assert "no OS keychain" in result.stderr
     assert "sk-nowhere" not in result.stderr
     assert config.read_text() == original
+
+
+def test_failing_command_never_shows_what_it_printed_as_the_key() -> None:
+    """A helper that printed its key and then failed (expired, a second step refused) may quote
+    the key in its complaint. A key of no known shape ("correct-horse-battery-staple...") is
+    not token-like, so only this rule hides it: nothing the command printed on stdout, the
+    key it was meant to give, shows in the error; the words around it do."""
+    key = "correct-horse-battery-staple-zebra-quilt"
+    command = f"{{ command = \"echo {key}; echo 'session token {key} expired' >&2; exit 1\" }}"
+    resolved = resolve_target(_spec(command), dict(os.environ))
+    assert resolved.problem is not None
+    assert "correct-horse" not in resolved.problem
+    assert "session token *** expired" in resolved.problem
