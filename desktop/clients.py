@@ -89,7 +89,22 @@ def environment_lines(endpoints: Sequence[Endpoint], *, shell: Shell, local_toke
         key = local_token or (PLACEHOLDER_KEY if endpoint.adds_key else None)
         if key is not None:
             keys.append((sdk.key_variable, key))
-    return "".join(_assignment(shell, name, value) for name, value in urls + keys)
+    notes = []
+    if keys:
+        # The key lines replace whatever key the shell had; said on stdout, where `eval` and a
+        # paste keep it, as a comment the shell skips (warnings on stderr vanish in eval).
+        what = "TrayProxy's local access token" if local_token else "a placeholder"
+        notes.append(
+            f"{', '.join(name for name, _ in keys)} hold {what}, for your tools: TrayProxy adds the real"
+            " key on the way out and reads your real keys itself, so do not start it where these lines ran"
+        )
+    return "".join(_comment(shell, note) for note in notes) + "".join(
+        _assignment(shell, name, value) for name, value in urls + keys
+    )
+
+
+def _comment(shell: Shell, text: str) -> str:
+    return f"REM {text}\n" if shell == "cmd" else f"# {text}\n"
 
 
 def _assignment(shell: Shell, name: str, value: str) -> str:

@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from desktop.config.model import Secret, Target
+from desktop.clients import PLACEHOLDER_KEY
+from desktop.config.model import LOCAL_TOKEN_PREFIX, Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
 from desktop.engine.redact import (
     MASK,
@@ -119,14 +120,43 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
                 " (apps started at login or from a menu do not see variables set in a shell profile;"
                 f" {_elsewhere_advice(spec.name)})"
             )
+        what = _stand_in(found)
+        if what:
+            # `eval "$(trayproxy env)"` or pasted Copy environment lines, then TrayProxy started
+            # from that shell: sent as the key, the stand-in gets a 401 from the real service.
+            keychain = (
+                f", or keep the key in the OS keychain: trayproxy config set-key {spec.name}"
+                if _keyring_backend_problem() is None
+                else ""
+            )
+            raise KeyUnavailable(
+                f"{value} holds {what} (set by `trayproxy env` / Copy environment), not your key:"
+                f" those lines are for your tools; start TrayProxy where {value} is your real key"
+                f" (another shell, or export {value}=<your key> first){keychain}"
+            )
         return found
     if kind == "value":
-        return str(value)
-    if kind == "keyring":
-        return _read_keyring(keyring_account(spec), spec.name)
-    if kind == "command":
-        return _run_key_command(str(value), environ)
-    raise KeyUnavailable(f"unknown key source '{kind}'")  # parse.py lets no other through
+        found = str(value)
+    elif kind == "keyring":
+        found = _read_keyring(keyring_account(spec), spec.name)
+    elif kind == "command":
+        found = _run_key_command(str(value), environ)
+    else:
+        raise KeyUnavailable(f"unknown key source '{kind}'")  # parse.py lets no other through
+    what = _stand_in(found)
+    if what:
+        raise KeyUnavailable(f"the key is {what}, not your key: put your real key there")
+    return found
+
+
+def _stand_in(key: str) -> str | None:
+    """What TrayProxy hands tools in place of a key, when ``key`` is one of those: never a
+    key to send on, to any target."""
+    if key == PLACEHOLDER_KEY:
+        return "TrayProxy's placeholder"
+    if key.startswith(LOCAL_TOKEN_PREFIX):
+        return "TrayProxy's local access token"
+    return None
 
 
 def _keyring_backend_problem() -> str | None:

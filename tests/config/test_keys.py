@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from desktop.clients import PLACEHOLDER_KEY
 from desktop.config.keys import protect_in_file_keys, resolve_target
+from desktop.config.model import LOCAL_TOKEN_PREFIX
 from desktop.config.parse import parse_config
 
 TEXT = """\
@@ -76,6 +78,22 @@ def test_missing_env_key_without_a_keychain_offers_what_works_instead_of_set_key
         notice = protect_in_file_keys(config, parse_config(config.read_text()))
         assert notice is not None
         assert "set-key" not in notice
+
+
+def test_what_trayproxy_hands_tools_is_never_taken_for_a_key() -> None:
+    """The placeholder and the local access token (what `trayproxy env` puts in the key
+    variables) count as no key, from any source, and the problem says which it is; a key that
+    merely contains the placeholder's words is a key."""
+    spec = parse_config(TEXT).targets["openai"]
+    for stand_in, what in ((PLACEHOLDER_KEY, "placeholder"), (LOCAL_TOKEN_PREFIX + "0" * 64, "local access token")):
+        resolved = resolve_target(spec, {"TP_KEYS_TEST": stand_in})
+        assert resolved.problem is not None
+        assert f"TP_KEYS_TEST holds TrayProxy's {what} (set by `trayproxy env` / Copy environment)" in resolved.problem
+        assert [n for n, _ in resolved.target.add_headers] == ["OpenAI-Organization"]
+        in_file = resolve_target(_spec(f'"{stand_in}"'), {})
+        assert f"the key is TrayProxy's {what}, not your key" in str(in_file.problem)
+        assert _auth(in_file) == []
+    assert _auth(resolve_target(_spec(f'"sk-{PLACEHOLDER_KEY}-1234"'), {})) == [f"Bearer sk-{PLACEHOLDER_KEY}-1234"]
 
 
 def test_missing_key_is_an_error_when_the_target_strips_the_clients_credentials() -> None:

@@ -104,7 +104,9 @@ def test_own_port_lines_point_the_sdks_at_that_port_and_reach_its_target(
             controller.start()
             TrayApp(controller, log_dir=tmp_path / "log").act("copy-env", "posix:claude")
             lines = dict(
-                line.removeprefix("export ").split("=", 1) for line in clipboard.read_text().splitlines()
+                line.removeprefix("export ").split("=", 1)
+                for line in clipboard.read_text().splitlines()
+                if not line.startswith("#")
             )
             assert lines["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{own_port}"
             assert lines["OPENAI_BASE_URL"] == f"http://127.0.0.1:{own_port}/v1"
@@ -122,7 +124,9 @@ def test_own_port_lines_point_the_sdks_at_that_port_and_reach_its_target(
 
 
 def copied_variables(clipboard: Path) -> dict[str, str]:
-    return dict(line.removeprefix("export ").split("=", 1) for line in clipboard.read_text().splitlines())
+    """The copied lines' variables; the comment lines (``# ...``, for the person) left out."""
+    lines = clipboard.read_text().splitlines()
+    return dict(line.removeprefix("export ").split("=", 1) for line in lines if not line.startswith("#"))
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
