@@ -17,31 +17,19 @@ from desktop.engine.service import ProxyService
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Variables that change how the proxy or the SDKs behave; a developer's shell must not leak
-# into a test (httpx's tests scrub the same way).
-_SCRUBBED_SUFFIXES = ("_PROXY", "_API_KEY", "_BASE_URL", "_API_BASE")
-_SCRUBBED_NAMES = {"TRAYPROXY_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+from isolated_home import home_environ, is_scrubbed
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Scrub proxy, key and config variables; give the test its own HOME and XDG dirs."""
     for name in list(os.environ):
-        if name.upper().endswith(_SCRUBBED_SUFFIXES) or name.upper() in _SCRUBBED_NAMES:
+        if is_scrubbed(name):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var, sub in (
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_STATE_HOME", "state"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_RUNTIME_DIR", "runtime"),
-    ):
-        path = home / sub
-        path.mkdir(mode=0o700)
-        monkeypatch.setenv(var, str(path))
+    for name, value in home_environ(home).items():
+        monkeypatch.setenv(name, value)
     # No test may read or write the developer's own keychain: subprocesses get keyring's
     # "no keychain" backend unless a test asks for the file keychain (file_keyring).
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")

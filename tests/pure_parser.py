@@ -16,6 +16,7 @@ from pathlib import Path
 
 from background import wait_until
 from cli_process import EXIT_TIMEOUT_S, REPO
+from isolated_home import home_environ, is_scrubbed
 from listen_helpers import proxy_answers
 
 __all__ = ["PARSERS", "PurePythonParserProxy", "check_parser_is_pure_python", "pure_parser_environ"]
@@ -26,29 +27,13 @@ PARSERS = ("llhttp", "python")
 SERVE_START_TIMEOUT_S = 20.0
 # Bound on one health-check request while waiting for it.
 HEALTH_TIMEOUT_S = 1.0
-# Variables a developer's shell may hold that change what the proxy does (see conftest.py).
-_SCRUBBED_SUFFIXES = ("_PROXY", "_API_KEY", "_BASE_URL", "_API_BASE")
-_SCRUBBED_NAMES = {"TRAYPROXY_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
 
 
 def pure_parser_environ(home: Path) -> dict[str, str]:
     """This process's environment, scrubbed as conftest.py scrubs each test's, with ``home``
     for HOME and the XDG dirs, and aiohttp told to use its pure-Python parser."""
-    environ = {
-        name: value
-        for name, value in os.environ.items()
-        if not (name.upper().endswith(_SCRUBBED_SUFFIXES) or name.upper() in _SCRUBBED_NAMES)
-    }
-    environ["HOME"] = str(home)
-    for var, sub in (
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_STATE_HOME", "state"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_RUNTIME_DIR", "runtime"),
-    ):
-        (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        environ[var] = str(home / sub)
+    environ = {name: value for name, value in os.environ.items() if not is_scrubbed(name)}
+    environ.update(home_environ(home))
     environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
     environ["AIOHTTP_NO_EXTENSIONS"] = "1"
     return environ
