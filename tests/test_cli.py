@@ -266,10 +266,10 @@ def test_header_from_env_reaches_target_but_never_the_log(start_serve: StartServ
     assert key not in stderr
 
 
-def test_header_naming_an_unset_env_var_is_a_usage_error_naming_it() -> None:
-    """A forgotten ``export`` is caught at start with the variable's name, not at the first
-    request with a 401 from the target."""
-    result = run_cli(
+def _serve_with_header(header: str) -> subprocess.CompletedProcess[str]:
+    """``trayproxy serve --header HEADER`` in front of a dead target, run to its end: a header
+    the command refuses ends it at start, before any request."""
+    return run_cli(
         "serve",
         "--target",
         f"http://127.0.0.1:{dead_port()}",
@@ -278,8 +278,14 @@ def test_header_naming_an_unset_env_var_is_a_usage_error_naming_it() -> None:
         "--host",
         "127.0.0.1",
         "--header",
-        "Authorization: Bearer {env:TP_TEST_KEY}",
+        header,
     )
+
+
+def test_header_naming_an_unset_env_var_is_a_usage_error_naming_it() -> None:
+    """A forgotten ``export`` is caught at start with the variable's name, not at the first
+    request with a 401 from the target."""
+    result = _serve_with_header("Authorization: Bearer {env:TP_TEST_KEY}")
     assert result.returncode == 2, result.stderr
     assert "TP_TEST_KEY" in result.stderr
 
@@ -290,17 +296,7 @@ def test_a_header_without_its_colon_is_refused_without_showing_the_key(separator
     names the header and says how to write it, without printing the key to the terminal (and
     into a shared screen or a pasted bug report): before, the message quoted the text whole."""
     key = "sk-proj-" + secrets.token_hex(16)
-    result = run_cli(
-        "serve",
-        "--target",
-        f"http://127.0.0.1:{dead_port()}",
-        "--port",
-        str(free_port()),
-        "--host",
-        "127.0.0.1",
-        "--header",
-        f"Authorization{separator}Bearer {key}",
-    )
+    result = _serve_with_header(f"Authorization{separator}Bearer {key}")
     assert result.returncode == 2, result.stderr
     assert key not in result.stderr + result.stdout
     assert key[len("sk-proj-") :] not in result.stderr
@@ -333,17 +329,7 @@ def test_a_key_written_as_the_name_in_an_env_placeholder_is_not_echoed() -> None
     variable's name belongs): the usage error said "the environment variable <key> is not
     set"; it now says what is wrong without printing it."""
     key = "k" + secrets.token_hex(16)
-    result = run_cli(
-        "serve",
-        "--target",
-        f"http://127.0.0.1:{dead_port()}",
-        "--port",
-        str(free_port()),
-        "--host",
-        "127.0.0.1",
-        "--header",
-        f"Authorization: Bearer {{env:{key}}}",
-    )
+    result = _serve_with_header(f"Authorization: Bearer {{env:{key}}}")
     assert result.returncode == 2, result.stderr
     assert "looks like a key, not a variable name" in result.stderr
     assert key not in result.stdout + result.stderr
