@@ -650,13 +650,19 @@ def _env(args: argparse.Namespace) -> int:
         credentials = [(name.lower(), value) for name, value in spec.headers if name.lower() in CLIENT_CREDENTIAL_HEADERS]
         adds_key = any("{key}" not in value or spec.key_source is not None for _, value in credentials)
         return Endpoint(
-            "http://" + host_port(host, port), frozenset(name for name, _ in credentials), adds_key
+            "http://" + host_port(host, port), frozenset(name for name, _ in credentials), adds_key, spec.name
         )
 
+    own_ports = config.target_ports()
     endpoints = [endpoint(config.targets[config.active], settings.port)]
-    endpoints += [endpoint(config.targets[name], port) for name, port in config.target_ports().items()]
+    endpoints += [endpoint(config.targets[name], port) for name, port in own_ports.items()]
+    portless = {
+        name: endpoint(spec, 0).key_headers
+        for name, spec in config.targets.items()
+        if name != config.active and name not in own_ports
+    }
     token = settings.local_token.reveal() if settings.local_token else None
-    print(environment_lines(endpoints, shell=args.shell, local_token=token), end="")
+    print(environment_lines(endpoints, shell=args.shell, local_token=token, portless=portless), end="")
     return 0
 
 

@@ -6,8 +6,11 @@ addresses TrayProxy listens on (:class:`Endpoint`: the main port, then each targ
 Each SDK gets the address of the target made for it: the OpenAI SDKs (Python, Node) send their
 key as ``Authorization: Bearer``, the Anthropic SDKs as ``x-api-key``, so each is pointed at the
 first address whose target puts its key in that header, else at one whose target adds no key
-(a local Ollama), else at the main port. With the default config and ``port = 8001`` on the
-anthropic target, ``OPENAI_BASE_URL`` is port 8000 and ``ANTHROPIC_BASE_URL`` port 8001.
+(a local Ollama), else at the main port, unless the main port's target is made for another
+API: with the first-run config (only port 8000, serving the openai target, which adds
+``Authorization``) the Anthropic SDK would reach OpenAI, so it gets no lines but a comment
+saying how to serve the anthropic target (``port = 8001`` in its table). With that port,
+``OPENAI_BASE_URL`` is port 8000 and ``ANTHROPIC_BASE_URL`` port 8001.
 
 The OpenAI SDKs read ``OPENAI_BASE_URL`` and want the ``/v1`` base; some older tools read
 ``OPENAI_API_BASE`` instead. The Anthropic SDKs read ``ANTHROPIC_BASE_URL`` without ``/v1``
@@ -21,11 +24,12 @@ Imports nothing from ``desktop``: the tray and the CLI both use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-__all__ = ["PLACEHOLDER_KEY", "SHELLS", "Endpoint", "Shell", "environment_lines"]
+__all__ = ["PLACEHOLDER_KEY", "SHELLS", "Endpoint", "Shell", "environment_lines", "one_port_lines"]
 
 Shell = Literal["posix", "powershell", "fish", "cmd"]
 SHELLS: tuple[Shell, ...] = ("posix", "powershell", "fish", "cmd")
@@ -44,63 +48,141 @@ class Endpoint:
     key_headers: frozenset[str] = frozenset()
     # True when the proxy puts the target's key in now, so tools need only a placeholder.
     adds_key: bool = False
+    # The name of the target served there, for the notes; "" when not known.
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class _Sdk:
+    name: str
     url_variables: tuple[str, ...]
     key_variable: str
     # The header the SDK sends its key in (lower-case).
     key_header: str
+    # Credential headers (lower-case) that mark a target as made for another API than this
+    # SDK's: the Anthropic SDKs speak only Anthropic's Messages API; the OpenAI ones also speak
+    # to OpenAI-compatible services that take api-key (Azure) or x-goog-api-key (Gemini).
+    foreign_headers: frozenset[str]
     # Appended to the base URL (the OpenAI SDKs want the /v1 base).
     url_suffix: str
 
 
 _SDKS = (
-    _Sdk(("OPENAI_BASE_URL", "OPENAI_API_BASE"), "OPENAI_API_KEY", "authorization", "/v1"),
-    _Sdk(("ANTHROPIC_BASE_URL",), "ANTHROPIC_API_KEY", "x-api-key", ""),
+    _Sdk(
+        "OpenAI",
+        ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+        "OPENAI_API_KEY",
+        "authorization",
+        frozenset({"x-api-key"}),
+        "/v1",
+    ),
+    _Sdk(
+        "Anthropic",
+        ("ANTHROPIC_BASE_URL",),
+        "ANTHROPIC_API_KEY",
+        "x-api-key",
+        frozenset({"authorization", "api-key", "x-goog-api-key"}),
+        "",
+    ),
 )
+# How the headers are written in config files and docs.
+_HEADER_SPELLING = {"authorization": "Authorization"}
+# The port suggested for a target made for a tool, when no port above the main one is in use.
+_FIRST_OWN_PORT = 8001
 
 
-def _endpoint_for(sdk: _Sdk, endpoints: Sequence[Endpoint]) -> Endpoint:
+def _endpoint_for(sdk: _Sdk, endpoints: Sequence[Endpoint]) -> Endpoint | None:
     """The first endpoint whose target takes its key where ``sdk`` sends one, else the first
-    whose target adds none, else the first (the main port)."""
+    whose target adds none, else the first (the main port); None when that one's target is
+    made for another API (it adds another SDK's key header): the SDK would reach the wrong API."""
 
     def fit(endpoint: Endpoint) -> int:
         if sdk.key_header in endpoint.key_headers:
             return 0
         return 1 if not endpoint.key_headers else 2
 
-    return min(endpoints, key=fit)  # min keeps the first of equals
+    best = min(endpoints, key=fit)  # min keeps the first of equals
+    return None if fit(best) == 2 and best.key_headers & sdk.foreign_headers else best
 
 
-def environment_lines(endpoints: Sequence[Endpoint], *, shell: Shell, local_token: str | None = None) -> str:
+def environment_lines(
+    endpoints: Sequence[Endpoint],
+    *,
+    shell: Shell,
+    local_token: str | None = None,
+    portless: Mapping[str, frozenset[str]] | None = None,
+) -> str:
     """The lines for ``shell``, one variable per line, ending with a newline; ``endpoints``
     start with the main port; ``local_token`` is the token the proxy asks for, None when it
-    asks for none. Raises ValueError when ``endpoints`` is empty."""
+    asks for none; ``portless``: the credential headers of each target served on no port,
+    named in the note for an SDK that no port serves. An SDK whose only choice is a target
+    made for another API gets no lines, but a comment saying how to serve one made for it.
+    Raises ValueError when ``endpoints`` is empty."""
     if not endpoints:
         raise ValueError("no address to point the SDKs at")
-    urls: list[tuple[str, str]] = []
-    keys: list[tuple[str, str]] = []
+    chosen: list[tuple[_Sdk, Endpoint]] = []
+    notes: list[str] = []
     for sdk in _SDKS:
         endpoint = _endpoint_for(sdk, endpoints)
+        if endpoint is None:
+            notes.append(_unserved_note(sdk, endpoints, portless or {}))
+        else:
+            chosen.append((sdk, endpoint))
+    return _lines(chosen, shell=shell, local_token=local_token, notes=notes)
+
+
+def one_port_lines(endpoint: Endpoint, *, shell: Shell, local_token: str | None = None) -> str:
+    """Lines pointing every SDK at ``endpoint``, whatever its target is made for: asked for
+    by name (the tray's submenu of a target's own port)."""
+    return _lines([(sdk, endpoint) for sdk in _SDKS], shell=shell, local_token=local_token, notes=[])
+
+
+def _lines(chosen: Sequence[tuple[_Sdk, Endpoint]], *, shell: Shell, local_token: str | None, notes: list[str]) -> str:
+    urls: list[tuple[str, str]] = []
+    keys: list[tuple[str, str]] = []
+    for sdk, endpoint in chosen:
         base = endpoint.url.rstrip("/") + sdk.url_suffix
         urls += [(name, base) for name in sdk.url_variables]
         key = local_token or (PLACEHOLDER_KEY if endpoint.adds_key else None)
         if key is not None:
             keys.append((sdk.key_variable, key))
-    notes = []
     if keys:
         # The key lines replace whatever key the shell had; said on stdout, where `eval` and a
         # paste keep it, as a comment the shell skips (warnings on stderr vanish in eval).
         what = "TrayProxy's local access token" if local_token else "a placeholder"
-        notes.append(
-            f"{', '.join(name for name, _ in keys)} hold {what}, for your tools: TrayProxy adds the real"
-            " key on the way out and reads your real keys itself, so do not start it where these lines ran"
-        )
+        notes = [
+            f"{', '.join(name for name, _ in keys)} {'hold' if len(keys) > 1 else 'holds'} {what},"
+            " for your tools: TrayProxy adds the real key on the way out and reads your real keys"
+            " itself, so do not start it where these lines ran",
+            *notes,
+        ]
     return "".join(_comment(shell, note) for note in notes) + "".join(
         _assignment(shell, name, value) for name, value in urls + keys
     )
+
+
+def _unserved_note(sdk: _Sdk, endpoints: Sequence[Endpoint], portless: Mapping[str, frozenset[str]]) -> str:
+    """Why ``sdk`` gets no lines, and how to serve a target made for it."""
+    main = endpoints[0]
+    adds = ", ".join(sorted(_HEADER_SPELLING.get(name, name) for name in main.key_headers))
+    served = f"'{main.target}'" if main.target else "its target"
+    header = _HEADER_SPELLING.get(sdk.key_header, sdk.key_header)
+    why = f"no {sdk.url_variables[0]} line: the main port serves {served}, which adds {adds}, not {header}"
+    port = _free_port_above(endpoints)
+    made_for = [name for name, headers in portless.items() if sdk.key_header in headers]
+    if made_for:
+        name = made_for[0]
+        return (
+            f"{why}; give '{name}' a port of its own (port = {port} under [targets.{name}])"
+            f' or make it the main target (active = "{name}")'
+        )
+    return f"{why}; add a target for the {sdk.name} API whose headers set {header}, with port = {port}"
+
+
+def _free_port_above(endpoints: Sequence[Endpoint]) -> int:
+    """The port after the highest one TrayProxy listens on (8001 beside the default 8000)."""
+    ports = [urlsplit(endpoint.url).port or 0 for endpoint in endpoints]
+    return max(_FIRST_OWN_PORT, max(ports) + 1)
 
 
 def _comment(shell: Shell, text: str) -> str:

@@ -293,6 +293,17 @@ class ProxyController:
         """True when the proxy puts the chosen target's key in, so tools need only a placeholder."""
         return adds_key(self._target)
 
+    def key_headers_by_target(self) -> dict[str, frozenset[str]]:
+        """The credential headers (lower-case) each of the config's targets sets, read or not,
+        in file order; empty without a config file. Copy environment names a target made for a
+        tool that no port serves."""
+        if self._config is None:
+            return {}
+        return {
+            name: frozenset(header.lower() for header, _ in spec.headers) & CLIENT_CREDENTIAL_HEADERS
+            for name, spec in self._config.targets.items()
+        }
+
     @property
     def settings(self) -> ProxySettings:
         """The listener settings the next start uses."""

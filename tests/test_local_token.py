@@ -248,7 +248,9 @@ def test_the_tray_status_carries_the_token_and_its_copied_lines_work_in_a_shell(
                 [Endpoint(status.local_url, status.key_headers, adds_key=True)], shell="posix", local_token=token
             )
             assert f"export OPENAI_API_KEY={token}\n" in lines
-            assert f"export ANTHROPIC_API_KEY={token}\n" in lines
+            # The one port serves a target that adds Authorization: no lines for the Anthropic SDK.
+            assert "ANTHROPIC_API_KEY=" not in lines
+            assert lines.startswith("# OPENAI_API_KEY holds TrayProxy's local access token, for your tools")
             script = lines + f'{sys.executable} -c "import openai; print(openai.OpenAI().models.list().data[0].id)"\n'
             result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         finally:

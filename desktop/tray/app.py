@@ -25,7 +25,7 @@ from types import FrameType
 import pystray
 
 from desktop import __version__, platforms
-from desktop.clients import SHELLS, Endpoint, Shell, environment_lines
+from desktop.clients import SHELLS, Endpoint, Shell, environment_lines, one_port_lines
 from desktop.controller import ListenError, ProxyController, ProxyStatus
 from desktop.tray.icons import IconState, draw_icon
 from desktop.tray.menu import TrayView, about_text, build_menu, status_line
@@ -187,18 +187,29 @@ class TrayApp:
         for it (the main one or a target's own), "SHELL:NAME" for lines all on NAME's own port."""
         shell_name, _, own_name = arg.partition(":")
         shell: Shell = next((shell for shell in SHELLS if shell == shell_name), "posix")
-        main = Endpoint(main_url, status.key_headers, self.controller.adds_key)
+        main = Endpoint(main_url, status.key_headers, self.controller.adds_key, status.target_name)
         own_ports = {
-            own.name: Endpoint(own.local_url, own.key_headers, own.adds_key)
+            own.name: Endpoint(own.local_url, own.key_headers, own.adds_key, own.name)
             for own in status.target_ports
             if own.local_url is not None
         }
         if own_name and own_name not in own_ports:
             self.notify(f"{own_name} is not listening on a port of its own now")
             return
-        endpoints = [own_ports[own_name]] if own_name else [main, *own_ports.values()]
         token = status.local_token.reveal() if status.local_token else None
-        self._copy(environment_lines(endpoints, shell=shell, local_token=token), "the environment lines")
+        if own_name:
+            lines = one_port_lines(own_ports[own_name], shell=shell, local_token=token)
+        else:
+            served = {status.target_name, *own_ports}
+            portless = {
+                name: headers
+                for name, headers in self.controller.key_headers_by_target().items()
+                if name not in served
+            }
+            lines = environment_lines(
+                [main, *own_ports.values()], shell=shell, local_token=token, portless=portless
+            )
+        self._copy(lines, "the environment lines")
 
     def _start(self) -> None:
         with contextlib.suppress(ListenError):  # in the status: shown and notified by the listener

@@ -11,7 +11,7 @@ import pystray
 from background import BackgroundServer, free_port
 from upstreams import Seen, echo_app
 
-from desktop.clients import PLACEHOLDER_KEY, Endpoint, environment_lines
+from desktop.clients import PLACEHOLDER_KEY, Endpoint, environment_lines, one_port_lines
 from desktop.controller import ProxyStatus
 from desktop.engine.condition import TargetCondition
 from desktop.tray.menu import TrayView, build_menu, status_line
@@ -104,45 +104,94 @@ def test_start_at_login_is_a_checkbox_reflecting_the_os_entry() -> None:
 
 
 MAIN = Endpoint("http://127.0.0.1:8000", frozenset({"authorization"}), adds_key=True)
+CLAUDE = Endpoint("http://127.0.0.1:8001", frozenset({"x-api-key"}), adds_key=True)
 
 
 def test_environment_lines_for_each_shell() -> None:
-    posix = environment_lines([MAIN], shell="posix")
+    both = [MAIN, CLAUDE]
+    posix = environment_lines(both, shell="posix")
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8000/v1\n" in posix
     assert "export OPENAI_API_BASE=http://127.0.0.1:8000/v1\n" in posix
-    assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:8000\n" in posix
+    assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:8001\n" in posix
     assert f"export OPENAI_API_KEY={PLACEHOLDER_KEY}\n" in posix
     ps = environment_lines([Endpoint("http://127.0.0.1:8000")], shell="powershell")
     assert '$env:OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"\n' in ps
+    assert '$env:ANTHROPIC_BASE_URL = "http://127.0.0.1:8000"\n' in ps
     assert "API_KEY" not in ps
-    fish = environment_lines([MAIN], shell="fish").splitlines()
+    assert not ps.startswith("#")  # nothing to say when no key line replaces a key
+    fish = environment_lines(both, shell="fish").splitlines()
     assert fish[0].startswith("# OPENAI_API_KEY, ANTHROPIC_API_KEY hold a placeholder, for your tools")
     assert fish[1] == "set -gx OPENAI_BASE_URL http://127.0.0.1:8000/v1"
-    assert (
-        environment_lines([MAIN], shell="cmd").splitlines()[-1] == f"set ANTHROPIC_API_KEY={PLACEHOLDER_KEY}"
-    )
+    cmd = environment_lines(both, shell="cmd").splitlines()
+    assert cmd[0].startswith("REM OPENAI_API_KEY, ANTHROPIC_API_KEY hold a placeholder")
+    assert cmd[-1] == f"set ANTHROPIC_API_KEY={PLACEHOLDER_KEY}"
 
 
 def test_each_sdk_gets_the_port_of_the_target_made_for_it() -> None:
     """OpenAI-style SDKs (Authorization) and Anthropic's (x-api-key) each get the first address
     whose target takes its key in their header; else one whose target takes none; else the main."""
-    claude = Endpoint("http://127.0.0.1:8001", frozenset({"x-api-key"}), adds_key=True)
+    claude = CLAUDE
     ollama = Endpoint("http://127.0.0.1:8002")
+    azure = Endpoint("http://127.0.0.1:8003", frozenset({"api-key"}), adds_key=True)
 
-    def urls(*endpoints: Endpoint) -> tuple[str, str]:
-        lines = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in environment_lines(endpoints, shell="posix").splitlines()
-            if not line.startswith("#")
-        )
-        return lines["OPENAI_BASE_URL"].removesuffix("/v1"), lines["ANTHROPIC_BASE_URL"]
+    def urls(*endpoints: Endpoint) -> tuple[str | None, str | None]:
+        lines = variables(environment_lines(endpoints, shell="posix"))
+        openai = lines.get("OPENAI_BASE_URL")
+        return None if openai is None else openai.removesuffix("/v1"), lines.get("ANTHROPIC_BASE_URL")
 
     assert urls(MAIN, claude) == (MAIN.url, claude.url)
     assert urls(claude, MAIN) == (MAIN.url, claude.url)
     assert urls(claude, ollama) == (ollama.url, claude.url)
     assert urls(ollama, claude) == (ollama.url, claude.url)
-    assert urls(claude) == (claude.url, claude.url)
-    assert urls(MAIN) == (MAIN.url, MAIN.url)
+    assert urls(ollama) == (ollama.url, ollama.url)
+    # Only a target made for the other API: that SDK gets no lines (see the next test).
+    assert urls(claude) == (None, claude.url)
+    assert urls(MAIN) == (MAIN.url, None)
+    # Azure (api-key) speaks the OpenAI API; never Anthropic's.
+    assert urls(azure) == (azure.url, None)
+    assert urls(azure, claude) == (azure.url, claude.url)
+
+
+def variables(lines: str) -> dict[str, str]:
+    """The POSIX lines' variables; the comment lines (for the person) left out."""
+    return dict(
+        line.removeprefix("export ").split("=", 1) for line in lines.splitlines() if not line.startswith("#")
+    )
+
+
+def test_an_sdk_no_port_serves_gets_a_comment_on_how_to_serve_it_instead_of_the_main_port() -> None:
+    """With the first-run config (the main port serves openai, which adds Authorization; the
+    anthropic target has no port), the Anthropic SDK is not pointed at the main port, where it
+    reached OpenAI: no ANTHROPIC_* line, and a comment saying which port to give anthropic or
+    that it can be the main target. The same the other way round; the suggested port is free."""
+    openai = Endpoint("http://127.0.0.1:8000", frozenset({"authorization"}), adds_key=True, target="openai")
+    portless = {"anthropic": frozenset({"x-api-key"}), "ollama": frozenset()}
+    lines = environment_lines([openai], shell="posix", portless=portless)
+    assert [line for line in lines.splitlines() if "ANTHROPIC" in line and not line.startswith("#")] == []
+    assert (
+        "# no ANTHROPIC_BASE_URL line: the main port serves 'openai', which adds Authorization, not"
+        " x-api-key; give 'anthropic' a port of its own (port = 8001 under [targets.anthropic])"
+        ' or make it the main target (active = "anthropic")\n'
+    ) in lines
+    gateway = Endpoint("http://127.0.0.1:8001", frozenset({"authorization"}), target="gateway")
+    cmd = environment_lines([openai, gateway], shell="cmd", portless=portless)
+    assert "\nREM no ANTHROPIC_BASE_URL line" in cmd
+    assert "port = 8002 under [targets.anthropic]" in cmd
+    # A port whose target adds no key (Ollama) is still where the Anthropic SDK goes.
+    ollama = Endpoint("http://127.0.0.1:8001", target="ollama")
+    assert variables(environment_lines([openai, ollama], shell="posix"))["ANTHROPIC_BASE_URL"] == ollama.url
+
+    claude = Endpoint("http://127.0.0.1:8000", frozenset({"x-api-key"}), adds_key=True, target="claude")
+    lines = environment_lines([claude], shell="posix", portless={})
+    assert list(variables(lines)) == ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
+    assert (
+        "# no OPENAI_BASE_URL line: the main port serves 'claude', which adds x-api-key, not Authorization;"
+        " add a target for the OpenAI API whose headers set Authorization, with port = 8001\n"
+    ) in lines
+    # Asked for one port by name (the tray's submenu), every SDK is pointed there.
+    assert list(variables(one_port_lines(claude, shell="posix"))) == [
+        "OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"
+    ]
 
 
 def test_pasted_environment_lines_make_the_openai_sdk_work_at_once(tmp_path: Path) -> None:

@@ -197,3 +197,37 @@ def test_trayproxy_env_prints_the_lines_the_menu_copies(
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == clipboard.read_text()
     assert f"http://127.0.0.1:{own_port}" in printed.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
+def test_with_the_first_run_config_the_anthropic_sdk_is_not_sent_to_the_openai_target(
+    tmp_path: Path, clipboard: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first-run file serves only the main port, with the openai target (adds
+    Authorization); anthropic's `port = 8001` is a comment. `trayproxy env` and Copy environment
+    gave ANTHROPIC_BASE_URL the main port, so the Anthropic SDK talked to OpenAI. Now both leave
+    the Anthropic lines out and say, in a comment, how to give anthropic its port."""
+    from desktop.config.store import DEFAULT_CONFIG
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-first-run-test-key-0123456789")
+    main_port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(DEFAULT_CONFIG.replace("port = 8000", f"port = {main_port}", 1))
+    controller = ProxyController.from_config(ConfigBinding(config, watch=False))
+    try:
+        controller.start()
+        TrayApp(controller, log_dir=tmp_path / "log").act("copy-env", "posix")
+    finally:
+        controller.close(grace_s=0.5)
+    printed = run_cli("env", "--config", str(config))
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == clipboard.read_text()
+    assert copied_variables(clipboard) == {
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{main_port}/v1",
+        "OPENAI_API_BASE": f"http://127.0.0.1:{main_port}/v1",
+        "OPENAI_API_KEY": PLACEHOLDER_KEY,
+    }
+    assert (
+        "# no ANTHROPIC_BASE_URL line: the main port serves 'openai', which adds Authorization, not x-api-key;"
+        f" give 'anthropic' a port of its own (port = {main_port + 1} under [targets.anthropic])"
+    ) in printed.stdout  # 8001 beside the usual 8000
