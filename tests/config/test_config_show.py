@@ -6,30 +6,20 @@ header shape masked them to ``"***"``, so a bug report could not show which head
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from background import free_port, wait_until
-from cli_process import ServeProcess
+from cli_process import EXIT_TIMEOUT_S, ServeProcess, run_cli
 
 from desktop.config.store import DEFAULT_CONFIG
 from desktop.engine.redact import redact_text
 
 CANARY = "tpcanary-51d0c2e8aa"
-EXIT_TIMEOUT_S = 30.0
 
 
 def _show(path: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "desktop", "config", "show", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-        env=dict(os.environ),
-    )
+    result = run_cli("config", "show", "--config", str(path))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -187,12 +177,7 @@ def test_config_show_refuses_a_file_that_is_not_toml(tmp_path: Path) -> None:
     """Where the keys of a broken file are cannot be told, so none of it is printed."""
     path = tmp_path / "config.toml"
     path.write_text(f'[targets.a\nkey = "{HEX_KEY}"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "desktop", "config", "show", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-    )
+    result = run_cli("config", "show", "--config", str(path))
     assert result.returncode == 1
     assert HEX_KEY not in result.stdout + result.stderr
     assert "not valid TOML" in result.stderr
@@ -205,12 +190,7 @@ def test_a_key_written_as_an_env_variable_name_is_reported_without_it(tmp_path: 
     path = tmp_path / "config.toml"
     path.write_text(f'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nkey = {{ env = "{HEX_KEY}" }}\n'
                     'headers = { Authorization = "Bearer {key}" }\n')
-    check = subprocess.run(
-        [sys.executable, "-m", "desktop", "config", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-    )
+    check = run_cli("config", "check", "--config", str(path))
     assert "the value of `env` looks like a key, not a variable name" in check.stderr, check.stderr
     serve = ServeProcess(path, "--port", str(free_port()), "--host", "127.0.0.1")
     try:
