@@ -416,7 +416,10 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
             settings = settings_with_token(config.settings, path)
             apply_log(config.log)
         return ProxyController(
-            _settings_from_args(args, settings), _target_from_args(args), port_holder=port_holder
+            _settings_from_args(args, settings),
+            _target_from_args(args),
+            port_holder=port_holder,
+            port_advice=_port_advice(args, None),
         )
     if ensure_config(path):
         log.info("created the config file %s with the default targets", path)
@@ -431,7 +434,7 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         apply_log=apply_log,
     )
     try:
-        return ProxyController.from_config(binding, port_holder=port_holder)
+        return ProxyController.from_config(binding, port_holder=port_holder, port_advice=_port_advice(args, path))
     except ConfigError as exc:
         raise UsageError(f"the config file has problems:\n{exc}") from None
     except KeyError:
@@ -441,6 +444,23 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
         raise UsageError(
             f"--target: no target named '{args.target}' in {path} (targets: {known}){hint}"
         ) from None
+
+
+def _port_advice(args: argparse.Namespace, path: Path | None) -> Callable[[str | None], str]:
+    """Where the person chooses a port instead of a taken one: for the main listener (None),
+    ``serve --port`` when given or when there is no file, else the file's [listen] port (and
+    --port, for serve); for a target, the port in its table."""
+    port_flag = getattr(args, "port", None)
+    serving = args.command == "serve"
+
+    def advice(target: str | None) -> str:
+        if target is not None:
+            return f"set port under [targets.{target}] in {path}"
+        if path is None or port_flag is not None:
+            return "start with another --port"
+        return f"set port under [listen] in {path}" + (", or start with --port" if serving else "")
+
+    return advice
 
 
 def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:

@@ -192,10 +192,15 @@ class ProxyController:
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         port_holder: Callable[[int], str | None] | None = None,
+        port_advice: Callable[[str | None], str] | None = None,
     ) -> None:
         """``port_holder(port)`` names the program holding a taken port, for the error (the
-        OS glue lives in ``desktop.platforms.ports``; the front end hands it in)."""
+        OS glue lives in ``desktop.platforms.ports``; the front end hands it in).
+        ``port_advice(target)`` says where to choose another port, for the main listener
+        (``target`` None) or a target's own: a command-line flag, a setting in the file; only
+        the front end knows which it reads."""
         self._settings = settings
+        self._port_advice = port_advice
         self._target = target
         self._resolver_factory = resolver_factory
         # Held for start/stop/switch, which wait on the loop. Never taken on the loop thread.
@@ -238,6 +243,7 @@ class ProxyController:
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         port_holder: Callable[[int], str | None] | None = None,
+        port_advice: Callable[[str | None], str] | None = None,
     ) -> ProxyController:
         """A controller for the file's target (or the pinned one); raise ConfigError when the
         file cannot be used, KeyError when the pinned target is not in it."""
@@ -259,6 +265,7 @@ class ProxyController:
             binding.adjust_target(resolved.target),
             resolver_factory=resolver_factory,
             port_holder=port_holder,
+            port_advice=port_advice,
         )
         controller._binding, controller._config = binding, config
         controller._resolved[name] = (spec, resolved)
@@ -333,7 +340,7 @@ class ProxyController:
                 message = self._explain(exc, self._settings.port)
                 self._update(state="error", addresses=(), error=message)
                 if isinstance(exc, ListenError) and message != str(exc):
-                    raise ListenError(message) from exc
+                    raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
             self._service = service
             _warn_if_exposed(self._settings.hosts)
@@ -520,14 +527,14 @@ class ProxyController:
                 try:
                     self._port_services[name] = self._call(self._start_service(settings, target))
                 except ListenError as exc:
-                    self._port_errors[name] = self._explain(exc, port)
+                    self._port_errors[name] = self._explain(exc, port, name)
                     if name not in before:  # said once, not at every retry
                         log.error("target %s is not served on port %d: %s", name, port, self._port_errors[name])
                 else:
                     log.info("target %s is also served on %s", name, _where(self._port_services[name].addresses))
             elif _address(service.settings) != _address(settings):
                 moved, error = self._relocate(
-                    f"target {name}", service, settings, target, log_failure=name not in before
+                    f"target {name}", service, settings, target, log_failure=name not in before, own=name
                 )
                 if moved is None:
                     del self._port_services[name]
@@ -559,9 +566,11 @@ class ProxyController:
         target: Target,
         *,
         log_failure: bool = True,
+        own: str | None = None,
     ) -> tuple[ProxyService | None, str | None]:
         """Under the lock: ``service`` moved to ``settings``' address (see _move), logged; with
-        the reason when the move failed, naming the port and who holds it."""
+        the reason when the move failed, naming the port and who holds it. ``own``: the target
+        whose own port this is, None for the main listener."""
         before = list(service.addresses)
         moved, error = self._call(self._move(service, settings, target))
         if error is None:
@@ -574,7 +583,7 @@ class ProxyController:
             )
             return moved, None
         wanted = _where([(host, settings.port) for host in settings.hosts])
-        message = f"could not move to {wanted}: {self._explain(error, settings.port)}"
+        message = f"could not move to {wanted}: {self._explain(error, settings.port, own)}"
         if moved is not None:
             message += f"; still listening on {_where(moved.addresses)}"
         if log_failure:
@@ -621,11 +630,14 @@ class ProxyController:
             names.update(name.lower() for name, _ in spec.headers)
         return frozenset(names & CLIENT_CREDENTIAL_HEADERS)
 
-    def _explain(self, error: BaseException | None, port: int) -> str:
-        """The message for a listener that could not open, naming who holds a taken port."""
+    def _explain(self, error: BaseException | None, port: int, target: str | None = None) -> str:
+        """The message for a listener (the main one, or ``target``'s own) that could not open,
+        saying where to choose another port when it is taken and naming who holds it."""
         if not isinstance(error, ListenError):
             return f"could not start: {error!r}"
         message = str(error)
+        if error.port_taken and self._port_advice is not None:
+            message += f" ({self._port_advice(target)})"
         cause = error.__cause__
         if self._port_holder is not None and isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
             try:

@@ -24,8 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait_until
+from cli_process import ServeProcess
 from hypothesis import given
 from hypothesis import strategies as st
+from listen_helpers import PortHolder
 from upstreams import Seen, dead_port, echo_app
 
 from desktop import __version__
@@ -351,8 +353,34 @@ def test_port_taken_by_another_program_exits_1_and_says_so() -> None:
             "127.0.0.1",
         )
     assert result.returncode == 1, result.stderr
-    assert "already in use by another program" in result.stderr
+    assert "already in use by another program; choose another port (start with another --port)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_says_where_to_choose_another(tmp_path: Path) -> None:
+    """The message for a port another program holds says where the port is chosen: the main
+    port under [listen] in the file (or serve's --port), a target's own under its table."""
+    config = tmp_path / "config.toml"
+    main, own = free_port(), free_port()
+    config.write_text(
+        f'active = "a"\n[listen]\nhosts = ["127.0.0.1"]\nport = {main}\n'
+        f'[targets.a]\nurl = "http://127.0.0.1:{dead_port()}"\n'
+        f'[targets.b]\nurl = "http://127.0.0.1:{dead_port()}"\nport = {own}\n'
+    )
+    with PortHolder(main) as holder:
+        result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"Port {main} on 127.0.0.1 is already in use by another program; choose another port"
+        f" (set port under [listen] in {config}, or start with --port) — held by python (pid {holder.pid})"
+    ) in result.stderr
+    with PortHolder(own):
+        serve = ServeProcess(config)
+        try:
+            assert wait_until(lambda: serve.lines_with("not served on port"), timeout_s=STARTUP_TIMEOUT_S), serve.stderr
+        finally:
+            log = serve.stop()
+    assert f"choose another port (set port under [targets.b] in {config})" in log
 
 
 def test_version_flag_prints_the_version() -> None:

@@ -65,7 +65,12 @@ MIN_CUT_WAIT_S = 0.01
 
 
 class ListenError(Exception):
-    """The listener could not be opened; the message says why in plain words."""
+    """The listener could not be opened; the message says why in plain words. ``port_taken``:
+    another program (not a TrayProxy) holds the port, so choosing another one is the way out."""
+
+    def __init__(self, message: str, *, port_taken: bool = False) -> None:
+        super().__init__(message)
+        self.port_taken = port_taken
 
 
 # A parser's description is shown only if it is plain words: llhttp's are fixed phrases
@@ -358,7 +363,7 @@ class ProxyService:
                     # No IPv6 loopback on this machine: IPv4 alone is all clients can use.
                     log.debug("not listening on %s: %s", host, exc.strerror)
                     continue
-                raise ListenError(await _describe_listen_error(host, port, exc)) from exc
+                raise await _listen_error(host, port, exc) from exc
             self._sites.append(site)
             # The runner lists its sites' socket addresses in the order they started.
             bound = int(runner.addresses[known][1])
@@ -588,17 +593,19 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _describe_listen_error(host: str, port: int, exc: OSError) -> str:
+async def _listen_error(host: str, port: int, exc: OSError) -> ListenError:
     where = host_port(host, port)
     if exc.errno == errno.EADDRINUSE:
         if await _is_trayproxy(host, port):
-            return f"TrayProxy is already running on {where}"
-        return f"Port {port} on {host} is already in use by another program; choose another port"
+            return ListenError(f"TrayProxy is already running on {where}")
+        return ListenError(
+            f"Port {port} on {host} is already in use by another program; choose another port", port_taken=True
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"Not allowed to listen on {where} (ports below 1024 need admin rights)"
+        return ListenError(f"Not allowed to listen on {where} (ports below 1024 need admin rights)")
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{host} is not an address of this machine"
-    return f"Cannot listen on {where}: {exc.strerror or exc}"
+        return ListenError(f"{host} is not an address of this machine")
+    return ListenError(f"Cannot listen on {where}: {exc.strerror or exc}")
 
 
 async def _is_trayproxy(host: str, port: int) -> bool:
