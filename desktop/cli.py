@@ -974,7 +974,8 @@ def _run_tray(args: argparse.Namespace) -> int:
 
     report = check_tray()
     if report.problem:
-        log.error("%s", report.problem)
+        # No desktop session or no tray host: the fallback below is what TrayProxy does there.
+        (log.warning if report.expected else log.error)("%s", report.problem)
         # One TrayProxy per user here too: a second start (at login and from the menu) would
         # only fail on the taken port, and `trayproxy uninstall` asks this lock what runs.
         headless_lock = instance.acquire(lambda: log.info("TrayProxy was started again; this one keeps serving"))

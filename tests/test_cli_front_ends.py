@@ -92,6 +92,10 @@ def test_the_tray_without_a_desktop_session_keeps_logging_to_its_file(tmp_path: 
     log_file = Path(os.environ["XDG_STATE_HOME"]) / "TrayProxy" / "log" / "trayproxy.log"
     logged = log_file.read_text(encoding="utf-8")
     assert "running without a tray icon" in logged
+    # The README's normal fallback on a server: a warning, not an error.
+    (why,) = [line for line in logged.splitlines() if "No desktop session" in line]
+    assert " WARNING trayproxy.cli: No desktop session: neither DISPLAY nor WAYLAND_DISPLAY is set" in why
+    assert [line for line in logged.splitlines() if " ERROR " in line] == []
     for line in (f"listening on http://127.0.0.1:{port}", '"GET /logged-request" -> mine 200', "stopped"):
         assert line in logged, logged
         assert line in stderr

@@ -106,6 +106,10 @@ class TrayReport:
     status_notifier_watcher: bool | None = None  # None: not probed (no bus, or not Linux)
     xembed_tray: bool | None = None  # None: not probed (no X display, or not Linux)
     problem: str | None = None
+    # True when the problem is a place TrayProxy is made to run without an icon (no desktop
+    # session: a server; a desktop with no tray host), not a failure: the README calls serving
+    # on without an icon the normal fallback there, so it is logged as a warning, not an error.
+    expected: bool = False
 
     @property
     def ok(self) -> bool:
@@ -416,6 +420,7 @@ def describe_tray(
                 "to show an icon in. Start TrayProxy from your desktop session, or run "
                 "'trayproxy serve' to use the proxy without a tray."
             ),
+            expected=True,
         )
     if backend.name is None:
         hint = INSTALL_APPINDICATOR if session is not Session.NATIVE else "Reinstall TrayProxy."
@@ -457,8 +462,8 @@ def describe_tray(
                 ),
             )
 
-    def report(problem: str | None) -> TrayReport:
-        return TrayReport(backend, session, bus, watcher, xembed, problem)
+    def report(problem: str | None, *, expected: bool = False) -> TrayReport:
+        return TrayReport(backend, session, bus, watcher, xembed, problem, expected)
 
     if not backend.has_menu:
         forced = env.get("PYSTRAY_BACKEND")
@@ -485,12 +490,13 @@ def describe_tray(
         return report(None)
     desktops = env.get("XDG_CURRENT_DESKTOP", "").upper().split(":")
     if "GNOME" in desktops:
-        return report(f"No tray to show the icon in. {INSTALL_GNOME_EXTENSION}")
+        return report(f"No tray to show the icon in. {INSTALL_GNOME_EXTENSION}", expected=True)
     return report(
         "No tray to show the icon in: nothing on the session bus is "
         f"{STATUS_NOTIFIER_WATCHER} and no X11 system tray is running. Add a system tray "
         "(status notifier) applet to your panel, or start a standalone tray such as "
-        "stalonetray or trayer; the proxy itself keeps working."
+        "stalonetray or trayer; the proxy itself keeps working.",
+        expected=True,
     )
 
 

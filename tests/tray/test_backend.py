@@ -74,6 +74,7 @@ def test_dummy_backend_is_reported_as_showing_no_icon(desktop: DesktopSession) -
     report = describe_tray(load_backend(), desktop.env())
     assert report.problem is not None
     assert "PYSTRAY_BACKEND" in report.problem
+    assert not report.expected
 
 
 def test_real_desktop_gets_appindicator_with_a_menu_in_the_xembed_tray(desktop_env: dict[str, str]) -> None:
@@ -101,6 +102,7 @@ def test_no_display_gives_the_headless_message_instead_of_a_crash(desktop: Deskt
     assert report["session"] == Session.HEADLESS
     assert report["problem"].startswith("No desktop session")
     assert "trayproxy serve" in report["problem"]
+    assert report["expected"] is True  # a server: serving without an icon is the plan, not a failure
 
 
 def test_display_and_bus_without_a_tray_say_no_tray_host(bare_desktop: DesktopSession) -> None:
@@ -112,6 +114,7 @@ def test_display_and_bus_without_a_tray_say_no_tray_host(bare_desktop: DesktopSe
     assert report["status_notifier_watcher"] is False
     assert report["problem"].startswith("No tray to show the icon in")
     assert STATUS_NOTIFIER_WATCHER in report["problem"]
+    assert report["expected"] is True
 
 
 def test_gnome_without_a_tray_is_pointed_at_the_appindicator_extension(bare_desktop: DesktopSession) -> None:
@@ -120,6 +123,7 @@ def test_gnome_without_a_tray_is_pointed_at_the_appindicator_extension(bare_desk
     assert report.problem is not None
     assert "AppIndicator and KStatusNotifierItem Support" in report.problem
     assert "gnome-shell-extension-appindicator" in report.problem
+    assert report.expected
 
 
 @pytest.fixture
@@ -193,12 +197,14 @@ def test_missing_session_bus_is_named(desktop: DesktopSession, tmp_path: Path) -
         assert report.bus_address is None
         assert report.problem is not None
         assert "No D-Bus session bus" in report.problem
+        assert not report.expected  # a desktop session without its bus: something is broken
 
 
 def test_display_that_does_not_answer_is_named(tmp_path: Path) -> None:
     report = describe_tray(APPINDICATOR, {"DISPLAY": ":65000", "XDG_RUNTIME_DIR": str(tmp_path)})
     assert report.problem is not None
     assert "does not answer" in report.problem
+    assert not report.expected
 
 
 def test_bus_probe_raises_connection_error_where_no_bus_listens(tmp_path: Path) -> None:
