@@ -109,3 +109,29 @@ def test_trayproxy_started_from_a_shell_that_ran_env_says_the_key_is_its_placeho
         assert status.key_problem is not None
         assert WHY in status.key_problem
         assert status.problem == status.key_problem  # the tray's tooltip and red icon
+
+
+def test_serve_says_so_when_a_target_on_its_own_port_holds_the_placeholder(tmp_path: Path) -> None:
+    """Not only the chosen target: an anthropic target served on a port of its own whose
+    variable holds the placeholder (or is empty) is named in serve's log when it starts, as
+    config check and the tray name it; before, serve said nothing and forwarded the placeholder."""
+    main_port, own_port = free_port(), free_port()
+    with BackgroundServer(echo_app(Seen())) as upstream:
+        config = tmp_path / "config.toml"
+        openai_config(config, upstream.url, main_port)
+        with config.open("a") as file:
+            file.write(
+                f'[targets.anthropic]\nurl = "{upstream.url}"\nport = {own_port}\n'
+                'key = { env = "ANTHROPIC_API_KEY" }\nheaders = { x-api-key = "{key}" }\n'
+            )
+        serve = ServeProcess(
+            config, env={"OPENAI_API_KEY": REAL_KEY, "ANTHROPIC_API_KEY": PLACEHOLDER_KEY}
+        )
+        try:
+            assert wait_until(
+                lambda: proxy_answers(own_port, timeout_s=CLIENT_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S
+            ), serve.stderr
+        finally:
+            log = serve.stop()
+    assert "ANTHROPIC_API_KEY holds TrayProxy's placeholder" in log, log
+    assert "OPENAI_API_KEY holds" not in log
