@@ -266,6 +266,8 @@ def redact_target(target: str) -> str:
     called, as sent and percent-decoded (and decoded again), and registered secrets once
     decoded (as sent, the line's redact_text masks them). The rest keeps its bytes, escapes
     included; a target with nothing to mask comes back as it is."""
+    if target[:1] != "/" and "@" in target:
+        target = _authority_userinfo_masked(target)
     if "%" not in target:
         if not _may_hold_shape(target):
             return target
@@ -280,6 +282,17 @@ def redact_target(target: str) -> str:
         # Each escape before a position in the decoded text stood for 3 characters, not 1.
         spans = [(a + 2 * bisect_left(escapes, a), b + 2 * bisect_left(escapes, b)) for a, b in spans]
     return _masked(target, spans)
+
+
+def _authority_userinfo_masked(target: str) -> str:
+    """A request target in authority form (``CONNECT user:password@host:443``, refused but
+    logged) with its password masked as :func:`redact_url` masks one; other forms unchanged."""
+    head, slash, tail = target.partition("/")
+    if "://" in target or "@" not in head:
+        return target
+    userinfo, host = head.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    return (f"{user}:{MASK}" if colon else MASK) + "@" + host + slash + tail
 
 
 def redact_url(url: str) -> str:
