@@ -92,7 +92,10 @@ _CREDENTIAL_PREFIXES = "api|access|secret|client|subscription|session|refresh|pr
 _CREDENTIAL_NAME = (
     rf"(?:(?:[a-z0-9]+[-_.])*(?:{_CREDENTIAL_PREFIXES})?(?<!page[-_.])(?:{_CREDENTIAL_WORDS})|code)"
 )
-_QUERY_SHAPE = re.compile(rf"(?i)([?&;]{_CREDENTIAL_NAME}=)([^&;#\s'\"]*)")
+# The array forms of PHP and Rails name one too: key[]=, token[0]=, creds[key]=.
+_QUERY_SHAPE = re.compile(
+    rf"(?i)([?&;](?:[a-z0-9_.-]*\[)*{_CREDENTIAL_NAME}\]*(?:\[[^\]=&;#\s]*\])*=)([^&;#\s'\"]*)"
+)
 _CREDENTIAL_NAME_ONLY = re.compile(rf"(?i){_CREDENTIAL_NAME}")
 # In a URL the space after "Bearer" may be a form-encoded "+".
 _BEARER_SHAPE = re.compile(r"(?i)\b(bearer)([\s+]+)([A-Za-z0-9._~+/=-]{6,})")

@@ -797,3 +797,19 @@ def test_a_password_in_a_connect_target_is_masked(target: str, shown: str) -> No
     """A refused ``CONNECT user:password@host:443`` is still logged; its password is not (a
     cold trial saw it in clear while an absolute-form URL's was masked)."""
     assert redact_target(target) == shown
+
+
+@pytest.mark.parametrize(
+    "query", ["key[]=", "token[0]=", "creds[key]=", "key%5B%5D=", "filter[api_key]=", "a=1&secret[x][y]="]
+)
+def test_a_credential_parameter_in_array_form_is_masked(query: str) -> None:
+    """PHP and Rails spell list and nested parameters with brackets; a key sent as ``key[]=``
+    is still a key (a cold trial saw it in clear)."""
+    shown = redact_target(f"/v1/models?{query}rawbracket12345")
+    assert "rawbracket12345" not in shown
+    assert shown.endswith(MASK)
+
+
+@pytest.mark.parametrize("query", ["keys[]=a1b2c3d4e5", "items[0]=a1b2c3d4e5", "max_tokens=a1b2c3d4e5"])
+def test_array_parameters_of_no_credential_name_stay_readable(query: str) -> None:
+    assert redact_target(f"/v1/models?{query}") == f"/v1/models?{query}"
