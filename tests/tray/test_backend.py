@@ -283,13 +283,17 @@ def test_real_icon_docks_and_its_menu_runs_callbacks(
 
     icons = wait_until(x.docked_icons, UI_TIMEOUT_S, "the icon to dock")
     assert [icon.name for icon in icons] == ["TrayProxy test"]
-    shot = x.screenshot(tmp_path / "icon.png", icons[0]).read_bytes()
     from PIL import Image
 
-    with Image.open(tmp_path / "icon.png") as image:
-        colours = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
-    blue = sum(count for count, (r, g, b) in colours if b > 150 and r < 100)
-    assert blue > 0, f"no blue of the running icon in the docked icon ({len(shot)} byte PNG)"
+    def blue_pixels() -> int:
+        x.screenshot(tmp_path / "icon.png", icons[0])
+        with Image.open(tmp_path / "icon.png") as image:
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
+        return sum(count for count, (r, g, b) in colours if b > 150 and r < 100)
+
+    # The tray maps the icon's window before the icon paints it: a screenshot taken at once may
+    # be empty (an 88-byte PNG, seen once in a CI run), so wait for the paint.
+    wait_until(blue_pixels, UI_TIMEOUT_S, "the docked icon to show the running icon's blue")
 
     x.click(icons[0], button=3)
     wait_until(x.popup_menus, UI_TIMEOUT_S, "the menu to open")
