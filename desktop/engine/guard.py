@@ -120,12 +120,10 @@ class _OriginRule:
 
     def allows(self, origin: str) -> bool:
         origin = origin.lower()
-        if origin in self.exact or origin in self.wildcard_hosts:
+        if origin in self.exact or self.allows_every_port(origin):
             return True
         base, sep, port = origin.rpartition(":")
-        if sep and port.isdigit() and base in self.wildcard_hosts:
-            return True
-        return origin.startswith(self.schemes) if self.schemes else False
+        return bool(sep) and port.isdigit() and base in self.wildcard_hosts
 
     def allows_every_port(self, origin: str) -> bool:
         """True when ``scheme://host`` is allowed whatever its port (``scheme://host:*``, or

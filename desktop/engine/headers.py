@@ -9,6 +9,8 @@ nothing added at all, and a Location that points into the target is pointed back
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from multidict import CIMultiDict
 
 from desktop.config.model import CREDENTIAL_HEADERS, Target
@@ -22,6 +24,7 @@ __all__ = [
     "is_key_offer",
     "is_websocket_upgrade",
     "response_headers",
+    "without_key_offers",
 ]
 
 RawHeaders = tuple[tuple[bytes, bytes], ...]
@@ -36,6 +39,12 @@ KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
 def is_key_offer(offer: str) -> bool:
     """True for a subprotocol offer (stripped) that carries an API key, in any letter case."""
     return offer[: len(KEY_PROTOCOL_PREFIX)].lower() == KEY_PROTOCOL_PREFIX
+
+
+def without_key_offers(offers: Iterable[str]) -> list[str]:
+    """Subprotocol offers (as split from Sec-WebSocket-Protocol), stripped, without the empty
+    ones and those that carry an API key."""
+    return [offer for offer in (o.strip() for o in offers) if offer and not is_key_offer(offer)]
 
 # RFC 9110 §7.6.1 (and its predecessors): meaningful for one connection only. Upgrade is
 # handled apart: the WebSocket bridge makes its own handshake on each side.
@@ -123,12 +132,12 @@ def is_websocket_upgrade(raw_headers: RawHeaders) -> bool:
 class RequestHeaderRules:
     """How one target rewrites request headers; built once per target, applied per request."""
 
-    __slots__ = ("_add", "_drop", "_drop_offer_prefix", "_host", "_keep_host")
+    __slots__ = ("_add", "_drop", "_drops_key_offers", "_host", "_keep_host")
 
-    def __init__(self, target: Target, *, drop_offer_prefix: str = "") -> None:
-        """``drop_offer_prefix``: Sec-WebSocket-Protocol offers starting with it are taken out
-        of plain (non-WebSocket) requests; "" keeps every offer unless the target adds its own
-        Authorization, which takes the key offers out."""
+    def __init__(self, target: Target, *, drop_key_offers: bool = False) -> None:
+        """``drop_key_offers``: Sec-WebSocket-Protocol offers carrying a key are taken out of
+        plain (non-WebSocket) requests; they are also when the target adds its own
+        Authorization."""
         self._add = tuple((name, value.reveal()) for name, value in target.add_headers)
         added = {name.lower() for name, _ in self._add}
         # A target that adds its own credential gets no other from the client (see
@@ -145,9 +154,7 @@ class RequestHeaderRules:
         )
         # The client's key offers are credentials too: a target adding its own Authorization
         # would get the client's placeholder key offered beside it.
-        if "authorization" in credentials:
-            drop_offer_prefix = KEY_PROTOCOL_PREFIX
-        self._drop_offer_prefix = drop_offer_prefix
+        self._drops_key_offers = drop_key_offers or "authorization" in credentials
         self._host = target.origin.split("://", 1)[1]
         self._keep_host = target.keep_host
 
@@ -179,8 +186,8 @@ class RequestHeaderRules:
                 continue
             elif lower == "connection":
                 listed = listed | _tokens(raw_value)
-            elif lower == "sec-websocket-protocol" and self._drop_offer_prefix and not websocket:
-                kept = _without_offers(raw_value.decode("latin-1"), self._drop_offer_prefix)
+            elif lower == "sec-websocket-protocol" and self._drops_key_offers and not websocket:
+                kept = ", ".join(without_key_offers(raw_value.decode("latin-1").split(",")))
                 if kept:
                     out.add(name, kept)
                 continue
@@ -206,20 +213,12 @@ class RequestHeaderRules:
     @property
     def drops_key_offers(self) -> bool:
         """Whether the client's ``openai-insecure-api-key.`` subprotocol offers stop here."""
-        return bool(self._drop_offer_prefix)
+        return self._drops_key_offers
 
     @property
     def host(self) -> str:
         """The Host the target is addressed by."""
         return self._host
-
-
-def _without_offers(value: str, prefix: str) -> str:
-    """A Sec-WebSocket-Protocol value without the offers that start with ``prefix`` (in any
-    letter case)."""
-    prefix = prefix.lower()
-    offers = (offer.strip() for offer in value.split(","))
-    return ", ".join(offer for offer in offers if offer and offer[: len(prefix)].lower() != prefix)
 
 
 def response_headers(

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from desktop.config.model import CREDENTIAL_HEADERS, ProxySettings, Secret, Target
 from desktop.engine.errors import ProxyError, RequestRefused
-from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules
+from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules, is_key_offer
 from desktop.engine.redact import register_secrets
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
 # Google's x-goog-api-key; the same names a target's own key may go in (config.model).
 CLIENT_CREDENTIAL_HEADERS = CREDENTIAL_HEADERS
 _KEY_HEADERS = tuple(name.encode() for name in sorted(CLIENT_CREDENTIAL_HEADERS - {"authorization"}))
-_KEY_PROTOCOL_PREFIX = KEY_PROTOCOL_PREFIX.encode()
 # RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
 CHALLENGE = 'Bearer realm="TrayProxy"'
 WHERE_TO_FIND = "Copy it from the tray menu (Copy environment) or run: trayproxy config token"
@@ -161,8 +160,9 @@ def _credentials(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
         elif lower == b"sec-websocket-protocol":
             for offer in value.split(b","):
                 offer = offer.strip()
-                if offer[: len(_KEY_PROTOCOL_PREFIX)].lower() == _KEY_PROTOCOL_PREFIX:
-                    yield offer[len(_KEY_PROTOCOL_PREFIX) :]
+                # Latin-1 keeps one character a byte, so the prefix's length holds for both.
+                if is_key_offer(offer.decode("latin-1")):
+                    yield offer[len(KEY_PROTOCOL_PREFIX) :]
 
 
 def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:
@@ -176,4 +176,4 @@ def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:
         strip_headers=target.strip_headers | CLIENT_CREDENTIAL_HEADERS,
         keep_headers=target.keep_headers - CLIENT_CREDENTIAL_HEADERS,
     )
-    return RequestHeaderRules(target, drop_offer_prefix=KEY_PROTOCOL_PREFIX)
+    return RequestHeaderRules(target, drop_key_offers=True)

@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 
 from desktop.engine.errors import ProxyError, UpstreamUnreachable
 from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_response, send_with_pool_retry
-from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, is_key_offer, response_headers
+from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, response_headers, without_key_offers
 from desktop.engine.upstream import Upstream
 from desktop.engine.wsrelay import (
     CLOSE_GOING_AWAY,
@@ -198,12 +198,10 @@ def _offered_protocols(request: web.BaseRequest, *, drop_key_offers: bool) -> li
     # RFC 6455 §11.3.4 lets a client repeat the header; every offer counts. With the local
     # token required, an offer carrying a key carries the token (see localtoken.py); with a
     # target adding its own key, the client's is a placeholder (headers.py): the target gets neither.
-    return [
-        p.strip()
-        for header in request.headers.getall("Sec-WebSocket-Protocol", [])
-        for p in header.split(",")
-        if p.strip() and not (drop_key_offers and is_key_offer(p.strip()))
-    ]
+    offers = [p for header in request.headers.getall("Sec-WebSocket-Protocol", []) for p in header.split(",")]
+    if drop_key_offers:
+        return without_key_offers(offers)
+    return [stripped for stripped in (p.strip() for p in offers) if stripped]
 
 
 def _handshake_headers(raw: RawHeaders, upstream: Upstream) -> CIMultiDict[str]:
