@@ -22,6 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from desktop import __version__
+from desktop.clients import SHELLS
 from desktop.config.model import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_PORT,
@@ -229,7 +230,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     env.add_argument(
         "--shell",
-        choices=("posix", "powershell", "fish", "cmd"),
+        choices=SHELLS,
         default="powershell" if os.name == "nt" else "posix",
         help="the shell the lines are for (default: %(default)s)",
     )
