@@ -19,6 +19,7 @@ __all__ = [
     "LOCAL_TOKEN_PREFIX",
     "LOG_LEVELS",
     "LOOPBACK_HOSTS",
+    "Listener",
     "LogSettings",
     "ProxySettings",
     "Secret",
@@ -192,3 +193,16 @@ class LogSettings:
     level: str = "info"
     # One line per request (method, path, target, status, bytes, timings), whatever ``level`` says.
     access: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening address and the target it serves, as a plan wants it.
+
+    ``own`` is None for the main listener, which serves the chosen target; a target with a port
+    of its own (``port = 8001`` in its table) gets a listener named by that target, which serves
+    it whatever target is chosen, with the main listener's settings on another port."""
+
+    settings: ProxySettings
+    target: Target
+    own: str | None = None
