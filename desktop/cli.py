@@ -86,7 +86,7 @@ def _name_part(text: str) -> str:
     space, '=' or ':' follows (a colon left out: 'Authorization Bearer sk-...'); never the rest,
     which is usually the key. A text that starts with no name, or with a key, or is one word
     (a name, or a key pasted alone?), shows none of itself."""
-    from desktop.engine.redact import MASK, mask_token_like, redact_text
+    from desktop.redaction import MASK, mask_token_like, redact_text
 
     match = _LEADING_HEADER_NAME.match(text)
     name = match.group(1) if match else ""
@@ -324,7 +324,7 @@ def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
         try:
             value = resolve_env_placeholders(value, os.environ)
         except KeyError as exc:
-            from desktop.engine.redact import looks_like_key
+            from desktop.redaction import looks_like_key
 
             if looks_like_key(exc.args[0]):
                 raise UsageError(
@@ -360,7 +360,7 @@ def _target_from_args(args: argparse.Namespace, base: Target | None = None) -> T
             keep_host=base.keep_host or args.keep_host,
         )
     except ValueError as exc:
-        from desktop.engine.redact import redact_text
+        from desktop.redaction import redact_text
 
         # Printed, not logged through the redacting handler: the URL may carry a key= or a password.
         raise UsageError(f"--target: {redact_text(str(exc))}") from None

@@ -45,7 +45,7 @@ from typing import TextIO
 import platformdirs
 
 from desktop.config.model import LogSettings
-from desktop.engine.redact import RedactingFormatter, redact_text
+from desktop.redaction import RedactingFormatter, redact_text
 
 __all__ = ["apply_log_settings", "log_dir", "setup_logging"]
 

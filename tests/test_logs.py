@@ -29,7 +29,7 @@ from upstreams import echo_app
 from desktop import logs
 from desktop.engine.accesslog import ACCESS_LOGGER, log_request
 from desktop.engine.forward import RequestRecord
-from desktop.engine.redact import RedactingFormatter, register_secrets
+from desktop.redaction import RedactingFormatter, register_secrets
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 SECRET = "sk-thisisasecretkey0123456789"

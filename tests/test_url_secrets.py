@@ -19,7 +19,7 @@ from upstreams import dead_port
 
 from desktop.config.model import ProxySettings, Target
 from desktop.controller import ProxyController, ProxyStatus
-from desktop.engine.redact import redact_text
+from desktop.redaction import redact_text
 
 CANARY = "tpcanary-0f3e9a7c51"
 

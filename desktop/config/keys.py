@@ -30,7 +30,7 @@ from pathlib import Path
 from desktop.clients import PLACEHOLDER_KEY
 from desktop.config.model import LOCAL_TOKEN_PREFIX, Secret, Target
 from desktop.config.parse import ConfigFile, TargetSpec
-from desktop.engine.redact import (
+from desktop.redaction import (
     MASK,
     MIN_SECRET_LEN,
     SENSITIVE_HEADERS,

@@ -136,7 +136,7 @@ class Target:
     @property
     def display_name(self) -> str:
         """Which target this is: the name, or the URL when the target has none. Shown to people
-        only through engine.redact.display_target, which masks a key written into the URL."""
+        only through redaction.display_target, which masks a key written into the URL."""
         return self.name or self.url
 
     def secrets(self) -> tuple[str, ...]:

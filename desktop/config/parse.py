@@ -67,7 +67,7 @@ from desktop.config.model import (
     LogSettings,
     ProxySettings,
 )
-from desktop.engine.redact import redact_text
+from desktop.redaction import redact_text
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 

@@ -6,19 +6,19 @@ string, an inline table under ``[targets]``, dotted keys, a table of its own). M
 
 - a target's ``key`` written in the file, in any form; of a key source, ``env`` and
   ``keyring`` are shown (they name where the key is) unless what they hold looks like a key
-  (redact.looks_like_key), ``command`` with its token-like runs masked, anything else masked;
+  (redaction.looks_like_key), ``command`` with its token-like runs masked, anything else masked;
 - every value of a target's ``headers``, but placeholders (``"Bearer {key}"``,
   ``"{env:NAME}"``), values too short to be a key, and those of headers that carry none
   (:data:`PLAIN_HEADERS`);
-- every string under a setting named for a credential (redact.is_credential_name: key, token,
+- every string under a setting named for a credential (redaction.is_credential_name: key, token,
   secret, password, signature...), wherever it is and whatever it holds;
-- URLs (``url``, ``proxy``) as redact.redact_url shows them;
+- URLs (``url``, ``proxy``) as redaction.redact_url shows them;
 - a commented-out setting (``# key = "..."``) as if it were not commented out;
 
 and the whole text then goes through redact_text, for key shapes anywhere (comments too).
 A text that does not parse is not shown: nothing could say where its keys are.
 
-This module must not import the engine beyond ``redact``, nor any UI.
+This module must not import the engine, nor any UI; it masks through ``desktop.redaction``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from desktop.config.parse import ConfigError, Problem
-from desktop.engine.redact import (
+from desktop.redaction import (
     MASK,
     MIN_SECRET_LEN,
     is_credential_name,

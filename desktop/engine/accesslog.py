@@ -18,7 +18,7 @@ from aiohttp import web
 
 from desktop.engine.forward import RequestRecord
 from desktop.engine.guard import FORWARDED_METHODS
-from desktop.engine.redact import redact_target
+from desktop.redaction import redact_target
 
 __all__ = ["ACCESS_LOGGER", "log_request", "own_answer_bytes"]
 

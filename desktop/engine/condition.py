@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from desktop.config.model import Target
-from desktop.engine.redact import SENSITIVE_HEADERS
+from desktop.redaction import SENSITIVE_HEADERS
 
 __all__ = ["ConditionKind", "Credentials", "TargetCondition", "adds_key", "classify", "credentials_of", "describe"]
 

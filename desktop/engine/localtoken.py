@@ -39,7 +39,7 @@ from aiohttp import web
 from desktop.config.model import CREDENTIAL_HEADERS, ProxySettings, Secret, Target
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules, is_key_offer
-from desktop.engine.redact import register_secrets
+from desktop.redaction import register_secrets
 
 __all__ = [
     "CLIENT_CREDENTIAL_HEADERS",

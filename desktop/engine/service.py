@@ -44,9 +44,9 @@ from desktop.engine.guard import (
 )
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
-from desktop.engine.redact import display_target, redact_url, register_secrets
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
+from desktop.redaction import display_target, redact_url, register_secrets
 
 __all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "ProxyService", "describe_target_change", "host_port"]
 

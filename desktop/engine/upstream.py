@@ -31,7 +31,7 @@ from yarl import URL
 
 from desktop.config.model import Target
 from desktop.engine.headers import RawHeaders, RequestHeaderRules
-from desktop.engine.redact import display_target
+from desktop.redaction import display_target
 
 if TYPE_CHECKING:
     from desktop.engine.leansend import LeanSender

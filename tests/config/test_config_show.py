@@ -13,7 +13,7 @@ from background import free_port, wait_until
 from cli_process import EXIT_TIMEOUT_S, ServeProcess, run_cli
 
 from desktop.config.store import DEFAULT_CONFIG
-from desktop.engine.redact import redact_text
+from desktop.redaction import redact_text
 
 CANARY = "tpcanary-51d0c2e8aa"
 

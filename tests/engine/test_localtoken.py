@@ -21,7 +21,7 @@ from upstreams import Seen, echo_app
 
 from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.localtoken import LocalTokenCheck
-from desktop.engine.redact import redact_text
+from desktop.redaction import redact_text
 
 TOKEN = "tp-local-Zq3v8mKx0fP1s9TbW2nYcR7uLd4hGe6AjS5oVi-_abc"
 REAL_KEY = "sk-real-target-key-0b9d61f4"

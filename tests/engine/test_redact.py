@@ -27,13 +27,13 @@ from rawhttp import build_request, exchange
 from upstreams import Seen, dead_port, echo_app
 from yarl import URL
 
+from desktop import redaction
 from desktop.config.model import Secret, Target
-from desktop.engine import redact
 from desktop.engine.accesslog import log_request
 from desktop.engine.forward import RequestRecord
 from desktop.engine.guard import MAX_HEADER_BYTES
-from desktop.engine.redact import MASK, RedactingFormatter, redact_target, redact_text, register_secrets
 from desktop.logs import setup_logging
+from desktop.redaction import MASK, RedactingFormatter, redact_target, redact_text, register_secrets
 
 # Keys shaped like real ones but not like the generic "sk-" shape, so only deliberate
 # redaction (not the sk- pattern) can hide them.
@@ -436,12 +436,12 @@ _KEY = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=8
 @given(key=_KEY, before=st.text(max_size=40), after=st.text(max_size=40))
 def test_registered_key_never_survives_redaction(key: str, before: str, after: str) -> None:
     """Whatever a configured key looks like, a line containing it is printed without it."""
-    saved = redact._known_secrets  # process-wide: random keys must not mask later tests' text
+    saved = redaction._known_secrets  # process-wide: random keys must not mask later tests' text
     try:
         register_secrets([key])
         assert key not in redact_text(before + key + after)
     finally:
-        redact._known_secrets = saved
+        redaction._known_secrets = saved
 
 
 def test_secret_never_shows_its_value() -> None:
@@ -467,12 +467,12 @@ def test_secret_never_shows_its_value() -> None:
 
 def _every_shape_pass(text: str) -> str:
     """redact_text as it was before its shortcut: all four shape passes, always."""
-    for secret in redact._known_secrets:
+    for secret in redaction._known_secrets:
         text = text.replace(secret, MASK)
-    text = redact._HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    text = redact._QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
-    text = redact._BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    return redact._KEY_SHAPE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
+    text = redaction._HEADER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    text = redaction._QUERY_SHAPE.sub(lambda m: m.group(1) + MASK, text)
+    text = redaction._BEARER_SHAPE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    return redaction._KEY_SHAPE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
 
 
 # Pieces a log line is made of, the shapes' own words among them in mixed case.
@@ -564,12 +564,12 @@ def test_redact_target_masks_key_shapes_anywhere_also_percent_encoded(target: st
 def test_redact_target_masks_a_configured_key_sent_percent_encoded() -> None:
     """A configured key of no known shape, sent encoded (``%2B`` for its ``+``), is masked too."""
     key = "Cfg+Key/0f9e8d7c6b5a"
-    saved = redact._known_secrets
+    saved = redaction._known_secrets
     try:
         register_secrets([key])
         redacted = redact_target(f"/v1/x?opaque={quote(key, safe='')}&n=1")
     finally:
-        redact._known_secrets = saved
+        redaction._known_secrets = saved
     assert redacted == f"/v1/x?opaque={MASK}&n=1"
 
 

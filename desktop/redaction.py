@@ -15,6 +15,10 @@ Everything that may print a request detail goes through :func:`redact_text`; the
 installed by ``desktop.logs`` apply it to every formatted record, aiohttp's own included. A
 request target (the access line's path and query) goes through :func:`redact_target` first,
 which also finds keys a client percent-encoded (``?auth=Bearer%20sk-...``, ``%253D``).
+
+The ground floor (STYLE.md section 1, row 1): the engine, the config readers, the log handlers,
+the controller and the CLI all mask through this one module, so it imports nothing of
+``desktop``; what it is handed (a target to name) it knows only by the attributes it reads.
 """
 
 from __future__ import annotations
@@ -25,14 +29,12 @@ import string
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from desktop.config.model import Target
+from typing import Protocol
 
 __all__ = [
     "MASK",
     "SENSITIVE_HEADERS",
+    "Named",
     "RedactingFormatter",
     "display_target",
     "is_credential_name",
@@ -329,7 +331,14 @@ def redact_url(url: str) -> str:
     return redact_text(f"{scheme}://{authority}{redact_target(path + question + query)}")
 
 
-def display_target(target: Target) -> str:
+class Named(Protocol):
+    """What :func:`display_target` reads of a target (``config.model.Target`` is one)."""
+
+    @property
+    def display_name(self) -> str: ...
+
+
+def display_target(target: Named) -> str:
     """How a target is named wherever a person sees it (error answers, the health document,
     the tray's status and notifications): its name, or its URL when it has none, masked as
     :func:`redact_url` does, so a key written into the target URL's path never shows."""
