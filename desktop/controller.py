@@ -45,9 +45,9 @@ from desktop.config.store import load_config, set_active_target
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.eventloop import new_event_loop
 from desktop.engine.guard import unmarked_host_warnings
-from desktop.engine.localtoken import CLIENT_CREDENTIAL_HEADERS
 from desktop.engine.service import ListenError, ProxyService, host_port
 from desktop.engine.upstream import is_loopback
+from desktop.redaction import CREDENTIAL_HEADERS as CLIENT_CREDENTIAL_HEADERS
 from desktop.redaction import display_target, redact_url
 
 __all__ = ["ConfigBinding", "ListenError", "ProxyController", "ProxyStatus", "TargetPort"]

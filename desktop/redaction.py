@@ -48,27 +48,38 @@ __all__ = [
 ]
 
 MASK = "***"
-# Lower-case names of headers whose values are credentials.
-SENSITIVE_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-    }
-)
+# Lower-case names of the headers that carry an API key: OpenAI-style Bearer, Anthropic's
+# x-api-key, Azure's api-key, Google's x-goog-api-key. Declared here, the one module every row
+# may import, and read by the config parser (keep_headers), the local token check (where SDKs
+# put their key), the header rules and the controller. When a target adds one of these, the
+# client's others are placeholders or keys meant for someone else ("Authorization: Bearer
+# unused" beside the target's x-api-key), and a target given two credentials may check the
+# wrong one, or log it; so they stay behind unless the target keeps them (``keep_headers``).
+# Each name holds "key" or "auth": the quick test for a text with nothing to mask
+# (_may_hold_shape) looks for those words; a name without them must be added there.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+# Lower-case names of headers whose values are never shown: the API key headers, and also
+# credentials that are no API key a target takes (so no keep_headers choice, nor a place for
+# the token): a proxy's password (RFC 9110 §11.7.2) and session cookies (RFC 6265).
+_OTHER_CREDENTIAL_HEADERS = frozenset({"proxy-authorization"})
+_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
+SENSITIVE_HEADERS = CREDENTIAL_HEADERS | _OTHER_CREDENTIAL_HEADERS | _COOKIE_HEADERS
 # Shorter values are not registered for verbatim masking: masking "abc" everywhere would
 # shred log lines without protecting anything worth protecting.
 MIN_SECRET_LEN = 6
 
+
+def _alternation(names: frozenset[str]) -> str:
+    """A regex alternation of ``names``, longest first (so none stops at a shorter one)."""
+    return "|".join(re.escape(name) for name in sorted(names, key=lambda name: (-len(name), name)))
+
+
 _HEADER_SHAPE = re.compile(
     # Not right after "?", "&" or ";", nor inside a longer name (after "-"): there the name is a
     # query parameter's, whose value ends at the next "&" (_QUERY_SHAPE masks it), not at the
-    # end of the line.
-    r"(?i)\b((?<![?&;-])(?:(?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key)|set-cookie|cookie)"
+    # end of the line. (Cookies have no such rule: "set-cookie" holds "cookie" after a "-".)
+    rf"(?i)\b((?<![?&;-])(?:{_alternation(CREDENTIAL_HEADERS | _OTHER_CREDENTIAL_HEADERS)})"
+    rf"|{_alternation(_COOKIE_HEADERS)})"
     # A quote may close the name and open the value: dict, JSON and CIMultiDict reprs; a b
     # before the opening quote is a bytes repr (not the B of "Bearer").
     r"(['\"]?\s*[:=]\s*(?:b(?=['\"]))?['\"]?)([^\r\n'\"\\]*)"

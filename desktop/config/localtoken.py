@@ -24,9 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from desktop.config.keys import KEY_PLACEHOLDER
-from desktop.config.model import CREDENTIAL_HEADERS, LOCAL_TOKEN_PREFIX, ProxySettings, Secret, Target
+from desktop.config.model import LOCAL_TOKEN_PREFIX, ProxySettings, Secret, Target
 from desktop.config.parse import TargetSpec
 from desktop.config.store import write_atomically
+from desktop.redaction import CREDENTIAL_HEADERS
 
 __all__ = [
     "TOKEN_FILE_NAME",

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = [
-    "CREDENTIAL_HEADERS",
     "DEFAULT_ALLOWED_HOSTS",
     "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_PORT",
@@ -49,12 +48,6 @@ DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
     "app://",
     "tauri://",
 )
-# Lower-case names of the headers that carry an API key: OpenAI-style Bearer, Anthropic's
-# x-api-key, Azure's api-key, Google's x-goog-api-key. When a target adds one of these, the
-# client's others are placeholders or keys meant for someone else ("Authorization: Bearer
-# unused" beside the target's x-api-key), and a target given two credentials may check the
-# wrong one, or log it; so they stay behind unless the target keeps them (``keep_headers``).
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
 # Defaults for slow reasoning models: minutes may pass before the first token or between two.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 600.0
@@ -93,7 +86,7 @@ class Target:
     add_headers: tuple[tuple[str, Secret], ...] = ()
     # Header names (any case) removed from client requests before forwarding.
     strip_headers: frozenset[str] = frozenset()
-    # Names from CREDENTIAL_HEADERS (lower-case) the client's request keeps although this
+    # Names from redaction.CREDENTIAL_HEADERS (lower-case) the client's request keeps although this
     # target adds a credential header of its own; by default the client's other ones go.
     keep_headers: frozenset[str] = frozenset()
     # Time allowed to open a TCP (and TLS) connection to the target.

@@ -56,7 +56,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from desktop.config.model import (
-    CREDENTIAL_HEADERS,
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -67,7 +66,7 @@ from desktop.config.model import (
     LogSettings,
     ProxySettings,
 )
-from desktop.redaction import redact_text
+from desktop.redaction import CREDENTIAL_HEADERS, redact_text
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict
 
-from desktop.config.model import CREDENTIAL_HEADERS, Target
+from desktop.config.model import Target
+from desktop.redaction import CREDENTIAL_HEADERS
 
 __all__ = [
     "HOP_BY_HOP",

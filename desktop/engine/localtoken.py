@@ -36,13 +36,12 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from desktop.config.model import CREDENTIAL_HEADERS, ProxySettings, Secret, Target
+from desktop.config.model import ProxySettings, Secret, Target
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.headers import KEY_PROTOCOL_PREFIX, RequestHeaderRules, is_key_offer
-from desktop.redaction import register_secrets
+from desktop.redaction import CREDENTIAL_HEADERS, register_secrets
 
 __all__ = [
-    "CLIENT_CREDENTIAL_HEADERS",
     "KEY_PROTOCOL_PREFIX",
     "LocalTokenCheck",
     "LocalTokenRefused",
@@ -50,10 +49,9 @@ __all__ = [
     "preflight_answer",
 ]
 
-# Where SDKs put their API key: OpenAI-style Bearer, Anthropic's x-api-key, Azure's api-key,
-# Google's x-goog-api-key; the same names a target's own key may go in (config.model).
-CLIENT_CREDENTIAL_HEADERS = CREDENTIAL_HEADERS
-_KEY_HEADERS = tuple(name.encode() for name in sorted(CLIENT_CREDENTIAL_HEADERS - {"authorization"}))
+# Where SDKs put their API key (redaction.CREDENTIAL_HEADERS, the names a target's own key may
+# go in too); those but Authorization hold the key alone, with no scheme word before it.
+_KEY_HEADERS = tuple(name.encode() for name in sorted(CREDENTIAL_HEADERS - {"authorization"}))
 # RFC 9110 §11.6.1: a 401 carries a challenge naming how to authenticate.
 CHALLENGE = 'Bearer realm="TrayProxy"'
 WHERE_TO_FIND = "Copy it from the tray menu (Copy environment) or run: trayproxy config token"
@@ -173,7 +171,7 @@ def header_rules(target: Target, *, token_required: bool) -> RequestHeaderRules:
         return RequestHeaderRules(target)
     target = replace(
         target,
-        strip_headers=target.strip_headers | CLIENT_CREDENTIAL_HEADERS,
-        keep_headers=target.keep_headers - CLIENT_CREDENTIAL_HEADERS,
+        strip_headers=target.strip_headers | CREDENTIAL_HEADERS,
+        keep_headers=target.keep_headers - CREDENTIAL_HEADERS,
     )
     return RequestHeaderRules(target, drop_key_offers=True)

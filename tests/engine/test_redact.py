@@ -33,7 +33,15 @@ from desktop.engine.accesslog import log_request
 from desktop.engine.forward import RequestRecord
 from desktop.engine.guard import MAX_HEADER_BYTES
 from desktop.logs import setup_logging
-from desktop.redaction import MASK, RedactingFormatter, redact_target, redact_text, register_secrets
+from desktop.redaction import (
+    CREDENTIAL_HEADERS,
+    MASK,
+    SENSITIVE_HEADERS,
+    RedactingFormatter,
+    redact_target,
+    redact_text,
+    register_secrets,
+)
 
 # Keys shaped like real ones but not like the generic "sk-" shape, so only deliberate
 # redaction (not the sk- pattern) can hide them.
@@ -377,6 +385,17 @@ def test_header_mappings_printed_in_a_log_line_are_masked(text, secret) -> None:
     """A log line that prints request headers as a mapping (``log.debug("%s", request.headers)``,
     a dict, JSON) still hides api-key, x-api-key and Authorization values."""
     assert secret not in redact_text(text())
+
+
+@pytest.mark.parametrize("header", sorted(SENSITIVE_HEADERS))
+def test_every_credential_header_is_masked_in_a_log_line(header: str) -> None:
+    """Each header the redactor names sensitive, the API key headers of the one list
+    (CREDENTIAL_HEADERS) among them, has its value masked however a log line prints it: a
+    header added to the list is masked without a second list, or a word, to update."""
+    assert CREDENTIAL_HEADERS <= SENSITIVE_HEADERS
+    spelt = "-".join(word.capitalize() for word in header.split("-"))
+    for line in (f"sent {spelt}: {SHAPE_AZURE}", str({header: SHAPE_AZURE}), json.dumps({spelt: SHAPE_AZURE})):
+        assert SHAPE_AZURE not in redact_text(line), line
 
 
 @pytest.mark.parametrize(
