@@ -149,13 +149,14 @@ LAYERS = {
     "desktop/clients.py": (),
     **{
         f"desktop/platforms/{name}.py": ("desktop.bundle", "desktop.platforms", "desktop.platforms.*")
-        for name in ("__init__", "linux", "macos", "windows", "instance", "secretservice_cipher")
+        for name in ("__init__", "linux", "macos", "windows", "instance", "secretservice_cipher", "dbus", "x11tray")
     },
     **{
         f"desktop/tray/{name}.py": (
             "desktop.controller",
             "desktop.config.model",
             "desktop.platforms",
+            "desktop.platforms.*",  # tray/backend.py asks platforms.dbus and platforms.x11tray
             "desktop.bundle",
             "desktop.clients",
             "desktop.tray.*",

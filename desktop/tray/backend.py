@@ -10,14 +10,12 @@ pystray can also fail outright: with no ``DISPLAY`` the xorg backend raises Xlib
 ``DisplayNameError``, and a missing typelib is a ``ValueError``, not an ``ImportError``.
 
 On Linux an icon also needs a host: a StatusNotifierWatcher on the session bus (KDE, GNOME
-with the AppIndicator extension, most panels) or an XEmbed system tray (the owner of the X
-selection ``_NET_SYSTEM_TRAY_S<screen>``). Both are probed here with the environment passed in,
-so tests can point the probes at a private display and bus, or at nothing at all. The bus is
-spoken to directly (a dozen bytes of D-Bus over its unix socket), because the probe matters
-most exactly when PyGObject, the usual D-Bus binding, is missing.
+with the AppIndicator extension, most panels) or an XEmbed system tray. ``describe_tray`` asks
+for both through the OS probes in ``platforms.dbus`` and ``platforms.x11tray``, with the
+environment passed in, so tests can point them at a private display and bus, or at nothing.
 
-Imports pystray (and python-xlib, which pystray installs on Linux) inside functions only; never
-the engine, aiohttp or asyncio. Messages name packages and commands, never a key.
+Imports pystray and PyGObject inside functions only; of ``desktop``, those two probes only;
+never the engine, aiohttp or asyncio. Messages name packages and commands, never a key.
 """
 
 from __future__ import annotations
@@ -25,14 +23,12 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import re
-import socket
-import struct
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+
+from desktop.platforms.dbus import has_bus_name, session_bus_address
+from desktop.platforms.x11tray import has_xembed_tray
 
 log = logging.getLogger("trayproxy.tray")
 
@@ -45,10 +41,7 @@ __all__ = [
     "backend_name",
     "check_tray",
     "describe_tray",
-    "has_bus_name",
-    "has_xembed_tray",
     "load_backend",
-    "session_bus_address",
 ]
 
 # A bus or X server on this machine answers in milliseconds; the bound only stops a wedged
@@ -167,209 +160,6 @@ def _route_gtk_messages_to_the_log() -> None:
 
 def _log_gtk_message(domain: str, level: object, message: str, *user_data: object) -> None:
     log.debug("%s: %s", domain, message)
-
-
-def session_bus_address(env: Mapping[str, str]) -> str | None:
-    """The session bus address from ``env``, else the usual ``$XDG_RUNTIME_DIR/bus`` socket."""
-    address = env.get("DBUS_SESSION_BUS_ADDRESS")
-    if address:
-        return address
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.exists(os.path.join(runtime, "bus")):
-        return f"unix:path={os.path.join(runtime, 'bus')}"
-    return None
-
-
-def _socket_paths(address: str, env: Mapping[str, str]) -> list[str]:
-    """Unix socket paths in a D-Bus address (``;``-separated, values %-escaped); abstract
-    sockets start with NUL. TCP and other transports are skipped: sessions use unix sockets."""
-    paths = []
-    for entry in address.split(";"):
-        transport, _, params = entry.partition(":")
-        if transport != "unix":
-            continue
-        keys = dict(p.partition("=")[::2] for p in params.split(",") if p)
-        if "path" in keys:
-            paths.append(unquote(keys["path"]))
-        elif "abstract" in keys:
-            paths.append("\0" + unquote(keys["abstract"]))
-        elif keys.get("runtime") == "yes" and env.get("XDG_RUNTIME_DIR"):
-            paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "bus"))
-    return paths
-
-
-class _Marshal:
-    """Little-endian D-Bus marshalling of the few types a NameHasOwner call needs."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def pad(self, alignment: int) -> None:
-        self.data += b"\0" * (-len(self.data) % alignment)
-
-    def byte(self, value: int) -> None:
-        self.data.append(value)
-
-    def uint32(self, value: int) -> None:
-        self.pad(4)
-        self.data += struct.pack("<I", value)
-
-    def string(self, value: str) -> None:  # also object paths
-        raw = value.encode()
-        self.uint32(len(raw))
-        self.data += raw + b"\0"
-
-    def signature(self, value: str) -> None:
-        self.byte(len(value))
-        self.data += value.encode() + b"\0"
-
-
-# Header field codes and message types (D-Bus specification, "Message Format").
-_FIELD_PATH, _FIELD_INTERFACE, _FIELD_MEMBER, _FIELD_ERROR_NAME, _FIELD_REPLY_SERIAL = 1, 2, 3, 4, 5
-_FIELD_DESTINATION, _FIELD_SIGNATURE = 6, 8
-_METHOD_CALL, _METHOD_RETURN, _ERROR = 1, 2, 3
-_BUS = "org.freedesktop.DBus"
-
-
-def _bus_call(serial: int, member: str, arg: str | None = None) -> bytes:
-    """A method call on the bus daemon itself, with at most one string argument."""
-    body = _Marshal()
-    if arg is not None:
-        body.string(arg)
-    fields: list[tuple[int, str, str]] = [
-        (_FIELD_PATH, "o", "/org/freedesktop/DBus"),
-        (_FIELD_INTERFACE, "s", _BUS),
-        (_FIELD_MEMBER, "s", member),
-        (_FIELD_DESTINATION, "s", _BUS),
-    ]
-    if arg is not None:
-        fields.append((_FIELD_SIGNATURE, "g", "s"))
-    message = _Marshal()
-    message.data += b"l" + bytes([_METHOD_CALL, 0, 1])  # little-endian, no flags, protocol 1
-    message.uint32(len(body.data))
-    message.uint32(serial)
-    message.uint32(0)  # header field array length, filled in below
-    message.pad(8)
-    fields_start = len(message.data)
-    for code, kind, value in fields:
-        message.pad(8)
-        message.byte(code)
-        message.signature(kind)
-        message.signature(value) if kind == "g" else message.string(value)
-    struct.pack_into("<I", message.data, 12, len(message.data) - fields_start)
-    message.pad(8)
-    return bytes(message.data + body.data)
-
-
-def _recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the bus closed the connection")
-        data += chunk
-    return data
-
-
-def _read_reply(sock: socket.socket, serial: int, deadline: float) -> tuple[int, bytes, str]:
-    """Skip signals until the reply to ``serial``; return (type, body, endianness)."""
-    while time.monotonic() < deadline:
-        fixed = _recv_exactly(sock, 16)
-        order = "<" if fixed[:1] == b"l" else ">"
-        kind = fixed[1]
-        body_len, _, fields_len = struct.unpack(order + "III", fixed[4:16])
-        header_rest = _recv_exactly(sock, fields_len + (-(16 + fields_len) % 8))
-        body = _recv_exactly(sock, body_len)
-        header = fixed + header_rest
-        pos, reply_to = 16, None
-        while pos < 16 + fields_len:
-            pos += -pos % 8
-            code, sig_len = header[pos], header[pos + 1]
-            sig = header[pos + 2 : pos + 2 + sig_len].decode()
-            pos += 3 + sig_len
-            if sig == "u":
-                pos += -pos % 4
-                (value,) = struct.unpack(order + "I", header[pos : pos + 4])
-                reply_to = value if code == _FIELD_REPLY_SERIAL else reply_to
-                pos += 4
-            elif sig in ("s", "o"):
-                pos += -pos % 4
-                (length,) = struct.unpack(order + "I", header[pos : pos + 4])
-                pos += 4 + length + 1
-            elif sig == "g":
-                pos += 1 + header[pos] + 1
-            else:
-                raise ConnectionError(f"unexpected header field type {sig!r}")
-        if reply_to == serial and kind in (_METHOD_RETURN, _ERROR):
-            return kind, body, order
-    raise TimeoutError("no reply from the bus")
-
-
-def has_bus_name(
-    address: str, name: str, *, env: Mapping[str, str] | None = None, timeout_s: float = PROBE_TIMEOUT_S
-) -> bool:
-    """Whether ``name`` has an owner on the bus at ``address``.
-
-    Raises ``ConnectionError`` when no bus answers there (in ``timeout_s``).
-    """
-    if sys.platform == "win32":  # no AF_UNIX, no uid to authenticate with
-        raise ConnectionError("no D-Bus session bus on Windows")
-    paths = _socket_paths(address, os.environ if env is None else env)
-    if not paths:
-        raise ConnectionError("no unix socket in the bus address")
-    deadline = time.monotonic() + timeout_s
-    last_error: OSError = ConnectionError("no unix socket in the bus address")
-    for path in paths:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout_s)
-                sock.connect(path)
-                # SASL EXTERNAL: the server checks our uid from the socket credentials.
-                sock.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
-                answer = b""
-                while not answer.endswith(b"\r\n"):
-                    answer += _recv_exactly(sock, 1)
-                if not answer.startswith(b"OK "):
-                    raise ConnectionError("the bus refused authentication")
-                # Hello must come first on a bus connection; NameHasOwner is serial 2.
-                sock.sendall(b"BEGIN\r\n" + _bus_call(1, "Hello") + _bus_call(2, "NameHasOwner", name))
-                kind, body, order = _read_reply(sock, 2, deadline)
-                if kind == _ERROR:
-                    raise ConnectionError("the bus answered NameHasOwner with an error")
-                (has_owner,) = struct.unpack(order + "I", body[:4])
-                return bool(has_owner == 1)
-        except OSError as exc:
-            last_error = exc
-    raise ConnectionError(f"no bus answers at {address}: {last_error}") from last_error
-
-
-# ":0", ":1.0", "unix:2": a display on this machine, reached through its unix socket.
-_LOCAL_DISPLAY = re.compile(r"(?:unix)?:(\d+)(?:\.\d+)?")
-X11_SOCKET_DIR = "/tmp/.X11-unix"  # where every X server on Linux/BSD puts its sockets
-
-
-def has_xembed_tray(display: str) -> bool:
-    """Whether an XEmbed system tray owns ``_NET_SYSTEM_TRAY_S<screen>`` on ``display``.
-
-    Raises ``OSError`` when the display cannot be opened.
-    """
-    from Xlib import X
-    from Xlib import display as xdisplay
-
-    local = _LOCAL_DISPLAY.fullmatch(display)
-    if local and not os.path.exists(f"{X11_SOCKET_DIR}/X{local.group(1)}"):
-        # python-xlib would fall back to TCP on localhost, and leaks that socket when it fails.
-        raise ConnectionError(f"no X server at display {display!r}")
-    try:
-        connection = xdisplay.Display(display)
-    except Exception as exc:  # Xlib's DisplayError family is not an OSError
-        raise ConnectionError(f"cannot open X display {display!r}: {exc}") from exc
-    try:
-        screen = connection.get_default_screen()
-        atom = connection.intern_atom(f"_NET_SYSTEM_TRAY_S{screen}")
-        return bool(connection.get_selection_owner(atom) != X.NONE)
-    finally:
-        connection.close()
 
 
 def _why_no_appindicator() -> str:

@@ -3,7 +3,7 @@
 No state lives here and nothing is called but ``act``: each item says what the person asked
 for (``act("stop")``, ``act("target", "openai")``) and the tray app's dispatcher does it. Built
 again on every change, so a menu never shows a stale state; tested with pystray's dummy
-backend. Imports pystray and the controller's snapshot type only.
+backend. Imports pystray, the controller's snapshot type and the clients' shell names only.
 """
 
 from __future__ import annotations

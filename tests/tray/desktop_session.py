@@ -32,7 +32,8 @@ from typing import TypeVar
 
 from xdrive import XDriver, wait_until
 
-from desktop.tray.backend import has_bus_name, has_xembed_tray
+from desktop.platforms.dbus import has_bus_name
+from desktop.platforms.x11tray import has_xembed_tray
 
 # Binaries a desktop needs; the Debian package for each is in tests/system-deps.sh.
 REQUIRED_TOOLS = {"Xvfb": "xvfb", "dbus-daemon": "dbus-daemon", "trayer": "trayer", "dunst": "dunst"}

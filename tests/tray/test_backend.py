@@ -20,13 +20,13 @@ import pytest
 from desktop_session import DesktopSession
 from xdrive import XDriver, wait_until
 
+from desktop.platforms.dbus import has_bus_name
 from desktop.tray.backend import (
     STATUS_NOTIFIER_WATCHER,
     LoadedBackend,
     Session,
     backend_name,
     describe_tray,
-    has_bus_name,
     load_backend,
 )
 

@@ -26,7 +26,7 @@ from desktop_session import INSTALL_HINT, DesktopSession
 from listen_helpers import proxy_answers
 from upstreams import echo_app, sse_app, ws_echo_app
 
-from desktop.tray.backend import has_bus_name
+from desktop.platforms.dbus import has_bus_name
 
 BUNDLE = os.environ.get("TRAYPROXY_BUNDLE", "")
 pytestmark = pytest.mark.skipif(not BUNDLE, reason="set TRAYPROXY_BUNDLE to a built dist/TrayProxy/TrayProxy")
