@@ -513,50 +513,6 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
             signal.signal(sig, handler)
 
 
-def _env(args: argparse.Namespace) -> int:
-    """Print the Copy environment lines for the config file's listeners."""
-    from desktop.clients import Endpoint, environment_lines
-    from desktop.config.localtoken import settings_with_token
-    from desktop.config.parse import ConfigError, TargetSpec
-    from desktop.config.store import config_path, load_config
-    from desktop.engine.service import host_port
-    from desktop.redaction import CREDENTIAL_HEADERS as CLIENT_CREDENTIAL_HEADERS
-
-    path = config_path(args.config)
-    if not path.exists():
-        print(f"{path}: the file does not exist yet; run 'trayproxy serve' once to create it", file=sys.stderr)
-        return 1
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    settings = settings_with_token(config.settings, path)
-    # Where tools connect: the first listen address; a wildcard one is reached on loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.hosts[0], settings.hosts[0])
-
-    def endpoint(spec: TargetSpec, port: int) -> Endpoint:
-        # The entry as written, the key not read (a key command must not run for this): it
-        # adds a key when a credential header is written out or filled from a key source.
-        credentials = [(name.lower(), value) for name, value in spec.headers if name.lower() in CLIENT_CREDENTIAL_HEADERS]
-        adds_key = any("{key}" not in value or spec.key_source is not None for _, value in credentials)
-        return Endpoint(
-            "http://" + host_port(host, port), frozenset(name for name, _ in credentials), adds_key, spec.name
-        )
-
-    own_ports = config.target_ports()
-    endpoints = [endpoint(config.targets[config.active], settings.port)]
-    endpoints += [endpoint(config.targets[name], port) for name, port in own_ports.items()]
-    portless = {
-        name: endpoint(spec, 0).key_headers
-        for name, spec in config.targets.items()
-        if name != config.active and name not in own_ports
-    }
-    token = settings.local_token.reveal() if settings.local_token else None
-    print(environment_lines(endpoints, shell=args.shell, local_token=token, portless=portless), end="")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     # A windowed frozen build (and pythonw.exe) has no stdout or stderr: they are None, and a
@@ -582,7 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_config(args)
     if args.command == "env":
-        return _env(args)
+        from desktop.commands.env import run_env
+
+        return run_env(args)
     if args.command == "desktop-entry":
         from desktop.commands.install import run_desktop_entry
 
