@@ -549,7 +549,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.commands.install import run_uninstall
 
         return run_uninstall(args)
-    return _tray(parser.parse_args(["serve", *(["--config", args.tray_config] if args.tray_config else [])]))
+    return _tray(_tray_args(args.tray_config))
+
+
+def _tray_args(config: str | None) -> argparse.Namespace:
+    """What the tray runs the proxy with: the config file ``config`` (None: the default one)
+    and every flag of ``serve`` at the value it has when not given, since the tray takes none.
+    No command: messages then point to the file, never to a flag such as --port."""
+    return argparse.Namespace(
+        command=None,
+        config=config,
+        target=None,
+        host=None,
+        port=None,
+        header=[],
+        upstream_timeout=None,
+        connect_timeout=None,
+        stop_grace=None,
+        allow_host=[],
+        allow_origin=[],
+        ca_bundle=None,
+        insecure=False,
+        keep_host=False,
+        quiet=False,
+        verbose=False,
+    )
 
 
 def _tray(args: argparse.Namespace) -> int:

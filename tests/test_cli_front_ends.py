@@ -18,8 +18,8 @@ import httpx
 import pytest
 from background import BackgroundServer, free_port, wait_until
 from cli_process import run_cli
-from listen_helpers import proxy_answers
-from upstreams import Seen, echo_app
+from listen_helpers import PortHolder, proxy_answers
+from upstreams import Seen, dead_port, echo_app
 
 # A Python start with aiohttp on a busy machine; a healthy one answers in well under a second.
 STARTUP_TIMEOUT_S = 15.0
@@ -137,3 +137,34 @@ def test_the_tray_without_a_desktop_session_is_one_instance_that_uninstall_sees(
         finally:
             first.send_signal(signal.SIGTERM)
             first.wait(EXIT_TIMEOUT_S)
+
+
+def test_the_tray_without_a_desktop_session_names_only_the_file_for_a_taken_port(tmp_path: Path) -> None:
+    """Started with no command (the tray, here serving without an icon), a port another program
+    holds is to be changed in the file's [listen] table: the message does not say 'start with
+    --port', a flag of `serve` that the tray's start has not got."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    config = _config(tmp_path / "config.toml", f"http://127.0.0.1:{dead_port()}", port)
+    with PortHolder(port) as holder:
+        result = run_cli("--config", str(config), env=env)
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"Port {port} on 127.0.0.1 is already in use by another program; choose another port"
+        f" (set port under [listen] in {config}) — held by python (pid {holder.pid})"
+    ) in result.stderr
+    assert "--port" not in result.stderr
+
+
+def test_the_tray_runs_with_every_serve_flag_at_its_default() -> None:
+    """The tray takes none of serve's flags but runs the proxy the way serve does: each flag
+    serve has reaches it at the value serve gets when the flag is left out. A flag added to
+    serve and not here would stop the tray, and its no-icon fallback, with an AttributeError."""
+    from desktop.cli import _build_parser, _tray_args
+
+    serve = vars(_build_parser().parse_args(["serve"]))
+    tray = vars(_tray_args("chosen.toml"))
+    assert tray.pop("command") is None
+    assert tray.pop("config") == "chosen.toml"
+    del serve["command"], serve["tray_config"], serve["config"]
+    assert tray == serve
