@@ -4,6 +4,10 @@ What a user would notice if they slipped: ``trayproxy serve`` failing on a serve
 display because something imported the tray; the frozen app importing our ``desktop/x.py``
 instead of the standard library's ``x``; the engine growing file or UI dependencies that make it
 impossible to run headless or test in isolation; a lint error reaching CI.
+
+Every module under ``desktop/`` (found by walking the tree, so a new one cannot slip past) is
+placed in one of the six rows of ROWS and may import only the rows above its own, within what
+its row reaches, and its own row only where SAME_ROW says so, without a cycle.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -132,48 +138,198 @@ def test_engine_imports_only_config_model_and_itself(path: Path) -> None:
     assert sorted(i for i in desktop_imports(path) if not is_allowed(i, ENGINE_ALLOWED)) == []
 
 
-# STYLE.md section 1, "One-way imports": what each existing lower layer may import.
-LAYERS = {
-    "desktop/config/model.py": ("desktop:__version__",),
-    # logs formats through the redactor (row 1, a leaf module that imports nothing of ours),
-    # so that one redaction serves the log handlers and the engine's error answers alike.
-    "desktop/logs.py": (
-        "desktop.config.model",
-        "desktop.bundle",
-        "desktop.redaction",
-        "desktop:__version__",
+@dataclass(frozen=True)
+class Row:
+    """One row of STYLE.md section 1's "One-way imports"."""
+
+    what: str
+    # Exact module names, or subtrees as ``desktop.engine.*`` (the package and all under it); an
+    # exact name wins over a subtree, a longer subtree over a shorter (config.model is row 1,
+    # the rest of config row 2).
+    modules: tuple[str, ...]
+    # What of the rows above this row's modules may import (is_allowed rules); None for all.
+    reaches: tuple[str, ...] | None = None
+
+
+# Row 1, the ground floor: what every other row may build on.
+GROUND = ("desktop", "desktop.bundle", "desktop.clients", "desktop.config.model", "desktop.redaction")
+ROWS = (
+    Row("the ground floor: imports nothing of ours", GROUND, reaches=()),
+    Row("config readers, OS glue, logging", ("desktop.config.*", "desktop.platforms.*", "desktop.logs")),
+    Row(
+        "the engine: a headless library given the model, masking through the redactor",
+        ("desktop.engine.*",),
+        reaches=("desktop:__version__", "desktop.config.model", "desktop.redaction"),
     ),
-    "desktop/controller.py": ("desktop.engine.*", "desktop.config.*", "desktop.redaction", "desktop:__version__"),
-    "desktop/bundle.py": (),
-    "desktop/redaction.py": (),
-    "desktop/clients.py": (),
-    **{
-        f"desktop/platforms/{name}.py": ("desktop.bundle", "desktop.platforms", "desktop.platforms.*")
-        for name in ("__init__", "linux", "macos", "windows", "instance", "secretservice_cipher", "dbus", "x11tray")
-    },
-    **{
-        f"desktop/tray/{name}.py": (
-            "desktop.controller",
-            "desktop.config.model",
-            "desktop.platforms",
-            "desktop.platforms.*",  # tray/backend.py asks platforms.dbus and platforms.x11tray
-            "desktop.bundle",
-            "desktop.clients",
-            "desktop.tray.*",
-            "desktop:__version__",
-        )
-        for name in ("__init__", "app", "menu", "icons", "backend")
-    },
-}
+    # The controller's rooms (loop thread, status, watcher...) join this row as they are made.
+    Row(
+        "the controller and its rooms: the sole owner of a thread or an event loop",
+        ("desktop.controller.*",),
+        reaches=(*GROUND, "desktop.config.*", "desktop.engine.*"),
+    ),
+    Row(
+        "the tray: the controller's vocabulary and OS glue, never the engine or config files",
+        ("desktop.tray.*",),
+        reaches=(*GROUND, "desktop.platforms.*", "desktop.controller.*"),
+    ),
+    Row("the front ends: anything", ("desktop.cli", "desktop.__main__", "desktop.commands.*")),
+)
+
+# Imports within one row, each allowed only where today's code makes it (importer, imported,
+# both is_allowed rules); with RUN_TIME_PICKS set aside they form no cycle (checked below).
+# Anything else within a row (redaction -> config.model, logs -> config.parse, a config
+# reader -> platforms, the tray -> itself from outside tray/) is refused.
+SAME_ROW = (
+    # The config readers build on the parser: keys, show, store -> parse; localtoken -> keys,
+    # parse, store.
+    ("desktop.config.*", "desktop.config.*"),
+    # The per-OS modules use the package's process and file helpers (linux, macos -> platforms);
+    # the package picks the per-OS module at run time (RUN_TIME_PICKS).
+    ("desktop.platforms.*", "desktop.platforms.*"),
+    # The engine is built of its own modules (service -> forward -> upstream -> headers ...).
+    ("desktop.engine.*", "desktop.engine.*"),
+    # The tray's app draws icons and builds the menu.
+    ("desktop.tray.*", "desktop.tray.*"),
+    # The entry point runs the CLI, which runs the command groups.
+    ("desktop.__main__", "desktop.cli"),
+    ("desktop.cli", "desktop.commands.*"),
+)
+# The cycles within a row today, each an implementation picked at run time by the module it
+# imports helpers from (the import inside a function, so neither loads the other at import
+# time): the platform dispatcher and its per-OS modules; Upstream and the lean send path, taken
+# on the aiohttp version it was read against (leansend.py's docstring).
+RUN_TIME_PICKS = (
+    ("desktop.platforms", "desktop.platforms.linux"),
+    ("desktop.platforms", "desktop.platforms.macos"),
+    ("desktop.platforms", "desktop.platforms.windows"),
+    ("desktop.engine.upstream", "desktop.engine.leansend"),
+)
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-@pytest.mark.parametrize(("relative", "allowed"), list(LAYERS.items()), ids=list(LAYERS))
-def test_lower_layers_import_only_rows_above_their_own(relative: str, allowed: tuple[str, ...]) -> None:
-    """Imports run one way (config.model <- logs <- engine <- controller <- tray/cli), so each
-    layer can be tested and reused without the ones built on it."""
-    path = REPO / relative
-    assert path.is_file()
-    assert sorted(i for i in desktop_imports(path) if not is_allowed(i, allowed)) == []
+def row_of(module: str) -> int | None:
+    """The row (1 = the ground floor) ``module`` is placed in; None when it is in none."""
+    best: tuple[int, int] | None = None  # (how specific the matching rule is, row)
+    for number, row in enumerate(ROWS, 1):
+        for rule in row.modules:
+            if rule.endswith(".*"):
+                base = rule[:-2]
+                if module != base and not module.startswith(base + "."):
+                    continue
+                fit = len(base)
+            elif module == rule:
+                fit = sys.maxsize
+            else:
+                continue
+            if best is None or fit > best[0]:
+                best = (fit, number)
+    return None if best is None else best[1]
+
+
+def import_violations(module: str, imported: Iterable[str]) -> list[str]:
+    """What is wrong with ``module`` importing each of ``imported`` (desktop_imports names):
+    a module in no row, an import of a row below, of its own row not in SAME_ROW, or of a row
+    above that its row does not reach."""
+    row = row_of(module)
+    if row is None:
+        return [f"{module} is in no row: add it to a row of ROWS (STYLE.md section 1)"]
+    problems = []
+    for name in sorted(imported):
+        target = name.split(":")[0]
+        target_row = row_of(target)
+        if target_row is None:
+            problems.append(f"{module} imports {name}, which is in no row: add it to a row of ROWS")
+        elif target_row > row:
+            problems.append(f"{module} (row {row}) imports {name} from row {target_row}, a row below")
+        elif target_row == row:
+            if not any(is_allowed(module, (a,)) and is_allowed(name, (b,)) for a, b in SAME_ROW):
+                problems.append(f"{module} imports {name} of its own row {row}, not in SAME_ROW")
+        else:
+            reaches = ROWS[row - 1].reaches
+            if reaches is not None and not is_allowed(name, reaches):
+                problems.append(f"{module} (row {row}) imports {name}: row {row} reaches only {reaches}")
+    return problems
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports_only_rows_above_its_own(module: str) -> None:
+    """Imports run one way (the ground floor <- config, platforms, logs <- engine <- controller
+    <- tray <- CLI), so each row can be tested and reused without the ones built on it: every
+    module under desktop/, found by walking the tree, is placed in a row and checked."""
+    assert import_violations(module, desktop_imports(MODULES[module])) == []
+
+
+def same_row_imports() -> dict[str, set[str]]:
+    """Each module's imports of other modules of its own row."""
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        targets = {name.split(":")[0] for name in desktop_imports(path)}
+        graph[module] = {t for t in targets if t != module and row_of(t) == row_of(module)}
+    return graph
+
+
+def find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as the modules along it (the first again at the end); [] for none."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        for successor in sorted(graph.get(node, ())):
+            cycle = visit(successor, [*path, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        cycle = visit(node, [])
+        if cycle:
+            return cycle
+    return []
+
+
+def test_imports_within_a_row_form_no_cycle() -> None:
+    """Within a row, modules build on each other one way too; the only loops are the run-time
+    picks, each an import inside a function of the module the pick uses helpers from."""
+    graph = same_row_imports()
+    for importer, imported in RUN_TIME_PICKS:
+        assert imported in graph[importer], f"{importer} no longer imports {imported}: drop it from RUN_TIME_PICKS"
+        graph[importer].discard(imported)
+    assert find_cycle(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        # The slip issue 13 found: config readers importing the engine's redactor.
+        ("desktop.config.keys", "from desktop.engine.redact import MASK\n", "a row below"),
+        ("desktop.config.parse", "def f():\n    from desktop.controller import ProxyController\n", "a row below"),
+        ("desktop.redaction", "from desktop.config.model import Target\n", "not in SAME_ROW"),
+        ("desktop.logs", "from desktop.config.parse import ConfigError\n", "not in SAME_ROW"),
+        ("desktop.engine.forward", "from desktop.config.store import load_config\n", "reaches only"),
+        ("desktop.tray.menu", "from desktop.engine.service import host_port\n", "reaches only"),
+        ("desktop.controller", "from desktop.tray.app import TrayApp\n", "a row below"),
+        ("desktop.listeners", "", "in no row"),
+        ("desktop.cli", "from desktop.inspector import store\n", "in no row"),
+    ],
+)
+def test_a_planted_slip_fails_the_row_checker(module: str, source: str, expected: str) -> None:
+    """The row check would pass vacuously if it let a slip through: an upward import, an
+    unlisted import within a row, one beyond what a row reaches, a module placed in no row."""
+    problems = import_violations(module, imports_in_source(source, module))
+    assert len(problems) == 1
+    assert expected in problems[0]
+
+
+def test_a_planted_cycle_within_a_row_is_found() -> None:
+    """The parser importing the store, which imports the parser, is a loop the cycle check sees."""
+    graph = same_row_imports()
+    assert "desktop.config.parse" in graph["desktop.config.store"]
+    graph["desktop.config.parse"].add("desktop.config.store")
+    assert find_cycle(graph) == ["desktop.config.parse", "desktop.config.store", "desktop.config.parse"]
 
 
 @pytest.mark.parametrize(
