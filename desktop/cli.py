@@ -1,8 +1,10 @@
-"""The ``trayproxy`` command line.
+"""The ``trayproxy`` command line: the parser with every command's help, ``main``, ``serve``
+and the tray's start.
 
-``trayproxy serve`` runs the proxy in the foreground with no UI; ``trayproxy`` alone will start
-the tray (issue 5). Front ends are imported inside the function that needs them, so ``serve``
-never imports pystray and runs on a machine with no display.
+``trayproxy serve`` runs the proxy in the foreground with no UI; ``trayproxy`` alone starts the
+tray (or, with no usable tray, serves without an icon). The other command groups live in
+``desktop.commands`` and, like the tray, are imported inside the branch that runs them, so
+``serve`` never imports pystray and runs on a machine with no display.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def _edit_then_check(path: Path) -> int:
     ensure_config(path)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
-        # TODO(#5): open with the OS's default app (platforms/) when no editor is set.
+        # Not the OS's default app: its opener returns at once, before the file is saved, so
+        # the check after the editor would check the file as it was.
         print(f"set $EDITOR to edit it here, or open {path} in any text editor", file=sys.stderr)
         return 2
     status = subprocess.call([*shlex.split(editor), str(path)])

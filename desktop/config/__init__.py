@@ -1,1 +1,2 @@
-"""Configuration: the model (no I/O) and, later, parsing and storage."""
+"""Configuration: the model (no I/O), parsing, the file and its writes, the key sources and the
+local access token."""

@@ -1,6 +1,6 @@
 """The configuration model: small immutable values the engine is built from.
 
-No I/O and no imports from the rest of ``desktop``: the config parser (issue 4) builds these
+No I/O and no imports from the rest of ``desktop``: the config parser builds these
 values from a file, ``trayproxy serve`` builds them from flags, and the engine only reads them.
 Secrets are resolved before they get here and travel as :class:`Secret`, whose ``repr`` and
 ``str`` never show the value, so a stray log line or traceback cannot print a key.

@@ -394,7 +394,7 @@ def _check_key(check: _Checker, value: Any, path: tuple[str, ...]) -> tuple[str,
     where = (*path, "key")
     if isinstance(value, str):
         # A key written in the file itself: allowed, discouraged (the file is then kept
-        # owner-only; issue 4).
+        # owner-only: keys.protect_in_file_keys).
         return ("value", value)
     if not isinstance(value, dict) or len(value) != 1:
         check.problem(where, 'key must be one of { env = "NAME" }, { keyring = true }, { command = "..." }')

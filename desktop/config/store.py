@@ -4,7 +4,8 @@ Order: ``--config PATH``, then ``TRAYPROXY_CONFIG``, then ``config.toml`` in the
 directory (platformdirs, app name TrayProxy: ``~/.config/TrayProxy`` on Linux,
 ``~/Library/Application Support/TrayProxy`` on macOS, ``%LOCALAPPDATA%\\TrayProxy`` on Windows).
 On first run the file is created from :data:`DEFAULT_CONFIG`, commented defaults that work at
-once. The reload watch comes with issue 4.
+once. Noticing that the file changed is not done here: the running proxy watches it and reads
+it again with :func:`load_config`.
 
 Writes by the app (:func:`edit_config`, :func:`set_active_target`, :func:`set_key_source`) change
 only what they must: the document goes through tomlkit, so comments, blank lines, key order and

@@ -6,7 +6,7 @@ the home directory and environment are parameters, so tests run on Linux with a 
 The agent is ``~/Library/LaunchAgents/<LAUNCH_AGENT_LABEL>.plist`` with ``RunAtLoad`` and no
 ``KeepAlive``: launchd starts the app once at login, and Quit from the tray stays quit. macOS 13+
 lists it under Login Items ("Allow in the Background") and tells the person it was added; the
-newer SMAppService API needs a signed app bundle and is a later step.
+newer SMAppService API needs a signed app bundle, and TrayProxy.app is not signed (README).
 """
 
 from __future__ import annotations
