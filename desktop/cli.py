@@ -24,15 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from desktop import __version__
 from desktop.clients import SHELLS
-from desktop.config.model import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_PORT,
-    DEFAULT_READ_TIMEOUT_S,
-    DEFAULT_STOP_GRACE_S,
-    ProxySettings,
-    Secret,
-    Target,
-)
+from desktop.config import options
+from desktop.config.model import ProxySettings, Secret, Target
 
 if TYPE_CHECKING:
     from desktop.controller import ProxyController
@@ -141,61 +134,23 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="config file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
     )
+    # A flag left out is None (or empty): the config file's value, else the declared default, holds.
+    serve.add_argument(*options.HOSTS.flags, action="append", metavar="ADDR", help=options.HOSTS.flag_text())
+    serve.add_argument(*options.PORT.flags, type=int, help=options.PORT.flag_text())
     serve.add_argument(
-        "--host",
-        action="append",
-        metavar="ADDR",
-        help="address to listen on; repeat for several (default: 127.0.0.1 and ::1)",
-    )
-    serve.add_argument(
-        "--port", type=int, help=f"port to listen on (default: the config's, else {DEFAULT_PORT})"
-    )
-    serve.add_argument(
-        "--header",
+        *options.HEADERS.flags,
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="add or replace a header on every upstream request; repeatable; {env:NAME} reads a variable",
+        help=options.HEADERS.flag_text(),
     )
-    serve.add_argument(
-        "--upstream-timeout",
-        type=float,
-        metavar="SECONDS",
-        help=f"time to response headers and longest pause in a response (default: {DEFAULT_READ_TIMEOUT_S:g})",
-    )
-    serve.add_argument(
-        "--connect-timeout",
-        type=float,
-        metavar="SECONDS",
-        help=f"time to connect to the target (default: {DEFAULT_CONNECT_TIMEOUT_S:g})",
-    )
-    serve.add_argument(
-        "--stop-grace",
-        type=float,
-        metavar="SECONDS",
-        help=f"time open requests get to finish on stop (default: {DEFAULT_STOP_GRACE_S:g})",
-    )
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also accept requests whose Host is NAME (default: only this machine's names)",
-    )
-    serve.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="also accept requests from web pages of ORIGIN, e.g. https://app.example",
-    )
-    serve.add_argument("--ca-bundle", metavar="FILE", help="trust the CAs in FILE instead of the system's")
-    serve.add_argument("--insecure", action="store_true", help="do not verify the target's TLS certificate")
-    serve.add_argument(
-        "--keep-host", action="store_true", help="send the client's Host header instead of the target's"
-    )
-    serve.add_argument("-q", "--quiet", action="store_true", help="do not log one line per request")
-    serve.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    for timeout in (options.READ_TIMEOUT, options.CONNECT_TIMEOUT, options.STOP_GRACE):
+        serve.add_argument(*timeout.flags, type=float, metavar="SECONDS", help=timeout.flag_text())
+    for allowed, metavar in ((options.ALLOWED_HOSTS, "NAME"), (options.ALLOWED_ORIGINS, "ORIGIN")):
+        serve.add_argument(*allowed.flags, action="append", default=[], metavar=metavar, help=allowed.flag_text())
+    serve.add_argument(*options.CA_BUNDLE.flags, metavar="FILE", help=options.CA_BUNDLE.flag_text())
+    for switch in (options.VERIFY_TLS, options.KEEP_HOST, options.ACCESS, options.LEVEL):
+        serve.add_argument(*switch.flags, action="store_true", help=switch.flag_text())
     config = commands.add_parser("config", help="find and check the config file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     for action, text in (

@@ -152,9 +152,16 @@ class Row:
 
 
 # Row 1, the ground floor: what every other row may build on.
-GROUND = ("desktop", "desktop.bundle", "desktop.clients", "desktop.config.model", "desktop.redaction")
+GROUND = (
+    "desktop",
+    "desktop.bundle",
+    "desktop.clients",
+    "desktop.config.model",
+    "desktop.config.options",
+    "desktop.redaction",
+)
 ROWS = (
-    Row("the ground floor: imports nothing of ours", GROUND, reaches=()),
+    Row("the ground floor: imports nothing of ours but the settings' declaration", GROUND, reaches=()),
     Row("config readers, OS glue, logging", ("desktop.config.*", "desktop.platforms.*", "desktop.logs")),
     Row(
         "the engine: a headless library given the model, masking through the redactor",
@@ -180,6 +187,8 @@ ROWS = (
 # Anything else within a row (redaction -> config.model, logs -> config.parse, a config
 # reader -> platforms, the tray -> itself from outside tray/) is refused.
 SAME_ROW = (
+    # The model takes each setting's default from its declaration (config.options).
+    ("desktop.config.model", "desktop.config.options"),
     # The config readers build on the parser: keys, show, store -> parse; localtoken -> keys,
     # parse, store.
     ("desktop.config.*", "desktop.config.*"),

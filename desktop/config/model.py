@@ -1,7 +1,8 @@
 """The configuration model: small immutable values the engine is built from.
 
-No I/O and no imports from the rest of ``desktop``: the config parser builds these
-values from a file, ``trayproxy serve`` builds them from flags, and the engine only reads them.
+No I/O and no imports from the rest of ``desktop`` but ``options``, where each setting's default
+is declared: the config parser builds these values from a file, ``trayproxy serve`` builds them
+from flags, and the engine only reads them.
 Secrets are resolved before they get here and travel as :class:`Secret`, whose ``repr`` and
 ``str`` never show the value, so a stray log line or traceback cannot print a key.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from desktop.config import options
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
@@ -25,12 +28,11 @@ __all__ = [
     "Target",
 ]
 
-DEFAULT_PORT = 8000
+DEFAULT_PORT = options.PORT.default
 # Starts every local access token TrayProxy makes, so one is recognisable (and redacted) as such.
 LOCAL_TOKEN_PREFIX = "tp-local-"
-# Both loopback families: many clients resolve "localhost" to ::1 first, and a proxy that only
-# listens on 127.0.0.1 then costs them a failed connect (or fails outright) on every request.
-LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
+# Both loopback families (options.HOSTS says why).
+LOOPBACK_HOSTS: tuple[str, ...] = options.HOSTS.default
 # Host header names that mean "this machine" (DNS-rebinding defence; the port is not compared).
 DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]", "::1")
 # Origins of pages and apps that run on this machine. "*" matches any port; a value ending in
@@ -48,11 +50,6 @@ DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
     "app://",
     "tauri://",
 )
-# Defaults for slow reasoning models: minutes may pass before the first token or between two.
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_READ_TIMEOUT_S = 600.0
-# Finishing in-flight requests on stop or SIGTERM; after this they are cut.
-DEFAULT_STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +87,17 @@ class Target:
     # target adds a credential header of its own; by default the client's other ones go.
     keep_headers: frozenset[str] = frozenset()
     # Time allowed to open a TCP (and TLS) connection to the target.
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    connect_timeout_s: float = options.CONNECT_TIMEOUT.default
     # Time allowed until response headers arrive, and between two chunks of a response body.
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    read_timeout_s: float = options.READ_TIMEOUT.default
     # Verify the target's certificate (against the OS trust store unless ca_bundle is given).
-    verify_tls: bool = True
-    ca_bundle: str | None = None
+    verify_tls: bool = options.VERIFY_TLS.default
+    ca_bundle: str | None = options.CA_BUNDLE.default
     # Send the client's Host header instead of the target's (for virtual-hosted gateways).
-    keep_host: bool = False
+    keep_host: bool = options.KEEP_HOST.default
     # Outgoing proxy URL for this target; "" connects directly; None follows HTTPS_PROXY,
     # HTTP_PROXY and NO_PROXY from the environment.
-    proxy: str | None = None
+    proxy: str | None = options.TARGET_PROXY.default
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -156,7 +153,7 @@ class ProxySettings:
     """How the local listener behaves; the target is set separately and can change live."""
 
     # Addresses to listen on; the default is both loopback families.
-    hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    hosts: tuple[str, ...] = options.HOSTS.default
     # 0 picks a free port (tests); the first address's port is then reused for the others.
     port: int = DEFAULT_PORT
     # Host header names accepted (DNS-rebinding defence), compared without the port.
@@ -164,28 +161,28 @@ class ProxySettings:
     # Origin header values accepted; requests from any other web origin get 403.
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
     # Time in-flight requests get to finish when the proxy stops.
-    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    stop_grace_s: float = options.STOP_GRACE.default
     # One line per request at INFO on the "trayproxy.access" logger.
-    access_log: bool = True
+    access_log: bool = options.ACCESS.default
     # Clients must send ``local_token`` as their API key ([security] require_token); off by
     # default, when any program on this machine may use the proxy and the keys it adds.
-    require_token: bool = False
+    require_token: bool = options.REQUIRE_TOKEN.default
     # The token they must send, read from its file by the controller; while it is required but
     # None (the file could not be read), every request is refused.
     local_token: Secret | None = None
 
 
 # The levels a person can choose, quietest last; "debug" also shows aiohttp's own detail.
-LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+LOG_LEVELS: tuple[str, ...] = options.LEVEL.choices
 
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     """What the log shows: the level of TrayProxy's messages, and the per-request lines."""
 
-    level: str = "info"
+    level: str = options.LEVEL.default
     # One line per request (method, path, target, status, bytes, timings), whatever ``level`` says.
-    access: bool = True
+    access: bool = options.ACCESS.default
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,36 +1,19 @@
 """TOML text -> configuration model, with errors that say file, line, column and a fix.
 
-The file (``config.toml`` in the user's config directory)::
+The file (``config.toml`` in the user's config directory), in short::
 
     active = "openai"               # the target new requests go to
-    proxy = "http://proxy.corp:3128"  # outgoing proxy for every target (default: HTTPS_PROXY etc.)
 
     [listen]
-    hosts = ["127.0.0.1", "::1"]    # default: both loopback families
     port = 8000
-
-    [security]
-    allowed_hosts = []              # added to 127.0.0.1, localhost, [::1]
-    allowed_origins = []            # added to local pages and editor/app schemes
-    require_token = false           # clients must send the local token as their API key
-
-    [log]
-    level = "info"                  # debug, info, warning or error
-    access = true                   # one line per request
 
     [targets.openai]
     url = "https://api.openai.com"  # may carry a base path
-    key = { env = "OPENAI_API_KEY" }  # or { keyring = true }, { command = "..." }, "sk-..."
+    key = { env = "OPENAI_API_KEY" }
     headers = { Authorization = "Bearer {key}" }
-    strip_headers = []
-    keep_headers = []               # credential headers a tool's request keeps (see below)
-    connect_timeout = 10            # seconds
-    read_timeout = 600              # seconds: time to headers and longest pause
-    verify_tls = true
-    ca_bundle = "/path/to/ca.pem"
-    keep_host = false
-    proxy = false                   # this target's outgoing proxy; false: connect directly
-    port = 8001                     # also serve this target on a port of its own
+
+Every setting of each table, with its type, default and effect, is declared in ``options.py``,
+which this parser reads its keys, types and defaults from; the README shows them all.
 
 Key sources: ``{ env = "NAME" }`` an environment variable; ``{ keyring = true }`` the OS
 keychain, entry "TrayProxy" / the target's name (``{ keyring = "account" }`` names another);
@@ -55,39 +38,27 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from desktop.config import options
 from desktop.config.model import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_PORT,
-    DEFAULT_READ_TIMEOUT_S,
-    LOG_LEVELS,
-    LOOPBACK_HOSTS,
     LogSettings,
     ProxySettings,
 )
+from desktop.config.options import Option
 from desktop.redaction import CREDENTIAL_HEADERS, redact_text
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 
-TOP_KEYS = ("active", "proxy", "listen", "security", "log", "targets")
-LISTEN_KEYS = ("hosts", "port")
-LOG_KEYS = ("level", "access")
-SECURITY_KEYS = ("allowed_hosts", "allowed_origins", "require_token")
-TARGET_KEYS = (
-    "url",
-    "key",
-    "headers",
-    "strip_headers",
-    "keep_headers",
-    "connect_timeout",
-    "read_timeout",
-    "verify_tls",
-    "ca_bundle",
-    "keep_host",
-    "proxy",
-    "port",
-)
+# The keys each table knows, in the order hints list them: the settings declared in options.py.
+TOP_KEYS = tuple(option.key for option in options.TOP_SETTINGS) + options.TABLES
+LISTEN_KEYS = tuple(option.key for option in options.LISTEN_SETTINGS)
+LOG_KEYS = tuple(option.key for option in options.LOG_SETTINGS)
+SECURITY_KEYS = tuple(option.key for option in options.SECURITY_SETTINGS)
+TARGET_KEYS = tuple(option.key for option in options.TARGET_SETTINGS)
+# Settings whose type has a rule of its own, checked with their shape: a key source (a string
+# or a one-entry table), a proxy (a URL or false, never true).
+OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.TARGET_PROXY)
 KEY_SOURCES = ("env", "keyring", "command", "value")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -124,19 +95,19 @@ class TargetSpec:
     strip_headers: frozenset[str] = frozenset()
     # Credential headers (lower-case) the tool's requests keep beside the target's own.
     keep_headers: frozenset[str] = frozenset()
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
-    verify_tls: bool = True
-    ca_bundle: str | None = None
-    keep_host: bool = False
+    connect_timeout_s: float = options.CONNECT_TIMEOUT.default
+    read_timeout_s: float = options.READ_TIMEOUT.default
+    verify_tls: bool = options.VERIFY_TLS.default
+    ca_bundle: str | None = options.CA_BUNDLE.default
+    keep_host: bool = options.KEEP_HOST.default
     # Outgoing proxy URL; "" connects directly; None follows HTTPS_PROXY / NO_PROXY.
-    proxy: str | None = None
+    proxy: str | None = options.TARGET_PROXY.default
     # Where ``key`` is written (line, column), for messages about reading it.
     key_position: tuple[int, int] = (1, 1)
     # Where ``ca_bundle`` is written, for messages about loading the file it names.
     ca_bundle_position: tuple[int, int] = (1, 1)
     # A port of its own this target is also served on (same listen hosts), None: only when active.
-    port: int | None = None
+    port: int | None = options.TARGET_PORT.default
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +191,37 @@ class _Checker:
             return default
         return value
 
-    def strings(self, table: dict[str, Any], key: str, path: tuple[str, ...]) -> tuple[str, ...]:
-        values = self.typed(table, key, list, path, [])
+    def strings(
+        self, table: dict[str, Any], key: str, path: tuple[str, ...], default: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        values = self.typed(table, key, list, path, default)
         if not all(isinstance(v, str) for v in values):
             self.problem((*path, key), f"'{'.'.join((*path, key))}' must be a list of strings")
             return ()
         return tuple(values)
+
+    def settings(
+        self,
+        table: dict[str, Any],
+        declared: tuple[Option[Any], ...],
+        path: tuple[str, ...],
+        *,
+        tables: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """The ``declared`` settings of ``table`` at ``path``, each as written if it has the
+        declared type, else its default (and a problem); a key that is neither a declared
+        setting nor one of ``tables`` is a problem too. A setting in OWN_TYPE_RULES is left for
+        its own rule."""
+        self.unknown_keys(table, tuple(option.key for option in declared) + tables, path)
+        given: dict[str, Any] = {}
+        for option in declared:
+            if option in OWN_TYPE_RULES:
+                continue
+            if option.types == (list,):  # every list setting is a list of strings
+                given[option.key] = self.strings(table, option.key, path, option.default)
+            else:
+                given[option.key] = self.typed(table, option.key, option.types, path, option.default)
+        return given
 
 
 _TYPE_NAMES: dict[type, str] = {
@@ -243,8 +239,8 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
     if not isinstance(table, dict):
         check.problem(path, f"'targets.{name}' must be a table ([targets.{name}])")
         return None
-    check.unknown_keys(table, TARGET_KEYS, path)
-    url = check.typed(table, "url", str, path, None)
+    given = check.settings(table, options.TARGET_SETTINGS, path)
+    url = given["url"]
     if url is None:
         if "url" not in table:
             check.problem(path, f"target '{name}' has no url")
@@ -255,9 +251,8 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
         check.problem((*path, "url"), f"'{redact_text(url)}' is not an http:// or https:// URL with a host")
     elif parts.query or parts.fragment or parts.username:
         check.problem((*path, "url"), "a target URL may carry a path but no query, fragment or credentials")
-    headers_table = check.typed(table, "headers", dict, path, {})
     headers: list[tuple[str, str]] = []
-    for header, value in headers_table.items():
+    for header, value in (given["headers"] or {}).items():
         if not isinstance(value, str):
             check.problem((*path, "headers"), f"header '{header}' of target '{name}' must be a string")
         else:
@@ -270,38 +265,35 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
             f"target '{name}' uses {{key}} in a header but has no key source (add key = {{ env = \"NAME\" }})",
         )
     timeouts = []
-    for key, default in (
-        ("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S),
-        ("read_timeout", DEFAULT_READ_TIMEOUT_S),
-    ):
-        value = check.typed(table, key, (int, float), path, default)
+    for option in (options.CONNECT_TIMEOUT, options.READ_TIMEOUT):
+        value = given[option.key]
         if value <= 0:
-            check.problem((*path, key), f"'{key}' must be more than 0 seconds")
-            value = default
+            check.problem((*path, option.key), f"'{option.key}' must be more than 0 seconds")
+            value = option.default
         timeouts.append(float(value))
-    strip_headers = frozenset(h.lower() for h in check.strings(table, "strip_headers", path))
+    strip_headers = frozenset(h.lower() for h in given["strip_headers"])
     return TargetSpec(
         name=name,
         url=url,
         key_source=key_source,
         headers=tuple(headers),
         strip_headers=strip_headers,
-        keep_headers=_check_keep_headers(check, table, path, headers, strip_headers),
+        keep_headers=_check_keep_headers(check, given["keep_headers"], path, headers, strip_headers),
         connect_timeout_s=timeouts[0],
         read_timeout_s=timeouts[1],
-        verify_tls=check.typed(table, "verify_tls", bool, path, True),
-        ca_bundle=check.typed(table, "ca_bundle", str, path, None),
-        keep_host=check.typed(table, "keep_host", bool, path, False),
+        verify_tls=given["verify_tls"],
+        ca_bundle=given["ca_bundle"],
+        keep_host=given["keep_host"],
         proxy=_check_proxy(check, table, path),
         key_position=check.locate.find(*path, "key"),
         ca_bundle_position=check.locate.find(*path, "ca_bundle"),
-        port=_check_target_port(check, table, path),
+        port=_check_target_port(check, given["port"], path),
     )
 
 
 def _check_keep_headers(
     check: _Checker,
-    table: dict[str, Any],
+    written_headers: tuple[str, ...],
     path: tuple[str, ...],
     headers: list[tuple[str, str]],
     strip_headers: frozenset[str],
@@ -311,7 +303,7 @@ def _check_keep_headers(
     known = sorted(CREDENTIAL_HEADERS)
     sets = {header.lower() for header, _ in headers}
     kept: set[str] = set()
-    for written in check.strings(table, "keep_headers", path):
+    for written in written_headers:
         header = written.lower()
         if header not in CREDENTIAL_HEADERS:
             close = difflib.get_close_matches(header, known, n=1)
@@ -329,8 +321,7 @@ def _check_keep_headers(
     return frozenset(kept)
 
 
-def _check_target_port(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> int | None:
-    port = check.typed(table, "port", int, path, None)
+def _check_target_port(check: _Checker, port: int | None, path: tuple[str, ...]) -> int | None:
     if port is not None and not 1 <= port <= 65535:
         check.problem((*path, "port"), f"port {port} is not between 1 and 65535")
         return None
@@ -353,15 +344,15 @@ def _check_ports_differ(check: _Checker, main_port: int, targets: dict[str, Targ
 
 
 def _check_log(check: _Checker, data: dict[str, Any]) -> LogSettings:
-    table = check.typed(data, "log", dict, (), {})
-    check.unknown_keys(table, LOG_KEYS, ("log",))
-    level = check.typed(table, "level", str, ("log",), "info").lower()
-    if level not in LOG_LEVELS:
-        close = difflib.get_close_matches(level, LOG_LEVELS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(LOG_LEVELS)}"
+    given = check.settings(check.typed(data, options.LOG, dict, (), {}), options.LOG_SETTINGS, (options.LOG,))
+    level = given["level"].lower()
+    levels = options.LEVEL.choices
+    if level not in levels:
+        close = difflib.get_close_matches(level, levels, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(levels)}"
         check.problem(("log", "level"), f"unknown log level '{level}' ({hint})")
-        level = "info"
-    return LogSettings(level=level, access=check.typed(table, "access", bool, ("log",), True))
+        level = options.LEVEL.default
+    return LogSettings(level=level, access=given["access"])
 
 
 def _check_proxy(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
@@ -425,26 +416,26 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         reason = _TOML_POSITION.sub("", message).strip()
         raise ConfigError(path, [Problem(line, col, f"not valid TOML: {reason}")]) from None
     check = _Checker(text)
-    check.unknown_keys(data, TOP_KEYS, ())
-    listen = check.typed(data, "listen", dict, (), {})
-    check.unknown_keys(listen, LISTEN_KEYS, ("listen",))
-    hosts = check.strings(listen, "hosts", ("listen",)) or LOOPBACK_HOSTS
-    port = check.typed(listen, "port", int, ("listen",), DEFAULT_PORT)
+    top = check.settings(data, options.TOP_SETTINGS, (), tables=options.TABLES)
+    listen = check.settings(check.typed(data, options.LISTEN, dict, (), {}), options.LISTEN_SETTINGS, (options.LISTEN,))
+    hosts = listen["hosts"] or options.HOSTS.default
+    port = listen["port"]
     if not 0 <= port <= 65535:
         check.problem(("listen", "port"), f"port {port} is not between 0 and 65535")
-        port = DEFAULT_PORT
-    security = check.typed(data, "security", dict, (), {})
-    check.unknown_keys(security, SECURITY_KEYS, ("security",))
+        port = options.PORT.default
+    security = check.settings(
+        check.typed(data, options.SECURITY, dict, (), {}), options.SECURITY_SETTINGS, (options.SECURITY,)
+    )
     settings = ProxySettings(
         hosts=hosts,
         port=port,
-        allowed_hosts=DEFAULT_ALLOWED_HOSTS + check.strings(security, "allowed_hosts", ("security",)),
-        allowed_origins=DEFAULT_ALLOWED_ORIGINS + check.strings(security, "allowed_origins", ("security",)),
-        require_token=check.typed(security, "require_token", bool, ("security",), False),
+        allowed_hosts=DEFAULT_ALLOWED_HOSTS + security["allowed_hosts"],
+        allowed_origins=DEFAULT_ALLOWED_ORIGINS + security["allowed_origins"],
+        require_token=security["require_token"],
     )
     targets: dict[str, TargetSpec] = {}
     default_proxy = _check_proxy(check, data, ())
-    for name, table in check.typed(data, "targets", dict, (), {}).items():
+    for name, table in check.typed(data, options.TARGETS, dict, (), {}).items():
         spec = _check_target(check, name, table)
         if spec is not None:
             if spec.proxy is None and default_proxy is not None:
@@ -454,7 +445,7 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         check.problem(("targets",), "no targets: add at least one [targets.NAME] table with a url")
     _check_ports_differ(check, port, targets)
     log_settings = _check_log(check, data)
-    active = check.typed(data, "active", str, (), "")
+    active = top["active"]
     if not active and targets:
         active = next(iter(targets))
     elif active and active not in data.get("targets", {}):

@@ -30,6 +30,7 @@ import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
 
+from desktop.config import options
 from desktop.config.parse import ConfigError, Problem
 from desktop.redaction import (
     MASK,
@@ -59,7 +60,7 @@ PLAIN_HEADERS = frozenset(
     }
 )
 # Settings holding a URL, which may carry a password or a key in its path.
-_URL_SETTINGS = ("url", "proxy")
+_URL_SETTINGS = frozenset(setting.key for setting in (options.URL, options.PROXY, options.TARGET_PROXY))
 
 
 def show_redacted(text: str, *, path: str = "config.toml") -> str:

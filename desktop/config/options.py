@@ -1,0 +1,350 @@
+"""Every setting, declared once: where it is written, its type, its default, what it does, its flag.
+
+The one list mitmproxy's ``options.py`` keeps, as plain values read by everything that needs
+a setting: the model (``model.py``) takes its defaults from here, the parser (``parse.py``) the
+keys it knows with their types and defaults, ``trayproxy serve`` its flags' names and help, and
+the tests hold the README's example and the first-run file to it. A setting added here alone
+is accepted by the parser with its type checked, and the README check names it until the
+example shows it. What a value must be beyond its type (a port's range, a timeout above 0) is
+the parser's to check; what it does is the engine's.
+
+Row 1: imports nothing of ours and does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "ACCESS",
+    "ACTIVE",
+    "ALLOWED_HOSTS",
+    "ALLOWED_ORIGINS",
+    "CA_BUNDLE",
+    "CONNECT_TIMEOUT",
+    "FILE_SETTINGS",
+    "HEADERS",
+    "HOSTS",
+    "KEEP_HEADERS",
+    "KEEP_HOST",
+    "KEY",
+    "LEVEL",
+    "LISTEN_SETTINGS",
+    "LOG_SETTINGS",
+    "PORT",
+    "PROXY",
+    "READ_TIMEOUT",
+    "REQUIRE_TOKEN",
+    "SECURITY_SETTINGS",
+    "STOP_GRACE",
+    "STRIP_HEADERS",
+    "TABLES",
+    "TARGET_PORT",
+    "TARGET_PROXY",
+    "TARGET_SETTINGS",
+    "TOP_SETTINGS",
+    "URL",
+    "VERIFY_TLS",
+    "Option",
+]
+
+T = TypeVar("T")
+
+# Where a setting is written: the top of the file, one of its tables, or each [targets.NAME].
+TOP = ""
+LISTEN = "listen"
+SECURITY = "security"
+LOG = "log"
+TARGETS = "targets"
+TARGET = "targets.NAME"
+# The tables at the top of the file, in the order a hint lists them.
+TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, TARGETS)
+# The TOML types a number setting accepts: `connect_timeout = 10` is as good as 10.0.
+NUMBER: tuple[type, ...] = (int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Option(Generic[T]):
+    """One setting. ``table`` None: no place in the file, only a ``trayproxy serve`` flag.
+
+    ``types`` are the TOML types the file may give (``list`` always means a list of strings);
+    ``default`` is the value when the file leaves the setting out; ``help`` says what it does,
+    and :meth:`describe` adds the default. ``flags`` override it for ``trayproxy serve``; the
+    flag's help is ``help`` with the default it falls back to, or ``flag_help`` when the flag
+    says something else (a switch turning it off, a value added to the file's list), where
+    ``{default}`` stands for that default.
+    """
+
+    table: str | None
+    key: str
+    types: tuple[type, ...]
+    default: T
+    help: str
+    # How the default reads when its value does not say it (None, "").
+    default_text: str = ""
+    # The only values allowed, for a setting that is one word of a few.
+    choices: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    flag_help: str = ""
+
+    @property
+    def path(self) -> str:
+        """Where it is written, as error messages name it: ``targets.NAME.connect_timeout``."""
+        return f"{self.table}.{self.key}" if self.table else self.key
+
+    @property
+    def shown_default(self) -> str:
+        """The default as a person reads it: ``10``, ``true``, ``"info"``."""
+        if self.default_text:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        if isinstance(self.default, str):
+            return f'"{self.default}"'
+        if isinstance(self.default, tuple):
+            return " and ".join(map(str, self.default)) if self.default else "none"
+        return str(self.default)
+
+    def describe(self) -> str:
+        """One sentence: what it does and its default."""
+        return f"{self.help} (default: {self.shown_default})"
+
+    def flag_text(self) -> str:
+        """The help of its ``trayproxy serve`` flag: ``flag_help``, else ``help``, with
+        ``{default}`` replaced by what the flag falls back to (the config file's value, if any)."""
+        text = self.flag_help or f"{self.help} (default: {{default}})"
+        fallback = self.shown_default if self.table is None else f"the config file's {self.key}, else {self.shown_default}"
+        return text.replace("{default}", fallback)
+
+
+# The top of the file.
+ACTIVE: Option[str] = Option(
+    TOP,
+    "active",
+    (str,),
+    "",
+    "the target new requests go to: the NAME of one [targets.NAME] table",
+    default_text="the first target",
+)
+PROXY: Option[str | None] = Option(
+    TOP,
+    "proxy",
+    (str, bool),
+    None,
+    'the outgoing proxy for every target, an http:// or https:// URL, or false to connect directly',
+    default_text="HTTPS_PROXY, HTTP_PROXY and NO_PROXY from the environment",
+)
+
+# [listen]
+HOSTS: Option[tuple[str, ...]] = Option(
+    LISTEN,
+    "hosts",
+    (list,),
+    # Both loopback families: many clients resolve "localhost" to ::1 first, and a proxy that
+    # only listens on 127.0.0.1 then costs them a failed connect (or fails outright) on every request.
+    ("127.0.0.1", "::1"),
+    "the addresses to listen on; any but loopback lets other machines spend your keys",
+    flags=("--host",),
+    flag_help="address to listen on; repeat for several (default: {default})",
+)
+PORT: Option[int] = Option(
+    LISTEN,
+    "port",
+    (int,),
+    8000,
+    "the main port, which serves the active target; 0 picks a free one",
+    flags=("--port",),
+)
+
+# [security]
+ALLOWED_HOSTS: Option[tuple[str, ...]] = Option(
+    SECURITY,
+    "allowed_hosts",
+    (list,),
+    (),
+    "Host header names accepted besides 127.0.0.1, localhost and [::1] (DNS-rebinding defence)",
+    flags=("--allow-host",),
+    flag_help="also accept requests whose Host is NAME (default: only this machine's names)",
+)
+ALLOWED_ORIGINS: Option[tuple[str, ...]] = Option(
+    SECURITY,
+    "allowed_origins",
+    (list,),
+    (),
+    "web-page origins allowed besides pages served from this machine and editor webviews",
+    flags=("--allow-origin",),
+    flag_help="also accept requests from web pages of ORIGIN, e.g. https://app.example",
+)
+REQUIRE_TOKEN: Option[bool] = Option(
+    SECURITY,
+    "require_token",
+    (bool,),
+    False,
+    "tools must send TrayProxy's local access token (trayproxy config token) as their API key",
+)
+
+# [log]
+LEVEL: Option[str] = Option(
+    LOG,
+    "level",
+    (str,),
+    "info",
+    "what TrayProxy's own messages show; debug also shows aiohttp's detail",
+    # Loudest first; a person picks one.
+    choices=("debug", "info", "warning", "error"),
+    flags=("-v", "--verbose"),
+    flag_help="log debugging detail",
+)
+ACCESS: Option[bool] = Option(
+    LOG,
+    "access",
+    (bool,),
+    True,
+    "one line per request: method, path, target, status, bytes, time to first byte, duration",
+    flags=("-q", "--quiet"),
+    flag_help="do not log one line per request",
+)
+
+# [targets.NAME]
+URL: Option[str | None] = Option(
+    TARGET,
+    "url",
+    (str,),
+    None,
+    "where the target's requests go; a path in it is put before every request's path",
+    default_text="none: every target needs one",
+)
+# No default value: a target without a key adds none (the parser reads a key source's shape).
+KEY: Option[None] = Option(
+    TARGET,
+    "key",
+    (str, dict),
+    None,
+    'where the target\'s key comes from: { env = "NAME" }, { keyring = true }, { command = "..." } or the key itself',
+    default_text="no key: a tool's own passes",
+)
+HEADERS: Option[None] = Option(
+    TARGET,
+    "headers",
+    (dict,),
+    None,
+    "headers added to every request, replacing a tool's of the same name; {key} is the key",
+    default_text="none",
+    flags=("--header",),
+    flag_help="add or replace a header on every upstream request; repeatable; {env:NAME} reads a variable",
+)
+STRIP_HEADERS: Option[tuple[str, ...]] = Option(
+    TARGET,
+    "strip_headers",
+    (list,),
+    (),
+    "headers removed from a tool's requests before they go out",
+)
+KEEP_HEADERS: Option[tuple[str, ...]] = Option(
+    TARGET,
+    "keep_headers",
+    (list,),
+    (),
+    "a tool's credential headers that still go beside the key the target's headers add",
+)
+# Timeouts for slow reasoning models: minutes may pass before the first token or between two.
+CONNECT_TIMEOUT: Option[float] = Option(
+    TARGET,
+    "connect_timeout",
+    NUMBER,
+    10.0,
+    "seconds allowed to connect to the target, TLS included",
+    flags=("--connect-timeout",),
+)
+READ_TIMEOUT: Option[float] = Option(
+    TARGET,
+    "read_timeout",
+    NUMBER,
+    600.0,
+    "seconds allowed until the response headers arrive, and between two chunks of a response",
+    flags=("--upstream-timeout",),
+)
+VERIFY_TLS: Option[bool] = Option(
+    TARGET,
+    "verify_tls",
+    (bool,),
+    True,
+    "check the target's certificate (against the system's CAs, or ca_bundle's); false never with a real key",
+    flags=("--insecure",),
+    flag_help="do not verify the target's TLS certificate",
+)
+CA_BUNDLE: Option[str | None] = Option(
+    TARGET,
+    "ca_bundle",
+    (str,),
+    None,
+    "a PEM file of the CAs to trust for this target instead of the system's",
+    default_text="the system's",
+    flags=("--ca-bundle",),
+    flag_help="trust the CAs in FILE instead of the system's",
+)
+KEEP_HOST: Option[bool] = Option(
+    TARGET,
+    "keep_host",
+    (bool,),
+    False,
+    "send the tool's Host header instead of the target's (for virtual-hosted gateways)",
+    flags=("--keep-host",),
+    flag_help="send the client's Host header instead of the target's",
+)
+TARGET_PROXY: Option[str | None] = Option(
+    TARGET,
+    "proxy",
+    (str, bool),
+    None,
+    "this target's outgoing proxy, an http:// or https:// URL, or false to connect directly",
+    default_text="the top-level proxy",
+)
+TARGET_PORT: Option[int | None] = Option(
+    TARGET,
+    "port",
+    (int,),
+    None,
+    "a port of its own this target is also served on, whatever `active` says",
+    default_text="none: served on the main port while active",
+)
+
+# No place in the file: how long `trayproxy serve` waits for open requests when it stops.
+STOP_GRACE: Option[float] = Option(
+    None,
+    "stop_grace",
+    NUMBER,
+    10.0,
+    "seconds open requests get to finish on stop or SIGTERM; then they are cut",
+    flags=("--stop-grace",),
+)
+
+# Each table's settings in the order the parser's hints list them.
+TOP_SETTINGS: tuple[Option[Any], ...] = (ACTIVE, PROXY)
+LISTEN_SETTINGS: tuple[Option[Any], ...] = (HOSTS, PORT)
+SECURITY_SETTINGS: tuple[Option[Any], ...] = (ALLOWED_HOSTS, ALLOWED_ORIGINS, REQUIRE_TOKEN)
+LOG_SETTINGS: tuple[Option[Any], ...] = (LEVEL, ACCESS)
+TARGET_SETTINGS: tuple[Option[Any], ...] = (
+    URL,
+    KEY,
+    HEADERS,
+    STRIP_HEADERS,
+    KEEP_HEADERS,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    VERIFY_TLS,
+    CA_BUNDLE,
+    KEEP_HOST,
+    TARGET_PROXY,
+    TARGET_PORT,
+)
+FILE_SETTINGS: tuple[Option[Any], ...] = (
+    *TOP_SETTINGS,
+    *LISTEN_SETTINGS,
+    *SECURITY_SETTINGS,
+    *LOG_SETTINGS,
+    *TARGET_SETTINGS,
+)
