@@ -35,6 +35,7 @@ __all__ = [
     "brings_own_key",
     "ensure_token",
     "generate_token",
+    "load_token",
     "read_token",
     "rotate_token",
     "settings_with_token",
@@ -68,9 +69,9 @@ def generate_token() -> str:
     return LOCAL_TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def read_token(path: Path) -> str | None:
+def load_token(path: Path) -> str | None:
     """The token in ``path``, None when there is no file yet; raise LocalTokenError (or
-    OSError) when it cannot be used. A file others may read is made owner-only first."""
+    OSError) when it cannot be used. Only reads (a running proxy's plan is made with it)."""
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -85,7 +86,14 @@ def read_token(path: Path) -> str | None:
             f"{path} does not hold a usable token (16 to 512 letters, digits, dots, dashes or underscores);"
             " run: trayproxy config token --rotate"
         )
-    _make_owner_only(path)
+    return token
+
+
+def read_token(path: Path) -> str | None:
+    """:func:`load_token`, with a file others may read made owner-only first."""
+    token = load_token(path)
+    if token is not None:
+        _make_owner_only(path)
     return token
 
 

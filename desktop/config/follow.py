@@ -1,0 +1,328 @@
+"""One way from the config file to a running shape: file + command-line overrides + keys -> Plan.
+
+:func:`read_config` reads and checks the file, :func:`tend_files` makes the writes a file may
+call for (narrowing a file that holds a key, making the local token), and :func:`plan_for`
+turns the result into a :class:`Plan`: the listeners with their targets' keys read, the chosen
+target, the problems to show. Start-up and every reload take the same steps; an unusable edit
+leaves the last good plan running, with the reason beside it (:func:`follow`).
+
+Reading never writes: the writes are the explicit step in between, which the caller takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from desktop.config.cabundle import target_ca_bundle_problem
+from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
+from desktop.config.localtoken import LocalTokenError, ensure_token, load_token, token_path
+from desktop.config.model import Listener, LogSettings, ProxySettings, Secret, Target
+from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
+from desktop.config.store import load_config
+from desktop.redaction import CREDENTIAL_HEADERS
+
+__all__ = ["KeyReader", "Overrides", "Plan", "follow", "plan_for", "read_config", "tend_files"]
+
+log = logging.getLogger("trayproxy.config")
+
+# A key command is run again after a 401 at most this often, so a key the target really
+# rejects does not run a password manager (or open an SSO page) on every request.
+KEY_REFRESH_MIN_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What the command line (``serve``'s flags) sets on top of the file, as data.
+
+    Each field left at its default leaves the file's value alone."""
+
+    hosts: tuple[str, ...] = ()
+    port: int | None = None
+    # Added to the file's lists.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    stop_grace_s: float | None = None
+    access_log: bool | None = None
+    # Set on every target, replacing the target's own header of the same name.
+    headers: tuple[tuple[str, Secret], ...] = ()
+    connect_timeout_s: float | None = None
+    read_timeout_s: float | None = None
+    insecure: bool = False
+    ca_bundle: str | None = None
+    keep_host: bool = False
+
+    def target(self, base: Target) -> Target:
+        """``base`` with these overrides; raise ValueError when they make it invalid."""
+        replaced = {name.lower() for name, _ in self.headers}
+        kept = tuple((name, value) for name, value in base.add_headers if name.lower() not in replaced)
+        return replace(
+            base,
+            add_headers=kept + self.headers,
+            connect_timeout_s=_given(self.connect_timeout_s, base.connect_timeout_s),
+            read_timeout_s=_given(self.read_timeout_s, base.read_timeout_s),
+            verify_tls=base.verify_tls and not self.insecure,
+            ca_bundle=self.ca_bundle or base.ca_bundle,
+            keep_host=base.keep_host or self.keep_host,
+        )
+
+    def settings(self, base: ProxySettings) -> ProxySettings:
+        """``base`` (the file's listener settings) with these overrides."""
+        return replace(
+            base,
+            hosts=self.hosts or base.hosts,
+            port=base.port if self.port is None else self.port,
+            allowed_hosts=base.allowed_hosts + self.allowed_hosts,
+            allowed_origins=base.allowed_origins + self.allowed_origins,
+            stop_grace_s=_given(self.stop_grace_s, base.stop_grace_s),
+            access_log=base.access_log if self.access_log is None else self.access_log,
+        )
+
+
+def _given(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What should be running, as of one reading of the file: an immutable value.
+
+    ``listeners`` holds the main listener first (``own`` None, serving the chosen target), then
+    the targets with a port of their own, in file order. ``config`` is None for a proxy made
+    from a URL alone (``serve --target URL``), which follows no file."""
+
+    listeners: tuple[Listener, ...]
+    config: ConfigFile | None = None
+    # The name the main listener's target has in the file (pinned or ``active``).
+    chosen: str | None = None
+    # Target name -> why its key could not be read, for the chosen target and those on ports of
+    # their own.
+    key_problems: Mapping[str, str] = field(default_factory=dict)
+    # Why the file's latest edit is not applied (path:line:col lines); this plan is the last good one.
+    config_error: str | None = None
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def main(self) -> Listener:
+        return self.listeners[0]
+
+    @property
+    def settings(self) -> ProxySettings:
+        """The main listener's settings (own ports take them with their own port)."""
+        return self.main.settings
+
+    @property
+    def target(self) -> Target:
+        """The target the main listener serves."""
+        return self.main.target
+
+    @property
+    def own_ports(self) -> tuple[Listener, ...]:
+        return self.listeners[1:]
+
+    @property
+    def key_problem(self) -> str | None:
+        """Why the chosen target's key could not be read."""
+        return self.key_problems.get(self.chosen) if self.chosen is not None else None
+
+    def own(self, name: str) -> Listener | None:
+        """The listener of the target ``name`` served on a port of its own, if it is."""
+        return next((listener for listener in self.own_ports if listener.own == name), None)
+
+    def key_headers(self, name: str | None, target: Target) -> frozenset[str]:
+        """The credential headers (lower-case) ``target`` gets, and those its file entry sets
+        with a key that could not be read (left out of ``target``, yet still what the target is
+        made for): Copy environment points an SDK at the port whose target takes its key."""
+        names = {header.lower() for header, _ in target.add_headers}
+        spec = self.config.targets.get(name) if self.config is not None and name is not None else None
+        if spec is not None:
+            names.update(header.lower() for header, _ in spec.headers)
+        return frozenset(names) & CREDENTIAL_HEADERS
+
+    def key_headers_by_target(self) -> dict[str, frozenset[str]]:
+        """The credential headers each of the file's targets sets, read or not, in file order."""
+        if self.config is None:
+            return {}
+        return {
+            name: frozenset(header.lower() for header, _ in spec.headers) & CREDENTIAL_HEADERS
+            for name, spec in self.config.targets.items()
+        }
+
+    def with_target(self, target: Target) -> Plan:
+        """This plan with the main listener serving ``target``."""
+        return replace(self, listeners=(replace(self.main, target=target), *self.own_ports))
+
+
+class KeyReader:
+    """Reads targets' keys, each again only when its file entry changed or its last read failed.
+
+    Saving the file (choose_target's own write, or a person adding an allowed host) must not run
+    a key command again: it may unlock a password manager or open an SSO page. :meth:`refresh`,
+    for a key the target rejected, runs the command again at most once per ``refresh_interval_s``
+    across targets."""
+
+    def __init__(
+        self,
+        *,
+        refresh_interval_s: float = KEY_REFRESH_MIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.refresh_interval_s = refresh_interval_s
+        self._clock = clock
+        self._read: dict[str, tuple[TargetSpec, ResolvedTarget]] = {}
+        # Not 0.0: the monotonic clock may start at boot, and an app started at login within
+        # the interval of it would otherwise skip its first refresh.
+        self._last_refresh = float("-inf")
+
+    def resolve(self, spec: TargetSpec) -> ResolvedTarget:
+        """The target for ``spec``, its key read unless an unchanged entry was read fine before."""
+        known = self._read.get(spec.name)
+        if known is not None and known[1].problem is None and _same_entry(known[0], spec):
+            return known[1]
+        resolved = resolve_target(spec)
+        self._read[spec.name] = (spec, resolved)
+        return resolved
+
+    def refresh_due(self) -> bool:
+        """True when a refresh now would run the command (the interval is over)."""
+        return self._clock() - self._last_refresh >= self.refresh_interval_s
+
+    def refresh(self, spec: TargetSpec) -> ResolvedTarget | None:
+        """``spec``'s key read again (its command run); None when that is too soon, or when the
+        key cannot change by asking again (not a command)."""
+        if not key_refreshes(spec) or not self.refresh_due():
+            return None
+        self._last_refresh = self._clock()
+        resolved = resolve_target(spec)
+        self._read[spec.name] = (spec, resolved)
+        return resolved
+
+
+def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
+    """True when ``new`` is ``old`` as written, wherever it now sits in the file."""
+    return replace(old, key_position=new.key_position, ca_bundle_position=new.ca_bundle_position) == new
+
+
+def read_config(path: Path, overrides: Overrides, *, chosen: str | None = None) -> ConfigFile:
+    """The file at ``path``, checked for what the running proxy needs: raise ConfigError when it
+    cannot be used (with path:line:col), KeyError when the chosen target is not in it.
+
+    ``chosen`` (default: the file's ``active``) is the target the main
+    listener is to serve. Its TLS settings and those of targets on ports of their own are loaded
+    here, before they reach the engine, which would fail building them (config/cabundle.py)."""
+    config = load_config(path)
+    name = chosen or config.active
+    if name not in config.targets:
+        raise KeyError(name, tuple(config.targets))  # the names, for the message: no second read
+    unusable = ca_bundle_error(path, config, overrides, [name, *config.target_ports()])
+    if unusable is not None:
+        raise unusable
+    return config
+
+
+def ca_bundle_error(
+    path: Path, config: ConfigFile, overrides: Overrides, names: Iterable[str]
+) -> ConfigError | None:
+    """The error for the targets ``names`` (as the command line adjusts them) whose CA bundle
+    TLS cannot load, at its line in the file; None when all can be used."""
+    problems = []
+    for name in dict.fromkeys(names):
+        spec = config.targets[name]
+        # The key is not read: a key command must not run for a check.
+        tls = overrides.target(Target(url=spec.url, verify_tls=spec.verify_tls, ca_bundle=spec.ca_bundle))
+        problem = target_ca_bundle_problem(tls)
+        if problem:
+            problems.append(Problem(*spec.ca_bundle_position, problem))
+    return ConfigError(str(path), problems) if problems else None
+
+
+def tend_files(path: Path, config: ConfigFile) -> list[str]:
+    """The writes the file calls for, taken on purpose rather than while reading it: a file
+    holding a key itself is made owner-only, and the local access token is made when the file
+    requires one and there is none yet. Returns what is worth a warning."""
+    notices = []
+    notice = protect_in_file_keys(path, config)
+    if notice:
+        notices.append(notice)
+    if config.settings.require_token:
+        # Made if missing, narrowed if others may read it; when it cannot be, plan_for reads it
+        # again and says why.
+        with contextlib.suppress(OSError, LocalTokenError):
+            ensure_token(token_path(path))
+    return notices
+
+
+def _local_token(settings: ProxySettings, path: Path) -> ProxySettings:
+    """``settings`` with the token to ask for when they require one; without a usable token
+    file the settings carry none and the proxy refuses every request rather than let any
+    program in."""
+    if not settings.require_token:
+        return replace(settings, local_token=None)
+    where = token_path(path)
+    try:
+        token = load_token(where)
+        if token is None:  # tend_files could not make it
+            raise LocalTokenError("no token could be made there; run: trayproxy config token --rotate")
+    except (OSError, LocalTokenError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.error("require_token is on but the local access token in %s cannot be used: %s", where, reason)
+        return replace(settings, local_token=None)
+    return replace(settings, local_token=Secret(token))
+
+
+def plan_for(
+    config: ConfigFile,
+    path: Path,
+    overrides: Overrides,
+    keys: KeyReader,
+    *,
+    chosen: str | None = None,
+) -> Plan:
+    """The plan for a file read by :func:`read_config` (after :func:`tend_files`)."""
+    name = chosen or config.active
+    settings = _local_token(overrides.settings(config.settings), path)
+    problems: dict[str, str] = {}
+
+    def target(spec_name: str) -> Target:
+        resolved = keys.resolve(config.targets[spec_name])
+        if resolved.problem:
+            problems[spec_name] = resolved.problem
+        return overrides.target(resolved.target)
+
+    main = Listener(settings, target(name))
+    own = tuple(
+        Listener(replace(settings, port=port), target(own_name), own=own_name)
+        for own_name, port in config.target_ports().items()
+    )
+    return Plan(
+        listeners=(main, *own),
+        config=config,
+        chosen=name,
+        key_problems=problems,
+        log=config.log,
+    )
+
+
+def follow(
+    path: Path,
+    overrides: Overrides,
+    keys: KeyReader,
+    last_good: Plan,
+    *,
+    chosen: str | None = None,
+) -> tuple[Plan, list[str]]:
+    """The plan for the file as it is now, and the warnings its reading gave; when it cannot be
+    used, ``last_good`` with the reason as its ``config_error``."""
+    try:
+        config = read_config(path, overrides, chosen=chosen)
+    except ConfigError as exc:
+        return replace(last_good, config_error=str(exc)), []
+    except KeyError as exc:
+        message = f"{path}: target '{exc.args[0]}' is no longer in the file"
+        return replace(last_good, config_error=message), []
+    notices = tend_files(path, config)
+    return plan_for(config, path, overrides, keys, chosen=chosen), notices
