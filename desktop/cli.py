@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +27,7 @@ from desktop.config import options
 from desktop.config.model import ProxySettings, Secret, Target
 
 if TYPE_CHECKING:
+    from desktop.config.follow import Overrides
     from desktop.controller import ProxyController
 
 __all__ = ["main", "parse_header", "resolve_env_placeholders"]
@@ -294,49 +294,39 @@ def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
     return headers
 
 
-def _given(flag: float | None, fallback: float) -> float:
-    return fallback if flag is None else flag
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """What ``serve``'s flags set on top of the file; raise UsageError for a flag that cannot be used."""
+    from desktop.config.follow import Overrides
+
+    port = args.port
+    if port is not None and not 0 <= port <= 65535:
+        raise UsageError(f"--port: {port} is not a port number")
+    return Overrides(
+        hosts=tuple(args.host or ()),
+        port=port,
+        allowed_hosts=tuple(args.allow_host),
+        allowed_origins=tuple(args.allow_origin),
+        stop_grace_s=args.stop_grace,
+        access_log=not args.quiet,
+        headers=tuple(_header_flags(args)),
+        connect_timeout_s=args.connect_timeout,
+        read_timeout_s=args.upstream_timeout,
+        insecure=args.insecure,
+        ca_bundle=args.ca_bundle,
+        keep_host=args.keep_host,
+    )
 
 
-def _target_from_args(args: argparse.Namespace, base: Target | None = None) -> Target:
-    """The target from --target URL, or ``base`` (a config target), with the flags applied."""
-    headers = _header_flags(args)
+def _target_with(overrides: Overrides, base: Target | str) -> Target:
+    """``base`` (a target, or ``--target``'s URL) with the flags applied; a UsageError when
+    they make it invalid."""
     try:
-        if base is None:
-            base = Target(url=args.target, name=args.target)
-        replaced = {name.lower() for name, _ in headers}
-        kept = tuple((n, v) for n, v in base.add_headers if n.lower() not in replaced)
-        return replace(
-            base,
-            add_headers=kept + tuple(headers),
-            connect_timeout_s=_given(args.connect_timeout, base.connect_timeout_s),
-            read_timeout_s=_given(args.upstream_timeout, base.read_timeout_s),
-            verify_tls=base.verify_tls and not args.insecure,
-            ca_bundle=args.ca_bundle or base.ca_bundle,
-            keep_host=base.keep_host or args.keep_host,
-        )
+        return overrides.target(Target(url=base, name=base) if isinstance(base, str) else base)
     except ValueError as exc:
         from desktop.redaction import redact_text
 
         # Printed, not logged through the redacting handler: the URL may carry a key= or a password.
         raise UsageError(f"--target: {redact_text(str(exc))}") from None
-
-
-def _settings_from_args(args: argparse.Namespace, base: ProxySettings | None = None) -> ProxySettings:
-    """Listener settings: the config file's (or the defaults), with the flags given on top."""
-    base = base or ProxySettings()
-    port = base.port if args.port is None else args.port
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port: {port} is not a port number")
-    return replace(
-        base,
-        hosts=tuple(args.host) if args.host else base.hosts,
-        port=port,
-        allowed_hosts=base.allowed_hosts + tuple(args.allow_host),
-        allowed_origins=base.allowed_origins + tuple(args.allow_origin),
-        stop_grace_s=_given(args.stop_grace, base.stop_grace_s),
-        access_log=not args.quiet,
-    )
 
 
 def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> ProxyController:
@@ -351,20 +341,25 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
     from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
-    from desktop.controller import ConfigBinding, ProxyController
+    from desktop.controller import ConfigBinding, ProxyController, ProxyStatus
     from desktop.logs import apply_log_settings
     from desktop.platforms.ports import port_holder
 
+    applied: list[LogSettings] = []
+
     def apply_log(settings: LogSettings) -> None:
-        apply_log_settings(settings, verbose=args.verbose, quiet=args.quiet)
+        if applied != [settings]:  # a status changes often; the log settings seldom
+            applied[:] = [settings]
+            apply_log_settings(settings, verbose=args.verbose, quiet=args.quiet)
 
     path = config_path(args.config)
     if args.ca_bundle and not args.insecure:
         problem = ca_bundle_problem(args.ca_bundle)
         if problem:
             raise UsageError(f"--ca-bundle {args.ca_bundle} {problem}")
+    overrides = _overrides(args)
     if args.target and "://" in args.target:
-        settings = None
+        settings = ProxySettings()
         if path.exists():
             try:
                 config = load_config(path)
@@ -373,34 +368,35 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
             settings = settings_with_token(config.settings, path)
             apply_log(config.log)
         return ProxyController(
-            _settings_from_args(args, settings),
-            _target_from_args(args),
+            overrides.settings(settings),
+            _target_with(overrides, args.target),
             port_holder=port_holder,
             port_advice=_port_advice(args, None),
         )
     if ensure_config(path):
         log.info("created the config file %s with the default targets", path)
-    _target_from_args(args, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
-    _settings_from_args(args)
-    binding = ConfigBinding(
-        path,
-        pinned_target=args.target,
-        adjust_target=lambda target: _target_from_args(args, target),
-        adjust_settings=lambda settings: _settings_from_args(args, settings),
-        save_choice=save_choice,
-        apply_log=apply_log,
-    )
+    _target_with(overrides, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
+    binding = ConfigBinding(path, pinned_target=args.target, overrides=overrides, save_choice=save_choice)
     try:
-        return ProxyController.from_config(binding, port_holder=port_holder, port_advice=_port_advice(args, path))
+        controller = ProxyController.from_config(
+            binding, port_holder=port_holder, port_advice=_port_advice(args, path)
+        )
     except ConfigError as exc:
         raise UsageError(f"the config file has problems:\n{exc}") from None
-    except KeyError:
-        known = ", ".join(load_config(path).targets)
+    except KeyError as exc:
+        known = ", ".join(exc.args[1]) if len(exc.args) > 1 else ", ".join(load_config(path).targets)
         # "127.0.0.1:11434" is an address typed without its scheme, not a misspelt name.
         hint = f"; for a URL, write its scheme: --target http://{args.target}" if _HOST_PORT.match(args.target) else ""
         raise UsageError(
             f"--target: no target named '{args.target}' in {path} (targets: {known}){hint}"
         ) from None
+
+    def follow_log(status: ProxyStatus) -> None:
+        apply_log(status.log)
+
+    follow_log(controller.status)
+    controller.add_listener(follow_log)
+    return controller
 
 
 def _port_advice(args: argparse.Namespace, path: Path | None) -> Callable[[str | None], str]:

@@ -168,7 +168,6 @@ ROWS = (
         ("desktop.engine.*",),
         reaches=("desktop:__version__", "desktop.config.model", "desktop.redaction"),
     ),
-    # The controller's rooms (loop thread, status, watcher...) join this row as they are made.
     Row(
         "the controller and its rooms: the sole owner of a thread or an event loop",
         ("desktop.controller.*",),
@@ -197,6 +196,8 @@ SAME_ROW = (
     ("desktop.platforms.*", "desktop.platforms.*"),
     # The engine is built of its own modules (service -> forward -> upstream -> headers ...).
     ("desktop.engine.*", "desktop.engine.*"),
+    # The controller's verbs use its rooms (loop thread, status, watch); its face names them.
+    ("desktop.controller.*", "desktop.controller.*"),
     # The tray's app draws icons and builds the menu.
     ("desktop.tray.*", "desktop.tray.*"),
     # The entry point runs the CLI, which runs the command groups.

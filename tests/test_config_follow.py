@@ -40,9 +40,15 @@ LAN_HOST = "devbox.internal"
 
 
 def start_following(
-    made: list[ProxyController], path: Path, *, pinned_target: str | None = None
+    made: list[ProxyController],
+    path: Path,
+    *,
+    pinned_target: str | None = None,
+    key_refresh_interval_s: float = KEY_REFRESH_MIN_INTERVAL_S,
 ) -> ProxyController:
-    controller = ProxyController.from_config(ConfigBinding(path, pinned_target=pinned_target))
+    controller = ProxyController.from_config(
+        ConfigBinding(path, pinned_target=pinned_target, key_refresh_interval_s=key_refresh_interval_s)
+    )
     made.append(controller)
     controller.start()
     return controller
@@ -491,14 +497,11 @@ def test_config_errors_are_logged_at_error_level(
 
 
 def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_401(
-    tmp_path: Path, follow: list[ProxyController], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     """A refresh skipped as too soon is not forgotten: while the target keeps rejecting the key,
     the command runs again once the interval is over (a person who signs in to their SSO again
     meanwhile is not stuck until a restart)."""
-    import desktop.controller
-
-    monkeypatch.setattr(desktop.controller, "KEY_REFRESH_MIN_INTERVAL_S", 1.0)
     keyed = KeyedTarget(accepted={"token-3"})
     command, counter = key_command(tmp_path)
     with BackgroundServer(keyed.app()) as upstream:
@@ -513,7 +516,7 @@ def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_
                 ),
             )
         )
-        controller = start_following(follow, path)
+        controller = start_following(follow, path, key_refresh_interval_s=1.0)
         assert get(controller, "/v1/models").status_code == 401  # token-1: refresh -> token-2
         assert wait_until(lambda: runs(counter) == 2, timeout_s=FOLLOW_TIMEOUT_S)
         assert get(controller, "/v1/models").status_code == 401  # token-2: too soon, due later

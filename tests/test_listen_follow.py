@@ -21,8 +21,7 @@ from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait
 from listen_helpers import PortHolder, can_bind, is_listening, proxy_answers
 from upstreams import Seen, echo_app
 
-from desktop import controller as controller_module
-from desktop.controller import ConfigBinding, ProxyController, TargetPort
+from desktop.controller import PORT_RETRY_S, ConfigBinding, ProxyController, TargetPort
 from desktop.platforms.ports import port_holder
 
 # The watcher looks once a second; a reload, a bind and a loaded CI machine fit well inside this.
@@ -32,8 +31,10 @@ CLIENT_TIMEOUT_S = 10.0
 SLOW_REQUEST_S = 1.5
 
 
-def start_following(made: list[ProxyController], path: Path) -> ProxyController:
-    controller = ProxyController.from_config(ConfigBinding(path), port_holder=port_holder)
+def start_following(
+    made: list[ProxyController], path: Path, *, port_retry_s: float = PORT_RETRY_S
+) -> ProxyController:
+    controller = ProxyController.from_config(ConfigBinding(path, port_retry_s=port_retry_s), port_holder=port_holder)
     made.append(controller)
     controller.start()
     return controller
@@ -136,13 +137,13 @@ def test_a_taken_new_port_keeps_the_old_one_serving_and_names_the_program_holdin
     the tray shows) and the log name the port and the program's pid (once, not at every retry);
     once the program is gone, Reload config moves the listener and the message clears, and so
     does waiting a few seconds."""
-    monkeypatch.setattr(controller_module, "PORT_RETRY_S", 0.3 if moved_by == "retry" else 3600.0)
+    port_retry_s = 0.3 if moved_by == "retry" else 3600.0
     old_port, new_port = free_port(), free_port()
     seen = Seen()
     with BackgroundServer(echo_app(seen)) as target, PortHolder(new_port) as holder:
         path = tmp_path / "config.toml"
         path.write_text(config_text({"echo": target.url}, port=old_port))
-        controller = start_following(follow, path)
+        controller = start_following(follow, path, port_retry_s=port_retry_s)
 
         path.write_text(config_text({"echo": target.url}, port=new_port))
         assert wait_until(lambda: controller.status.error is not None, timeout_s=FOLLOW_TIMEOUT_S)
@@ -299,14 +300,14 @@ def test_a_taken_target_port_is_reported_while_the_main_port_serves_and_opens_on
     """Its own port held by another program: the proxy still starts on the main port, the
     status names the target, the port and the program, and the log says so once (not at every
     retry). Once the program lets go, Reload config opens it; so does waiting a few seconds."""
-    monkeypatch.setattr(controller_module, "PORT_RETRY_S", 0.3 if reopened_by == "retry" else 3600.0)
+    port_retry_s = 0.3 if reopened_by == "retry" else 3600.0
     seen_b = Seen()
     main, own = free_port(), free_port()
     caplog.set_level(logging.INFO)
     with BackgroundServer(echo_app(seen_b)) as b, PortHolder(own) as holder:
         path = tmp_path / "config.toml"
         path.write_text(config_text({"a": "http://127.0.0.1:9", "b": b.url}, port=main, own_ports={"b": own}))
-        controller = start_following(follow, path)
+        controller = start_following(follow, path, port_retry_s=port_retry_s)
         assert controller.status.state == "running"
         [entry] = controller.status.target_ports
         assert entry.addresses == ()

@@ -1,0 +1,20 @@
+"""The controller: the one owner of the proxy's thread and loop, and the verbs front ends use.
+
+Its rooms: ``proxy`` (ProxyController, the verbs), ``status`` (the snapshot handed out),
+``loopthread`` (the loop in its thread), ``watch`` (the thread following the config file).
+"""
+
+from desktop.config.follow import KEY_REFRESH_MIN_INTERVAL_S, Overrides
+from desktop.controller.proxy import PORT_RETRY_S, ConfigBinding, ListenError, ProxyController
+from desktop.controller.status import ProxyStatus, TargetPort
+
+__all__ = [
+    "KEY_REFRESH_MIN_INTERVAL_S",
+    "PORT_RETRY_S",
+    "ConfigBinding",
+    "ListenError",
+    "Overrides",
+    "ProxyController",
+    "ProxyStatus",
+    "TargetPort",
+]

@@ -1,0 +1,511 @@
+"""ProxyController: the verbs front ends use to run the proxy and have it follow the config.
+
+Every change takes one way: a :class:`~desktop.config.follow.Plan` is made (from the file, the
+command-line overrides and the keys, or from a target chosen live), and the proxy's loop applies
+it in one step (:meth:`~desktop.engine.listeners.Listeners.apply`): what goes closes, what moved
+moves, what is new opens. The report that comes back becomes the :class:`ProxyStatus` handed to
+listeners, on whichever thread made the change: a listener must only store it and ask its own
+thread to refresh, never touch UI objects there.
+
+Made with :meth:`ProxyController.from_config`, it also follows the config file: a watcher
+thread (watch.py) re-reads it when it changes (an invalid edit keeps the last good plan
+running and is reported in the status and the log), fetches a command key again when a target
+answers 401, and tries again a listener whose port was taken. :meth:`choose_target` switches
+live and saves the choice in the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp.abc import AbstractResolver
+
+from desktop.config.follow import (
+    KEY_REFRESH_MIN_INTERVAL_S,
+    KeyReader,
+    Overrides,
+    Plan,
+    ca_bundle_error,
+    follow,
+    plan_for,
+    read_config,
+    tend_files,
+)
+from desktop.config.localtoken import token_path
+from desktop.config.model import Listener, ProxySettings, Target
+from desktop.config.parse import ConfigError
+from desktop.config.store import set_active_target
+from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
+from desktop.controller.status import ProxyStatus, TargetPort, where
+from desktop.controller.watch import CONFIG_POLL_S, FileWatch
+from desktop.engine.condition import TargetCondition, adds_key
+from desktop.engine.guard import unmarked_host_warnings
+from desktop.engine.listeners import Listeners, Outcome, Report
+from desktop.engine.service import ListenError
+from desktop.engine.upstream import is_loopback
+from desktop.redaction import display_target, redact_url
+
+__all__ = ["PORT_RETRY_S", "ConfigBinding", "ListenError", "ProxyController"]
+
+log = logging.getLogger("trayproxy.controller")
+
+# A listener that could not be opened or moved (its port taken by another program) is tried
+# again this often, so it opens soon after the other program lets go, without a save or Reload.
+PORT_RETRY_S = 5.0
+
+StatusListener = Callable[[ProxyStatus], None]
+
+
+@dataclass(frozen=True)
+class ConfigBinding:
+    """How a controller follows a config file."""
+
+    path: Path
+    # A target name that stays chosen whatever ``active`` says (``serve --target NAME``).
+    pinned_target: str | None = None
+    # Command-line settings on top of the file's, for every target and the listeners.
+    overrides: Overrides = field(default_factory=Overrides)
+    # Save choose_target's choice as ``active`` in the file.
+    save_choice: bool = True
+    # Re-read the file when it changes, this often at most.
+    watch: bool = True
+    poll_s: float = CONFIG_POLL_S
+    # How often a key command may run again after a 401, and a taken port be tried again.
+    key_refresh_interval_s: float = KEY_REFRESH_MIN_INTERVAL_S
+    port_retry_s: float = PORT_RETRY_S
+
+
+class ProxyController:
+    """Thread-safe start/stop/set_target for the proxy engine."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        target: Target,
+        *,
+        resolver_factory: Callable[[], AbstractResolver] | None = None,
+        port_holder: Callable[[int], str | None] | None = None,
+        port_advice: Callable[[str | None], str] | None = None,
+    ) -> None:
+        """``port_holder(port)`` names the program holding a taken port, for the error (the
+        OS glue lives in ``desktop.platforms.ports``; the front end hands it in).
+        ``port_advice(target)`` says where to choose another port, for the main listener
+        (``target`` None) or a target's own: a command-line flag, a setting in the file; only
+        the front end knows which it reads."""
+        self._plan = Plan(listeners=(Listener(settings, target),))
+        self._resolver_factory = resolver_factory
+        self._port_holder = port_holder
+        self._port_advice = port_advice
+        # Held by the verbs, which wait on the loop; never taken on the loop thread.
+        self._lock = threading.RLock()
+        # Held briefly to publish a snapshot, from any thread (the loop's included).
+        self._status_lock = threading.RLock()
+        self._loop = LoopThread()
+        self._listeners: Listeners | None = None
+        self._report: Report | None = None
+        # Why each target on a port of its own is not listening where the plan says, as last said.
+        self._own_errors: dict[str, str] = {}
+        self._subscribers: list[StatusListener] = []
+        self._status = ProxyStatus("stopped", display_target(target), redact_url(target.url))
+        self._binding: ConfigBinding | None = None
+        self._keys = KeyReader()
+        self._watch: FileWatch | None = None
+        self._last_port_retry = float("-inf")
+        # A target whose key refresh was skipped as too soon, to retry when the interval ends.
+        self._refresh_due: str | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        binding: ConfigBinding,
+        *,
+        resolver_factory: Callable[[], AbstractResolver] | None = None,
+        port_holder: Callable[[int], str | None] | None = None,
+        port_advice: Callable[[str | None], str] | None = None,
+    ) -> ProxyController:
+        """A controller for the file's target (or the pinned one); raise ConfigError when the
+        file cannot be used, KeyError when the pinned target is not in it."""
+        keys = KeyReader(refresh_interval_s=binding.key_refresh_interval_s)
+        config = read_config(binding.path, binding.overrides, chosen=binding.pinned_target)
+        for notice in tend_files(binding.path, config):
+            log.warning("%s", notice)
+        plan = plan_for(config, binding.path, binding.overrides, keys, chosen=binding.pinned_target)
+        controller = cls(
+            plan.settings,
+            plan.target,
+            resolver_factory=resolver_factory,
+            port_holder=port_holder,
+            port_advice=port_advice,
+        )
+        controller._binding, controller._keys, controller._plan = binding, keys, plan
+        controller._update(config_path=str(binding.path), **controller._plan_fields(plan))
+        if binding.watch:
+            paths = (binding.path, token_path(binding.path))  # `config token --rotate` acts like an edit
+            controller._watch = FileWatch(paths, controller._tick, poll_s=binding.poll_s)
+            controller._watch.start()
+        return controller
+
+    @property
+    def status(self) -> ProxyStatus:
+        """The latest status snapshot."""
+        return self._status
+
+    @property
+    def target(self) -> Target:
+        """The target new requests go to."""
+        return self._plan.target
+
+    @property
+    def adds_key(self) -> bool:
+        """True when the proxy puts the chosen target's key in, so tools need only a placeholder."""
+        return adds_key(self._plan.target)
+
+    def key_headers_by_target(self) -> dict[str, frozenset[str]]:
+        """The credential headers (lower-case) each of the config's targets sets, read or not,
+        in file order; empty without a config file."""
+        return self._plan.key_headers_by_target()
+
+    @property
+    def settings(self) -> ProxySettings:
+        """The listener settings the next start uses."""
+        return self._plan.settings
+
+    def add_listener(self, listener: StatusListener) -> None:
+        """Call ``listener(status)`` on every change (on the thread that made it)."""
+        self._subscribers.append(listener)
+
+    def start(self) -> ProxyStatus:
+        """Start listening; raise ListenError (also recorded in the status) if it cannot."""
+        with self._lock:
+            if self._listeners is not None:
+                return self._status
+            self._loop.start()
+            listeners = Listeners(resolver_factory=self._resolver_factory, on_condition=self._on_condition)
+            plan = self._plan
+            try:
+                report = self._loop.call(listeners.apply(plan.listeners))
+                failure = report.outcomes[None].error
+                if failure is not None:
+                    raise failure
+            except BaseException as exc:
+                self._loop.shutdown()
+                message = self._explain(exc, plan.settings.port)
+                self._update(state="error", addresses=(), error=message)
+                if isinstance(exc, ListenError) and message != str(exc):
+                    raise ListenError(message, port_taken=exc.port_taken) from exc
+                raise
+            self._listeners = listeners
+            _warn_if_exposed(plan.settings.hosts)
+            _warn_of_unmarked_hosts(plan.settings)
+            self._take(report, retry=False, state="running")
+            return self._status
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop the proxy, giving open requests up to ``grace_s`` (default: the settings')."""
+        with self._lock:
+            listeners, self._listeners, self._report = self._listeners, None, None
+            self._own_errors = {}
+            if listeners is not None:
+                # Listeners retiring after a move finish by their own grace period at the latest.
+                bound = max(grace_s or 0, self._plan.settings.stop_grace_s)
+                try:
+                    self._loop.call(listeners.stop(grace_s), timeout=CALL_TIMEOUT_S + bound)
+                finally:
+                    self._loop.shutdown()
+            if self._status.state != "stopped":
+                self._update(
+                    state="stopped", addresses=(), error=None, condition=None, target_ports=self._ports_snapshot()
+                )
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Stop the proxy and stop following the config file (the app is quitting)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close(CALL_TIMEOUT_S)
+        self.stop(grace_s)
+
+    def set_target(self, target: Target) -> None:
+        """Send new requests to ``target``; open requests and streams finish where they are."""
+        with self._lock:
+            changed = target != self._plan.target
+            self._install(self._plan.with_target(target))
+            if changed:
+                self._update(condition=None)
+
+    def choose_target(self, name: str) -> None:
+        """Switch to the config's target ``name`` now and save it as the active one."""
+        binding, config = self._binding, self._plan.config
+        if binding is None or config is None:
+            raise RuntimeError("choose_target needs a controller made with from_config")
+        if name not in config.targets:
+            raise KeyError(name)
+        unusable = ca_bundle_error(binding.path, config, binding.overrides, [name])
+        if unusable is not None:
+            # Not switched: the engine could not build the target's TLS settings. The file is
+            # where the fix goes, so the status says so the way it does for a broken edit.
+            log.error(
+                "target %s cannot be used; requests keep going to %s:\n%s", name, display_target(self.target), unusable
+            )
+            with self._lock:
+                self._plan = replace(self._plan, config_error=str(unusable))
+                self._update(config_error=str(unusable))
+            return
+        with self._lock:
+            changed = name != self._plan.chosen
+            # Targets on ports of their own stay as they are: the choice is the main port's.
+            plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=name)
+            self._install(replace(plan, config_error=self._plan.config_error))
+            if changed:
+                self._update(condition=None)
+        if binding.save_choice and not binding.pinned_target and config.active != name:
+            try:
+                set_active_target(binding.path, name)
+            except (OSError, ConfigError, ValueError) as exc:
+                log.error("could not save the chosen target in %s: %s", binding.path, exc)
+            else:
+                with self._lock:
+                    self._plan = replace(self._plan, config=replace(config, active=name))
+
+    def reload_config(self) -> bool:
+        """Apply the config file as it is now; False (and the reason in the status) if it
+        cannot be used, in which case the last good config keeps running."""
+        binding = self._binding
+        if binding is None:
+            return False
+        with self._lock:
+            old = self._plan
+            plan, notices = follow(binding.path, binding.overrides, self._keys, old, chosen=binding.pinned_target)
+            if plan.config_error is not None:
+                log.error("the config file has problems; the last good one stays in use:\n%s", plan.config_error)
+                self._plan = plan
+                self._update(config_error=plan.config_error)
+                return False
+            for notice in notices:
+                log.warning("%s", notice)
+            if plan.key_problem:
+                log.warning("%s", plan.key_problem)
+            if (old.settings.allowed_hosts, old.settings.require_token) != (
+                plan.settings.allowed_hosts,
+                plan.settings.require_token,
+            ):
+                _warn_of_unmarked_hosts(plan.settings)
+            changed = plan.target != old.target
+            self._install(plan)
+            if changed:
+                self._update(condition=None)
+        log.info("config reloaded from %s", binding.path)
+        return True
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _install(self, plan: Plan, *, retry: bool = False) -> None:
+        """Under the lock: make ``plan`` the one that runs; apply it if the proxy is running."""
+        self._plan = plan
+        listeners = self._listeners
+        if listeners is None:
+            self._update(**self._plan_fields(plan), target_ports=self._ports_snapshot())
+            return
+        self._last_port_retry = time.monotonic()
+        report = self._loop.call(listeners.apply(plan.listeners))
+        self._take(report, retry=retry)
+
+    def _plan_fields(self, plan: Plan) -> dict[str, Any]:
+        """The status fields that follow from the plan alone."""
+        target = plan.target
+        return {
+            "target_name": display_target(target),
+            "target_url": redact_url(target.url),
+            "targets": tuple(plan.config.targets) if plan.config is not None else (),
+            "config_error": plan.config_error,
+            "local_token": plan.settings.local_token,
+            "key_problem": plan.key_problem,
+            "key_headers": plan.key_headers(target.name, target),
+            "log": plan.log,
+        }
+
+    def _take(self, report: Report, *, retry: bool, state: str | None = None) -> None:
+        """Under the lock: what applying the plan gave, logged once and put in the status."""
+        self._report = report
+        main = report.outcomes[None]
+        if report.main_lost:
+            message = self._move_failed(main, None)
+            log.error("the proxy %s", message)
+            self.stop()
+            self._update(state="error", error=message)
+            return
+        error = None
+        if main.error is not None:
+            error = self._move_failed(main, None)
+            if not retry:
+                log.error("the proxy %s", error)
+        elif main.moved_from:
+            _warn_if_exposed(main.wanted.settings.hosts)
+        before, self._own_errors = self._own_errors, {}
+        for listener in self._plan.own_ports:
+            name = listener.own
+            outcome = report.outcomes.get(name)
+            if name is None or outcome is None or outcome.error is None:
+                continue
+            if outcome.move_failed:
+                self._own_errors[name] = message = self._move_failed(outcome, name)
+                if name not in before:
+                    log.error("target %s %s", name, message)
+            else:
+                port = listener.settings.port
+                self._own_errors[name] = message = self._explain(outcome.error, port, name)
+                if name not in before:  # said once, not at every retry
+                    log.error("target %s is not served on port %d: %s", name, port, message)
+        fields: dict[str, Any] = {} if state is None else {"state": state}
+        self._update(
+            **fields,
+            **self._plan_fields(self._plan),
+            addresses=main.addresses,
+            error=error,
+            target_ports=self._ports_snapshot(),
+        )
+
+    def _move_failed(self, outcome: Outcome, own: str | None) -> str:
+        """Why ``outcome``'s listener is not where its plan says, naming the port, who holds it
+        and where it still listens."""
+        settings = outcome.wanted.settings
+        wanted = where([(host, settings.port) for host in settings.hosts])
+        message = f"could not move to {wanted}: {self._explain(outcome.error, settings.port, own)}"
+        if outcome.addresses:
+            message += f"; still listening on {where(outcome.addresses)}"
+        return message
+
+    def _ports_snapshot(self) -> tuple[TargetPort, ...]:
+        report, plan = self._report, self._plan
+        ports = []
+        for listener in plan.own_ports:
+            name, target = listener.own or "", listener.target
+            outcome = report.outcomes.get(name) if report is not None else None
+            ports.append(
+                TargetPort(
+                    name=name,
+                    target_url=redact_url(target.url),
+                    port=listener.settings.port,
+                    addresses=outcome.addresses if outcome is not None else (),
+                    error=self._own_errors.get(name),
+                    key_problem=plan.key_problems.get(name),
+                    adds_key=adds_key(target),
+                    key_headers=plan.key_headers(name, target),
+                )
+            )
+        return tuple(ports)
+
+    def _update(self, **fields: Any) -> None:
+        """Publish a snapshot with ``fields`` changed; listeners run here, in order."""
+        with self._status_lock:
+            status = replace(self._status, **fields)
+            if status == self._status:
+                return
+            self._status = status
+            for listener in list(self._subscribers):
+                try:
+                    listener(status)
+                except Exception:
+                    log.exception("status listener failed")
+
+    def _explain(self, error: BaseException | None, port: int, target: str | None = None) -> str:
+        """The message for a listener (the main one, or ``target``'s own) that could not open,
+        saying where to choose another port when it is taken and naming who holds it."""
+        if not isinstance(error, ListenError):
+            return f"could not start: {error!r}"
+        message = str(error)
+        if error.port_taken and self._port_advice is not None:
+            message += f" ({self._port_advice(target)})"
+        cause = error.__cause__
+        if self._port_holder is not None and isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            try:
+                holder = self._port_holder(port)
+            except Exception:  # best effort: the message is worth more than the detail
+                log.debug("could not tell who holds port %d", port, exc_info=True)
+                holder = None
+            if holder:
+                message += f" — held by {holder}"
+        return message
+
+    def _tick(self, changed: bool) -> None:
+        """The watcher thread, after its jobs: re-read a saved file; retry what is due."""
+        due = self._refresh_due
+        condition = self._status.condition
+        if (
+            due is not None
+            and self._keys.refresh_due()
+            and condition is not None
+            and condition.kind == "key_rejected"
+            and condition.target_name == due
+        ):
+            self._refresh_key(due)
+        if changed:
+            self.reload_config()
+        elif self._ports_to_retry() and time.monotonic() - self._last_port_retry >= self._port_retry_s:
+            with self._lock:
+                if self._listeners is not None:
+                    self._install(self._plan, retry=True)
+
+    @property
+    def _port_retry_s(self) -> float:
+        return self._binding.port_retry_s if self._binding is not None else PORT_RETRY_S
+
+    def _ports_to_retry(self) -> bool:
+        report = self._report
+        return report is not None and any(outcome.error is not None for outcome in report.outcomes.values())
+
+    def _on_condition(self, condition: TargetCondition) -> None:
+        """On the loop thread: keep the chosen target's trouble in the status; re-fetch a
+        command key (of the chosen target or one on a port of its own)."""
+        # Named as shown (display_target): a config target by its name, one without by its URL.
+        name = condition.target_name
+        chosen = name == display_target(self._plan.target)
+        if not chosen and self._plan.own(name) is None:
+            return  # an answer from a target switched away from
+        if chosen:
+            self._update(condition=None if condition.kind == "ok" else condition)
+        if condition.kind == "key_rejected" and condition.status == 401 and self._watch is not None:
+            self._watch.put(lambda: self._refresh_key(name))
+
+    def _refresh_key(self, display_name: str) -> None:
+        """The watcher thread: run the key command of the target that rejected its key again
+        (at most once per interval) and serve the new key."""
+        binding, config = self._binding, self._plan.config
+        if binding is None or config is None:
+            return
+        name = display_name if self._plan.own(display_name) is not None else self._plan.chosen
+        spec = config.targets.get(name) if name is not None else None
+        if spec is None or spec.name != display_name:
+            return
+        resolved = self._keys.refresh(spec)
+        if resolved is None:
+            # Too soon (or not a command); the watcher tries again once the interval is over if
+            # the target still rejects the key (no new 401 would report it).
+            if self._plan.own(display_name) is None:
+                self._refresh_due = display_name
+            return
+        self._refresh_due = None
+        if resolved.problem:
+            log.warning("%s", resolved.problem)
+        with self._lock:
+            plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=self._plan.chosen)
+            if plan.listeners != self._plan.listeners:
+                log.info("target %s rejected its key; ran the key command again for a new one", name)
+            self._install(replace(plan, config_error=self._plan.config_error))
+
+
+def _warn_if_exposed(hosts: tuple[str, ...]) -> None:
+    for host in hosts:
+        if not is_loopback(host):
+            log.warning("listening on %s: other machines that can reach it can use the keys this proxy adds", host)
+
+
+def _warn_of_unmarked_hosts(settings: ProxySettings) -> None:
+    for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
+        log.warning("%s", warning)

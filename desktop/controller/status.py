@@ -1,0 +1,110 @@
+"""What the proxy is doing, as of one moment: the immutable snapshot front ends are handed.
+
+The controller publishes a new :class:`ProxyStatus` on every change; the tray stores it and
+redraws from it on its own thread, ``serve`` logs from it. Plain values only: no loop, no thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from desktop.config.model import LogSettings, Secret
+from desktop.engine.condition import TargetCondition
+from desktop.engine.service import host_port
+
+__all__ = ["ProxyStatus", "State", "TargetPort", "where"]
+
+State = Literal["stopped", "running", "error"]
+
+
+def _local_url(addresses: tuple[tuple[str, int], ...]) -> str | None:
+    return "http://" + host_port(*addresses[0]) if addresses else None
+
+
+def where(addresses: Iterable[tuple[str, int]]) -> str:
+    """``host:port, host:port`` for log lines and messages."""
+    return ", ".join(host_port(host, port) for host, port in addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPort:
+    """A target served on a port of its own (``port = 8001`` in its table), besides the main
+    listener: an Anthropic-style tool on 8001 while an OpenAI-style one uses the main port."""
+
+    name: str
+    target_url: str
+    port: int
+    # (host, port) pairs listened on; empty while the proxy is stopped or the port is taken.
+    addresses: tuple[tuple[str, int], ...] = ()
+    # Why it is not listening there (port taken, ...); None when all is well.
+    error: str | None = None
+    # Why the target's key could not be read.
+    key_problem: str | None = None
+    # True when the proxy puts this target's key in (engine.condition.adds_key), so tools need
+    # only a placeholder key.
+    adds_key: bool = False
+    # Credential headers (lower-case) its entry sets, read or not (see Plan.key_headers).
+    key_headers: frozenset[str] = frozenset()
+
+    @property
+    def local_url(self) -> str | None:
+        """The base URL tools should use for this target, e.g. ``http://127.0.0.1:8001``."""
+        return _local_url(self.addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStatus:
+    """What the proxy is doing, as of one moment."""
+
+    state: State
+    # The target as people see it: display_target's name and redact_url's URL (a key written
+    # into the URL's path is masked).
+    target_name: str
+    target_url: str
+    # (host, port) pairs actually listened on; empty unless running.
+    addresses: tuple[tuple[str, int], ...] = ()
+    # Why the proxy could not start (port taken, ...), or, while running, why it could not move
+    # to the listen address the file now gives (it keeps serving where it was); None when all is well.
+    error: str | None = None
+    # The config's target names, in file order (empty without a config file).
+    targets: tuple[str, ...] = ()
+    # The config file followed, if any.
+    config_path: str | None = None
+    # Why the file's last edit was not applied (path:line:col lines); the last good one runs.
+    config_error: str | None = None
+    # Why the target's key could not be read (empty env var, no keychain, ...).
+    key_problem: str | None = None
+    # The target's latest trouble (key rejected, rate limited, unreachable) until it clears.
+    condition: TargetCondition | None = None
+    # Targets served on ports of their own, in file order.
+    target_ports: tuple[TargetPort, ...] = ()
+    # The token clients must send as their API key ([security] require_token); None when off.
+    local_token: Secret | None = None
+    # Credential headers (lower-case) the chosen target's entry sets, read or not: the Copy
+    # environment lines point an SDK at the port whose target takes its key (desktop.clients).
+    key_headers: frozenset[str] = frozenset()
+    # The file's [log] settings, for the front end that owns logging (serve's -v and -q go on top).
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def local_url(self) -> str | None:
+        """The base URL tools should use, e.g. ``http://127.0.0.1:8000``."""
+        return _local_url(self.addresses)
+
+    @property
+    def problem(self) -> str | None:
+        """The one thing most worth showing a person now, or None when all is well."""
+        if self.error:
+            return self.error
+        if self.config_error:
+            return "the config file has an error: " + self.config_error.splitlines()[0]
+        for own in self.target_ports:
+            if own.error:
+                return f"{own.name} on port {own.port}: {own.error}"
+        if self.condition is not None:
+            return self.condition.message
+        if self.key_problem:
+            return self.key_problem
+        return next((own.key_problem for own in self.target_ports if own.key_problem), None)
