@@ -429,8 +429,6 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
     except UsageError as exc:
         print(f"trayproxy serve: {exc}", file=sys.stderr)
         return 2
-    if controller.status.key_problem:
-        log.warning("%s", controller.status.key_problem)
 
     stop_requested = threading.Event()
 
@@ -449,11 +447,6 @@ def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
             controller.close()
             return 1
         log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, status.target_url)
-        # The chosen target's key problem was said above; a target on a port of its own has its
-        # key resolved as its port opens, and without this line only the tray would tell.
-        for own in status.target_ports:
-            if own.key_problem and own.key_problem != status.key_problem:
-                log.warning("%s", own.key_problem)
         # Wake now and then: on Windows a blocked wait would not see Ctrl+C.
         while not stop_requested.wait(0.5):
             pass

@@ -16,7 +16,6 @@ live and saves the choice in the file.
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
@@ -43,11 +42,19 @@ from desktop.config.model import Listener, ProxySettings, Target
 from desktop.config.parse import ConfigError
 from desktop.config.store import set_active_target
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
-from desktop.controller.status import ProxyStatus, TargetPort, where
+from desktop.controller.status import (
+    ProxyStatus,
+    StatusBoard,
+    StatusListener,
+    TargetPort,
+    plan_fields,
+    target_ports,
+)
+from desktop.controller.trouble import ListenTrouble
 from desktop.controller.watch import CONFIG_POLL_S, FileWatch
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.guard import unmarked_host_warnings
-from desktop.engine.listeners import Listeners, Outcome, Report
+from desktop.engine.listeners import Listeners, Report
 from desktop.engine.service import ListenError
 from desktop.engine.upstream import is_loopback
 from desktop.redaction import display_target, redact_url
@@ -59,8 +66,6 @@ log = logging.getLogger("trayproxy.controller")
 # A listener that could not be opened or moved (its port taken by another program) is tried
 # again this often, so it opens soon after the other program lets go, without a save or Reload.
 PORT_RETRY_S = 5.0
-
-StatusListener = Callable[[ProxyStatus], None]
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,15 @@ class ProxyController:
         the front end knows which it reads."""
         self._plan = Plan(listeners=(Listener(settings, target),))
         self._resolver_factory = resolver_factory
-        self._port_holder = port_holder
-        self._port_advice = port_advice
+        self._trouble = ListenTrouble(port_holder=port_holder, port_advice=port_advice)
         # Held by the verbs, which wait on the loop; never taken on the loop thread.
         self._lock = threading.RLock()
-        # Held briefly to publish a snapshot, from any thread (the loop's included).
-        self._status_lock = threading.RLock()
         self._loop = LoopThread()
         self._listeners: Listeners | None = None
         self._report: Report | None = None
         # Why each target on a port of its own is not listening where the plan says, as last said.
         self._own_errors: dict[str, str] = {}
-        self._subscribers: list[StatusListener] = []
-        self._status = ProxyStatus("stopped", display_target(target), redact_url(target.url))
+        self._board = StatusBoard(ProxyStatus("stopped", display_target(target), redact_url(target.url)))
         self._binding: ConfigBinding | None = None
         self._keys = KeyReader()
         self._watch: FileWatch | None = None
@@ -145,7 +146,10 @@ class ProxyController:
             port_advice=port_advice,
         )
         controller._binding, controller._keys, controller._plan = binding, keys, plan
-        controller._update(config_path=str(binding.path), **controller._plan_fields(plan))
+        controller._board.update(config_path=str(binding.path), **plan_fields(plan))
+        # The chosen target's, then those of targets on ports of their own (said once each).
+        for problem in dict.fromkeys(plan.key_problems.values()):
+            log.warning("%s", problem)
         if binding.watch:
             paths = (binding.path, token_path(binding.path))  # `config token --rotate` acts like an edit
             controller._watch = FileWatch(paths, controller._tick, poll_s=binding.poll_s)
@@ -155,7 +159,7 @@ class ProxyController:
     @property
     def status(self) -> ProxyStatus:
         """The latest status snapshot."""
-        return self._status
+        return self._board.status
 
     @property
     def target(self) -> Target:
@@ -179,13 +183,13 @@ class ProxyController:
 
     def add_listener(self, listener: StatusListener) -> None:
         """Call ``listener(status)`` on every change (on the thread that made it)."""
-        self._subscribers.append(listener)
+        self._board.add_listener(listener)
 
     def start(self) -> ProxyStatus:
         """Start listening; raise ListenError (also recorded in the status) if it cannot."""
         with self._lock:
             if self._listeners is not None:
-                return self._status
+                return self._board.status
             self._loop.start()
             listeners = Listeners(resolver_factory=self._resolver_factory, on_condition=self._on_condition)
             plan = self._plan
@@ -196,8 +200,8 @@ class ProxyController:
                     raise failure
             except BaseException as exc:
                 self._loop.shutdown()
-                message = self._explain(exc, plan.settings.port)
-                self._update(state="error", addresses=(), error=message)
+                message = self._trouble.explain(exc, plan.settings.port)
+                self._board.update(state="error", addresses=(), error=message)
                 if isinstance(exc, ListenError) and message != str(exc):
                     raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
@@ -205,7 +209,7 @@ class ProxyController:
             _warn_if_exposed(plan.settings.hosts)
             _warn_of_unmarked_hosts(plan.settings)
             self._take(report, retry=False, state="running")
-            return self._status
+            return self._board.status
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop the proxy, giving open requests up to ``grace_s`` (default: the settings')."""
@@ -219,9 +223,9 @@ class ProxyController:
                     self._loop.call(listeners.stop(grace_s), timeout=CALL_TIMEOUT_S + bound)
                 finally:
                     self._loop.shutdown()
-            if self._status.state != "stopped":
-                self._update(
-                    state="stopped", addresses=(), error=None, condition=None, target_ports=self._ports_snapshot()
+            if self._board.status.state != "stopped":
+                self._board.update(
+                    state="stopped", addresses=(), error=None, condition=None, target_ports=self._target_ports()
                 )
 
     def close(self, grace_s: float | None = None) -> None:
@@ -237,7 +241,7 @@ class ProxyController:
             changed = target != self._plan.target
             self._install(self._plan.with_target(target))
             if changed:
-                self._update(condition=None)
+                self._board.update(condition=None)
 
     def choose_target(self, name: str) -> None:
         """Switch to the config's target ``name`` now and save it as the active one."""
@@ -255,7 +259,7 @@ class ProxyController:
             )
             with self._lock:
                 self._plan = replace(self._plan, config_error=str(unusable))
-                self._update(config_error=str(unusable))
+                self._board.update(config_error=str(unusable))
             return
         with self._lock:
             changed = name != self._plan.chosen
@@ -263,7 +267,7 @@ class ProxyController:
             plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=name)
             self._install(replace(plan, config_error=self._plan.config_error))
             if changed:
-                self._update(condition=None)
+                self._board.update(condition=None)
         if binding.save_choice and not binding.pinned_target and config.active != name:
             try:
                 set_active_target(binding.path, name)
@@ -285,7 +289,7 @@ class ProxyController:
             if plan.config_error is not None:
                 log.error("the config file has problems; the last good one stays in use:\n%s", plan.config_error)
                 self._plan = plan
-                self._update(config_error=plan.config_error)
+                self._board.update(config_error=plan.config_error)
                 return False
             for notice in notices:
                 log.warning("%s", notice)
@@ -299,7 +303,7 @@ class ProxyController:
             changed = plan.target != old.target
             self._install(plan)
             if changed:
-                self._update(condition=None)
+                self._board.update(condition=None)
         log.info("config reloaded from %s", binding.path)
         return True
 
@@ -310,133 +314,46 @@ class ProxyController:
         self._plan = plan
         listeners = self._listeners
         if listeners is None:
-            self._update(**self._plan_fields(plan), target_ports=self._ports_snapshot())
+            self._board.update(**plan_fields(plan), target_ports=self._target_ports())
             return
         self._last_port_retry = time.monotonic()
         report = self._loop.call(listeners.apply(plan.listeners))
         self._take(report, retry=retry)
-
-    def _plan_fields(self, plan: Plan) -> dict[str, Any]:
-        """The status fields that follow from the plan alone."""
-        target = plan.target
-        return {
-            "target_name": display_target(target),
-            "target_url": redact_url(target.url),
-            "targets": tuple(plan.config.targets) if plan.config is not None else (),
-            "config_error": plan.config_error,
-            "local_token": plan.settings.local_token,
-            "key_problem": plan.key_problem,
-            "key_headers": plan.key_headers(target.name, target),
-            "log": plan.log,
-        }
 
     def _take(self, report: Report, *, retry: bool, state: str | None = None) -> None:
         """Under the lock: what applying the plan gave, logged once and put in the status."""
         self._report = report
         main = report.outcomes[None]
         if report.main_lost:
-            message = self._move_failed(main, None)
+            message = self._trouble.move_failed(main, None)
             log.error("the proxy %s", message)
             self.stop()
-            self._update(state="error", error=message)
+            self._board.update(state="error", error=message)
             return
         error = None
         if main.error is not None:
-            error = self._move_failed(main, None)
+            error = self._trouble.move_failed(main, None)
             if not retry:
                 log.error("the proxy %s", error)
         elif main.moved_from:
             _warn_if_exposed(main.wanted.settings.hosts)
-        before, self._own_errors = self._own_errors, {}
-        for listener in self._plan.own_ports:
-            name = listener.own
-            outcome = report.outcomes.get(name)
-            if name is None or outcome is None or outcome.error is None:
-                continue
-            if outcome.move_failed:
-                self._own_errors[name] = message = self._move_failed(outcome, name)
-                if name not in before:
-                    log.error("target %s %s", name, message)
-            else:
-                port = listener.settings.port
-                self._own_errors[name] = message = self._explain(outcome.error, port, name)
-                if name not in before:  # said once, not at every retry
-                    log.error("target %s is not served on port %d: %s", name, port, message)
+        self._own_errors = self._trouble.own_port_errors(self._plan, report, self._own_errors)
         fields: dict[str, Any] = {} if state is None else {"state": state}
-        self._update(
+        self._board.update(
             **fields,
-            **self._plan_fields(self._plan),
+            **plan_fields(self._plan),
             addresses=main.addresses,
             error=error,
-            target_ports=self._ports_snapshot(),
+            target_ports=self._target_ports(),
         )
 
-    def _move_failed(self, outcome: Outcome, own: str | None) -> str:
-        """Why ``outcome``'s listener is not where its plan says, naming the port, who holds it
-        and where it still listens."""
-        settings = outcome.wanted.settings
-        wanted = where([(host, settings.port) for host in settings.hosts])
-        message = f"could not move to {wanted}: {self._explain(outcome.error, settings.port, own)}"
-        if outcome.addresses:
-            message += f"; still listening on {where(outcome.addresses)}"
-        return message
-
-    def _ports_snapshot(self) -> tuple[TargetPort, ...]:
-        report, plan = self._report, self._plan
-        ports = []
-        for listener in plan.own_ports:
-            name, target = listener.own or "", listener.target
-            outcome = report.outcomes.get(name) if report is not None else None
-            ports.append(
-                TargetPort(
-                    name=name,
-                    target_url=redact_url(target.url),
-                    port=listener.settings.port,
-                    addresses=outcome.addresses if outcome is not None else (),
-                    error=self._own_errors.get(name),
-                    key_problem=plan.key_problems.get(name),
-                    adds_key=adds_key(target),
-                    key_headers=plan.key_headers(name, target),
-                )
-            )
-        return tuple(ports)
-
-    def _update(self, **fields: Any) -> None:
-        """Publish a snapshot with ``fields`` changed; listeners run here, in order."""
-        with self._status_lock:
-            status = replace(self._status, **fields)
-            if status == self._status:
-                return
-            self._status = status
-            for listener in list(self._subscribers):
-                try:
-                    listener(status)
-                except Exception:
-                    log.exception("status listener failed")
-
-    def _explain(self, error: BaseException | None, port: int, target: str | None = None) -> str:
-        """The message for a listener (the main one, or ``target``'s own) that could not open,
-        saying where to choose another port when it is taken and naming who holds it."""
-        if not isinstance(error, ListenError):
-            return f"could not start: {error!r}"
-        message = str(error)
-        if error.port_taken and self._port_advice is not None:
-            message += f" ({self._port_advice(target)})"
-        cause = error.__cause__
-        if self._port_holder is not None and isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
-            try:
-                holder = self._port_holder(port)
-            except Exception:  # best effort: the message is worth more than the detail
-                log.debug("could not tell who holds port %d", port, exc_info=True)
-                holder = None
-            if holder:
-                message += f" — held by {holder}"
-        return message
+    def _target_ports(self) -> tuple[TargetPort, ...]:
+        return target_ports(self._plan, self._report, self._own_errors)
 
     def _tick(self, changed: bool) -> None:
         """The watcher thread, after its jobs: re-read a saved file; retry what is due."""
         due = self._refresh_due
-        condition = self._status.condition
+        condition = self._board.status.condition
         if (
             due is not None
             and self._keys.refresh_due()
@@ -469,7 +386,7 @@ class ProxyController:
         if not chosen and self._plan.own(name) is None:
             return  # an answer from a target switched away from
         if chosen:
-            self._update(condition=None if condition.kind == "ok" else condition)
+            self._board.update(condition=None if condition.kind == "ok" else condition)
         if condition.kind == "key_rejected" and condition.status == 401 and self._watch is not None:
             self._watch.put(lambda: self._refresh_key(name))
 

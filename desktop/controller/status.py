@@ -1,20 +1,29 @@
 """What the proxy is doing, as of one moment: the immutable snapshot front ends are handed.
 
-The controller publishes a new :class:`ProxyStatus` on every change; the tray stores it and
-redraws from it on its own thread, ``serve`` logs from it. Plain values only: no loop, no thread.
+The controller publishes a new :class:`ProxyStatus` on every change through a
+:class:`StatusBoard`; the tray stores it and redraws from it on its own thread, ``serve`` logs
+from it. The snapshot is made from the plan and the last reconcile's report (plan_fields,
+target_ports): plain values only, no loop, no thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
+from desktop.config.follow import Plan
 from desktop.config.model import LogSettings, Secret
-from desktop.engine.condition import TargetCondition
+from desktop.engine.condition import TargetCondition, adds_key
+from desktop.engine.listeners import Report
 from desktop.engine.service import host_port
+from desktop.redaction import display_target, redact_url
 
-__all__ = ["ProxyStatus", "State", "TargetPort", "where"]
+__all__ = ["ProxyStatus", "State", "StatusBoard", "TargetPort", "plan_fields", "target_ports", "where"]
+
+log = logging.getLogger("trayproxy.controller")
 
 State = Literal["stopped", "running", "error"]
 
@@ -108,3 +117,76 @@ class ProxyStatus:
         if self.key_problem:
             return self.key_problem
         return next((own.key_problem for own in self.target_ports if own.key_problem), None)
+
+
+StatusListener = Callable[[ProxyStatus], None]
+
+
+class StatusBoard:
+    """The latest :class:`ProxyStatus`, and who is told of each new one.
+
+    Listeners run on the thread that made the change, in the order they were added; one that
+    raises is logged and the others are still told."""
+
+    def __init__(self, status: ProxyStatus) -> None:
+        self._status = status
+        self._listeners: list[StatusListener] = []
+        # Held briefly to publish a snapshot, from any thread (the loop's included).
+        self._lock = threading.RLock()
+
+    @property
+    def status(self) -> ProxyStatus:
+        return self._status
+
+    def add_listener(self, listener: StatusListener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, **fields: Any) -> None:
+        """Publish a snapshot with ``fields`` changed; nothing when nothing changed."""
+        with self._lock:
+            status = replace(self._status, **fields)
+            if status == self._status:
+                return
+            self._status = status
+            for listener in list(self._listeners):
+                try:
+                    listener(status)
+                except Exception:
+                    log.exception("status listener failed")
+
+
+def plan_fields(plan: Plan) -> dict[str, Any]:
+    """The status fields that follow from the plan alone."""
+    target = plan.target
+    return {
+        "target_name": display_target(target),
+        "target_url": redact_url(target.url),
+        "targets": tuple(plan.config.targets) if plan.config is not None else (),
+        "config_error": plan.config_error,
+        "local_token": plan.settings.local_token,
+        "key_problem": plan.key_problem,
+        "key_headers": plan.key_headers(target.name, target),
+        "log": plan.log,
+    }
+
+
+def target_ports(plan: Plan, report: Report | None, errors: Mapping[str, str]) -> tuple[TargetPort, ...]:
+    """The targets on ports of their own as ``plan`` has them, where ``report`` says each
+    listens (None: the proxy is stopped), with ``errors`` saying why one does not."""
+    ports = []
+    for listener in plan.own_ports:
+        name, target = listener.own or "", listener.target
+        outcome = report.outcomes.get(name) if report is not None else None
+        ports.append(
+            TargetPort(
+                name=name,
+                target_url=redact_url(target.url),
+                port=listener.settings.port,
+                addresses=outcome.addresses if outcome is not None else (),
+                error=errors.get(name),
+                key_problem=plan.key_problems.get(name),
+                adds_key=adds_key(target),
+                key_headers=plan.key_headers(name, target),
+            )
+        )
+    return tuple(ports)
