@@ -191,8 +191,8 @@ SAME_ROW = (
     # The config readers build on the parser: keys, show, store -> parse; localtoken -> keys,
     # parse, store.
     ("desktop.config.*", "desktop.config.*"),
-    # The per-OS modules use the package's process and file helpers (linux, macos -> platforms);
-    # the package picks the per-OS module at run time (RUN_TIME_PICKS).
+    # The package picks the per-OS module at run time; those use the shared helpers
+    # (linux, macos -> platforms.programs).
     ("desktop.platforms.*", "desktop.platforms.*"),
     # The engine is built of its own modules (service -> forward -> upstream -> headers ...).
     ("desktop.engine.*", "desktop.engine.*"),
@@ -204,16 +204,10 @@ SAME_ROW = (
     ("desktop.__main__", "desktop.cli"),
     ("desktop.cli", "desktop.commands.*"),
 )
-# The cycles within a row today, each an implementation picked at run time by the module it
-# imports helpers from (the import inside a function, so neither loads the other at import
-# time): the platform dispatcher and its per-OS modules; Upstream and the lean send path, taken
-# on the aiohttp version it was read against (leansend.py's docstring).
-RUN_TIME_PICKS = (
-    ("desktop.platforms", "desktop.platforms.linux"),
-    ("desktop.platforms", "desktop.platforms.macos"),
-    ("desktop.platforms", "desktop.platforms.windows"),
-    ("desktop.engine.upstream", "desktop.engine.leansend"),
-)
+# The cycles within a row today: none (the per-OS modules' helpers live in platforms/programs.py,
+# the request class both send paths build on in engine/exactrequest.py). An entry would be
+# (importer, imported) of an implementation picked at run time by the module it imports from.
+RUN_TIME_PICKS: tuple[tuple[str, str], ...] = ()
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
@@ -302,8 +296,8 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
 
 
 def test_imports_within_a_row_form_no_cycle() -> None:
-    """Within a row, modules build on each other one way too; the only loops are the run-time
-    picks, each an import inside a function of the module the pick uses helpers from."""
+    """Within a row, modules build on each other one way too, with no loop (RUN_TIME_PICKS would
+    name one kept on purpose; there is none)."""
     graph = same_row_imports()
     for importer, imported in RUN_TIME_PICKS:
         assert imported in graph[importer], f"{importer} no longer imports {imported}: drop it from RUN_TIME_PICKS"

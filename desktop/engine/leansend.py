@@ -27,7 +27,7 @@ from aiohttp.helpers import EMPTY_BODY_METHODS, TimerNoop
 from multidict import CIMultiDict
 from yarl import URL
 
-from desktop.engine.upstream import SKIP_AUTO_HEADERS, ExactRequest
+from desktop.engine.exactrequest import SKIP_AUTO_HEADERS, ExactRequest
 
 __all__ = ["LeanRequest", "LeanSender"]
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
@@ -30,6 +29,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from desktop.config.model import Target
+from desktop.engine.exactrequest import SKIP_AUTO_HEADERS, ExactRequest
 from desktop.engine.headers import RawHeaders, RequestHeaderRules
 from desktop.redaction import display_target
 
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REUSE_NOTE",
-    "SKIP_AUTO_HEADERS",
-    "ExactRequest",
     "ReuseNote",
     "Upstream",
     "build_ssl_context",
@@ -129,23 +127,6 @@ def _split_credentials(proxy: str) -> tuple[URL, str | None]:
         authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
         proxy_url = proxy_url.with_user(None)
     return proxy_url, authorization
-
-
-# aiohttp's client adds these when absent; a proxy must send only what the client sent.
-SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-
-
-class ExactRequest(aiohttp.ClientRequest):
-    """aiohttp's request without the ``Content-Length: 0`` it puts on a bodiless POST or
-    DELETE; the session's ``skip_auto_headers`` keeps out its default Accept, Accept-Encoding,
-    User-Agent and Content-Type, but does not cover this one, and a proxy should send only what
-    the client sent (RFC 9110 §8.6: a sender should not add it to a request without content)."""
-
-    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
-        client_sent_length = hdrs.CONTENT_LENGTH in self.headers
-        super().update_body_from_data(body, *args, **kwargs)
-        if body is None and not client_sent_length:
-            self.headers.popall(hdrs.CONTENT_LENGTH, None)
 
 
 # Upstream.send drives aiohttp's request, connector and response itself on the aiohttp

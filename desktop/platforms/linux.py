@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from desktop import bundle
-from desktop.platforms import feed_program, find_program, spawn_opener, write_atomically
+from desktop.platforms.programs import feed_program, find_program, spawn_opener, write_atomically
 
 __all__ = [
     "applications_file",

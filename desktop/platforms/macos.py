@@ -17,7 +17,7 @@ import plistlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from desktop.platforms import feed_program, find_program, spawn_opener, write_atomically
+from desktop.platforms.programs import feed_program, find_program, spawn_opener, write_atomically
 
 __all__ = [
     "LAUNCH_AGENT_LABEL",
