@@ -314,7 +314,7 @@ def test_imports_within_a_row_form_no_cycle() -> None:
         ("desktop.redaction", "from desktop.config.model import Target\n", "not in SAME_ROW"),
         ("desktop.logs", "from desktop.config.parse import ConfigError\n", "not in SAME_ROW"),
         ("desktop.engine.forward", "from desktop.config.store import load_config\n", "reaches only"),
-        ("desktop.tray.menu", "from desktop.engine.service import host_port\n", "reaches only"),
+        ("desktop.tray.menu", "from desktop.engine.addresses import host_port\n", "reaches only"),
         ("desktop.controller", "from desktop.tray.app import TrayApp\n", "a row below"),
         ("desktop.listeners", "", "in no row"),
         ("desktop.cli", "from desktop.inspector import store\n", "in no row"),

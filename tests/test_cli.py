@@ -32,7 +32,7 @@ from upstreams import Seen, dead_port, echo_app
 
 from desktop import __version__
 from desktop.cli import parse_header, resolve_env_placeholders
-from desktop.engine.service import HEALTH_PATH
+from desktop.engine.addresses import HEALTH_PATH
 
 REPO = Path(__file__).resolve().parent.parent
 # Bound on the proxy process starting to answer; it takes well under a second when healthy.

@@ -29,7 +29,7 @@ from upstreams import CLOSES, Seen, dead_port, echo_app, sse_app, ws_echo_app
 
 from desktop.config.model import DEFAULT_ALLOWED_HOSTS, ProxySettings, Secret, Target
 from desktop.controller import ListenError, ProxyController, ProxyStatus
-from desktop.engine.service import HEALTH_PATH
+from desktop.engine.addresses import HEALTH_PATH
 
 # Sockets the test process may open or drop on its own between two counts (a lazily opened
 # resolver or entropy file); a controller leaking one socket per start would show 100.

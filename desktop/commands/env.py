@@ -20,7 +20,7 @@ def run_env(args: argparse.Namespace) -> int:
     from desktop.config.localtoken import settings_with_token
     from desktop.config.parse import ConfigError, TargetSpec
     from desktop.config.store import config_path, load_config
-    from desktop.engine.service import host_port
+    from desktop.engine.addresses import host_port
     from desktop.redaction import CREDENTIAL_HEADERS as CLIENT_CREDENTIAL_HEADERS
 
     path = config_path(args.config)

@@ -52,10 +52,10 @@ from desktop.controller.status import (
 )
 from desktop.controller.trouble import ListenTrouble
 from desktop.controller.watch import CONFIG_POLL_S, FileWatch
+from desktop.engine.addresses import ListenError
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.guard import unmarked_host_warnings
 from desktop.engine.listeners import Listeners, Report
-from desktop.engine.service import ListenError
 from desktop.engine.upstream import is_loopback
 from desktop.redaction import display_target, redact_url
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from desktop.config.follow import Plan
 from desktop.config.model import LogSettings, Secret
+from desktop.engine.addresses import host_port
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.listeners import Report
-from desktop.engine.service import host_port
 from desktop.redaction import display_target, redact_url
 
 __all__ = ["ProxyStatus", "State", "StatusBoard", "TargetPort", "plan_fields", "target_ports", "where"]

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from desktop.config.follow import Plan
 from desktop.controller.status import where
+from desktop.engine.addresses import ListenError
 from desktop.engine.listeners import Outcome, Report
-from desktop.engine.service import ListenError
 
 __all__ = ["ListenTrouble"]
 

@@ -10,7 +10,7 @@ checked once, when the guard is built.
 
 aiohttp's C parser (llhttp) refuses some of these before the guard sees them; its pure-Python
 parser (AIOHTTP_NO_EXTENSIONS=1, or a platform without the C extension) lets more through. The
-guard checks everything the request head shows, so both parsers give the same answers; service.py
+guard checks everything the request head shows, so both parsers give the same answers; server.py
 gives the C parser's refusals the guard's codes and words.
 """
 
@@ -142,7 +142,7 @@ _SITE_SAME_ORIGIN = b"same-origin"  # a page TrayProxy itself served (the target
 _SITE_SAME_SITE = b"same-site"
 
 
-# Refusals aiohttp's C parser may make before the guard sees the request; service.py gives them
+# Refusals aiohttp's C parser may make before the guard sees the request; server.py gives them
 # these same codes and words, so a client sees one answer whichever step refused.
 def both_framings() -> RequestRefused:
     return RequestRefused(

@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 from aiohttp.abc import AbstractResolver
 
 from desktop.config.model import Listener, ProxySettings
+from desktop.engine.addresses import ListenError, host_port
 from desktop.engine.condition import TargetCondition
-from desktop.engine.service import ListenError, ProxyService, host_port
+from desktop.engine.service import ProxyService
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]
 

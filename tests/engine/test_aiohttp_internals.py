@@ -60,7 +60,7 @@ def test_pass_through_response_internals() -> None:
 
 
 def test_request_handler_hooks_the_service_overrides() -> None:
-    """service.py builds aiohttp's RequestHandler itself (web.Server, manager first, loop by
+    """server.py builds aiohttp's RequestHandler itself (web.Server, manager first, loop by
     name) and replaces its error page through handle_error(request, status, exc, message)."""
     assert parameters(RequestHandler.__init__)[:3] == ["self", "manager", "loop"]
     assert parameters(RequestHandler.handle_error) == ["self", "request", "status", "exc", "message"]

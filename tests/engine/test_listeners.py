@@ -26,8 +26,8 @@ from listen_helpers import can_bind, is_listening
 from netservers import LoopbackResolver
 
 from desktop.config.model import Listener, ProxySettings, Secret, Target
+from desktop.engine.addresses import ListenError
 from desktop.engine.listeners import Listeners, Report
-from desktop.engine.service import ListenError
 
 # Deadlock guard on every wait, not a timing claim.
 WAIT_S = 10.0

@@ -3,7 +3,7 @@
 import aiohttp
 from upstreams import Seen, echo_app
 
-from desktop.engine.service import HEALTH_PATH
+from desktop.engine.addresses import HEALTH_PATH
 
 
 async def test_get_reaches_target_with_raw_target_intact(aiohttp_server, start_proxy) -> None:
