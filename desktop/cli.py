@@ -337,7 +337,7 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
     first run), which is re-read when it changes. Flags apply on top of the file.
     """
     from desktop.config.cabundle import ca_bundle_problem
-    from desktop.config.localtoken import settings_with_token
+    from desktop.config.follow import listener_settings, tend_files
     from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
@@ -365,7 +365,9 @@ def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> 
                 config = load_config(path)
             except ConfigError as exc:
                 raise UsageError(f"the config file has problems:\n{exc}") from None
-            settings = settings_with_token(config.settings, path)
+            for notice in tend_files(path, config):  # the writes, as serve from the file takes them
+                log.warning("%s", notice)
+            settings = listener_settings(config, path)
             apply_log(config.log)
         return ProxyController(
             overrides.settings(settings),

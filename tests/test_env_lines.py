@@ -135,3 +135,20 @@ def test_serve_says_so_when_a_target_on_its_own_port_holds_the_placeholder(tmp_p
             log = serve.stop()
     assert "ANTHROPIC_API_KEY holds TrayProxy's placeholder" in log, log
     assert "OPENAI_API_KEY holds" not in log
+
+
+@pytest.mark.skipif(os.name != "posix", reason="runs the printed lines in sh")
+def test_env_with_require_token_gives_the_sdks_the_local_token(tmp_path: Path) -> None:
+    """With `require_token = true` and no token made yet, `trayproxy env` makes the token (as
+    the proxy would on start) and the pasted lines hand it to the SDK as its key; a second run
+    prints the same token, the one in the file next to the config."""
+    config = tmp_path / "config.toml"
+    openai_config(config, "http://127.0.0.1:9", free_port())
+    config.write_text(config.read_text() + "[security]\nrequire_token = true\n")
+    shown = [
+        run_sh(f'eval "$({trayproxy("env", "--config", str(config))})"; printf %s "$OPENAI_API_KEY"')
+        for _ in range(2)
+    ]
+    token = (tmp_path / "local-token").read_text().strip()
+    assert token.startswith("tp-local-")
+    assert [run.stdout for run in shown] == [token, token], [run.stderr for run in shown]

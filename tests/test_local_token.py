@@ -303,3 +303,26 @@ def test_config_check_warns_that_a_keyless_target_gets_no_key_and_config_token_n
     assert printed.stdout.startswith(LOCAL_TOKEN_PREFIX)
     assert "require_token is off" in printed.stderr
     assert printed.stdout.strip() not in printed.stderr
+
+
+def test_serve_with_a_target_url_asks_for_the_token_the_config_file_requires(tmp_path: Path) -> None:
+    """`serve --target URL` takes only the listener settings from an existing config file; with
+    `require_token = true` there, the token is made next to it (owner-only) as for a plain
+    `serve`, and the proxy refuses requests without it and forwards those that send it."""
+    recorder = Recorder()
+    port = free_port()
+    with BackgroundServer(recording_app(recorder)) as upstream:
+        config = tmp_path / "config.toml"
+        config.write_text(config_text("http://127.0.0.1:9", port, require_token=True))
+        serve = ServeProcess(config, "--target", upstream.url, env={KEY_VARIABLE: REAL_KEY})
+        try:
+            assert wait_until(lambda: proxy_answers(port, timeout_s=CLIENT_TIMEOUT_S), timeout_s=SERVE_TIMEOUT_S), serve.stderr
+            token_file = tmp_path / TOKEN_FILE_NAME
+            assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+            token = token_file.read_text().strip()
+            assert status_of(port) == 401
+            assert status_of(port, authorization=f"Bearer {token}") == 200
+            assert len(recorder.requests) == 1
+        finally:
+            stderr = serve.stop()
+    assert_never_leaked(token, stderr, "stderr")

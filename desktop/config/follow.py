@@ -26,7 +26,16 @@ from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config
 from desktop.redaction import CREDENTIAL_HEADERS
 
-__all__ = ["KeyReader", "Overrides", "Plan", "follow", "plan_for", "read_config", "tend_files"]
+__all__ = [
+    "KeyReader",
+    "Overrides",
+    "Plan",
+    "follow",
+    "listener_settings",
+    "plan_for",
+    "read_config",
+    "tend_files",
+]
 
 log = logging.getLogger("trayproxy.config")
 
@@ -256,10 +265,12 @@ def tend_files(path: Path, config: ConfigFile) -> list[str]:
     return notices
 
 
-def _local_token(settings: ProxySettings, path: Path) -> ProxySettings:
-    """``settings`` with the token to ask for when they require one; without a usable token
-    file the settings carry none and the proxy refuses every request rather than let any
-    program in."""
+def listener_settings(config: ConfigFile, path: Path) -> ProxySettings:
+    """The listener settings of ``config`` (the file at ``path``), with the local access token
+    to ask for when they require one, as the token file holds it: read, never made (that is
+    :func:`tend_files`'s step). Without a usable token file the settings carry none and the
+    proxy refuses every request rather than let any program in; the log says why."""
+    settings = config.settings
     if not settings.require_token:
         return replace(settings, local_token=None)
     where = token_path(path)
@@ -284,7 +295,7 @@ def plan_for(
 ) -> Plan:
     """The plan for a file read by :func:`read_config` (after :func:`tend_files`)."""
     name = chosen or config.active
-    settings = _local_token(overrides.settings(config.settings), path)
+    settings = overrides.settings(listener_settings(config, path))
     problems: dict[str, str] = {}
 
     def target(spec_name: str) -> Target:

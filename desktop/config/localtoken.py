@@ -20,11 +20,10 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 from desktop.config.keys import KEY_PLACEHOLDER
-from desktop.config.model import LOCAL_TOKEN_PREFIX, ProxySettings, Secret, Target
+from desktop.config.model import LOCAL_TOKEN_PREFIX, Target
 from desktop.config.parse import TargetSpec
 from desktop.config.store import write_atomically
 from desktop.redaction import CREDENTIAL_HEADERS
@@ -38,7 +37,6 @@ __all__ = [
     "load_token",
     "read_token",
     "rotate_token",
-    "settings_with_token",
     "token_path",
 ]
 
@@ -127,23 +125,6 @@ def rotate_token(path: Path) -> str:
     write_atomically(path, token + "\n", mode=TOKEN_FILE_MODE)
     log.info("made a new local access token in %s", path)
     return token
-
-
-def settings_with_token(settings: ProxySettings, config_file: Path) -> ProxySettings:
-    """``settings`` with the token to ask for when they require one (made if need be).
-
-    A token file that cannot be read or made is logged; the settings then carry no token and
-    the proxy refuses every request rather than let any program in."""
-    if not settings.require_token:
-        return replace(settings, local_token=None)
-    path = token_path(config_file)
-    try:
-        token = ensure_token(path)
-    except (OSError, LocalTokenError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        log.error("require_token is on but the local access token in %s cannot be used: %s", path, reason)
-        return replace(settings, local_token=None)
-    return replace(settings, local_token=Secret(token))
 
 
 def brings_own_key(spec: TargetSpec, target: Target) -> bool:

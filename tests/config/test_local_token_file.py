@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from desktop.config.follow import listener_settings, tend_files
 from desktop.config.keys import resolve_target
 from desktop.config.localtoken import (
     TOKEN_FILE_NAME,
@@ -25,10 +26,9 @@ from desktop.config.localtoken import (
     generate_token,
     read_token,
     rotate_token,
-    settings_with_token,
     token_path,
 )
-from desktop.config.model import LOCAL_TOKEN_PREFIX, ProxySettings
+from desktop.config.model import LOCAL_TOKEN_PREFIX
 from desktop.config.parse import ConfigError, parse_config
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX's")
@@ -117,10 +117,14 @@ def test_a_token_file_that_cannot_be_a_header_value_says_what_to_run(tmp_path: P
 
 def test_settings_get_the_token_only_when_they_require_one(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    off = settings_with_token(ProxySettings(), config)
+    off_file = parse_config(BASE)
+    tend_files(config, off_file)
+    off = listener_settings(off_file, config)
     assert off.local_token is None
     assert not (tmp_path / TOKEN_FILE_NAME).exists()
-    on = settings_with_token(ProxySettings(require_token=True), config)
+    on_file = parse_config("[security]\nrequire_token = true\n" + BASE)
+    tend_files(config, on_file)
+    on = listener_settings(on_file, config)
     assert on.local_token is not None
     assert on.local_token.reveal() == read_token(tmp_path / TOKEN_FILE_NAME)
     assert on.local_token.reveal() not in repr(on)
@@ -132,7 +136,9 @@ def test_a_token_that_cannot_be_had_leaves_the_settings_without_one(
     """The proxy then refuses every request (fail closed); the log says which file and why."""
     (tmp_path / TOKEN_FILE_NAME).mkdir()  # a folder where the file should be: unreadable as a token
     with caplog.at_level(logging.ERROR, logger="trayproxy.config"):
-        settings = settings_with_token(ProxySettings(require_token=True), tmp_path / "config.toml")
+        config = parse_config("[security]\nrequire_token = true\n" + BASE)
+        tend_files(tmp_path / "config.toml", config)
+        settings = listener_settings(config, tmp_path / "config.toml")
     assert settings.require_token
     assert settings.local_token is None
     assert "require_token is on but the local access token" in caplog.text
@@ -180,3 +186,18 @@ def test_brings_own_key_tells_which_targets_would_get_no_credential(
     token) stops at the proxy, so only a key of the target's own reaches it."""
     spec = parse_config(BASE + target_lines).targets["t"]
     assert brings_own_key(spec, resolve_target(spec, environ).target) is own_key
+
+
+def test_the_listener_settings_read_the_token_and_never_make_it(tmp_path: Path) -> None:
+    """Reading the file's settings writes nothing: with require_token on and no token file yet,
+    they carry no token and no file appears; tend_files is the step that makes it, after which
+    the same read finds it."""
+    path = tmp_path / "config.toml"
+    path.write_text("[security]\nrequire_token = true\n" + BASE)
+    config = parse_config(path.read_text())
+    assert listener_settings(config, path).local_token is None
+    assert not (tmp_path / TOKEN_FILE_NAME).exists()
+    tend_files(path, config)
+    read = listener_settings(config, path).local_token
+    assert read is not None
+    assert read.reveal() == read_token(tmp_path / TOKEN_FILE_NAME)
