@@ -1,10 +1,10 @@
-"""The ``trayproxy`` command line: the parser with every command's help, ``main``, ``serve``
-and the tray's start.
+"""The ``trayproxy`` command line: the parser with every command's help, ``main`` and the
+tray's start.
 
 ``trayproxy serve`` runs the proxy in the foreground with no UI; ``trayproxy`` alone starts the
-tray (or, with no usable tray, serves without an icon). The other command groups live in
-``desktop.commands`` and, like the tray, are imported inside the branch that runs them, so
-``serve`` never imports pystray and runs on a machine with no display.
+tray (or, with no usable tray, serves without an icon). Each command runs from its module in
+``desktop.commands`` (``serve`` from ``commands.serve``), imported inside the branch that runs
+it, as the tray is, so ``serve`` never imports pystray and runs on a machine with no display.
 """
 
 from __future__ import annotations
@@ -12,25 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
-import signal
 import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from desktop import __version__
 from desktop.clients import SHELLS
 from desktop.config import options
-from desktop.config.model import ProxySettings, Secret, Target
 
-if TYPE_CHECKING:
-    from desktop.config.follow import Overrides
-    from desktop.controller import ProxyController
-
-__all__ = ["main", "parse_header", "resolve_env_placeholders"]
+__all__ = ["main"]
 
 log = logging.getLogger("trayproxy.cli")
 
@@ -49,59 +40,6 @@ examples:
 A header value may name an environment variable as {env:NAME}; the key then
 stays out of the process list and your shell history.
 """
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# A header name (RFC 9110 §5.6.2 token) followed by what people type instead of the colon.
-_LEADING_HEADER_NAME = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(\s*=\s*|\s+|\s*:\s*)")
-_ENV_PLACEHOLDER = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-# host:port (a name, IPv4 or [IPv6] address, then a port), perhaps with a path: a --target URL
-# without its scheme.
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}(/\S*)?$")
-
-
-class UsageError(Exception):
-    """A command-line value that cannot be used; the message says which and why."""
-
-
-def parse_header(text: str) -> tuple[str, str]:
-    """Split ``"Name: value"`` into its parts; raise ValueError when it is not a header."""
-    name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not _HEADER_NAME.match(name):
-        raise ValueError(f"expected 'Name: value', got {_name_part(text)}")
-    value = value.strip()
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"the value of {name} contains a line break")
-    return name, value
-
-
-def _name_part(text: str) -> str:
-    """What of a malformed ``--header`` may be quoted back: the name it starts with, when a
-    space, '=' or ':' follows (a colon left out: 'Authorization Bearer sk-...'); never the rest,
-    which is usually the key. A text that starts with no name, or with a key, or is one word
-    (a name, or a key pasted alone?), shows none of itself."""
-    from desktop.redaction import MASK, mask_token_like, redact_text
-
-    match = _LEADING_HEADER_NAME.match(text)
-    name = match.group(1) if match else ""
-    if match is None or redact_text(name) != name or mask_token_like(name) != name:
-        return f"{len(text)} characters with no ':' after a header name (not shown)"
-    shown = f"'{name}{match.group(2)}{MASK}' (the value is not shown)"
-    return shown if ":" in match.group(2) else f"{shown}; write it as '{name}: ...'"
-
-
-def resolve_env_placeholders(value: str, environ: Mapping[str, str]) -> str:
-    """Replace each ``{env:NAME}`` in ``value``; raise KeyError(NAME) when one is unset."""
-
-    def lookup(match: re.Match[str]) -> str:
-        name = match.group(1)
-        found = environ.get(name)
-        if not found:
-            raise KeyError(name)
-        return found
-
-    return _ENV_PLACEHOLDER.sub(lookup, value)
-
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -270,197 +208,6 @@ def _add_launcher_commands(commands: _Subcommands) -> None:
     )
 
 
-def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
-    headers: list[tuple[str, Secret]] = []
-    for text in args.header:
-        try:
-            name, value = parse_header(text)
-        except ValueError as exc:
-            raise UsageError(f"--header: {exc}") from None
-        try:
-            value = resolve_env_placeholders(value, os.environ)
-        except KeyError as exc:
-            from desktop.redaction import looks_like_key
-
-            if looks_like_key(exc.args[0]):
-                raise UsageError(
-                    f"--header {name}: {{env:...}} holds what looks like a key, not a variable name (not shown);"
-                    " write {env:NAME} with the name of the variable that holds the key"
-                ) from None
-            raise UsageError(
-                f"--header {name}: the environment variable {exc.args[0]} is not set or empty"
-            ) from None
-        headers.append((name, Secret(value)))
-    return headers
-
-
-def _overrides(args: argparse.Namespace) -> Overrides:
-    """What ``serve``'s flags set on top of the file; raise UsageError for a flag that cannot be used."""
-    from desktop.config.follow import Overrides
-
-    port = args.port
-    if port is not None and not 0 <= port <= 65535:
-        raise UsageError(f"--port: {port} is not a port number")
-    return Overrides(
-        hosts=tuple(args.host or ()),
-        port=port,
-        allowed_hosts=tuple(args.allow_host),
-        allowed_origins=tuple(args.allow_origin),
-        stop_grace_s=args.stop_grace,
-        access_log=not args.quiet,
-        headers=tuple(_header_flags(args)),
-        connect_timeout_s=args.connect_timeout,
-        read_timeout_s=args.upstream_timeout,
-        insecure=args.insecure,
-        ca_bundle=args.ca_bundle,
-        keep_host=args.keep_host,
-    )
-
-
-def _target_with(overrides: Overrides, base: Target | str) -> Target:
-    """``base`` (a target, or ``--target``'s URL) with the flags applied; a UsageError when
-    they make it invalid."""
-    try:
-        return overrides.target(Target(url=base, name=base) if isinstance(base, str) else base)
-    except ValueError as exc:
-        from desktop.redaction import redact_text
-
-        # Printed, not logged through the redacting handler: the URL may carry a key= or a password.
-        raise UsageError(f"--target: {redact_text(str(exc))}") from None
-
-
-def _make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> ProxyController:
-    """The controller for `serve`: from the flags and the config file, which it then follows.
-
-    ``--target URL`` works without a config file (one that exists still gives the listener
-    settings); a target name, or no --target, needs the file (created with the defaults on
-    first run), which is re-read when it changes. Flags apply on top of the file.
-    """
-    from desktop.config.cabundle import ca_bundle_problem
-    from desktop.config.follow import listener_settings, tend_files
-    from desktop.config.model import LogSettings
-    from desktop.config.parse import ConfigError
-    from desktop.config.store import config_path, ensure_config, load_config
-    from desktop.controller import ConfigBinding, ProxyController, ProxyStatus
-    from desktop.logs import apply_log_settings
-    from desktop.platforms.ports import port_holder
-
-    applied: list[LogSettings] = []
-
-    def apply_log(settings: LogSettings) -> None:
-        if applied != [settings]:  # a status changes often; the log settings seldom
-            applied[:] = [settings]
-            apply_log_settings(settings, verbose=args.verbose, quiet=args.quiet)
-
-    path = config_path(args.config)
-    if args.ca_bundle and not args.insecure:
-        problem = ca_bundle_problem(args.ca_bundle)
-        if problem:
-            raise UsageError(f"--ca-bundle {args.ca_bundle} {problem}")
-    overrides = _overrides(args)
-    if args.target and "://" in args.target:
-        settings = ProxySettings()
-        if path.exists():
-            try:
-                config = load_config(path)
-            except ConfigError as exc:
-                raise UsageError(f"the config file has problems:\n{exc}") from None
-            for notice in tend_files(path, config):  # the writes, as serve from the file takes them
-                log.warning("%s", notice)
-            settings = listener_settings(config, path)
-            apply_log(config.log)
-        return ProxyController(
-            overrides.settings(settings),
-            _target_with(overrides, args.target),
-            port_holder=port_holder,
-            port_advice=_port_advice(args, None),
-        )
-    if ensure_config(path):
-        log.info("created the config file %s with the default targets", path)
-    _target_with(overrides, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
-    binding = ConfigBinding(path, pinned_target=args.target, overrides=overrides, save_choice=save_choice)
-    try:
-        controller = ProxyController.from_config(
-            binding, port_holder=port_holder, port_advice=_port_advice(args, path)
-        )
-    except ConfigError as exc:
-        raise UsageError(f"the config file has problems:\n{exc}") from None
-    except KeyError as exc:
-        known = ", ".join(exc.args[1]) if len(exc.args) > 1 else ", ".join(load_config(path).targets)
-        # "127.0.0.1:11434" is an address typed without its scheme, not a misspelt name.
-        hint = f"; for a URL, write its scheme: --target http://{args.target}" if _HOST_PORT.match(args.target) else ""
-        raise UsageError(
-            f"--target: no target named '{args.target}' in {path} (targets: {known}){hint}"
-        ) from None
-
-    def follow_log(status: ProxyStatus) -> None:
-        apply_log(status.log)
-
-    follow_log(controller.status)
-    controller.add_listener(follow_log)
-    return controller
-
-
-def _port_advice(args: argparse.Namespace, path: Path | None) -> Callable[[str | None], str]:
-    """Where the person chooses a port instead of a taken one: for the main listener (None),
-    ``serve --port`` when given or when there is no file, else the file's [listen] port (and
-    --port, for serve); for a target, the port in its table."""
-    port_flag = getattr(args, "port", None)
-    serving = args.command == "serve"
-
-    def advice(target: str | None) -> str:
-        if target is not None:
-            return f"set port under [targets.{target}] in {path}"
-        if path is None or port_flag is not None:
-            return "start with another --port"
-        return f"set port under [listen] in {path}" + (", or start with --port" if serving else "")
-
-    return advice
-
-
-def _serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
-    """Run the proxy until a stop signal; ``logging_ready``: the caller (the tray falling back
-    to no icon) has set up logging, its log file included, which must stay."""
-    from desktop.controller import ListenError
-    from desktop.logs import setup_logging
-
-    if not logging_ready:
-        setup_logging(verbose=args.verbose, quiet=args.quiet)
-    try:
-        controller = _make_controller(args)
-    except UsageError as exc:
-        print(f"trayproxy serve: {exc}", file=sys.stderr)
-        return 2
-
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop_requested.is_set():
-            log.warning("second stop signal: cutting open requests now")
-            os._exit(0)
-        stop_requested.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            status = controller.start()
-        except ListenError as exc:
-            log.error("%s", exc)
-            controller.close()
-            return 1
-        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, status.target_url)
-        # Wake now and then: on Windows a blocked wait would not see Ctrl+C.
-        while not stop_requested.wait(0.5):
-            pass
-        log.info("stopping: open requests get up to %gs to finish", controller.settings.stop_grace_s)
-        controller.close()
-        log.info("stopped")
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     # A windowed frozen build (and pythonw.exe) has no stdout or stderr: they are None, and a
@@ -480,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif Path(args.config).expanduser() != Path(args.tray_config).expanduser():
             parser.error(f"--config is given twice, as {args.tray_config} and {args.config}; give it once")
     if args.command == "serve":
-        return _serve(args)
+        from desktop.commands.serve import run_serve
+
+        return run_serve(args)
     if args.command == "config":
         from desktop.commands.config import run_config
 
@@ -555,6 +304,7 @@ def _alert_crash(exc: Exception) -> None:
 
 
 def _run_tray(args: argparse.Namespace) -> int:
+    from desktop.commands.serve import UsageError, make_controller, run_serve
     from desktop.platforms import instance
     from desktop.tray.backend import check_tray
 
@@ -571,7 +321,7 @@ def _run_tray(args: argparse.Namespace) -> int:
         try:
             log.warning("running without a tray icon; the proxy works as with 'trayproxy serve'")
             # Still into the log file: started from a menu or at login, nobody sees stderr.
-            return _serve(args, logging_ready=True)
+            return run_serve(args, logging_ready=True)
         finally:
             headless_lock.release()
     holder: list[Callable[[str], None]] = []
@@ -581,7 +331,7 @@ def _run_tray(args: argparse.Namespace) -> int:
         return 0
     try:
         try:
-            controller = _make_controller(args, save_choice=True)
+            controller = make_controller(args, save_choice=True)
         except UsageError as exc:
             log.error("%s", exc)
             return 2

@@ -31,7 +31,7 @@ from listen_helpers import PortHolder
 from upstreams import Seen, dead_port, echo_app
 
 from desktop import __version__
-from desktop.cli import parse_header, resolve_env_placeholders
+from desktop.commands.serve import parse_header, resolve_env_placeholders
 from desktop.engine.addresses import HEALTH_PATH
 
 REPO = Path(__file__).resolve().parent.parent

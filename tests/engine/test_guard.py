@@ -219,12 +219,13 @@ def _has_ipv6_loopback() -> bool:
 def test_default_listen_addresses_are_both_loopbacks_only() -> None:
     """Out of the box (settings and `trayproxy serve` without --host) only this machine can
     connect, over IPv4 and IPv6, so clients that resolve `localhost` to ::1 work too."""
-    from desktop.cli import _build_parser, _overrides
+    from desktop.cli import _build_parser
+    from desktop.commands.serve import flag_overrides
 
     assert ProxySettings().hosts == ("127.0.0.1", "::1")
     assert LOOPBACK_HOSTS == ("127.0.0.1", "::1")
     args = _build_parser().parse_args(["serve", "--target", "http://127.0.0.1:9"])
-    assert _overrides(args).settings(ProxySettings()).hosts == ("127.0.0.1", "::1")
+    assert flag_overrides(args).settings(ProxySettings()).hosts == ("127.0.0.1", "::1")
 
 
 async def test_proxy_answers_on_ipv4_and_ipv6_loopback(make_guarded) -> None:
