@@ -203,6 +203,8 @@ SAME_ROW = (
     # The entry point runs the CLI, which runs the command groups.
     ("desktop.__main__", "desktop.cli"),
     ("desktop.cli", "desktop.commands.*"),
+    # The tray's start makes its controller as serve does, and serves as serve when no tray runs.
+    ("desktop.commands.tray", "desktop.commands.serve"),
 )
 # The cycles within a row today: none (the per-OS modules' helpers live in platforms/programs.py,
 # the request class both send paths build on in engine/exactrequest.py). An entry would be

@@ -160,10 +160,11 @@ def test_the_tray_runs_with_every_serve_flag_at_its_default() -> None:
     """The tray takes none of serve's flags but runs the proxy the way serve does: each flag
     serve has reaches it at the value serve gets when the flag is left out. A flag added to
     serve and not here would stop the tray, and its no-icon fallback, with an AttributeError."""
-    from desktop.cli import _build_parser, _tray_args
+    from desktop.cli import _build_parser
+    from desktop.commands.tray import tray_args
 
     serve = vars(_build_parser().parse_args(["serve"]))
-    tray = vars(_tray_args("chosen.toml"))
+    tray = vars(tray_args("chosen.toml"))
     assert tray.pop("command") is None
     assert tray.pop("config") == "chosen.toml"
     del serve["command"], serve["tray_config"], serve["config"]

@@ -1,2 +1,2 @@
-"""The command line's commands, one module each (``serve`` among them); ``desktop.cli`` keeps
-the parser, their help and the tray's start, and imports a module only when its command runs."""
+"""The command line's commands and the tray's start, one module each; ``desktop.cli`` keeps the
+parser and their help, and imports a module only when its command runs."""

@@ -1,8 +1,8 @@
 """``trayproxy serve``: the proxy in the foreground, from the flags and the config file.
 
 Run by ``desktop.cli`` (which holds the parser and ``serve``'s help) for the ``serve`` command,
-and by the tray's start, which runs the proxy the same way with every flag at its not-given
-value. Here: reading the flags (``--header`` with its ``{env:NAME}``
+and by the tray's start (``desktop.commands.tray``), which runs the proxy the same way with
+every flag at its not-given value. Here: reading the flags (``--header`` with its ``{env:NAME}``
 placeholders, the overrides on top of the file), making the controller that follows the file,
 and running it until a stop signal. Imports nothing of the tray, so ``serve`` runs headless.
 """

@@ -603,11 +603,12 @@ def test_copy_local_url_and_environment_put_working_text_on_the_clipboard(
 CRASHING_START = f"""
 import sys
 from desktop import cli
+from desktop.commands import tray
 
 def broken(args):
     raise RuntimeError("unforeseen failure while holding {FAKE_KEY}")
 
-cli._run_tray = broken
+tray.start_tray = broken
 sys.exit(cli.main([]))
 """
 
