@@ -287,6 +287,8 @@ def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) ->
                 continue
             template = template.replace(KEY_PLACEHOLDER, key)
         headers.append((name, Secret(template)))
+    # Field by field rather than through dataclasses.fields: mypy then checks each type;
+    # tests/config/test_keys.py (..._shares_with_the_engine_reaches_it) catches one left out.
     target = Target(
         url=spec.url,
         name=spec.name,

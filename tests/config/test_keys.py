@@ -255,3 +255,30 @@ def test_failing_command_never_shows_what_it_printed_as_the_key() -> None:
     assert resolved.problem is not None
     assert "correct-horse" not in resolved.problem
     assert "session token *** expired" in resolved.problem
+
+
+def test_every_setting_a_target_shares_with_the_engine_reaches_it() -> None:
+    """Each setting of a [targets.NAME] table that the engine's Target also has (timeouts,
+    TLS, Host, proxy, header lists) arrives there as written: resolve_target copies them one by
+    one, so mypy checks each, and this test catches one left out, including a setting added to
+    both later (every shared field must be set here away from its default)."""
+    from dataclasses import MISSING, fields
+
+    from desktop.config.model import Target
+    from desktop.config.parse import TargetSpec
+
+    text = (
+        '[targets.t]\nurl = "https://api.example.test/base"\nkey = { env = "TP_KEYS_TEST" }\n'
+        'headers = { Authorization = "Bearer {key}" }\nstrip_headers = ["x-drop"]\n'
+        'keep_headers = ["x-api-key"]\nconnect_timeout = 3.5\nread_timeout = 77\nverify_tls = false\n'
+        'ca_bundle = "/etc/ssl/corp.pem"\nkeep_host = true\nproxy = "http://127.0.0.1:3128"\n'
+    )
+    spec = parse_config(text).targets["t"]
+    target = resolve_target(spec, {"TP_KEYS_TEST": "sk-shared-fields-0123"}).target
+    spec_fields = {field.name for field in fields(TargetSpec)}
+    shared = [field for field in fields(Target) if field.name in spec_fields]
+    assert len(shared) == 10  # url, name, the two header lists, timeouts, TLS, Host, proxy
+    for field in shared:
+        default = field.default_factory() if field.default_factory is not MISSING else field.default
+        assert getattr(spec, field.name) != default, f"set {field.name} in this test's target"
+        assert getattr(target, field.name) == getattr(spec, field.name), field.name
