@@ -519,6 +519,8 @@ def test_a_key_still_rejected_after_the_interval_is_fetched_again_without_a_new_
         controller = start_following(follow, path, key_refresh_interval_s=1.0)
         assert get(controller, "/v1/models").status_code == 401  # token-1: refresh -> token-2
         assert wait_until(lambda: runs(counter) == 2, timeout_s=FOLLOW_TIMEOUT_S)
+        # token-2 in place (its target's fresh start clears the rejection), then sent.
+        assert wait_until(lambda: controller.status.condition is None, timeout_s=FOLLOW_TIMEOUT_S)
         assert get(controller, "/v1/models").status_code == 401  # token-2: too soon, due later
         assert wait_until(lambda: runs(counter) == 3, timeout_s=FOLLOW_TIMEOUT_S)
         assert wait_until(

@@ -93,10 +93,6 @@ def following(made: list[ProxyController], binding: ConfigBinding) -> ProxyContr
     return controller
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: proxy.py _refresh_key: KeyReader.resolve in plan_for reads a key whose refresh failed again",
-)
 def test_a_key_command_that_fails_when_run_again_after_a_401_runs_once_for_it(
     tmp_path: Path, follow: list[ProxyController]
 ) -> None:
@@ -117,10 +113,6 @@ def test_a_key_command_that_fails_when_run_again_after_a_401_runs_once_for_it(
         assert runs(counter) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: proxy.py choose_target: plan_for reads every own port's failed key again",
-)
 def test_choosing_a_target_does_not_run_the_key_command_of_another_targets_own_port(
     tmp_path: Path, follow: list[ProxyController]
 ) -> None:
@@ -144,10 +136,6 @@ def test_choosing_a_target_does_not_run_the_key_command_of_another_targets_own_p
         assert runs(counter) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: proxy.py _refresh_key installs the plan without clearing the condition",
-)
 def test_a_key_fetched_again_after_a_401_clears_the_rejected_condition(
     tmp_path: Path, follow: list[ProxyController]
 ) -> None:
@@ -166,9 +154,6 @@ def test_a_key_fetched_again_after_a_401_clears_the_rejected_condition(
         assert get(controller, "/v1/models").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 review: proxy.py from_config: the first status has no target_ports"
-)
 def test_a_proxy_that_could_not_start_still_lists_its_own_port_targets_and_their_key_problems(
     tmp_path: Path, follow: list[ProxyController], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,10 +179,6 @@ def test_a_proxy_that_could_not_start_still_lists_its_own_port_targets_and_their
     assert "TP_REVIEW_ANTHROPIC_KEY" in entry.key_problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: proxy.py _take logs the main listener's error on every apply but a retry",
-)
 def test_a_main_move_that_failed_is_logged_once_not_again_at_a_target_choice(
     tmp_path: Path, follow: list[ProxyController], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -223,9 +204,6 @@ def test_a_main_move_that_failed_is_logged_once_not_again_at_a_target_choice(
     assert len(said) == 1, said
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 review: from_config logs key problems before serve applies status.log"
-)
 def test_serve_starts_with_the_files_log_level_for_its_own_start_up_lines(tmp_path: Path) -> None:
     """``[log] level = "error"``: serve's start-up says errors only, as the file asks; the
     chosen target's missing key (a warning) is not printed, though the taken port (an error) is.
@@ -252,10 +230,6 @@ def test_serve_starts_with_the_files_log_level_for_its_own_start_up_lines(tmp_pa
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a folder no one can make: one under /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: follow.py tend_files drops the OSError; _local_token says only 'no token could be made'",
-)
 def test_a_local_token_that_cannot_be_made_is_logged_with_the_systems_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,9 +249,6 @@ def test_a_local_token_that_cannot_be_made_is_logged_with_the_systems_reason(
     assert any("No such file or directory" in line for line in said), said
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 review: proxy.py reload_config reads keys (follow) under the verbs' lock"
-)
 def test_stop_does_not_wait_for_a_key_command_a_reload_is_running(
     tmp_path: Path, follow: list[ProxyController]
 ) -> None:
@@ -311,10 +282,6 @@ def test_stop_does_not_wait_for_a_key_command_a_reload_is_running(
         assert took < 3.0, f"stop waited {took:.1f} s for the key command"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 review: proxy.py: _install publishes the new target, a second update clears the condition",
-)
 def test_switching_away_from_a_target_that_rejected_its_key_publishes_no_status_blaming_the_new_one(
     tmp_path: Path, follow: list[ProxyController]
 ) -> None:

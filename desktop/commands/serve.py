@@ -161,7 +161,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     first run), which is re-read when it changes. Flags apply on top of the file.
     """
     from desktop.config.cabundle import ca_bundle_problem
-    from desktop.config.follow import listener_settings, tend_files
+    from desktop.config.follow import listener_settings, read_config, tend_files
     from desktop.config.model import LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
@@ -189,10 +189,10 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
                 config = load_config(path)
             except ConfigError as exc:
                 raise UsageError(f"the config file has problems:\n{exc}") from None
+            apply_log(config.log)  # first, so what follows is logged as the file says
             for notice in tend_files(path, config):  # the writes, as serve from the file takes them
                 log.warning("%s", notice)
             settings = listener_settings(config, path)
-            apply_log(config.log)
         return ProxyController(
             overrides.settings(settings),
             _target_with(overrides, args.target),
@@ -204,24 +204,28 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     _target_with(overrides, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
     binding = ConfigBinding(path, pinned_target=args.target, overrides=overrides, save_choice=save_choice)
     try:
-        controller = ProxyController.from_config(
-            binding, port_holder=port_holder, port_advice=_port_advice(args, path)
-        )
+        config = read_config(path, overrides, chosen=args.target)
     except ConfigError as exc:
         raise UsageError(f"the config file has problems:\n{exc}") from None
     except KeyError as exc:
-        known = ", ".join(exc.args[1]) if len(exc.args) > 1 else ", ".join(load_config(path).targets)
+        known = ", ".join(exc.args[1])
         # "127.0.0.1:11434" is an address typed without its scheme, not a misspelt name.
         hint = f"; for a URL, write its scheme: --target http://{args.target}" if _HOST_PORT.match(args.target) else ""
         raise UsageError(
             f"--target: no target named '{args.target}' in {path} (targets: {known}){hint}"
         ) from None
 
+    # The file's [log] settings before the controller says anything, and at every reload after.
+    apply_log(config.log)
+    controller = ProxyController.from_config(
+        binding, port_holder=port_holder, port_advice=_port_advice(args, path), config=config
+    )
+
     def follow_log(status: ProxyStatus) -> None:
         apply_log(status.log)
 
-    follow_log(controller.status)
     controller.add_listener(follow_log)
+    follow_log(controller.status)
     return controller
 
 

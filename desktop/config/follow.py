@@ -11,12 +11,12 @@ Reading never writes: the writes are the explicit step in between, which the cal
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from desktop.config.cabundle import target_ca_bundle_problem
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
@@ -98,7 +98,8 @@ def _given(value: float | None, fallback: float) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """What should be running, as of one reading of the file: an immutable value.
+    """What should be running, as of one reading of the file: a frozen value (its mapping a
+    read-only view).
 
     ``listeners`` holds the main listener first (``own`` None, serving the chosen target), then
     the targets with a port of their own, in file order. ``config`` is None for a proxy made
@@ -110,7 +111,7 @@ class Plan:
     chosen: str | None = None
     # Target name -> why its key could not be read, for the chosen target and those on ports of
     # their own.
-    key_problems: Mapping[str, str] = field(default_factory=dict)
+    key_problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Why the file's latest edit is not applied (path:line:col lines); this plan is the last good one.
     config_error: str | None = None
     log: LogSettings = field(default_factory=LogSettings)
@@ -187,10 +188,11 @@ class KeyReader:
         # the interval of it would otherwise skip its first refresh.
         self._last_refresh = float("-inf")
 
-    def resolve(self, spec: TargetSpec) -> ResolvedTarget:
-        """The target for ``spec``, its key read unless an unchanged entry was read fine before."""
+    def resolve(self, spec: TargetSpec, *, retry_failed: bool = True) -> ResolvedTarget:
+        """The target for ``spec``, its key read unless an unchanged entry was read before: fine,
+        or (``retry_failed`` False) not, since asking again may run a failing command again."""
         known = self._read.get(spec.name)
-        if known is not None and known[1].problem is None and _same_entry(known[0], spec):
+        if known is not None and _same_entry(known[0], spec) and (known[1].problem is None or not retry_failed):
             return known[1]
         resolved = resolve_target(spec)
         self._read[spec.name] = (spec, resolved)
@@ -258,10 +260,12 @@ def tend_files(path: Path, config: ConfigFile) -> list[str]:
     if notice:
         notices.append(notice)
     if config.settings.require_token:
-        # Made if missing, narrowed if others may read it; when it cannot be, plan_for reads it
-        # again and says why.
-        with contextlib.suppress(OSError, LocalTokenError):
-            ensure_token(token_path(path))
+        where = token_path(path)
+        try:
+            ensure_token(where)  # made if missing, narrowed if others may read it
+        except (OSError, LocalTokenError) as exc:
+            # listener_settings then finds no token, and the proxy refuses every request.
+            log.error("require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc))
     return notices
 
 
@@ -276,13 +280,16 @@ def listener_settings(config: ConfigFile, path: Path) -> ProxySettings:
     where = token_path(path)
     try:
         token = load_token(where)
-        if token is None:  # tend_files could not make it
-            raise LocalTokenError("no token could be made there; run: trayproxy config token --rotate")
     except (OSError, LocalTokenError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        log.error("require_token is on but the local access token in %s cannot be used: %s", where, reason)
+        log.error("require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc))
+        return replace(settings, local_token=None)
+    if token is None:  # tend_files could not make it, and said why
         return replace(settings, local_token=None)
     return replace(settings, local_token=Secret(token))
+
+
+def _reason(exc: OSError | LocalTokenError) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def plan_for(
@@ -292,14 +299,20 @@ def plan_for(
     keys: KeyReader,
     *,
     chosen: str | None = None,
+    retry_keys: Collection[str] | None = None,
 ) -> Plan:
-    """The plan for a file read by :func:`read_config` (after :func:`tend_files`)."""
+    """The plan for a file read by :func:`read_config` (after :func:`tend_files`).
+
+    A key that could not be read last time is read again for the targets named in
+    ``retry_keys`` (None: every target, as for an edit of the file, which may be the fix); the
+    others keep what reading them last gave, so a failing key command does not run again."""
     name = chosen or config.active
     settings = overrides.settings(listener_settings(config, path))
     problems: dict[str, str] = {}
 
     def target(spec_name: str) -> Target:
-        resolved = keys.resolve(config.targets[spec_name])
+        retry = retry_keys is None or spec_name in retry_keys
+        resolved = keys.resolve(config.targets[spec_name], retry_failed=retry)
         if resolved.problem:
             problems[spec_name] = resolved.problem
         return overrides.target(resolved.target)
@@ -313,7 +326,7 @@ def plan_for(
         listeners=(main, *own),
         config=config,
         chosen=name,
-        key_problems=problems,
+        key_problems=MappingProxyType(problems),
         log=config.log,
     )
 

@@ -1,6 +1,7 @@
 """The controller: the one owner of the proxy's thread and loop, and the verbs front ends use.
 
-Its rooms: ``proxy`` (ProxyController, the verbs), ``status`` (the snapshot handed out),
+Its rooms: ``proxy`` (ProxyController, the verbs), ``status`` (the snapshot handed out and the
+board that hands it), ``trouble`` (what to say when a listener cannot open or move),
 ``loopthread`` (the loop in its thread), ``watch`` (the thread following the config file).
 """
 

@@ -31,10 +31,6 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
     def start(self) -> None:
         """A new loop, running when this returns."""
         if self._loop is not None:

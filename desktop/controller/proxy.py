@@ -37,9 +37,10 @@ from desktop.config.follow import (
     read_config,
     tend_files,
 )
+from desktop.config.keys import key_refreshes
 from desktop.config.localtoken import token_path
 from desktop.config.model import Listener, ProxySettings, Target
-from desktop.config.parse import ConfigError
+from desktop.config.parse import ConfigError, ConfigFile
 from desktop.config.store import set_active_target
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
 from desktop.controller.status import (
@@ -79,7 +80,7 @@ class ConfigBinding:
     overrides: Overrides = field(default_factory=Overrides)
     # Save choose_target's choice as ``active`` in the file.
     save_choice: bool = True
-    # Re-read the file when it changes, this often at most.
+    # Re-read the file when it changes, looking this often.
     watch: bool = True
     poll_s: float = CONFIG_POLL_S
     # How often a key command may run again after a 401, and a taken port be tried again.
@@ -112,8 +113,9 @@ class ProxyController:
         self._loop = LoopThread()
         self._listeners: Listeners | None = None
         self._report: Report | None = None
-        # Why each target on a port of its own is not listening where the plan says, as last said.
+        # Why a listener is not where the plan says, as last said: each own port's, the main one's.
         self._own_errors: dict[str, str] = {}
+        self._main_error: str | None = None
         self._board = StatusBoard(ProxyStatus("stopped", display_target(target), redact_url(target.url)))
         self._binding: ConfigBinding | None = None
         self._keys = KeyReader()
@@ -130,11 +132,14 @@ class ProxyController:
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         port_holder: Callable[[int], str | None] | None = None,
         port_advice: Callable[[str | None], str] | None = None,
+        config: ConfigFile | None = None,
     ) -> ProxyController:
         """A controller for the file's target (or the pinned one); raise ConfigError when the
-        file cannot be used, KeyError when the pinned target is not in it."""
+        file cannot be used, KeyError when the pinned target is not in it. ``config``: the file
+        as the front end read it with read_config (to set up logging from its [log] first)."""
         keys = KeyReader(refresh_interval_s=binding.key_refresh_interval_s)
-        config = read_config(binding.path, binding.overrides, chosen=binding.pinned_target)
+        if config is None:
+            config = read_config(binding.path, binding.overrides, chosen=binding.pinned_target)
         for notice in tend_files(binding.path, config):
             log.warning("%s", notice)
         plan = plan_for(config, binding.path, binding.overrides, keys, chosen=binding.pinned_target)
@@ -146,7 +151,9 @@ class ProxyController:
             port_advice=port_advice,
         )
         controller._binding, controller._keys, controller._plan = binding, keys, plan
-        controller._board.update(config_path=str(binding.path), **plan_fields(plan))
+        controller._board.update(
+            config_path=str(binding.path), **plan_fields(plan), target_ports=controller._target_ports()
+        )
         # The chosen target's, then those of targets on ports of their own (said once each).
         for problem in dict.fromkeys(plan.key_problems.values()):
             log.warning("%s", problem)
@@ -195,27 +202,25 @@ class ProxyController:
             plan = self._plan
             try:
                 report = self._loop.call(listeners.apply(plan.listeners))
-                failure = report.outcomes[None].error
-                if failure is not None:
-                    raise failure
+                if report.main.error is not None:
+                    raise report.main.error
             except BaseException as exc:
                 self._loop.shutdown()
                 message = self._trouble.explain(exc, plan.settings.port)
-                self._board.update(state="error", addresses=(), error=message)
+                self._board.update(state="error", addresses=(), error=message, target_ports=self._target_ports())
                 if isinstance(exc, ListenError) and message != str(exc):
                     raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
             self._listeners = listeners
-            _warn_if_exposed(plan.settings.hosts)
             _warn_of_unmarked_hosts(plan.settings)
-            self._take(report, retry=False, state="running")
+            self._take(report, state="running")
             return self._board.status
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop the proxy, giving open requests up to ``grace_s`` (default: the settings')."""
         with self._lock:
             listeners, self._listeners, self._report = self._listeners, None, None
-            self._own_errors = {}
+            self._own_errors, self._main_error = {}, None
             if listeners is not None:
                 # Listeners retiring after a move finish by their own grace period at the latest.
                 bound = max(grace_s or 0, self._plan.settings.stop_grace_s)
@@ -238,10 +243,7 @@ class ProxyController:
     def set_target(self, target: Target) -> None:
         """Send new requests to ``target``; open requests and streams finish where they are."""
         with self._lock:
-            changed = target != self._plan.target
             self._install(self._plan.with_target(target))
-            if changed:
-                self._board.update(condition=None)
 
     def choose_target(self, name: str) -> None:
         """Switch to the config's target ``name`` now and save it as the active one."""
@@ -261,13 +263,12 @@ class ProxyController:
                 self._plan = replace(self._plan, config_error=str(unusable))
                 self._board.update(config_error=str(unusable))
             return
+        # Read outside the lock: a key command may take a while, and Stop must not wait for it.
+        # Targets on ports of their own stay as they are: the choice is the main port's, and
+        # only the chosen target's key is read again if it could not be read before.
+        plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=name, retry_keys={name})
         with self._lock:
-            changed = name != self._plan.chosen
-            # Targets on ports of their own stay as they are: the choice is the main port's.
-            plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=name)
             self._install(replace(plan, config_error=self._plan.config_error))
-            if changed:
-                self._board.update(condition=None)
         if binding.save_choice and not binding.pinned_target and config.active != name:
             try:
                 set_active_target(binding.path, name)
@@ -283,47 +284,51 @@ class ProxyController:
         binding = self._binding
         if binding is None:
             return False
+        # Read outside the lock: a key command may take a while, and Stop must not wait for it.
+        old = self._plan
+        plan, notices = follow(binding.path, binding.overrides, self._keys, old, chosen=binding.pinned_target)
         with self._lock:
-            old = self._plan
-            plan, notices = follow(binding.path, binding.overrides, self._keys, old, chosen=binding.pinned_target)
             if plan.config_error is not None:
                 log.error("the config file has problems; the last good one stays in use:\n%s", plan.config_error)
-                self._plan = plan
+                self._plan = replace(self._plan, config_error=plan.config_error)
                 self._board.update(config_error=plan.config_error)
                 return False
+            self._board.update(log=plan.log)  # first, so what follows is logged as the file says
             for notice in notices:
                 log.warning("%s", notice)
             if plan.key_problem:
                 log.warning("%s", plan.key_problem)
-            if (old.settings.allowed_hosts, old.settings.require_token) != (
+            running = self._listeners is not None
+            if running and (old.settings.allowed_hosts, old.settings.require_token) != (
                 plan.settings.allowed_hosts,
                 plan.settings.require_token,
             ):
                 _warn_of_unmarked_hosts(plan.settings)
-            changed = plan.target != old.target
-            self._install(plan)
-            if changed:
-                self._board.update(condition=None)
+            self._install(plan, reload=True)
         log.info("config reloaded from %s", binding.path)
         return True
 
     # -- internals ---------------------------------------------------------------------
 
-    def _install(self, plan: Plan, *, retry: bool = False) -> None:
-        """Under the lock: make ``plan`` the one that runs; apply it if the proxy is running."""
+    def _install(self, plan: Plan, *, retry: bool = False, reload: bool = False) -> None:
+        """Under the lock: make ``plan`` the one that runs; apply it if the proxy is running.
+        ``retry``: the periodic retry of a taken port (says nothing new); ``reload``: an edit
+        of the file (says again a move that still fails, as the edit asked for it again)."""
+        # A new target leaves its predecessor's trouble behind, in the same snapshot.
+        fields: dict[str, Any] = {"condition": None} if plan.target != self._plan.target else {}
         self._plan = plan
         listeners = self._listeners
         if listeners is None:
-            self._board.update(**plan_fields(plan), target_ports=self._target_ports())
+            self._board.update(**fields, **plan_fields(plan), target_ports=self._target_ports())
             return
         self._last_port_retry = time.monotonic()
         report = self._loop.call(listeners.apply(plan.listeners))
-        self._take(report, retry=retry)
+        self._take(report, retry=retry, reload=reload, **fields)
 
-    def _take(self, report: Report, *, retry: bool, state: str | None = None) -> None:
+    def _take(self, report: Report, *, retry: bool = False, reload: bool = False, **fields: Any) -> None:
         """Under the lock: what applying the plan gave, logged once and put in the status."""
         self._report = report
-        main = report.outcomes[None]
+        main = report.main
         if report.main_lost:
             message = self._trouble.move_failed(main, None)
             log.error("the proxy %s", message)
@@ -333,12 +338,12 @@ class ProxyController:
         error = None
         if main.error is not None:
             error = self._trouble.move_failed(main, None)
-            if not retry:
+            if not retry and (reload or error != self._main_error):
                 log.error("the proxy %s", error)
-        elif main.moved_from:
+        elif main.opened:
             _warn_if_exposed(main.wanted.settings.hosts)
+        self._main_error = error
         self._own_errors = self._trouble.own_port_errors(self._plan, report, self._own_errors)
-        fields: dict[str, Any] = {} if state is None else {"state": state}
         self._board.update(
             **fields,
             **plan_fields(self._plan),
@@ -375,7 +380,7 @@ class ProxyController:
 
     def _ports_to_retry(self) -> bool:
         report = self._report
-        return report is not None and any(outcome.error is not None for outcome in report.outcomes.values())
+        return report is not None and report.has_errors
 
     def _on_condition(self, condition: TargetCondition) -> None:
         """On the loop thread: keep the chosen target's trouble in the status; re-fetch a
@@ -400,19 +405,22 @@ class ProxyController:
         spec = config.targets.get(name) if name is not None else None
         if spec is None or spec.name != display_name:
             return
+        if not key_refreshes(spec):
+            return  # asking its source again gives the same key
         resolved = self._keys.refresh(spec)
         if resolved is None:
-            # Too soon (or not a command); the watcher tries again once the interval is over if
-            # the target still rejects the key (no new 401 would report it).
+            # Too soon; the watcher tries again once the interval is over if the target still
+            # rejects the key (no new 401 would report it: the condition has not changed).
             if self._plan.own(display_name) is None:
                 self._refresh_due = display_name
             return
         self._refresh_due = None
         if resolved.problem:
             log.warning("%s", resolved.problem)
+        # No other key is read again: the one just read is the news.
+        plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=self._plan.chosen, retry_keys=())
         with self._lock:
-            plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=self._plan.chosen)
-            if plan.listeners != self._plan.listeners:
+            if plan.listeners != self._plan.listeners and not resolved.problem:
                 log.info("target %s rejected its key; ran the key command again for a new one", name)
             self._install(replace(plan, config_error=self._plan.config_error))
 

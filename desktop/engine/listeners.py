@@ -11,9 +11,9 @@ A move binds the new address while the old one still listens, so a taken port ch
 for the tools; the old service then stops accepting and finishes its open requests in the
 background within its grace period (:meth:`Listeners.stop` waits for those too).
 
-Runs on the loop only: no threads, no locks, no files. Successes are logged here; a failure is
-only reported, since its message names who holds a port and where to choose another, which only
-the caller knows.
+Runs on the loop only: no threads, no locks, no files. Successes are logged here, and a listener
+that could not take its old address back; a failure to open or move is only reported, since its
+message names who holds a port and where to choose another, which only the caller knows.
 """
 
 from __future__ import annotations
