@@ -154,6 +154,7 @@ class Row:
 # Row 1, the ground floor: what every other row may build on.
 GROUND = (
     "desktop",
+    "desktop.atomicfile",
     "desktop.bundle",
     "desktop.clients",
     "desktop.config.model",

@@ -19,7 +19,7 @@ quoting stay as the person wrote them. Each write
 - goes to a temporary file in the same folder (``.config.toml.XXXX.tmp``), fsynced, renamed over
   the file, then the folder fsynced, so a process killed at any moment leaves the old file or the
   new one, never a mix. Readers only ever open ``config.toml``, so a temporary left by a killed
-  writer is ignored; the next write removes temporaries older than :data:`STALE_TEMP_AGE_S`;
+  writer is ignored; the next write removes temporaries older than a minute (desktop/atomicfile.py);
 - keeps the file's permission bits (a new file is owner-only), and makes the file and its backup
   owner-only whenever they hold a key written in the file;
 - does not clobber an edit saved in an editor meanwhile: if the file changed between reading and
@@ -34,10 +34,6 @@ import contextlib
 import difflib
 import os
 import re
-import stat
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +43,7 @@ import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
 
+from desktop.atomicfile import mode_of, real_path, replace_durably, write_bytes_atomically, write_temporary
 from desktop.config.parse import KEY_SOURCES, ConfigError, ConfigFile, Problem, parse_config
 
 __all__ = [
@@ -67,22 +64,14 @@ APP_NAME = "TrayProxy"
 CONFIG_ENV = "TRAYPROXY_CONFIG"
 CONFIG_FILE_NAME = "config.toml"
 BACKUP_SUFFIX = ".bak"
-TEMP_SUFFIX = ".tmp"
 # A new config file is owner-only: it may come to hold a key, and other users of the machine
 # have no business reading which APIs this person uses.
 NEW_FILE_MODE = 0o600
 # Masks the group and other bits off: a file holding a key written in it stays owner-only.
 OWNER_ONLY_MASK = 0o700
-# A write takes milliseconds; a temporary this old belongs to a writer that was killed, not to
-# one still running in another process (removing a live one would make its rename fail).
-STALE_TEMP_AGE_S = 60.0
 # The file changing under a write once or twice is an editor saving; changing on every attempt
 # means something rewrites it in a loop, and the person should hear about it instead.
 EDIT_ATTEMPTS = 3
-# Windows refuses to replace a file another process has open without FILE_SHARE_DELETE
-# (antivirus scanners, Python's own open(), editors); such opens are short, so retry briefly.
-WINDOWS_REPLACE_ATTEMPTS = 20
-WINDOWS_REPLACE_DELAY_S = 0.05
 
 
 def config_path(explicit: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -166,85 +155,7 @@ def write_atomically(path: Path, text: str, *, mode: int | None = None) -> None:
     The text is written with the platform's line endings, as a text-mode ``open`` would. ``mode``
     defaults to the existing file's permission bits, or owner-only for a new file.
     """
-    _write_bytes_atomically(path, text.replace("\n", os.linesep).encode("utf-8"), mode=mode)
-
-
-def _write_bytes_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    target = _real_path(path)
-    if mode is None:
-        mode = _mode_of(target)
-    temporary = _write_temporary(target, data, mode)
-    try:
-        _replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _real_path(path: Path) -> Path:
-    """The file a write must replace: through symlinks, so a config kept in a dotfiles repo and
-    linked into place stays linked (os.replace on the link would swap in a plain file)."""
-    return Path(os.path.realpath(path))
-
-
-def _mode_of(path: Path) -> int:
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return NEW_FILE_MODE
-
-
-def _write_temporary(target: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to a fresh temporary next to ``target``, durably, with ``mode``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if sys.platform != "win32":
-                # mkstemp makes 0600; the file keeps its bits (a 0644 config stays readable by
-                # the person's other tools) unless the caller asked for owner-only.
-                os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
-    return Path(name)
-
-
-def _replace(temporary: Path, target: Path) -> None:
-    """Rename ``temporary`` over ``target`` and make the rename itself durable."""
-    for attempt in range(WINDOWS_REPLACE_ATTEMPTS):
-        try:
-            os.replace(temporary, target)
-            break
-        except PermissionError:
-            if sys.platform != "win32" or attempt == WINDOWS_REPLACE_ATTEMPTS - 1:
-                raise
-            time.sleep(WINDOWS_REPLACE_DELAY_S)
-    if os.name == "posix":
-        # The rename is a change to the folder: without syncing it, a power cut soon after can
-        # bring the old file back even though the new contents reached the disk.
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Remove temporaries of ``target`` (and of its backup) left by a killed writer."""
-    prefix = f".{target.name}."
-    cutoff = time.time() - STALE_TEMP_AGE_S
-    for entry in target.parent.iterdir():
-        if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
-            with contextlib.suppress(OSError):
-                if entry.lstat().st_mtime < cutoff:
-                    entry.unlink()
+    write_bytes_atomically(path, text.replace("\n", os.linesep).encode("utf-8"), mode=mode, new_mode=NEW_FILE_MODE)
 
 
 def ensure_config(path: Path) -> bool:
@@ -358,10 +269,10 @@ def _apply(text: str, change: Callable[[tomlkit.TOMLDocument], None], where: str
 def _save(path: Path, before: bytes, old: ConfigFile, after: bytes, new: ConfigFile) -> bool:
     """Back up ``before`` and put ``after`` in place, unless the file no longer holds ``before``
     (False: someone saved it meanwhile; nothing was replaced)."""
-    target = _real_path(path)
-    base_mode = _mode_of(target)
+    target = real_path(path)
+    base_mode = mode_of(target, NEW_FILE_MODE)
     removed_keys = _in_file_keys(old) - _in_file_keys(new)
-    temporary = _write_temporary(target, after, _mode_for(new, base_mode))
+    temporary = write_temporary(target, after, _mode_for(new, base_mode))
     try:
         if _current_bytes(target) != before:
             return False
@@ -371,13 +282,13 @@ def _save(path: Path, before: bytes, old: ConfigFile, after: bytes, new: ConfigF
             with contextlib.suppress(FileNotFoundError):
                 backup.unlink()
         else:
-            _write_bytes_atomically(backup, before, mode=_mode_for(old, base_mode))
+            write_bytes_atomically(backup, before, mode=_mode_for(old, base_mode))
             # Checked again: the backup took a few fsyncs, time enough for an editor to save.
             if _current_bytes(target) != before:
                 return False
         # A save landing between this check and the rename is lost; no editor takes part in
         # a lock, so the window is only made as short as it can be.
-        _replace(temporary, target)
+        replace_durably(temporary, target)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):

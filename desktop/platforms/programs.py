@@ -8,7 +8,6 @@ a per-OS module and the per-OS modules use these without importing each other in
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from desktop import bundle
+from desktop.atomicfile import write_bytes_atomically
 
 __all__ = ["child_environ", "feed_program", "find_program", "spawn_opener", "write_atomically"]
 
@@ -35,20 +35,9 @@ STDERR_QUOTE_CHARS = 200
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)  # mkstemp makes 0600; entries are read by the session manager
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """Replace ``path`` with ``data`` so a crash leaves the old file or the new, never half;
+    readable by others (``mode``), since the session manager reads these entries."""
+    write_bytes_atomically(path, data, mode=mode)
 
 
 def child_environ(environ: Mapping[str, str]) -> dict[str, str]:

@@ -18,9 +18,9 @@ import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from desktop.atomicfile import STALE_TEMP_AGE_S
 from desktop.config.parse import ConfigError
 from desktop.config.store import (
-    STALE_TEMP_AGE_S,
     backup_path,
     edit_config,
     ensure_config,
