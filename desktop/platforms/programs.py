@@ -73,6 +73,24 @@ def _reap_later(process: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
 
 
+def _start(
+    argv: Sequence[str], stdin: int, errors: IO[bytes], environ: Mapping[str, str]
+) -> subprocess.Popen[bytes] | OSError:
+    """``argv`` started in its own session, its stdout discarded and stderr to ``errors``; the
+    OSError when it cannot be started (no such program, not executable)."""
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env=child_environ(environ),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return exc
+
+
 def spawn_opener(argv: Sequence[str], environ: Mapping[str, str], *, what: str) -> tuple[bool, str]:
     """Start ``argv`` detached (DEVNULL stdin/stdout, own session) and report a quick failure.
 
@@ -80,17 +98,9 @@ def spawn_opener(argv: Sequence[str], environ: Mapping[str, str], *, what: str) 
     helper's background children may keep a pipe open for as long as they live.
     """
     with tempfile.TemporaryFile() as errors:
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-                env=child_environ(environ),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return False, f"could not start {what}: {exc.strerror or exc}"
+        process = _start(argv, subprocess.DEVNULL, errors, environ)
+        if isinstance(process, OSError):
+            return False, f"could not start {what}: {process.strerror or process}"
         try:
             code = process.wait(timeout=OPENER_CHECK_S)
         except subprocess.TimeoutExpired:
@@ -112,17 +122,9 @@ def feed_program(
     until someone copies something else.
     """
     with tempfile.TemporaryFile() as errors:
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-                env=child_environ(environ),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return False, f"could not start {what}: {exc.strerror or exc}"
+        process = _start(argv, subprocess.PIPE, errors, environ)
+        if isinstance(process, OSError):
+            return False, f"could not start {what}: {process.strerror or process}"
         try:
             process.communicate(data, timeout=COPY_TIMEOUT_S)
         except subprocess.TimeoutExpired:
