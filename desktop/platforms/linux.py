@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from desktop import bundle
+from desktop.platforms.desktopentry import GROUP, escape_string, format_exec, parse_exec, read_entry
 from desktop.platforms.programs import feed_program, find_program, spawn_opener, write_atomically
 
 __all__ = [
@@ -35,13 +36,11 @@ __all__ = [
     "copy_text",
     "disable_autostart",
     "enable_autostart",
-    "format_exec",
     "install_desktop_entry",
     "installed_icon_file",
     "is_same_command",
     "launcher_text",
     "open_path",
-    "parse_exec",
     "read_autostart",
     "remove_desktop_entry",
 ]
@@ -65,13 +64,6 @@ LAUNCHER_CATEGORIES = "Development;"
 # desktop-file-validate 0.26 (Debian 12) rejects 1.5 as unknown.
 ENTRY_VERSION = "1.4"
 COMMENT = "One stable local address for LLM APIs, switched from the tray"
-GROUP = "[Desktop Entry]"
-# Desktop Entry spec, "The Exec key": an argument holding any of these must be quoted.
-EXEC_RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
-# Inside double quotes, these four are preceded by a backslash (same section).
-EXEC_QUOTED_ESCAPES = frozenset('"`$\\')
-# String values: \s \n \t \r \\ (section "Possible value types").
-STRING_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 # xdg-open's documented exit statuses (xdg-open(1), "EXIT CODES").
 XDG_OPEN_EXIT = {
     1: "a syntax error",
@@ -97,112 +89,12 @@ def autostart_location(*, home: Path, environ: Mapping[str, str]) -> str:
     return str(autostart_file(home=home, environ=environ))
 
 
-def format_exec(argv: Sequence[str]) -> str:
-    """``argv`` as an ``Exec`` value, quoted per argument and escaped as a string value."""
-    if not argv:
-        raise ValueError("an Exec line needs a program")
-    words = []
-    for arg in argv:
-        if arg and not EXEC_RESERVED.intersection(arg):
-            word = arg
-        else:
-            word = '"' + "".join("\\" + c if c in EXEC_QUOTED_ESCAPES else c for c in arg) + '"'
-        # Field codes: a literal percent sign is written %% (quoted or not).
-        words.append(word.replace("%", "%%"))
-    return _escape_string(" ".join(words))
-
-
-def parse_exec(value: str) -> list[str]:
-    """An ``Exec`` value (as it stands in the file) back to argv; raises ValueError."""
-    text = _unescape_string(value)
-    argv: list[str] = []
-    current: list[str] = []
-    in_word = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "%":
-            if text[i + 1 : i + 2] == "%":
-                current.append("%")
-                in_word = True
-                i += 2
-                continue
-            raise ValueError(f"field code at column {i + 1}: this is not our entry")
-        if c == " ":
-            if in_word:
-                argv.append("".join(current))
-                current, in_word = [], False
-            i += 1
-            continue
-        in_word = True
-        if c == '"':
-            i += 1
-            while True:
-                if i >= len(text):
-                    raise ValueError("unterminated quote")
-                c = text[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "\\" and text[i + 1 : i + 2] in EXEC_QUOTED_ESCAPES:
-                    current.append(text[i + 1])
-                    i += 2
-                elif c == "%" and text[i + 1 : i + 2] == "%":
-                    current.append("%")
-                    i += 2
-                else:
-                    current.append(c)
-                    i += 1
-            continue
-        current.append(c)
-        i += 1
-    if in_word:
-        argv.append("".join(current))
-    return argv
-
-
-def _escape_string(text: str) -> str:
-    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    # A leading space would be trimmed by readers; the spec's \s keeps it.
-    return "\\s" + out[1:] if out.startswith(" ") else out
-
-
-def _unescape_string(text: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in STRING_ESCAPES:
-            out.append(STRING_ESCAPES[text[i + 1]])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _read_entry(path: Path) -> dict[str, str]:
-    """The keys of the ``[Desktop Entry]`` group (raw values, later duplicates ignored)."""
-    keys: dict[str, str] = {}
-    in_group = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("["):
-            in_group = stripped == GROUP
-            continue
-        if in_group and "=" in line:
-            key, _, value = line.partition("=")
-            keys.setdefault(key.strip(), value.strip())
-    return keys
-
-
 def read_autostart(*, home: Path, environ: Mapping[str, str]) -> list[str] | None:
     """The command the entry starts, or None: no entry, an unreadable one, or one the person
     switched off (``Hidden=true``, ``X-GNOME-Autostart-enabled=false``)."""
     path = autostart_file(home=home, environ=environ)
     try:
-        keys = _read_entry(path)
+        keys = read_entry(path)
     except (OSError, UnicodeDecodeError):
         return None
     if keys.get("Hidden", "false") == "true" or keys.get("X-GNOME-Autostart-enabled", "true") == "false":
@@ -233,12 +125,12 @@ def enable_autostart(
         f"Comment={COMMENT}",
         f"Exec={format_exec(command)}",
         # Sessions skip an entry whose program is gone instead of reporting a failed start.
-        f"TryExec={_escape_string(command[0])}",
+        f"TryExec={escape_string(command[0])}",
     ]
     if working_dir is not None:
-        lines.append(f"Path={_escape_string(str(working_dir))}")
+        lines.append(f"Path={escape_string(str(working_dir))}")
     if icon.is_file():
-        lines.append(f"Icon={_escape_string(str(icon))}")
+        lines.append(f"Icon={escape_string(str(icon))}")
     lines += ["Terminal=false", "StartupNotify=false", "X-GNOME-Autostart-enabled=true"]
     path = autostart_file(home=home, environ=environ)
     write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
@@ -299,12 +191,12 @@ def launcher_text(command: Sequence[str], *, working_dir: Path | None, icon_name
         f"Comment={COMMENT}",
         f"Exec={format_exec(command)}",
         # Menus hide an entry whose program is gone instead of offering one that cannot start.
-        f"TryExec={_escape_string(command[0])}",
+        f"TryExec={escape_string(command[0])}",
     ]
     if working_dir is not None:
-        lines.append(f"Path={_escape_string(str(working_dir))}")
+        lines.append(f"Path={escape_string(str(working_dir))}")
     if icon_name is not None:
-        lines.append(f"Icon={_escape_string(icon_name)}")
+        lines.append(f"Icon={escape_string(icon_name)}")
     lines += [
         "Terminal=false",
         f"Categories={LAUNCHER_CATEGORIES}",

@@ -18,7 +18,7 @@ import pytest
 from cli_process import run_cli
 
 from desktop import __version__, bundle, cli, platforms
-from desktop.platforms import linux
+from desktop.platforms import desktopentry, linux
 
 REPO = Path(__file__).resolve().parent.parent.parent
 # Bound on one CLI run that only writes or deletes a few files.
@@ -66,11 +66,11 @@ def test_installed_entry_puts_this_copy_in_the_menu_with_its_icon() -> None:
     result = run_cli("desktop-entry", "install")
     assert result.returncode == 0, result.stderr
     assert str(entry_path()) in result.stdout
-    keys = linux._read_entry(entry_path())
+    keys = desktopentry.read_entry(entry_path())
     assert keys["Name"] == "TrayProxy"
     assert keys["Type"] == "Application"
     assert keys["Comment"]
-    assert linux.parse_exec(keys["Exec"]) == [sys.executable, "-m", "desktop"]
+    assert desktopentry.parse_exec(keys["Exec"]) == [sys.executable, "-m", "desktop"]
     assert keys["Path"] == str(REPO)
     assert keys["Terminal"] == "false"
     assert keys["StartupNotify"] == "false"
@@ -88,9 +88,9 @@ def test_menu_command_starts_trayproxy() -> None:
     """The command the menu runs, from the folder the entry names, is a working TrayProxy
     (asked for --version so no tray opens)."""
     assert run_cli("desktop-entry", "install").returncode == 0
-    keys = linux._read_entry(entry_path())
-    argv = linux.parse_exec(keys["Exec"])
-    assert Path(linux._unescape_string(keys["TryExec"])).is_file()
+    keys = desktopentry.read_entry(entry_path())
+    argv = desktopentry.parse_exec(keys["Exec"])
+    assert Path(desktopentry.unescape_string(keys["TryExec"])).is_file()
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     result = subprocess.run(
         [*argv, "--version"],
@@ -141,9 +141,9 @@ def test_awkward_command_is_quoted_so_the_menu_runs_it_unchanged(tmp_path: Path)
     )
     entry = linux.applications_file(home=home, environ=env)
     assert written == [linux.installed_icon_file(home=home, environ=env), entry]
-    keys = linux._read_entry(entry)
-    assert linux.parse_exec(keys["Exec"]) == command
-    assert linux._unescape_string(keys["Path"]) == str(tmp_path / "with space")
+    keys = desktopentry.read_entry(entry)
+    assert desktopentry.parse_exec(keys["Exec"]) == command
+    assert desktopentry.unescape_string(keys["Path"]) == str(tmp_path / "with space")
     validate(entry)
 
 
@@ -155,7 +155,7 @@ def test_reinstall_replaces_the_entry_and_leaves_no_temporary_files(tmp_path: Pa
     linux.install_desktop_entry(["/old/python", "-m", "desktop"], home=home, environ=env, icon=ICON_SOURCE)
     linux.install_desktop_entry(["/new/python", "-m", "desktop"], home=home, environ=env, icon=ICON_SOURCE)
     entry = linux.applications_file(home=home, environ=env)
-    assert linux.parse_exec(linux._read_entry(entry)["Exec"]) == ["/new/python", "-m", "desktop"]
+    assert desktopentry.parse_exec(desktopentry.read_entry(entry)["Exec"]) == ["/new/python", "-m", "desktop"]
     assert sorted(p.name for p in entry.parent.iterdir()) == ["trayproxy.desktop"]
     icon = linux.installed_icon_file(home=home, environ=env)
     assert sorted(p.name for p in icon.parent.iterdir()) == ["trayproxy.png"]
@@ -170,11 +170,11 @@ def test_without_an_icon_file_the_entry_names_none(tmp_path: Path) -> None:
     written = linux.install_desktop_entry(["/usr/bin/python3"], home=home, environ=env, icon=missing)
     entry = linux.applications_file(home=home, environ=env)
     assert written == [entry]
-    assert "Icon" not in linux._read_entry(entry)
+    assert "Icon" not in desktopentry.read_entry(entry)
     validate(entry)
     linux.install_desktop_entry(["/usr/bin/python3"], home=home, environ=env, icon=ICON_SOURCE)
     linux.install_desktop_entry(["/usr/bin/python3"], home=home, environ=env, icon=missing)
-    assert linux._read_entry(entry)["Icon"] == "trayproxy"
+    assert desktopentry.read_entry(entry)["Icon"] == "trayproxy"
 
 
 def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ def test_an_install_without_assets_draws_the_app_icon(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert str(icon_path()) in done.stdout
-    assert linux._read_entry(entry_path())["Icon"] == "trayproxy"
+    assert desktopentry.read_entry(entry_path())["Icon"] == "trayproxy"
     with Image.open(icon_path()) as drawn, Image.open(ICON_SOURCE) as shipped:
         assert drawn.size == (ICON_SIZE_PX, ICON_SIZE_PX)
         assert ImageChops.difference(drawn.convert("RGBA"), shipped.convert("RGBA")).getbbox() is None

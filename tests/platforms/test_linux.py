@@ -21,7 +21,14 @@ from faketools import install_fake, path_only, read_record
 from hypothesis import given
 from hypothesis import strategies as st
 
-from desktop.platforms import AutostartState, autostart_status, disable_autostart, enable_autostart, linux
+from desktop.platforms import (
+    AutostartState,
+    autostart_status,
+    desktopentry,
+    disable_autostart,
+    enable_autostart,
+    linux,
+)
 
 COMMAND = ["/opt/TrayProxy/trayproxy"]
 
@@ -45,8 +52,8 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
 def test_exec_line_is_quoted_as_the_desktop_entry_spec_says(argv: list[str], exec_value: str) -> None:
     """Paths with spaces, percent signs, quotes and dollars reach the app unchanged at login
     instead of being split or expanded by the session."""
-    assert linux.format_exec(argv) == exec_value
-    assert linux.parse_exec(exec_value) == argv
+    assert desktopentry.format_exec(argv) == exec_value
+    assert desktopentry.parse_exec(exec_value) == argv
 
 
 @given(
@@ -55,7 +62,7 @@ def test_exec_line_is_quoted_as_the_desktop_entry_spec_says(argv: list[str], exe
 def test_any_command_survives_writing_and_reading_the_exec_line(argv: list[str]) -> None:
     """Whatever the install path and arguments, reading the entry back gives the command we
     wrote, so the on/off state shown in the tray is right."""
-    assert linux.parse_exec(linux.format_exec(argv)) == argv
+    assert desktopentry.parse_exec(desktopentry.format_exec(argv)) == argv
 
 
 @pytest.mark.skipif(shutil.which("gio") is None, reason="GLib's gio tool is not installed")
