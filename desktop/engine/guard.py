@@ -21,24 +21,16 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from desktop.engine import refusals
 from desktop.engine.errors import RequestRefused
+from desktop.engine.refusals import MAX_CONTENT_LENGTH
 
 __all__ = [
     "FORWARDED_METHODS",
-    "MAX_CONTENT_LENGTH",
     "MAX_HEADERS_TOTAL_BYTES",
     "MAX_HEADER_BYTES",
     "RequestGuard",
-    "ambiguous_origin",
-    "bad_host",
-    "bad_transfer_encoding",
-    "both_framings",
     "browsers_mark",
-    "conflicting_lengths",
-    "connect_refused",
-    "invalid_length",
-    "unencoded_target",
-    "unknown_method",
     "unmarked_host_warnings",
 ]
 
@@ -48,10 +40,6 @@ __all__ = [
 MAX_HEADER_BYTES = 8 * 1024
 # All header lines together; aiohttp has no total limit of its own.
 MAX_HEADERS_TOTAL_BYTES = 32 * 1024
-# The largest Content-Length forwarded: a signed 64-bit size, what most servers can hold (llhttp
-# itself takes up to 2^64-1, Python's int any length; a target that overflows reads the body
-# another way than we do).
-MAX_CONTENT_LENGTH = 2**63 - 1
 
 # Methods forwarded: exactly those llhttp (aiohttp's C parser, the default) parses, so a user of
 # the C parser sees no change: RFC 9110's, PATCH (RFC 5789), the WebDAV family (RFC 4918 and its
@@ -142,90 +130,6 @@ _SITE_SAME_ORIGIN = b"same-origin"  # a page TrayProxy itself served (the target
 _SITE_SAME_SITE = b"same-site"
 
 
-# Refusals aiohttp's C parser may make before the guard sees the request; server.py gives them
-# these same codes and words, so a client sees one answer whichever step refused.
-def both_framings() -> RequestRefused:
-    return RequestRefused(
-        "The request has both Content-Length and Transfer-Encoding",
-        code="ambiguous_framing",
-        close_connection=True,
-    )
-
-
-def conflicting_lengths() -> RequestRefused:
-    return RequestRefused(
-        "The request has more than one Content-Length", code="ambiguous_framing", close_connection=True
-    )
-
-
-def invalid_length() -> RequestRefused:
-    return RequestRefused(
-        f"The request's Content-Length is not a number of bytes from 0 to {MAX_CONTENT_LENGTH}",
-        code="ambiguous_framing",
-        close_connection=True,
-    )
-
-
-def bad_transfer_encoding() -> RequestRefused:
-    # RFC 9112 §6.1: chunked is the only transfer coding a proxy must know; any other, or a list
-    # (gzip, chunked), is framing the two parsers (and a target) may each read differently.
-    return RequestRefused(
-        "The request's Transfer-Encoding must be exactly chunked (one header, one coding)",
-        code="ambiguous_framing",
-        close_connection=True,
-    )
-
-
-def unencoded_target() -> RequestRefused:
-    # Control characters too (both parsers refuse those themselves, in their own words).
-    return RequestRefused(
-        "The request target has a character that must be percent-encoded (raw non-ASCII bytes: %C3%A9)",
-        code="non_ascii_target",
-    )
-
-
-def connect_refused() -> RequestRefused:
-    # CONNECT asks for a tunnel: whatever follows its head is not HTTP to either parser
-    # (llhttp hands it over as raw bytes, the pure-Python parser as a body), so nothing after it
-    # is read, and the connection closes.
-    return RequestRefused(
-        "TrayProxy is not a forward proxy: CONNECT (a tunnel) is refused",
-        code="connect_refused",
-        close_connection=True,
-    )
-
-
-def unknown_method() -> RequestRefused:
-    return RequestRefused(
-        "TrayProxy forwards only standard HTTP and WebDAV methods (GET, POST, PUT, PATCH, DELETE, ...)",
-        code="unknown_method",
-    )
-
-
-def bad_host() -> RequestRefused:
-    return RequestRefused("The request needs exactly one non-empty Host header", code="bad_host")
-
-
-def ambiguous_origin() -> RequestRefused:
-    # Browsers never send two: a second one could only be there to have an allowed value ride
-    # beside a foreign one, whichever of the two a check happens to read.
-    return RequestRefused(
-        "The request has more than one Origin or Sec-Fetch-Site header", code="ambiguous_origin"
-    )
-
-
-def _browser_favicon() -> RequestRefused:
-    # A browser asks for /favicon.ico by itself for every document it shows from the proxy,
-    # marked same-origin: also for the 403 a hostile page's popup or link got from the guard,
-    # which would have the key added to that request (seen in tests/browser). No LLM API
-    # serves one; tools that are not browsers still get it forwarded.
-    return RequestRefused(
-        "TrayProxy does not pass a browser's own favicon request on to the target",
-        code="favicon_not_forwarded",
-        status=404,
-    )
-
-
 # Headers a browser puts on a load it makes ahead of time, by itself: Sec-Purpose (Fetch
 # standard; "prefetch", "prefetch;prerender", "prefetch;anonymous-client-ip") on link
 # prefetches and on Chromium's speculation rules; the older Purpose (Chromium's <link
@@ -235,29 +139,6 @@ def _browser_favicon() -> RequestRefused:
 _SPECULATIVE_HEADER = b"sec-purpose"
 _LEGACY_SPECULATIVE_HEADERS = frozenset({b"purpose", b"x-moz", b"x-purpose"})
 _SPECULATIVE_VALUES = (b"prefetch", b"prerender", b"preview")
-
-
-def _speculative_load() -> RequestRefused:
-    # Chromium's speculation rules (<script type="speculationrules">, list or document rules,
-    # prefetch or prerender, added by a page's script too) load a foreign page's URLs marked
-    # Sec-Fetch-Site: none, as if the person had typed them (seen in tests/browser), so the
-    # Fetch Metadata check cannot tell them from the person's own. A browser's guess at where
-    # the person may go next has no business spending a key: any such load is refused.
-    return RequestRefused(
-        "TrayProxy does not serve a browser's prefetch or prerender (Sec-Purpose): "
-        "speculative loads are not allowed to use the key",
-        code="speculative_load_refused",
-        status=403,
-    )
-
-
-def _cross_site() -> RequestRefused:
-    return RequestRefused(
-        "Requests a web page makes (images, scripts, frames, forms, links) are not allowed to use "
-        "TrayProxy; a page whose origin is in the allowed origins may use fetch()",
-        code="cross_site_refused",
-        status=403,
-    )
 
 
 def browsers_mark(host: str) -> bool:
@@ -290,16 +171,6 @@ def unmarked_host_warnings(allowed_hosts: Iterable[str], *, require_token: bool)
     ]
 
 
-def _unmarked_browser_request() -> RequestRefused:
-    return RequestRefused(
-        "A browser's request to this host name carries no Fetch Metadata (browsers send it only to "
-        "127.0.0.1, localhost and [::1]), so TrayProxy cannot tell a web page's request from yours; "
-        "use http://127.0.0.1, or a page whose origin is in the allowed origins",
-        code="unmarked_browser_refused",
-        status=403,
-    )
-
-
 # The User-Agent every browser sends (Chromium, Firefox, Safari and their embeddings alike).
 _BROWSER_AGENT = b"mozilla/"
 
@@ -329,13 +200,13 @@ class RequestGuard:
         """The refusal for ``request``, or None when it may be forwarded."""
         # First, as llhttp refuses an unknown method before it reads the target or any header.
         if request.method == "CONNECT":
-            return connect_refused()
+            return refusals.connect_refused()
         if request.method not in FORWARDED_METHODS:
-            return unknown_method()
+            return refusals.unknown_method()
         if not request.raw_path.isascii():
             # llhttp refuses raw non-ASCII bytes before we see them; the pure-Python parser
             # (no C extension for the platform) lets them through as surrogate escapes.
-            return unencoded_target()
+            return refusals.unencoded_target()
         if not request.raw_path.startswith("/"):
             return RequestRefused(
                 "TrayProxy is not a forward proxy: send requests to a path such as /v1/models",
@@ -387,17 +258,17 @@ class RequestGuard:
         # RFC 9112 §6.3: both framings, several or unreadable lengths, or a transfer coding that
         # is not plain chunked are how requests get smuggled (each peer finds another end).
         if content_lengths and transfer_encodings:
-            return both_framings()
+            return refusals.both_framings()
         if len(content_lengths) > 1:
-            return conflicting_lengths()
+            return refusals.conflicting_lengths()
         if content_lengths and not _is_length(content_lengths[0]):
-            return invalid_length()
+            return refusals.invalid_length()
         if transfer_encodings and (
             len(transfer_encodings) > 1 or transfer_encodings[0].lower() != b"chunked"
         ):
-            return bad_transfer_encoding()
+            return refusals.bad_transfer_encoding()
         if host_count != 1 or not host:
-            return bad_host()
+            return refusals.bad_host()
         hostname = _hostname(host)
         if hostname not in self._hosts:
             return RequestRefused(
@@ -407,9 +278,9 @@ class RequestGuard:
                 status=403,
             )
         if len(origins) > 1 or len(fetch_sites) > 1:
-            return ambiguous_origin()
+            return refusals.ambiguous_origin()
         if speculative:
-            return _speculative_load()
+            return refusals.speculative_load()
         origin = origins[0] if origins else None
         if origin is not None and not self._origins.allows(origin):
             return RequestRefused(
@@ -419,15 +290,15 @@ class RequestGuard:
                 status=403,
             )
         if fetch_sites and not self._is_own_or_allowed_page(fetch_sites[0], origin, host):
-            return _cross_site()
+            return refusals.cross_site()
         if not fetch_sites and origin is None and browser_agent and hostname in self._unmarked_hosts:
-            return _unmarked_browser_request()
+            return refusals.unmarked_browser_request()
         if (
             fetch_sites
             and request.method in ("GET", "HEAD")
             and request.raw_path.split("?", 1)[0] == "/favicon.ico"
         ):
-            return _browser_favicon()
+            return refusals.browser_favicon()
         return None
 
     def _is_own_or_allowed_page(self, fetch_site: bytes, origin: str | None, host: str) -> bool:

@@ -24,7 +24,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from desktop.engine.errors import ProxyError, RequestRefused
 from desktop.engine.forward import bad_request_body
-from desktop.engine.guard import (
+from desktop.engine.refusals import (
     bad_host,
     bad_transfer_encoding,
     both_framings,

@@ -40,13 +40,10 @@ from desktop.config.model import (
 from desktop.engine import forward
 from desktop.engine.errors import RequestRefused
 from desktop.engine.forward import bad_request_body
-from desktop.engine.guard import (
-    FORWARDED_METHODS,
+from desktop.engine.guard import FORWARDED_METHODS, MAX_HEADERS_TOTAL_BYTES, RequestGuard, browsers_mark
+from desktop.engine.refusals import (
     MAX_CONTENT_LENGTH,
-    MAX_HEADERS_TOTAL_BYTES,
-    RequestGuard,
     bad_transfer_encoding,
-    browsers_mark,
     conflicting_lengths,
     connect_refused,
     invalid_length,
