@@ -39,13 +39,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from desktop.config import options
+from desktop.config.checks import Checker, ConfigError, Problem
 from desktop.config.model import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
     LogSettings,
     ProxySettings,
 )
-from desktop.config.options import Option
 from desktop.redaction import CREDENTIAL_HEADERS, redact_text
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
@@ -56,32 +56,8 @@ LISTEN_KEYS = tuple(option.key for option in options.LISTEN_SETTINGS)
 LOG_KEYS = tuple(option.key for option in options.LOG_SETTINGS)
 SECURITY_KEYS = tuple(option.key for option in options.SECURITY_SETTINGS)
 TARGET_KEYS = tuple(option.key for option in options.TARGET_SETTINGS)
-# Settings whose type has a rule of its own, checked with their shape: a key source (a string
-# or a one-entry table), a proxy (a URL or false, never true).
-OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.TARGET_PROXY)
 KEY_SOURCES = ("env", "keyring", "command", "value")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with the file, and where."""
-
-    line: int
-    col: int
-    message: str
-
-    def format(self, path: str) -> str:
-        return f"{path}:{self.line}:{self.col}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """The file cannot be used; ``problems`` lists every reason with its position."""
-
-    def __init__(self, path: str, problems: list[Problem]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(p.format(path) for p in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,117 +100,7 @@ class ConfigFile:
         return {name: spec.port for name, spec in self.targets.items() if spec.port is not None}
 
 
-class _Locator:
-    """Finds the line of a table or key in the text; a simple line scan, good for files people
-    write (one key per line), falling back to the table's header line."""
-
-    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-    def __init__(self, text: str) -> None:
-        self.positions: dict[tuple[str, ...], tuple[int, int]] = {}
-        table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
-                self.positions.setdefault(table, (number, line.index("[") + 1))
-                continue
-            key = self._KEY.match(line)
-            if key:
-                name = key.group(1).strip("\"'")
-                self.positions.setdefault((*table, name), (number, key.start(1) + 1))
-
-    def find(self, *path: str) -> tuple[int, int]:
-        for end in range(len(path), 0, -1):
-            if path[:end] in self.positions:
-                return self.positions[path[:end]]
-        return (1, 1)
-
-
-class _Checker:
-    def __init__(self, text: str) -> None:
-        self.locate = _Locator(text)
-        self.problems: list[Problem] = []
-
-    def problem(self, path: tuple[str, ...], message: str) -> None:
-        line, col = self.locate.find(*path)
-        self.problems.append(Problem(line, col, message))
-
-    def unknown_keys(self, table: dict[str, Any], known: tuple[str, ...], path: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
-                self.problem((*path, key), f"unknown setting '{'.'.join((*path, key))}'{hint}")
-
-    def typed(
-        self,
-        table: dict[str, Any],
-        key: str,
-        kind: type | tuple[type, ...],
-        path: tuple[str, ...],
-        default: Any,
-    ) -> Any:
-        if key not in table:
-            return default
-        value = table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python, but `port = true` is a mistake.
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok:
-            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            self.problem(
-                (*path, key),
-                f"'{'.'.join((*path, key))}' must be {names}, not {_TYPE_NAMES.get(type(value), type(value).__name__)}",
-            )
-            return default
-        return value
-
-    def strings(
-        self, table: dict[str, Any], key: str, path: tuple[str, ...], default: tuple[str, ...] = ()
-    ) -> tuple[str, ...]:
-        values = self.typed(table, key, list, path, default)
-        if not all(isinstance(v, str) for v in values):
-            self.problem((*path, key), f"'{'.'.join((*path, key))}' must be a list of strings")
-            return ()
-        return tuple(values)
-
-    def settings(
-        self,
-        table: dict[str, Any],
-        declared: tuple[Option[Any], ...],
-        path: tuple[str, ...],
-        *,
-        tables: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        """The ``declared`` settings of ``table`` at ``path``, each as written if it has the
-        declared type, else its default (and a problem); a key that is neither a declared
-        setting nor one of ``tables`` is a problem too. A setting in OWN_TYPE_RULES is left for
-        its own rule."""
-        self.unknown_keys(table, tuple(option.key for option in declared) + tables, path)
-        given: dict[str, Any] = {}
-        for option in declared:
-            if option in OWN_TYPE_RULES:
-                continue
-            if option.types == (list,):  # every list setting is a list of strings
-                given[option.key] = self.strings(table, option.key, path, option.default)
-            else:
-                given[option.key] = self.typed(table, option.key, option.types, path, option.default)
-        return given
-
-
-_TYPE_NAMES: dict[type, str] = {
-    str: "a string",
-    int: "a whole number",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-    dict: "a table",
-}
-
-
-def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
+def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
     path = ("targets", name)
     if not isinstance(table, dict):
         check.problem(path, f"'targets.{name}' must be a table ([targets.{name}])")
@@ -292,7 +158,7 @@ def _check_target(check: _Checker, name: str, table: Any) -> TargetSpec | None:
 
 
 def _check_keep_headers(
-    check: _Checker,
+    check: Checker,
     written_headers: tuple[str, ...],
     path: tuple[str, ...],
     headers: list[tuple[str, str]],
@@ -321,14 +187,14 @@ def _check_keep_headers(
     return frozenset(kept)
 
 
-def _check_target_port(check: _Checker, port: int | None, path: tuple[str, ...]) -> int | None:
+def _check_target_port(check: Checker, port: int | None, path: tuple[str, ...]) -> int | None:
     if port is not None and not 1 <= port <= 65535:
         check.problem((*path, "port"), f"port {port} is not between 1 and 65535")
         return None
     return port
 
 
-def _check_ports_differ(check: _Checker, main_port: int, targets: dict[str, TargetSpec]) -> None:
+def _check_ports_differ(check: Checker, main_port: int, targets: dict[str, TargetSpec]) -> None:
     """Each target's own port differs from the main port and from every other target's."""
     taken: dict[int, str] = {}
     for name, spec in targets.items():
@@ -343,7 +209,7 @@ def _check_ports_differ(check: _Checker, main_port: int, targets: dict[str, Targ
             taken[spec.port] = name
 
 
-def _check_log(check: _Checker, data: dict[str, Any]) -> LogSettings:
+def _check_log(check: Checker, data: dict[str, Any]) -> LogSettings:
     given = check.settings(check.typed(data, options.LOG, dict, (), {}), options.LOG_SETTINGS, (options.LOG,))
     level = given["level"].lower()
     levels = options.LEVEL.choices
@@ -355,7 +221,7 @@ def _check_log(check: _Checker, data: dict[str, Any]) -> LogSettings:
     return LogSettings(level=level, access=given["access"])
 
 
-def _check_proxy(check: _Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
+def _check_proxy(check: Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
     """``proxy = "http://host:port"`` or ``proxy = false`` (direct); None when absent."""
     if "proxy" not in table:
         return None
@@ -381,7 +247,7 @@ def redact_userinfo(url: str) -> str:
     return url
 
 
-def _check_key(check: _Checker, value: Any, path: tuple[str, ...]) -> tuple[str, str | bool] | None:
+def _check_key(check: Checker, value: Any, path: tuple[str, ...]) -> tuple[str, str | bool] | None:
     where = (*path, "key")
     if isinstance(value, str):
         # A key written in the file itself: allowed, discouraged (the file is then kept
@@ -415,7 +281,7 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         line, col = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
         reason = _TOML_POSITION.sub("", message).strip()
         raise ConfigError(path, [Problem(line, col, f"not valid TOML: {reason}")]) from None
-    check = _Checker(text)
+    check = Checker(text)
     top = check.settings(data, options.TOP_SETTINGS, (), tables=options.TABLES)
     listen = check.settings(check.typed(data, options.LISTEN, dict, (), {}), options.LISTEN_SETTINGS, (options.LISTEN,))
     hosts = listen["hosts"] or options.HOSTS.default

@@ -1,0 +1,155 @@
+"""Finding what is wrong in a config file, each problem at the line and column of its key.
+
+:class:`Checker` walks a parsed TOML document for ``parse.py``: unknown keys (with a "did you
+mean"), values of the wrong type (with the declared default kept), lists that must hold
+strings; :class:`Locator` finds where a key or table is written. :class:`ConfigError` carries
+every problem found, each formatted ``path:line:col: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from desktop.config import options
+from desktop.config.options import Option
+
+__all__ = ["OWN_TYPE_RULES", "Checker", "ConfigError", "Locator", "Problem"]
+
+# Settings whose type has a rule of its own, checked with their shape: a key source (a string
+# or a one-entry table), a proxy (a URL or false, never true).
+OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.TARGET_PROXY)
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the file, and where."""
+
+    line: int
+    col: int
+    message: str
+
+    def format(self, path: str) -> str:
+        return f"{path}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The file cannot be used; ``problems`` lists every reason with its position."""
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(p.format(path) for p in problems))
+
+
+class Locator:
+    """Finds the line of a table or key in the text; a simple line scan, good for files people
+    write (one key per line), falling back to the table's header line."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self.positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+                self.positions.setdefault(table, (number, line.index("[") + 1))
+                continue
+            key = self._KEY.match(line)
+            if key:
+                name = key.group(1).strip("\"'")
+                self.positions.setdefault((*table, name), (number, key.start(1) + 1))
+
+    def find(self, *path: str) -> tuple[int, int]:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.positions:
+                return self.positions[path[:end]]
+        return (1, 1)
+
+
+class Checker:
+    """Collects the problems of one file, each placed at the line and column of its key."""
+
+    def __init__(self, text: str) -> None:
+        self.locate = Locator(text)
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        line, col = self.locate.find(*path)
+        self.problems.append(Problem(line, col, message))
+
+    def unknown_keys(self, table: dict[str, Any], known: tuple[str, ...], path: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+                self.problem((*path, key), f"unknown setting '{'.'.join((*path, key))}'{hint}")
+
+    def typed(
+        self,
+        table: dict[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        path: tuple[str, ...],
+        default: Any,
+    ) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python, but `port = true` is a mistake.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            self.problem(
+                (*path, key),
+                f"'{'.'.join((*path, key))}' must be {names}, not {_TYPE_NAMES.get(type(value), type(value).__name__)}",
+            )
+            return default
+        return value
+
+    def strings(
+        self, table: dict[str, Any], key: str, path: tuple[str, ...], default: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        values = self.typed(table, key, list, path, default)
+        if not all(isinstance(v, str) for v in values):
+            self.problem((*path, key), f"'{'.'.join((*path, key))}' must be a list of strings")
+            return ()
+        return tuple(values)
+
+    def settings(
+        self,
+        table: dict[str, Any],
+        declared: tuple[Option[Any], ...],
+        path: tuple[str, ...],
+        *,
+        tables: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """The ``declared`` settings of ``table`` at ``path``, each as written if it has the
+        declared type, else its default (and a problem); a key that is neither a declared
+        setting nor one of ``tables`` is a problem too. A setting in OWN_TYPE_RULES is left for
+        its own rule."""
+        self.unknown_keys(table, tuple(option.key for option in declared) + tables, path)
+        given: dict[str, Any] = {}
+        for option in declared:
+            if option in OWN_TYPE_RULES:
+                continue
+            if option.types == (list,):  # every list setting is a list of strings
+                given[option.key] = self.strings(table, option.key, path, option.default)
+            else:
+                given[option.key] = self.typed(table, option.key, option.types, path, option.default)
+        return given
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
