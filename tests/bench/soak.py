@@ -111,6 +111,8 @@ class Tally:
     retried: Counter[str] = field(default_factory=Counter)
     # Why, by exception type: "ClientConnectorError", "ServerDisconnectedError", ...
     retried_why: Counter[str] = field(default_factory=Counter)
+    # Completed on a port the soak moved away from while they were open.
+    finished_after_move: Counter[str] = field(default_factory=Counter)
     ws_going_away: int = 0
     ws_echoes: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
@@ -289,6 +291,8 @@ async def client(
                 )
             else:
                 tally.done[kind] += 1
+                if target.port != port:
+                    tally.finished_after_move[kind] += 1
             if kind == "plain":
                 await asyncio.sleep(PLAIN_PAUSE_S)
 
@@ -621,14 +625,17 @@ async def drive(
 
 def report(tally: Tally, editor: Editor, figures: Figures, seconds: float, proxy_exit: int | None) -> bool:
     """Print the tables; True when nothing failed and the fds are back."""
-    print("| traffic | completed | failures | retried after a move |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| traffic | completed | failures | retried after a move | completed on a port moved away meanwhile |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for kind in KINDS:
-        print(f"| {KIND_NAMES[kind]} | {tally.done[kind]} | {tally.failed[kind]} | {tally.retried[kind]} |")
-    print(f"| WebSocket echoes | {tally.ws_echoes} | | |")
-    print(f"| WebSocket sessions told 1001 by a move | {tally.ws_going_away} | | |")
+        counts = (tally.done, tally.failed, tally.retried, tally.finished_after_move)
+        print(f"| {KIND_NAMES[kind]} | " + " | ".join(str(count[kind]) for count in counts) + " |")
+    print(f"| WebSocket echoes | {tally.ws_echoes} | | | |")
+    print(f"| WebSocket sessions told 1001 by a move | {tally.ws_going_away} | | | |")
     edits = sum(len(times) for times in editor.applied_ms.values())
-    print(f"| config edits | {edits} | {len(editor.failed)} | |")
+    print(f"| config edits | {edits} | {len(editor.failed)} | | |")
     if tally.retried_why:
         print(
             "\nretried after a move, by error: "
