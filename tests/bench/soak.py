@@ -15,7 +15,7 @@ few seconds the soak edits the file as a person would (a whole new file renamed 
 it switches ``active``, moves "two"'s port away and back, moves the main port, toggles an allowed
 host, and between rounds touches nothing for a while. After each edit it waits until the edit
 shows from outside (the other target answers, the new port accepts and the old one refuses,
-the host is let in or refused), which gives the time each edit took to apply.
+the host is let in or refused on both ports), which gives the time each edit took to apply.
 
 What counts as a failure: any answer other than the complete expected one (status, body,
 digest, every SSE event in order, every echo), a timeout, an edit not applied within
@@ -403,7 +403,9 @@ class Editor:
             checks.append((f"main port answered by {wanted.active}", lambda: self._answers(wanted.active)))
         if wanted.allow_toggled_host != before.allow_toggled_host:
             status = 200 if wanted.allow_toggled_host else 403
-            checks.append((f"Host {TOGGLED_HOST} gets {status}", lambda: self._host_gets(status)))
+            checks.append(
+                (f"Host {TOGGLED_HOST} gets {status} on both ports", lambda: self._host_gets(status))
+            )
         for port, _ in moves:
             port.moving = True
             port.settled.clear()
@@ -435,7 +437,10 @@ class Editor:
         return (await answered_by(self.main.port))[1] == name
 
     async def _host_gets(self, status: int) -> bool:
-        return (await answered_by(self.main.port, f"{TOGGLED_HOST}:{self.main.port}"))[0] == status
+        for port in (self.main.port, self.own.port):
+            if (await answered_by(port, f"{TOGGLED_HOST}:{port}"))[0] != status:
+                return False
+        return True
 
     async def run(self, deadline: float, edit_gap_s: float, idle_s: float) -> None:
         """Rounds of edits until ``deadline``, then the starting file again."""
@@ -479,6 +484,8 @@ class Figures:
     rss_kib: dict[str, int] = field(default_factory=dict)
     fds: dict[str, int] = field(default_factory=dict)
     settle_s: dict[str, float] = field(default_factory=dict)
+    # RSS under load at the end of each minute: flat, or growing with the requests served.
+    rss_by_minute: list[int] = field(default_factory=list)
     # Open after the load that were not when idle, by what they are.
     extra_fds: Counter[str] = field(default_factory=Counter)
 
@@ -531,9 +538,14 @@ def _port(hex_address: str) -> int:
 
 
 async def sample_peaks(pid: int, figures: Figures, stop: asyncio.Event) -> None:
+    """Keep the highest RSS and fd count, and the RSS at the end of each minute under load."""
+    started = time.monotonic()
     while not stop.is_set():
-        figures.rss_kib["peak"] = max(figures.rss_kib.get("peak", 0), measure.memory_kib(pid, "VmRSS"))
+        rss_kib = measure.memory_kib(pid, "VmRSS")
+        figures.rss_kib["peak"] = max(figures.rss_kib.get("peak", 0), rss_kib)
         figures.fds["peak"] = max(figures.fds.get("peak", 0), open_fds(pid))
+        if time.monotonic() - started >= 60 * (len(figures.rss_by_minute) + 1):
+            figures.rss_by_minute.append(rss_kib)
         await asyncio.sleep(SAMPLE_INTERVAL_S)
 
 
@@ -654,6 +666,11 @@ def report(tally: Tally, editor: Editor, figures: Figures, seconds: float, proxy
         f"\nfd count settled in {figures.settle_s['idle']:.1f} s (idle) and {figures.settle_s['after']:.1f} s (after);"
         f" soak {seconds:.0f} s; proxy exit status on SIGTERM: {proxy_exit}"
     )
+    if figures.rss_by_minute:
+        print(
+            "RSS under load at the end of each minute, MiB: "
+            + ", ".join(f"{kib / 1024:.1f}" for kib in figures.rss_by_minute)
+        )
     if figures.extra_fds:
         print(
             "open after the load, not when idle: "
