@@ -94,6 +94,8 @@ KIND_NAMES = {
 }
 # RFC 6455 §7.4.1: "going away", what the proxy tells open WebSockets on a port it leaves.
 GOING_AWAY = 1001
+# The edits a run makes at least once, however short (the first four of a round).
+EDIT_KINDS = {"switch active", "move own port", "move main port", "toggle allowed host"}
 # Failures kept word for word, per kind, for the report.
 KEPT_FAILURES = 5
 
@@ -443,8 +445,10 @@ class Editor:
         return True
 
     async def run(self, deadline: float, edit_gap_s: float, idle_s: float) -> None:
-        """Rounds of edits until ``deadline``, then the starting file again."""
-        while time.monotonic() < deadline:
+        """Rounds of edits until ``deadline``, but at least each kind once; then the starting
+        file again."""
+        made: set[str] = set()
+        while time.monotonic() < deadline or not made >= EDIT_KINDS:
             steps: list[tuple[str, Callable[[Settings], Settings] | None]] = [
                 # Each kind of edit once first, so that a short run has made them all.
                 ("switch active", lambda s: replace(s, active="two" if s.active == "one" else "one")),
@@ -461,8 +465,9 @@ class Editor:
                 ("touch nothing", None),
             ]
             for what, change in steps:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline and made >= EDIT_KINDS:
                     break
+                made.add(what)
                 if change is None:
                     await asyncio.sleep(idle_s)
                     continue
