@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -306,3 +307,49 @@ def test_switching_away_from_a_target_that_rejected_its_key_publishes_no_status_
         assert controller.status.target_name == "other"
         assert controller.status.condition is None
         assert [(name, condition) for name, condition in published if condition is not None] == []
+
+
+def test_an_edit_saved_while_a_choice_reads_its_key_is_not_undone_by_the_choice(
+    tmp_path: Path, follow: list[ProxyController]
+) -> None:
+    """Found by the attacker trial: the person clicks the target whose key command failed at
+    start (to retry it); while the command runs (a password manager prompting), they save
+    ``require_token = true``. The reload applies it; the choice, made from the file as it was
+    before, must not then put the old plan back and let requests without the token through."""
+    seen = Seen()
+    counter = tmp_path / "slow-runs.txt"
+    counter.write_text("0")
+    script = tmp_path / "slow_key.py"
+    script.write_text(
+        "import pathlib, sys, time\n"
+        f"counter = pathlib.Path({str(counter)!r})\n"
+        "runs = int(counter.read_text()) + 1\n"
+        "counter.write_text(str(runs))\n"
+        "if runs == 1:\n"
+        "    sys.exit('the vault is locked')\n"
+        "if runs == 2:\n"
+        "    time.sleep(3)  # the prompt the person answers slowly; later runs are quick\n"
+        "print('sk-proj-slowly-unlocked-0123456789')\n"
+    )
+    command = f'"{sys.executable}" "{script}"'
+    with BackgroundServer(echo_app(seen)) as upstream:
+        path = tmp_path / "config.toml"
+        path.write_text(config_text("corp", 0, command_target("corp", upstream.url, command)))
+        controller = following(follow, ConfigBinding(path))
+        controller.start()
+        assert controller.status.key_problem is not None  # run 1 failed
+
+        choosing = threading.Thread(target=controller.choose_target, args=("corp",))
+        choosing.start()
+        assert wait_until(lambda: runs(counter) == 2, timeout_s=FOLLOW_TIMEOUT_S)  # run 2: slow
+        text = path.read_text().replace("[listen]", "[security]\nrequire_token = true\n\n[listen]")
+        path.write_text(text)
+        assert wait_until(lambda: controller.status.local_token is not None, timeout_s=FOLLOW_TIMEOUT_S)
+        choosing.join(FOLLOW_TIMEOUT_S)
+        assert not choosing.is_alive()
+
+        assert controller.status.local_token is not None
+        before = len(seen.requests)
+        for _ in range(3):
+            assert get(controller, "/v1/models").status_code == 401  # no token: refused here
+        assert len(seen.requests) == before

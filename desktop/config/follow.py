@@ -262,10 +262,17 @@ def tend_files(path: Path, config: ConfigFile) -> list[str]:
     if config.settings.require_token:
         where = token_path(path)
         try:
-            ensure_token(where)  # made if missing, narrowed if others may read it
-        except (OSError, LocalTokenError) as exc:
-            # listener_settings then finds no token, and the proxy refuses every request.
-            log.error("require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc))
+            load_token(where)
+        except (OSError, LocalTokenError):
+            pass  # there but unusable: listener_settings reads it, finds the same and says why
+        else:
+            try:
+                ensure_token(where)  # made if missing, narrowed if others may read it
+            except (OSError, LocalTokenError) as exc:
+                # listener_settings then finds no token, and the proxy refuses every request.
+                log.error(
+                    "require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc)
+                )
     return notices
 
 

@@ -16,13 +16,14 @@ live and saves the choice in the file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
@@ -67,6 +68,9 @@ log = logging.getLogger("trayproxy.controller")
 # A listener that could not be opened or moved (its port taken by another program) is tried
 # again this often, so it opens soon after the other program lets go, without a save or Reload.
 PORT_RETRY_S = 5.0
+# Plans made outside the lock, each from the plan then current, before one is made under it.
+PLAN_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ class ProxyController:
             listeners = Listeners(resolver_factory=self._resolver_factory, on_condition=self._on_condition)
             plan = self._plan
             try:
-                report = self._loop.call(listeners.apply(plan.listeners))
+                report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
                 if report.main.error is not None:
                     raise report.main.error
             except BaseException as exc:
@@ -263,12 +267,16 @@ class ProxyController:
                 self._plan = replace(self._plan, config_error=str(unusable))
                 self._board.update(config_error=str(unusable))
             return
-        # Read outside the lock: a key command may take a while, and Stop must not wait for it.
-        # Targets on ports of their own stay as they are: the choice is the main port's, and
-        # only the chosen target's key is read again if it could not be read before.
-        plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=name, retry_keys={name})
-        with self._lock:
-            self._install(replace(plan, config_error=self._plan.config_error))
+        def choice(base: Plan, attempt: int) -> Plan:
+            # Targets on ports of their own stay as they are: the choice is the main port's, and
+            # only the chosen target's key is read again if it could not be read before.
+            assert base.config is not None
+            again = {name} if attempt == 0 else ()
+            plan = plan_for(base.config, binding.path, binding.overrides, self._keys, chosen=name, retry_keys=again)
+            return replace(plan, config_error=base.config_error)
+
+        with self._planned(choice) as (_, plan):
+            self._install(plan)
         if binding.save_choice and not binding.pinned_target and config.active != name:
             try:
                 set_active_target(binding.path, name)
@@ -276,7 +284,9 @@ class ProxyController:
                 log.error("could not save the chosen target in %s: %s", binding.path, exc)
             else:
                 with self._lock:
-                    self._plan = replace(self._plan, config=replace(config, active=name))
+                    saved = self._plan.config
+                    if saved is not None and self._plan.chosen == name:
+                        self._plan = replace(self._plan, config=replace(saved, active=name))
 
     def reload_config(self) -> bool:
         """Apply the config file as it is now; False (and the reason in the status) if it
@@ -284,10 +294,10 @@ class ProxyController:
         binding = self._binding
         if binding is None:
             return False
-        # Read outside the lock: a key command may take a while, and Stop must not wait for it.
-        old = self._plan
-        plan, notices = follow(binding.path, binding.overrides, self._keys, old, chosen=binding.pinned_target)
-        with self._lock:
+        def edit(base: Plan, attempt: int) -> tuple[Plan, list[str]]:
+            return follow(binding.path, binding.overrides, self._keys, base, chosen=binding.pinned_target)
+
+        with self._planned(edit) as (old, (plan, notices)):
             if plan.config_error is not None:
                 log.error("the config file has problems; the last good one stays in use:\n%s", plan.config_error)
                 self._plan = replace(self._plan, config_error=plan.config_error)
@@ -310,6 +320,24 @@ class ProxyController:
 
     # -- internals ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _planned(self, make: Callable[[Plan, int], T]) -> Iterator[tuple[Plan, T]]:
+        """``make(current plan, attempt)``, run outside the lock (it may read keys, and a key
+        command may take a while: Stop must not wait for it), then the lock held while the
+        caller installs what it made, with the plan it was made from. Made again from the
+        newer plan when another change came first, so an edit saved meanwhile (require_token
+        turned on, say) is never undone by an older plan; the last attempt is made under the lock."""
+        for attempt in range(PLAN_ATTEMPTS):
+            base = self._plan
+            made = make(base, attempt)
+            with self._lock:
+                if self._plan is base:
+                    yield base, made
+                    return
+        with self._lock:
+            base = self._plan
+            yield base, make(base, PLAN_ATTEMPTS)
+
     def _install(self, plan: Plan, *, retry: bool = False, reload: bool = False) -> None:
         """Under the lock: make ``plan`` the one that runs; apply it if the proxy is running.
         ``retry``: the periodic retry of a taken port (says nothing new); ``reload``: an edit
@@ -322,7 +350,7 @@ class ProxyController:
             self._board.update(**fields, **plan_fields(plan), target_ports=self._target_ports())
             return
         self._last_port_retry = time.monotonic()
-        report = self._loop.call(listeners.apply(plan.listeners))
+        report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
         self._take(report, retry=retry, reload=reload, **fields)
 
     def _take(self, report: Report, *, retry: bool = False, reload: bool = False, **fields: Any) -> None:
@@ -417,12 +445,22 @@ class ProxyController:
         self._refresh_due = None
         if resolved.problem:
             log.warning("%s", resolved.problem)
-        # No other key is read again: the one just read is the news.
-        plan = plan_for(config, binding.path, binding.overrides, self._keys, chosen=self._plan.chosen, retry_keys=())
-        with self._lock:
-            if plan.listeners != self._plan.listeners and not resolved.problem:
+        def fresh_key(base: Plan, attempt: int) -> Plan:
+            # No other key is read again: the one just read is the news.
+            assert base.config is not None
+            plan = plan_for(base.config, binding.path, binding.overrides, self._keys, chosen=base.chosen, retry_keys=())
+            return replace(plan, config_error=base.config_error)
+
+        with self._planned(fresh_key) as (old, plan):
+            if plan.listeners != old.listeners and not resolved.problem:
                 log.info("target %s rejected its key; ran the key command again for a new one", name)
-            self._install(replace(plan, config_error=self._plan.config_error))
+            self._install(plan)
+
+
+def _apply_timeout(plan: Plan) -> float:
+    """Bound on one reconcile: a call's bound per listener, since each may have to find out who
+    holds its port (a probe that waits for an answer) before giving up on it."""
+    return CALL_TIMEOUT_S * len(plan.listeners)
 
 
 def _warn_if_exposed(hosts: tuple[str, ...]) -> None:

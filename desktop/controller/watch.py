@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ log = logging.getLogger("trayproxy.controller")
 
 # How often the watcher looks at the files: edits apply within this.
 CONFIG_POLL_S = 1.0
+# The largest file whose bytes are read to notice a save; a config file is a few KiB.
+MAX_DIGESTED_BYTES = 1024 * 1024
 _STOP = object()
 
 
@@ -82,10 +85,13 @@ def file_signature(path: Path) -> tuple[int, int, int, bytes] | None:
     """What changes when the file is saved: time, size and inode (an atomic rename changes
     the inode), and a digest of the bytes, for an in-place save of the same length on a file
     system whose timestamps are too coarse to move (FAT: 2 s, HFS+: 1 s). The file is small;
-    reading it once a second costs next to nothing."""
+    reading it once a second costs next to nothing. Only a regular file of a config's size is
+    read: a FIFO or a device put in its place (a link to /dev/zero) would block the watcher
+    or fill memory, and is told apart by its time, size and inode alone."""
     try:
         info = os.stat(path)
-        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+        readable = stat.S_ISREG(info.st_mode) and info.st_size <= MAX_DIGESTED_BYTES
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest() if readable else b""
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, info.st_ino, digest)

@@ -184,3 +184,21 @@ def test_flags_win_over_the_file_for_every_listener_and_target(tmp_path: Path) -
     assert plan.key_headers("a", main.target) == frozenset({"authorization"})
     with pytest.raises(ValueError, match="timeouts must be positive"):
         Overrides(read_timeout_s=-1).target(Target(url="http://127.0.0.1:9"))
+
+
+def test_an_unusable_token_file_is_reported_once_per_reading(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder where the token file should be: the proxy refuses every request (no token in
+    the settings), and the log says why once, not once per step (found by the attacker trial)."""
+    path = write(tmp_path / "config.toml", 'active = "a"\n[security]\nrequire_token = true\n[targets.a]\nurl = "http://127.0.0.1:9"\n')
+    token_path(path).mkdir()
+    config = read_config(path, Overrides())
+    with caplog.at_level("ERROR", logger="trayproxy.config"):
+        tend_files(path, config)
+        plan = plan_for(config, path, Overrides(), KeyReader())
+    assert plan.settings.require_token
+    assert plan.settings.local_token is None
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert str(token_path(path)) in errors[0]
