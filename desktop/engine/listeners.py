@@ -28,11 +28,13 @@ from aiohttp.abc import AbstractResolver
 from desktop.config.model import Listener, ProxySettings
 from desktop.engine.addresses import ListenError, host_port
 from desktop.engine.condition import TargetCondition
-from desktop.engine.service import ProxyService
+from desktop.engine.service import ProxyService, describe_target_change
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]
 
 log = logging.getLogger("trayproxy.listeners")
+# Where a target switch is logged, so one made with a move reads like any other.
+_service_log = logging.getLogger("trayproxy.service")
 
 # (host, port) as listened on.
 Address = tuple[str, int]
@@ -104,8 +106,9 @@ class Listeners:
         self._main: ProxyService | None = None
         # Targets served on ports of their own, by name.
         self._own: dict[str, ProxyService] = {}
-        # Services closed by a move or a removed target, finishing their open requests.
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Services closed by a move or a removed target, finishing their open requests (and
+        # the kept-alive connections those came on), each with the task that stops it.
+        self._retiring: dict[ProxyService, asyncio.Task[None]] = {}
 
     @property
     def running(self) -> bool:
@@ -140,7 +143,7 @@ class Listeners:
         self._main, self._own = None, {}
         await asyncio.gather(*(_stop_quietly(service, grace_s) for service in services))
         if self._retiring:
-            await asyncio.gather(*self._retiring)
+            await asyncio.gather(*self._retiring.values())
 
     # -- the steps of apply ------------------------------------------------------------
 
@@ -164,6 +167,10 @@ class Listeners:
         """Give each live service the Host/Origin allowlists and the local token its listener
         now wants; they take effect from the next request, without a restart."""
         pairs = [(self._main, main), *((self._own.get(str(own.own)), own) for own in owns)]
+        # A retiring service still answers its kept-alive connections until it stops: it takes
+        # the plan's policy too (every listener of a plan has the main one's), so an edit that
+        # turns require_token on or drops an allowed host reaches those connections at once.
+        pairs += [(service, main) for service in self._retiring]
         for service, listener in pairs:
             if service is None:
                 continue
@@ -245,6 +252,9 @@ class Listeners:
                 _where(moved.addresses),
                 _where(before),
             )
+            if service.target != listener.target:
+                # Started on the new target: said as a switch in place says it (service.py).
+                _service_log.info("%s", describe_target_change(service.target, listener.target, port=moved.port))
             return Outcome(listener, _addresses(moved), None, moved_from=before, opened=True), moved
         if moved is not None:
             # Still where it was, yet serving the target it is now given.
@@ -298,8 +308,8 @@ class Listeners:
         and stop it in the background: open requests get its grace period, as on stop."""
         await service.stop_listening()
         task = asyncio.get_running_loop().create_task(_stop_quietly(service), name="retire-listener")
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[service] = task
+        task.add_done_callback(lambda _: self._retiring.pop(service, None))
 
     def _main_ports(self) -> set[int]:
         return {port for _, port in self._main.addresses} if self._main is not None else set()

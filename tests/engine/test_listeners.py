@@ -532,3 +532,39 @@ async def test_a_plan_must_start_with_its_one_main_listener(plan: list[str]) -> 
     wanted = [own_at("b", target, 9) if kind == "own" else main_at(target) for kind in plan]
     with pytest.raises(ValueError, match="a plan"):
         await Listeners().apply(wanted)
+
+
+async def test_a_retiring_listener_takes_a_later_edit_on_its_kept_alive_connections(
+    listeners: Listeners, upstreams: dict[str, Upstream], open_stream: Callable[[int], Awaitable[OpenStream]]
+) -> None:
+    """Found by the attacker trial: after a move, the old listener still answers its kept-alive
+    connections while a request open on it finishes; an edit made in that window (the local
+    token turned on) must reach those connections too, not only the new listener."""
+    a = upstreams["a"].target
+    await listeners.apply([main_at(a)])
+    old = port_of(listeners)
+    stream = await open_stream(old)  # keeps the old listener retiring, not stopped
+    async with aiohttp.ClientSession() as kept:
+        async with kept.get(f"http://127.0.0.1:{old}/who") as response:  # the connection stays open
+            assert (response.status, await response.text()) == (200, "a")
+        await listeners.apply([main_at(a, free_port())])
+        await listeners.apply([main_at(a, free_port(), require_token=True, local_token=Secret(TOKEN))])
+        async with kept.get(f"http://127.0.0.1:{old}/who") as response:
+            assert response.status == 401
+            assert await response.text() != "a"
+    upstreams["a"].release.set()
+    assert await stream.finish() == b"a begins\na ends\n"
+
+
+async def test_a_move_that_also_switches_the_target_says_so(
+    listeners: Listeners, upstreams: dict[str, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the new-user trial: one save that moves the main port and picks another target
+    logged the move but not the switch, which a switch in place logs."""
+    a, b = upstreams["a"].target, upstreams["b"].target
+    await listeners.apply([main_at(a)])
+    caplog.set_level(logging.INFO, logger="trayproxy")
+    new = free_port()
+    await listeners.apply([main_at(b, new)])
+    assert await who(new) == (200, "b")
+    assert "target is now b" in [record.getMessage() for record in caplog.records]
