@@ -1,12 +1,13 @@
 """The controller: the one owner of the proxy's thread and loop, and the verbs front ends use.
 
-Its rooms: ``proxy`` (ProxyController, the verbs), ``status`` (the snapshot handed out and the
+Its rooms: ``proxy`` (ProxyController, the verbs), ``binding`` (how it follows a file), ``status`` (the snapshot handed out and the
 board that hands it), ``trouble`` (what to say when a listener cannot open or move),
 ``loopthread`` (the loop in its thread), ``watch`` (the thread following the config file).
 """
 
 from desktop.config.follow import KEY_REFRESH_MIN_INTERVAL_S, Overrides
-from desktop.controller.proxy import PORT_RETRY_S, ConfigBinding, ListenError, ProxyController
+from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
+from desktop.controller.proxy import ListenError, ProxyController
 from desktop.controller.status import ProxyStatus, TargetPort
 
 __all__ = [

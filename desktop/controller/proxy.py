@@ -21,16 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
 from desktop.config.follow import (
-    KEY_REFRESH_MIN_INTERVAL_S,
     KeyReader,
-    Overrides,
     Plan,
     ca_bundle_error,
     follow,
@@ -43,6 +40,7 @@ from desktop.config.localtoken import token_path
 from desktop.config.model import Listener, ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile
 from desktop.config.store import set_active_target
+from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
 from desktop.controller.status import (
     ProxyStatus,
@@ -52,44 +50,20 @@ from desktop.controller.status import (
     plan_fields,
     target_ports,
 )
-from desktop.controller.trouble import ListenTrouble
-from desktop.controller.watch import CONFIG_POLL_S, FileWatch
+from desktop.controller.trouble import ListenTrouble, warn_if_exposed, warn_of_unmarked_hosts
+from desktop.controller.watch import FileWatch
 from desktop.engine.addresses import ListenError
 from desktop.engine.condition import TargetCondition, adds_key
-from desktop.engine.guard import unmarked_host_warnings
 from desktop.engine.listeners import Listeners, Report
-from desktop.engine.upstream import is_loopback
 from desktop.redaction import display_target, redact_url
 
-__all__ = ["PORT_RETRY_S", "ConfigBinding", "ListenError", "ProxyController"]
+__all__ = ["ListenError", "ProxyController"]
 
 log = logging.getLogger("trayproxy.controller")
 
-# A listener that could not be opened or moved (its port taken by another program) is tried
-# again this often, so it opens soon after the other program lets go, without a save or Reload.
-PORT_RETRY_S = 5.0
 # Plans made outside the lock, each from the plan then current, before one is made under it.
 PLAN_ATTEMPTS = 3
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ConfigBinding:
-    """How a controller follows a config file."""
-
-    path: Path
-    # A target name that stays chosen whatever ``active`` says (``serve --target NAME``).
-    pinned_target: str | None = None
-    # Command-line settings on top of the file's, for every target and the listeners.
-    overrides: Overrides = field(default_factory=Overrides)
-    # Save choose_target's choice as ``active`` in the file.
-    save_choice: bool = True
-    # Re-read the file when it changes, looking this often.
-    watch: bool = True
-    poll_s: float = CONFIG_POLL_S
-    # How often a key command may run again after a 401, and a taken port be tried again.
-    key_refresh_interval_s: float = KEY_REFRESH_MIN_INTERVAL_S
-    port_retry_s: float = PORT_RETRY_S
 
 
 class ProxyController:
@@ -216,7 +190,7 @@ class ProxyController:
                     raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
             self._listeners = listeners
-            _warn_of_unmarked_hosts(plan.settings)
+            warn_of_unmarked_hosts(plan.settings)
             self._take(report, state="running")
             return self._board.status
 
@@ -313,7 +287,7 @@ class ProxyController:
                 plan.settings.allowed_hosts,
                 plan.settings.require_token,
             ):
-                _warn_of_unmarked_hosts(plan.settings)
+                warn_of_unmarked_hosts(plan.settings)
             self._install(plan, reload=True)
         log.info("config reloaded from %s", binding.path)
         return True
@@ -369,7 +343,7 @@ class ProxyController:
             if not retry and (reload or error != self._main_error):
                 log.error("the proxy %s", error)
         elif main.opened:
-            _warn_if_exposed(main.wanted.settings.hosts)
+            warn_if_exposed(main.wanted.settings.hosts)
         self._main_error = error
         self._own_errors = self._trouble.own_port_errors(self._plan, report, self._own_errors)
         self._board.update(
@@ -461,14 +435,3 @@ def _apply_timeout(plan: Plan) -> float:
     """Bound on one reconcile: a call's bound per listener, since each may have to find out who
     holds its port (a probe that waits for an answer) before giving up on it."""
     return CALL_TIMEOUT_S * len(plan.listeners)
-
-
-def _warn_if_exposed(hosts: tuple[str, ...]) -> None:
-    for host in hosts:
-        if not is_loopback(host):
-            log.warning("listening on %s: other machines that can reach it can use the keys this proxy adds", host)
-
-
-def _warn_of_unmarked_hosts(settings: ProxySettings) -> None:
-    for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
-        log.warning("%s", warning)

@@ -1,6 +1,7 @@
 """What to tell a person when a listener cannot open or move: which port, who holds it, where
 to choose another, and where the proxy still listens. Worded here from a reconcile's report;
-logged once per trouble, not at every retry."""
+logged once per trouble, not at every retry. Also the warnings about where it listens: a host
+beyond loopback, an allowed host browsers do not mark."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import logging
 from collections.abc import Callable
 
 from desktop.config.follow import Plan
+from desktop.config.model import ProxySettings
 from desktop.controller.status import where
 from desktop.engine.addresses import ListenError
+from desktop.engine.guard import unmarked_host_warnings
 from desktop.engine.listeners import Outcome, Report
+from desktop.engine.upstream import is_loopback
 
-__all__ = ["ListenTrouble"]
+__all__ = ["ListenTrouble", "warn_if_exposed", "warn_of_unmarked_hosts"]
 
 log = logging.getLogger("trayproxy.controller")
 
@@ -82,3 +86,16 @@ class ListenTrouble:
                 if name not in said:
                     log.error("target %s is not served on port %d: %s", name, port, message)
         return errors
+
+
+def warn_if_exposed(hosts: tuple[str, ...]) -> None:
+    """Say, for each host beyond loopback, that other machines can spend the keys."""
+    for host in hosts:
+        if not is_loopback(host):
+            log.warning("listening on %s: other machines that can reach it can use the keys this proxy adds", host)
+
+
+def warn_of_unmarked_hosts(settings: ProxySettings) -> None:
+    """Say, for each allowed host browsers do not mark, that only the User-Agent guards it."""
+    for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
+        log.warning("%s", warning)
