@@ -22,7 +22,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from desktop import __version__
-from desktop.config.model import ProxySettings, Secret, Target
+from desktop.config import options
+from desktop.config.model import ProxySettings, Secret, Target, header_problem, host_problem
 
 if TYPE_CHECKING:
     from desktop.config.follow import Overrides
@@ -114,6 +115,10 @@ def _header_flags(args: argparse.Namespace) -> list[tuple[str, Secret]]:
             raise UsageError(
                 f"--header {name}: the environment variable {exc.args[0]} is not set or empty"
             ) from None
+        # What {env:NAME} filled in, too: a variable's value may end in a line break.
+        problem = header_problem(name, value)
+        if problem:
+            raise UsageError(f"--header {name}: {problem}")
         headers.append((name, Secret(value)))
     return headers
 
@@ -125,6 +130,18 @@ def flag_overrides(args: argparse.Namespace) -> Overrides:
     port = args.port
     if port is not None and not 0 <= port <= 65535:
         raise UsageError(f"--port: {port} is not a port number")
+    for host in args.host or ():
+        problem = host_problem(host)
+        if problem:
+            raise UsageError(f"--host {host!r} {problem}")
+    for option, seconds in (
+        (options.CONNECT_TIMEOUT, args.connect_timeout),
+        (options.READ_TIMEOUT, args.upstream_timeout),
+        (options.STOP_GRACE, args.stop_grace),
+    ):
+        seconds_problem = None if seconds is None else option.problem(seconds)
+        if seconds_problem:
+            raise UsageError(f"{option.flags[0]} {seconds_problem}")
     return Overrides(
         hosts=tuple(args.host or ()),
         port=port,

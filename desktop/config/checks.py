@@ -2,8 +2,10 @@
 
 :class:`Checker` walks a parsed TOML document for ``parse.py``: unknown keys (with a "did you
 mean"), values of the wrong type (with the declared default kept), lists that must hold
-strings; :class:`Locator` finds where a key or table is written. :class:`ConfigError` carries
-every problem found, each formatted ``path:line:col: message``.
+strings, and each setting's own check declared in ``options.py``; :class:`Locator` finds where
+a key or table is written; :func:`nesting_problem` finds arrays or inline tables nested past
+what the TOML readers can take, before they are asked to. :class:`ConfigError` carries every
+problem found, each formatted ``path:line:col: message``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from typing import Any
 from desktop.config import options
 from desktop.config.options import Option
 
-__all__ = ["OWN_TYPE_RULES", "Checker", "ConfigError", "Locator", "Problem"]
+__all__ = ["MAX_NESTING", "OWN_TYPE_RULES", "Checker", "ConfigError", "Locator", "Problem", "nesting_problem"]
 
 # Settings whose type has a rule of its own, checked with their shape: a key source (a string
 # or a one-entry table), a proxy (a URL or false, never true).
 OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.TARGET_PROXY)
+# The deepest arrays and inline tables may nest. tomllib recurses for each level (about three
+# frames a level: `x = [[[...]]]` 500 deep raised RecursionError out of the parser, so the
+# watcher failed and `config check` crashed), and tomlkit, which edits the file, refuses past
+# 100 levels. TrayProxy's settings nest 2 deep at most (headers = { ... } in a table).
+MAX_NESTING = 100
+# What nesting_problem's scan stops at: quotes and comments (to skip), line ends, brackets.
+_SCANNED = re.compile(r"[\"'#\n\[\]{}]")
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -41,6 +51,78 @@ class ConfigError(ValueError):
         self.path = path
         self.problems = problems
         super().__init__("\n".join(p.format(path) for p in problems))
+
+
+def nesting_problem(text: str) -> Problem | None:
+    """Where ``text`` first opens an array or inline table deeper than MAX_NESTING, or None.
+
+    A scan of the text, not a parse: brackets in strings and comments do not count; a table
+    header (``[targets.a]``) opens and closes on its line. Malformed text gets no problem here
+    unless it nests too deeply; the parser says what else is wrong."""
+    depth = 0
+    line, line_start = 1, 0
+    at = 0
+    while (found := _SCANNED.search(text, at)) is not None:
+        at, char = found.start(), found.group()
+        if char in "\"'":
+            after = _after_string(text, at)
+            newlines = text.count("\n", at, after)
+            if newlines:
+                line += newlines
+                line_start = text.rindex("\n", at, after) + 1
+            at = after
+            continue
+        if char == "#":
+            comment_end = text.find("\n", at)
+            at = len(text) if comment_end < 0 else comment_end
+            continue
+        if char == "\n":
+            line, line_start = line + 1, at + 1
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return Problem(
+                    line,
+                    at - line_start + 1,
+                    f"arrays or inline tables nest more than {MAX_NESTING} levels deep here;"
+                    " TrayProxy's settings need 2 at most: remove the extra '[' or '{'",
+                )
+        else:
+            depth = max(0, depth - 1)
+        at += 1
+    return None
+
+
+def _after_string(text: str, start: int) -> int:
+    """The index just past the TOML string that opens at ``start`` (a quote): basic "..." and
+    literal '...' strings end at their line's end at the latest, multi-line ones at their
+    closing triple quote (and up to two more quotes, which belong to the string)."""
+    quote = text[start]
+    escapes = quote == '"'  # literal strings have no escapes
+    end = len(text)
+    if text.startswith(quote * 3, start):
+        at = start + 3
+        while at < end:
+            if escapes and text[at] == "\\":
+                at += 2
+            elif text.startswith(quote * 3, at):
+                at += 3
+                extra = 0
+                while at < end and text[at] == quote and extra < 2:
+                    at, extra = at + 1, extra + 1
+                return at
+            else:
+                at += 1
+        return end
+    at = start + 1
+    while at < end and text[at] != "\n":
+        if escapes and text[at] == "\\" and text[at + 1 : at + 2] != "\n":
+            at += 2
+        elif text[at] == quote:
+            return at + 1
+        else:
+            at += 1
+    return min(at, end)
 
 
 class Locator:
@@ -130,18 +212,25 @@ class Checker:
         tables: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """The ``declared`` settings of ``table`` at ``path``, each as written if it has the
-        declared type, else its default (and a problem); a key that is neither a declared
-        setting nor one of ``tables`` is a problem too. A setting in OWN_TYPE_RULES is left for
-        its own rule."""
+        declared type and passes the setting's own check, else its default (and a problem); a
+        key that is neither a declared setting nor one of ``tables`` is a problem too. A
+        setting in OWN_TYPE_RULES is left for its own rule."""
         self.unknown_keys(table, tuple(option.key for option in declared) + tables, path)
         given: dict[str, Any] = {}
         for option in declared:
             if option in OWN_TYPE_RULES:
                 continue
+            found = len(self.problems)
             if option.types == (list,):  # every list setting is a list of strings
-                given[option.key] = self.strings(table, option.key, path, option.default)
+                value = self.strings(table, option.key, path, option.default)
             else:
-                given[option.key] = self.typed(table, option.key, option.types, path, option.default)
+                value = self.typed(table, option.key, option.types, path, option.default)
+            if option.key in table and len(self.problems) == found:
+                problem = option.problem(value)
+                if problem:
+                    self.problem((*path, option.key), f"'{'.'.join((*path, option.key))}' {problem}")
+                    value = option.default
+            given[option.key] = value
         return given
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desktop.clients import PLACEHOLDER_KEY
-from desktop.config.model import LOCAL_TOKEN_PREFIX, Secret, Target
+from desktop.config.model import LOCAL_TOKEN_PREFIX, Secret, Target, control_character
 from desktop.config.parse import ConfigFile, TargetSpec
 from desktop.redaction import (
     MASK,
@@ -120,7 +120,7 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
                 " (apps started at login or from a menu do not see variables set in a shell profile;"
                 f" {_elsewhere_advice(spec.name)})"
             )
-        what = _stand_in(found)
+        what = _stand_in(_one_line(found))
         if what:
             # `eval "$(trayproxy env)"` or pasted Copy environment lines, then TrayProxy started
             # from that shell: sent as the key, the stand-in gets a 401 from the real service.
@@ -146,7 +146,16 @@ def resolve_key(spec: TargetSpec, environ: Mapping[str, str] = os.environ) -> st
     what = _stand_in(found)
     if what:
         raise KeyUnavailable(f"the key is {what}, not your key: put your real key there")
-    return found
+    return _one_line(found)
+
+
+def _one_line(key: str) -> str:
+    """``key`` when a header can carry it: one with a line break (a pasted key with its
+    newline) made every request fail with 500, and the engine's Target now refuses it."""
+    char = control_character(key)
+    if char:
+        raise KeyUnavailable(f"the key holds {char}, which a header cannot carry (the key is not shown); remove it")
+    return key
 
 
 def _stand_in(key: str) -> str | None:

@@ -2,13 +2,18 @@
 
 No I/O and no imports from the rest of ``desktop`` but ``options``, where each setting's default
 is declared: the config parser builds these values from a file, ``trayproxy serve`` builds them
-from flags, and the engine only reads them.
+from flags, and the engine only reads them. What a listen host, a header and a URL's port must
+be for the engine to use them is said here once (``host_problem`` ...), and each value checks
+itself with it when made, behind the parser's and the flags' own checks.
 Secrets are resolved before they get here and travel as :class:`Secret`, whose ``repr`` and
 ``str`` never show the value, so a stray log line or traceback cannot print a key.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +31,10 @@ __all__ = [
     "ProxySettings",
     "Secret",
     "Target",
+    "control_character",
+    "header_problem",
+    "host_problem",
+    "url_port_problem",
 ]
 
 DEFAULT_PORT = options.PORT.default
@@ -50,6 +59,99 @@ DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
     "app://",
     "tauri://",
 )
+
+
+# What the engine can use, beyond a value's type: the parser and serve's flags ask here, with
+# their own words around the answer, and Target and ProxySettings check themselves with it.
+
+# One label of a host name (RFC 1123 §2.1), underscores allowed as resolvers allow them.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+# The longest host name, without its final dot (RFC 1035 §2.3.4).
+_MAX_HOST_NAME = 253
+# A header name is an RFC 9110 §5.6.2 token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Control characters a header value may not hold (RFC 9110 §5.5: a field value is visible
+# characters, spaces and tabs): CR or LF would end the header line, so aiohttp refused to send
+# it and every request failed with 500.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_NAMES = {"\r": "a carriage return (\\r)", "\n": "a line feed (\\n)", "\x00": "a NUL byte (\\0)"}
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with ``host`` as an address to listen on, worded to follow it ("'' is not
+    a host name ..."); None for an IP address or a host name.
+
+    asyncio hands any string to getaddrinfo, which takes "" as every interface and "0" or
+    "0x0" as 0.0.0.0: such a value listened on every interface while `config check` said OK.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if host.startswith("[") and host.endswith("]"):
+        return f'is an IPv6 address in brackets; write it without them, as "{host[1:-1]}"'
+    try:
+        # What the system's resolver reads as an IPv4 address although ipaddress does not:
+        # a number alone or short forms ("0", "127.1", "0x7f000001").
+        shorthand: str | None = socket.inet_ntoa(socket.inet_aton(host))
+    except (OSError, ValueError):
+        shorthand = None
+    if shorthand is not None:
+        every = ", every interface" if shorthand == "0.0.0.0" else ""
+        return f'is read by the system as {shorthand}{every}; write "{shorthand}" if that is what you mean'
+    name = host.removesuffix(".")
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.split(".")
+    if (
+        ascii_name
+        and len(ascii_name) <= _MAX_HOST_NAME
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        # An all-numeric last label makes an IPv4 address, never a name (RFC 3696 §2).
+        and not labels[-1].isdigit()
+    ):
+        return None
+    return (
+        'is not a host name or an IP address; write one such as "127.0.0.1", "::1" or "localhost"'
+        ' ("0.0.0.0" or "::" listen on every interface, which lets other machines in)'
+    )
+
+
+def control_character(text: str) -> str | None:
+    """The first character ``text`` may not carry in a header value, named for a person
+    ("a line feed (\\n)"); None when there is none. Never shows the rest of ``text``."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    return _CONTROL_NAMES.get(char, f"the control character U+{ord(char):04X}")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """What keeps ``name: value`` from being sent as a header; None when it can be. The value
+    is never quoted: it may be a key."""
+    if not _HEADER_NAME.fullmatch(name):
+        return f"{name!r} is not a header name; use letters, digits and '-' (no spaces or colons)"
+    char = control_character(value)
+    if char:
+        return f"the value of {name!r} holds {char}, which a header cannot carry; remove it"
+    return None
+
+
+def url_port_problem(url: str) -> str | None:
+    """What is wrong with the port written in ``url``; None when it has none or a good one.
+    (urlsplit reads "host:99999" or "host:8o80" and fails only when the port is asked for,
+    which the engine did for every request, answering 500.)"""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if port == 0:
+        return "has port 0, which no server listens on; write its port (1 to 65535)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +211,19 @@ class Target:
             raise ValueError(f"target URL may carry a path but no query or fragment: {self.url!r}")
         if parts.username or parts.password:
             raise ValueError("target URL must not carry credentials; add a header instead")
-        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
-            raise ValueError("timeouts must be positive")
+        # The parser and serve's flags check the rest in their own words; these stand behind them.
+        port_problem = url_port_problem(self.url)
+        if port_problem:
+            raise ValueError(f"target URL {port_problem}: {self.url!r}")
+        if options.CONNECT_TIMEOUT.problem(self.connect_timeout_s) or options.READ_TIMEOUT.problem(self.read_timeout_s):
+            raise ValueError("timeouts must be positive, finite numbers of seconds")
+        for name, value in self.add_headers:
+            problem = header_problem(name, value.reveal())
+            if problem:
+                raise ValueError(problem)
+        proxy_problem = url_port_problem(self.proxy) if self.proxy else None
+        if proxy_problem:
+            raise ValueError(f"the proxy URL {proxy_problem}")
 
     @property
     def origin(self) -> str:
@@ -170,6 +283,16 @@ class ProxySettings:
     # The token they must send, read from its file by the controller; while it is required but
     # None (the file could not be read), every request is refused.
     local_token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        # Behind the parser's and serve's checks: asyncio would take "" or "0" as every interface.
+        for host in self.hosts:
+            problem = host_problem(host)
+            if problem:
+                raise ValueError(f"listen address {host!r} {problem}")
+        grace_problem = options.STOP_GRACE.problem(self.stop_grace_s)
+        if grace_problem:
+            raise ValueError(f"stop grace {grace_problem}")
 
 
 # The levels a person can choose, quietest last; "debug" also shows aiohttp's own detail.

@@ -5,14 +5,18 @@ a setting: the model (``model.py``) takes its defaults from here, the parser (``
 keys it knows with their types and defaults, ``trayproxy serve`` its flags' names and help, and
 the tests hold the README's example and the first-run file to it. A setting added here alone
 is accepted by the parser with its type checked, and the README check names it until the
-example shows it. What a value must be beyond its type (a port's range, a timeout above 0) is
-the parser's to check; what it does is the engine's.
+example shows it. What a number must be beyond its type is declared with it as its
+``check`` (a timeout finite and above 0), which the parser, ``serve``'s flags and the model's
+own checks apply; what a listen host, a header or a URL's port must be, ``model.py`` says.
+What a setting does is the engine's.
 
 Row 1: imports nothing of ours and does no I/O.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +36,7 @@ __all__ = [
     "LEVEL",
     "LISTEN_SETTINGS",
     "LOG_SETTINGS",
+    "MAX_STOP_GRACE_S",
     "PORT",
     "PROXY",
     "READ_TIMEOUT",
@@ -87,6 +92,13 @@ class Option(Generic[T]):
     choices: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     flag_help: str = ""
+    # What a value of the right type must be besides: a function giving None for a usable value,
+    # else what is wrong, worded to follow the setting's name ("must be more than 0 seconds").
+    check: Callable[[T], str | None] | None = None
+
+    def problem(self, value: T) -> str | None:
+        """What is wrong with ``value`` (of one of ``types``) beyond its type; None when usable."""
+        return None if self.check is None else self.check(value)
 
     @property
     def path(self) -> str:
@@ -118,6 +130,28 @@ class Option(Generic[T]):
         text = self.flag_help or f"{self.help} (default: {{default}})"
         fallback = self.shown_default if self.table is None else f"the config file's {self.key}, else {self.shown_default}"
         return text.replace("{default}", fallback)
+
+
+# What numbers must be, beyond their types: each check names what it refuses and what to write.
+
+# The longest stop grace: the controller waits for a stop on a thread, and the OS bounds such
+# waits (Python's threading.TIMEOUT_MAX is about 49 days on Windows; --stop-grace 1e10 already
+# overflowed time_t at stop on Linux). A day is far past any request worth waiting for.
+MAX_STOP_GRACE_S = 86400.0
+
+
+def _timeout_check(value: float) -> str | None:
+    """aiohttp rounds a timeout up with math.ceil, which nan and inf break: with one, every
+    request failed with 500."""
+    if math.isfinite(value) and value > 0:
+        return None
+    return f"must be a number of seconds more than 0, such as 10 or 0.5, not {value:g}"
+
+
+def _stop_grace_check(value: float) -> str | None:
+    if math.isfinite(value) and 0 <= value <= MAX_STOP_GRACE_S:
+        return None
+    return f"must be a number of seconds from 0 to {MAX_STOP_GRACE_S:g}, not {value:g}"
 
 
 # The top of the file.
@@ -258,6 +292,7 @@ CONNECT_TIMEOUT: Option[float] = Option(
     10.0,
     "seconds allowed to connect to the target, TLS included",
     flags=("--connect-timeout",),
+    check=_timeout_check,
 )
 READ_TIMEOUT: Option[float] = Option(
     TARGET,
@@ -266,6 +301,7 @@ READ_TIMEOUT: Option[float] = Option(
     600.0,
     "seconds allowed until the response headers arrive, and between two chunks of a response",
     flags=("--upstream-timeout",),
+    check=_timeout_check,
 )
 VERIFY_TLS: Option[bool] = Option(
     TARGET,
@@ -320,6 +356,7 @@ STOP_GRACE: Option[float] = Option(
     10.0,
     "seconds open requests get to finish on stop or SIGTERM; then they are cut",
     flags=("--stop-grace",),
+    check=_stop_grace_check,
 )
 
 # Each table's settings in the order the parser's hints list them.

@@ -39,12 +39,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from desktop.config import options
-from desktop.config.checks import Checker, ConfigError, Problem
+from desktop.config.checks import Checker, ConfigError, Problem, nesting_problem
 from desktop.config.model import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
     LogSettings,
     ProxySettings,
+    header_problem,
+    host_problem,
+    url_port_problem,
 )
 from desktop.redaction import CREDENTIAL_HEADERS, redact_text
 
@@ -117,10 +120,14 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
         check.problem((*path, "url"), f"'{redact_text(url)}' is not an http:// or https:// URL with a host")
     elif parts.query or parts.fragment or parts.username:
         check.problem((*path, "url"), "a target URL may carry a path but no query, fragment or credentials")
+    elif port_problem := url_port_problem(url):
+        check.problem((*path, "url"), f"'{redact_text(url)}' {port_problem}")
     headers: list[tuple[str, str]] = []
     for header, value in (given["headers"] or {}).items():
         if not isinstance(value, str):
             check.problem((*path, "headers"), f"header '{header}' of target '{name}' must be a string")
+        elif problem := header_problem(header, value):
+            check.problem((*path, "headers"), f"'targets.{name}.headers' cannot be sent: {problem}")
         else:
             headers.append((header, value))
     key_source = _check_key(check, table.get("key"), path) if "key" in table else None
@@ -130,13 +137,6 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
             (*path, "headers"),
             f"target '{name}' uses {{key}} in a header but has no key source (add key = {{ env = \"NAME\" }})",
         )
-    timeouts = []
-    for option in (options.CONNECT_TIMEOUT, options.READ_TIMEOUT):
-        value = given[option.key]
-        if value <= 0:
-            check.problem((*path, option.key), f"'{option.key}' must be more than 0 seconds")
-            value = option.default
-        timeouts.append(float(value))
     strip_headers = frozenset(h.lower() for h in given["strip_headers"])
     return TargetSpec(
         name=name,
@@ -145,8 +145,8 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
         headers=tuple(headers),
         strip_headers=strip_headers,
         keep_headers=_check_keep_headers(check, given["keep_headers"], path, headers, strip_headers),
-        connect_timeout_s=timeouts[0],
-        read_timeout_s=timeouts[1],
+        connect_timeout_s=float(given[options.CONNECT_TIMEOUT.key]),
+        read_timeout_s=float(given[options.READ_TIMEOUT.key]),
         verify_tls=given["verify_tls"],
         ca_bundle=given["ca_bundle"],
         keep_host=given["keep_host"],
@@ -236,6 +236,10 @@ def _check_proxy(check: Checker, table: dict[str, Any], path: tuple[str, ...]) -
     if parts.scheme not in ("http", "https") or not parts.hostname:
         check.problem(where, f"proxy '{redact_userinfo(value)}' is not an http:// or https:// URL with a host")
         return None
+    port_problem = url_port_problem(value)
+    if port_problem:
+        check.problem(where, f"proxy '{redact_userinfo(value)}' {port_problem}")
+        return None
     return value
 
 
@@ -273,6 +277,9 @@ def _check_key(check: Checker, value: Any, path: tuple[str, ...]) -> tuple[str, 
 
 def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     """Parse and check ``text``; raise ConfigError listing every problem."""
+    too_deep = nesting_problem(text)
+    if too_deep is not None:
+        raise ConfigError(path, [too_deep])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -281,10 +288,18 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         line, col = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
         reason = _TOML_POSITION.sub("", message).strip()
         raise ConfigError(path, [Problem(line, col, f"not valid TOML: {reason}")]) from None
+    except RecursionError:
+        # What nesting_problem's scan did not catch; tomllib says nothing of where.
+        raise ConfigError(path, [Problem(1, 1, "the file nests too deeply for a TOML reader")]) from None
     check = Checker(text)
     top = check.settings(data, options.TOP_SETTINGS, (), tables=options.TABLES)
     listen = check.settings(check.typed(data, options.LISTEN, dict, (), {}), options.LISTEN_SETTINGS, (options.LISTEN,))
     hosts = listen["hosts"] or options.HOSTS.default
+    for host in hosts:
+        if problem := host_problem(host):
+            check.problem(("listen", "hosts"), f"'listen.hosts' holds {host!r}, which {problem}")
+            hosts = options.HOSTS.default
+            break
     port = listen["port"]
     if not 0 <= port <= 65535:
         check.problem(("listen", "port"), f"port {port} is not between 0 and 65535")
