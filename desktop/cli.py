@@ -41,7 +41,8 @@ stays out of the process list and your shell history.
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trayproxy",
-        description="One stable local address for the LLM APIs your tools use.",
+        description="One stable local address for the LLM APIs your tools use. Without a command,"
+        " TrayProxy starts in the system tray.",
     )
     parser.add_argument("--version", action="version", version=f"TrayProxy {__version__}")
     parser.add_argument(
@@ -51,7 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the config file the tray, or the command after it, uses (default: $TRAYPROXY_CONFIG,"
         " else the user's config directory)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="[COMMAND]")
     serve = commands.add_parser(
         "serve",
         help="run the proxy in the foreground (no tray)",

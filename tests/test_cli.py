@@ -546,3 +546,12 @@ def test_config_check_warns_of_an_allowed_host_browsers_do_not_mark(tmp_path: Pa
             assert "require_token = true" in warned[0]
         else:
             assert warned == [], result.stderr
+
+
+def test_help_says_a_command_is_optional_and_that_none_starts_the_tray() -> None:
+    """Found by the new-user trial: `trayproxy --help` showed COMMAND as required and never said
+    that running `trayproxy` alone is how the tray starts."""
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "[COMMAND]" in result.stdout.splitlines()[0]
+    assert "Without a command, TrayProxy starts in the system tray." in " ".join(result.stdout.split())
