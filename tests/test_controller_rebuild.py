@@ -280,7 +280,9 @@ def test_stop_does_not_wait_for_a_key_command_a_reload_is_running(
         controller.stop()
         took = time.monotonic() - began
         assert controller.status.state == "stopped"
-        assert took < 3.0, f"stop waited {took:.1f} s for the key command"
+        # The command sleeps 6 s after it was seen starting; a loaded CI machine may take a
+        # few seconds to stop, never the command's 6.
+        assert took < 4.5, f"stop waited {took:.1f} s for the key command"
 
 
 def test_switching_away_from_a_target_that_rejected_its_key_publishes_no_status_blaming_the_new_one(

@@ -21,7 +21,7 @@ from background import SLOW_STARTED, BackgroundServer, free_port, slow_app, wait
 from listen_helpers import PortHolder, can_bind, is_listening, proxy_answers
 from upstreams import Seen, echo_app
 
-from desktop.controller import PORT_RETRY_S, ConfigBinding, ProxyController, TargetPort
+from desktop.controller import PORT_RETRY_S, ConfigBinding, ListenError, ProxyController, TargetPort
 from desktop.platforms.ports import port_holder
 
 # The watcher looks once a second; a reload, a bind and a loaded CI machine fit well inside this.
@@ -32,11 +32,12 @@ SLOW_REQUEST_S = 1.5
 
 
 def start_following(
-    made: list[ProxyController], path: Path, *, port_retry_s: float = PORT_RETRY_S
+    made: list[ProxyController], path: Path, *, port_retry_s: float = PORT_RETRY_S, start: bool = True
 ) -> ProxyController:
     controller = ProxyController.from_config(ConfigBinding(path, port_retry_s=port_retry_s), port_holder=port_holder)
     made.append(controller)
-    controller.start()
+    if start:
+        controller.start()
     return controller
 
 
@@ -427,3 +428,38 @@ def test_editing_a_target_on_its_own_port_logs_what_changed_not_a_switch(
         caplog.clear()
         controller.choose_target("b")
         assert "target is now b" in [record.getMessage() for record in caplog.records]
+
+
+def test_a_start_refused_by_a_taken_main_port_is_tried_again_until_the_port_is_free(
+    tmp_path: Path, follow: list[ProxyController]
+) -> None:
+    """Found by the new-user trial: the tray started while another program held port 8000 said
+    "not running" for good, although moved and own ports are tried again every few seconds.
+    Now the main port is too, until it opens or the person presses Stop."""
+    port = free_port()
+    seen = Seen()
+    with BackgroundServer(echo_app(seen)) as target:
+        path = tmp_path / "config.toml"
+        path.write_text(config_text({"echo": target.url}, port=port))
+        holder = PortHolder(port)
+        try:
+            controller = start_following(follow, path, port_retry_s=0.3, start=False)
+            with pytest.raises(ListenError):
+                controller.start()
+            assert controller.status.state == "error"
+            threading.Event().wait(1.0)  # tried again while still taken: nothing changes
+            assert controller.status.state == "error"
+        finally:
+            holder.close()
+        assert wait_until(lambda: controller.status.state == "running", timeout_s=FOLLOW_TIMEOUT_S)
+        assert controller.status.error is None
+        assert get(port, "/after").status_code == 200
+
+        # Stop means stop: a port freed after a Stop does not start the proxy by itself.
+        controller.stop()
+        with PortHolder(port):
+            with pytest.raises(ListenError):
+                controller.start()
+            controller.stop()
+        threading.Event().wait(1.0)
+        assert controller.status.state != "running"

@@ -99,6 +99,9 @@ class ProxyController:
         self._keys = KeyReader()
         self._watch: FileWatch | None = None
         self._last_port_retry = float("-inf")
+        # Start failed because another program held the main port: tried again until it is
+        # free, or until Stop (only while following a file, whose watcher does the trying).
+        self._start_pending = False
         # A target whose key refresh was skipped as too soon, to retry when the interval ends.
         self._refresh_due: str | None = None
 
@@ -184,12 +187,15 @@ class ProxyController:
                     raise report.main.error
             except BaseException as exc:
                 self._loop.shutdown()
+                # A port another program holds is tried again (see _tick), as a moved one is.
+                self._start_pending = isinstance(exc, ListenError) and exc.port_taken
+                self._last_port_retry = time.monotonic()
                 message = self._trouble.explain(exc, plan.settings.port)
                 self._board.update(state="error", addresses=(), error=message, target_ports=self._target_ports())
                 if isinstance(exc, ListenError) and message != str(exc):
                     raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
-            self._listeners = listeners
+            self._listeners, self._start_pending = listeners, False
             warn_of_unmarked_hosts(plan.settings)
             self._take(report, state="running")
             return self._board.status
@@ -198,7 +204,7 @@ class ProxyController:
         """Stop the proxy, giving open requests up to ``grace_s`` (default: the settings')."""
         with self._lock:
             listeners, self._listeners, self._report = self._listeners, None, None
-            self._own_errors, self._main_error = {}, None
+            self._own_errors, self._main_error, self._start_pending = {}, None, False
             if listeners is not None:
                 # Listeners retiring after a move finish by their own grace period at the latest.
                 bound = max(grace_s or 0, self._plan.settings.stop_grace_s)
@@ -371,7 +377,13 @@ class ProxyController:
             self._refresh_key(due)
         if changed:
             self.reload_config()
-        elif self._ports_to_retry() and time.monotonic() - self._last_port_retry >= self._port_retry_s:
+        elif time.monotonic() - self._last_port_retry < self._port_retry_s:
+            return
+        elif self._start_pending:
+            with self._lock, contextlib.suppress(ListenError):  # still taken: the status says so
+                if self._start_pending and self._listeners is None:
+                    self.start()
+        elif self._ports_to_retry():
             with self._lock:
                 if self._listeners is not None:
                     self._install(self._plan, retry=True)
