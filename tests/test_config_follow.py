@@ -274,7 +274,8 @@ def test_removing_the_target_in_use_keeps_it_and_says_so(
 
 def key_command(tmp_path: Path) -> tuple[str, Path]:
     """A key command printing ``token-1``, ``token-2``, ... one more each run; and the counter
-    file holding how many times it ran."""
+    file holding how many times it ran (replaced by a rename, so the test, polling it, never
+    reads it emptied in the middle of a write: a lowest-versions CI run once did)."""
     counter = tmp_path / "runs.txt"
     counter.write_text("0")
     script = tmp_path / "next_token.py"
@@ -282,7 +283,7 @@ def key_command(tmp_path: Path) -> tuple[str, Path]:
         "import pathlib, sys\n"
         f"counter = pathlib.Path({str(counter)!r})\n"
         "runs = int(counter.read_text()) + 1\n"
-        "counter.write_text(str(runs))\n"
+        "fresh = counter.with_name(counter.name + '.new'); fresh.write_text(str(runs)); fresh.replace(counter)\n"
         "print(f'token-{runs}')\n"
     )
     return f'"{sys.executable}" "{script}"', counter

@@ -37,7 +37,7 @@ def counting_command(tmp_path: Path) -> tuple[str, Path]:
         "import pathlib\n"
         f"counter = pathlib.Path({str(counter)!r})\n"
         "runs = int(counter.read_text()) + 1\n"
-        "counter.write_text(str(runs))\n"
+        "fresh = counter.with_name(counter.name + '.new'); fresh.write_text(str(runs)); fresh.replace(counter)\n"
         "print(f'key-{runs}')\n"
     )
     return f'"{sys.executable}" "{script}"', counter
