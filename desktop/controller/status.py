@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from desktop.config.follow import Plan
 from desktop.config.model import LogSettings, Secret
-from desktop.engine.addresses import host_port
+from desktop.engine.addresses import host_port, where
 from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.listeners import Report
 from desktop.redaction import display_target, redact_url
@@ -30,11 +30,6 @@ State = Literal["stopped", "running", "error"]
 
 def _local_url(addresses: tuple[tuple[str, int], ...]) -> str | None:
     return "http://" + host_port(*addresses[0]) if addresses else None
-
-
-def where(addresses: Iterable[tuple[str, int]]) -> str:
-    """``host:port, host:port`` for log lines and messages."""
-    return ", ".join(host_port(host, port) for host, port in addresses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from collections.abc import Iterable
 
-__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "host_port", "listen_error"]
+__all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "host_port", "listen_error", "where"]
 
 # Paths under this prefix are answered by the proxy and never forwarded.
 RESERVED_PREFIX = "/__trayproxy/"
@@ -31,6 +32,11 @@ class ListenError(Exception):
 def host_port(host: str, port: int) -> str:
     """``127.0.0.1:8000``, or ``[::1]:8000``: an address as URLs and people write it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def where(addresses: Iterable[tuple[str, int]]) -> str:
+    """``127.0.0.1:8000, [::1]:8000``: the addresses listened on, for log lines and messages."""
+    return ", ".join(host_port(host, port) for host, port in addresses)
 
 
 async def listen_error(host: str, port: int, exc: OSError) -> ListenError:

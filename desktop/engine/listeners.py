@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from aiohttp.abc import AbstractResolver
 
 from desktop.config.model import Listener, ProxySettings
-from desktop.engine.addresses import ListenError, host_port
+from desktop.engine.addresses import ListenError, where
 from desktop.engine.condition import TargetCondition
 from desktop.engine.service import ProxyService, describe_target_change
 
@@ -223,7 +223,7 @@ class Listeners:
                 service = self._own[name] = await self._start(own)
             except Exception as exc:
                 return Outcome(own, (), exc)
-            log.info("target %s is also served on %s", name, _where(service.addresses))
+            log.info("target %s is also served on %s", name, where(service.addresses))
             return Outcome(own, _addresses(service), None, opened=True)
         if _address(service.settings) == _address(own.settings):
             service.set_target(own.target)
@@ -249,8 +249,8 @@ class Listeners:
             log.info(
                 "%s now listens on %s; requests open on %s finish there (open WebSockets are told 1001 to reconnect)",
                 what,
-                _where(moved.addresses),
-                _where(before),
+                where(moved.addresses),
+                where(before),
             )
             if service.target != listener.target:
                 # Started on the new target: said as a switch in place says it (service.py).
@@ -347,6 +347,3 @@ def _address(settings: ProxySettings) -> tuple[tuple[str, ...], int]:
 def _addresses(service: ProxyService) -> tuple[Address, ...]:
     return tuple(service.addresses)
 
-
-def _where(addresses: Iterable[Address]) -> str:
-    return ", ".join(host_port(host, port) for host, port in addresses)

@@ -15,6 +15,7 @@ import pystray
 
 from desktop.clients import Shell
 from desktop.controller import ProxyStatus
+from desktop.controller.status import where
 
 __all__ = ["Act", "TrayView", "about_text", "build_menu", "status_line", "target_port_lines"]
 
@@ -64,18 +65,14 @@ def target_port_lines(status: ProxyStatus) -> list[str]:
     return lines
 
 
-def _where(addresses: tuple[tuple[str, int], ...]) -> str:
-    return ", ".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in addresses)
-
-
 def about_text(status: ProxyStatus, *, version: str, log_dir: str) -> str:
     """What About says: name and version, every address listened on (with the target each
     serves) and where the config file and the logs are; the state is in the status line."""
     if status.state == "running":
-        listening = f"Listens on {_where(status.addresses)} ({status.target_name})"
+        listening = f"Listens on {where(status.addresses)} ({status.target_name})"
         for own in status.target_ports:
             listening += (
-                f"; {own.name} on {_where(own.addresses)}" if own.addresses else f"; {own.name}: port {own.port} not open"
+                f"; {own.name} on {where(own.addresses)}" if own.addresses else f"; {own.name}: port {own.port} not open"
             )
     else:
         listening = f"Not listening ({'stopped' if status.state == 'stopped' else 'could not start'})"
