@@ -271,12 +271,6 @@ def run_serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
 
     if not logging_ready:
         setup_logging(verbose=args.verbose, quiet=args.quiet)
-    try:
-        controller = make_controller(args)
-    except UsageError as exc:
-        print(f"trayproxy serve: {exc}", file=sys.stderr)
-        return 2
-
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -285,8 +279,15 @@ def run_serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
             os._exit(0)
         stop_requested.set()
 
+    # Before the controller is made: a stop asked for while it reads the file and its keys
+    # (and logs what it finds) still ends in a clean stop, not death by the signal.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        try:
+            controller = make_controller(args)
+        except UsageError as exc:
+            print(f"trayproxy serve: {exc}", file=sys.stderr)
+            return 2
         try:
             status = controller.start()
         except ListenError as exc:
