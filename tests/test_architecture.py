@@ -124,7 +124,13 @@ def test_no_module_in_desktop_shadows_the_standard_library() -> None:
     assert [name for name in names if name in sys.stdlib_module_names] == []
 
 
-ENGINE_ALLOWED = ("desktop.config.model", "desktop.redaction", "desktop.engine.*", "desktop:__version__")
+ENGINE_ALLOWED = (
+    "desktop.config.model",
+    "desktop.redaction",
+    "desktop.routing",
+    "desktop.engine.*",
+    "desktop:__version__",
+)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +140,8 @@ ENGINE_ALLOWED = ("desktop.config.model", "desktop.redaction", "desktop.engine.*
 )
 def test_engine_imports_only_config_model_and_itself(path: Path) -> None:
     """The engine stays a headless library: no tray, CLI, controller, config files or keychain,
-    only the configuration model handed to it, the redactor and its own modules."""
+    only the configuration model handed to it, the route table it carries, the redactor and its
+    own modules."""
     assert sorted(i for i in desktop_imports(path) if not is_allowed(i, ENGINE_ALLOWED)) == []
 
 
@@ -160,6 +167,7 @@ GROUND = (
     "desktop.config.model",
     "desktop.config.options",
     "desktop.redaction",
+    "desktop.routing",
 )
 ROWS = (
     Row("the ground floor: imports nothing of ours but the settings' declaration", GROUND, reaches=()),
@@ -167,7 +175,7 @@ ROWS = (
     Row(
         "the engine: a headless library given the model, masking through the redactor",
         ("desktop.engine.*",),
-        reaches=("desktop:__version__", "desktop.config.model", "desktop.redaction"),
+        reaches=("desktop:__version__", "desktop.config.model", "desktop.redaction", "desktop.routing"),
     ),
     Row(
         "the controller and its rooms: the sole owner of a thread or an event loop",
@@ -189,6 +197,8 @@ ROWS = (
 SAME_ROW = (
     # The model takes each setting's default from its declaration (config.options).
     ("desktop.config.model", "desktop.config.options"),
+    # A listener carries its route table (routing.py: pure, importing nothing of ours).
+    ("desktop.config.model", "desktop.routing"),
     # The config readers build on the parser: keys, show, store -> parse; localtoken -> keys,
     # parse, store.
     ("desktop.config.*", "desktop.config.*"),

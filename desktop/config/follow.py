@@ -163,8 +163,9 @@ class Plan:
         }
 
     def with_target(self, target: Target) -> Plan:
-        """This plan with the main listener serving ``target``."""
-        return replace(self, listeners=(replace(self.main, target=target), *self.own_ports))
+        """This plan with the main listener serving ``target`` alone (a target given as a URL
+        has no routes: those belong to the file's targets)."""
+        return replace(self, listeners=(replace(self.main, target=target, routing=None), *self.own_ports))
 
 
 class KeyReader:

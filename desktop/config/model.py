@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from desktop.config import options
+from desktop.routing import RouteTable
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
@@ -29,6 +30,7 @@ __all__ = [
     "Listener",
     "LogSettings",
     "ProxySettings",
+    "Routing",
     "Secret",
     "Target",
     "control_character",
@@ -308,6 +310,35 @@ class LogSettings:
     access: bool = options.ACCESS.default
 
 
+# How long a 429's Retry-After may be for the same target to be asked once more after it.
+RETRY_AFTER_MAX_S = 2.0
+# A target failing this many times in a row (before any byte reached the client) is tried last
+# for COOLDOWN_S, so requests stop waiting on it first.
+FAILURES_FOR_COOLDOWN = 3
+COOLDOWN_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where a listener sends what its one target does not take: the route table (prefixes,
+    model globs, renames, fallbacks, the default being the listener's target), every other
+    target the table names with its key read, and how failover waits.
+
+    A listener without one (None) sends everything to its target, as before routes existed."""
+
+    table: RouteTable
+    # The targets the table names besides the listener's own (``Target.name`` as in the table).
+    targets: tuple[Target, ...] = ()
+    retry_after_max_s: float = RETRY_AFTER_MAX_S
+    cooldown_s: float = COOLDOWN_S
+    failures_for_cooldown: int = FAILURES_FOR_COOLDOWN
+
+    def __post_init__(self) -> None:
+        names = [target.name for target in self.targets]
+        if len(set(names)) != len(names) or "" in names:
+            raise ValueError("a routing's targets each need a name of their own")
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     """One listening address and the target it serves, as a plan wants it.
@@ -319,3 +350,5 @@ class Listener:
     settings: ProxySettings
     target: Target
     own: str | None = None
+    # Routes and failover (None: every request goes to ``target``, the fast path).
+    routing: Routing | None = None

@@ -11,10 +11,12 @@ import asyncio
 import errno
 from collections.abc import Iterable
 
+from desktop.routing import RESERVED_PATH
+
 __all__ = ["HEALTH_PATH", "RESERVED_PREFIX", "ListenError", "host_port", "listen_error", "where"]
 
 # Paths under this prefix are answered by the proxy and never forwarded.
-RESERVED_PREFIX = "/__trayproxy/"
+RESERVED_PREFIX = RESERVED_PATH + "/"
 HEALTH_PATH = RESERVED_PREFIX + "health"
 # How long to wait for whoever holds our port to say whether it is a TrayProxy.
 PROBE_TIMEOUT_S = 1.0

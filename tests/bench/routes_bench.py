@@ -14,7 +14,7 @@ import json
 import statistics
 import timeit
 
-from desktop.engine.routes import RouteTable, TargetClaims
+from desktop.routing import RouteTable, TargetClaims
 
 # timeit's repeat count and calls per repeat: 7 x 20 000 keeps each case near a second.
 REPEATS = 7

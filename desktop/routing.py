@@ -1,4 +1,4 @@
-"""Routes: which target a request goes to, and what it is sent as (issue 14).
+"""Routes: which target a request goes to, and what it is sent as.
 
 Pure: a request head (raw path, query, whether it asks for an upgrade) and the body when it is
 held for replay go in; a ``Route`` comes out. No sockets, no aiohttp, no files: the service
@@ -19,20 +19,33 @@ order the APIs themselves read it: Gemini's ``/models/{model}:generateContent`` 
 Realtime), the top-level ``"model"`` string of a JSON object body. A ``model_map`` renames the
 model for whichever target the request goes to, in the place it was read.
 
-Nothing here may import aiohttp or anything of ``desktop`` beyond ``desktop.config.model``.
+Nothing here imports aiohttp or anything of ``desktop``: the config checks claims with
+:func:`claim_problems` (each at its line in the file), the plan carries the built table, the
+engine routes with it.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from urllib.parse import parse_qsl, quote
 
-__all__ = ["MAX_MODEL_BODY_BYTES", "RESERVED_PATH", "Route", "RouteTable", "TargetClaims"]
+__all__ = [
+    "MAX_MODEL_BODY_BYTES",
+    "RESERVED_PATH",
+    "ClaimProblem",
+    "Route",
+    "RouteTable",
+    "TargetClaims",
+    "claim_problems",
+    "glob_problem",
+    "prefix_problem",
+]
 
 # Only a body the service already holds for replay is looked into: the same 1 MiB bound
 # (issue 14, "bodies already held for replay (<= 1 MiB with a Content-Length)"), so reading a
@@ -123,6 +136,66 @@ def _overlap(first: str, second: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimProblem:
+    """Why one claim cannot stand: in ``target``'s ``key`` (``prefix``, ``models``, ``model_map``
+    or ``fallbacks``), at ``item`` (the list index, or the model_map name), for a person to read
+    beside where it is written."""
+
+    target: str
+    key: str
+    item: int | str
+    message: str
+
+
+def claim_problems(claims: Iterable[TargetClaims]) -> list[ClaimProblem]:
+    """Every problem of ``claims`` taken together, in declaration order: a prefix or glob that
+    cannot be one, a prefix overlapping an earlier one, a glob claimed twice, an empty model_map
+    name, a fallback that is not another target (with the closest name, if one is close)."""
+    claimed = list(claims)
+    names = [claim.name for claim in claimed]
+    problems: list[ClaimProblem] = []
+    prefixes: list[tuple[str, str]] = []
+    globs: list[tuple[str, str]] = []
+    for claim in claimed:
+        for index, prefix in enumerate(claim.prefixes):
+            problem = prefix_problem(prefix)
+            clash = next((item for item in prefixes if _overlap(item[0], prefix)), None)
+            if problem is None and clash is not None:
+                problem = f"prefix {prefix!r} overlaps prefix {clash[0]!r} of target {clash[1]!r}"
+            if problem is not None:
+                problems.append(ClaimProblem(claim.name, "prefix", index, problem))
+            else:
+                prefixes.append((prefix, claim.name))
+        for index, glob in enumerate(claim.models):
+            problem = glob_problem(glob)
+            owner = next((name for other, name in globs if other == glob), None)
+            if problem is None and owner is not None:
+                problem = f"model glob {glob!r} is claimed by both target {owner!r} and target {claim.name!r}"
+            if problem is not None:
+                problems.append(ClaimProblem(claim.name, "models", index, problem))
+            else:
+                globs.append((glob, claim.name))
+        for source, sent in claim.model_map.items():
+            if not source or not sent:
+                problems.append(
+                    ClaimProblem(claim.name, "model_map", source, "model_map names must not be empty")
+                )
+        for index, fallback in enumerate(claim.fallbacks):
+            if fallback == claim.name:
+                message = f"fallback {fallback!r} is this target itself"
+            elif fallback in claim.fallbacks[:index]:
+                message = f"fallback {fallback!r} is named twice"
+            elif fallback not in names:
+                close = difflib.get_close_matches(fallback, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; the targets are {', '.join(names)}"
+                message = f"fallback {fallback!r} is not a target{hint}"
+            else:
+                continue
+            problems.append(ClaimProblem(claim.name, "fallbacks", index, message))
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
 class RouteTable:
     """The routes of one plan, checked and compiled once by ``build``; ``route`` per request."""
 
@@ -135,7 +208,8 @@ class RouteTable:
 
     @classmethod
     def build(cls, claims: Iterable[TargetClaims], *, default: str) -> RouteTable:
-        """Check every claim and compile the globs; ValueError names both sides of a clash."""
+        """Check every claim and compile the globs; ValueError with the first of
+        :func:`claim_problems` (naming both sides of a clash)."""
         claimed = list(claims)
         names = [claim.name for claim in claimed]
         if default not in names:
@@ -143,37 +217,11 @@ class RouteTable:
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"target {name!r} is listed twice")
-        prefixes: list[tuple[str, str]] = []
-        globs: list[tuple[str, str]] = []
-        for claim in claimed:
-            for prefix in claim.prefixes:
-                problem = prefix_problem(prefix)
-                if problem:
-                    raise ValueError(f"target {claim.name!r}: {problem}")
-                for other, owner in prefixes:
-                    if _overlap(other, prefix):
-                        raise ValueError(
-                            f"prefix {prefix!r} of target {claim.name!r} overlaps "
-                            f"prefix {other!r} of target {owner!r}"
-                        )
-                prefixes.append((prefix, claim.name))
-            for glob in claim.models:
-                problem = glob_problem(glob)
-                if problem:
-                    raise ValueError(f"target {claim.name!r}: {problem}")
-                for other, owner in globs:
-                    if other == glob:
-                        raise ValueError(
-                            f"model glob {glob!r} is claimed by both target {owner!r} "
-                            f"and target {claim.name!r}"
-                        )
-                globs.append((glob, claim.name))
-            for source, sent in claim.model_map.items():
-                if not source or not sent:
-                    raise ValueError(f"target {claim.name!r}: model_map names must not be empty")
-            for fallback in claim.fallbacks:
-                if fallback not in names or fallback == claim.name:
-                    raise ValueError(f"target {claim.name!r}: fallback {fallback!r} is not another target")
+        problems = claim_problems(claimed)
+        if problems:
+            raise ValueError(f"target {problems[0].target!r}: {problems[0].message}")
+        prefixes = [(prefix, claim.name) for claim in claimed for prefix in claim.prefixes]
+        globs = [(glob, claim.name) for claim in claimed for glob in claim.models]
         # One alternation, each glob its own named group, so one match finds the first glob
         # declared that fits (``lastgroup``: the outer group closes last) instead of one match per
         # glob. Named, not numbered: a future translate() may add capturing groups of its own.
@@ -215,6 +263,23 @@ class RouteTable:
                     return self._send(target, f"model:{glob}", raw_path, query, body, found)
             return self._send(self.default, "default", raw_path, query, body, found)
         return self._renamed(self.default, "default", raw_path, query, body, upgrade)
+
+    def attempts(self, raw_path: str, query: str, body: bytes | None, *, upgrade: bool) -> tuple[Route, ...]:
+        """The route (see :meth:`route`), then one per fallback of its target, in order, each
+        with that target's own rename of the model: what failover tries, first to last."""
+        first = self.route(raw_path, query, body, upgrade=upgrade)
+        if not first.fallbacks:
+            return (first,)
+        path = raw_path
+        if first.chosen_by.startswith("prefix:"):
+            path = raw_path[len(first.chosen_by) - len("prefix:") :] or "/"
+        return (
+            first,
+            *(
+                replace(self._renamed(name, first.chosen_by, path, query, body, upgrade), fallbacks=())
+                for name in first.fallbacks
+            ),
+        )
 
     def _renamed(
         self, target: str, chosen_by: str, path: str, query: str, body: bytes | None, upgrade: bool

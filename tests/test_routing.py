@@ -14,7 +14,14 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from desktop.engine.addresses import RESERVED_PREFIX
-from desktop.engine.routes import MAX_MODEL_BODY_BYTES, RESERVED_PATH, Route, RouteTable, TargetClaims
+from desktop.routing import (
+    MAX_MODEL_BODY_BYTES,
+    RESERVED_PATH,
+    Route,
+    RouteTable,
+    TargetClaims,
+    claim_problems,
+)
 
 TABLE = RouteTable.build(
     [
@@ -327,8 +334,13 @@ def test_with_no_model_claims_the_body_is_never_parsed() -> None:
         ),
         ([TargetClaims("a", models=("",))], ["non-empty"]),
         ([TargetClaims("a", models=("o[0-9*",))], ["'['"]),
-        ([TargetClaims("a", fallbacks=("nowhere",))], ["'nowhere'"]),
-        ([TargetClaims("a", fallbacks=("a",))], ["not another target"]),
+        ([TargetClaims("a", fallbacks=("nowhere",))], ["'nowhere' is not a target", "the targets are a"]),
+        (
+            [TargetClaims("a"), TargetClaims("openrouter", fallbacks=("openroter",))],
+            ["did you mean 'openrouter'"],
+        ),
+        ([TargetClaims("a", fallbacks=("a",))], ["this target itself"]),
+        ([TargetClaims("a", fallbacks=("b", "b")), TargetClaims("b")], ["'b' is named twice"]),
         ([TargetClaims("a"), TargetClaims("a")], ["listed twice"]),
         ([TargetClaims("b")], ["default target 'a'"]),
     ],
@@ -352,6 +364,27 @@ def test_prefixes_that_only_share_characters_do_not_overlap() -> None:
 
 def test_the_reserved_path_is_the_proxys_own() -> None:
     assert RESERVED_PATH + "/" == RESERVED_PREFIX
+
+
+def test_every_problem_of_a_table_is_listed_with_where_it_is_written() -> None:
+    """config check shows all of them at once, each at its line: the list says which target,
+    which key and which item."""
+    problems = claim_problems(
+        [
+            TargetClaims("a", prefixes=("/x", "y"), models=("gpt-*",), fallbacks=("c", "zz")),
+            TargetClaims("b", prefixes=("/x/v1",), models=("gpt-*",), model_map={"": "m"}),
+            TargetClaims("c"),
+        ]
+    )
+    assert [(p.target, p.key, p.item) for p in problems] == [
+        ("a", "prefix", 1),
+        ("a", "fallbacks", 1),
+        ("b", "prefix", 0),
+        ("b", "models", 0),
+        ("b", "model_map", ""),
+    ]
+    assert "overlaps prefix '/x' of target 'a'" in problems[2].message
+    assert claim_problems([TargetClaims("a", prefixes=("/a",), models=("a-*",)), TargetClaims("b")]) == []
 
 
 PLAIN = RouteTable.build(
@@ -378,3 +411,36 @@ def test_without_a_claimed_prefix_or_model_claims_everything_goes_to_the_default
     route = PLAIN.route(raw_path, query, held, upgrade=upgrade)
     expected_path = f"{raw_path}?{query}" if query else raw_path
     assert route == Route("main", expected_path, "default")
+
+
+def test_failover_tries_the_route_then_each_fallback_each_renamed_for_itself() -> None:
+    table = RouteTable.build(
+        [
+            TargetClaims("main"),
+            TargetClaims(
+                "anthropic",
+                prefixes=("/anthropic",),
+                models=("claude-*",),
+                model_map={"claude-x": "claude-x-latest"},
+                fallbacks=("openrouter", "main"),
+            ),
+            TargetClaims("openrouter", model_map={"claude-x": "anthropic/claude-x"}),
+        ],
+        default="main",
+    )
+    body = json.dumps({"model": "claude-x", "stream": True}).encode()
+    routes = table.attempts("/v1/messages", "", body, upgrade=False)
+    assert [(r.target, r.path, r.chosen_by, r.send_model) for r in routes] == [
+        ("anthropic", "/v1/messages", "model:claude-*", "claude-x-latest"),
+        ("openrouter", "/v1/messages", "model:claude-*", "anthropic/claude-x"),
+        ("main", "/v1/messages", "model:claude-*", None),
+    ]
+    assert json.loads(routes[1].body or b"")["model"] == "anthropic/claude-x"
+    assert routes[2].body is None  # sent as the client wrote it
+    prefixed = table.attempts("/anthropic/v1/models", "limit=5", None, upgrade=False)
+    assert [(r.target, r.path) for r in prefixed] == [
+        ("anthropic", "/v1/models?limit=5"),
+        ("openrouter", "/v1/models?limit=5"),
+        ("main", "/v1/models?limit=5"),
+    ]
+    assert [r.target for r in table.attempts("/v1/models", "", None, upgrade=False)] == ["main"]
