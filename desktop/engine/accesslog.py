@@ -47,9 +47,17 @@ def log_request(request: web.BaseRequest, record: RequestRecord, *, started: flo
         return
     ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
     method = request.method if request.method in _NAMED_METHODS else "?"
+    if record.chosen_by:
+        # Routed: the route, then each target tried with its answer; the last one is the status.
+        tried = ", ".join(record.attempts) or f"{record.target} {record.status or '-'}"
+        if record.attempts and not record.attempts[-1].endswith(f" {record.status}"):
+            tried += f" = {record.status or '-'}"
+        outcome = f"via {record.chosen_by} -> {tried}"
+    else:
+        outcome = f"{f'-> {record.target} ' if record.target else ''}{record.status or '-'}"
     line = (
         f'{request.remote or "-"} "{method} {redact_target(request.raw_path)}" '
-        f"{f'-> {record.target} ' if record.target else ''}{record.status or '-'} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
+        f"{outcome} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
         f"{f' [{record.note}]' if record.note else ''}"
     )
     write_line = getattr(ACCESS_LOGGER, "write_line", None)

@@ -24,13 +24,17 @@ from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
 __all__ = [
+    "NO_BODY",
     "REQUEST_BODY_GAP_S",
     "PassThroughResponse",
+    "RequestBody",
     "RequestRecord",
     "bad_request_body",
     "forward_http",
+    "open_upstream",
     "pass_response",
     "send_with_pool_retry",
+    "take_body",
 ]
 
 log = logging.getLogger("trayproxy.forward")
@@ -39,7 +43,7 @@ log = logging.getLogger("trayproxy.forward")
 # sent again if a pooled connection turns out dead. Chat requests are far smaller; uploads of
 # unknown or larger size stream through untouched.
 REPLAYABLE_BODY_BYTES = 1024 * 1024
-# Attempts for one request when pooled connections turn out dead (see _open_upstream).
+# Attempts for one request when pooled connections turn out dead (see send_with_pool_retry).
 MAX_ATTEMPTS = 4
 CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # How long a client may send nothing more of its request body before it gets 400
@@ -96,9 +100,13 @@ class PassThroughResponse(web.StreamResponse):
 class RequestRecord:
     """What the access log needs to know about one request; filled in as it goes."""
 
-    __slots__ = ("bytes_down", "error", "first_byte_at", "note", "status", "target")
+    __slots__ = ("attempts", "bytes_down", "chosen_by", "error", "first_byte_at", "note", "status", "target")
 
     def __init__(self) -> None:
+        # With routes: which route chose the target ("model:claude-*"), and each target tried
+        # with what it answered ("anthropic 529"), in order; empty without routes.
+        self.chosen_by = ""
+        self.attempts: list[str] = []
         # The target the request went to (its name): with targets on ports of their own, or a
         # switch while requests were open, the log says which one answered.
         self.target = ""
@@ -176,33 +184,74 @@ class _StreamedBody:
             yield piece
 
 
-async def _open_upstream(request: web.BaseRequest, upstream: Upstream) -> aiohttp.ClientResponse:
+class RequestBody:
+    """A request's body as it goes upstream: ``held`` (read whole first, so it can be sent again
+    and looked into) or streamed (sent once, as it arrives); neither when there is none."""
+
+    __slots__ = ("held", "pieces", "streamed")
+
+    def __init__(
+        self,
+        held: bytes | None = None,
+        streamed: _StreamedBody | None = None,
+        pieces: AsyncIterator[bytes] | None = None,
+    ) -> None:
+        self.held = held
+        self.streamed = streamed
+        self.pieces = pieces
+
+    @property
+    def replayable(self) -> bool:
+        """True when the body can be sent again (held, or none at all)."""
+        return self.streamed is None
+
+
+NO_BODY = RequestBody()
+
+
+async def take_body(request: web.BaseRequest) -> RequestBody:
+    """``request``'s body: read now when it is held for replay (a Content-Length of at most
+    REPLAYABLE_BODY_BYTES, after a 100 Continue if the client waits for one), else set up to be
+    streamed when sent."""
+    if not request.body_exists:
+        return NO_BODY
+    send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+    length = request.content_length
+    if length is not None and length <= REPLAYABLE_BODY_BYTES:
+        if send_continue:
+            await request.writer.write(CONTINUE_LINE)
+        return RequestBody(held=await _read_body(request.content, length))
+    streamed = _StreamedBody()
+    return RequestBody(streamed=streamed, pieces=streamed.pieces(request, send_continue))
+
+
+async def open_upstream(
+    request: web.BaseRequest,
+    upstream: Upstream,
+    body: RequestBody,
+    *,
+    path: str,
+    replaced_body: bytes | None = None,
+) -> aiohttp.ClientResponse:
+    """Send ``request`` to ``upstream`` at ``path`` (the raw target: path and query) with
+    ``body`` (or ``replaced_body`` in place of a held one: a model renamed for this target, its
+    Content-Length set to match); return the response once its head is in. Raises ProxyError."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
     if upstream.proxy_authorization and upstream.proxy_headers is None:
         headers["Proxy-Authorization"] = upstream.proxy_authorization
-    url = upstream.url_for(request.raw_path)
-    streamed: _StreamedBody | None = None
-    body: bytes | AsyncIterator[bytes] | None = None
-    # A body read whole first can be sent a second time (see send_with_pool_retry).
-    replayable = True
-    if request.body_exists:
-        send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
-        length = request.content_length
-        if length is not None and length <= REPLAYABLE_BODY_BYTES:
-            if send_continue:
-                await request.writer.write(CONTINUE_LINE)
-            body = await _read_body(request.content, length)
-        else:
-            streamed = _StreamedBody()
-            body = streamed.pieces(request, send_continue)
-            replayable = False
+    url = upstream.url_for(path)
+    payload: bytes | AsyncIterator[bytes] | None = body.held if body.pieces is None else body.pieces
+    if replaced_body is not None:
+        payload = replaced_body
+        headers[hdrs.CONTENT_LENGTH] = str(len(replaced_body))
     try:
+        # A body read whole first can be sent a second time (see send_with_pool_retry).
         return await send_with_pool_retry(
-            upstream, lambda: upstream.send(request.method, url, headers, body), replayable=replayable
+            upstream, lambda: upstream.send(request.method, url, headers, payload), replayable=body.replayable
         )
     except ProxyError:
-        if streamed is not None and streamed.fault is not None:
-            raise streamed.fault from None
+        if body.streamed is not None and body.streamed.fault is not None:
+            raise body.streamed.fault from None
         raise
 
 
@@ -248,7 +297,7 @@ async def forward_http(
 ) -> web.StreamResponse:
     """Send ``request`` to ``upstream`` and stream its answer to the client."""
     try:
-        upstream_response = await _open_upstream(request, upstream)
+        upstream_response = await open_upstream(request, upstream, await take_body(request), path=request.raw_path)
     except ProxyError as exc:
         record.note = exc.code
         record.error = exc.message
@@ -261,8 +310,13 @@ async def pass_response(
     upstream: Upstream,
     record: RequestRecord,
     upstream_response: aiohttp.ClientResponse,
+    *,
+    first: bytes = b"",
+    local_prefix: str = "",
 ) -> web.StreamResponse:
-    """Stream the target's ``upstream_response`` to the client as it arrives; release it."""
+    """Stream the target's ``upstream_response`` to the client as it arrives; release it.
+    ``first``: body bytes already read from it (failover looked at them), sent first;
+    ``local_prefix``: the route prefix the client used, put back into a Location."""
     try:
         body = upstream_response.content
         response = PassThroughResponse(
@@ -270,7 +324,7 @@ async def pass_response(
             # for a small answer that arrived in the packet with its headers: they go out
             # together in the loop below without waiting. Otherwise (an SSE stream, a slow
             # body) the client gets the status now, not when the first event comes.
-            hold_headers=bool(body.total_bytes) or body.is_eof(),
+            hold_headers=bool(first) or bool(body.total_bytes) or body.is_eof(),
             status=upstream_response.status,
             reason=upstream_response.reason,
             headers=response_headers(
@@ -278,6 +332,7 @@ async def pass_response(
                 target_prefix=upstream.prefix,
                 base_path=upstream.base_path,
                 local_base="http://" + (request.host or ""),
+                local_prefix=local_prefix,
             ),
         )
         record.status = upstream_response.status
@@ -287,10 +342,13 @@ async def pass_response(
             if body.is_eof():
                 # The whole body is here already (a small answer): headers, body and end go
                 # out in one write, without the chunk loop.
-                data = body.read_nowait()
+                data = first + body.read_nowait()
                 record.bytes_down = len(data)
                 await response.write_eof(data)
             else:
+                if first:
+                    record.bytes_down = len(first)
+                    await response.write(first)
                 async for chunk in body.iter_any():
                     record.bytes_down += len(chunk)
                     await response.write(chunk)

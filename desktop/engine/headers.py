@@ -228,11 +228,13 @@ def response_headers(
     target_prefix: str,
     base_path: str,
     local_base: str,
+    local_prefix: str = "",
 ) -> CIMultiDict[str]:
     """Headers for the client: the target's, minus hop-by-hop, with Location pointed at us.
 
     ``target_prefix`` is the target's origin plus base path; ``local_base`` is
-    ``http://<Host the client used>``.
+    ``http://<Host the client used>``; ``local_prefix`` the route prefix the request came
+    under (``/anthropic``), "" for none.
     """
     out: CIMultiDict[str] = CIMultiDict()
     listed: frozenset[str] = frozenset()
@@ -246,7 +248,11 @@ def response_headers(
         value = raw_value.decode("latin-1")
         if lower == "location":
             value = rewrite_location(
-                value, target_prefix=target_prefix, base_path=base_path, local_base=local_base
+                value,
+                target_prefix=target_prefix,
+                base_path=base_path,
+                local_base=local_base,
+                local_prefix=local_prefix,
             )
         out.add(name, value)
     # Headers the target named in Connection are hop-by-hop too; known only once all are read.
@@ -255,18 +261,25 @@ def response_headers(
     return out
 
 
-def rewrite_location(value: str, *, target_prefix: str, base_path: str, local_base: str) -> str:
+def rewrite_location(
+    value: str, *, target_prefix: str, base_path: str, local_base: str, local_prefix: str = ""
+) -> str:
     """Point a redirect into the target at the same place behind the proxy.
 
-    ``https://target/base/x`` and ``/base/x`` become ``http://127.0.0.1:8000/x``; anything else
-    (another host, a relative path outside the base) is left alone.
+    ``https://target/base/x`` and ``/base/x`` become ``http://127.0.0.1:8000/x``, or
+    ``http://127.0.0.1:8000/anthropic/x`` and ``/anthropic/x`` for a request that came under the
+    route prefix ``local_prefix`` ``/anthropic``; anything else (another host, a relative path
+    outside the base) is left alone.
     """
     if value.lower().startswith(target_prefix.lower()):
         rest = value[len(target_prefix) :]
         if rest == "" or rest[0] in "/?#":
-            return local_base + (rest if rest.startswith("/") else "/" + rest)
+            return local_base + local_prefix + (rest if rest.startswith("/") else "/" + rest)
     if base_path and value.startswith(base_path):
         rest = value[len(base_path) :]
         if rest == "" or rest[0] in "/?#":
-            return rest if rest.startswith("/") else "/" + rest
+            return local_prefix + (rest if rest.startswith("/") else "/" + rest)
+    elif local_prefix and value.startswith("/") and not value.startswith("//"):
+        # A path on the target's origin (which has no base path) is under the prefix here.
+        return local_prefix + value
     return value

@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractResolver
 from desktop.config.model import Listener, ProxySettings
 from desktop.engine.addresses import ListenError, where
 from desktop.engine.condition import TargetCondition
+from desktop.engine.failover import Cooldowns, FailoverEvent
 from desktop.engine.service import ProxyService, describe_target_change
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]
@@ -98,11 +99,16 @@ class Listeners:
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         on_condition: Callable[[TargetCondition], None] | None = None,
+        on_failover: Callable[[FailoverEvent], None] | None = None,
     ) -> None:
         """``resolver_factory`` makes each service's DNS resolver (None: aiohttp's default);
-        ``on_condition`` is every service's condition listener (see ProxyService)."""
+        ``on_condition`` and ``on_failover`` are every service's listeners (see ProxyService)."""
         self._resolver_factory = resolver_factory
         self._on_condition = on_condition
+        self._on_failover = on_failover
+        # One record of failing targets for all listeners: a target failing on the main port
+        # is tried last on its own port's fallbacks too.
+        self.cooldowns = Cooldowns()
         self._main: ProxyService | None = None
         # Targets served on ports of their own, by name.
         self._own: dict[str, ProxyService] = {}
@@ -192,6 +198,7 @@ class Listeners:
             return Outcome(main, _addresses(self._main), None, opened=True), False
         if _address(service.settings) == _address(main.settings):
             service.set_target(main.target)
+            service.set_routing(main.routing)
             return Outcome(main, _addresses(service), None), False
         outcome, self._main = await self._relocate(MAIN_LISTENER, service, main)
         return outcome, self._main is None
@@ -227,6 +234,7 @@ class Listeners:
             return Outcome(own, _addresses(service), None, opened=True)
         if _address(service.settings) == _address(own.settings):
             service.set_target(own.target)
+            service.set_routing(own.routing)
             return Outcome(own, _addresses(service), None)
         outcome, moved = await self._relocate(f"target {name}", service, own)
         if moved is None:
@@ -259,6 +267,7 @@ class Listeners:
         if moved is not None:
             # Still where it was, yet serving the target it is now given.
             moved.set_target(listener.target)
+            moved.set_routing(listener.routing)
         addresses = _addresses(moved) if moved is not None else ()
         return Outcome(listener, addresses, error, move_failed=True), moved
 
@@ -285,7 +294,7 @@ class Listeners:
                 return old, exc
             try:
                 back: ProxyService | None = await self._start(
-                    Listener(replace(old.settings, port=old_port), old.target, listener.own)
+                    Listener(replace(old.settings, port=old_port), old.target, listener.own, old.routing)
                 )
             except Exception:
                 log.exception("could not listen on port %d again", old_port)
@@ -298,7 +307,13 @@ class Listeners:
     async def _start(self, listener: Listener) -> ProxyService:
         resolver = self._resolver_factory() if self._resolver_factory is not None else None
         service = ProxyService(
-            listener.settings, listener.target, resolver=resolver, on_condition=self._on_condition
+            listener.settings,
+            listener.target,
+            routing=listener.routing,
+            resolver=resolver,
+            on_condition=self._on_condition,
+            on_failover=self._on_failover,
+            cooldowns=self.cooldowns,
         )
         await service.start()
         return service

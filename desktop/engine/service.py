@@ -22,12 +22,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from desktop import __version__
-from desktop.config.model import ProxySettings, Secret, Target
+from desktop.config.model import ProxySettings, Routing, Secret, Target
 from desktop.engine.accesslog import log_request, own_answer_bytes
 from desktop.engine.addresses import HEALTH_PATH, RESERVED_PREFIX, host_port, listen_error
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.errors import ProxyError
-from desktop.engine.forward import RequestRecord, forward_http
+from desktop.engine.failover import Cooldowns, FailoverEvent, carry_routed_websocket, forward_routed
+from desktop.engine.forward import NO_BODY, RequestRecord, forward_http, take_body
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
@@ -59,13 +60,24 @@ class ProxyService:
         settings: ProxySettings,
         target: Target,
         *,
+        routing: Routing | None = None,
         resolver: AbstractResolver | None = None,
         on_condition: Callable[[TargetCondition], None] | None = None,
+        on_failover: Callable[[FailoverEvent], None] | None = None,
+        cooldowns: Cooldowns | None = None,
     ) -> None:
-        """``on_condition`` is called on the loop when a target's answers change kind (a key
-        rejected, rate limited, unreachable, fine again); it must return quickly."""
+        """``routing``: routes and failover beyond ``target`` (None: everything to ``target``).
+        ``on_condition`` is called on the loop when a target's answers change kind (a key
+        rejected, rate limited, unreachable, fine again), ``on_failover`` when a request fails
+        over to another target; both must return quickly. ``cooldowns``: which targets are tried
+        last for now, shared with the other listeners of the loop."""
         self.settings = settings
         self._on_condition = on_condition
+        self._on_failover = on_failover
+        self._cooldowns = cooldowns if cooldowns is not None else Cooldowns()
+        self._routing = routing
+        # The upstreams of the targets the routes name besides ``target``, by name.
+        self._routed: dict[str, Upstream] = {}
         self._resolver = resolver
         self._guard = RequestGuard(
             allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
@@ -94,6 +106,11 @@ class ProxyService:
         return self._target
 
     @property
+    def routing(self) -> Routing | None:
+        """The routes new requests follow (None: all go to the target)."""
+        return self._routing
+
+    @property
     def port(self) -> int:
         """The port actually listened on (useful with port 0)."""
         return self.addresses[0][1] if self.addresses else self.settings.port
@@ -109,6 +126,7 @@ class ProxyService:
         self._stopping = False
         register_secrets(self._target.secrets())
         self._upstream = self._new_upstream(self._target)
+        self.set_routing(self._routing)
         server = self._server = ProxyServer(
             self._handle,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
@@ -162,8 +180,9 @@ class ProxyService:
         when not ``required`` (a config reload, a rotated token)."""
         self.settings = replace(self.settings, require_token=required, local_token=token)
         self._token_check = LocalTokenCheck.for_settings(self.settings)
-        if self._upstream is not None:
-            self._upstream.rules = header_rules(self._target, token_required=required)
+        for upstream in (self._upstream, *self._routed.values()):
+            if upstream is not None:
+                upstream.rules = header_rules(upstream.target, token_required=required)
 
     def _new_upstream(self, target: Target) -> Upstream:
         upstream = Upstream(target, resolver=self._resolver)
@@ -181,10 +200,38 @@ class ProxyService:
         if self._upstream is None:
             return
         old, self._upstream = self._upstream, self._new_upstream(target)
-        old.retired = True
-        if old.active == 0:
-            self._close_upstream(old)
+        self._retire_upstream(old)
         log.info("%s", describe_target_change(old.target, target, port=self.port))
+
+    def set_routing(self, routing: Routing | None) -> None:
+        """Route new requests by ``routing`` (None: all to the target); requests already open
+        finish where they are. A routed target whose settings did not change keeps its pool."""
+        self._routing = routing
+        if self._upstream is None:
+            return  # not started: start() opens the pools
+        wanted = {target.name: target for target in routing.targets} if routing is not None else {}
+        for name, upstream in list(self._routed.items()):
+            if wanted.get(name) != upstream.target:
+                del self._routed[name]
+                self._retire_upstream(upstream)
+        for name, target in wanted.items():
+            if name not in self._routed:
+                register_secrets(target.secrets())
+                self._routed[name] = self._new_upstream(target)
+
+    def _retire_upstream(self, upstream: Upstream) -> None:
+        upstream.retired = True
+        if upstream.active == 0:
+            self._close_upstream(upstream)
+
+    def _upstream_named(self, name: str) -> Upstream:
+        """The upstream of the target the routes call ``name``: a routed one, else the
+        listener's own target (the table's default)."""
+        routed = self._routed.get(name)
+        if routed is not None:
+            return routed
+        assert self._upstream is not None
+        return self._upstream
 
     def _close_upstream(self, upstream: Upstream) -> None:
         task = asyncio.get_running_loop().create_task(upstream.close(), name="close-upstream")
@@ -233,8 +280,10 @@ class ProxyService:
                 server.abort_connections()
         self._sites.clear()
         upstream, self._upstream = self._upstream, None
-        if upstream is not None:
-            await upstream.close()
+        routed, self._routed = self._routed, {}
+        for closing in (upstream, *routed.values()):
+            if closing is not None:
+                await closing.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self.addresses = []
@@ -296,6 +345,9 @@ class ProxyService:
         upstream = self._upstream
         if upstream is None:
             return _stopping_answer()
+        routing = self._routing
+        if routing is not None:
+            return await self._dispatch_routed(request, record, routing)
         upstream.active += 1
         record.target = upstream.label
         try:
@@ -310,10 +362,76 @@ class ProxyService:
             upstream.active -= 1
             if upstream.retired and upstream.active == 0:
                 self._close_upstream(upstream)
-            kind = classify(record.status, record.note)
-            if kind is not None and kind != upstream.condition:
-                upstream.condition = kind
-                self._report_condition(upstream, kind, record)
+            self._note_condition(upstream, record)
+
+    async def _dispatch_routed(
+        self, request: web.BaseRequest, record: RequestRecord, routing: Routing
+    ) -> web.StreamResponse:
+        """Send ``request`` where the routes say, failing over as failover.py says."""
+        upgrade = is_websocket_upgrade(request.raw_headers)
+        if upgrade and self._stopping:
+            return _stopping_answer()
+        try:
+            body = NO_BODY if upgrade else await take_body(request)
+        except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
+            record.note = refused.code
+            return refused.to_response()
+        path, _, query = request.raw_path.partition("?")
+        routes = routing.table.attempts(path, query, body.held, upgrade=upgrade)
+        record.chosen_by = routes[0].chosen_by
+        used: list[Upstream] = []
+
+        def upstream_for(name: str) -> Upstream:
+            upstream = self._upstream_named(name)
+            upstream.active += 1
+            used.append(upstream)
+            return upstream
+
+        try:
+            if upgrade:
+                return await carry_routed_websocket(
+                    request,
+                    record,
+                    routes,
+                    self._websockets,
+                    token_required=self._token_check is not None,
+                    upstream_for=upstream_for,
+                    routing=routing,
+                    cooldowns=self._cooldowns,
+                    on_failover=self._report_failover,
+                )
+            return await forward_routed(
+                request,
+                record,
+                routes,
+                body,
+                upstream_for=upstream_for,
+                routing=routing,
+                cooldowns=self._cooldowns,
+                on_failover=self._report_failover,
+            )
+        finally:
+            for upstream in used:
+                upstream.active -= 1
+                if upstream.retired and upstream.active == 0:
+                    self._close_upstream(upstream)
+            if used:
+                self._note_condition(used[-1], record)
+
+    def _note_condition(self, upstream: Upstream, record: RequestRecord) -> None:
+        kind = classify(record.status, record.note)
+        if kind is not None and kind != upstream.condition:
+            upstream.condition = kind
+            self._report_condition(upstream, kind, record)
+
+    def _report_failover(self, event: FailoverEvent) -> None:
+        if event.next is not None:
+            log.info("target %s failed (%s); trying %s", event.failed, event.cause, event.next)
+        if self._on_failover is not None:
+            try:
+                self._on_failover(event)
+            except Exception:
+                log.exception("failover listener failed")
 
     def _report_condition(self, upstream: Upstream, kind: Any, record: RequestRecord) -> None:
         target = upstream.target

@@ -38,7 +38,7 @@ from desktop.engine.wsrelay import (
     WebSocketRelay,
 )
 
-__all__ = ["OpenWebSocket", "carry_websocket"]
+__all__ = ["OpenWebSocket", "UpgradeFailed", "carry_websocket"]
 
 log = logging.getLogger("trayproxy.websocket")
 
@@ -69,6 +69,17 @@ class _BridgedWebSocket:
         )
 
 
+class UpgradeFailed(Exception):
+    """The target did not take the WebSocket (no 101), and the caller asked to try another
+    instead of answering: nothing has been sent to the client. ``cause`` is the target's status
+    or the proxy's error code, for the access line."""
+
+    def __init__(self, cause: str, *, status: int | None = None) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.status = status
+
+
 def _refused(target: str, status: int, record: RequestRecord) -> web.StreamResponse:
     error = UpstreamUnreachable(
         f"The target {target} refused the WebSocket upgrade (HTTP {status})",
@@ -86,12 +97,29 @@ async def carry_websocket(
     live: set[OpenWebSocket],
     *,
     token_required: bool = False,
+    path: str | None = None,
+    local_prefix: str = "",
+    fail_over: bool = False,
 ) -> web.StreamResponse:
-    """Open the upstream WebSocket, accept the client's, and carry it until either side ends."""
+    """Open the upstream WebSocket at ``path`` (default: the client's raw path), accept the
+    client's, and carry it until either side ends. With ``fail_over``, a target that does not
+    take it raises UpgradeFailed instead of the client being told."""
     offers = _offered_protocols(request, drop_key_offers=token_required or upstream.rules.drops_key_offers)
+    leg = _Leg(request.raw_path if path is None else path, local_prefix, fail_over)
     if RAW_RELAY:
-        return await relay_websocket(request, upstream, record, live, offers)
-    return await bridge_websocket(request, upstream, record, live, offers)
+        return await relay_websocket(request, upstream, record, live, offers, leg)
+    return await bridge_websocket(request, upstream, record, live, offers, leg)
+
+
+class _Leg:
+    """Where one upgrade goes on its target, and whether a refusal is the caller's to handle."""
+
+    __slots__ = ("fail_over", "local_prefix", "path")
+
+    def __init__(self, path: str, local_prefix: str, fail_over: bool) -> None:
+        self.path = path
+        self.local_prefix = local_prefix
+        self.fail_over = fail_over
 
 
 async def relay_websocket(
@@ -100,6 +128,7 @@ async def relay_websocket(
     record: RequestRecord,
     live: set[OpenWebSocket],
     offers: list[str],
+    leg: _Leg,
 ) -> web.StreamResponse:
     """Pass the handshake through both ways, then relay the bytes (see wsrelay.py)."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "")
@@ -111,7 +140,7 @@ async def relay_websocket(
     if offers:
         headers["Sec-WebSocket-Protocol"] = ", ".join(offers)
     target = upstream.label
-    url = upstream.url_for(request.raw_path)
+    url = upstream.url_for(leg.path)
     try:
         # A handshake has no body, so it is sent again like any request when a pooled
         # connection turns out dead.
@@ -129,14 +158,19 @@ async def relay_websocket(
             replayable=True,
         )
     except ProxyError as error:
+        if leg.fail_over:
+            raise UpgradeFailed(error.code) from error
         record.note = error.code
         record.error = error.message
         return error.to_response()
     if response.status >= 300:
+        if leg.fail_over:
+            response.release()
+            raise UpgradeFailed(str(response.status), status=response.status)
         # The target said no (a rejected key, a wrong path, a redirect): the tool gets its
         # answer as it is, body and headers, as for any request, so its reason is not lost.
         record.note = "websocket_refused"
-        return await pass_response(request, upstream, record, response)
+        return await pass_response(request, upstream, record, response, local_prefix=leg.local_prefix)
     connection = response.connection
     if (
         response.status != 101
@@ -146,6 +180,8 @@ async def relay_websocket(
         or connection.transport is None
     ):
         response.close()
+        if leg.fail_over:
+            raise UpgradeFailed(str(response.status), status=response.status)
         return _refused(target, response.status, record)
     target_protocol = connection.protocol
     target_transport = connection.transport
@@ -153,7 +189,11 @@ async def relay_websocket(
     target_protocol.read_timeout = None
 
     answer = response_headers(
-        response.raw_headers, target_prefix=upstream.prefix, base_path=upstream.base_path, local_base=""
+        response.raw_headers,
+        target_prefix=upstream.prefix,
+        base_path=upstream.base_path,
+        local_base="",
+        local_prefix=leg.local_prefix,
     )
     answer["Upgrade"] = "websocket"
     answer["Connection"] = "Upgrade"
@@ -249,12 +289,13 @@ async def bridge_websocket(
     record: RequestRecord,
     live: set[OpenWebSocket],
     offers: list[str],
+    leg: _Leg,
 ) -> web.StreamResponse:
     """Open the upstream WebSocket, accept the client's, and copy messages both ways."""
     headers = upstream.rules.apply(request.raw_headers, client_ip=request.remote or "", websocket=True)
     deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
     target = upstream.label
-    url = upstream.url_for(request.raw_path)
+    url = upstream.url_for(leg.path)
     try:
         # A handshake has no body: sent again like any request when a pooled connection
         # turns out dead.
@@ -276,8 +317,12 @@ async def bridge_websocket(
             replayable=True,
         )
     except aiohttp.WSServerHandshakeError as exc:
+        if leg.fail_over:
+            raise UpgradeFailed(str(exc.status), status=exc.status) from exc
         return _refused(target, exc.status, record)
     except ProxyError as error:
+        if leg.fail_over:
+            raise UpgradeFailed(error.code) from error
         record.note = error.code
         record.error = error.message
         return error.to_response()

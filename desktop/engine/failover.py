@@ -1,0 +1,402 @@
+"""Routed requests: the route table's choice, then failover that never hides a failure.
+
+A listener with routes (``Routing``) sends each request where ``RouteTable.attempts`` says:
+the chosen target first, then its fallbacks in order. The next one is tried only while nothing
+has reached the client, and only for a failure the target owns:
+
+- no answer: connection, DNS or TLS error, no headers within the read timeout;
+- an answer of 429, 500, 502, 503, 504 or 529 (Anthropic's "overloaded"); a 429 whose
+  ``Retry-After`` is within the bound asks the same target once more after that wait;
+- for a target with a fallback left, a 2xx whose first SSE event is an ``error`` (or whose first
+  ``data:`` is an ``{"error": ...}`` object) or whose body is empty: the status line waits for
+  the first event so these can still fail over;
+- a WebSocket upgrade the target refuses (no 101).
+
+Once a byte has reached the client nothing is retried: a stream cut later ends as a broken
+response, as it would without routes, and counts against its target. A body streamed to the
+target (no Content-Length, or over 1 MiB) is never sent twice. When every target fails the
+client gets the last answer a target gave, unchanged (a 429 keeps its Retry-After), or the last
+proxy error when none answered. No header is added to any answer.
+
+A target that fails ``failures_for_cooldown`` times in a row is tried last for ``cooldown_s``
+(:class:`Cooldowns`, shared by the listeners of one loop); the listener's ``on_failover`` hears
+each failover, for the tray to tell the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from desktop.config.model import Routing
+from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
+from desktop.engine.forward import (
+    PassThroughResponse,
+    RequestBody,
+    RequestRecord,
+    open_upstream,
+    pass_response,
+)
+from desktop.engine.headers import response_headers
+from desktop.engine.upstream import Upstream
+from desktop.engine.websocket import OpenWebSocket, UpgradeFailed, carry_websocket
+from desktop.routing import Route
+
+__all__ = [
+    "FAILOVER_STATUSES",
+    "Cooldowns",
+    "FailoverEvent",
+    "carry_routed_websocket",
+    "forward_routed",
+    "local_prefix_of",
+    "retry_after_s",
+]
+
+log = logging.getLogger("trayproxy.failover")
+
+# Answers that mean "this target cannot serve it now" rather than "this request is wrong":
+# rate limited, and the server errors a gateway or an overloaded model gives (529 is Anthropic's
+# overloaded_error). 501 and 505 are about the request, so they pass through.
+FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+# An earlier target's failed answer is kept (to give the client if every target fails) up to
+# this size; error answers are far smaller.
+MAX_KEPT_ANSWER_BYTES = 64 * 1024
+# How much of a stream is read to find its first SSE event before it is passed on anyway.
+MAX_FIRST_EVENT_BYTES = 64 * 1024
+# RFC 9110 §6.4.1: these carry no body, so an empty one is no failure.
+_BODILESS = frozenset({204, 205, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    """One failover, as the tray tells it: ``failed`` (a target name) did not serve a request
+    for ``cause`` (its status, or the proxy's error code) and ``next`` is tried (None when
+    it was the last); ``cooling`` the targets now tried last, with the loop time each
+    cool-down ends."""
+
+    failed: str
+    cause: str
+    next: str | None
+    cooling: tuple[tuple[str, float], ...]
+
+
+class Cooldowns:
+    """How each target has been failing, and which are tried last for now."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+
+    def cooling(self) -> tuple[tuple[str, float], ...]:
+        """(name, end) of each target cooling down now, soonest end first."""
+        now = self._clock()
+        for name in [name for name, end in self._until.items() if end <= now]:
+            del self._until[name]
+        return tuple(sorted(self._until.items(), key=lambda item: item[1]))
+
+    def order(self, routes: Sequence[Route]) -> Sequence[Route]:
+        """``routes`` with those whose target is cooling down moved last, the rest in order."""
+        if not self._until or len(routes) < 2:
+            return routes
+        cooling = dict(self.cooling())
+        if not cooling:
+            return routes
+        return sorted(routes, key=lambda route: route.target in cooling)
+
+    def failed(self, name: str, routing: Routing) -> bool:
+        """Count a failure of ``name``; True when it starts a cool-down."""
+        count = self._failures.get(name, 0) + 1
+        self._failures[name] = count
+        if count >= routing.failures_for_cooldown and name not in self._until:
+            self._until[name] = self._clock() + routing.cooldown_s
+            self._failures[name] = 0
+            log.warning(
+                "target %s failed %d times in a row; it is tried last for %g s", name, count, routing.cooldown_s
+            )
+            return True
+        return False
+
+    def served(self, name: str) -> None:
+        """``name`` answered: its run of failures is over (a cool-down runs its course)."""
+        if self._failures.get(name):
+            self._failures[name] = 0
+
+
+def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (RFC 9110 §10.2.3: delay-seconds or an
+    HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _first_event_error(data: bytes) -> bool:
+    """True when the first SSE event in ``data`` (complete or not) is an error: named ``error``
+    (Anthropic, OpenAI Responses) or carrying a JSON object with a top-level ``error`` (OpenAI
+    chat completions and gateways that stream their errors)."""
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    block = text.lstrip("\n").split("\n\n", 1)[0]
+    payload = []
+    for line in block.split("\n"):
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event" and value.strip() == "error":
+            return True
+        if name == "data":
+            payload.append(value)
+    if not payload:
+        return False
+    try:
+        parsed = json.loads("\n".join(payload))
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "error" in parsed
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get(hdrs.CONTENT_TYPE, "").lower().startswith("text/event-stream")
+
+
+async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """The first body bytes of a 2xx answer, and why they make it a failure ("empty answer",
+    "error event") or None. For an event stream, read until its first event is complete."""
+    body = response.content
+    pieces: list[bytes] = []
+    size = 0
+    stream = _is_event_stream(response)
+    while True:
+        piece = await body.readany()
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+        if not stream or size >= MAX_FIRST_EVENT_BYTES:
+            break
+        data = b"".join(pieces)
+        if b"\n\n" in data or b"\r\n\r\n" in data or b"\r\r" in data:
+            break
+    data = b"".join(pieces)
+    if not data:
+        return data, "empty answer"
+    if stream and _first_event_error(data):
+        return data, "error event"
+    return data, None
+
+
+@dataclass(slots=True)
+class _KeptAnswer:
+    """A failed answer read whole, for the client if no later target does better."""
+
+    status: int
+    reason: str | None
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    upstream: Upstream
+    local_prefix: str
+
+
+async def _keep(
+    response: aiohttp.ClientResponse, upstream: Upstream, local_prefix: str, first: bytes = b""
+) -> _KeptAnswer | None:
+    """``response`` read whole (after ``first``) and released; None when it is too large to keep
+    or breaks off."""
+    try:
+        body = first
+        async for piece in response.content.iter_any():
+            body += piece
+            if len(body) > MAX_KEPT_ANSWER_BYTES:
+                return None
+        return _KeptAnswer(response.status, response.reason, response.raw_headers, body, upstream, local_prefix)
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+    finally:
+        response.release()
+
+
+async def _send_kept(request: web.BaseRequest, kept: _KeptAnswer, record: RequestRecord) -> web.StreamResponse:
+    headers = response_headers(
+        kept.raw_headers,
+        target_prefix=kept.upstream.prefix,
+        base_path=kept.upstream.base_path,
+        local_base="http://" + (request.host or ""),
+        local_prefix=kept.local_prefix,
+    )
+    response = PassThroughResponse(headers=headers, hold_headers=True, status=kept.status, reason=kept.reason)
+    record.status = kept.status
+    await response.prepare(request)
+    record.first_byte_at = asyncio.get_running_loop().time()
+    record.bytes_down = len(kept.body)
+    await response.write_eof(kept.body)
+    return response
+
+
+def local_prefix_of(route: Route) -> str:
+    """The prefix the client's path came under ("" unless chosen by a prefix)."""
+    return route.chosen_by[len("prefix:") :] if route.chosen_by.startswith("prefix:") else ""
+
+
+async def forward_routed(
+    request: web.BaseRequest,
+    record: RequestRecord,
+    routes: Sequence[Route],
+    body: RequestBody,
+    *,
+    upstream_for: Callable[[str], Upstream],
+    routing: Routing,
+    cooldowns: Cooldowns,
+    on_failover: Callable[[FailoverEvent], None],
+) -> web.StreamResponse:
+    """Send ``request`` along ``routes`` (the chosen target, then its fallbacks) until a target
+    serves it, as the module docstring says, and stream that answer to the client."""
+    if not body.replayable:
+        routes = routes[:1]  # a streamed body is gone once sent
+    routes = cooldowns.order(routes)
+    kept: _KeptAnswer | None = None
+    last_error: ProxyError | None = None
+    for index, route in enumerate(routes):
+        upstream = upstream_for(route.target)
+        record.target = upstream.label
+        prefix = local_prefix_of(route)
+        last = index == len(routes) - 1
+        asked_again = False
+        while True:
+            try:
+                response = await open_upstream(request, upstream, body, path=route.path, replaced_body=route.body)
+            except RequestRefused as refusal:
+                # The client's own body could not be read: no target is to blame.
+                record.note = refusal.code
+                record.error = refusal.message
+                return refusal.to_response()
+            except ProxyError as error:
+                record.attempts.append(f"{upstream.label} {error.code}")
+                last_error = error
+                cause = error.code
+                break
+            status = response.status
+            if status in FAILOVER_STATUSES:
+                wait = retry_after_s(response.headers.get(hdrs.RETRY_AFTER)) if status == 429 else None
+                if wait is not None and wait <= routing.retry_after_max_s and not asked_again:
+                    record.attempts.append(f"{upstream.label} {status}")
+                    response.release()
+                    asked_again = True
+                    await asyncio.sleep(wait)
+                    continue
+                if last:
+                    record.attempts.append(f"{upstream.label} {status}")
+                    if len(routes) > 1:
+                        _count(cooldowns, route.target, routing, on_failover, str(status), None)
+                    return await pass_response(request, upstream, record, response, local_prefix=prefix)
+                record.attempts.append(f"{upstream.label} {status}")
+                kept = await _keep(response, upstream, prefix) or kept
+                cause = str(status)
+                break
+            first = b""
+            if not last and 200 <= status < 300 and status not in _BODILESS and request.method != "HEAD":
+                try:
+                    first, failure = await _first_bytes(response)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    response.release()
+                    last_error = map_client_error(exc, target=upstream.label)
+                    record.attempts.append(f"{upstream.label} {last_error.code}")
+                    cause = last_error.code
+                    break
+                if failure is not None:
+                    record.attempts.append(f"{upstream.label} {status} ({failure})")
+                    kept = await _keep(response, upstream, prefix, first) or kept
+                    cause = failure
+                    break
+            record.attempts.append(f"{upstream.label} {status}")
+            answered = await pass_response(request, upstream, record, response, first=first, local_prefix=prefix)
+            if record.note and len(routes) > 1:
+                # Broken off mid-body: the client sees a broken response; the target is to blame.
+                _count(cooldowns, route.target, routing, on_failover, record.note, None)
+            else:
+                cooldowns.served(route.target)
+            return answered
+        if len(routes) > 1:
+            next_name = routes[index + 1].target if index + 1 < len(routes) else None
+            _count(cooldowns, route.target, routing, on_failover, cause, next_name)
+    # Every target failed before sending anything: the last answer one gave, or the last error.
+    if kept is not None:
+        record.note = "all targets failed"
+        return await _send_kept(request, kept, record)
+    assert last_error is not None
+    record.note = last_error.code
+    record.error = last_error.message
+    return last_error.to_response()
+
+
+def _count(
+    cooldowns: Cooldowns,
+    name: str,
+    routing: Routing,
+    on_failover: Callable[[FailoverEvent], None],
+    cause: str,
+    next_name: str | None,
+) -> None:
+    """A failure of ``name`` counted; the listener told when another target takes over or a
+    cool-down starts."""
+    started = cooldowns.failed(name, routing)
+    if next_name is not None or started:
+        on_failover(FailoverEvent(name, cause, next_name, cooldowns.cooling()))
+
+
+async def carry_routed_websocket(
+    request: web.BaseRequest,
+    record: RequestRecord,
+    routes: Sequence[Route],
+    live: set[OpenWebSocket],
+    *,
+    token_required: bool,
+    upstream_for: Callable[[str], Upstream],
+    routing: Routing,
+    cooldowns: Cooldowns,
+    on_failover: Callable[[FailoverEvent], None],
+) -> web.StreamResponse:
+    """Carry a WebSocket to the first target along ``routes`` that takes the upgrade (answers
+    101); the last one's refusal, if it comes to that, reaches the client as it is."""
+    routes = cooldowns.order(routes)
+    for index, route in enumerate(routes):
+        upstream = upstream_for(route.target)
+        record.target = upstream.label
+        last = index == len(routes) - 1
+        try:
+            answered = await carry_websocket(
+                request,
+                upstream,
+                record,
+                live,
+                token_required=token_required,
+                path=route.path,
+                local_prefix=local_prefix_of(route),
+                fail_over=not last,
+            )
+        except UpgradeFailed as failed:
+            record.attempts.append(f"{upstream.label} {failed.cause}")
+            _count(cooldowns, route.target, routing, on_failover, failed.cause, routes[index + 1].target)
+            continue
+        record.attempts.append(f"{upstream.label} {record.status or '-'}")
+        if record.status == 101:
+            cooldowns.served(route.target)
+        elif len(routes) > 1:
+            _count(cooldowns, route.target, routing, on_failover, record.note or str(record.status), None)
+        return answered
+    raise AssertionError("unreachable: the last route answers the client")  # pragma: no cover

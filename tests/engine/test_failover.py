@@ -1,0 +1,338 @@
+"""Routes and failover in the engine: a ProxyService given a Routing, real targets, real clients.
+
+What a person notices: one port sends ``/anthropic/...`` and ``claude-*`` to one service and the
+rest to the chosen one, each with its own key; a model renamed for a gateway arrives renamed with
+a matching Content-Length; a redirect from a prefix target keeps the prefix; a target that fails
+before sending anything is replaced by its fallback without the tool seeing a thing, and one that
+fails mid-stream is not hidden; when all fail, the tool gets the last real answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from desktop.config.model import ProxySettings, Routing, Secret, Target
+from desktop.engine.failover import FailoverEvent, retry_after_s
+from desktop.engine.service import ProxyService
+from desktop.routing import RouteTable, TargetClaims
+
+WAIT_S = 10.0
+SETTINGS = ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0)
+
+
+@dataclass
+class Scripted:
+    """A target: each request takes the next fault from ``faults`` (then answers normally) and
+    is recorded as (path with query, headers, body)."""
+
+    name: str
+    faults: list[str] = field(default_factory=list)
+    seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    target: Target | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append((request.path_qs, dict(request.headers), body))
+        if request.headers.get("Upgrade", "").lower() == "websocket" and not self.faults:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.send_str(f"{self.name} {request.path_qs}")
+            await ws.close()
+            return ws
+        fault = self.faults.pop(0) if self.faults else "ok"
+        if fault.isdigit():
+            headers = {"Retry-After": "30"} if fault == "429" else {}
+            return web.json_response(
+                {"error": {"message": f"{self.name} says {fault}"}}, status=int(fault), headers=headers
+            )
+        if fault.startswith("429 after "):
+            return web.json_response(
+                {"error": "slow down"}, status=429, headers={"Retry-After": fault.split()[-1]}
+            )
+        if fault == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if fault == "hang":
+            await asyncio.sleep(5)
+        if fault == "empty":
+            return web.Response(status=200, body=b"")
+        if fault == "redirect":
+            raise web.HTTPFound("/v1/elsewhere")
+        if fault in ("sse", "sse error", "cut"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            if fault == "sse error":
+                await response.write(
+                    b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
+                )
+                await response.write_eof()
+                return response
+            for number in range(60):
+                if fault == "cut" and number == 40:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                await response.write(f"data: {self.name} {number}\n\n".encode())
+            await response.write_eof()
+            return response
+        return web.json_response({"target": self.name, "path": request.path_qs})
+
+
+@pytest.fixture
+async def targets(aiohttp_server: Any) -> dict[str, Scripted]:
+    made = {}
+    for name in ("main", "anthropic", "openrouter"):
+        scripted = Scripted(name)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", scripted.handle)
+        server = await aiohttp_server(app)
+        scripted.target = Target(
+            url=str(server.make_url("")),
+            name=name,
+            add_headers=(("Authorization", Secret(f"Bearer key-of-{name}")),),
+            read_timeout_s=1.0,
+        )
+        made[name] = scripted
+    return made
+
+
+def routing_for(targets: dict[str, Scripted], *claims: TargetClaims, **options: Any) -> Routing:
+    named = {claim.name for claim in claims}
+    table = RouteTable.build([*claims, *(TargetClaims(n) for n in targets if n not in named)], default="main")
+    others = tuple(t.target for n, t in targets.items() if n != "main" and t.target is not None)
+    return Routing(table, others, **options)
+
+
+@pytest.fixture
+async def serve(targets: dict[str, Scripted]) -> AsyncIterator[Callable[..., Any]]:
+    services: list[ProxyService] = []
+
+    async def start(routing: Routing, events: list[FailoverEvent] | None = None) -> ProxyService:
+        main = targets["main"].target
+        assert main is not None
+        service = ProxyService(
+            SETTINGS, main, routing=routing, on_failover=(events.append if events is not None else None)
+        )
+        await service.start()
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        await service.stop(grace_s=0.2)
+
+
+CLAIMS = (
+    TargetClaims(
+        "anthropic",
+        prefixes=("/anthropic",),
+        models=("claude-*",),
+        model_map={"claude-x": "claude-x-latest"},
+        fallbacks=("openrouter",),
+    ),
+    TargetClaims("openrouter", prefixes=("/defm",), model_map={"claude-x": "anthropic/claude-x"}),
+)
+
+
+async def post(port: int, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}{path}", json=payload) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_prefix_model_and_default_routes_each_reach_their_target_with_its_own_key(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    service = await serve(routing_for(targets, *CLAIMS))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{service.port}/defm/v1/models?limit=5") as r:
+            assert (await r.json())["target"] == "openrouter"
+        async with session.get(f"http://127.0.0.1:{service.port}/anthropical/v1/models") as r:
+            assert (await r.json())["target"] == "main"  # whole segments only
+    status, _, body = await post(service.port, "/v1/messages", {"model": "claude-x", "max_tokens": 5})
+    assert status == 200
+    assert json.loads(body)["target"] == "anthropic"
+    status, _, body = await post(service.port, "/v1/chat/completions", {"model": "gpt-4o"})
+    assert json.loads(body)["target"] == "main"
+    assert targets["openrouter"].seen[0][0] == "/v1/models?limit=5"
+    path, headers, sent = targets["anthropic"].seen[0]
+    assert path == "/v1/messages"
+    assert headers["Authorization"] == "Bearer key-of-anthropic"
+    assert json.loads(sent) == {"model": "claude-x-latest", "max_tokens": 5}
+    assert int(headers["Content-Length"]) == len(sent)
+    assert targets["main"].seen[-1][1]["Authorization"] == "Bearer key-of-main"
+
+
+async def test_a_redirect_from_a_prefix_target_keeps_the_prefix(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["openrouter"].faults.append("redirect")
+    service = await serve(routing_for(targets, *CLAIMS))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{service.port}/defm/v1/x", allow_redirects=False) as r,
+    ):
+        assert r.status == 302
+        assert r.headers["Location"] == "/defm/v1/elsewhere"
+
+
+@pytest.mark.parametrize("fault", ["503", "529", "429", "reset", "hang", "sse error", "empty", "500"])
+async def test_a_failure_before_the_first_byte_is_served_by_the_fallback(
+    targets: dict[str, Scripted], serve: Callable[..., Any], fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    targets["anthropic"].faults.append(fault)
+    events: list[FailoverEvent] = []
+    service = await serve(routing_for(targets, *CLAIMS), events)
+    caplog.set_level(logging.INFO, "trayproxy.access")
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {"model": "claude-x"})
+    assert status == 200, body
+    assert json.loads(body)["target"] == "openrouter"
+    # The fallback got its own key and its own rename.
+    _, sent_headers, sent = targets["openrouter"].seen[0]
+    assert sent_headers["Authorization"] == "Bearer key-of-openrouter"
+    assert json.loads(sent)["model"] == "anthropic/claude-x"
+    assert [(e.failed, e.next) for e in events] == [("anthropic", "openrouter")]
+    line = next(r.getMessage() for r in caplog.records if r.name == "trayproxy.access")
+    assert "via prefix:/anthropic -> anthropic " in line, line
+    assert ", openrouter 200 " in line, line
+
+
+async def test_a_stream_cut_after_its_first_byte_is_not_retried_and_ends_broken(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["anthropic"].faults.append("cut")
+    service = await serve(routing_for(targets, *CLAIMS))
+    got: list[bytes] = []
+
+    async def read_all() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{service.port}/anthropic/v1/messages", json={}) as r,
+        ):
+            got.append(str(r.status).encode())
+            async for chunk in r.content.iter_any():
+                got.append(chunk)  # one by one: the stream breaks mid-way
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read_all()
+    assert got[0] == b"200"
+    got = [b"".join(got)]
+    assert b"anthropic 39" in got[0]
+    assert b"anthropic 40" not in got[0]
+    assert targets["openrouter"].seen == []
+
+
+async def test_a_short_retry_after_asks_the_same_target_again(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["anthropic"].faults.append("429 after 1")
+    service = await serve(routing_for(targets, *CLAIMS))
+    started = asyncio.get_running_loop().time()
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 200
+    assert json.loads(body)["target"] == "anthropic"
+    assert asyncio.get_running_loop().time() - started >= 0.9
+    assert len(targets["anthropic"].seen) == 2
+    assert targets["openrouter"].seen == []
+
+
+async def test_when_every_target_fails_the_client_gets_the_last_answer_unchanged(
+    targets: dict[str, Scripted], serve: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    targets["anthropic"].faults.append("503")
+    targets["openrouter"].faults.append("429")
+    service = await serve(routing_for(targets, *CLAIMS))
+    status, headers, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 429
+    assert headers["Retry-After"] == "30"
+    assert json.loads(body) == {"error": {"message": "openrouter says 429"}}
+    # The last target could not be reached at all: the earlier answer is given, as it was.
+    targets["anthropic"].faults.append("503")
+    targets["openrouter"].faults.append("hang")
+    status, headers, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 503
+    assert json.loads(body) == {"error": {"message": "anthropic says 503"}}
+
+
+async def test_a_target_that_keeps_failing_is_tried_last_for_its_cooldown(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["anthropic"].faults.extend(["503", "503"])
+    events: list[FailoverEvent] = []
+    service = await serve(routing_for(targets, *CLAIMS, failures_for_cooldown=2, cooldown_s=30.0), events)
+    for _ in range(2):
+        status, _, _ = await post(service.port, "/anthropic/v1/messages", {})
+        assert status == 200
+    assert [name for name, _ in events[-1].cooling] == ["anthropic"]
+    before = len(targets["anthropic"].seen)
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert json.loads(body)["target"] == "openrouter"
+    assert len(targets["anthropic"].seen) == before  # not asked first while cooling
+
+
+async def test_a_refused_websocket_upgrade_goes_to_the_fallback_and_prefix_and_query_route_it(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    table_claims = (
+        TargetClaims("anthropic", prefixes=("/anthropic",), fallbacks=("openrouter",)),
+        TargetClaims("openrouter", models=("gpt-realtime*",)),
+    )
+    service = await serve(routing_for(targets, *table_claims))
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            f"http://127.0.0.1:{service.port}/v1/realtime?model=gpt-realtime-mini"
+        ) as ws:
+            assert (await ws.receive_str()) == "openrouter /v1/realtime?model=gpt-realtime-mini"
+        targets["anthropic"].faults.append("503")
+        async with session.ws_connect(f"http://127.0.0.1:{service.port}/anthropic/ws") as ws:
+            assert (await ws.receive_str()) == "openrouter /ws"
+
+
+async def test_a_streamed_body_is_sent_once(targets: dict[str, Scripted], serve: Callable[..., Any]) -> None:
+    targets["anthropic"].faults.append("503")
+    service = await serve(routing_for(targets, *CLAIMS))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"model": '
+        yield b'"claude-x"}'
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{service.port}/anthropic/v1/messages", data=chunks()) as r,
+    ):
+        assert r.status == 503
+    assert targets["openrouter"].seen == []
+
+
+def test_retry_after_reads_seconds_and_dates() -> None:
+    assert retry_after_s("2") == 2.0
+    assert retry_after_s(" 0 ") == 0.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 5) == 5.0
+    assert retry_after_s("soon") is None
+    assert retry_after_s(None) is None
+    assert retry_after_s("-1") is None
+
+
+async def test_a_stream_from_a_target_with_fallbacks_arrives_whole_and_in_order(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["anthropic"].faults.append("sse")
+    service = await serve(routing_for(targets, *CLAIMS))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{service.port}/anthropic/v1/messages", json={}) as r,
+    ):
+        text = (await r.read()).decode()
+    assert text == "".join(f"data: anthropic {number}\n\n" for number in range(60))
