@@ -3,26 +3,44 @@
 :class:`Checker` walks a parsed TOML document for ``parse.py``: unknown keys (with a "did you
 mean"), values of the wrong type (with the declared default kept), lists that must hold
 strings, and each setting's own check declared in ``options.py``; :class:`Locator` finds where
-a key or table is written; :func:`nesting_problem` finds arrays or inline tables nested past
-what the TOML readers can take, before they are asked to. :class:`ConfigError` carries every
-problem found, each formatted ``path:line:col: message``.
+a key or table is written, and one item of a list or inline table (an element, a named
+entry); :func:`nesting_problem` finds arrays or inline tables nested past what the TOML
+readers can take, before they are asked to. :class:`ConfigError` carries every problem found,
+each formatted ``path:line:col: message``.
 """
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
+import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 from desktop.config import options
 from desktop.config.options import Option
 
-__all__ = ["MAX_NESTING", "OWN_TYPE_RULES", "Checker", "ConfigError", "Locator", "Problem", "nesting_problem"]
+__all__ = [
+    "MAX_NESTING",
+    "OWN_TYPE_RULES",
+    "Checker",
+    "ConfigError",
+    "Locator",
+    "Problem",
+    "nesting_problem",
+    "type_name",
+]
 
 # Settings whose type has a rule of its own, checked with their shape: a key source (a string
-# or a one-entry table), a proxy (a URL or false, never true).
-OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.TARGET_PROXY)
+# or a one-entry table), a proxy (a URL or false, never true), a route claim (each item placed
+# at its own line and column: config/claims.py).
+OWN_TYPE_RULES: tuple[Option[Any], ...] = (
+    options.KEY,
+    options.PROXY,
+    options.TARGET_PROXY,
+    *options.CLAIM_SETTINGS,
+)
 # The deepest arrays and inline tables may nest. tomllib recurses for each level (about three
 # frames a level: `x = [[[...]]]` 500 deep raised RecursionError out of the parser, so the
 # watcher failed and `config check` crashed), and tomlkit, which edits the file, refuses past
@@ -30,6 +48,10 @@ OWN_TYPE_RULES: tuple[Option[Any], ...] = (options.KEY, options.PROXY, options.T
 MAX_NESTING = 100
 # What nesting_problem's scan stops at: quotes and comments (to skip), line ends, brackets.
 _SCANNED = re.compile(r"[\"'#\n\[\]{}]")
+# What ends a value that is not a string, an array or an inline table (a number, true, a date).
+_BARE_VALUE_END = re.compile(r"[,\]}\n#]")
+# A bare key (TOML 1.0 §Keys).
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +149,21 @@ def _after_string(text: str, start: int) -> int:
 
 class Locator:
     """Finds the line of a table or key in the text; a simple line scan, good for files people
-    write (one key per line), falling back to the table's header line."""
+    write (one key per line), falling back to the table's header line. Lines end at ``\n``
+    alone, as in TOML and editors (``str.splitlines`` also splits at U+2028 and form feeds,
+    which a comment may hold, and every later line was then named one too far down)."""
 
     _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
     _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 
     def __init__(self, text: str) -> None:
+        self.text = text
         self.positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        # Where each line starts in ``text``, for the items inside a value.
+        self.line_starts: list[int] = [0]
         table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
+            self.line_starts.append(self.line_starts[-1] + len(line) + 1)
             header = self._HEADER.match(line)
             if header:
                 table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
@@ -152,6 +180,139 @@ class Locator:
                 return self.positions[path[:end]]
         return (1, 1)
 
+    def item(self, path: tuple[str, ...], item: int | str) -> tuple[int, int]:
+        """Where one item of the setting at ``path`` is written: element ``item`` (an int) of
+        its array, or of a lone string the string itself (item 0); the entry named ``item`` (a
+        str) of its inline table or of a table of its own. Where the scan cannot tell (the
+        setting written in an inline table of its target, say), the setting's own place."""
+        if isinstance(item, str) and (*path, item) in self.positions:
+            return self.positions[(*path, item)]
+        if path in self.positions:
+            line, col = self.positions[path]
+            key = _read_key(self.text, self.line_starts[line - 1] + col - 1)
+            if key is not None:
+                found = _item_start(self.text, _skip_spaces(self.text, key[1]), item)
+                if found is not None:
+                    return self.line_col(found)
+        return self.find(*path)
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        """The line and column (both from 1) of the character at ``offset`` of the text."""
+        line = bisect.bisect_right(self.line_starts, offset)
+        return line, offset - self.line_starts[line - 1] + 1
+
+
+def _skip_spaces(text: str, at: int) -> int:
+    """The index of the first character at or after ``at`` that is not a space or a tab."""
+    while text[at : at + 1] in (" ", "\t"):
+        at += 1
+    return at
+
+
+def _skip_blank(text: str, at: int) -> int:
+    """Past spaces, line ends and comments: what may sit between the items of an array."""
+    while at < len(text):
+        if text[at] in " \t\r\n":
+            at += 1
+        elif text[at] == "#":
+            end = text.find("\n", at)
+            at = len(text) if end < 0 else end
+        else:
+            break
+    return at
+
+
+def _after_value(text: str, at: int) -> int:
+    """The index just past the value that starts at ``at``."""
+    opened = text[at : at + 1]
+    if opened in ('"', "'"):
+        return _after_string(text, at)
+    if opened not in ("[", "{"):
+        found = _BARE_VALUE_END.search(text, at)
+        return len(text) if found is None else found.start()
+    depth = 0
+    while at < len(text):
+        char = text[at]
+        if char in "\"'":
+            at = _after_string(text, at)
+            continue
+        if char == "#":
+            at = _skip_blank(text, at)
+            continue
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        at += 1
+    return len(text)
+
+
+def _read_key(text: str, at: int) -> tuple[str, int] | None:
+    """The key written at ``at`` (bare, quoted or dotted) as written, and the index past its
+    ``=``; None when no key and ``=`` are there."""
+    start = at
+    while True:
+        at = _skip_spaces(text, at)
+        if text[at : at + 1] in ('"', "'"):
+            at = _after_string(text, at)
+        else:
+            bare = _BARE_KEY.match(text, at)
+            if bare is None:
+                return None
+            at = bare.end()
+        at = _skip_spaces(text, at)
+        if text[at : at + 1] == ".":
+            at += 1
+        elif text[at : at + 1] == "=":
+            return text[start:at].strip(), at + 1
+        else:
+            return None
+
+
+def _key_name(written: str) -> str | None:
+    """The name a key written as ``written`` stands for (quotes and escapes read); of a dotted
+    key, its first part (the table it puts the rest in); None when it is no key."""
+    try:
+        parsed = tomllib.loads(f"{written} = 0")
+    except tomllib.TOMLDecodeError:
+        return None
+    return next(iter(parsed))
+
+
+def _item_start(text: str, at: int, item: int | str) -> int | None:
+    """Where ``item`` of the value written at ``at`` starts (see :meth:`Locator.item`)."""
+    opened = text[at : at + 1]
+    if isinstance(item, int):
+        if opened in ('"', "'"):
+            return at if item == 0 else None
+        closing = "]" if opened == "[" else None
+    else:
+        closing = "}" if opened == "{" else None
+    if closing is None:
+        return None
+    at, index = at + 1, 0
+    while True:
+        at = _skip_blank(text, at)
+        if text[at : at + 1] in (closing, ""):
+            return None
+        if isinstance(item, int):
+            if index == item:
+                return at
+            value_at = at
+        else:
+            key = _read_key(text, at)
+            if key is None:
+                return None
+            if _key_name(key[0]) == item:
+                return at
+            value_at = _skip_blank(text, key[1])
+        at = _skip_blank(text, _after_value(text, value_at))
+        if text[at : at + 1] != ",":
+            return None
+        at, index = at + 1, index + 1
+
 
 class Checker:
     """Collects the problems of one file, each placed at the line and column of its key."""
@@ -162,6 +323,11 @@ class Checker:
 
     def problem(self, path: tuple[str, ...], message: str) -> None:
         line, col = self.locate.find(*path)
+        self.problems.append(Problem(line, col, message))
+
+    def item_problem(self, path: tuple[str, ...], item: int | str, message: str) -> None:
+        """A problem of one item of the setting at ``path`` (see :meth:`Locator.item`)."""
+        line, col = self.locate.item(path, item)
         self.problems.append(Problem(line, col, message))
 
     def unknown_keys(self, table: dict[str, Any], known: tuple[str, ...], path: tuple[str, ...]) -> None:
@@ -232,6 +398,12 @@ class Checker:
                     value = option.default
             given[option.key] = value
         return given
+
+
+def type_name(value: Any) -> str:
+    """What ``value`` is, as a person reads it ("a whole number"), never the value itself,
+    which may be a key written in the wrong place."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 _TYPE_NAMES: dict[type, str] = {

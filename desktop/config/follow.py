@@ -215,8 +215,20 @@ class KeyReader:
 
 
 def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
-    """True when ``new`` is ``old`` as written, wherever it now sits in the file."""
-    return replace(old, key_position=new.key_position, ca_bundle_position=new.ca_bundle_position) == new
+    """True when ``new`` is ``old`` as written, wherever it now sits in the file and whatever it
+    now claims: its routes change where requests go, not the target its key is read for."""
+    return (
+        replace(
+            old,
+            key_position=new.key_position,
+            ca_bundle_position=new.ca_bundle_position,
+            prefixes=new.prefixes,
+            models=new.models,
+            model_map=new.model_map,
+            fallbacks=new.fallbacks,
+        )
+        == new
+    )
 
 
 def read_config(path: Path, overrides: Overrides, *, chosen: str | None = None) -> ConfigFile:

@@ -27,6 +27,7 @@ __all__ = [
     "LOCAL_TOKEN_PREFIX",
     "LOG_LEVELS",
     "LOOPBACK_HOSTS",
+    "Failover",
     "Listener",
     "LogSettings",
     "ProxySettings",
@@ -311,11 +312,26 @@ class LogSettings:
 
 
 # How long a 429's Retry-After may be for the same target to be asked once more after it.
-RETRY_AFTER_MAX_S = 2.0
+RETRY_AFTER_MAX_S: float = options.RETRY_AFTER_MAX.default
 # A target failing this many times in a row (before any byte reached the client) is tried last
 # for COOLDOWN_S, so requests stop waiting on it first.
-FAILURES_FOR_COOLDOWN = 3
-COOLDOWN_S = 30.0
+FAILURES_FOR_COOLDOWN = options.FAILURES_FOR_COOLDOWN
+COOLDOWN_S: float = options.COOLDOWN.default
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """How failover waits, as the file's ``[failover]`` says: the longest 429 Retry-After worth
+    waiting out before asking the same target again, and how long a failing target is tried last."""
+
+    retry_after_max_s: float = RETRY_AFTER_MAX_S
+    cooldown_s: float = COOLDOWN_S
+
+    def __post_init__(self) -> None:
+        # Behind the parser's checks: a wait of nan or inf would hold a request for good.
+        problem = options.RETRY_AFTER_MAX.problem(self.retry_after_max_s) or options.COOLDOWN.problem(self.cooldown_s)
+        if problem:
+            raise ValueError(f"failover {problem}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,12 @@ __all__ = [
     "ALLOWED_HOSTS",
     "ALLOWED_ORIGINS",
     "CA_BUNDLE",
+    "CLAIM_SETTINGS",
     "CONNECT_TIMEOUT",
+    "COOLDOWN",
+    "FAILOVER_SETTINGS",
+    "FAILURES_FOR_COOLDOWN",
+    "FALLBACKS",
     "FILE_SETTINGS",
     "HEADERS",
     "HOSTS",
@@ -36,11 +41,17 @@ __all__ = [
     "LEVEL",
     "LISTEN_SETTINGS",
     "LOG_SETTINGS",
+    "MAX_COOLDOWN_S",
+    "MAX_RETRY_AFTER_S",
     "MAX_STOP_GRACE_S",
+    "MODELS",
+    "MODEL_MAP",
     "PORT",
+    "PREFIX",
     "PROXY",
     "READ_TIMEOUT",
     "REQUIRE_TOKEN",
+    "RETRY_AFTER_MAX",
     "SECURITY_SETTINGS",
     "STOP_GRACE",
     "STRIP_HEADERS",
@@ -61,10 +72,11 @@ TOP = ""
 LISTEN = "listen"
 SECURITY = "security"
 LOG = "log"
+FAILOVER = "failover"
 TARGETS = "targets"
 TARGET = "targets.NAME"
 # The tables at the top of the file, in the order a hint lists them.
-TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, TARGETS)
+TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, FAILOVER, TARGETS)
 # The TOML types a number setting accepts: `connect_timeout = 10` is as good as 10.0.
 NUMBER: tuple[type, ...] = (int, float)
 
@@ -148,10 +160,28 @@ def _timeout_check(value: float) -> str | None:
     return f"must be a number of seconds more than 0, such as 10 or 0.5, not {value:g}"
 
 
-def _stop_grace_check(value: float) -> str | None:
-    if math.isfinite(value) and 0 <= value <= MAX_STOP_GRACE_S:
-        return None
-    return f"must be a number of seconds from 0 to {MAX_STOP_GRACE_S:g}, not {value:g}"
+def _seconds_up_to(most: float) -> Callable[[float], str | None]:
+    """A check for a number of seconds from 0 to ``most`` (nan and inf are neither)."""
+
+    def check(value: float) -> str | None:
+        if math.isfinite(value) and 0 <= value <= most:
+            return None
+        return f"must be a number of seconds from 0 to {most:g}, not {value:g}"
+
+    return check
+
+
+_stop_grace_check = _seconds_up_to(MAX_STOP_GRACE_S)
+# The longest Retry-After worth waiting out for the same target: the tool waits that long
+# before a byte, with fallbacks standing by. A minute is past any rate limiter's short pause.
+MAX_RETRY_AFTER_S = 60.0
+# The longest cool-down: a day, as for the stop grace (a target put aside for longer is one to
+# take out of the file).
+MAX_COOLDOWN_S = 86400.0
+# A target failing this many times in a row (before any byte reached the tool) is tried last
+# for [failover] cooldown seconds, so requests stop waiting on it first. Not a setting: three
+# tells a target that is down from one unlucky request, and nobody asked to tune it.
+FAILURES_FOR_COOLDOWN = 3
 
 
 # The top of the file.
@@ -339,6 +369,38 @@ TARGET_PROXY: Option[str | None] = Option(
     "this target's outgoing proxy, an http:// or https:// URL, or false to connect directly",
     default_text="the top-level proxy",
 )
+# Routes on the main port (issue 14); desktop/routing.py holds what each must be.
+PREFIX: Option[tuple[str, ...]] = Option(
+    TARGET,
+    "prefix",
+    (str, list),
+    (),
+    'a path on the main port that leads to this target, cut off on the way: "/anthropic" sends'
+    " /anthropic/v1/messages as /v1/messages; a list claims several",
+)
+MODELS: Option[tuple[str, ...]] = Option(
+    TARGET,
+    "models",
+    (list,),
+    (),
+    'the models this target serves on the main port, as globs: ["claude-*"], ["gpt-*", "o[0-9]*"]',
+)
+# No default value: a table of names (the parser checks each).
+MODEL_MAP: Option[None] = Option(
+    TARGET,
+    "model_map",
+    (dict,),
+    None,
+    'model names this target knows by another: { "claude-sonnet-4-5" = "anthropic/claude-sonnet-4.5" }',
+    default_text="none: names are sent as the tool wrote them",
+)
+FALLBACKS: Option[tuple[str, ...]] = Option(
+    TARGET,
+    "fallbacks",
+    (list,),
+    (),
+    "targets tried in order when this one fails before any byte has reached the tool",
+)
 TARGET_PORT: Option[int | None] = Option(
     TARGET,
     "port",
@@ -346,6 +408,25 @@ TARGET_PORT: Option[int | None] = Option(
     None,
     "a port of its own this target is also served on, whatever `active` says",
     default_text="none: served on the main port while active",
+)
+
+# [failover]
+RETRY_AFTER_MAX: Option[float] = Option(
+    FAILOVER,
+    "retry_after_max",
+    NUMBER,
+    2.0,
+    "seconds: a 429 whose Retry-After is at most this is asked again once after that wait;"
+    " a longer one goes to the next fallback at once",
+    check=_seconds_up_to(MAX_RETRY_AFTER_S),
+)
+COOLDOWN: Option[float] = Option(
+    FAILOVER,
+    "cooldown",
+    NUMBER,
+    30.0,
+    f"seconds a target that failed {FAILURES_FOR_COOLDOWN} times in a row is tried last; 0 never puts one aside",
+    check=_seconds_up_to(MAX_COOLDOWN_S),
 )
 
 # No place in the file: how long `trayproxy serve` waits for open requests when it stops.
@@ -377,11 +458,19 @@ TARGET_SETTINGS: tuple[Option[Any], ...] = (
     KEEP_HOST,
     TARGET_PROXY,
     TARGET_PORT,
+    PREFIX,
+    MODELS,
+    MODEL_MAP,
+    FALLBACKS,
 )
+# The settings of a target's routes, which routing.py checks together across targets.
+CLAIM_SETTINGS: tuple[Option[Any], ...] = (PREFIX, MODELS, MODEL_MAP, FALLBACKS)
+FAILOVER_SETTINGS: tuple[Option[Any], ...] = (RETRY_AFTER_MAX, COOLDOWN)
 FILE_SETTINGS: tuple[Option[Any], ...] = (
     *TOP_SETTINGS,
     *LISTEN_SETTINGS,
     *SECURITY_SETTINGS,
     *LOG_SETTINGS,
+    *FAILOVER_SETTINGS,
     *TARGET_SETTINGS,
 )

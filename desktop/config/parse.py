@@ -34,15 +34,19 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from desktop.config import options
 from desktop.config.checks import Checker, ConfigError, Problem, nesting_problem
+from desktop.config.claims import check_claims, read_claims
 from desktop.config.model import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
+    Failover,
     LogSettings,
     ProxySettings,
     header_problem,
@@ -50,6 +54,7 @@ from desktop.config.model import (
     url_port_problem,
 )
 from desktop.redaction import CREDENTIAL_HEADERS, redact_text
+from desktop.routing import TargetClaims
 
 __all__ = ["ConfigError", "ConfigFile", "Problem", "TargetSpec", "parse_config"]
 
@@ -87,6 +92,20 @@ class TargetSpec:
     ca_bundle_position: tuple[int, int] = (1, 1)
     # A port of its own this target is also served on (same listen hosts), None: only when active.
     port: int | None = options.TARGET_PORT.default
+    # Its routes on the main port (desktop/routing.py: TargetClaims says what each is).
+    prefixes: tuple[str, ...] = options.PREFIX.default
+    models: tuple[str, ...] = options.MODELS.default
+    model_map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    fallbacks: tuple[str, ...] = options.FALLBACKS.default
+
+    def claims(self) -> TargetClaims:
+        """What this target claims, as the route table takes it."""
+        return TargetClaims(self.name, self.prefixes, self.models, self.model_map, self.fallbacks)
+
+    @property
+    def routes(self) -> bool:
+        """True when it claims a prefix or models: requests on the main port reach it by them."""
+        return bool(self.prefixes or self.models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,7 @@ class ConfigFile:
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     settings: ProxySettings = field(default_factory=ProxySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    failover: Failover = field(default_factory=Failover)
 
     def target_ports(self) -> dict[str, int]:
         """Target name -> the port of its own, for the targets that have one, in file order."""
@@ -138,6 +158,7 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
             f"target '{name}' uses {{key}} in a header but has no key source (add key = {{ env = \"NAME\" }})",
         )
     strip_headers = frozenset(h.lower() for h in given["strip_headers"])
+    claims = read_claims(check, name, table)
     return TargetSpec(
         name=name,
         url=url,
@@ -154,6 +175,10 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
         key_position=check.locate.find(*path, "key"),
         ca_bundle_position=check.locate.find(*path, "ca_bundle"),
         port=_check_target_port(check, given["port"], path),
+        prefixes=claims.prefixes,
+        models=claims.models,
+        model_map=claims.model_map,
+        fallbacks=claims.fallbacks,
     )
 
 
@@ -316,7 +341,8 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     )
     targets: dict[str, TargetSpec] = {}
     default_proxy = _check_proxy(check, data, ())
-    for name, table in check.typed(data, options.TARGETS, dict, (), {}).items():
+    written = check.typed(data, options.TARGETS, dict, (), {})
+    for name, table in written.items():
         spec = _check_target(check, name, table)
         if spec is not None:
             if spec.proxy is None and default_proxy is not None:
@@ -325,6 +351,12 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     if not data.get("targets"):
         check.problem(("targets",), "no targets: add at least one [targets.NAME] table with a url")
     _check_ports_differ(check, port, targets)
+    # A target with a problem of its own still counts as one to fall back to: its problem is
+    # said where it is, not again as "not a target" wherever it is named.
+    check_claims(check, [targets[name].claims() if name in targets else TargetClaims(name) for name in written])
+    failover = check.settings(
+        check.typed(data, options.FAILOVER, dict, (), {}), options.FAILOVER_SETTINGS, (options.FAILOVER,)
+    )
     log_settings = _check_log(check, data)
     active = top["active"]
     if not active and targets:
@@ -338,4 +370,13 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     if check.problems:
         check.problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(path, check.problems)
-    return ConfigFile(active=active, targets=targets, settings=settings, log=log_settings)
+    return ConfigFile(
+        active=active,
+        targets=targets,
+        settings=settings,
+        log=log_settings,
+        failover=Failover(
+            retry_after_max_s=float(failover[options.RETRY_AFTER_MAX.key]),
+            cooldown_s=float(failover[options.COOLDOWN.key]),
+        ),
+    )
