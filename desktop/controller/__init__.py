@@ -8,15 +8,17 @@ board that hands it), ``trouble`` (what to say when a listener cannot open or mo
 from desktop.config.follow import KEY_REFRESH_MIN_INTERVAL_S, Overrides
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
 from desktop.controller.proxy import ListenError, ProxyController
-from desktop.controller.status import ProxyStatus, TargetPort
+from desktop.controller.status import FailoverNotice, ProxyStatus, RouteClaim, TargetPort
 
 __all__ = [
     "KEY_REFRESH_MIN_INTERVAL_S",
     "PORT_RETRY_S",
     "ConfigBinding",
+    "FailoverNotice",
     "ListenError",
     "Overrides",
     "ProxyController",
     "ProxyStatus",
+    "RouteClaim",
     "TargetPort",
 ]

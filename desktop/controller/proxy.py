@@ -43,6 +43,7 @@ from desktop.config.store import set_active_target
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
 from desktop.controller.status import (
+    FailoverNotice,
     ProxyStatus,
     StatusBoard,
     StatusListener,
@@ -54,6 +55,7 @@ from desktop.controller.trouble import ListenTrouble, warn_if_exposed, warn_of_u
 from desktop.controller.watch import FileWatch
 from desktop.engine.addresses import ListenError
 from desktop.engine.condition import TargetCondition, adds_key
+from desktop.engine.failover import FailoverEvent
 from desktop.engine.listeners import Listeners, Report
 from desktop.redaction import display_target, redact_url
 
@@ -179,7 +181,11 @@ class ProxyController:
             if self._listeners is not None:
                 return self._board.status
             self._loop.start()
-            listeners = Listeners(resolver_factory=self._resolver_factory, on_condition=self._on_condition)
+            listeners = Listeners(
+                resolver_factory=self._resolver_factory,
+                on_condition=self._on_condition,
+                on_failover=self._on_failover,
+            )
             plan = self._plan
             try:
                 report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
@@ -395,6 +401,15 @@ class ProxyController:
     def _ports_to_retry(self) -> bool:
         report = self._report
         return report is not None and report.has_errors
+
+    def _on_failover(self, event: FailoverEvent) -> None:
+        """On the loop thread: the latest failover and the targets cooling down, in the status."""
+        # The engine's times are the loop's (monotonic); people read the wall clock.
+        offset = time.time() - time.monotonic()
+        self._board.update(
+            failover=FailoverNotice(event.failed, event.cause, event.next, time.time()),
+            cooling=tuple((name, end + offset) for name, end in event.cooling),
+        )
 
     def _on_condition(self, condition: TargetCondition) -> None:
         """On the loop thread: keep the chosen target's trouble in the status; re-fetch a

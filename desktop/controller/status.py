@@ -21,7 +21,17 @@ from desktop.engine.condition import TargetCondition, adds_key
 from desktop.engine.listeners import Report
 from desktop.redaction import display_target, redact_url
 
-__all__ = ["ProxyStatus", "State", "StatusBoard", "TargetPort", "plan_fields", "target_ports", "where"]
+__all__ = [
+    "FailoverNotice",
+    "ProxyStatus",
+    "RouteClaim",
+    "State",
+    "StatusBoard",
+    "TargetPort",
+    "plan_fields",
+    "target_ports",
+    "where",
+]
 
 log = logging.getLogger("trayproxy.controller")
 
@@ -59,6 +69,37 @@ class TargetPort:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteClaim:
+    """What one target claims on the main port: the path prefixes and model globs that send a
+    request to it there (the chosen target takes everything else)."""
+
+    name: str
+    prefixes: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    # Credential headers (lower-case) its entry sets, read or not (see Plan.key_headers): which
+    # SDK a prefix of it is for.
+    key_headers: frozenset[str] = frozenset()
+    adds_key: bool = False
+
+    @property
+    def text(self) -> str:
+        """``/anthropic, claude-*``: the claims as the menu shows them."""
+        return ", ".join((*self.prefixes, *self.models))
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverNotice:
+    """The latest failover: ``failed`` (a target name) did not serve a request for ``cause``
+    (its HTTP status, or what went wrong: ``connection_refused``, ``error event`` ...), and
+    ``next`` took over (None: none was left, or a cool-down began). ``at``: wall-clock time."""
+
+    failed: str
+    cause: str
+    next: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyStatus:
     """What the proxy is doing, as of one moment."""
 
@@ -91,6 +132,18 @@ class ProxyStatus:
     key_headers: frozenset[str] = frozenset()
     # The file's [log] settings, for the front end that owns logging (serve's -v and -q go on top).
     log: LogSettings = field(default_factory=LogSettings)
+    # Routes on the main port, one per target claiming a prefix or models, in file order;
+    # empty without routes.
+    routes: tuple[RouteClaim, ...] = ()
+    # Targets tried last for now because they kept failing: (name, wall-clock time the
+    # cool-down ends), soonest first. An entry whose time has passed no longer applies.
+    cooling: tuple[tuple[str, float], ...] = ()
+    # The latest failover, for the tray to tell (once per cause, rate-limited there).
+    failover: FailoverNotice | None = None
+
+    def cooling_now(self, now: float) -> tuple[str, ...]:
+        """The targets still tried last at wall-clock time ``now``."""
+        return tuple(name for name, end in self.cooling if end > now)
 
     @property
     def local_url(self) -> str | None:
@@ -162,7 +215,33 @@ def plan_fields(plan: Plan) -> dict[str, Any]:
         "key_problem": plan.key_problem,
         "key_headers": plan.key_headers(target.name, target),
         "log": plan.log,
+        "routes": route_claims(plan),
     }
+
+
+def route_claims(plan: Plan) -> tuple[RouteClaim, ...]:
+    """What each target claims on the main port, as its route table has it."""
+    routing = plan.main.routing
+    if routing is None:
+        return ()
+    table = routing.table
+    targets = {target.name: target for target in (plan.target, *routing.targets)}
+    names = dict.fromkeys([*(name for _, name in table.prefixes), *(name for _, name in table.globs)])
+    if plan.config is not None:  # file order
+        names = dict.fromkeys(name for name in plan.config.targets if name in names)
+    claims = []
+    for name in names:
+        target = targets.get(name)
+        claims.append(
+            RouteClaim(
+                name=name,
+                prefixes=tuple(prefix for prefix, owner in table.prefixes if owner == name),
+                models=tuple(glob for glob, owner in table.globs if owner == name),
+                key_headers=plan.key_headers(name, target) if target is not None else frozenset(),
+                adds_key=adds_key(target) if target is not None else False,
+            )
+        )
+    return tuple(claims)
 
 
 def target_ports(plan: Plan, report: Report | None, errors: Mapping[str, str]) -> tuple[TargetPort, ...]:
