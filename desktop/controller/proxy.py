@@ -413,11 +413,11 @@ class ProxyController:
 
     def _on_condition(self, condition: TargetCondition) -> None:
         """On the loop thread: keep the chosen target's trouble in the status; re-fetch a
-        command key (of the chosen target or one on a port of its own)."""
+        command key (of the chosen target, one on a port of its own, or one a route sends to)."""
         # Named as shown (display_target): a config target by its name, one without by its URL.
         name = condition.target_name
         chosen = name == display_target(self._plan.target)
-        if not chosen and self._plan.own(name) is None:
+        if not chosen and self._plan.own(name) is None and name not in _routed_names(self._plan):
             return  # an answer from a target switched away from
         if chosen:
             self._board.update(condition=None if condition.kind == "ok" else condition)
@@ -430,7 +430,8 @@ class ProxyController:
         binding, config = self._binding, self._plan.config
         if binding is None or config is None:
             return
-        name = display_name if self._plan.own(display_name) is not None else self._plan.chosen
+        served_by_name = self._plan.own(display_name) is not None or display_name in _routed_names(self._plan)
+        name = display_name if served_by_name else self._plan.chosen
         spec = config.targets.get(name) if name is not None else None
         if spec is None or spec.name != display_name:
             return
@@ -456,6 +457,16 @@ class ProxyController:
             if plan.listeners != old.listeners and not resolved.problem:
                 log.info("target %s rejected its key; ran the key command again for a new one", name)
             self._install(plan)
+
+
+def _routed_names(plan: Plan) -> set[str]:
+    """The targets routes or failover send requests to, besides the listeners' own."""
+    return {
+        target.name
+        for listener in plan.listeners
+        if listener.routing is not None
+        for target in listener.routing.targets
+    }
 
 
 def _apply_timeout(plan: Plan) -> float:
