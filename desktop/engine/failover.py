@@ -120,7 +120,10 @@ class Cooldowns:
             self._until[name] = self._clock() + routing.cooldown_s
             self._failures[name] = 0
             log.warning(
-                "target %s failed %d times in a row; it is tried last for %g s", name, count, routing.cooldown_s
+                "target %s failed %d times in a row; it is tried last for %g s",
+                name,
+                count,
+                routing.cooldown_s,
             )
             return True
         return False
@@ -224,14 +227,18 @@ async def _keep(
             body += piece
             if len(body) > MAX_KEPT_ANSWER_BYTES:
                 return None
-        return _KeptAnswer(response.status, response.reason, response.raw_headers, body, upstream, local_prefix)
+        return _KeptAnswer(
+            response.status, response.reason, response.raw_headers, body, upstream, local_prefix
+        )
     except (TimeoutError, aiohttp.ClientError):
         return None
     finally:
         response.release()
 
 
-async def _send_kept(request: web.BaseRequest, kept: _KeptAnswer, record: RequestRecord) -> web.StreamResponse:
+async def _send_kept(
+    request: web.BaseRequest, kept: _KeptAnswer, record: RequestRecord
+) -> web.StreamResponse:
     headers = response_headers(
         kept.raw_headers,
         target_prefix=kept.upstream.prefix,
@@ -267,8 +274,11 @@ async def forward_routed(
     """Send ``request`` along ``routes`` (the chosen target, then its fallbacks) until a target
     serves it, as the module docstring says, and stream that answer to the client."""
     if not body.replayable:
-        routes = routes[:1]  # a streamed body is gone once sent
+        routes = routes[:1]  # a streamed body is gone once sent: no second target, no second try
     routes = cooldowns.order(routes)
+    # Only a target with somewhere to fail over to waits for Retry-After or for the first event;
+    # one without answers as it would without routes.
+    failover = len(routes) > 1
     kept: _KeptAnswer | None = None
     last_error: ProxyError | None = None
     for index, route in enumerate(routes):
@@ -279,7 +289,9 @@ async def forward_routed(
         asked_again = False
         while True:
             try:
-                response = await open_upstream(request, upstream, body, path=route.path, replaced_body=route.body)
+                response = await open_upstream(
+                    request, upstream, body, path=route.path, replaced_body=route.body
+                )
             except RequestRefused as refusal:
                 # The client's own body could not be read: no target is to blame.
                 record.note = refusal.code
@@ -293,7 +305,7 @@ async def forward_routed(
             status = response.status
             if status in FAILOVER_STATUSES:
                 wait = retry_after_s(response.headers.get(hdrs.RETRY_AFTER)) if status == 429 else None
-                if wait is not None and wait <= routing.retry_after_max_s and not asked_again:
+                if failover and wait is not None and wait <= routing.retry_after_max_s and not asked_again:
                     record.attempts.append(f"{upstream.label} {status}")
                     response.release()
                     asked_again = True
@@ -301,7 +313,7 @@ async def forward_routed(
                     continue
                 if last:
                     record.attempts.append(f"{upstream.label} {status}")
-                    if len(routes) > 1:
+                    if failover:
                         _count(cooldowns, route.target, routing, on_failover, str(status), None)
                     return await pass_response(request, upstream, record, response, local_prefix=prefix)
                 record.attempts.append(f"{upstream.label} {status}")
@@ -312,8 +324,10 @@ async def forward_routed(
             if not last and 200 <= status < 300 and status not in _BODILESS and request.method != "HEAD":
                 try:
                     first, failure = await _first_bytes(response)
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    response.release()
+                except BaseException as exc:
+                    response.close()  # cut short: the connection cannot go back to the pool
+                    if not isinstance(exc, (TimeoutError, aiohttp.ClientError)):
+                        raise  # the client left (cancelled), or a bug
                     last_error = map_client_error(exc, target=upstream.label)
                     record.attempts.append(f"{upstream.label} {last_error.code}")
                     cause = last_error.code
@@ -324,14 +338,16 @@ async def forward_routed(
                     cause = failure
                     break
             record.attempts.append(f"{upstream.label} {status}")
-            answered = await pass_response(request, upstream, record, response, first=first, local_prefix=prefix)
-            if record.note and len(routes) > 1:
+            answered = await pass_response(
+                request, upstream, record, response, first=first, local_prefix=prefix
+            )
+            if record.note and failover:
                 # Broken off mid-body: the client sees a broken response; the target is to blame.
                 _count(cooldowns, route.target, routing, on_failover, record.note, None)
             else:
                 cooldowns.served(route.target)
             return answered
-        if len(routes) > 1:
+        if failover:
             next_name = routes[index + 1].target if index + 1 < len(routes) else None
             _count(cooldowns, route.target, routing, on_failover, cause, next_name)
     # Every target failed before sending anything: the last answer one gave, or the last error.

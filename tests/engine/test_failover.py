@@ -336,3 +336,17 @@ async def test_a_stream_from_a_target_with_fallbacks_arrives_whole_and_in_order(
     ):
         text = (await r.read()).decode()
     assert text == "".join(f"data: anthropic {number}\n\n" for number in range(60))
+
+
+async def test_without_a_fallback_a_routed_target_answers_as_it_would_without_routes(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """No second try, no wait for Retry-After: the 429 reaches the tool at once."""
+    targets["openrouter"].faults.append("429 after 1")
+    service = await serve(routing_for(targets, *CLAIMS))
+    started = asyncio.get_running_loop().time()
+    status, headers, _ = await post(service.port, "/defm/v1/chat/completions", {})
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    assert asyncio.get_running_loop().time() - started < 0.9
+    assert len(targets["openrouter"].seen) == 1
