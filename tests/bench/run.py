@@ -264,6 +264,12 @@ def main() -> int:
         help="measure only this kind (repeatable; default: all), for a quick A/B of one change",
     )
     parser.add_argument(
+        "--with-routes",
+        action="store_true",
+        help="TrayProxy serves a config whose other targets claim path prefixes (routes the"
+        " requests do not use), to compare the routed path with the one-target path",
+    )
+    parser.add_argument(
         "--json", type=Path, help="where to write the JSON (default: results/bench-<time>.json)"
     )
     args = parser.parse_args()
@@ -285,13 +291,15 @@ def main() -> int:
     machine = report.describe_machine(pinning, checkout=not args.trayproxy)
     if args.trayproxy:
         machine["trayproxy"] = f"{args.trayproxy} (in {Path.cwd()})"
+    if args.with_routes:
+        machine["trayproxy config"] = "prefix routes, not taken by the requests"
     started = time.monotonic()
     # tmpfs when there is one: the download file and the upload sink then cost no disk I/O.
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="trayproxy-bench-", dir=shm if shm.is_dir() else None) as tmpdir:
         tmp = Path(tmpdir)
         source = servers.write_download_file(tmp, plan.transfer_bytes)
-        with servers.all_paths(tmp, pinning, trayproxy) as routes:
+        with servers.all_paths(tmp, pinning, trayproxy, with_routes=args.with_routes) as routes:
             print(
                 f"measuring {', '.join(r.name for r in routes)} ({'smoke' if args.smoke else 'full'})",
                 file=sys.stderr,

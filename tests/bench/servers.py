@@ -262,11 +262,28 @@ def write_download_file(tmp: Path, size: int) -> Path:
     return path
 
 
+def routed_config(upstream: int) -> str:
+    """A config whose chosen target is the upstream and whose other targets claim path
+    prefixes (one with a fallback), none of which the benchmark's requests use."""
+    url = f"http://127.0.0.1:{upstream}"
+    return (
+        'active = "origin"\n\n'
+        f'[targets.origin]\nurl = "{url}"\n\n'
+        f'[targets.side]\nurl = "{url}"\nprefix = ["/side", "/other/v1"]\nfallbacks = ["spare"]\n\n'
+        f'[targets.spare]\nurl = "{url}"\nprefix = "/spare"\n'
+    )
+
+
 @contextmanager
-def all_paths(tmp: Path, pinning: Pinning, trayproxy: list[str]) -> Iterator[list[Route]]:
+def all_paths(
+    tmp: Path, pinning: Pinning, trayproxy: list[str], *, with_routes: bool = False
+) -> Iterator[list[Route]]:
     """Start the upstream and every proxy; yield the paths in the order direct, nginx, caddy, trayproxy.
 
-    ``trayproxy`` is the command that runs the CLI (usually ``trayproxy_command()``).
+    ``trayproxy`` is the command that runs the CLI (usually ``trayproxy_command()``). With
+    ``with_routes`` TrayProxy serves a config file whose targets claim path prefixes the
+    benchmark never asks for (see ``routed_config``), so every request takes the routed path to
+    the chosen target instead of the one-target path.
     """
     origin, stream, nginx_port, caddy_port = (free_port() for _ in range(4))
     tray_http, tray_stream = free_port(), free_port()
@@ -298,16 +315,20 @@ def all_paths(tmp: Path, pinning: Pinning, trayproxy: list[str]) -> Iterator[lis
             "caddyfile",
         ]
         caddy_pid = start(caddy, caddy_port, "caddy", env={**env, "GOMAXPROCS": "1"})
-        serve = [*pin, *trayproxy, "serve", "-q", "--config", str(tmp / "trayproxy.toml")]
-        serve += ["--host", "127.0.0.1"]
+
+        def serve(name: str, upstream: int) -> list[str]:
+            config = tmp / f"{name}.toml"
+            command = [*pin, *trayproxy, "serve", "-q", "--config", str(config), "--host", "127.0.0.1"]
+            if not with_routes:
+                return [*command, "--target", f"http://127.0.0.1:{upstream}"]
+            config.write_text(routed_config(upstream))
+            return command
+
         tray_http_pid = start(
-            [*serve, "--port", str(tray_http), "--target", f"http://127.0.0.1:{origin}"],
-            tray_http,
-            "trayproxy-http",
-            env=env,
+            [*serve("trayproxy-http", origin), "--port", str(tray_http)], tray_http, "trayproxy-http", env=env
         )
         start(
-            [*serve, "--port", str(tray_stream), "--target", f"http://127.0.0.1:{stream}"],
+            [*serve("trayproxy-stream", stream), "--port", str(tray_stream)],
             tray_stream,
             "trayproxy-stream",
             env=env,
