@@ -12,6 +12,18 @@ API: with the first-run config (only port 8000, serving the openai target, which
 saying how to serve the anthropic target (``port = 8001`` in its table). With that port,
 ``OPENAI_BASE_URL`` is port 8000 and ``ANTHROPIC_BASE_URL`` port 8001.
 
+Routes on the main port (:class:`RoutedTarget`) are addresses too. A target claiming a path
+prefix is reached at the main port plus that prefix: an Anthropic-style target claiming
+``/anthropic`` gives ``ANTHROPIC_BASE_URL=http://127.0.0.1:8000/anthropic``, an OpenAI-style one
+claiming ``/openai`` gives ``OPENAI_BASE_URL=http://127.0.0.1:8000/openai/v1``. Such an address
+comes after the main port and before the targets' own ports (one port for every tool), in file
+order. A target claiming models is reached at the main port itself, but only by requests naming
+one of them (a request without a model, ``GET /v1/models``, reaches the chosen target): it
+serves an SDK only when it takes that SDK's key header and no address before it does. When
+an SDK is pointed at the main port and some target claims models there, a comment says which
+models go where, e.g. that both SDKs may use the main port since ``claude-*`` goes to the
+Anthropic-style target and everything else to the chosen OpenAI-style one.
+
 The OpenAI SDKs read ``OPENAI_BASE_URL`` and want the ``/v1`` base; some older tools read
 ``OPENAI_API_BASE`` instead. The Anthropic SDKs read ``ANTHROPIC_BASE_URL`` without ``/v1``
 (they add it). When TrayProxy adds the key itself, SDKs that refuse to start without one get a
@@ -29,7 +41,15 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-__all__ = ["PLACEHOLDER_KEY", "SHELLS", "Endpoint", "Shell", "environment_lines", "one_port_lines"]
+__all__ = [
+    "PLACEHOLDER_KEY",
+    "SHELLS",
+    "Endpoint",
+    "RoutedTarget",
+    "Shell",
+    "environment_lines",
+    "one_port_lines",
+]
 
 Shell = Literal["posix", "powershell", "fish", "cmd"]
 SHELLS: tuple[Shell, ...] = ("posix", "powershell", "fish", "cmd")
@@ -50,6 +70,27 @@ class Endpoint:
     adds_key: bool = False
     # The name of the target served there, for the notes; "" when not known.
     target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedTarget:
+    """A target the main port also reaches: by a path prefix (``/anthropic``) or by the model a
+    request names (``claude-*``), and how it takes a key (as :class:`Endpoint`)."""
+
+    target: str
+    prefixes: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    key_headers: frozenset[str] = frozenset()
+    adds_key: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    """An endpoint an SDK may be pointed at; ``models``: the globs that alone reach its target
+    there (a model route), empty when every request does."""
+
+    endpoint: Endpoint
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +132,43 @@ _HEADER_SPELLING = {"authorization": "Authorization"}
 _FIRST_OWN_PORT = 8001
 
 
-def _endpoint_for(sdk: _Sdk, endpoints: Sequence[Endpoint]) -> Endpoint | None:
-    """The first endpoint whose target takes its key where ``sdk`` sends one, else the first
+def _addresses(endpoints: Sequence[Endpoint], routes: Sequence[RoutedTarget]) -> list[_Address]:
+    """Where an SDK may be pointed, in the order tried: the main port, its prefixes, the own
+    ports, then the main port once more for each target reached there by model."""
+    main = endpoints[0]
+    prefixed = [
+        _Address(Endpoint(main.url.rstrip("/") + route.prefixes[0], route.key_headers, route.adds_key, route.target))
+        for route in routes
+        if route.prefixes
+    ]
+    by_model = [
+        _Address(Endpoint(main.url, route.key_headers, route.adds_key, route.target), route.models)
+        for route in routes
+        # The chosen target's own models reach it as any other request does.
+        if route.models and route.target != main.target
+    ]
+    return [_Address(main), *prefixed, *(_Address(endpoint) for endpoint in endpoints[1:]), *by_model]
+
+
+def _address_for(sdk: _Sdk, addresses: Sequence[_Address]) -> _Address | None:
+    """The first address whose target takes its key where ``sdk`` sends one, else the first
     whose target adds none, else the first (the main port); None when that one's target is
-    made for another API (it adds another SDK's key header): the SDK would reach the wrong API."""
+    made for another API (it adds another SDK's key header): the SDK would reach the wrong API.
+    A model route counts only when its target takes the SDK's key header (only requests naming
+    its models reach it), so it comes after any address whose target does."""
 
-    def fit(endpoint: Endpoint) -> int:
-        if sdk.key_header in endpoint.key_headers:
+    def fit(address: _Address) -> int:
+        headers = address.endpoint.key_headers
+        if sdk.key_header in headers:
             return 0
-        return 1 if not endpoint.key_headers else 2
+        if address.models:
+            return 3
+        return 1 if not headers else 2
 
-    best = min(endpoints, key=fit)  # min keeps the first of equals
-    return None if fit(best) == 2 and best.key_headers & sdk.foreign_headers else best
+    best = min(addresses, key=fit)  # min keeps the first of equals
+    if fit(best) == 2 and best.endpoint.key_headers & sdk.foreign_headers:
+        return None
+    return best
 
 
 def environment_lines(
@@ -111,24 +177,41 @@ def environment_lines(
     shell: Shell,
     local_token: str | None = None,
     portless: Mapping[str, frozenset[str]] | None = None,
+    routes: Sequence[RoutedTarget] = (),
 ) -> str:
     """The lines for ``shell``, one variable per line, ending with a newline; ``endpoints``
     start with the main port; ``local_token`` is the token the proxy asks for, None when it
     asks for none; ``portless``: the credential headers of each target served on no port,
-    named in the note for an SDK that no port serves. An SDK whose only choice is a target
-    made for another API gets no lines, but a comment saying how to serve one made for it.
-    Raises ValueError when ``endpoints`` is empty."""
+    named in the note for an SDK that no port serves; ``routes``: the targets the main port
+    reaches by prefix or by model, in file order. An SDK whose only choice is a target made for
+    another API gets no lines, but a comment saying how to serve one made for it. Raises
+    ValueError when ``endpoints`` is empty."""
     if not endpoints:
         raise ValueError("no address to point the SDKs at")
+    addresses = _addresses(endpoints, routes)
     chosen: list[tuple[_Sdk, Endpoint]] = []
+    on_main: list[_Sdk] = []
     notes: list[str] = []
     for sdk in _SDKS:
-        endpoint = _endpoint_for(sdk, endpoints)
-        if endpoint is None:
+        address = _address_for(sdk, addresses)
+        if address is None:
             notes.append(_unserved_note(sdk, endpoints, portless or {}))
-        else:
-            chosen.append((sdk, endpoint))
+            continue
+        chosen.append((sdk, address.endpoint))
+        if address.endpoint.url == endpoints[0].url:
+            on_main.append(sdk)
+    by_model = [address for address in addresses if address.models]
+    if on_main and by_model:
+        notes.append(_models_note(on_main, endpoints[0], by_model))
     return _lines(chosen, shell=shell, local_token=local_token, notes=notes)
+
+
+def _models_note(on_main: Sequence[_Sdk], main: Endpoint, by_model: Sequence[_Address]) -> str:
+    """Which models the main port sends where, for the SDKs pointed at it."""
+    served = f"'{main.target}'" if main.target else "the chosen target"
+    where = "; ".join(f"{', '.join(address.models)} go to '{address.endpoint.target}'" for address in by_model)
+    who = "both SDKs may use the main port" if len(on_main) == len(_SDKS) else "on the main port"
+    return f"{who}: requests for models {where}; all others to {served}"
 
 
 def one_port_lines(endpoint: Endpoint, *, shell: Shell, local_token: str | None = None) -> str:

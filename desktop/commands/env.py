@@ -17,7 +17,7 @@ __all__ = ["run_env"]
 
 def run_env(args: argparse.Namespace) -> int:
     """Print the Copy environment lines for the config file's listeners."""
-    from desktop.clients import Endpoint, environment_lines
+    from desktop.clients import Endpoint, RoutedTarget, environment_lines
     from desktop.config.follow import listener_settings, tend_files
     from desktop.config.parse import ConfigError, TargetSpec
     from desktop.config.store import config_path, load_config
@@ -52,11 +52,19 @@ def run_env(args: argparse.Namespace) -> int:
     own_ports = config.target_ports()
     endpoints = [endpoint(config.targets[config.active], settings.port)]
     endpoints += [endpoint(config.targets[name], port) for name, port in own_ports.items()]
+    # The main port's routes, as the status has them (controller.status.route_claims): every
+    # target claiming a prefix or models, in file order.
+    routes = []
+    for name, spec in config.targets.items():
+        if spec.routes:
+            written = endpoint(spec, 0)
+            routes.append(RoutedTarget(name, spec.prefixes, spec.models, written.key_headers, written.adds_key))
     portless = {
         name: endpoint(spec, 0).key_headers
         for name, spec in config.targets.items()
-        if name != config.active and name not in own_ports
+        if name != config.active and name not in own_ports and not spec.routes
     }
     token = settings.local_token.reveal() if settings.local_token else None
-    print(environment_lines(endpoints, shell=args.shell, local_token=token, portless=portless), end="")
+    lines = environment_lines(endpoints, shell=args.shell, local_token=token, portless=portless, routes=routes)
+    print(lines, end="")
     return 0

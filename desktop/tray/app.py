@@ -25,7 +25,7 @@ from types import FrameType
 import pystray
 
 from desktop import __version__, platforms
-from desktop.clients import SHELLS, Endpoint, Shell, environment_lines, one_port_lines
+from desktop.clients import SHELLS, Endpoint, RoutedTarget, Shell, environment_lines, one_port_lines
 from desktop.controller import ListenError, ProxyController, ProxyStatus
 from desktop.tray.icons import IconState, draw_icon
 from desktop.tray.menu import TrayView, about_text, build_menu, status_line
@@ -200,14 +200,18 @@ class TrayApp:
         if own_name:
             lines = one_port_lines(own_ports[own_name], shell=shell, local_token=token)
         else:
-            served = {status.target_name, *own_ports}
+            routes = [
+                RoutedTarget(claim.name, claim.prefixes, claim.models, claim.key_headers, claim.adds_key)
+                for claim in status.routes
+            ]
+            served = {status.target_name, *own_ports, *(route.target for route in routes)}
             portless = {
                 name: headers
                 for name, headers in self.controller.key_headers_by_target().items()
                 if name not in served
             }
             lines = environment_lines(
-                [main, *own_ports.values()], shell=shell, local_token=token, portless=portless
+                [main, *own_ports.values()], shell=shell, local_token=token, portless=portless, routes=routes
             )
         self._copy(lines, "the environment lines")
 

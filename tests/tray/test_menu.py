@@ -11,7 +11,7 @@ import pystray
 from background import BackgroundServer, free_port
 from upstreams import Seen, echo_app
 
-from desktop.clients import PLACEHOLDER_KEY, Endpoint, environment_lines, one_port_lines
+from desktop.clients import PLACEHOLDER_KEY, Endpoint, RoutedTarget, environment_lines, one_port_lines
 from desktop.controller import ProxyStatus
 from desktop.engine.condition import TargetCondition
 from desktop.tray.menu import TrayView, build_menu, status_line
@@ -192,6 +192,86 @@ def test_an_sdk_no_port_serves_gets_a_comment_on_how_to_serve_it_instead_of_the_
     assert list(variables(one_port_lines(claude, shell="posix"))) == [
         "OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"
     ]
+
+
+OPENAI_MAIN = Endpoint("http://127.0.0.1:8000", frozenset({"authorization"}), adds_key=True, target="openai")
+X_API_KEY = frozenset({"x-api-key"})
+
+
+def comments(lines: str) -> list[str]:
+    return [line for line in lines.splitlines() if line.startswith("#")]
+
+
+def test_a_prefix_route_is_the_address_of_the_sdk_its_target_is_made_for() -> None:
+    """An Anthropic-style target claiming /anthropic on the main port gives the Anthropic SDK
+    http://127.0.0.1:8000/anthropic (it adds /v1 itself), where before it got no lines; an
+    OpenAI-style one claiming /openai gives the OpenAI SDKs .../openai/v1. A prefix on the main
+    port comes before the target's own port: one port for every tool."""
+    anthropic = RoutedTarget("anthropic", ("/anthropic", "/claude"), (), X_API_KEY, adds_key=True)
+    lines = environment_lines([OPENAI_MAIN], shell="posix", routes=[anthropic], portless={})
+    assert variables(lines) == {
+        "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+        "OPENAI_API_BASE": "http://127.0.0.1:8000/v1",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:8000/anthropic",
+        "OPENAI_API_KEY": PLACEHOLDER_KEY,
+        "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+    }
+    assert not [line for line in comments(lines) if "no ANTHROPIC_BASE_URL" in line or "models" in line]
+
+    claude = Endpoint("http://127.0.0.1:8000", X_API_KEY, adds_key=True, target="claude")
+    openai = RoutedTarget("openai", ("/openai",), (), frozenset({"authorization"}))
+    lines = environment_lines([claude], shell="fish", routes=[openai])
+    assert "set -gx OPENAI_BASE_URL http://127.0.0.1:8000/openai/v1\n" in lines
+    assert "set -gx ANTHROPIC_BASE_URL http://127.0.0.1:8000\n" in lines
+    assert "OPENAI_API_KEY" not in lines  # that target adds no key: the tool's own passes
+
+    own_port = Endpoint("http://127.0.0.1:8001", X_API_KEY, adds_key=True, target="anthropic")
+    both = environment_lines([OPENAI_MAIN, own_port], shell="posix", routes=[anthropic])
+    assert variables(both)["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8000/anthropic"
+    # Without routes, the own port as before.
+    assert variables(environment_lines([OPENAI_MAIN, own_port], shell="posix"))["ANTHROPIC_BASE_URL"] == own_port.url
+
+
+def test_model_routes_let_both_sdks_use_the_main_port_and_a_comment_says_which_models_go_where() -> None:
+    """claude-* routed by model to an x-api-key target while the chosen one is OpenAI-style:
+    the main port serves both SDKs, so the Anthropic SDK gets it too (no 'no ANTHROPIC_BASE_URL
+    line' comment any more), with a comment saying which models go where."""
+    anthropic = RoutedTarget("anthropic", (), ("claude-*",), X_API_KEY, adds_key=True)
+    gateway = RoutedTarget("gateway", (), ("gpt-oss-*", "llama-*"), frozenset({"authorization"}))
+    lines = environment_lines([OPENAI_MAIN], shell="posix", routes=[anthropic, gateway], portless={})
+    assert variables(lines)["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8000"
+    assert variables(lines)["ANTHROPIC_API_KEY"] == PLACEHOLDER_KEY
+    assert variables(lines)["OPENAI_BASE_URL"] == "http://127.0.0.1:8000/v1"
+    assert comments(lines)[1:] == [
+        "# both SDKs may use the main port: requests for models claude-* go to 'anthropic';"
+        " gpt-oss-*, llama-* go to 'gateway'; all others to 'openai'"
+    ]
+    cmd = environment_lines([OPENAI_MAIN], shell="cmd", routes=[anthropic])
+    assert "REM both SDKs may use the main port: requests for models claude-* go to 'anthropic'; all others to 'openai'\n" in cmd
+
+    # The Anthropic SDK on a prefix or a port of its own: the comment is for the OpenAI SDKs.
+    own_port = Endpoint("http://127.0.0.1:8001", X_API_KEY, adds_key=True, target="claude")
+    lines = environment_lines([OPENAI_MAIN, own_port], shell="posix", routes=[anthropic])
+    assert variables(lines)["ANTHROPIC_BASE_URL"] == own_port.url
+    assert comments(lines)[1:] == [
+        "# on the main port: requests for models claude-* go to 'anthropic'; all others to 'openai'"
+    ]
+
+
+def test_a_model_route_serves_only_the_sdk_whose_key_header_its_target_takes() -> None:
+    """A Gemini-style target (x-goog-api-key) claiming gemini-* does not make the main port an
+    address for the Anthropic SDK: it still gets the note on how to serve it. The chosen
+    target's own model claims change nothing (every request reaches it anyway)."""
+    gemini = RoutedTarget("gemini", (), ("gemini-*",), frozenset({"x-goog-api-key"}), adds_key=True)
+    portless = {"anthropic": X_API_KEY}
+    lines = environment_lines([OPENAI_MAIN], shell="posix", routes=[gemini], portless=portless)
+    assert "ANTHROPIC_BASE_URL" not in variables(lines)
+    assert any(line.startswith("# no ANTHROPIC_BASE_URL line") for line in comments(lines))
+    assert "# on the main port: requests for models gemini-* go to 'gemini'; all others to 'openai'" in comments(lines)
+    chosen = RoutedTarget("openai", ("/openai",), ("gpt-*",), frozenset({"authorization"}), adds_key=True)
+    assert environment_lines([OPENAI_MAIN], shell="posix", routes=[chosen]) == environment_lines(
+        [OPENAI_MAIN], shell="posix"
+    )
 
 
 def test_pasted_environment_lines_make_the_openai_sdk_work_at_once(tmp_path: Path) -> None:
