@@ -2,7 +2,8 @@
 
 :func:`read_config` reads and checks the file, :func:`tend_files` makes the writes a file may
 call for (narrowing a file that holds a key, making the local token), and :func:`plan_for`
-turns the result into a :class:`Plan`: the listeners with their targets' keys read, the chosen
+turns the result into a :class:`Plan`: the listeners with their targets' keys read and their
+routes (:func:`routed_targets` says which targets a port's requests can reach), the chosen
 target, the problems to show. Start-up and every reload take the same steps; an unusable edit
 leaves the last good plan running, with the reason beside it (:func:`follow`).
 
@@ -21,10 +22,11 @@ from types import MappingProxyType
 from desktop.config.cabundle import target_ca_bundle_problem
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.localtoken import LocalTokenError, ensure_token, load_token, token_path
-from desktop.config.model import Listener, LogSettings, ProxySettings, Secret, Target
+from desktop.config.model import Listener, LogSettings, ProxySettings, Routing, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config
 from desktop.redaction import CREDENTIAL_HEADERS
+from desktop.routing import RouteTable, TargetClaims
 
 __all__ = [
     "KeyReader",
@@ -34,6 +36,7 @@ __all__ = [
     "listener_settings",
     "plan_for",
     "read_config",
+    "routed_targets",
     "tend_files",
 ]
 
@@ -109,8 +112,8 @@ class Plan:
     config: ConfigFile | None = None
     # The name the main listener's target has in the file (pinned or ``active``).
     chosen: str | None = None
-    # Target name -> why its key could not be read, for the chosen target and those on ports of
-    # their own.
+    # Target name -> why its key could not be read, for the chosen target, those on ports of
+    # their own and those their routes reach.
     key_problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Why the file's latest edit is not applied (path:line:col lines); this plan is the last good one.
     config_error: str | None = None
@@ -236,13 +239,18 @@ def read_config(path: Path, overrides: Overrides, *, chosen: str | None = None) 
     cannot be used (with path:line:col), KeyError when the chosen target is not in it.
 
     ``chosen`` (default: the file's ``active``) is the target the main
-    listener is to serve. Its TLS settings and those of targets on ports of their own are loaded
-    here, before they reach the engine, which would fail building them (config/cabundle.py)."""
+    listener is to serve. Its TLS settings and those of targets on ports of their own, and of
+    every target their routes reach, are loaded here, before they reach the engine, which would
+    fail building them (config/cabundle.py)."""
     config = load_config(path)
     name = chosen or config.active
     if name not in config.targets:
         raise KeyError(name, tuple(config.targets))  # the names, for the message: no second read
-    unusable = ca_bundle_error(path, config, overrides, [name, *config.target_ports()])
+    reached = [
+        *routed_targets(config, name),
+        *(other for own in config.target_ports() for other in routed_targets(config, own, own_port=True)),
+    ]
+    unusable = ca_bundle_error(path, config, overrides, [name, *config.target_ports(), *reached])
     if unusable is not None:
         raise unusable
     return config
@@ -312,6 +320,21 @@ def _reason(exc: OSError | LocalTokenError) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
+def routed_targets(config: ConfigFile, name: str, *, own_port: bool = False) -> tuple[str, ...]:
+    """The targets other than ``name`` that requests on a port serving ``name`` can reach, in
+    file order. On the main port (``name`` chosen there): each target claiming a prefix or
+    models, and the fallbacks of those and of ``name``. On ``name``'s own port (``own_port``):
+    its fallbacks. Only the routed target's own fallbacks are tried, so a fallback's fallbacks
+    are not followed."""
+    targets = config.targets
+    routed = [] if own_port else [other for other, spec in targets.items() if spec.routes]
+    reached = {*routed}
+    for routed_name in (name, *routed):
+        reached.update(targets[routed_name].fallbacks)
+    reached.discard(name)
+    return tuple(other for other in targets if other in reached)
+
+
 def plan_for(
     config: ConfigFile,
     path: Path,
@@ -325,21 +348,25 @@ def plan_for(
 
     A key that could not be read last time is read again for the targets named in
     ``retry_keys`` (None: every target, as for an edit of the file, which may be the fix); the
-    others keep what reading them last gave, so a failing key command does not run again."""
+    others keep what reading them last gave, so a failing key command does not run again.
+    Keys are read only for targets some port serves or routes to, each once per plan."""
     name = chosen or config.active
     settings = overrides.settings(listener_settings(config, path))
     problems: dict[str, str] = {}
+    made: dict[str, Target] = {}
 
     def target(spec_name: str) -> Target:
-        retry = retry_keys is None or spec_name in retry_keys
-        resolved = keys.resolve(config.targets[spec_name], retry_failed=retry)
-        if resolved.problem:
-            problems[spec_name] = resolved.problem
-        return overrides.target(resolved.target)
+        if spec_name not in made:
+            retry = retry_keys is None or spec_name in retry_keys
+            resolved = keys.resolve(config.targets[spec_name], retry_failed=retry)
+            if resolved.problem:
+                problems[spec_name] = resolved.problem
+            made[spec_name] = overrides.target(resolved.target)
+        return made[spec_name]
 
-    main = Listener(settings, target(name))
+    main = Listener(settings, target(name), routing=_main_routing(config, name, target))
     own = tuple(
-        Listener(replace(settings, port=port), target(own_name), own=own_name)
+        Listener(replace(settings, port=port), target(own_name), own=own_name, routing=_own_routing(config, own_name, target))
         for own_name, port in config.target_ports().items()
     )
     return Plan(
@@ -348,6 +375,44 @@ def plan_for(
         chosen=name,
         key_problems=MappingProxyType(problems),
         log=config.log,
+    )
+
+
+def _main_routing(config: ConfigFile, chosen: str, target: Callable[[str], Target]) -> Routing | None:
+    """The main port's routes: every target's claims, ``chosen`` the default; None (every
+    request to ``chosen``, as before routes existed) when no target claims a prefix or models
+    and ``chosen`` has neither fallbacks nor a model_map."""
+    targets = config.targets
+    own = targets[chosen]
+    if not (own.fallbacks or own.model_map or any(spec.routes for spec in targets.values())):
+        return None
+    table = RouteTable.build([spec.claims() for spec in targets.values()], default=chosen)
+    return _routing(config, table, routed_targets(config, chosen), target)
+
+
+def _own_routing(config: ConfigFile, name: str, target: Callable[[str], Target]) -> Routing | None:
+    """A target's own port serves only that target, yet with its model_map and its fallbacks
+    (each with its own model_map); None when it has neither."""
+    spec = config.targets[name]
+    if not (spec.fallbacks or spec.model_map):
+        return None
+    claims = [
+        TargetClaims(name, model_map=spec.model_map, fallbacks=spec.fallbacks),
+        *(TargetClaims(other, model_map=config.targets[other].model_map) for other in spec.fallbacks),
+    ]
+    table = RouteTable.build(claims, default=name)
+    return _routing(config, table, routed_targets(config, name, own_port=True), target)
+
+
+def _routing(
+    config: ConfigFile, table: RouteTable, reached: Iterable[str], target: Callable[[str], Target]
+) -> Routing:
+    """``table`` with the ``reached`` targets, keys read, and the file's failover waits."""
+    return Routing(
+        table=table,
+        targets=tuple(target(name) for name in reached),
+        retry_after_max_s=config.failover.retry_after_max_s,
+        cooldown_s=config.failover.cooldown_s,
     )
 
 

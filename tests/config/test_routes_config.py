@@ -8,19 +8,25 @@ file `config check` passes is one the proxy can route; a good file keeps its cla
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import tomlkit
+from background import BackgroundServer, wait_until
 from cli_process import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from test_follow import counting_command
+from upstreams import Seen, echo_app
 
-from desktop.config.follow import KeyReader, Overrides, follow, plan_for, read_config
-from desktop.config.model import Failover
+from desktop.config.follow import KeyReader, Overrides, Plan, follow, plan_for, read_config
+from desktop.config.model import Failover, Routing
 from desktop.config.parse import ConfigError, parse_config
 from desktop.config.store import load_config
+from desktop.controller import ConfigBinding, ProxyController
 
 # Every kind of route mistake, each on a line of its own or beside others on one line, in a
 # list spread over lines, an inline table and a model_map table of its own.
@@ -223,3 +229,219 @@ def test_editing_a_targets_routes_does_not_run_its_key_command_again(tmp_path: P
     path.write_text(target.replace(":9", ":11"), encoding="utf-8")
     plan, _ = follow(path, Overrides(), keys, plan)
     assert counter.read_text() == "2"
+
+
+def _plan(tmp_path: Path, text: str, *, chosen: str | None = None) -> Plan:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return plan_for(read_config(path, Overrides(), chosen=chosen), path, Overrides(), KeyReader(), chosen=chosen)
+
+
+def _where(routing: Routing | None, path: str, body: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Each target a request would be tried at, first to last, with the path and model it is sent."""
+    assert routing is not None
+    raw_path, _, query = path.partition("?")
+    held = json.dumps(body).encode() if body is not None else None
+    return [
+        (route.target, route.path + (f" {route.send_model or route.model}" if route.model else ""))
+        for route in routing.table.attempts(raw_path, query, held, upgrade=False)
+    ]
+
+
+def test_the_main_port_routes_by_every_claim_and_reaches_only_what_the_routes_name(tmp_path: Path) -> None:
+    """With `ollama` chosen: gpt-* goes to openai (then its fallback gateway, which renames the
+    model), /anthropic/... to anthropic without the prefix, everything else (GET /v1/models) to
+    ollama. The routing carries exactly the targets a request can reach, each with its key; the
+    fallback of a fallback and a target nothing routes to are left out, and their key commands
+    never run; [failover] gives the waits."""
+    command, counter = counting_command(tmp_path)
+    (tmp_path / "gw").mkdir()
+    gateway_command, gateway_runs = counting_command(tmp_path / "gw")
+    plan = _plan(
+        tmp_path,
+        'active = "ollama"\n[failover]\nretry_after_max = 1.5\ncooldown = 12\n'
+        '[targets.ollama]\nurl = "http://127.0.0.1:11434"\n'
+        '[targets.openai]\nurl = "https://api.openai.com"\nmodels = ["gpt-*", "o[0-9]*"]\nfallbacks = ["gateway"]\n'
+        '[targets.anthropic]\nurl = "https://api.anthropic.com"\nprefix = "/anthropic"\nmodels = ["claude-*"]\n'
+        f"[targets.gateway]\nurl = \"https://gw.example/openai\"\nkey = {{ command = '{gateway_command}' }}\n"
+        'headers = { Authorization = "Bearer {key}" }\n'
+        'model_map = { "gpt-4o" = "openai/gpt-4o" }\nfallbacks = ["backup"]\n'
+        f"[targets.backup]\nurl = \"https://backup.example\"\nkey = {{ command = '{command}' }}\n"
+        'headers = { Authorization = "Bearer {key}" }\n'
+        f"[targets.unused]\nurl = \"https://unused.example\"\nkey = {{ command = '{command}' }}\n"
+        'headers = { Authorization = "Bearer {key}" }\n',
+    )
+    routing = plan.main.routing
+    assert routing is not None
+    assert plan.target.name == "ollama"
+    assert [target.name for target in routing.targets] == ["openai", "anthropic", "gateway"]
+    gateway = routing.targets[2]
+    assert [(name, value.reveal()) for name, value in gateway.add_headers] == [("Authorization", "Bearer key-1")]
+    assert gateway.url == "https://gw.example/openai"
+    assert (routing.retry_after_max_s, routing.cooldown_s) == (1.5, 12.0)
+    assert _where(routing, "/v1/chat/completions", {"model": "gpt-4o"}) == [
+        ("openai", "/v1/chat/completions gpt-4o"),
+        ("gateway", "/v1/chat/completions openai/gpt-4o"),
+    ]
+    assert _where(routing, "/v1/chat/completions", {"model": "o3-mini"})[0] == ("openai", "/v1/chat/completions o3-mini")
+    assert _where(routing, "/anthropic/v1/messages?beta=true") == [("anthropic", "/v1/messages?beta=true")]
+    assert _where(routing, "/v1/messages", {"model": "claude-sonnet-4-5"}) == [
+        ("anthropic", "/v1/messages claude-sonnet-4-5")
+    ]
+    assert _where(routing, "/v1/models") == [("ollama", "/v1/models")]
+    assert counter.read_text() == "0"
+    assert gateway_runs.read_text() == "1"
+    assert plan.key_problems == {}
+
+
+def test_choosing_another_target_makes_it_the_default_and_a_file_without_routes_has_none(tmp_path: Path) -> None:
+    """The chosen target is the main port's default route, whatever claims it has; a file with
+    no route claims plans exactly as before routes existed (no routing on any port), and a chosen
+    target with only fallbacks gets routing for them."""
+    text = (
+        'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nport = 8001\n'
+        '[targets.b]\nurl = "http://127.0.0.1:10"\nfallbacks = ["a"]\n'
+    )
+    plain = _plan(tmp_path, text)
+    assert [listener.routing for listener in plain.listeners] == [None, None]
+
+    with_fallback = _plan(tmp_path, text, chosen="b")
+    assert with_fallback.target.name == "b"
+    assert with_fallback.own_ports[0].routing is None
+    assert _where(with_fallback.main.routing, "/v1/models") == [("b", "/v1/models"), ("a", "/v1/models")]
+
+    routed = _plan(tmp_path, text + 'models = ["b-*"]\n', chosen="a")
+    assert routed.main.routing is not None
+    assert [target.name for target in routed.main.routing.targets] == ["b"]
+    assert _where(routed.main.routing, "/v1/models") == [("a", "/v1/models")]
+    assert _where(routed.main.routing, "/v1/x", {"model": "b-1"}) == [("b", "/v1/x b-1"), ("a", "/v1/x")]
+
+
+def test_a_targets_own_port_keeps_only_its_model_map_and_fallbacks(tmp_path: Path) -> None:
+    """A target on a port of its own serves only itself there: another target's model globs and
+    its own prefix do not apply, its model_map and its fallbacks (each renaming for itself) do;
+    a target on its own port with neither has no routing there."""
+    plan = _plan(
+        tmp_path,
+        'active = "plain"\n'
+        '[targets.plain]\nurl = "http://127.0.0.1:9"\nport = 8002\n'
+        '[targets.gw]\nurl = "http://127.0.0.1:10"\nport = 8001\nprefix = "/gw"\n'
+        'model_map = { "m" = "gw/m" }\nfallbacks = ["backup"]\n'
+        '[targets.backup]\nurl = "http://127.0.0.1:11"\nmodel_map = { "m" = "backup/m" }\n'
+        '[targets.claimer]\nurl = "http://127.0.0.1:12"\nmodels = ["m*"]\n',
+    )
+    gw = plan.own("gw")
+    assert gw is not None
+    assert gw.routing is not None
+    assert [target.name for target in gw.routing.targets] == ["backup"]
+    assert _where(gw.routing, "/gw/v1/chat", {"model": "m"}) == [("gw", "/gw/v1/chat gw/m"), ("backup", "/gw/v1/chat backup/m")]
+    plain = plan.own("plain")
+    assert plain is not None
+    assert plain.routing is None
+    assert plan.main.routing is not None
+    assert _where(plan.main.routing, "/v1/chat", {"model": "m"}) == [("claimer", "/v1/chat m")]
+    assert _where(plan.main.routing, "/gw/v1/chat", {"model": "m"}) == [
+        ("gw", "/v1/chat gw/m"),
+        ("backup", "/v1/chat backup/m"),
+    ]
+
+
+def test_a_failing_key_command_runs_once_per_plan_for_a_target_both_routed_and_on_its_own_port(tmp_path: Path) -> None:
+    """A target reached by a route and served on a port of its own has its key read once for
+    the plan, not once per port: a failing command (an SSO page, a locked password manager) is
+    not run twice in a row."""
+    counter = tmp_path / "runs.txt"
+    counter.write_text("0")
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import pathlib, sys\n"
+        f"counter = pathlib.Path({str(counter)!r})\n"
+        "runs = int(counter.read_text()) + 1\n"
+        "fresh = counter.with_name(counter.name + '.new'); fresh.write_text(str(runs)); fresh.replace(counter)\n"
+        "sys.exit(1)\n"
+    )
+    plan = _plan(
+        tmp_path,
+        'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n'
+        f"[targets.b]\nurl = \"http://127.0.0.1:10\"\nport = 8001\nprefix = \"/b\"\n"
+        f"key = {{ command = '\"{sys.executable}\" \"{script}\"' }}\nheaders = {{ Authorization = \"Bearer {{key}}\" }}\n",
+    )
+    assert counter.read_text() == "1"
+    assert "b" in plan.key_problems
+
+
+def test_a_target_only_a_route_reaches_has_its_ca_bundle_checked_before_use(tmp_path: Path) -> None:
+    """A CA bundle the engine could not load is refused at its line when a route reaches the
+    target (as for the chosen target), and left alone when nothing does."""
+    path = tmp_path / "config.toml"
+    text = (
+        'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n'
+        f'[targets.b]\nurl = "https://127.0.0.1:10"\nca_bundle = "{tmp_path / "missing.pem"}"\n'
+    )
+    path.write_text(text, encoding="utf-8")
+    assert read_config(path, Overrides()).active == "a"
+    path.write_text(text + 'prefix = "/b"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        read_config(path, Overrides())
+    assert [(problem.line, problem.col) for problem in refused.value.problems] == [(6, 1)]
+
+
+def test_a_bad_routes_edit_keeps_the_last_good_routes_and_says_where(tmp_path: Path) -> None:
+    """A save with a route mistake (a misspelt fallback) leaves the plan that was running, routes
+    and all, with the file, line and column and the "did you mean"; the fixed save applies."""
+    path = tmp_path / "config.toml"
+    good_text = (
+        'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nfallbacks = ["backup"]\n'
+        '[targets.backup]\nurl = "http://127.0.0.1:10"\n'
+    )
+    path.write_text(good_text, encoding="utf-8")
+    keys = KeyReader()
+    good = plan_for(read_config(path, Overrides()), path, Overrides(), keys)
+    path.write_text(good_text.replace('["backup"]', '["backup", "bakup"]') + 'prefix = "/b"\n', encoding="utf-8")
+    kept, _ = follow(path, Overrides(), keys, good)
+    assert kept.listeners == good.listeners
+    assert kept.config_error == f"{path}:4:24: target 'a': fallback 'bakup' is not a target; did you mean 'backup'?"
+    path.write_text(good_text + 'prefix = "/b"\n', encoding="utf-8")
+    fixed, _ = follow(path, Overrides(), keys, kept)
+    assert fixed.config_error is None
+    assert _where(fixed.main.routing, "/b/x") == [("backup", "/x")]
+
+
+# The watcher looks at the file once a second; a reload on a loaded machine fits well inside this.
+FOLLOW_TIMEOUT_S = 10.0
+CLIENT_TIMEOUT_S = 10.0
+
+
+def test_while_serving_a_bad_routes_edit_keeps_the_running_routes_and_a_fixed_one_applies(
+    tmp_path: Path, follow: list[ProxyController]
+) -> None:
+    """Through the real proxy: /b/... goes to target b without the prefix, the rest to a. A save
+    whose prefix overlaps b's is pointed at (file:line:col) while /b/... keeps reaching b; the
+    fixed save moves b to /bee at once."""
+    seen_a, seen_b = Seen(), Seen()
+    with BackgroundServer(echo_app(seen_a)) as a, BackgroundServer(echo_app(seen_b)) as b:
+        path = tmp_path / "config.toml"
+        head = f'active = "a"\n[listen]\nhosts = ["127.0.0.1"]\nport = 0\n[targets.a]\nurl = "{a.url}"\n'
+        path.write_text(f'{head}[targets.b]\nurl = "{b.url}"\nprefix = "/b"\n', encoding="utf-8")
+        controller = ProxyController.from_config(ConfigBinding(path))
+        follow.append(controller)
+        controller.start()
+        url = controller.status.local_url
+        assert url is not None
+        with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S, trust_env=False) as client:
+            assert client.get("/b/v1/models").status_code == 200
+            assert client.get("/v1/models").status_code == 200
+
+            path.write_text(f'{head}prefix = "/b/x"\n[targets.b]\nurl = "{b.url}"\nprefix = "/b"\n', encoding="utf-8")
+            assert wait_until(lambda: controller.status.config_error is not None, timeout_s=FOLLOW_TIMEOUT_S)
+            assert controller.status.config_error == (
+                f"{path}:10:10: target 'b': prefix '/b' overlaps prefix '/b/x' of target 'a'"
+            )
+            assert client.get("/b/x/kept").status_code == 200
+
+            path.write_text(f'{head}[targets.b]\nurl = "{b.url}"\nprefix = "/bee"\n', encoding="utf-8")
+            assert wait_until(lambda: controller.status.config_error is None, timeout_s=FOLLOW_TIMEOUT_S)
+            assert client.get("/bee/moved").status_code == 200
+            assert client.get("/b/now-a").status_code == 200
+    assert [request["raw_path"] for request in seen_b.requests] == ["/v1/models", "/x/kept", "/moved"]
+    assert [request["raw_path"] for request in seen_a.requests] == ["/v1/models", "/b/now-a"]
