@@ -7,7 +7,10 @@ actions go through one dispatcher that never raises; the slow ones (start, stop,
 reload, quit: a stop waits for open streams) run on a short-lived worker thread so the menu
 stays responsive. Notifications are for what needs the person (port taken, config invalid,
 key missing or rejected, rate limited, target unreachable), at most one per target and cause
-every few minutes; the status line and tooltip keep the last problem until it clears.
+every few minutes; the status line and tooltip keep the last problem until it clears. A
+failover is told too (tray/failovers.py: once per failed target and cause in ten minutes, one a
+minute at most), and the menu is redrawn when a target's cool-down ends, which changes no
+status.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pystray
 from desktop import __version__, platforms
 from desktop.clients import SHELLS, Endpoint, RoutedTarget, Shell, environment_lines, one_port_lines
 from desktop.controller import ListenError, ProxyController, ProxyStatus
+from desktop.tray.failovers import FailoverNotifier
 from desktop.tray.icons import IconState, draw_icon
 from desktop.tray.menu import TrayView, about_text, build_menu, status_line
 
@@ -40,6 +44,8 @@ NOTIFY_REPEAT_S = 300.0
 QUIT_GRACE_S = 3.0
 # Drawn at this size; every backend scales it to the panel (22-32 px) from a crisp source.
 ICON_SIZE_PX = 64
+# The menu is redrawn this long after a cool-down's end, so the end has surely passed.
+COOLING_REDRAW_SLACK_S = 0.5
 
 
 def call_on_ui_thread(action: Callable[[], None]) -> None:
@@ -87,6 +93,10 @@ class TrayApp:
         self._shown: dict[tuple[str, str], str] = {}
         self._busy = threading.Lock()
         status = controller.status
+        self._failovers = FailoverNotifier(seen=status.failover)
+        # Redraws the menu when the soonest cool-down ends; replaced on each status.
+        self._cooling_timer: threading.Timer | None = None
+        self._timer_lock = threading.Lock()
         self.icon = pystray.Icon(
             "TrayProxy",
             icon=draw_icon(self._icon_state(status), ICON_SIZE_PX),
@@ -113,6 +123,10 @@ class TrayApp:
         """Controller listener (any thread): refresh the UI there, notify what is new."""
         call_on_ui_thread(self.refresh)
         self._notify_new_problems(status)
+        self._redraw_when_cooling_ends(status)
+        message = self._failovers.message_for(status)
+        if message is not None:
+            self.notify(message)
 
     def refresh(self) -> None:
         """Redraw icon, tooltip and menu from the latest snapshot."""
@@ -120,6 +134,28 @@ class TrayApp:
         self.icon.icon = draw_icon(self._icon_state(status), ICON_SIZE_PX)
         self.icon.title = status_line(status)[:127]  # Windows cuts tooltips at 128 characters
         self.icon.menu = build_menu(self._view(status), self.act)
+
+    def _redraw_when_cooling_ends(self, status: ProxyStatus) -> None:
+        """Redraw once the soonest cool-down in ``status`` has ended (nothing else would: the
+        end of a cool-down publishes no status), then look at the next."""
+        now = time.time()
+        ends = [end for _, end in status.cooling if end > now] if status.state == "running" else []
+        with self._timer_lock:
+            if self._cooling_timer is not None:
+                self._cooling_timer.cancel()
+                self._cooling_timer = None
+            if not ends:
+                return
+
+            def redraw() -> None:
+                call_on_ui_thread(self.refresh)
+                self._redraw_when_cooling_ends(self.controller.status)
+
+            timer = threading.Timer(min(ends) - now + COOLING_REDRAW_SLACK_S, redraw)
+            timer.name = "trayproxy-cooling-redraw"
+            timer.daemon = True
+            self._cooling_timer = timer
+            timer.start()
 
     def _notify_new_problems(self, status: ProxyStatus) -> None:
         current = _problems(status)
@@ -222,6 +258,9 @@ class TrayApp:
     def quit(self) -> None:
         """Stop the proxy (open streams get a few seconds) and leave the tray."""
         self.controller.close(QUIT_GRACE_S)
+        with self._timer_lock:
+            if self._cooling_timer is not None:
+                self._cooling_timer.cancel()
         self.icon.stop()
 
     def _copy(self, text: str, what: str) -> None:

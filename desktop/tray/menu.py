@@ -3,21 +3,28 @@
 No state lives here and nothing is called but ``act``: each item says what the person asked
 for (``act("stop")``, ``act("target", "openai")``) and the tray app's dispatcher does it. Built
 again on every change, so a menu never shows a stale state; tested with pystray's dummy
-backend. Imports pystray, the controller's snapshot type and the clients' shell names only.
+backend. Imports pystray, the controller's snapshot type, the clients' shell names and the
+tray's words for a cool-down only.
+
+With routes (issue 14) the Target menu says what each target claims on the main port
+(``anthropic — /anthropic, claude-*``) and which are tried last for now, and the status line
+names the targets in a cool-down; the menu is rebuilt when one ends (tray/app.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pystray
 
 from desktop.clients import Shell
 from desktop.controller import ProxyStatus
 from desktop.controller.status import where
+from desktop.tray.failovers import clock_time, cooling_text
 
-__all__ = ["Act", "TrayView", "about_text", "build_menu", "status_line", "target_port_lines"]
+__all__ = ["Act", "TrayView", "about_text", "build_menu", "status_line", "target_label", "target_port_lines"]
 
 Act = Callable[[str, str | None], None]
 # Copy environment ▸ offers each shell under these names, in this order.
@@ -36,10 +43,21 @@ class TrayView:
     status: ProxyStatus
     version: str
     autostart: bool = False
+    # Wall-clock time the menu is made at: a cool-down that has ended by then is not shown.
+    now: float = field(default_factory=time.time)
 
 
-def status_line(status: ProxyStatus) -> str:
-    """``TrayProxy: running on 127.0.0.1:8000 → openai``; the tooltip and the menu's first line."""
+def _cooling(status: ProxyStatus, now: float) -> dict[str, float]:
+    """Target name -> when its cool-down ends, for those still tried last at ``now``, while
+    running (a stopped proxy tries nothing)."""
+    if status.state != "running":
+        return {}
+    return {name: end for name, end in status.cooling if end > now}
+
+
+def status_line(status: ProxyStatus, now: float | None = None) -> str:
+    """``TrayProxy: running on 127.0.0.1:8000 → openai``, then the problem and the targets in a
+    cool-down at wall-clock ``now`` (default: the present); the tooltip and the menu's first line."""
     if status.state == "running":
         where = (status.local_url or "").removeprefix("http://")
         text = f"TrayProxy: running on {where} → {status.target_name}"
@@ -47,8 +65,22 @@ def status_line(status: ProxyStatus) -> str:
         text = "TrayProxy: not running"
     else:
         text = f"TrayProxy: stopped ({status.target_name})"
-    problem = status.problem
-    return f"{text} — {problem}" if problem else text
+    cooling = _cooling(status, time.time() if now is None else now)
+    notes = [
+        *([status.problem] if status.problem else []),
+        # Short: the line is cut at 90 characters; the Target menu says why.
+        *(f"{name} tried last until {clock_time(end)}" for name, end in cooling.items()),
+    ]
+    return f"{text} — {'; '.join(notes)}" if notes else text
+
+
+def target_label(status: ProxyStatus, name: str, now: float) -> str:
+    """``anthropic — /anthropic, claude-*``: a target in the Target menu, with what it claims
+    on the main port and, while it is tried last, until when (``now``: wall clock)."""
+    claims = next((claim.text for claim in status.routes if claim.name == name), "")
+    end = _cooling(status, now).get(name)
+    notes = [*([claims] if claims else []), *([cooling_text(end)] if end is not None else [])]
+    return f"{name} — {'; '.join(notes)}" if notes else name
 
 
 def target_port_lines(status: ProxyStatus) -> list[str]:
@@ -96,8 +128,9 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
         return lambda: act(action, arg)
 
     def choose(name: str) -> pystray.MenuItem:
+        # Choosing a target moves the default route only: claims and fallbacks stay as written.
         return pystray.MenuItem(
-            name,
+            _shorten(target_label(status, name, view.now)),
             do("target", name),
             checked=lambda item, name=name: status.target_name == name,
             radio=True,
@@ -126,7 +159,7 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
         copy_env_items += [pystray.Menu.SEPARATOR, *own_items]
     copy_env = pystray.Menu(*copy_env_items)
     return pystray.Menu(
-        pystray.MenuItem(_shorten(status_line(status)), None, enabled=False),
+        pystray.MenuItem(_shorten(status_line(status, view.now)), None, enabled=False),
         *(pystray.MenuItem(_shorten(line), None, enabled=False) for line in target_port_lines(status)),
         pystray.Menu.SEPARATOR,
         pystray.MenuItem("Stop proxy" if running else "Start proxy", do("toggle"), default=True),
