@@ -1,0 +1,243 @@
+"""Routes on one port, through a real ``trayproxy serve`` (issue 14, "Done when").
+
+One main port serves several targets: ``gpt-*`` goes to one, ``claude-*`` to another, each with
+its own key and never the other's; ``/defm/...`` goes to the target claiming that prefix, the
+prefix stripped and the query kept, and a redirect from it comes back under the prefix; a
+WebSocket is relayed by prefix or by its ``?model=``; a ``model_map`` renames the model in the
+body the target gets and leaves the answer alone. Everything else reaches the chosen target as
+before. The openai SDK is the real one; the anthropic SDK is not among the test dependencies, so
+Anthropic's requests are made with httpx in the shape that SDK sends (``x-api-key``,
+``anthropic-version``, ``POST /v1/messages``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+from background import BackgroundServer
+from llm_targets import TargetLog, llm_app
+from route_serve import RunningServe, StartServe
+from wsclients import ws_client
+
+OPENAI_KEY = "sk-routes-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-routes-anthropic-0123456789abcdef"
+OPENROUTER_KEY = "sk-or-routes-openrouter-0123456789abcdef"
+KEYS = (OPENAI_KEY, ANTHROPIC_KEY, OPENROUTER_KEY)
+# What a tool sends as its own key when the proxy adds the real one.
+PLACEHOLDER = "added-by-trayproxy"
+CLIENT_TIMEOUT_S = 15.0
+TARGETS = ("chosen", "openai", "anthropic", "openrouter", "defm")
+
+
+@dataclass
+class Routed:
+    """The running serve and what each of its targets received."""
+
+    serve: RunningServe
+    logs: dict[str, TargetLog]
+
+    def tagged(self, case: str) -> dict[str, int]:
+        """How many requests marked ``X-Test-Case: case`` each target received."""
+        return {name: len(log.tagged(case)) for name, log in self.logs.items()}
+
+
+def config_text(urls: dict[str, str]) -> str:
+    return f"""\
+active = "chosen"
+[listen]
+hosts = ["127.0.0.1"]
+port = {{port}}
+
+[targets.chosen]
+url = "{urls["chosen"]}"
+
+[targets.openai]
+url = "{urls["openai"]}"
+key = {{ env = "TP_ROUTES_OPENAI_KEY" }}
+headers = {{ Authorization = "Bearer {{key}}" }}
+models = ["gpt-*", "o[0-9]*"]
+
+[targets.anthropic]
+url = "{urls["anthropic"]}"
+key = {{ env = "TP_ROUTES_ANTHROPIC_KEY" }}
+headers = {{ x-api-key = "{{key}}" }}
+models = ["claude-*"]
+
+[targets.openrouter]
+url = "{urls["openrouter"]}/api"
+key = {{ env = "TP_ROUTES_OPENROUTER_KEY" }}
+headers = {{ Authorization = "Bearer {{key}}" }}
+models = ["llama-*"]
+model_map = {{ "llama-3.3-70b" = "meta-llama/llama-3.3-70b-instruct" }}
+
+[targets.defm]
+url = "{urls["defm"]}/base"
+prefix = "/defm"
+"""
+
+
+@pytest.fixture(scope="module")
+def routed(start_serve: StartServe) -> Iterator[Routed]:
+    logs = {name: TargetLog(name) for name in TARGETS}
+    with ExitStack() as stack:
+        urls = {name: stack.enter_context(BackgroundServer(llm_app(name, logs[name]))).url for name in TARGETS}
+        serve = start_serve(
+            config_text(urls),
+            {
+                "TP_ROUTES_OPENAI_KEY": OPENAI_KEY,
+                "TP_ROUTES_ANTHROPIC_KEY": ANTHROPIC_KEY,
+                "TP_ROUTES_OPENROUTER_KEY": OPENROUTER_KEY,
+            },
+        )
+        yield Routed(serve, logs)
+        log = serve.process.stop()
+        for key in KEYS:
+            assert key not in log
+
+
+def client() -> httpx.Client:
+    return httpx.Client(trust_env=False, timeout=CLIENT_TIMEOUT_S)
+
+
+def test_gpt_and_claude_reach_their_own_targets_on_one_port_each_with_its_own_key(routed: Routed) -> None:
+    """One address for both SDKs: the openai SDK's ``gpt-*`` request reaches the OpenAI target
+    with the OpenAI key, an Anthropic-shaped ``claude-*`` request the Anthropic target with the
+    Anthropic key; neither target sees the other's key or the tool's placeholder, and the
+    chosen (default) target sees neither request."""
+    with client() as http:
+        sdk = openai.OpenAI(
+            base_url=f"{routed.serve.url}/v1", api_key=PLACEHOLDER, max_retries=0, http_client=http
+        )
+        completion = sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Test-Case": "sdks"},
+        )
+        message = http.post(
+            f"{routed.serve.url}/v1/messages",
+            headers={"x-api-key": PLACEHOLDER, "anthropic-version": "2023-06-01", "X-Test-Case": "sdks"},
+            json={"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert completion.choices[0].message.content == "hello from openai"
+    assert message.status_code == 200
+    assert message.json()["content"][0]["text"] == "hello from anthropic"
+    assert routed.tagged("sdks") == {"chosen": 0, "openai": 1, "anthropic": 1, "openrouter": 0, "defm": 0}
+
+    [at_openai] = routed.logs["openai"].tagged("sdks")
+    assert at_openai.raw_path == "/v1/chat/completions"
+    assert at_openai.header("Authorization") == [f"Bearer {OPENAI_KEY}"]
+    assert at_openai.header("x-api-key") == []
+    [at_anthropic] = routed.logs["anthropic"].tagged("sdks")
+    assert at_anthropic.raw_path == "/v1/messages"
+    assert at_anthropic.header("x-api-key") == [ANTHROPIC_KEY]
+    assert at_anthropic.header("Authorization") == []
+    for received, others in ((at_openai, (ANTHROPIC_KEY, PLACEHOLDER)), (at_anthropic, (OPENAI_KEY, PLACEHOLDER))):
+        values = " ".join(value for _, value in received.headers)
+        assert not any(other in values for other in others)
+
+    line = routed.serve.access_line('"POST /v1/chat/completions" via model:gpt-* ')
+    assert " -> openai 200 " in line
+    line = routed.serve.access_line('"POST /v1/messages" via model:claude-* ')
+    assert " -> anthropic 200 " in line
+
+
+def test_a_models_list_under_a_prefix_reaches_that_target_with_the_prefix_stripped_and_the_query_kept(
+    routed: Routed,
+) -> None:
+    """``curl http://127.0.0.1:8000/defm/v1/models`` lists the ``defm`` target's models (its
+    URL's base path in front, the query as sent); a path that only starts with the same letters
+    (``/defmx``) and a plain ``/v1/models`` (no body, no model) go to the chosen target."""
+    with client() as http:
+        prefixed = http.get(f"{routed.serve.url}/defm/v1/models?limit=2&after=a%2Fb", headers={"X-Test-Case": "list"})
+        lookalike = http.get(f"{routed.serve.url}/defmx/v1/models", headers={"X-Test-Case": "list"})
+        plain = http.get(f"{routed.serve.url}/v1/models", headers={"X-Test-Case": "list"})
+    assert prefixed.status_code == 200
+    assert prefixed.json()["target"] == "defm"
+    assert prefixed.json()["raw_path"] == "/base/v1/models?limit=2&after=a%2Fb"
+    assert lookalike.json() == {"target": "chosen", "method": "GET", "raw_path": "/defmx/v1/models"}
+    assert plain.json() == {"target": "chosen", "method": "GET", "raw_path": "/v1/models"}
+    assert routed.tagged("list") == {"chosen": 2, "openai": 0, "anthropic": 0, "openrouter": 0, "defm": 1}
+    line = routed.serve.access_line('"GET /defm/v1/models?limit=2&after=a%2Fb" via prefix:/defm ')
+    assert " -> defm 200 " in line
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        pytest.param("{self}/base/v1/next?page=2", "http://127.0.0.1:{port}/defm/v1/next?page=2", id="absolute"),
+        pytest.param("/base/v1/next", "/defm/v1/next", id="path"),
+    ],
+)
+def test_a_redirect_from_a_prefix_target_comes_back_under_the_prefix(
+    routed: Routed, location: str, expected: str
+) -> None:
+    """A ``Location`` pointing into the ``defm`` target (its URL, or its base path) comes back
+    pointing at the same place behind ``/defm`` on the proxy, so a tool that follows it stays
+    on the route instead of landing on the chosen target."""
+    with client() as http:
+        response = http.get(f"{routed.serve.url}/defm/redirect", params={"to": location})
+    assert response.status_code == 302
+    assert response.headers.get_list("Location") == [expected.format(port=routed.serve.port)]
+
+
+async def test_websockets_are_relayed_by_prefix_and_by_their_model_query(routed: Routed) -> None:
+    """``ws://…/defm/v1/realtime`` is relayed to the ``defm`` target (prefix stripped), and an
+    OpenAI Realtime upgrade ``/v1/realtime?model=gpt-realtime`` to the OpenAI target with its
+    key; messages then go both ways."""
+    ws_base = f"ws://127.0.0.1:{routed.serve.port}"
+    async with ws_client(f"{ws_base}/defm/v1/realtime?session=1") as ws:
+        hello = json.loads(await ws.recv())
+        await ws.send("ping prefix")
+        echoed = await ws.recv()
+    assert hello == {"target": "defm", "path": "/base/v1/realtime?session=1", "authorization": []}
+    assert echoed == "ping prefix"
+
+    async with ws_client(
+        f"{ws_base}/v1/realtime?model=gpt-realtime", additional_headers={"Authorization": f"Bearer {PLACEHOLDER}"}
+    ) as ws:
+        hello = json.loads(await ws.recv())
+        await ws.send("ping model")
+        echoed = await ws.recv()
+    assert hello == {
+        "target": "openai",
+        "path": "/v1/realtime?model=gpt-realtime",
+        "authorization": [f"Bearer {OPENAI_KEY}"],
+    }
+    assert echoed == "ping model"
+    assert "via model:gpt-* -> openai 101" in routed.serve.access_line('"GET /v1/realtime?model=gpt-realtime"')
+
+
+def test_a_model_map_renames_the_model_the_target_gets_and_passes_the_answer_back_as_sent(
+    routed: Routed,
+) -> None:
+    """``llama-3.3-70b`` is claimed by the gateway, which knows it as
+    ``meta-llama/llama-3.3-70b-instruct``: the gateway gets that name, every other byte of the
+    body as sent and a Content-Length that fits; the answer (naming the gateway's model) reaches
+    the tool byte for byte."""
+    body = (
+        '{"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "h\\u00e9, h\u00e9"}],'
+        ' "temperature": 0.5}'
+    ).encode()
+    with client() as http:
+        response = http.post(
+            f"{routed.serve.url}/v1/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Test-Case": "map"},
+        )
+    assert response.status_code == 200
+    assert routed.tagged("map") == {"chosen": 0, "openai": 0, "anthropic": 0, "openrouter": 1, "defm": 0}
+    [received] = routed.logs["openrouter"].tagged("map")
+    assert received.raw_path == "/api/v1/chat/completions"
+    assert received.body == body.replace(b'"llama-3.3-70b"', b'"meta-llama/llama-3.3-70b-instruct"')
+    assert received.header("Content-Length") == [str(len(received.body))]
+    assert received.header("Authorization") == [f"Bearer {OPENROUTER_KEY}"]
+    assert response.content == received.answer
+    assert response.json()["model"] == "meta-llama/llama-3.3-70b-instruct"
+    line = routed.serve.access_line('"POST /v1/chat/completions" via model:llama-* ')
+    assert " -> openrouter 200 " in line
