@@ -651,6 +651,69 @@ def test_alert_text_reaches_the_notification_server_verbatim(desktop_env: dict[s
     assert wait_for_notification(desktop_env, title) == f"{title}: {body}"
 
 
+def overloaded_app(keys: list[str]) -> web.Application:
+    """Answers everything with Anthropic's 529 (overloaded); each request's x-api-key is
+    appended to ``keys``."""
+
+    async def overloaded(request: web.Request) -> web.Response:
+        keys.append(request.headers.get("x-api-key", ""))
+        body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return web.json_response(body, status=529)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", overloaded)
+    return app
+
+
+# Seconds alpha is tried last after failing 3 times in a row ([failover] cooldown): long enough
+# to read the menu while it lasts, short enough to see it end.
+ROUTES_TEST_COOLDOWN_S = 6
+
+
+def test_a_failover_is_notified_once_and_the_menu_shows_claims_and_the_cool_down(
+    launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], tmp_path: Path
+) -> None:
+    """alpha (chosen, key from a variable) answers 529 and has beta as its fallback; beta
+    claims /beta. The Target menu shows beta's claim; three requests each get beta's 200; the
+    first failover is told as 'alpha answered 529 (overloaded); beta took over' and the next
+    two, the same cause, are not; after the third alpha is tried last, which the status line
+    and the Target menu show until the cool-down ends, when the menu is redrawn though nothing
+    else changed. The key is in no notification and not in the log."""
+    port = free_port()
+    keys: list[str] = []
+    with BackgroundServer(overloaded_app(keys)) as overloaded:
+        alpha_extra = (
+            f'key = {{ env = "{KEY_VARIABLE}" }}\nheaders = {{ x-api-key = "{{key}}" }}\nfallbacks = ["beta"]\n'
+        )
+        config = write_config(tmp_path, port, overloaded.url, upstreams["beta"].url, alpha_extra=alpha_extra)
+        config.write_text(config.read_text() + f'prefix = "/beta"\n[failover]\ncooldown = {ROUTES_TEST_COOLDOWN_S}\n')
+        app = launch(config, port, extra_env={KEY_VARIABLE: FAKE_KEY})
+        app.wait_for_status("running")
+        assert "beta — /beta" in app.menu_labels()
+
+        assert [get(port, "/v1/models")[0] for _ in range(3)] == [200, 200, 200]
+        assert keys == [FAKE_KEY] * 3  # alpha did get its key each time
+        shown = wait_for_notification(app.env, "took over")
+        assert shown == "TrayProxy: alpha answered 529 (overloaded); beta took over"
+        line = app.wait_for_status("alpha tried last until")
+        assert line.startswith("TrayProxy: running on ")
+        cooling = [label for label in app.menu_labels() if label.startswith("alpha — ")]
+        assert len(cooling) == 1
+        assert cooling[0].startswith("alpha — tried last until ")
+        assert cooling[0].endswith(" (failing)")
+
+        wait_until(
+            lambda: "tried last" not in app.status_line(),
+            ROUTES_TEST_COOLDOWN_S + UI_TIMEOUT_S,
+            "the cool-down to leave the status line",
+        )
+        assert "alpha" in app.menu_labels()
+    assert [n for n in notifications(app.env) if "took over" in n] == [shown]
+    assert app.stderr().count("notification: alpha answered 529") == 1
+    for where, text in {"stderr": app.stderr(), "notification": shown}.items():
+        assert FAKE_KEY not in text, f"the key leaked into {where}"
+
+
 def test_a_taken_port_of_a_target_with_its_own_port_is_notified(
     launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], tmp_path: Path
 ) -> None:
