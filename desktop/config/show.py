@@ -16,7 +16,10 @@ string, an inline table under ``[targets]``, dotted keys, a table of its own). M
 - a commented-out setting (``# key = "..."``) as if it were not commented out;
 
 and the whole text then goes through redact_text, for key shapes anywhere (comments too).
-A text that does not parse is not shown: nothing could say where its keys are.
+A text that does not parse is not shown: nothing could say where its keys are. A file with
+routes gets comment lines after it saying where requests go (:func:`routes_summary`), each
+target's claims in the order they are tried, so a bug report says it without a reader
+working it out.
 
 This module must not import the engine, nor any UI; it masks through ``desktop.redaction``.
 """
@@ -31,7 +34,7 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from desktop.config import options
-from desktop.config.parse import ConfigError, Problem
+from desktop.config.parse import ConfigError, ConfigFile, Problem, parse_config
 from desktop.redaction import (
     MASK,
     MIN_SECRET_LEN,
@@ -43,7 +46,7 @@ from desktop.redaction import (
     redact_url,
 )
 
-__all__ = ["PLAIN_HEADERS", "show_redacted"]
+__all__ = ["PLAIN_HEADERS", "routes_summary", "show_redacted"]
 
 # Lower-case names of headers whose values are versions, feature flags or descriptions, never
 # credentials: shown, as a bug report needs them.
@@ -80,7 +83,46 @@ def show_redacted(text: str, *, path: str = "config.toml") -> str:
             ],
         ) from None
     _mask_table(document, ())
-    return redact_text(document.as_string())
+    shown = document.as_string()
+    try:
+        summary = routes_summary(parse_config(text, path=path))
+    except ConfigError:
+        summary = ""  # `config check` says what is wrong; the routes cannot be told
+    if summary:
+        shown = shown + ("\n" if shown.endswith("\n") else "\n\n") + summary
+    return redact_text(shown)
+
+
+def routes_summary(config: ConfigFile) -> str:
+    """Comment lines saying where the routes of ``config`` send requests, in the order they
+    are tried (the route table's: prefixes, then model globs, first declared first, then the
+    active target), with each target's fallbacks and renames; "" when it has no routes."""
+    targets = config.targets
+
+    def then(name: str) -> str:
+        return "".join(f", then {fallback}" for fallback in targets[name].fallbacks)
+
+    lines = [
+        f"#   {prefix}/... -> {name} (sent without {prefix}){then(name)}"
+        for name, spec in targets.items()
+        for prefix in spec.prefixes
+    ]
+    lines += [
+        f"#   model {' or '.join(spec.models)} -> {name}{then(name)}" for name, spec in targets.items() if spec.models
+    ]
+    if not lines and not any(spec.fallbacks or spec.model_map for spec in targets.values()):
+        return ""
+    lines.append(f"#   anything else -> {config.active} (active){then(config.active)}")
+    lines += [
+        f"#   port {spec.port} -> {name}{then(name)}" for name, spec in targets.items() if spec.port and spec.fallbacks
+    ]
+    lines += [
+        f"#   {name} is sent model {model} as {sent}"
+        for name, spec in targets.items()
+        for model, sent in spec.model_map.items()
+    ]
+    heading = "# Where requests go, first match first (added by trayproxy config show; not in the file):"
+    return "\n".join([heading, *lines]) + "\n"
 
 
 def _mask_table(table: Any, path: tuple[str, ...]) -> None:

@@ -137,6 +137,11 @@ headers = { x-api-key = "{key}" }
 # Also serve it on a port of its own, whatever `active` says, so an Anthropic-style tool
 # (ANTHROPIC_BASE_URL=http://127.0.0.1:8001) runs next to an OpenAI-style one on port 8000:
 # port = 8001
+# Or route to it on the main port, whichever target is active: requests under /anthropic
+# (ANTHROPIC_BASE_URL=http://127.0.0.1:8000/anthropic, sent on without /anthropic) and those
+# naming a claude-* model come here (Routes in the README says more):
+# prefix = "/anthropic"
+# models = ["claude-*"]
 
 [targets.ollama]
 url = "http://127.0.0.1:11434"

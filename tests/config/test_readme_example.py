@@ -110,3 +110,58 @@ def test_the_readme_example_shows_every_setting() -> None:
     assert '# key = "sk-' in text
     assert any(urlsplit(table["url"]).path.strip("/") for table in targets)  # a URL with a base path
     assert any("{key}" in value for table in targets for value in table.get("headers", {}).values())
+
+
+ROUTES_SECTION = "### Routes: several targets on one port"
+
+
+def readme_routes_example() -> str:
+    """The TOML block of the README's Routes section."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(ROUTES_SECTION) :]
+    match = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert match, "no ```toml block in the Routes section"
+    return match.group(1)
+
+
+def test_the_readme_routes_example_passes_config_check_and_routes_as_the_readme_says(tmp_path: Path) -> None:
+    """With its three keys in the environment, `config check` says OK with no warning; and the
+    plan made from it sends what the README says where it says: gpt-4o to openai, then to the
+    gateway as openai/gpt-4o; /anthropic/v1/messages to anthropic as /v1/messages; a claude-*
+    model to anthropic; GET /v1/models (the model picker) to the active openai."""
+    from desktop.config.follow import KeyReader, Overrides, plan_for, read_config
+
+    config = tmp_path / "config.toml"
+    config.write_text(readme_routes_example(), encoding="utf-8")
+    keys = {"OPENAI_API_KEY": "readme-openai", "ANTHROPIC_API_KEY": "readme-anthropic", "OPENROUTER_API_KEY": "readme-or"}
+    result = subprocess.run(
+        [sys.executable, "-m", "desktop", "config", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **keys},
+        timeout=CHECK_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == f"{config}: OK, 3 target(s), active: openai\n"
+
+    plan = plan_for(read_config(config, Overrides()), config, Overrides(), KeyReader())
+    routing = plan.main.routing
+    assert routing is not None
+    assert (routing.retry_after_max_s, routing.cooldown_s) == (2.0, 30.0)
+
+    def sent(path: str, model: str | None = None) -> list[tuple[str, str, str | None]]:
+        body = f'{{"model": "{model}", "messages": []}}'.encode() if model else None
+        return [
+            (route.target, route.path, route.send_model or route.model)
+            for route in routing.table.attempts(path, "", body, upgrade=False)
+        ]
+
+    assert sent("/v1/chat/completions", "gpt-4o") == [
+        ("openai", "/v1/chat/completions", "gpt-4o"),
+        ("gateway", "/v1/chat/completions", "openai/gpt-4o"),
+    ]
+    assert sent("/anthropic/v1/messages") == [("anthropic", "/v1/messages", None)]
+    assert sent("/v1/messages", "claude-sonnet-4-5") == [("anthropic", "/v1/messages", "claude-sonnet-4-5")]
+    assert sent("/v1/models") == [("openai", "/v1/models", None), ("gateway", "/v1/models", None)]

@@ -445,3 +445,54 @@ def test_while_serving_a_bad_routes_edit_keeps_the_running_routes_and_a_fixed_on
             assert client.get("/b/now-a").status_code == 200
     assert [request["raw_path"] for request in seen_b.requests] == ["/v1/models", "/x/kept", "/moved"]
     assert [request["raw_path"] for request in seen_a.requests] == ["/v1/models", "/b/now-a"]
+
+
+def test_config_show_prints_the_claims_as_written_and_ends_with_where_requests_go(tmp_path: Path) -> None:
+    """`trayproxy config show` keeps every claim as written (a model named like a credential
+    included) and, for a bug report, ends with comment lines saying where requests go, in the
+    order they are tried; the key stays masked."""
+    path = tmp_path / "config.toml"
+    text = GOOD_ROUTES.replace(
+        'model_map = { "gpt-4o" = "openai/gpt-4o", "o3" = "openai/o3" }',
+        'model_map = { "gpt-4o" = "openai/gpt-4o", "secret-model" = "vendor/secret-model" }\n'
+        'key = "sk-routecfg-canary-0123456789abcdef"\nheaders = { Authorization = "Bearer {key}" }',
+    )
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("config", "show", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    assert "sk-routecfg-canary" not in shown
+    body, _, summary = shown.partition("\n# Where requests go")
+    assert body == text.replace("sk-routecfg-canary-0123456789abcdef", "***")
+    assert summary.splitlines()[1:] == [
+        "#   /anthropic/... -> anthropic (sent without /anthropic)",
+        "#   /gw/... -> gateway (sent without /gw), then openai",
+        "#   /gateway/... -> gateway (sent without /gateway), then openai",
+        "#   model gpt-* or o[0-9]* -> openai, then gateway",
+        "#   model claude-* -> anthropic",
+        "#   anything else -> openai (active), then gateway",
+        "#   gateway is sent model gpt-4o as openai/gpt-4o",
+        "#   gateway is sent model secret-model as vendor/secret-model",
+    ]
+
+
+def test_the_first_run_file_offers_routes_that_work_once_uncommented(tmp_path: Path) -> None:
+    """The first-run file has no routes (one port, one target at a time, as before) and shows
+    the Anthropic route as comments; uncommented, `config check` passes it and the main port
+    sends /anthropic/... and claude-* models to anthropic while openai stays the default."""
+    from desktop.config.store import DEFAULT_CONFIG
+
+    assert all(listener.routing is None for listener in _plan(tmp_path, DEFAULT_CONFIG).listeners)
+    lines = ['# prefix = "/anthropic"', '# models = ["claude-*"]']
+    assert all(DEFAULT_CONFIG.count(line + "\n") == 1 for line in lines)
+    text = DEFAULT_CONFIG
+    for line in lines:
+        text = text.replace(line + "\n", line.removeprefix("# ") + "\n")
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    routing = _plan(tmp_path, text).main.routing
+    assert _where(routing, "/anthropic/v1/messages") == [("anthropic", "/v1/messages")]
+    assert _where(routing, "/v1/messages", {"model": "claude-haiku-4-5"}) == [("anthropic", "/v1/messages claude-haiku-4-5")]
+    assert _where(routing, "/v1/models") == [("openai", "/v1/models")]
