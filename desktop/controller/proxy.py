@@ -33,6 +33,7 @@ from desktop.config.follow import (
     follow,
     plan_for,
     read_config,
+    routed_targets,
     tend_files,
 )
 from desktop.config.keys import key_refreshes
@@ -242,7 +243,8 @@ class ProxyController:
             raise RuntimeError("choose_target needs a controller made with from_config")
         if name not in config.targets:
             raise KeyError(name)
-        unusable = ca_bundle_error(binding.path, config, binding.overrides, [name])
+        # The choice's fallbacks become reachable on the main port with it.
+        unusable = ca_bundle_error(binding.path, config, binding.overrides, [name, *routed_targets(config, name)])
         if unusable is not None:
             # Not switched: the engine could not build the target's TLS settings. The file is
             # where the fix goes, so the status says so the way it does for a broken edit.

@@ -114,6 +114,8 @@ class Cooldowns:
 
     def failed(self, name: str, routing: Routing) -> bool:
         """Count a failure of ``name``; True when it starts a cool-down."""
+        if routing.cooldown_s <= 0:
+            return False  # cool-downs are off ([failover] cooldown = 0)
         count = self._failures.get(name, 0) + 1
         self._failures[name] = count
         if count >= routing.failures_for_cooldown and name not in self._until:

@@ -120,3 +120,21 @@ def test_choosing_a_target_whose_ca_bundle_is_missing_says_why_in_the_status(
         assert controller.status.target_name == "good"
         assert f"{path}:{CA_LINE}:1: ca_bundle {not_pem} holds no certificate" in (controller.status.problem or "")
         assert 'active = "good"' in path.read_text()
+
+
+def test_choosing_a_target_whose_fallback_has_an_unusable_ca_bundle_says_why_in_the_status(
+    tmp_path: Path, follow: list[ProxyController], not_pem: Path
+) -> None:
+    """The choice's fallbacks become reachable with it: their TLS settings are checked as the
+    chosen target's are, and the proxy keeps serving the target it had."""
+    with BackgroundServer(echo_app()) as good:
+        path = _config(tmp_path / "config.toml", good_url=good.url, active="good", ca_bundle=str(not_pem))
+        with path.open("a") as config:
+            config.write(f'[targets.other]\nurl = "{good.url}"\nfallbacks = ["gateway"]\n')
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        follow.append(controller)
+        controller.start()
+        controller.choose_target("other")
+        assert controller.status.state == "running"
+        assert controller.status.target_name == "good"
+        assert f"{path}:{CA_LINE}:1: ca_bundle {not_pem} holds no certificate" in (controller.status.problem or "")

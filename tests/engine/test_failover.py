@@ -350,3 +350,16 @@ async def test_without_a_fallback_a_routed_target_answers_as_it_would_without_ro
     assert headers["Retry-After"] == "1"
     assert asyncio.get_running_loop().time() - started < 0.9
     assert len(targets["openrouter"].seen) == 1
+
+
+async def test_with_cooldown_zero_a_failing_target_is_always_asked_first(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    targets["anthropic"].faults.extend(["503"] * 4)
+    events: list[FailoverEvent] = []
+    service = await serve(routing_for(targets, *CLAIMS, failures_for_cooldown=2, cooldown_s=0.0), events)
+    for _ in range(4):
+        status, _, _ = await post(service.port, "/anthropic/v1/messages", {})
+        assert status == 200
+    assert len(targets["anthropic"].seen) == 4
+    assert all(event.cooling == () for event in events)
