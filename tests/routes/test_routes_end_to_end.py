@@ -28,11 +28,12 @@ from wsclients import ws_client
 OPENAI_KEY = "sk-routes-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-routes-anthropic-0123456789abcdef"
 OPENROUTER_KEY = "sk-or-routes-openrouter-0123456789abcdef"
-KEYS = (OPENAI_KEY, ANTHROPIC_KEY, OPENROUTER_KEY)
+GEMINI_KEY = "AIza-routes-gemini-0123456789abcdef"
+KEYS = (OPENAI_KEY, ANTHROPIC_KEY, OPENROUTER_KEY, GEMINI_KEY)
 # What a tool sends as its own key when the proxy adds the real one.
 PLACEHOLDER = "added-by-trayproxy"
 CLIENT_TIMEOUT_S = 15.0
-TARGETS = ("chosen", "openai", "anthropic", "openrouter", "defm")
+TARGETS = ("chosen", "openai", "anthropic", "openrouter", "defm", "gemini")
 
 
 @dataclass
@@ -79,6 +80,12 @@ model_map = {{ "llama-3.3-70b" = "meta-llama/llama-3.3-70b-instruct" }}
 [targets.defm]
 url = "{urls["defm"]}/base"
 prefix = "/defm"
+
+[targets.gemini]
+url = "{urls["gemini"]}"
+key = {{ env = "TP_ROUTES_GEMINI_KEY" }}
+headers = {{ x-goog-api-key = "{{key}}" }}
+models = ["gemini-*"]
 """
 
 
@@ -93,6 +100,7 @@ def routed(start_serve: StartServe) -> Iterator[Routed]:
                 "TP_ROUTES_OPENAI_KEY": OPENAI_KEY,
                 "TP_ROUTES_ANTHROPIC_KEY": ANTHROPIC_KEY,
                 "TP_ROUTES_OPENROUTER_KEY": OPENROUTER_KEY,
+                "TP_ROUTES_GEMINI_KEY": GEMINI_KEY,
             },
         )
         yield Routed(serve, logs)
@@ -127,7 +135,7 @@ def test_gpt_and_claude_reach_their_own_targets_on_one_port_each_with_its_own_ke
     assert completion.choices[0].message.content == "hello from openai"
     assert message.status_code == 200
     assert message.json()["content"][0]["text"] == "hello from anthropic"
-    assert routed.tagged("sdks") == {"chosen": 0, "openai": 1, "anthropic": 1, "openrouter": 0, "defm": 0}
+    assert routed.tagged("sdks") == {"chosen": 0, "openai": 1, "anthropic": 1, "openrouter": 0, "defm": 0, "gemini": 0}
 
     [at_openai] = routed.logs["openai"].tagged("sdks")
     assert at_openai.raw_path == "/v1/chat/completions"
@@ -162,7 +170,7 @@ def test_a_models_list_under_a_prefix_reaches_that_target_with_the_prefix_stripp
     assert prefixed.json()["raw_path"] == "/base/v1/models?limit=2&after=a%2Fb"
     assert lookalike.json() == {"target": "chosen", "method": "GET", "raw_path": "/defmx/v1/models"}
     assert plain.json() == {"target": "chosen", "method": "GET", "raw_path": "/v1/models"}
-    assert routed.tagged("list") == {"chosen": 2, "openai": 0, "anthropic": 0, "openrouter": 0, "defm": 1}
+    assert routed.tagged("list") == {"chosen": 2, "openai": 0, "anthropic": 0, "openrouter": 0, "defm": 1, "gemini": 0}
     line = routed.serve.access_line('"GET /defm/v1/models?limit=2&after=a%2Fb" via prefix:/defm ')
     assert " -> defm 200 " in line
 
@@ -231,7 +239,7 @@ def test_a_model_map_renames_the_model_the_target_gets_and_passes_the_answer_bac
             headers={"Content-Type": "application/json", "X-Test-Case": "map"},
         )
     assert response.status_code == 200
-    assert routed.tagged("map") == {"chosen": 0, "openai": 0, "anthropic": 0, "openrouter": 1, "defm": 0}
+    assert routed.tagged("map") == {"chosen": 0, "openai": 0, "anthropic": 0, "openrouter": 1, "defm": 0, "gemini": 0}
     [received] = routed.logs["openrouter"].tagged("map")
     assert received.raw_path == "/api/v1/chat/completions"
     assert received.body == body.replace(b'"llama-3.3-70b"', b'"meta-llama/llama-3.3-70b-instruct"')
@@ -241,3 +249,60 @@ def test_a_model_map_renames_the_model_the_target_gets_and_passes_the_answer_bac
     assert response.json()["model"] == "meta-llama/llama-3.3-70b-instruct"
     line = routed.serve.access_line('"POST /v1/chat/completions" via model:llama-* ')
     assert " -> openrouter 200 " in line
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "key_header", "key"),
+    [
+        pytest.param(
+            "/v1beta/models/gemini-2.0-flash:generateContent", "gemini", "x-goog-api-key", GEMINI_KEY, id="gemini"
+        ),
+        pytest.param(
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            "openai",
+            "Authorization",
+            f"Bearer {OPENAI_KEY}",
+            id="azure",
+        ),
+    ],
+)
+def test_a_model_named_in_the_path_picks_its_target(
+    routed: Routed, path: str, target: str, key_header: str, key: str
+) -> None:
+    """Gemini names the model in the path (``/models/{model}:generateContent``) and Azure the
+    deployment (``/deployments/{name}/``); the body's own ``model`` (here a Claude name) does not
+    override it. The request reaches that target with its key, path and query as sent."""
+    case = f"path-{target}"
+    with client() as http:
+        response = http.post(
+            f"{routed.serve.url}{path}",
+            json={"model": "claude-sonnet-4-5", "contents": []},
+            headers={"X-Test-Case": case},
+        )
+    assert response.status_code == 200
+    counts = routed.tagged(case)
+    assert counts == {name: int(name == target) for name in TARGETS}
+    [received] = routed.logs[target].tagged(case)
+    assert received.raw_path == path
+    assert received.header(key_header) == [key]
+
+
+@pytest.mark.parametrize("how", ["chunked", "over-1-MiB"])
+def test_a_body_that_is_not_held_is_not_read_for_its_model(routed: Routed, how: str) -> None:
+    """Only a body the proxy holds anyway (<= 1 MiB with a Content-Length) is looked into: a
+    streamed one naming ``claude-*`` goes, unread and whole, to the chosen target."""
+    body = b'{"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": []'
+    if how == "over-1-MiB":
+        body += b', "pad": "' + b"x" * (1024 * 1024) + b'"'
+    body += b"}"
+    content: bytes | Iterator[bytes] = iter([body[:20], body[20:]]) if how == "chunked" else body
+    with client() as http:
+        response = http.post(
+            f"{routed.serve.url}/v1/messages",
+            content=content,
+            headers={"Content-Type": "application/json", "X-Test-Case": how},
+        )
+    assert response.status_code == 200
+    assert routed.tagged(how) == {name: int(name == "chosen") for name in TARGETS}
+    [received] = routed.logs["chosen"].tagged(how)
+    assert received.body == body
