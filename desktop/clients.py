@@ -36,6 +36,7 @@ Imports nothing from ``desktop``: the tray and the CLI both use it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -244,6 +245,9 @@ def _lines(chosen: Sequence[tuple[_Sdk, Endpoint]], *, shell: Shell, local_token
     )
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _unserved_note(sdk: _Sdk, endpoints: Sequence[Endpoint], portless: Mapping[str, frozenset[str]]) -> str:
     """Why ``sdk`` gets no lines, and how to serve a target made for it."""
     main = endpoints[0]
@@ -255,9 +259,11 @@ def _unserved_note(sdk: _Sdk, endpoints: Sequence[Endpoint], portless: Mapping[s
     made_for = [name for name, headers in portless.items() if sdk.key_header in headers]
     if made_for:
         name = made_for[0]
+        # A name that is one path segment makes a prefix as it is; another needs one chosen.
+        prefix = f"/{name}" if _SEGMENT.fullmatch(name) else "/api"
         return (
-            f"{why}; give '{name}' a port of its own (port = {port} under [targets.{name}])"
-            f' or make it the main target (active = "{name}")'
+            f'{why}; give \'{name}\' a prefix (prefix = "{prefix}" under [targets.{name}]),'
+            f" a port of its own (port = {port}) or make it the main target (active = \"{name}\")"
         )
     return f"{why}; add a target for the {sdk.name} API whose headers set {header}, with port = {port}"
 

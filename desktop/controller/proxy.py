@@ -221,7 +221,13 @@ class ProxyController:
                     self._loop.shutdown()
             if self._board.status.state != "stopped":
                 self._board.update(
-                    state="stopped", addresses=(), error=None, condition=None, target_ports=self._target_ports()
+                    state="stopped",
+                    addresses=(),
+                    error=None,
+                    condition=None,
+                    # The next start begins with no cool-downs (new listeners, new record).
+                    cooling=(),
+                    target_ports=self._target_ports(),
                 )
 
     def close(self, grace_s: float | None = None) -> None:

@@ -170,13 +170,13 @@ def test_an_sdk_no_port_serves_gets_a_comment_on_how_to_serve_it_instead_of_the_
     assert [line for line in lines.splitlines() if "ANTHROPIC" in line and not line.startswith("#")] == []
     assert (
         "# no ANTHROPIC_BASE_URL line: the main port serves 'openai', which adds Authorization, not"
-        " x-api-key; give 'anthropic' a port of its own (port = 8001 under [targets.anthropic])"
-        ' or make it the main target (active = "anthropic")\n'
+        ' x-api-key; give \'anthropic\' a prefix (prefix = "/anthropic" under [targets.anthropic]),'
+        ' a port of its own (port = 8001) or make it the main target (active = "anthropic")\n'
     ) in lines
     gateway = Endpoint("http://127.0.0.1:8001", frozenset({"authorization"}), target="gateway")
     cmd = environment_lines([openai, gateway], shell="cmd", portless=portless)
     assert "\nREM no ANTHROPIC_BASE_URL line" in cmd
-    assert "port = 8002 under [targets.anthropic]" in cmd
+    assert "a port of its own (port = 8002)" in cmd
     # A port whose target adds no key (Ollama) is still where the Anthropic SDK goes.
     ollama = Endpoint("http://127.0.0.1:8001", target="ollama")
     assert variables(environment_lines([openai, ollama], shell="posix"))["ANTHROPIC_BASE_URL"] == ollama.url

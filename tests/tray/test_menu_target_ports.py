@@ -229,5 +229,6 @@ def test_with_the_first_run_config_the_anthropic_sdk_is_not_sent_to_the_openai_t
     }
     assert (
         "# no ANTHROPIC_BASE_URL line: the main port serves 'openai', which adds Authorization, not x-api-key;"
-        f" give 'anthropic' a port of its own (port = {main_port + 1} under [targets.anthropic])"
+        ' give \'anthropic\' a prefix (prefix = "/anthropic" under [targets.anthropic]),'
+        f" a port of its own (port = {main_port + 1})"
     ) in printed.stdout  # 8001 beside the usual 8000
