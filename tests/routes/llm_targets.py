@@ -12,11 +12,14 @@ sends to it arrives as ``/{case}/{steps}/...``; the n-th request of a case plays
 =========== ==================================================================================
 ``ok``      200, a small JSON answer naming the case
 ``429-raN`` 429 with ``Retry-After: N`` and a JSON error
+``429-date`` 429 with ``Retry-After`` as an HTTP-date one second ahead (RFC 9110 §10.2.3)
 ``503``     503 (also ``500``, ``502``, ``529``: any three digits) with a JSON error
 ``reset``   the connection is reset (RST) before any byte of an answer
 ``stall``   no answer until the proxy gives up (give the target a small ``read_timeout``)
 ``sseerr``  200 ``text/event-stream`` whose first event is ``event: error`` (Anthropic's
             mid-stream ``overloaded_error``), then the end
+``pingerr`` the same after an SSE comment line (``: keep-alive``), as gateways that send
+            comments while they wait (OpenRouter's ``: OPENROUTER PROCESSING``)
 ``empty``   200 with an empty body
 ``cut40``   200 ``text/event-stream`` of 60 events, the connection cut after the 40th: no
             ``[DONE]``, no final chunk
@@ -32,6 +35,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -248,6 +252,22 @@ async def _play(request: web.Request, case: str, step: str) -> web.StreamRespons
         return web.Response(text="too late")
     if step == "empty":
         return web.Response(status=200, body=b"", content_type="application/json")
+    if step == "pingerr":
+        response = await _sse_start(request)
+        await response.write(b": keep-alive\n\n")
+        await response.write(
+            b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", '
+            b'"message": "Overloaded"}}\n\n'
+        )
+        await response.write_eof()
+        return response
+    if step == "429-date":
+        return web.Response(
+            status=429,
+            body=_error_body(429),
+            content_type="application/json",
+            headers={"Retry-After": formatdate(time.time() + 1, usegmt=True)},
+        )
     if step == "sseerr":
         response = await _sse_start(request)
         await response.write(
