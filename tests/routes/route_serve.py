@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from background import free_port, wait_until
@@ -30,6 +31,7 @@ class RunningServe:
 
     process: ServeProcess
     port: int
+    config: Path  # the file it follows: a test may edit it
 
     @property
     def url(self) -> str:
@@ -82,7 +84,7 @@ class ServeStarter:
         )
         assert serve.proc.poll() is None, f"serve stopped:\n{serve.stderr}"
         assert proxy_answers(port, timeout_s=1.0), f"serve does not answer:\n{serve.stderr}"
-        return RunningServe(serve, port)
+        return RunningServe(serve, port, config)
 
     def stop_all(self) -> None:
         """Stop each serve (SIGTERM, a clean exit asserted); one that had already exited is
