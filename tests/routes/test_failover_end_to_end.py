@@ -40,8 +40,14 @@ LONG_RETRY_AFTER_S = 30
 # The bound that tells "went on to the fallback at once" from "waited Retry-After": far above
 # a loaded machine's few seconds, far below 30 s.
 AT_ONCE_S = 10.0
-# Over the 1 MiB a proxy holds for replay.
-BIG_BODY_BYTES = 1024 * 1024 + 1
+# A tool that gives up after GIVE_UP_S, on a target that asks for a 2 s wait (the most the
+# proxy waits by default) or would time out after 1.5 s: both after the tool has gone.
+GIVE_UP_S = 0.5
+LEAVE_RETRY_AFTER_S = 2
+LEAVE_READ_TIMEOUT_S = 1.5
+# The most a proxy holds for replay (1 MiB), and one byte more.
+HELD_BODY_BYTES = 1024 * 1024
+BIG_BODY_BYTES = HELD_BODY_BYTES + 1
 
 # case -> (fault steps, extra lines for its [targets.case] table)
 CASES: dict[str, tuple[str, str]] = {
@@ -65,6 +71,9 @@ CASES: dict[str, tuple[str, str]] = {
     "commenterror": ("pingerr", 'fallbacks = ["good"]\n'),
     "date429": ("429-date.ok", 'fallbacks = ["good"]\n'),
     "allreset": ("reset", 'fallbacks = ["deadend"]\n'),
+    "held": ("503", 'fallbacks = ["good"]\n'),
+    "leave429": (f"429-ra{LEAVE_RETRY_AFTER_S}.ok", 'fallbacks = ["good"]\n'),
+    "leavestall": ("stall", f'fallbacks = ["good"]\nread_timeout = {LEAVE_READ_TIMEOUT_S}\n'),
 }
 
 
@@ -416,3 +425,46 @@ def test_an_error_event_after_a_comment_still_fails_over(failover: Failover) -> 
     response = chat(failover, "commenterror", stream=True)
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "hello from good"
+
+
+
+def test_a_tool_that_gives_up_is_not_retried_for(failover: Failover) -> None:
+    """The tool stops waiting (its own timeout) while the proxy waits out a 429's Retry-After or
+    a target's silence: nobody is left to answer, so neither the same target nor the fallback
+    is asked again (each retry would spend the user's quota), and the line says the tool left."""
+    started = time.monotonic()
+    with client() as http:
+        for case in ("leave429", "leavestall"):
+            with pytest.raises(httpx.TimeoutException):
+                http.post(
+                    f"{failover.serve.url}/{case}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": []},
+                    headers={"X-Test-Case": case},
+                    timeout=GIVE_UP_S,
+                )
+    for case in ("leave429", "leavestall"):
+        assert attempts(failover, case).endswith("[client went away]")
+    # Past the moment a retry or the fallback would have been asked.
+    time.sleep(max(0.0, started + LEAVE_RETRY_AFTER_S + 0.5 - time.monotonic()))
+    assert [r.step for r in failover.faults.tagged("leave429")] == ["429-ra2"]
+    assert [r.step for r in failover.faults.tagged("leavestall")] == ["stall"]
+    assert failover.good.tagged("leave429") == failover.good.tagged("leavestall") == []
+
+
+def test_a_held_body_of_1_mib_is_replayed_whole_to_the_fallback(failover: Failover) -> None:
+    """A body of exactly 1 MiB with its Content-Length is held, so after the target's 503 the
+    fallback gets it again, byte for byte, and answers."""
+    prefix = b'{"model": "gpt-4o-mini", "pad": "'
+    body = prefix + b"y" * (HELD_BODY_BYTES - len(prefix) - 2) + b'"}'
+    assert len(body) == HELD_BODY_BYTES
+    with client() as http:
+        response = http.post(
+            f"{failover.serve.url}/held/v1/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Test-Case": "held"},
+        )
+    assert response.status_code == 200
+    [at_target] = failover.faults.tagged("held")
+    [at_good] = failover.good.tagged("held")
+    assert at_target.body == at_good.body == body
+    assert at_good.header("Content-Length") == [str(HELD_BODY_BYTES)]
