@@ -63,6 +63,7 @@ url = "{urls["openai"]}"
 key = {{ env = "TP_ROUTES_OPENAI_KEY" }}
 headers = {{ Authorization = "Bearer {{key}}" }}
 models = ["gpt-*", "o[0-9]*"]
+model_map = {{ "gpt-realtime-mini" = "gpt-4o-mini-realtime-preview" }}
 
 [targets.anthropic]
 url = "{urls["anthropic"]}"
@@ -86,6 +87,7 @@ url = "{urls["gemini"]}"
 key = {{ env = "TP_ROUTES_GEMINI_KEY" }}
 headers = {{ x-goog-api-key = "{{key}}" }}
 models = ["gemini-*"]
+model_map = {{ "gemini-2.5-pro" = "gemini-2.5-pro-preview-06-05" }}
 """
 
 
@@ -306,3 +308,22 @@ def test_a_body_that_is_not_held_is_not_read_for_its_model(routed: Routed, how: 
     assert routed.tagged(how) == {name: int(name == "chosen") for name in TARGETS}
     [received] = routed.logs["chosen"].tagged(how)
     assert received.body == body
+
+
+async def test_a_model_named_in_the_path_or_the_upgrade_query_is_renamed_there(routed: Routed) -> None:
+    """A model_map renames the model where the API names it: in Gemini's path segment and in a
+    Realtime upgrade's ``?model=``, every other byte of path and query kept."""
+    with client() as http:
+        response = http.post(
+            f"{routed.serve.url}/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            json={"contents": []},
+            headers={"X-Test-Case": "rename-path"},
+        )
+    assert response.status_code == 200
+    [received] = routed.logs["gemini"].tagged("rename-path")
+    assert received.raw_path == "/v1beta/models/gemini-2.5-pro-preview-06-05:streamGenerateContent?alt=sse"
+
+    async with ws_client(f"ws://127.0.0.1:{routed.serve.port}/v1/realtime?model=gpt-realtime-mini&x=1") as ws:
+        hello = json.loads(await ws.recv())
+    assert hello["target"] == "openai"
+    assert hello["path"] == "/v1/realtime?model=gpt-4o-mini-realtime-preview&x=1"
