@@ -67,6 +67,7 @@ CASES: dict[str, tuple[str, str]] = {
     "headers": ("503", 'fallbacks = ["good"]\n'),
     "twice429": (f"429-ra{SHORT_RETRY_AFTER_S}.429-ra{SHORT_RETRY_AFTER_S}.ok", 'fallbacks = ["good"]\n'),
     "wsrefused": ("503", 'fallbacks = ["good"]\n'),
+    "wsrefusedline": ("503", 'fallbacks = ["good"]\n'),
     "flaky": ("503", 'fallbacks = ["good"]\n'),
     "commenterror": ("pingerr", 'fallbacks = ["good"]\n'),
     "date429": ("429-date.ok", 'fallbacks = ["good"]\n'),
@@ -353,22 +354,21 @@ def test_a_429_again_after_its_wait_goes_on_to_the_fallback(failover: Failover) 
     assert re.match(r"-> twice429 429, twice429 429, good 200 \d+ ", attempts(failover, "twice429"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the access line of a WebSocket that failed over omits the attempt that "
-    "answered 101 ('-> wsrefused 503 = 101' instead of '-> wsrefused 503, good 101'): when the "
-    "client closes, carry_websocket ends in CancelledError, so failover.py never appends that attempt",
-)
-async def test_a_websocket_upgrade_refused_before_101_is_relayed_by_the_fallback(failover: Failover) -> None:
-    """The target answers the upgrade with 503: the tool's WebSocket opens on the fallback,
-    with the fallback's key, and messages go both ways."""
+async def talk_over_refused_websocket(failover: Failover, case: str) -> tuple[dict[str, object], str]:
+    """Open a Realtime WebSocket on ``case``'s prefix, send "ping": (the hello, the echo)."""
     async with ws_client(
-        f"ws://127.0.0.1:{failover.serve.port}/wsrefused/v1/realtime?model=gpt-realtime",
-        additional_headers={"X-Test-Case": "wsrefused"},
+        f"ws://127.0.0.1:{failover.serve.port}/{case}/v1/realtime?model=gpt-realtime",
+        additional_headers={"X-Test-Case": case},
     ) as ws:
         hello = json.loads(await ws.recv())
         await ws.send("ping")
-        echoed = await ws.recv()
+        return hello, str(await ws.recv())
+
+
+async def test_a_websocket_upgrade_refused_before_101_is_relayed_by_the_fallback(failover: Failover) -> None:
+    """The target answers the upgrade with 503: the tool's WebSocket opens on the fallback,
+    with the fallback's key, and messages go both ways."""
+    hello, echoed = await talk_over_refused_websocket(failover, "wsrefused")
     assert hello == {
         "target": "good",
         "path": "/v1/realtime?model=gpt-realtime",
@@ -376,8 +376,20 @@ async def test_a_websocket_upgrade_refused_before_101_is_relayed_by_the_fallback
     }
     assert echoed == "ping"
     assert [r.step for r in failover.faults.tagged("wsrefused")] == ["503"]
-    line = failover.serve.access_line('"GET /wsrefused/v1/realtime?model=gpt-realtime"')
-    assert "via prefix:/wsrefused -> wsrefused 503, good 101 " in line
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: the access line of a WebSocket that failed over omits the attempt that "
+    "answered 101 ('-> wsrefusedline 503 = 101', not '-> wsrefusedline 503, good 101'): when the "
+    "client closes, carry_websocket ends in CancelledError, so failover.py never appends that attempt",
+)
+async def test_the_access_line_of_a_websocket_that_failed_over_names_both_attempts(failover: Failover) -> None:
+    """The line of a WebSocket refused by its target and taken by the fallback lists both."""
+    hello, _ = await talk_over_refused_websocket(failover, "wsrefusedline")
+    assert hello["target"] == "good"
+    line = failover.serve.access_line('"GET /wsrefusedline/v1/realtime?model=gpt-realtime"')
+    assert "via prefix:/wsrefusedline -> wsrefusedline 503, good 101 " in line
 
 
 def test_a_target_that_keeps_failing_is_tried_last_for_its_cool_down(failover: Failover) -> None:
