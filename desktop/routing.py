@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote_plus
 
 __all__ = [
     "MAX_MODEL_BODY_BYTES",
@@ -360,7 +360,9 @@ def _replace_query_model(query: str, sent: str) -> str:
     """``query`` with its last ``model`` parameter's value replaced, every other byte kept."""
     parts = query.split("&")
     for index in range(len(parts) - 1, -1, -1):
-        name = parts[index].split("=", 1)[0]
+        # Decoded as parse_qsl decodes it when the model is read (mod%65l, +), so the parameter
+        # renamed is the one read.
+        name = unquote_plus(parts[index].split("=", 1)[0])
         if name == "model":
             parts[index] = "model=" + quote(sent, safe="")
             break

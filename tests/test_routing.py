@@ -444,3 +444,13 @@ def test_failover_tries_the_route_then_each_fallback_each_renamed_for_itself() -
         ("main", "/v1/models?limit=5"),
     ]
     assert [r.target for r in table.attempts("/v1/models", "", None, upgrade=False)] == ["main"]
+
+
+def test_a_query_model_is_renamed_where_it_was_read_even_percent_encoded() -> None:
+    """``mod%65l=`` is read as ``model`` (as a server decodes it), so it is the one renamed."""
+    table = RouteTable.build(
+        [TargetClaims("main"), TargetClaims("rt", models=("gpt-rt*",), model_map={"gpt-rt": "gpt-realtime"})],
+        default="main",
+    )
+    route = table.route("/v1/realtime", "mod%65l=gpt-rt&x=1", None, upgrade=True)
+    assert (route.target, route.path) == ("rt", "/v1/realtime?model=gpt-realtime&x=1")

@@ -26,6 +26,7 @@ each failover, for the tray to tell the user.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import logging
@@ -69,10 +70,15 @@ FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 # An earlier target's failed answer is kept (to give the client if every target fails) up to
 # this size; error answers are far smaller.
 MAX_KEPT_ANSWER_BYTES = 64 * 1024
+# The cause of a failure after the first byte: the answer broke off on its way.
+STREAM_CUT = "stream cut"
 # How much of a stream is read to find its first SSE event before it is passed on anyway.
 MAX_FIRST_EVENT_BYTES = 64 * 1024
-# RFC 9110 §6.4.1: these carry no body, so an empty one is no failure.
-_BODILESS = frozenset({204, 205, 304})
+# Requests whose 200 is empty by nature, so an empty one is no failure.
+_NO_CONTENT_METHODS = frozenset({"HEAD", "OPTIONS"})
+# The longest a failed answer is read to keep it: one that drips (keep-alive pings on an error
+# stream) must not hold the request; it is then not kept.
+KEEP_ANSWER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,25 +148,42 @@ def retry_after_s(value: str | None, *, now: float | None = None) -> float | Non
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdecimal():  # "²" is a digit to str.isdigit, not to float
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        return None
+        # asctime's form carries no zone; HTTP dates are always GMT (RFC 9110 §5.6.7).
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _first_event_error(data: bytes) -> bool:
-    """True when the first SSE event in ``data`` (complete or not) is an error: named ``error``
-    (Anthropic, OpenAI Responses) or carrying a JSON object with a top-level ``error`` (OpenAI
-    chat completions and gateways that stream their errors)."""
+def _event_blocks(data: bytes) -> tuple[list[str], bool]:
+    """The blocks of ``data`` (an event stream's start) that are events rather than comments
+    alone (WHATWG SSE: a line starting with ':' is a comment, which gateways send while they
+    wait), and whether the first such block is complete (a blank line ends it)."""
     text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    block = text.lstrip("\n").split("\n\n", 1)[0]
+    blocks = text.split("\n\n")
+    events = [
+        block for block in blocks[:-1] if any(line and not line.startswith(":") for line in block.split("\n"))
+    ]
+    if events:
+        return events, True
+    tail = blocks[-1]
+    return ([tail] if tail.strip() else []), False
+
+
+def _first_event_error(data: bytes) -> bool:
+    """True when the first SSE event in ``data`` (complete or not; comments skipped) is an
+    error: named ``error`` (Anthropic, OpenAI Responses) or carrying a JSON object whose
+    top-level ``error`` is set (OpenAI chat completions and gateways that stream errors)."""
+    events, _ = _event_blocks(data)
+    if not events:
+        return False
     payload = []
-    for line in block.split("\n"):
+    for line in events[0].split("\n"):
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event" and value.strip() == "error":
@@ -173,7 +196,7 @@ def _first_event_error(data: bytes) -> bool:
         parsed = json.loads("\n".join(payload))
     except ValueError:
         return False
-    return isinstance(parsed, dict) and "error" in parsed
+    return isinstance(parsed, dict) and parsed.get("error") not in (None, False, "", {}, [])
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
@@ -186,7 +209,10 @@ async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | N
     body = response.content
     pieces: list[bytes] = []
     size = 0
-    stream = _is_event_stream(response)
+    # A compressed stream's events cannot be read without decoding it, which the proxy never
+    # does: its first chunk goes on as it is.
+    encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    stream = _is_event_stream(response) and encoding in ("", "identity")
     while True:
         piece = await body.readany()
         if not piece:
@@ -195,9 +221,8 @@ async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | N
         size += len(piece)
         if not stream or size >= MAX_FIRST_EVENT_BYTES:
             break
-        data = b"".join(pieces)
-        if b"\n\n" in data or b"\r\n\r\n" in data or b"\r\r" in data:
-            break
+        if _event_blocks(b"".join(pieces))[1]:
+            break  # the first event (past any comments) is whole
     data = b"".join(pieces)
     if not data:
         return data, "empty answer"
@@ -225,10 +250,11 @@ async def _keep(
     or breaks off."""
     try:
         body = first
-        async for piece in response.content.iter_any():
-            body += piece
-            if len(body) > MAX_KEPT_ANSWER_BYTES:
-                return None
+        async with asyncio.timeout(KEEP_ANSWER_S):
+            async for piece in response.content.iter_any():
+                body += piece
+                if len(body) > MAX_KEPT_ANSWER_BYTES:
+                    return None
         return _KeptAnswer(
             response.status, response.reason, response.raw_headers, body, upstream, local_prefix
         )
@@ -301,6 +327,7 @@ async def forward_routed(
                 return refusal.to_response()
             except ProxyError as error:
                 record.attempts.append(f"{upstream.label} {error.code}")
+                _failed(record, upstream, error.status, error.code, error.message)
                 last_error = error
                 cause = error.code
                 break
@@ -309,6 +336,7 @@ async def forward_routed(
                 wait = retry_after_s(response.headers.get(hdrs.RETRY_AFTER)) if status == 429 else None
                 if failover and wait is not None and wait <= routing.retry_after_max_s and not asked_again:
                     record.attempts.append(f"{upstream.label} {status}")
+                    _failed(record, upstream, status)
                     response.release()
                     asked_again = True
                     await asyncio.sleep(wait)
@@ -317,13 +345,17 @@ async def forward_routed(
                     record.attempts.append(f"{upstream.label} {status}")
                     if failover:
                         _count(cooldowns, route.target, routing, on_failover, str(status), None)
+                    record.answered_by = upstream
                     return await pass_response(request, upstream, record, response, local_prefix=prefix)
                 record.attempts.append(f"{upstream.label} {status}")
+                _failed(record, upstream, status)
                 kept = await _keep(response, upstream, prefix) or kept
                 cause = str(status)
                 break
             first = b""
-            if not last and 200 <= status < 300 and status not in _BODILESS and request.method != "HEAD":
+            # Only a 200 is waited on: a 201/202 means the target took the request, and an empty
+            # answer to HEAD or OPTIONS (a CORS preflight) is what those ask for.
+            if not last and status == 200 and request.method not in _NO_CONTENT_METHODS:
                 try:
                     first, failure = await _first_bytes(response)
                 except BaseException as exc:
@@ -332,20 +364,23 @@ async def forward_routed(
                         raise  # the client left (cancelled), or a bug
                     last_error = map_client_error(exc, target=upstream.label)
                     record.attempts.append(f"{upstream.label} {last_error.code}")
+                    _failed(record, upstream, last_error.status, last_error.code, last_error.message)
                     cause = last_error.code
                     break
                 if failure is not None:
                     record.attempts.append(f"{upstream.label} {status} ({failure})")
+                    _failed(record, upstream, 0, failure)  # neither fine nor a known trouble
                     kept = await _keep(response, upstream, prefix, first) or kept
                     cause = failure
                     break
             record.attempts.append(f"{upstream.label} {status}")
+            record.answered_by = upstream
             answered = await pass_response(
                 request, upstream, record, response, first=first, local_prefix=prefix
             )
             if record.note and failover:
                 # Broken off mid-body: the client sees a broken response; the target is to blame.
-                _count(cooldowns, route.target, routing, on_failover, record.note, None)
+                _count(cooldowns, route.target, routing, on_failover, STREAM_CUT, None)
             else:
                 cooldowns.served(route.target)
             return answered
@@ -360,6 +395,16 @@ async def forward_routed(
     record.note = last_error.code
     record.error = last_error.message
     return last_error.to_response()
+
+
+def _failed(
+    record: RequestRecord, upstream: Upstream, status: int, code: str = "", message: str = ""
+) -> None:
+    """Note that ``upstream`` did not serve the request: its ``status``, or the failure's
+    ``code`` and ``message`` (for the service to note the target's condition)."""
+    if record.outcomes is None:
+        record.outcomes = []
+    record.outcomes.append((upstream, status, code, message))
 
 
 def _count(
@@ -396,6 +441,7 @@ async def carry_routed_websocket(
         upstream = upstream_for(route.target)
         record.target = upstream.label
         last = index == len(routes) - 1
+        record.answered_by = upstream
         try:
             answered = await carry_websocket(
                 request,
@@ -408,9 +454,16 @@ async def carry_routed_websocket(
                 fail_over=not last,
             )
         except UpgradeFailed as failed:
+            record.answered_by = None
             record.attempts.append(f"{upstream.label} {failed.cause}")
+            _failed(record, upstream, failed.status or 0, "" if failed.status else failed.cause)
             _count(cooldowns, route.target, routing, on_failover, failed.cause, routes[index + 1].target)
             continue
+        except BaseException:
+            # Carried, then ended by the client leaving (the handler is cancelled): the line still
+            # names the target that carried it.
+            record.attempts.append(f"{upstream.label} {record.status or '-'}")
+            raise
         record.attempts.append(f"{upstream.label} {record.status or '-'}")
         if record.status == 101:
             cooldowns.served(route.target)

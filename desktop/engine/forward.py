@@ -100,13 +100,29 @@ class PassThroughResponse(web.StreamResponse):
 class RequestRecord:
     """What the access log needs to know about one request; filled in as it goes."""
 
-    __slots__ = ("attempts", "bytes_down", "chosen_by", "error", "first_byte_at", "note", "status", "target")
+    __slots__ = (
+        "answered_by",
+        "attempts",
+        "bytes_down",
+        "chosen_by",
+        "error",
+        "first_byte_at",
+        "note",
+        "outcomes",
+        "status",
+        "target",
+    )
 
     def __init__(self) -> None:
         # With routes: which route chose the target ("model:claude-*"), and each target tried
         # with what it answered ("anthropic 529"), in order; empty without routes.
         self.chosen_by = ""
         self.attempts: list[str] = []
+        # With routes: each target tried that did not answer the client, with what it gave
+        # (status, the failure's code and message), for the service to note each target's
+        # condition; and the target whose answer the client got (None: a kept one, or an error).
+        self.outcomes: list[tuple[Upstream, int, str, str]] | None = None
+        self.answered_by: Upstream | None = None
         # The target the request went to (its name): with targets on ports of their own, or a
         # switch while requests were open, the log says which one answered.
         self.target = ""

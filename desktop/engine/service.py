@@ -362,7 +362,7 @@ class ProxyService:
             upstream.active -= 1
             if upstream.retired and upstream.active == 0:
                 self._close_upstream(upstream)
-            self._note_condition(upstream, record)
+            self._note_condition(upstream, record.status, record.note, record.error)
 
     async def _dispatch_routed(
         self, request: web.BaseRequest, record: RequestRecord, routing: Routing
@@ -379,10 +379,13 @@ class ProxyService:
         path, _, query = request.raw_path.partition("?")
         routes = routing.table.attempts(path, query, body.held, upgrade=upgrade)
         record.chosen_by = routes[0].chosen_by
+        # Each target's pool as of now: a request finishes where it began, even when the routes
+        # change while it waits (a Retry-After, a slow first attempt).
+        pools = {route.target: self._upstream_named(route.target) for route in routes}
         used: list[Upstream] = []
 
         def upstream_for(name: str) -> Upstream:
-            upstream = self._upstream_named(name)
+            upstream = pools[name]
             upstream.active += 1
             used.append(upstream)
             return upstream
@@ -415,14 +418,17 @@ class ProxyService:
                 upstream.active -= 1
                 if upstream.retired and upstream.active == 0:
                     self._close_upstream(upstream)
-            if used:
-                self._note_condition(used[-1], record)
+            for upstream, status, note, error in record.outcomes or ():
+                self._note_condition(upstream, status, note, error)
+            if record.answered_by is not None:
+                self._note_condition(record.answered_by, record.status, record.note, record.error)
 
-    def _note_condition(self, upstream: Upstream, record: RequestRecord) -> None:
-        kind = classify(record.status, record.note)
+    def _note_condition(self, upstream: Upstream, status: int, note: str, error: str) -> None:
+        """What ``upstream``'s answer (``status``, or the failure ``note``) says of its target."""
+        kind = classify(status, note)
         if kind is not None and kind != upstream.condition:
             upstream.condition = kind
-            self._report_condition(upstream, kind, record)
+            self._report_condition(upstream, kind, status, error)
 
     def _report_failover(self, event: FailoverEvent) -> None:
         if event.next is not None:
@@ -433,10 +439,10 @@ class ProxyService:
             except Exception:
                 log.exception("failover listener failed")
 
-    def _report_condition(self, upstream: Upstream, kind: Any, record: RequestRecord) -> None:
+    def _report_condition(self, upstream: Upstream, kind: Any, status: int, error: str) -> None:
         target = upstream.target
         credentials = credentials_of(target, token_required=self.settings.require_token)
-        condition = describe(upstream.label, kind, record.status, record.error, credentials=credentials)
+        condition = describe(upstream.label, kind, status, error, credentials=credentials)
         if kind != "ok":
             log.warning("%s", condition.message)
         if self._on_condition is not None:

@@ -57,6 +57,7 @@ _CAUSE_WORDS = {
     "websocket_refused": "refused the WebSocket",
     "empty answer": "sent an empty answer",
     "error event": "sent an error event instead of an answer",
+    "stream cut": "broke off its answer midway",
 }
 
 

@@ -68,9 +68,13 @@ class Scripted:
             return web.Response(status=200, body=b"")
         if fault == "redirect":
             raise web.HTTPFound("/v1/elsewhere")
-        if fault in ("sse", "sse error", "cut"):
+        if fault in ("sse", "sse error", "sse null error", "cut"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
+            if fault == "sse null error":
+                await response.write(b'data: {"error": null, "id": "ok"}\n\n')
+                await response.write_eof()
+                return response
             if fault == "sse error":
                 await response.write(
                     b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
@@ -320,6 +324,9 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after_s("2") == 2.0
     assert retry_after_s(" 0 ") == 0.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 5) == 5.0
+    # asctime's form has no zone: HTTP dates are GMT.
+    assert retry_after_s("Wed Oct 21 07:28:00 2015", now=1445412480.0 - 3) == 3.0
+    assert retry_after_s("²") is None
     assert retry_after_s("soon") is None
     assert retry_after_s(None) is None
     assert retry_after_s("-1") is None
@@ -363,3 +370,15 @@ async def test_with_cooldown_zero_a_failing_target_is_always_asked_first(
         assert status == 200
     assert len(targets["anthropic"].seen) == 4
     assert all(event.cooling == () for event in events)
+
+
+async def test_an_event_whose_error_member_is_null_is_an_answer(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """Some servers send "error": null in every chunk of a good stream: no failover."""
+    targets["anthropic"].faults.append("sse null error")
+    service = await serve(routing_for(targets, *CLAIMS))
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 200
+    assert body == b'data: {"error": null, "id": "ok"}\n\n'
+    assert targets["openrouter"].seen == []

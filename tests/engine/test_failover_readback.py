@@ -1,7 +1,7 @@
 """Issue 14 read-back: failover defects shown with real targets and a real ProxyService.
 
-Each test states what a person would notice; each fails on main as of 20887ae, so each is a
-strict xfail naming the line at fault: mending one makes its test pass, and the marker goes.
+Each test states what a person would notice; each failed on main as of 20887ae (the read-back
+landed them as strict xfails naming the line at fault) and passes since the mending commit.
 """
 
 from __future__ import annotations
@@ -39,9 +39,6 @@ async def _serve_with(
         await service.stop(grace_s=0.2)
 
 
-@pytest.mark.xfail(
-    reason="failover.py:196-199: the first-event wait looks for a blank line in compressed bytes"
-)
 async def test_a_gzip_event_stream_from_a_target_with_a_fallback_still_streams(
     targets: dict[str, Scripted], serve: Callable[..., Any], aiohttp_server: Any
 ) -> None:
@@ -85,7 +82,6 @@ async def test_a_gzip_event_stream_from_a_target_with_a_fallback_still_streams(
     assert first_after < 1.0, f"first event reached the tool after {first_after:.2f} s, with the last one"
 
 
-@pytest.mark.xfail(reason="failover.py:326,202: every empty 2xx to every method but HEAD is a failure")
 @pytest.mark.parametrize(("method", "status"), [("OPTIONS", 200), ("POST", 202)])
 async def test_an_empty_answer_that_is_not_an_empty_200_to_a_request_for_content_is_not_a_failure(
     targets: dict[str, Scripted], serve: Callable[..., Any], aiohttp_server: Any, method: str, status: int
@@ -121,9 +117,6 @@ async def test_an_empty_answer_that_is_not_an_empty_200_to_a_request_for_content
     assert events == []
 
 
-@pytest.mark.xfail(
-    reason="service.py:418-419: the condition is noted on used[-1] with the kept answer of another target"
-)
 async def test_when_all_fail_the_condition_is_not_pinned_on_a_target_that_did_not_give_the_answer(
     targets: dict[str, Scripted],
 ) -> None:
@@ -141,7 +134,6 @@ async def test_when_all_fail_the_condition_is_not_pinned_on_a_target_that_did_no
     assert ("openrouter", "rate_limited") not in pinned, pinned
 
 
-@pytest.mark.xfail(reason="failover.py:145-146: str.isdigit accepts digits float() refuses")
 async def test_a_retry_after_of_unusual_digits_does_not_crash_the_request(
     targets: dict[str, Scripted], serve: Callable[..., Any], aiohttp_server: Any
 ) -> None:
@@ -164,9 +156,6 @@ async def test_a_retry_after_of_unusual_digits_does_not_crash_the_request(
     assert status in (200, 429), (status, body)
 
 
-@pytest.mark.xfail(
-    reason="service.py:384-385, 227-234: a name is looked up at each attempt, a dropped one falls to the listener target"
-)
 async def test_a_request_in_flight_keeps_its_fallback_when_the_routes_change(
     targets: dict[str, Scripted], serve: Callable[..., Any]
 ) -> None:

@@ -378,12 +378,6 @@ async def test_a_websocket_upgrade_refused_before_101_is_relayed_by_the_fallback
     assert [r.step for r in failover.faults.tagged("wsrefused")] == ["503"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the access line of a WebSocket that failed over omits the attempt that "
-    "answered 101 ('-> wsrefusedline 503 = 101', not '-> wsrefusedline 503, good 101'): when the "
-    "client closes, carry_websocket ends in CancelledError, so failover.py never appends that attempt",
-)
 async def test_the_access_line_of_a_websocket_that_failed_over_names_both_attempts(failover: Failover) -> None:
     """The line of a WebSocket refused by its target and taken by the fallback lists both."""
     hello, _ = await talk_over_refused_websocket(failover, "wsrefusedline")
@@ -425,12 +419,6 @@ def test_when_no_target_answers_the_tool_gets_the_last_proxy_error(failover: Fai
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: the first chunk commits the answer even when it is an SSE comment, so an "
-    "'error' event after a ': keep-alive' comment reaches the tool as a 200 (WHATWG SSE: a comment "
-    "is not an event; gateways send comments while they wait)",
-)
 def test_an_error_event_after_a_comment_still_fails_over(failover: Failover) -> None:
     """A gateway that sends an SSE comment while it waits, then ``event: error``, has not
     answered yet: the fallback's 200 reaches the tool."""
