@@ -212,7 +212,9 @@ def _models_note(on_main: Sequence[_Sdk], main: Endpoint, by_model: Sequence[_Ad
     served = f"'{main.target}'" if main.target else "the chosen target"
     where = "; ".join(f"{', '.join(address.models)} go to '{address.endpoint.target}'" for address in by_model)
     who = "both SDKs may use the main port" if len(on_main) == len(_SDKS) else "on the main port"
-    return f"{who}: requests for models {where}; all others to {served}"
+    # Only a body of up to 1 MiB is read for its model (the proxy holds no more): a longer one
+    # (a long context, images) goes where requests without a model go.
+    return f"{who}: requests for models {where}; all others, and bodies over 1 MiB, to {served}"
 
 
 def one_port_lines(endpoint: Endpoint, *, shell: Shell, local_token: str | None = None) -> str:

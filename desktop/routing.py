@@ -171,6 +171,22 @@ def claim_problems(claims: Iterable[TargetClaims]) -> list[ClaimProblem]:
             owner = next((name for other, name in globs if other == glob), None)
             if problem is None and owner is not None:
                 problem = f"model glob {glob!r} is claimed by both target {owner!r} and target {claim.name!r}"
+            # An earlier glob of another target that takes this one's text takes every model it
+            # names (gpt-* before gpt-4o): this claim could never match.
+            shadow = next(
+                (
+                    (other, name)
+                    for other, name in globs
+                    if name != claim.name and fnmatch.fnmatchcase(glob, other)
+                ),
+                None,
+            )
+            if problem is None and shadow is not None:
+                problem = (
+                    f"model glob {glob!r} never matches: {shadow[0]!r} of target {shadow[1]!r} is declared "
+                    f"first and takes those models; put [targets.{claim.name}] before [targets.{shadow[1]}]"
+                    f" or narrow {shadow[0]!r}"
+                )
             if problem is not None:
                 problems.append(ClaimProblem(claim.name, "models", index, problem))
             else:
@@ -310,12 +326,16 @@ class RouteTable:
             return Route(target, _with_query(path, query), chosen_by, model, fallbacks=fallbacks)
         new_body = None
         if place.kind == "path":
-            path = path[: place.start] + sent + path[place.end :]
+            # Percent-encoded as the query's is: a "/" or a space in the name must not change
+            # the path's shape or break the request line.
+            path = path[: place.start] + quote(sent, safe="") + path[place.end :]
         elif place.kind == "query":
             query = _replace_query_model(query, sent)
         else:
             assert body is not None  # a model read from the body came from a body
             new_body = replace_model(body, sent)
+            if new_body is None:  # not a body the rename can keep faithful: sent as it is
+                return Route(target, _with_query(path, query), chosen_by, model, fallbacks=fallbacks)
         return Route(target, _with_query(path, query), chosen_by, model, sent, new_body, fallbacks)
 
 
@@ -369,27 +389,27 @@ def _replace_query_model(query: str, sent: str) -> str:
     return "&".join(parts)
 
 
-def replace_model(body: bytes, sent: str) -> bytes:
-    """The JSON object ``body`` with its top-level "model" value replaced by ``sent``.
+def replace_model(body: bytes, sent: str) -> bytes | None:
+    """The JSON object ``body`` with its top-level "model" value replaced by ``sent``, byte for
+    byte elsewhere; None when that cannot be done faithfully.
 
-    Byte for byte elsewhere when the body is UTF-8 (RFC 8259 §8.1: JSON exchanged between
-    systems must be): the members are walked with the decoder's ``raw_decode`` and only the
-    last "model" value's characters are swapped (the last, because ``json.loads`` keeps the
-    last of duplicate names). A body this walk cannot place (UTF-16/32, a byte-order mark) is
-    sent as compact ``json.dumps`` with ``ensure_ascii=False``: the same document in other bytes,
-    which keeps non-ASCII text as it was written rather than as ``\\u`` escapes.
+    Only a UTF-8 body without a byte-order mark is renamed (RFC 8259 §8.1: JSON exchanged
+    between systems must be UTF-8): its members are walked with the decoder's ``raw_decode``
+    and every top-level "model" value's characters are swapped (all of them: servers differ
+    on which of duplicate names they read). Re-encoding any other body would change what it
+    says (numbers rounded, an encoding the Content-Type does not name), so it goes unrenamed.
     """
     encoded = json.dumps(sent, ensure_ascii=False)
     try:
         text = body.decode("utf-8")
-        span = _model_span(text)
+        spans = _model_spans(text)
     except (UnicodeDecodeError, ValueError):
-        span = None
-    if span is not None:
-        return (text[: span[0]] + encoded + text[span[1] :]).encode("utf-8")
-    document = json.loads(body)
-    document["model"] = sent
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return None
+    if not spans:
+        return None
+    for start, end in reversed(spans):
+        text = text[:start] + encoded + text[end:]
+    return text.encode("utf-8")
 
 
 def _skip_space(text: str, index: int) -> int:
@@ -399,27 +419,28 @@ def _skip_space(text: str, index: int) -> int:
     return index
 
 
-def _model_span(text: str) -> tuple[int, int] | None:
-    """Where the top-level "model" value of the JSON object ``text`` lies (the last of them)."""
+def _model_spans(text: str) -> list[tuple[int, int]]:
+    """Where the top-level "model" values of the JSON object ``text`` lie; [] for none or for
+    text that is not one JSON object."""
     index = _skip_space(text, 0)
     if text[index : index + 1] != "{":
-        return None
+        return []
     index = _skip_space(text, index + 1)
-    span = None
+    spans: list[tuple[int, int]] = []
     if text[index : index + 1] == "}":
-        return None
+        return []
     while True:
         name, index = _DECODER.raw_decode(text, index)
         index = _skip_space(text, index)
         if text[index : index + 1] != ":":
-            return None
+            return []
         index = _skip_space(text, index + 1)
         _, end = _DECODER.raw_decode(text, index)
         if name == "model":
-            span = (index, end)
+            spans.append((index, end))
         index = _skip_space(text, end)
         if text[index : index + 1] == "}":
-            return span
+            return spans if _skip_space(text, index + 1) == len(text) else []
         if text[index : index + 1] != ",":
-            return None
+            return []
         index = _skip_space(text, index + 1)

@@ -20,6 +20,7 @@ from typing import Any
 
 from desktop.config import options
 from desktop.config.options import Option
+from desktop.redaction import redact_text
 
 __all__ = [
     "MAX_NESTING",
@@ -63,7 +64,10 @@ class Problem:
     message: str
 
     def format(self, path: str) -> str:
-        return f"{path}:{self.line}:{self.col}: {self.message}"
+        """``path:line:col: message``, with any key a message quotes masked: a key pasted into
+        the wrong place (a fallback's name, a prefix, ``active``) is quoted by the message that
+        says so, which goes to the terminal, the log and the tray's notification."""
+        return f"{path}:{self.line}:{self.col}: {redact_text(self.message)}"
 
 
 class ConfigError(ValueError):

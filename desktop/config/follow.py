@@ -68,13 +68,23 @@ class Overrides:
     ca_bundle: str | None = None
     keep_host: bool = False
 
-    def target(self, base: Target) -> Target:
-        """``base`` with these overrides; raise ValueError when they make it invalid."""
-        replaced = {name.lower() for name, _ in self.headers}
+    def target(self, base: Target, *, chosen: bool = True) -> Target:
+        """``base`` with these overrides; raise ValueError when they make it invalid. A header
+        that carries a key (``--header "Authorization: Bearer ..."``) is for the target served
+        by the main port (``chosen``): it never goes to the other targets routes and fallbacks
+        reach, which are other services with keys of their own."""
+        headers = (
+            self.headers
+            if chosen
+            else tuple(
+                (name, value) for name, value in self.headers if name.lower() not in CREDENTIAL_HEADERS
+            )
+        )
+        replaced = {name.lower() for name, _ in headers}
         kept = tuple((name, value) for name, value in base.add_headers if name.lower() not in replaced)
         return replace(
             base,
-            add_headers=kept + self.headers,
+            add_headers=kept + headers,
             connect_timeout_s=_given(self.connect_timeout_s, base.connect_timeout_s),
             read_timeout_s=_given(self.read_timeout_s, base.read_timeout_s),
             verify_tls=base.verify_tls and not self.insecure,
@@ -196,7 +206,11 @@ class KeyReader:
         """The target for ``spec``, its key read unless an unchanged entry was read before: fine,
         or (``retry_failed`` False) not, since asking again may run a failing command again."""
         known = self._read.get(spec.name)
-        if known is not None and _same_entry(known[0], spec) and (known[1].problem is None or not retry_failed):
+        if (
+            known is not None
+            and _same_entry(known[0], spec)
+            and (known[1].problem is None or not retry_failed)
+        ):
             return known[1]
         resolved = resolve_target(spec)
         self._read[spec.name] = (spec, resolved)
@@ -292,7 +306,9 @@ def tend_files(path: Path, config: ConfigFile) -> list[str]:
             except (OSError, LocalTokenError) as exc:
                 # listener_settings then finds no token, and the proxy refuses every request.
                 log.error(
-                    "require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc)
+                    "require_token is on but the local access token in %s cannot be used: %s",
+                    where,
+                    _reason(exc),
                 )
     return notices
 
@@ -309,7 +325,9 @@ def listener_settings(config: ConfigFile, path: Path) -> ProxySettings:
     try:
         token = load_token(where)
     except (OSError, LocalTokenError) as exc:
-        log.error("require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc))
+        log.error(
+            "require_token is on but the local access token in %s cannot be used: %s", where, _reason(exc)
+        )
         return replace(settings, local_token=None)
     if token is None:  # tend_files could not make it, and said why
         return replace(settings, local_token=None)
@@ -361,12 +379,17 @@ def plan_for(
             resolved = keys.resolve(config.targets[spec_name], retry_failed=retry)
             if resolved.problem:
                 problems[spec_name] = resolved.problem
-            made[spec_name] = overrides.target(resolved.target)
+            made[spec_name] = overrides.target(resolved.target, chosen=spec_name == name)
         return made[spec_name]
 
     main = Listener(settings, target(name), routing=_main_routing(config, name, target))
     own = tuple(
-        Listener(replace(settings, port=port), target(own_name), own=own_name, routing=_own_routing(config, own_name, target))
+        Listener(
+            replace(settings, port=port),
+            target(own_name),
+            own=own_name,
+            routing=_own_routing(config, own_name, target),
+        )
         for own_name, port in config.target_ports().items()
     )
     return Plan(

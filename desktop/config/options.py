@@ -298,7 +298,8 @@ HEADERS: Option[None] = Option(
     "headers added to every request, replacing a tool's of the same name; {key} is the key",
     default_text="none",
     flags=("--header",),
-    flag_help="add or replace a header on every upstream request; repeatable; {env:NAME} reads a variable",
+    flag_help="add or replace a header on every upstream request (one carrying a key only on those to the"
+    " chosen target, never to routes' and fallbacks' other targets); repeatable; {env:NAME} reads a variable",
 )
 STRIP_HEADERS: Option[tuple[str, ...]] = Option(
     TARGET,

@@ -72,6 +72,8 @@ FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 MAX_KEPT_ANSWER_BYTES = 64 * 1024
 # The cause of a failure after the first byte: the answer broke off on its way.
 STREAM_CUT = "stream cut"
+# How long the first event of a stream may take to be whole once its first bytes came.
+FIRST_EVENT_WAIT_S = 10.0
 # How much of a stream is read to find its first SSE event before it is passed on anyway.
 MAX_FIRST_EVENT_BYTES = 64 * 1024
 # Requests whose 200 is empty by nature, so an empty one is no failure.
@@ -203,7 +205,7 @@ def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
     return response.headers.get(hdrs.CONTENT_TYPE, "").lower().startswith("text/event-stream")
 
 
-async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+async def _first_bytes(response: aiohttp.ClientResponse, request_method: str) -> tuple[bytes, str | None]:
     """The first body bytes of a 2xx answer, and why they make it a failure ("empty answer",
     "error event") or None. For an event stream, read until its first event is complete."""
     body = response.content
@@ -213,8 +215,22 @@ async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | N
     # does: its first chunk goes on as it is.
     encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     stream = _is_event_stream(response) and encoding in ("", "identity")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_EVENT_WAIT_S
     while True:
-        piece = await body.readany()
+        if pieces:
+            # Past the first bytes the wait is bounded as a whole too: a target dripping a
+            # byte at a time never completes an event, and its answer then goes on as it is.
+            window = asyncio.timeout_at(deadline)
+            try:
+                async with window:
+                    piece = await body.readany()
+            except TimeoutError:
+                if not window.expired():
+                    raise  # the target's own read timeout: a failure, not this bound
+                break
+        else:
+            piece = await body.readany()
         if not piece:
             break
         pieces.append(piece)
@@ -225,7 +241,12 @@ async def _first_bytes(response: aiohttp.ClientResponse) -> tuple[bytes, str | N
             break  # the first event (past any comments) is whole
     data = b"".join(pieces)
     if not data:
-        return data, "empty answer"
+        # Empty is a failure only where content was asked for and promised: a POST answered
+        # with a Content-Type and nothing (a model server that gave up). An empty 200 without
+        # one is how some APIs say done (Ollama's delete and copy).
+        if request_method == "POST" and response.headers.get(hdrs.CONTENT_TYPE):
+            return data, "empty answer"
+        return data, None
     if stream and _first_event_error(data):
         return data, "error event"
     return data, None
@@ -307,6 +328,7 @@ async def forward_routed(
     # Only a target with somewhere to fail over to waits for Retry-After or for the first event;
     # one without answers as it would without routes.
     failover = len(routes) > 1
+    tally = _Tally(cooldowns, routing, on_failover)
     kept: _KeptAnswer | None = None
     last_error: ProxyError | None = None
     for index, route in enumerate(routes):
@@ -344,7 +366,8 @@ async def forward_routed(
                 if last:
                     record.attempts.append(f"{upstream.label} {status}")
                     if failover:
-                        _count(cooldowns, route.target, routing, on_failover, str(status), None)
+                        tally.failed(route.target, str(status))
+                        tally.tell(None)
                     record.answered_by = upstream
                     return await pass_response(request, upstream, record, response, local_prefix=prefix)
                 record.attempts.append(f"{upstream.label} {status}")
@@ -357,7 +380,7 @@ async def forward_routed(
             # answer to HEAD or OPTIONS (a CORS preflight) is what those ask for.
             if not last and status == 200 and request.method not in _NO_CONTENT_METHODS:
                 try:
-                    first, failure = await _first_bytes(response)
+                    first, failure = await _first_bytes(response, request.method)
                 except BaseException as exc:
                     response.close()  # cut short: the connection cannot go back to the pool
                     if not isinstance(exc, (TimeoutError, aiohttp.ClientError)):
@@ -380,13 +403,14 @@ async def forward_routed(
             )
             if record.note and failover:
                 # Broken off mid-body: the client sees a broken response; the target is to blame.
-                _count(cooldowns, route.target, routing, on_failover, STREAM_CUT, None)
+                tally.failed(route.target, STREAM_CUT)
             else:
                 cooldowns.served(route.target)
+            tally.tell(route.target)
             return answered
         if failover:
-            next_name = routes[index + 1].target if index + 1 < len(routes) else None
-            _count(cooldowns, route.target, routing, on_failover, cause, next_name)
+            tally.failed(route.target, cause)
+    tally.tell(None)
     # Every target failed before sending anything: the last answer one gave, or the last error.
     if kept is not None:
         record.note = "all targets failed"
@@ -407,19 +431,38 @@ def _failed(
     record.outcomes.append((upstream, status, code, message))
 
 
-def _count(
-    cooldowns: Cooldowns,
-    name: str,
-    routing: Routing,
-    on_failover: Callable[[FailoverEvent], None],
-    cause: str,
-    next_name: str | None,
-) -> None:
-    """A failure of ``name`` counted; the listener told when another target takes over or a
-    cool-down starts."""
-    started = cooldowns.failed(name, routing)
-    if next_name is not None or started:
-        on_failover(FailoverEvent(name, cause, next_name, cooldowns.cooling()))
+class _Tally:
+    """One request's failures, counted for the cool-downs as they come and told to the
+    listener once it is known who served the request (a fallback "took over" only if it did)."""
+
+    __slots__ = ("_cooldowns", "_cooled", "_first", "_on_failover", "_routing")
+
+    def __init__(
+        self, cooldowns: Cooldowns, routing: Routing, on_failover: Callable[[FailoverEvent], None]
+    ) -> None:
+        self._cooldowns = cooldowns
+        self._routing = routing
+        self._on_failover = on_failover
+        self._first: tuple[str, str] | None = None
+        self._cooled = False
+
+    def failed(self, name: str, cause: str) -> None:
+        """``name`` failed for ``cause``: counted now, told with the outcome."""
+        self._cooled |= self._cooldowns.failed(name, self._routing)
+        if self._first is None:
+            self._first = (name, cause)
+
+    def tell(self, served: str | None) -> None:
+        """The request ended, served by ``served`` (None: by no target): the listener hears of
+        the first failure and who took over, or that a cool-down began."""
+        if self._first is None:
+            return
+        name, cause = self._first
+        if served == name and not self._cooled:
+            return  # broke off after its first byte, yet no cool-down: no failover happened
+        self._on_failover(
+            FailoverEvent(name, cause, served if served != name else None, self._cooldowns.cooling())
+        )
 
 
 async def carry_routed_websocket(
@@ -437,6 +480,7 @@ async def carry_routed_websocket(
     """Carry a WebSocket to the first target along ``routes`` that takes the upgrade (answers
     101); the last one's refusal, if it comes to that, reaches the client as it is."""
     routes = cooldowns.order(routes)
+    tally = _Tally(cooldowns, routing, on_failover)
     for index, route in enumerate(routes):
         upstream = upstream_for(route.target)
         record.target = upstream.label
@@ -457,7 +501,7 @@ async def carry_routed_websocket(
             record.answered_by = None
             record.attempts.append(f"{upstream.label} {failed.cause}")
             _failed(record, upstream, failed.status or 0, "" if failed.status else failed.cause)
-            _count(cooldowns, route.target, routing, on_failover, failed.cause, routes[index + 1].target)
+            tally.failed(route.target, failed.cause)
             continue
         except BaseException:
             # Carried, then ended by the client leaving (the handler is cancelled): the line still
@@ -467,7 +511,10 @@ async def carry_routed_websocket(
         record.attempts.append(f"{upstream.label} {record.status or '-'}")
         if record.status == 101:
             cooldowns.served(route.target)
-        elif len(routes) > 1:
-            _count(cooldowns, route.target, routing, on_failover, record.note or str(record.status), None)
+            tally.tell(route.target)
+        else:  # the last target refused too: its answer went to the client as it is
+            if len(routes) > 1:
+                tally.failed(route.target, record.note or str(record.status))
+            tally.tell(None)
         return answered
     raise AssertionError("unreachable: the last route answers the client")  # pragma: no cover

@@ -41,6 +41,8 @@ __all__ = ["ProxyService", "describe_target_change"]
 
 log = logging.getLogger("trayproxy.service")
 
+# A held body larger than this is routed in a worker thread when the model is read from it.
+ROUTE_IN_THREAD_BYTES = 64 * 1024
 # Idle client keep-alive: long enough for a tool's next request, short enough to free sockets.
 CLIENT_KEEPALIVE_S = 75.0
 # The shortest wait before connections still open at stop are cut: aiohttp takes 0 as "no
@@ -376,19 +378,24 @@ class ProxyService:
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
             record.note = refused.code
             return refused.to_response()
+        # The routes as they are once the body is in (an edit may have come while it arrived).
+        routing = self._routing or routing
         path, _, query = request.raw_path.partition("?")
-        routes = routing.table.attempts(path, query, body.held, upgrade=upgrade)
+        table = routing.table
+        if body.held is not None and len(body.held) > ROUTE_IN_THREAD_BYTES and table.reads_models:
+            # Reading the model parses the JSON (once more per rename): for a large body that is
+            # milliseconds the loop would not serve anyone else.
+            routes = await asyncio.to_thread(table.attempts, path, query, body.held, upgrade=upgrade)
+        else:
+            routes = table.attempts(path, query, body.held, upgrade=upgrade)
         record.chosen_by = routes[0].chosen_by
-        # Each target's pool as of now: a request finishes where it began, even when the routes
-        # change while it waits (a Retry-After, a slow first attempt).
+        # Each target's pool as of now, held open until the request ends: it finishes where it
+        # began, even when the routes or the target change while it waits (a Retry-After, a slow
+        # first attempt), and never on a pool closed under it.
         pools = {route.target: self._upstream_named(route.target) for route in routes}
-        used: list[Upstream] = []
-
-        def upstream_for(name: str) -> Upstream:
-            upstream = pools[name]
+        used = list(dict.fromkeys(pools.values()))
+        for upstream in used:
             upstream.active += 1
-            used.append(upstream)
-            return upstream
 
         try:
             if upgrade:
@@ -398,7 +405,7 @@ class ProxyService:
                     routes,
                     self._websockets,
                     token_required=self._token_check is not None,
-                    upstream_for=upstream_for,
+                    upstream_for=pools.__getitem__,
                     routing=routing,
                     cooldowns=self._cooldowns,
                     on_failover=self._report_failover,
@@ -408,7 +415,7 @@ class ProxyService:
                 record,
                 routes,
                 body,
-                upstream_for=upstream_for,
+                upstream_for=pools.__getitem__,
                 routing=routing,
                 cooldowns=self._cooldowns,
                 on_failover=self._report_failover,

@@ -62,12 +62,13 @@ _CAUSE_WORDS = {
 
 
 def clock_time(when: float) -> str:
-    """``17:42``: the wall-clock time ``when`` (seconds since the epoch), local, to the minute."""
-    return time.strftime("%H:%M", time.localtime(when))
+    """``17:42:05``: the wall-clock time ``when`` (seconds since the epoch), local, to the
+    second (a 30 s cool-down shown to the minute reads as over while it still runs)."""
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 def cooling_text(end: float) -> str:
-    """``tried last until 17:42 (failing)``: a target in a cool-down ending at ``end``."""
+    """``tried last until 17:42:05 (failing)``: a target in a cool-down ending at ``end``."""
     return f"tried last until {clock_time(end)} (failing)"
 
 
@@ -80,7 +81,7 @@ def _what_went_wrong(cause: str) -> str:
 
 def failover_message(notice: FailoverNotice, status: ProxyStatus) -> str:
     """``anthropic answered 529 (overloaded); openrouter took over``, with the cool-down the
-    failure began (``status.cooling`` as of the failover) or that no other target was left."""
+    failure began (``status.cooling`` as of the failover) or that no other target could answer."""
     parts = [f"{notice.failed} {_what_went_wrong(notice.cause)}"]
     if notice.next is not None:
         parts.append(f"{notice.next} took over")
@@ -88,7 +89,7 @@ def failover_message(notice: FailoverNotice, status: ProxyStatus) -> str:
     if cooling_end is not None:
         parts.append(f"{notice.failed} is tried last until {clock_time(cooling_end)}")
     elif notice.next is None:
-        parts.append("no other target was left to try")
+        parts.append("no other target could answer it")
     return "; ".join(parts)
 
 

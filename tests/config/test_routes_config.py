@@ -496,3 +496,47 @@ def test_the_first_run_file_offers_routes_that_work_once_uncommented(tmp_path: P
     assert _where(routing, "/anthropic/v1/messages") == [("anthropic", "/v1/messages")]
     assert _where(routing, "/v1/messages", {"model": "claude-haiku-4-5"}) == [("anthropic", "/v1/messages claude-haiku-4-5")]
     assert _where(routing, "/v1/models") == [("openai", "/v1/models")]
+
+
+def test_a_key_pasted_where_a_name_goes_is_masked_in_the_message_that_quotes_it(tmp_path: Path) -> None:
+    """A key pasted as a fallback, a prefix or ``active`` is quoted by the message that says it
+    is not a target: config check, the log and the tray's notification show it masked."""
+    key = "sk-or-v1-0123456789abcdefGATEWAYSECRET"
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'active = "{key}"\n'
+        '[targets.openai]\nurl = "http://127.0.0.1:1"\n'
+        f'fallbacks = ["{key}"]\nprefix = "{key}"\n'
+    )
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 1
+    assert key not in result.stdout + result.stderr
+    assert "is not a target" in result.stderr
+    assert result.stderr.count(f"{path}:") >= 3, result.stderr
+
+
+def test_a_key_header_given_on_the_command_line_goes_only_to_the_chosen_target(tmp_path: Path) -> None:
+    """``serve --header 'Authorization: Bearer ...'`` is for the target the main port serves:
+    a target a route or a fallback reaches is another service and never gets it; a header
+    without a key still goes everywhere."""
+    from desktop.config.model import Secret
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'active = "openai"\n'
+        '[targets.openai]\nurl = "http://127.0.0.1:1"\nfallbacks = ["gateway"]\n'
+        '[targets.anthropic]\nurl = "http://127.0.0.1:2"\nprefix = "/anthropic"\n'
+        '[targets.gateway]\nurl = "http://127.0.0.1:3"\n'
+    )
+    overrides = Overrides(headers=(("Authorization", Secret("Bearer sk-flag")), ("X-Trace", Secret("on"))))
+    plan = plan_for(read_config(path, overrides), path, overrides, KeyReader())
+    assert plan.main.routing is not None
+    headers = {
+        target.name: dict((name, value.reveal()) for name, value in target.add_headers)
+        for target in (plan.target, *plan.main.routing.targets)
+    }
+    assert headers == {
+        "openai": {"Authorization": "Bearer sk-flag", "X-Trace": "on"},
+        "anthropic": {"X-Trace": "on"},
+        "gateway": {"X-Trace": "on"},
+    }

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from desktop.config.model import ProxySettings, Routing, Secret, Target
+from desktop.engine import failover
 from desktop.engine.failover import FailoverEvent, retry_after_s
 from desktop.engine.service import ProxyService
 from desktop.routing import RouteTable, TargetClaims
@@ -65,9 +66,21 @@ class Scripted:
         if fault == "hang":
             await asyncio.sleep(5)
         if fault == "empty":
-            return web.Response(status=200, body=b"")
+            return web.Response(status=200, body=b"", content_type="application/json")
+        if fault == "done":  # Ollama's delete and copy: 200, no body, no Content-Type
+            response = web.Response(status=200)
+            response.headers.popall("Content-Type", None)
+            return response
         if fault == "redirect":
             raise web.HTTPFound("/v1/elsewhere")
+        if fault == "drip":  # an event begun, never finished in time
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b"data: par")
+            await asyncio.sleep(2.5)  # within the target's read timeout (the test sets 5 s)
+            await response.write(b"tial\n\n")
+            await response.write_eof()
+            return response
         if fault in ("sse", "sse error", "sse null error", "cut"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -381,4 +394,90 @@ async def test_an_event_whose_error_member_is_null_is_an_answer(
     status, _, body = await post(service.port, "/anthropic/v1/messages", {})
     assert status == 200
     assert body == b'data: {"error": null, "id": "ok"}\n\n'
+    assert targets["openrouter"].seen == []
+
+
+async def test_a_fallback_is_said_to_take_over_only_when_it_served_the_request(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """The tray's notification comes from this event: 'openrouter took over' must not be said
+    of a fallback that failed too."""
+    targets["anthropic"].faults.append("503")
+    targets["openrouter"].faults.append("503")
+    events: list[FailoverEvent] = []
+    service = await serve(routing_for(targets, *CLAIMS), events)
+    status, _, _ = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 503
+    assert [(e.failed, e.cause, e.next) for e in events] == [("anthropic", "503", None)]
+    status, _, _ = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 200
+    assert len(events) == 1  # served by the target asked first: nothing to tell
+
+
+async def test_a_request_waiting_when_the_target_is_switched_falls_back_where_it_began(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """main hangs, its fallback is openrouter; the tray switches to anthropic meanwhile (whose
+    routes have no openrouter). The waiting request still goes to openrouter, with openrouter's
+    key, never to the new target."""
+    targets["main"].faults.append("hang")
+    service = await serve(routing_for(targets, TargetClaims("main", fallbacks=("openrouter",))))
+    waiting = asyncio.ensure_future(post(service.port, "/v1/chat/completions", {"model": "x"}))
+    await asyncio.sleep(0.3)  # the request is with main now
+    anthropic, main = targets["anthropic"].target, targets["main"].target
+    assert anthropic is not None
+    assert main is not None
+    service.set_target(anthropic)
+    service.set_routing(
+        Routing(
+            RouteTable.build([TargetClaims("anthropic"), TargetClaims("main")], default="anthropic"), (main,)
+        )
+    )
+    status, _, body = await asyncio.wait_for(waiting, WAIT_S)
+    assert status == 200
+    assert json.loads(body)["target"] == "openrouter"
+    assert targets["openrouter"].seen[0][1]["Authorization"] == "Bearer key-of-openrouter"
+    assert targets["anthropic"].seen == []
+
+
+async def test_an_empty_200_without_a_content_type_is_an_answer(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """Ollama answers a delete or a copy with 200 and nothing else: done, not failed; the
+    fallback is never asked to do it again."""
+    targets["anthropic"].faults.append("done")
+    service = await serve(routing_for(targets, *CLAIMS))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.delete(f"http://127.0.0.1:{service.port}/anthropic/api/delete", json={"model": "x"}) as r,
+    ):
+        assert r.status == 200
+    targets["anthropic"].faults.append("done")
+    status, _, body = await post(service.port, "/anthropic/api/copy", {"source": "a", "destination": "b"})
+    assert status == 200
+    assert body == b""
+    assert targets["openrouter"].seen == []
+
+
+async def test_a_first_event_that_drips_is_passed_on_after_a_bounded_wait(
+    targets: dict[str, Scripted], serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for the first whole event is bounded as a whole, not per byte: the tool gets the
+    answer's status and first bytes after it, and the fallback is not asked."""
+    monkeypatch.setattr(failover, "FIRST_EVENT_WAIT_S", 0.2)
+    targets["anthropic"].faults.append("drip")
+    slow = targets["anthropic"].target
+    assert slow is not None
+    targets["anthropic"].target = replace(slow, read_timeout_s=5.0)
+    service = await serve(routing_for(targets, *CLAIMS))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{service.port}/anthropic/v1/messages", json={}) as r,
+    ):
+        assert r.status == 200
+        assert await r.content.readexactly(9) == b"data: par"
+        assert loop.time() - started < 1.5  # not held until the event ends (2.5 s)
+        assert await r.read() == b"tial\n\n"
     assert targets["openrouter"].seen == []

@@ -67,12 +67,14 @@ def test_env_says_both_sdks_may_use_the_main_port_when_models_route_there(tmp_pa
     assert variables["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8000"
     assert variables["OPENAI_BASE_URL"] == "http://127.0.0.1:8000/v1"
     assert notes[1:] == [
-        "# both SDKs may use the main port: requests for models claude-* go to 'anthropic'; all others to 'openai'"
+        "# both SDKs may use the main port: requests for models claude-* go to 'anthropic'; all others, and bodies over 1 MiB, to 'openai'"
     ]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in clipboard tool is a sh script")
-@pytest.mark.parametrize(("routes", "anthropic_path"), [('prefix = "/anthropic"', "/anthropic"), ('models = ["claude-*"]', "")])
+@pytest.mark.parametrize(
+    ("routes", "anthropic_path"), [('prefix = "/anthropic"', "/anthropic"), ('models = ["claude-*"]', "")]
+)
 def test_copied_lines_match_trayproxy_env_and_reach_each_target_on_the_main_port(
     tmp_path: Path, clipboard: Path, monkeypatch: pytest.MonkeyPatch, routes: str, anthropic_path: str
 ) -> None:
@@ -84,11 +86,16 @@ def test_copied_lines_match_trayproxy_env_and_reach_each_target_on_the_main_port
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-anthropic-routes-test-key")
     openai_seen, anthropic_seen = Seen(), Seen()
     port = free_port()
-    with BackgroundServer(echo_app(openai_seen)) as openai, BackgroundServer(echo_app(anthropic_seen)) as anthropic:
+    with (
+        BackgroundServer(echo_app(openai_seen)) as openai,
+        BackgroundServer(echo_app(anthropic_seen)) as anthropic,
+    ):
         config = tmp_path / "config.toml"
         routed_config(config, anthropic_routes=routes, port=port)
         config.write_text(
-            config.read_text().replace("http://127.0.0.1:9", openai.url, 1).replace("http://127.0.0.1:9", anthropic.url)
+            config.read_text()
+            .replace("http://127.0.0.1:9", openai.url, 1)
+            .replace("http://127.0.0.1:9", anthropic.url)
         )
         controller = ProxyController.from_config(ConfigBinding(config, watch=False))
         try:
@@ -101,7 +108,8 @@ def test_copied_lines_match_trayproxy_env_and_reach_each_target_on_the_main_port
                 headers={"x-api-key": lines["ANTHROPIC_API_KEY"], "content-type": "application/json"},
             )
             models = urllib.request.Request(
-                lines["OPENAI_BASE_URL"] + "/models", headers={"Authorization": f"Bearer {lines['OPENAI_API_KEY']}"}
+                lines["OPENAI_BASE_URL"] + "/models",
+                headers={"Authorization": f"Bearer {lines['OPENAI_API_KEY']}"},
             )
             for request in (messages, models):
                 with urllib.request.urlopen(request, timeout=5) as answer:

@@ -22,7 +22,7 @@ BASE = ProxyStatus(
 
 
 def hh_mm(when: float) -> str:
-    return time.strftime("%H:%M", time.localtime(when))
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 def failed(failed: str, cause: str, next: str | None, *, at: float = AT, cooling: float | None = None) -> ProxyStatus:
@@ -75,7 +75,7 @@ def test_the_message_says_when_a_cool_down_began_or_that_nothing_was_left() -> N
     # A cool-down that had ended by the failover is not the one it began.
     stale = failed("openrouter", "503", None, cooling=AT - 1)
     assert message(stale) == (
-        "openrouter answered 503 (unavailable); no other target was left to try"
+        "openrouter answered 503 (unavailable); no other target could answer it"
     )
 
 
@@ -117,7 +117,7 @@ def test_no_more_than_one_failover_notification_a_minute() -> None:
     assert notifier.message_for(failed("openrouter", "503", None, at=AT + 59)) is None
     clock.now += 1
     assert notifier.message_for(failed("openrouter", "503", None, at=AT + 60)) == (
-        "openrouter answered 503 (unavailable); no other target was left to try"
+        "openrouter answered 503 (unavailable); no other target could answer it"
     )
     clock.now += 61
     assert notifier.message_for(failed("anthropic", "connection_refused", "openrouter", at=AT + 121)) is not None

@@ -170,7 +170,7 @@ def test_an_sdk_no_port_serves_gets_a_comment_on_how_to_serve_it_instead_of_the_
     assert [line for line in lines.splitlines() if "ANTHROPIC" in line and not line.startswith("#")] == []
     assert (
         "# no ANTHROPIC_BASE_URL line: the main port serves 'openai', which adds Authorization, not"
-        ' x-api-key; give \'anthropic\' a prefix (prefix = "/anthropic" under [targets.anthropic]),'
+        " x-api-key; give 'anthropic' a prefix (prefix = \"/anthropic\" under [targets.anthropic]),"
         ' a port of its own (port = 8001) or make it the main target (active = "anthropic")\n'
     ) in lines
     gateway = Endpoint("http://127.0.0.1:8001", frozenset({"authorization"}), target="gateway")
@@ -190,7 +190,11 @@ def test_an_sdk_no_port_serves_gets_a_comment_on_how_to_serve_it_instead_of_the_
     ) in lines
     # Asked for one port by name (the tray's submenu), every SDK is pointed there.
     assert list(variables(one_port_lines(claude, shell="posix"))) == [
-        "OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"
+        "OPENAI_BASE_URL",
+        "OPENAI_API_BASE",
+        "ANTHROPIC_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
     ]
 
 
@@ -229,7 +233,10 @@ def test_a_prefix_route_is_the_address_of_the_sdk_its_target_is_made_for() -> No
     both = environment_lines([OPENAI_MAIN, own_port], shell="posix", routes=[anthropic])
     assert variables(both)["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8000/anthropic"
     # Without routes, the own port as before.
-    assert variables(environment_lines([OPENAI_MAIN, own_port], shell="posix"))["ANTHROPIC_BASE_URL"] == own_port.url
+    assert (
+        variables(environment_lines([OPENAI_MAIN, own_port], shell="posix"))["ANTHROPIC_BASE_URL"]
+        == own_port.url
+    )
 
 
 def test_model_routes_let_both_sdks_use_the_main_port_and_a_comment_says_which_models_go_where() -> None:
@@ -244,17 +251,20 @@ def test_model_routes_let_both_sdks_use_the_main_port_and_a_comment_says_which_m
     assert variables(lines)["OPENAI_BASE_URL"] == "http://127.0.0.1:8000/v1"
     assert comments(lines)[1:] == [
         "# both SDKs may use the main port: requests for models claude-* go to 'anthropic';"
-        " gpt-oss-*, llama-* go to 'gateway'; all others to 'openai'"
+        " gpt-oss-*, llama-* go to 'gateway'; all others, and bodies over 1 MiB, to 'openai'"
     ]
     cmd = environment_lines([OPENAI_MAIN], shell="cmd", routes=[anthropic])
-    assert "REM both SDKs may use the main port: requests for models claude-* go to 'anthropic'; all others to 'openai'\n" in cmd
+    assert (
+        "REM both SDKs may use the main port: requests for models claude-* go to 'anthropic'; all others, and bodies over 1 MiB, to 'openai'\n"
+        in cmd
+    )
 
     # The Anthropic SDK on a prefix or a port of its own: the comment is for the OpenAI SDKs.
     own_port = Endpoint("http://127.0.0.1:8001", X_API_KEY, adds_key=True, target="claude")
     lines = environment_lines([OPENAI_MAIN, own_port], shell="posix", routes=[anthropic])
     assert variables(lines)["ANTHROPIC_BASE_URL"] == own_port.url
     assert comments(lines)[1:] == [
-        "# on the main port: requests for models claude-* go to 'anthropic'; all others to 'openai'"
+        "# on the main port: requests for models claude-* go to 'anthropic'; all others, and bodies over 1 MiB, to 'openai'"
     ]
 
 
@@ -267,7 +277,10 @@ def test_a_model_route_serves_only_the_sdk_whose_key_header_its_target_takes() -
     lines = environment_lines([OPENAI_MAIN], shell="posix", routes=[gemini], portless=portless)
     assert "ANTHROPIC_BASE_URL" not in variables(lines)
     assert any(line.startswith("# no ANTHROPIC_BASE_URL line") for line in comments(lines))
-    assert "# on the main port: requests for models gemini-* go to 'gemini'; all others to 'openai'" in comments(lines)
+    assert (
+        "# on the main port: requests for models gemini-* go to 'gemini'; all others, and bodies over 1 MiB, to 'openai'"
+        in comments(lines)
+    )
     chosen = RoutedTarget("openai", ("/openai",), ("gpt-*",), frozenset({"authorization"}), adds_key=True)
     assert environment_lines([OPENAI_MAIN], shell="posix", routes=[chosen]) == environment_lines(
         [OPENAI_MAIN], shell="posix"

@@ -17,7 +17,7 @@ COOLING_END = NOW + 420.0
 
 
 def hh_mm(when: float) -> str:
-    return time.strftime("%H:%M", time.localtime(when))
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 ROUTED = ProxyStatus(
