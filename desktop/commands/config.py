@@ -12,6 +12,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from desktop.config.parse import ConfigFile
 
 __all__ = ["run_config"]
 
@@ -161,6 +165,8 @@ def _check_file(path: Path) -> int:
                 " fine for a server that needs none, such as a local Ollama",
                 file=sys.stderr,
             )
+    for warning in _fallback_api_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     settings = config.settings
     for warning in unmarked_host_warnings(settings.allowed_hosts, require_token=settings.require_token):
         print(f"{path}: warning: {warning}", file=sys.stderr)
@@ -255,3 +261,31 @@ def _set_key(args: argparse.Namespace, path: Path) -> int:
         )
     return 0
 
+
+
+def _fallback_api_warnings(config: ConfigFile) -> list[str]:
+    """A warning for each fallback whose key goes in other credential headers than its
+    target's (Authorization where the target takes x-api-key): most likely another API, which
+    failover never translates to, so the tool would get that API's 404 for a retryable 529.
+    Not an error: a gateway may take either."""
+    from desktop.redaction import CREDENTIAL_HEADERS
+
+    def key_headers(headers: tuple[tuple[str, str], ...]) -> frozenset[str]:
+        return frozenset(header.lower() for header, _ in headers) & CREDENTIAL_HEADERS
+
+    def spelled(headers: frozenset[str]) -> str:
+        return " or ".join(sorted("Authorization" if header == "authorization" else header for header in headers))
+
+    warnings = []
+    for name, spec in config.targets.items():
+        own = key_headers(spec.headers)
+        for fallback in spec.fallbacks:
+            other = config.targets.get(fallback)
+            theirs = key_headers(other.headers) if other is not None else frozenset()
+            if own and theirs and not own & theirs:
+                warnings.append(
+                    f"target '{name}' falls back to '{fallback}', which takes its key in {spelled(theirs)},"
+                    f" not {spelled(own)}: requests are never translated between APIs, so make sure"
+                    f" '{fallback}' speaks the same one"
+                )
+    return warnings

@@ -82,15 +82,30 @@ def show_redacted(text: str, *, path: str = "config.toml") -> str:
                 )
             ],
         ) from None
+    has_routes = _has_routes(document)
     _mask_table(document, ())
     shown = document.as_string()
     try:
         summary = routes_summary(parse_config(text, path=path))
     except ConfigError:
-        summary = ""  # `config check` says what is wrong; the routes cannot be told
+        # The routes cannot be told from a file with mistakes; say so rather than end silently.
+        summary = (
+            "# Where requests go is not shown: this file has mistakes ('trayproxy config check' lists them).\n"
+            if has_routes
+            else ""
+        )
     if summary:
         shown = shown + ("\n" if shown.endswith("\n") else "\n\n") + summary
     return redact_text(shown)
+
+
+def _has_routes(document: Mapping[str, Any]) -> bool:
+    """Whether some target's table in ``document`` writes a route or a fallback."""
+    targets = document.get("targets")
+    if not isinstance(targets, Mapping):
+        return False
+    keys = {options.PREFIX.key, options.MODELS.key, options.MODEL_MAP.key, options.FALLBACKS.key}
+    return any(isinstance(table, Mapping) and keys & set(table) for table in targets.values())
 
 
 def routes_summary(config: ConfigFile) -> str:

@@ -324,7 +324,7 @@ async def forward_routed(
     serves it, as the module docstring says, and stream that answer to the client."""
     if not body.replayable:
         routes = routes[:1]  # a streamed body is gone once sent: no second target, no second try
-    routes = cooldowns.order(routes)
+    routes = _ordered(routes, cooldowns, record)
     # Only a target with somewhere to fail over to waits for Retry-After or for the first event;
     # one without answers as it would without routes.
     failover = len(routes) > 1
@@ -431,6 +431,15 @@ def _failed(
     record.outcomes.append((upstream, status, code, message))
 
 
+def _ordered(routes: Sequence[Route], cooldowns: Cooldowns, record: RequestRecord) -> Sequence[Route]:
+    """``routes`` in the order tried (targets cooling down last); the access line says when the
+    chosen target was put last, so a request that skipped it reads why."""
+    ordered = cooldowns.order(routes)
+    if ordered[0] is not routes[0]:
+        record.chosen_by += f" ({routes[0].target} tried last)"
+    return ordered
+
+
 class _Tally:
     """One request's failures, counted for the cool-downs as they come and told to the
     listener once it is known who served the request (a fallback "took over" only if it did)."""
@@ -479,7 +488,7 @@ async def carry_routed_websocket(
 ) -> web.StreamResponse:
     """Carry a WebSocket to the first target along ``routes`` that takes the upgrade (answers
     101); the last one's refusal, if it comes to that, reaches the client as it is."""
-    routes = cooldowns.order(routes)
+    routes = _ordered(routes, cooldowns, record)
     tally = _Tally(cooldowns, routing, on_failover)
     for index, route in enumerate(routes):
         upstream = upstream_for(route.target)

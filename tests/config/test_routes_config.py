@@ -540,3 +540,30 @@ def test_a_key_header_given_on_the_command_line_goes_only_to_the_chosen_target(t
         "anthropic": {"X-Trace": "on"},
         "gateway": {"X-Trace": "on"},
     }
+
+
+def test_config_show_says_why_it_cannot_tell_where_requests_go(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('active = "a"\n[targets.a]\nurl = "http://127.0.0.1:1"\nfallbacks = ["nope"]\n')
+    result = run_cli("config", "show", "--config", str(path))
+    assert result.returncode == 0
+    assert result.stdout.rstrip().endswith(
+        "# Where requests go is not shown: this file has mistakes ('trayproxy config check' lists them)."
+    )
+
+
+def test_config_check_warns_of_a_fallback_made_for_another_api(tmp_path: Path) -> None:
+    """anthropic (x-api-key) falling back to a gateway that takes Authorization: a 529 would
+    become the gateway's 404 for the Anthropic SDK. Not an error (a gateway may speak both)."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'active = "anthropic"\n'
+        '[targets.anthropic]\nurl = "http://127.0.0.1:1"\nheaders = { x-api-key = "k-1" }\nfallbacks = ["gateway"]\n'
+        '[targets.gateway]\nurl = "http://127.0.0.1:2"\nheaders = { Authorization = "Bearer k-2" }\n'
+    )
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: target 'anthropic' falls back to 'gateway', which takes its key in Authorization,"
+        " not x-api-key" in result.stderr
+    )

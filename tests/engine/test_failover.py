@@ -284,7 +284,7 @@ async def test_when_every_target_fails_the_client_gets_the_last_answer_unchanged
 
 
 async def test_a_target_that_keeps_failing_is_tried_last_for_its_cooldown(
-    targets: dict[str, Scripted], serve: Callable[..., Any]
+    targets: dict[str, Scripted], serve: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     targets["anthropic"].faults.extend(["503", "503"])
     events: list[FailoverEvent] = []
@@ -294,8 +294,11 @@ async def test_a_target_that_keeps_failing_is_tried_last_for_its_cooldown(
         assert status == 200
     assert [name for name, _ in events[-1].cooling] == ["anthropic"]
     before = len(targets["anthropic"].seen)
-    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    with caplog.at_level(logging.INFO, "trayproxy.access"):
+        status, _, body = await post(service.port, "/anthropic/v1/messages", {})
     assert json.loads(body)["target"] == "openrouter"
+    line = next(r.getMessage() for r in caplog.records if r.name == "trayproxy.access")
+    assert "via prefix:/anthropic (anthropic tried last) -> openrouter 200 " in line
     assert len(targets["anthropic"].seen) == before  # not asked first while cooling
 
 
