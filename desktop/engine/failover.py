@@ -7,9 +7,9 @@ has reached the client, and only for a failure the target owns:
 - no answer: connection, DNS or TLS error, no headers within the read timeout;
 - an answer of 429, 500, 502, 503, 504 or 529 (Anthropic's "overloaded"); a 429 whose
   ``Retry-After`` is within the bound asks the same target once more after that wait;
-- for a target with a fallback left, a 2xx whose first SSE event is an ``error`` (or whose first
-  ``data:`` is an ``{"error": ...}`` object) or whose body is empty: the status line waits for
-  the first event so these can still fail over;
+- for a target with a fallback left, a 200 whose first SSE event is an error, or an empty body
+  where content was promised (answers.py says which): the status line waits for the first
+  event so these can still fail over;
 - a WebSocket upgrade the target refuses (no 101).
 
 Once a byte has reached the client nothing is retried: a stream cut later ends as a broken
@@ -19,18 +19,13 @@ client gets the last answer a target gave, unchanged (a 429 keeps its Retry-Afte
 proxy error when none answered. No header is added to any answer.
 
 A target that fails ``failures_for_cooldown`` times in a row is tried last for ``cooldown_s``
-(:class:`Cooldowns`, shared by the listeners of one loop); the listener's ``on_failover`` hears
+(cooldowns.py, one record shared by the listeners of one loop); the listener's ``on_failover`` hears
 each failover, for the tray to tell the user.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import email.utils
-import json
-import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +33,8 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from desktop.config.model import Routing
+from desktop.engine.answers import first_bytes, retry_after_s
+from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
 from desktop.engine.forward import (
     PassThroughResponse,
@@ -53,15 +50,11 @@ from desktop.routing import Route
 
 __all__ = [
     "FAILOVER_STATUSES",
-    "Cooldowns",
     "FailoverEvent",
     "carry_routed_websocket",
     "forward_routed",
     "local_prefix_of",
-    "retry_after_s",
 ]
-
-log = logging.getLogger("trayproxy.failover")
 
 # Answers that mean "this target cannot serve it now" rather than "this request is wrong":
 # rate limited, and the server errors a gateway or an overloaded model gives (529 is Anthropic's
@@ -72,10 +65,6 @@ FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 MAX_KEPT_ANSWER_BYTES = 64 * 1024
 # The cause of a failure after the first byte: the answer broke off on its way.
 STREAM_CUT = "stream cut"
-# How long the first event of a stream may take to be whole once its first bytes came.
-FIRST_EVENT_WAIT_S = 10.0
-# How much of a stream is read to find its first SSE event before it is passed on anyway.
-MAX_FIRST_EVENT_BYTES = 64 * 1024
 # Requests whose 200 is empty by nature, so an empty one is no failure.
 _NO_CONTENT_METHODS = frozenset({"HEAD", "OPTIONS"})
 # The longest a failed answer is read to keep it: one that drips (keep-alive pings on an error
@@ -94,162 +83,6 @@ class FailoverEvent:
     cause: str
     next: str | None
     cooling: tuple[tuple[str, float], ...]
-
-
-class Cooldowns:
-    """How each target has been failing, and which are tried last for now."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._failures: dict[str, int] = {}
-        self._until: dict[str, float] = {}
-
-    def cooling(self) -> tuple[tuple[str, float], ...]:
-        """(name, end) of each target cooling down now, soonest end first."""
-        now = self._clock()
-        for name in [name for name, end in self._until.items() if end <= now]:
-            del self._until[name]
-        return tuple(sorted(self._until.items(), key=lambda item: item[1]))
-
-    def order(self, routes: Sequence[Route]) -> Sequence[Route]:
-        """``routes`` with those whose target is cooling down moved last, the rest in order."""
-        if not self._until or len(routes) < 2:
-            return routes
-        cooling = dict(self.cooling())
-        if not cooling:
-            return routes
-        return sorted(routes, key=lambda route: route.target in cooling)
-
-    def failed(self, name: str, routing: Routing) -> bool:
-        """Count a failure of ``name``; True when it starts a cool-down."""
-        if routing.cooldown_s <= 0:
-            return False  # cool-downs are off ([failover] cooldown = 0)
-        count = self._failures.get(name, 0) + 1
-        self._failures[name] = count
-        if count >= routing.failures_for_cooldown and name not in self._until:
-            self._until[name] = self._clock() + routing.cooldown_s
-            self._failures[name] = 0
-            log.warning(
-                "target %s failed %d times in a row; it is tried last for %g s",
-                name,
-                count,
-                routing.cooldown_s,
-            )
-            return True
-        return False
-
-    def served(self, name: str) -> None:
-        """``name`` answered: its run of failures is over (a cool-down runs its course)."""
-        if self._failures.get(name):
-            self._failures[name] = 0
-
-
-def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` value asks to wait (RFC 9110 §10.2.3: delay-seconds or an
-    HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdecimal():  # "²" is a digit to str.isdigit, not to float
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        # asctime's form carries no zone; HTTP dates are always GMT (RFC 9110 §5.6.7).
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _event_blocks(data: bytes) -> tuple[list[str], bool]:
-    """The blocks of ``data`` (an event stream's start) that are events rather than comments
-    alone (WHATWG SSE: a line starting with ':' is a comment, which gateways send while they
-    wait), and whether the first such block is complete (a blank line ends it)."""
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    blocks = text.split("\n\n")
-    events = [
-        block for block in blocks[:-1] if any(line and not line.startswith(":") for line in block.split("\n"))
-    ]
-    if events:
-        return events, True
-    tail = blocks[-1]
-    return ([tail] if tail.strip() else []), False
-
-
-def _first_event_error(data: bytes) -> bool:
-    """True when the first SSE event in ``data`` (complete or not; comments skipped) is an
-    error: named ``error`` (Anthropic, OpenAI Responses) or carrying a JSON object whose
-    top-level ``error`` is set (OpenAI chat completions and gateways that stream errors)."""
-    events, _ = _event_blocks(data)
-    if not events:
-        return False
-    payload = []
-    for line in events[0].split("\n"):
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event" and value.strip() == "error":
-            return True
-        if name == "data":
-            payload.append(value)
-    if not payload:
-        return False
-    try:
-        parsed = json.loads("\n".join(payload))
-    except ValueError:
-        return False
-    return isinstance(parsed, dict) and parsed.get("error") not in (None, False, "", {}, [])
-
-
-def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
-    return response.headers.get(hdrs.CONTENT_TYPE, "").lower().startswith("text/event-stream")
-
-
-async def _first_bytes(response: aiohttp.ClientResponse, request_method: str) -> tuple[bytes, str | None]:
-    """The first body bytes of a 2xx answer, and why they make it a failure ("empty answer",
-    "error event") or None. For an event stream, read until its first event is complete."""
-    body = response.content
-    pieces: list[bytes] = []
-    size = 0
-    # A compressed stream's events cannot be read without decoding it, which the proxy never
-    # does: its first chunk goes on as it is.
-    encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
-    stream = _is_event_stream(response) and encoding in ("", "identity")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FIRST_EVENT_WAIT_S
-    while True:
-        if pieces:
-            # Past the first bytes the wait is bounded as a whole too: a target dripping a
-            # byte at a time never completes an event, and its answer then goes on as it is.
-            window = asyncio.timeout_at(deadline)
-            try:
-                async with window:
-                    piece = await body.readany()
-            except TimeoutError:
-                if not window.expired():
-                    raise  # the target's own read timeout: a failure, not this bound
-                break
-        else:
-            piece = await body.readany()
-        if not piece:
-            break
-        pieces.append(piece)
-        size += len(piece)
-        if not stream or size >= MAX_FIRST_EVENT_BYTES:
-            break
-        if _event_blocks(b"".join(pieces))[1]:
-            break  # the first event (past any comments) is whole
-    data = b"".join(pieces)
-    if not data:
-        # Empty is a failure only where content was asked for and promised: a POST answered
-        # with a Content-Type and nothing (a model server that gave up). An empty 200 without
-        # one is how some APIs say done (Ollama's delete and copy).
-        if request_method == "POST" and response.headers.get(hdrs.CONTENT_TYPE):
-            return data, "empty answer"
-        return data, None
-    if stream and _first_event_error(data):
-        return data, "error event"
-    return data, None
 
 
 @dataclass(slots=True)
@@ -380,7 +213,7 @@ async def forward_routed(
             # answer to HEAD or OPTIONS (a CORS preflight) is what those ask for.
             if not last and status == 200 and request.method not in _NO_CONTENT_METHODS:
                 try:
-                    first, failure = await _first_bytes(response, request.method)
+                    first, failure = await first_bytes(response, request.method)
                 except BaseException as exc:
                     response.close()  # cut short: the connection cannot go back to the pool
                     if not isinstance(exc, (TimeoutError, aiohttp.ClientError)):

@@ -28,7 +28,8 @@ from aiohttp.abc import AbstractResolver
 from desktop.config.model import Listener, ProxySettings
 from desktop.engine.addresses import ListenError, where
 from desktop.engine.condition import TargetCondition
-from desktop.engine.failover import Cooldowns, FailoverEvent
+from desktop.engine.cooldowns import Cooldowns
+from desktop.engine.failover import FailoverEvent
 from desktop.engine.service import ProxyService, describe_target_change
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]

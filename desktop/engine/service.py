@@ -26,8 +26,9 @@ from desktop.config.model import ProxySettings, Routing, Secret, Target
 from desktop.engine.accesslog import log_request, own_answer_bytes
 from desktop.engine.addresses import HEALTH_PATH, RESERVED_PREFIX, host_port, listen_error
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
+from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
-from desktop.engine.failover import Cooldowns, FailoverEvent, carry_routed_websocket, forward_routed
+from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed
 from desktop.engine.forward import NO_BODY, RequestRecord, forward_http, take_body
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade

@@ -21,8 +21,9 @@ import pytest
 from aiohttp import web
 
 from desktop.config.model import ProxySettings, Routing, Secret, Target
-from desktop.engine import failover
-from desktop.engine.failover import FailoverEvent, retry_after_s
+from desktop.engine import answers
+from desktop.engine.answers import retry_after_s
+from desktop.engine.failover import FailoverEvent
 from desktop.engine.service import ProxyService
 from desktop.routing import RouteTable, TargetClaims
 
@@ -467,7 +468,7 @@ async def test_a_first_event_that_drips_is_passed_on_after_a_bounded_wait(
 ) -> None:
     """The wait for the first whole event is bounded as a whole, not per byte: the tool gets the
     answer's status and first bytes after it, and the fallback is not asked."""
-    monkeypatch.setattr(failover, "FIRST_EVENT_WAIT_S", 0.2)
+    monkeypatch.setattr(answers, "FIRST_EVENT_WAIT_S", 0.2)
     targets["anthropic"].faults.append("drip")
     slow = targets["anthropic"].target
     assert slow is not None

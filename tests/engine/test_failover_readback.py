@@ -44,7 +44,7 @@ async def test_a_gzip_event_stream_from_a_target_with_a_fallback_still_streams(
 ) -> None:
     """A target that gzips its SSE (nginx/Cloudflare in front of a gateway do) sends the first
     event at once and the rest 1.5 s later: the tool must see the first event before the end.
-    failover._first_bytes looks for b"\\n\\n" in the *compressed* bytes, finds none, and reads
+    failover._first_bytes (now answers.first_bytes) looked for b"\\n\\n" in the *compressed* bytes, finds none, and reads
     on to 64 KiB or the end, so the whole answer arrives at once."""
 
     async def gzip_sse(request: web.Request) -> web.StreamResponse:
