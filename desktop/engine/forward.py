@@ -294,9 +294,7 @@ async def send_with_pool_retry(
                 and replayable
                 and not isinstance(exc, aiohttp.ClientConnectorError)
             ):
-                log.debug(
-                    "pooled connection to %s failed; retrying on a new one", upstream.label
-                )
+                log.debug("pooled connection to %s failed; retrying on a new one", upstream.label)
                 continue
             raise map_client_error(exc, target=upstream.label) from exc
         except aiohttp.WSServerHandshakeError:
@@ -309,16 +307,24 @@ async def send_with_pool_retry(
 
 
 async def forward_http(
-    request: web.BaseRequest, upstream: Upstream, record: RequestRecord
+    request: web.BaseRequest,
+    upstream: Upstream,
+    record: RequestRecord,
+    *,
+    path: str | None = None,
+    local_prefix: str = "",
 ) -> web.StreamResponse:
-    """Send ``request`` to ``upstream`` and stream its answer to the client."""
+    """Send ``request`` to ``upstream`` at ``path`` (default: the client's raw path; a route
+    cut ``local_prefix`` off it) and stream its answer to the client."""
     try:
-        upstream_response = await open_upstream(request, upstream, await take_body(request), path=request.raw_path)
+        upstream_response = await open_upstream(
+            request, upstream, await take_body(request), path=request.raw_path if path is None else path
+        )
     except ProxyError as exc:
         record.note = exc.code
         record.error = exc.message
         return exc.to_response()
-    return await pass_response(request, upstream, record, upstream_response)
+    return await pass_response(request, upstream, record, upstream_response, local_prefix=local_prefix)
 
 
 async def pass_response(

@@ -28,7 +28,7 @@ from desktop.engine.addresses import HEALTH_PATH, RESERVED_PREFIX, host_port, li
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
-from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed
+from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed, local_prefix_of
 from desktop.engine.forward import NO_BODY, RequestRecord, forward_http, take_body
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
@@ -236,6 +236,12 @@ class ProxyService:
         assert self._upstream is not None
         return self._upstream
 
+    def _release(self, upstream: Upstream) -> None:
+        """A request on ``upstream`` ended: close it if it was retired and this was its last."""
+        upstream.active -= 1
+        if upstream.retired and upstream.active == 0:
+            self._close_upstream(upstream)
+
     def _close_upstream(self, upstream: Upstream) -> None:
         task = asyncio.get_running_loop().create_task(upstream.close(), name="close-upstream")
         self._closing.add(task)
@@ -362,9 +368,7 @@ class ProxyService:
                 )
             return await forward_http(request, upstream, record)
         finally:
-            upstream.active -= 1
-            if upstream.retired and upstream.active == 0:
-                self._close_upstream(upstream)
+            self._release(upstream)
             self._note_condition(upstream, record.status, record.note, record.error)
 
     async def _dispatch_routed(
@@ -374,6 +378,23 @@ class ProxyService:
         upgrade = is_websocket_upgrade(request.raw_headers)
         if upgrade and self._stopping:
             return _stopping_answer()
+        if not upgrade and not routing.table.reads_models:
+            # Routed by its path alone: a route with no fallback goes out as a request without
+            # routes does (the body streams or is held as usual), only to its target and path.
+            raw_path, _, query = request.raw_path.partition("?")
+            route = routing.table.route(raw_path, query, None, upgrade=False)
+            if not route.fallbacks:
+                record.chosen_by = route.chosen_by
+                upstream = self._upstream_named(route.target)
+                upstream.active += 1
+                record.target = upstream.label
+                try:
+                    return await forward_http(
+                        request, upstream, record, path=route.path, local_prefix=local_prefix_of(route)
+                    )
+                finally:
+                    self._release(upstream)
+                    self._note_condition(upstream, record.status, record.note, record.error)
         try:
             body = NO_BODY if upgrade else await take_body(request)
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
@@ -423,9 +444,7 @@ class ProxyService:
             )
         finally:
             for upstream in used:
-                upstream.active -= 1
-                if upstream.retired and upstream.active == 0:
-                    self._close_upstream(upstream)
+                self._release(upstream)
             for upstream, status, note, error in record.outcomes or ():
                 self._note_condition(upstream, status, note, error)
             if record.answered_by is not None:
