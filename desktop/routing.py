@@ -61,6 +61,7 @@ _GEMINI_MODEL = re.compile(r"/models/([^/:]+):[A-Za-z]+\Z")
 # Azure serves, whatever the body's "model" says.
 _AZURE_DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
 _DECODER = json.JSONDecoder()
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,15 @@ class ClaimProblem:
     message: str
 
 
+def _covers(earlier: str, later: str) -> bool:
+    """Whether matching ``later``'s text against ``earlier`` tells that ``earlier`` takes every
+    model ``later`` names: ``later`` has no wildcard, or neither has any but '*' (each '*'-free
+    piece of ``earlier`` then lies within a '*'-free piece of ``later``, in order)."""
+    if not any(char in later for char in "*?["):
+        return True
+    return not any(char in pattern for pattern in (earlier, later) for char in "?[")
+
+
 def claim_problems(claims: Iterable[TargetClaims]) -> list[ClaimProblem]:
     """Every problem of ``claims`` taken together, in declaration order: a prefix or glob that
     cannot be one, a prefix overlapping an earlier one, a glob claimed twice, an empty model_map
@@ -171,13 +181,16 @@ def claim_problems(claims: Iterable[TargetClaims]) -> list[ClaimProblem]:
             owner = next((name for other, name in globs if other == glob), None)
             if problem is None and owner is not None:
                 problem = f"model glob {glob!r} is claimed by both target {owner!r} and target {claim.name!r}"
-            # An earlier glob of another target that takes this one's text takes every model it
-            # names (gpt-* before gpt-4o): this claim could never match.
+            # A claim an earlier glob of another target takes whole could never match (gpt-4o
+            # or gpt-4o* after gpt-*). Told by matching this glob's text against the earlier one
+            # only where that is sound: this one an exact name, or both written with '*' alone
+            # (with '?' or '[...]' it is not: "gpt-[!3]*" matches the text "gpt-*", yet
+            # gpt-3.5 is left for it).
             shadow = next(
                 (
                     (other, name)
                     for other, name in globs
-                    if name != claim.name and fnmatch.fnmatchcase(glob, other)
+                    if name != claim.name and _covers(other, glob) and fnmatch.fnmatchcase(glob, other)
                 ),
                 None,
             )
@@ -393,15 +406,17 @@ def replace_model(body: bytes, sent: str) -> bytes | None:
     """The JSON object ``body`` with its top-level "model" value replaced by ``sent``, byte for
     byte elsewhere; None when that cannot be done faithfully.
 
-    Only a UTF-8 body without a byte-order mark is renamed (RFC 8259 §8.1: JSON exchanged
-    between systems must be UTF-8): its members are walked with the decoder's ``raw_decode``
+    Only a UTF-8 body is renamed (RFC 8259 §8.1: JSON exchanged between systems must be
+    UTF-8; a byte-order mark before it is kept): its members are walked with the decoder's ``raw_decode``
     and every top-level "model" value's characters are swapped (all of them: servers differ
     on which of duplicate names they read). Re-encoding any other body would change what it
     says (numbers rounded, an encoding the Content-Type does not name), so it goes unrenamed.
     """
     encoded = json.dumps(sent, ensure_ascii=False)
+    # A UTF-8 byte-order mark (which RFC 8259 §8.1 lets a reader ignore) stays where it is.
+    mark = _UTF8_BOM if body.startswith(_UTF8_BOM) else b""
     try:
-        text = body.decode("utf-8")
+        text = body[len(mark) :].decode("utf-8")
         spans = _model_spans(text)
     except (UnicodeDecodeError, ValueError):
         return None
@@ -409,7 +424,7 @@ def replace_model(body: bytes, sent: str) -> bytes | None:
         return None
     for start, end in reversed(spans):
         text = text[:start] + encoded + text[end:]
-    return text.encode("utf-8")
+    return mark + text.encode("utf-8")
 
 
 def _skip_space(text: str, index: int) -> int:

@@ -257,7 +257,6 @@ def test_model_map_renames_only_the_top_level_model(held: bytes, expected: bytes
     "held",
     [
         '{"model": "gpt-4o", "x": 0.10000000000000000555}'.encode("utf-16"),
-        b'\xef\xbb\xbf{"model": "gpt-4o", "n": 1e400}',
         '{"model": "gpt-4o", "x": "\\ud800"}'.encode("utf-16"),
     ],
 )
@@ -480,7 +479,16 @@ def test_a_glob_an_earlier_one_of_another_target_takes_whole_is_refused() -> Non
     assert [(p.target, p.item) for p in problems] == [("gateway", 0), ("gateway", 1), ("more", 0)]
     assert "'gpt-4o' never matches: 'gpt-*' of target 'openai' is declared first" in problems[0].message
     assert "put [targets.gateway] before [targets.openai]" in problems[0].message
-    # The same target repeating itself narrower is redundant, not wrong; a later broader glob is fine.
+    # The same target repeating itself narrower is redundant, not wrong; a later broader glob is
+    # fine, and so is a glob that only looks covered (gpt-3.5 reaches "gpt-*" here).
+    assert (
+        claim_problems([TargetClaims("a", models=("gpt-[!3]*",)), TargetClaims("b", models=("gpt-*", "o?"))])
+        == []
+    )
+    assert (
+        claim_problems([TargetClaims("a", models=("*-[0-9]*",)), TargetClaims("b", models=("o[0-9]*",))])
+        == []
+    )
     assert (
         claim_problems([TargetClaims("a", models=("gpt-*", "gpt-4o")), TargetClaims("b", models=("*",))])
         == []
@@ -497,3 +505,9 @@ def test_a_name_renamed_in_the_path_is_percent_encoded_as_in_the_query() -> None
     )
     route = table.route("/v1beta/models/gemini-pro:generateContent", "alt=sse", None, upgrade=False)
     assert route.path == "/v1beta/models/google%2Fgemini%20pro:generateContent?alt=sse"
+
+
+def test_a_body_with_a_utf8_byte_order_mark_is_renamed_and_keeps_it() -> None:
+    held = b'\xef\xbb\xbf{"model": "gpt-4o", "n": 1e400}'
+    route = TABLE.route("/v1/chat/completions", "", held, upgrade=False)
+    assert route.body == b'\xef\xbb\xbf{"model": "openai/gpt-4o", "n": 1e400}'

@@ -20,7 +20,7 @@ from typing import Any
 
 from desktop.config import options
 from desktop.config.options import Option
-from desktop.redaction import redact_text
+from desktop.redaction import looks_like_key, redact_text
 
 __all__ = [
     "MAX_NESTING",
@@ -67,7 +67,20 @@ class Problem:
         """``path:line:col: message``, with any key a message quotes masked: a key pasted into
         the wrong place (a fallback's name, a prefix, ``active``) is quoted by the message that
         says so, which goes to the terminal, the log and the tray's notification."""
-        return f"{path}:{self.line}:{self.col}: {redact_text(self.message)}"
+        return f"{path}:{self.line}:{self.col}: {mask_quoted_keys(self.message)}"
+
+
+# A value a message quotes: 'name'.
+_QUOTED = re.compile(r"'([^'\n]+)'")
+
+
+def mask_quoted_keys(message: str) -> str:
+    """``message`` with every key in it masked: the shapes the redactor knows, and a quoted
+    value shaped like a key (gsk_..., xai-..., a bare 32-character key) that was pasted where a
+    name goes."""
+    return _QUOTED.sub(
+        lambda found: "'***'" if looks_like_key(found.group(1)) else found.group(0), redact_text(message)
+    )
 
 
 class ConfigError(ValueError):

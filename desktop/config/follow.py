@@ -25,7 +25,7 @@ from desktop.config.localtoken import LocalTokenError, ensure_token, load_token,
 from desktop.config.model import Listener, LogSettings, ProxySettings, Routing, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config
-from desktop.redaction import CREDENTIAL_HEADERS
+from desktop.redaction import CREDENTIAL_HEADERS, is_credential_name, looks_like_key
 from desktop.routing import RouteTable, TargetClaims
 
 __all__ = [
@@ -73,13 +73,7 @@ class Overrides:
         that carries a key (``--header "Authorization: Bearer ..."``) is for the target served
         by the main port (``chosen``): it never goes to the other targets routes and fallbacks
         reach, which are other services with keys of their own."""
-        headers = (
-            self.headers
-            if chosen
-            else tuple(
-                (name, value) for name, value in self.headers if name.lower() not in CREDENTIAL_HEADERS
-            )
-        )
+        headers = self.headers if chosen else tuple(item for item in self.headers if not _carries_key(*item))
         replaced = {name.lower() for name, _ in headers}
         kept = tuple((name, value) for name, value in base.add_headers if name.lower() not in replaced)
         return replace(
@@ -103,6 +97,13 @@ class Overrides:
             stop_grace_s=_given(self.stop_grace_s, base.stop_grace_s),
             access_log=base.access_log if self.access_log is None else self.access_log,
         )
+
+
+def _carries_key(name: str, value: Secret) -> bool:
+    """Whether the header ``name: value`` carries a key: a credential header's name (any API
+    key header, "Ocp-Apim-Subscription-Key" and "x-portkey-api-key" alike) or a value shaped
+    like one."""
+    return name.lower() in CREDENTIAL_HEADERS or is_credential_name(name) or looks_like_key(value.reveal())
 
 
 def _given(value: float | None, fallback: float) -> float:

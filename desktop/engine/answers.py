@@ -60,6 +60,14 @@ def _event_blocks(data: bytes) -> tuple[list[str], bool]:
     return ([tail] if tail.strip() else []), False
 
 
+def _after_last_block(data: bytes) -> bytes:
+    """What follows the last blank line of ``data``, its line ends made LF (as _event_blocks
+    reads them); all of ``data`` when it has none."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    at = text.rfind(b"\n\n")
+    return text if at < 0 else text[at + 2 :]
+
+
 def _first_event_error(data: bytes) -> bool:
     """True when the first SSE event in ``data`` (complete or not; comments skipped) is an
     error: named ``error`` (Anthropic, OpenAI Responses) or carrying a JSON object whose
@@ -99,7 +107,9 @@ async def first_bytes(response: aiohttp.ClientResponse, request_method: str) -> 
     encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     stream = _is_event_stream(response) and encoding in ("", "identity")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + FIRST_EVENT_WAIT_S
+    deadline = 0.0
+    # What follows the last whole block, all comments until then: only it is looked at again.
+    unread = b""
     while True:
         if pieces:
             # Past the first bytes the wait is bounded as a whole too: a target dripping a
@@ -116,12 +126,18 @@ async def first_bytes(response: aiohttp.ClientResponse, request_method: str) -> 
             piece = await body.readany()
         if not piece:
             break
+        if not pieces:
+            deadline = loop.time() + FIRST_EVENT_WAIT_S  # counted from the first bytes
         pieces.append(piece)
         size += len(piece)
         if not stream or size >= MAX_FIRST_EVENT_BYTES:
             break
-        if _event_blocks(b"".join(pieces))[1]:
+        unread += piece
+        if _event_blocks(unread)[1]:
             break  # the first event (past any comments) is whole
+        # Whole blocks so far were comments alone: they need no second look (a stream of
+        # keep-alive comments costs a pass over each once, not over all of them each time).
+        unread = _after_last_block(unread)
     data = b"".join(pieces)
     if not data:
         # Empty is a failure only where content was asked for and promised: a POST answered

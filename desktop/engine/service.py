@@ -14,7 +14,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from desktop.engine.condition import TargetCondition, classify, credentials_of, 
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
 from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed, local_prefix_of
-from desktop.engine.forward import NO_BODY, RequestRecord, forward_http, take_body
+from desktop.engine.forward import NO_BODY, RequestBody, RequestRecord, forward_http, take_body
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
@@ -37,6 +37,7 @@ from desktop.engine.server import HEADER_FIELD_LIMIT, REQUEST_LINE_LIMIT, ProxyS
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
 from desktop.redaction import display_target, redact_url, register_secrets
+from desktop.routing import Route, RouteTable, TargetClaims
 
 __all__ = ["ProxyService", "describe_target_change"]
 
@@ -400,24 +401,38 @@ class ProxyService:
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
             record.note = refused.code
             return refused.to_response()
-        # The routes as they are once the body is in (an edit may have come while it arrived).
-        routing = self._routing or routing
-        path, _, query = request.raw_path.partition("?")
-        table = routing.table
-        if body.held is not None and len(body.held) > ROUTE_IN_THREAD_BYTES and table.reads_models:
-            # Reading the model parses the JSON (once more per rename): for a large body that is
-            # milliseconds the loop would not serve anyone else.
-            routes = await asyncio.to_thread(table.attempts, path, query, body.held, upgrade=upgrade)
-        else:
-            routes = table.attempts(path, query, body.held, upgrade=upgrade)
-        record.chosen_by = routes[0].chosen_by
-        # Each target's pool as of now, held open until the request ends: it finishes where it
-        # began, even when the routes or the target change while it waits (a Retry-After, a slow
-        # first attempt), and never on a pool closed under it.
-        pools = {route.target: self._upstream_named(route.target) for route in routes}
+        # The routes and every target's pool as they are once the body is in (an edit or a
+        # switch may have come while it arrived), taken together and held open until the
+        # request ends: it finishes where it began, even when the routes or the target change
+        # while it waits (routing in a thread, a Retry-After, a slow first attempt), and never
+        # on a pool closed under it.
+        current = self._routing
+        assert self._upstream is not None  # _dispatch checked: not stopped
+        default_pool = self._upstream
+        pools = {self._target.name: default_pool, **self._routed}
         used = list(dict.fromkeys(pools.values()))
+
+        def upstream_for(name: str) -> Upstream:
+            # A name the routes give is the target's or a routed one's (set together on a
+            # switch); the target's own pool stands in should one ever not be.
+            return pools.get(name, default_pool)
+
         for upstream in used:
             upstream.active += 1
+        try:
+            if current is None:  # the routes are gone: to the target, as without them
+                routes: Sequence[Route] = (Route(self._target.name, request.raw_path, "default"),)
+                routing = Routing(
+                    RouteTable.build([TargetClaims(self._target.name)], default=self._target.name)
+                )
+            else:
+                routing = current
+                routes = await self._attempts(routing.table, request.raw_path, body, upgrade=upgrade)
+        except BaseException:
+            for upstream in used:
+                self._release(upstream)
+            raise
+        record.chosen_by = routes[0].chosen_by
 
         try:
             if upgrade:
@@ -427,7 +442,7 @@ class ProxyService:
                     routes,
                     self._websockets,
                     token_required=self._token_check is not None,
-                    upstream_for=pools.__getitem__,
+                    upstream_for=upstream_for,
                     routing=routing,
                     cooldowns=self._cooldowns,
                     on_failover=self._report_failover,
@@ -437,7 +452,7 @@ class ProxyService:
                 record,
                 routes,
                 body,
-                upstream_for=pools.__getitem__,
+                upstream_for=upstream_for,
                 routing=routing,
                 cooldowns=self._cooldowns,
                 on_failover=self._report_failover,
@@ -449,6 +464,18 @@ class ProxyService:
                 self._note_condition(upstream, status, note, error)
             if record.answered_by is not None:
                 self._note_condition(record.answered_by, record.status, record.note, record.error)
+
+    @staticmethod
+    async def _attempts(
+        table: RouteTable, raw_path: str, body: RequestBody, *, upgrade: bool
+    ) -> Sequence[Route]:
+        """``table.attempts`` for this request; in a worker thread for a large body read for
+        its model (the JSON is parsed once more per rename: milliseconds the loop would not
+        serve anyone else)."""
+        path, _, query = raw_path.partition("?")
+        if body.held is not None and len(body.held) > ROUTE_IN_THREAD_BYTES and table.reads_models:
+            return await asyncio.to_thread(table.attempts, path, query, body.held, upgrade=upgrade)
+        return table.attempts(path, query, body.held, upgrade=upgrade)
 
     def _note_condition(self, upstream: Upstream, status: int, note: str, error: str) -> None:
         """What ``upstream``'s answer (``status``, or the failure ``note``) says of its target."""

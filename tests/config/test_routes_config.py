@@ -130,7 +130,9 @@ def test_every_load_refuses_the_same_route_mistakes_at_the_same_places(tmp_path:
     path.write_text(ROUTE_MISTAKES, encoding="utf-8")
     with pytest.raises(ConfigError) as refused:
         load_config(path)
-    assert [problem.format(str(path)) for problem in refused.value.problems] == [f"{path}:{line}" for line in EXPECTED]
+    assert [problem.format(str(path)) for problem in refused.value.problems] == [
+        f"{path}:{line}" for line in EXPECTED
+    ]
 
 
 def test_a_file_with_good_routes_passes_and_keeps_its_claims_as_written(tmp_path: Path) -> None:
@@ -149,7 +151,9 @@ def test_a_file_with_good_routes_passes_and_keeps_its_claims_as_written(tmp_path
     assert gateway.prefixes == ("/gw", "/gateway")
     assert dict(gateway.model_map) == {"gpt-4o": "openai/gpt-4o", "o3": "openai/o3"}
     assert config.failover == Failover(retry_after_max_s=0.5, cooldown_s=0.0)
-    assert parse_config('[targets.a]\nurl = "http://x"\n').failover == Failover(retry_after_max_s=2.0, cooldown_s=30.0)
+    assert parse_config('[targets.a]\nurl = "http://x"\n').failover == Failover(
+        retry_after_max_s=2.0, cooldown_s=30.0
+    )
 
 
 def test_a_fallback_naming_a_target_with_a_mistake_of_its_own_is_not_called_unknown() -> None:
@@ -181,7 +185,9 @@ _ROUTE_VALUE = st.one_of(
 def test_any_routes_give_a_config_or_a_config_error(claims: dict[str, dict[str, object]]) -> None:
     """Whatever the route settings hold, the app gets a config or a ConfigError it can show,
     each problem at a line of the file, never a crash."""
-    text = tomlkit.dumps({"targets": {name: {"url": "http://127.0.0.1:9", **table} for name, table in claims.items()}})
+    text = tomlkit.dumps(
+        {"targets": {name: {"url": "http://127.0.0.1:9", **table} for name, table in claims.items()}}
+    )
     try:
         parse_config(text)
     except ConfigError as exc:
@@ -207,7 +213,7 @@ def test_editing_a_targets_routes_does_not_run_its_key_command_again(tmp_path: P
     the key is for (its URL) does."""
     command, counter = counting_command(tmp_path)
     target = (
-        f"active = \"a\"\n[targets.a]\nurl = \"http://127.0.0.1:9\"\nkey = {{ command = '{command}' }}\n"
+        f'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nkey = {{ command = \'{command}\' }}\n'
         'headers = { Authorization = "Bearer {key}" }\n'
     )
     path = tmp_path / "config.toml"
@@ -234,7 +240,9 @@ def test_editing_a_targets_routes_does_not_run_its_key_command_again(tmp_path: P
 def _plan(tmp_path: Path, text: str, *, chosen: str | None = None) -> Plan:
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
-    return plan_for(read_config(path, Overrides(), chosen=chosen), path, Overrides(), KeyReader(), chosen=chosen)
+    return plan_for(
+        read_config(path, Overrides(), chosen=chosen), path, Overrides(), KeyReader(), chosen=chosen
+    )
 
 
 def _where(routing: Routing | None, path: str, body: dict[str, str] | None = None) -> list[tuple[str, str]]:
@@ -276,14 +284,19 @@ def test_the_main_port_routes_by_every_claim_and_reaches_only_what_the_routes_na
     assert plan.target.name == "ollama"
     assert [target.name for target in routing.targets] == ["openai", "anthropic", "gateway"]
     gateway = routing.targets[2]
-    assert [(name, value.reveal()) for name, value in gateway.add_headers] == [("Authorization", "Bearer key-1")]
+    assert [(name, value.reveal()) for name, value in gateway.add_headers] == [
+        ("Authorization", "Bearer key-1")
+    ]
     assert gateway.url == "https://gw.example/openai"
     assert (routing.retry_after_max_s, routing.cooldown_s) == (1.5, 12.0)
     assert _where(routing, "/v1/chat/completions", {"model": "gpt-4o"}) == [
         ("openai", "/v1/chat/completions gpt-4o"),
         ("gateway", "/v1/chat/completions openai/gpt-4o"),
     ]
-    assert _where(routing, "/v1/chat/completions", {"model": "o3-mini"})[0] == ("openai", "/v1/chat/completions o3-mini")
+    assert _where(routing, "/v1/chat/completions", {"model": "o3-mini"})[0] == (
+        "openai",
+        "/v1/chat/completions o3-mini",
+    )
     assert _where(routing, "/anthropic/v1/messages?beta=true") == [("anthropic", "/v1/messages?beta=true")]
     assert _where(routing, "/v1/messages", {"model": "claude-sonnet-4-5"}) == [
         ("anthropic", "/v1/messages claude-sonnet-4-5")
@@ -294,7 +307,9 @@ def test_the_main_port_routes_by_every_claim_and_reaches_only_what_the_routes_na
     assert plan.key_problems == {}
 
 
-def test_choosing_another_target_makes_it_the_default_and_a_file_without_routes_has_none(tmp_path: Path) -> None:
+def test_choosing_another_target_makes_it_the_default_and_a_file_without_routes_has_none(
+    tmp_path: Path,
+) -> None:
     """The chosen target is the main port's default route, whatever claims it has; a file with
     no route claims plans exactly as before routes existed (no routing on any port), and a chosen
     target with only fallbacks gets routing for them."""
@@ -334,7 +349,10 @@ def test_a_targets_own_port_keeps_only_its_model_map_and_fallbacks(tmp_path: Pat
     assert gw is not None
     assert gw.routing is not None
     assert [target.name for target in gw.routing.targets] == ["backup"]
-    assert _where(gw.routing, "/gw/v1/chat", {"model": "m"}) == [("gw", "/gw/v1/chat gw/m"), ("backup", "/gw/v1/chat backup/m")]
+    assert _where(gw.routing, "/gw/v1/chat", {"model": "m"}) == [
+        ("gw", "/gw/v1/chat gw/m"),
+        ("backup", "/gw/v1/chat backup/m"),
+    ]
     plain = plan.own("plain")
     assert plain is not None
     assert plain.routing is None
@@ -346,7 +364,9 @@ def test_a_targets_own_port_keeps_only_its_model_map_and_fallbacks(tmp_path: Pat
     ]
 
 
-def test_a_failing_key_command_runs_once_per_plan_for_a_target_both_routed_and_on_its_own_port(tmp_path: Path) -> None:
+def test_a_failing_key_command_runs_once_per_plan_for_a_target_both_routed_and_on_its_own_port(
+    tmp_path: Path,
+) -> None:
     """A target reached by a route and served on a port of its own has its key read once for
     the plan, not once per port: a failing command (an SSO page, a locked password manager) is
     not run twice in a row."""
@@ -363,8 +383,8 @@ def test_a_failing_key_command_runs_once_per_plan_for_a_target_both_routed_and_o
     plan = _plan(
         tmp_path,
         'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n'
-        f"[targets.b]\nurl = \"http://127.0.0.1:10\"\nport = 8001\nprefix = \"/b\"\n"
-        f"key = {{ command = '\"{sys.executable}\" \"{script}\"' }}\nheaders = {{ Authorization = \"Bearer {{key}}\" }}\n",
+        f'[targets.b]\nurl = "http://127.0.0.1:10"\nport = 8001\nprefix = "/b"\n'
+        f'key = {{ command = \'"{sys.executable}" "{script}"\' }}\nheaders = {{ Authorization = "Bearer {{key}}" }}\n',
     )
     assert counter.read_text() == "1"
     assert "b" in plan.key_problems
@@ -397,10 +417,15 @@ def test_a_bad_routes_edit_keeps_the_last_good_routes_and_says_where(tmp_path: P
     path.write_text(good_text, encoding="utf-8")
     keys = KeyReader()
     good = plan_for(read_config(path, Overrides()), path, Overrides(), keys)
-    path.write_text(good_text.replace('["backup"]', '["backup", "bakup"]') + 'prefix = "/b"\n', encoding="utf-8")
+    path.write_text(
+        good_text.replace('["backup"]', '["backup", "bakup"]') + 'prefix = "/b"\n', encoding="utf-8"
+    )
     kept, _ = follow(path, Overrides(), keys, good)
     assert kept.listeners == good.listeners
-    assert kept.config_error == f"{path}:4:24: target 'a': fallback 'bakup' is not a target; did you mean 'backup'?"
+    assert (
+        kept.config_error
+        == f"{path}:4:24: target 'a': fallback 'bakup' is not a target; did you mean 'backup'?"
+    )
     path.write_text(good_text + 'prefix = "/b"\n', encoding="utf-8")
     fixed, _ = follow(path, Overrides(), keys, kept)
     assert fixed.config_error is None
@@ -432,7 +457,9 @@ def test_while_serving_a_bad_routes_edit_keeps_the_running_routes_and_a_fixed_on
             assert client.get("/b/v1/models").status_code == 200
             assert client.get("/v1/models").status_code == 200
 
-            path.write_text(f'{head}prefix = "/b/x"\n[targets.b]\nurl = "{b.url}"\nprefix = "/b"\n', encoding="utf-8")
+            path.write_text(
+                f'{head}prefix = "/b/x"\n[targets.b]\nurl = "{b.url}"\nprefix = "/b"\n', encoding="utf-8"
+            )
             assert wait_until(lambda: controller.status.config_error is not None, timeout_s=FOLLOW_TIMEOUT_S)
             assert controller.status.config_error == (
                 f"{path}:10:10: target 'b': prefix '/b' overlaps prefix '/b/x' of target 'a'"
@@ -494,7 +521,9 @@ def test_the_first_run_file_offers_routes_that_work_once_uncommented(tmp_path: P
     assert result.returncode == 0, result.stderr
     routing = _plan(tmp_path, text).main.routing
     assert _where(routing, "/anthropic/v1/messages") == [("anthropic", "/v1/messages")]
-    assert _where(routing, "/v1/messages", {"model": "claude-haiku-4-5"}) == [("anthropic", "/v1/messages claude-haiku-4-5")]
+    assert _where(routing, "/v1/messages", {"model": "claude-haiku-4-5"}) == [
+        ("anthropic", "/v1/messages claude-haiku-4-5")
+    ]
     assert _where(routing, "/v1/models") == [("openai", "/v1/models")]
 
 
@@ -502,15 +531,17 @@ def test_a_key_pasted_where_a_name_goes_is_masked_in_the_message_that_quotes_it(
     """A key pasted as a fallback, a prefix or ``active`` is quoted by the message that says it
     is not a target: config check, the log and the tray's notification show it masked."""
     key = "sk-or-v1-0123456789abcdefGATEWAYSECRET"
+    groq, bare = "gsk_" + "Zq3v8mKx0fP1s9TbW2nYcR7uLd4hGe6A", "0f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e"
     path = tmp_path / "config.toml"
     path.write_text(
         f'active = "{key}"\n'
         '[targets.openai]\nurl = "http://127.0.0.1:1"\n'
-        f'fallbacks = ["{key}"]\nprefix = "{key}"\n'
+        f'fallbacks = ["{key}", "{groq}", "{bare}"]\nprefix = "{key}"\n'
     )
     result = run_cli("config", "check", "--config", str(path))
     assert result.returncode == 1
-    assert key not in result.stdout + result.stderr
+    for pasted in (key, groq, bare):
+        assert pasted not in result.stdout + result.stderr
     assert "is not a target" in result.stderr
     assert result.stderr.count(f"{path}:") >= 3, result.stderr
 
@@ -528,7 +559,14 @@ def test_a_key_header_given_on_the_command_line_goes_only_to_the_chosen_target(t
         '[targets.anthropic]\nurl = "http://127.0.0.1:2"\nprefix = "/anthropic"\n'
         '[targets.gateway]\nurl = "http://127.0.0.1:3"\n'
     )
-    overrides = Overrides(headers=(("Authorization", Secret("Bearer sk-flag")), ("X-Trace", Secret("on"))))
+    overrides = Overrides(
+        headers=(
+            ("Authorization", Secret("Bearer sk-flag")),
+            ("Ocp-Apim-Subscription-Key", Secret("abc")),
+            ("X-Gateway-Auth", Secret("0f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e")),
+            ("X-Trace", Secret("on")),
+        )
+    )
     plan = plan_for(read_config(path, overrides), path, overrides, KeyReader())
     assert plan.main.routing is not None
     headers = {
@@ -536,7 +574,12 @@ def test_a_key_header_given_on_the_command_line_goes_only_to_the_chosen_target(t
         for target in (plan.target, *plan.main.routing.targets)
     }
     assert headers == {
-        "openai": {"Authorization": "Bearer sk-flag", "X-Trace": "on"},
+        "openai": {
+            "Authorization": "Bearer sk-flag",
+            "Ocp-Apim-Subscription-Key": "abc",
+            "X-Gateway-Auth": "0f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e",
+            "X-Trace": "on",
+        },
         "anthropic": {"X-Trace": "on"},
         "gateway": {"X-Trace": "on"},
     }

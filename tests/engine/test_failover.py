@@ -82,6 +82,23 @@ class Scripted:
             await response.write(b"tial\n\n")
             await response.write_eof()
             return response
+        if fault == "late error":  # a comment when headers go, the error event a while later
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await asyncio.sleep(0.6)
+            await response.write(b": PROCESSING\n\n")
+            await asyncio.sleep(0.3)
+            await response.write(b"event: error\ndata: {}\n\n")
+            await response.write_eof()
+            return response
+        if fault == "comments":  # many keep-alive comments before the first event
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for _ in range(3000):
+                await response.write(b": .\n\n")
+            await response.write(b"data: done\n\n")
+            await response.write_eof()
+            return response
         if fault in ("sse", "sse error", "sse null error", "cut"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -484,4 +501,69 @@ async def test_a_first_event_that_drips_is_passed_on_after_a_bounded_wait(
         assert await r.content.readexactly(9) == b"data: par"
         assert loop.time() - started < 1.5  # not held until the event ends (2.5 s)
         assert await r.read() == b"tial\n\n"
+    assert targets["openrouter"].seen == []
+
+
+async def test_a_switch_while_the_body_arrives_sends_it_by_the_routes_of_when_it_is_in(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """The routes are read once the body is in, together with the pools: a switch to a target
+    without routes meanwhile sends the request there as a request without routes goes (path and
+    body as sent), never down the old routes with the new target's key."""
+    service = await serve(routing_for(targets, *CLAIMS))
+    gate = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"model": "claude-x", '
+        await gate.wait()
+        yield b'"max_tokens": 5}'
+
+    length = len(b'{"model": "claude-x", "max_tokens": 5}')
+    async with aiohttp.ClientSession() as session:
+        sending = asyncio.ensure_future(
+            session.post(
+                f"http://127.0.0.1:{service.port}/v1/messages",
+                data=slow_body(),
+                headers={"Content-Length": str(length), "Content-Type": "application/json"},
+            )
+        )
+        await asyncio.sleep(0.3)  # the head and the first bytes are in
+        openrouter = targets["openrouter"].target
+        assert openrouter is not None
+        service.set_target(openrouter)
+        service.set_routing(None)
+        gate.set()
+        response = await asyncio.wait_for(sending, WAIT_S)
+        assert response.status == 200
+        assert (await response.json())["target"] == "openrouter"
+        response.release()
+    _, headers, sent = targets["openrouter"].seen[0]
+    assert headers["Authorization"] == "Bearer key-of-openrouter"
+    assert json.loads(sent) == {"model": "claude-x", "max_tokens": 5}  # not renamed for another target
+    assert targets["anthropic"].seen == []
+
+
+async def test_the_first_event_bound_counts_from_the_first_bytes_not_the_headers(
+    targets: dict[str, Scripted], serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers at once, a comment after 0.6 s, the error event 0.3 s later: with a 0.5 s bound
+    from the first bytes the error is seen and the fallback answers."""
+    monkeypatch.setattr(answers, "FIRST_EVENT_WAIT_S", 0.5)
+    targets["anthropic"].faults.append("late error")
+    service = await serve(routing_for(targets, *CLAIMS))
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 200
+    assert json.loads(body)["target"] == "openrouter"
+
+
+async def test_keep_alive_comments_before_the_first_event_reach_the_tool_whole(
+    targets: dict[str, Scripted], serve: Callable[..., Any]
+) -> None:
+    """3000 comments (18 KB) before the first event, looked at while the event is awaited:
+    every byte reaches the tool, in order, and the fallback is not asked."""
+    targets["anthropic"].faults.append("comments")
+    service = await serve(routing_for(targets, *CLAIMS))
+    status, _, body = await post(service.port, "/anthropic/v1/messages", {})
+    assert status == 200
+    assert body == b": .\n\n" * 3000 + b"data: done\n\n"
     assert targets["openrouter"].seen == []
