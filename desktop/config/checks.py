@@ -20,7 +20,7 @@ from typing import Any
 
 from desktop.config import options
 from desktop.config.options import Option
-from desktop.redaction import looks_like_key, redact_text
+from desktop.redaction import MASK, looks_like_key, redact_text
 
 __all__ = [
     "MAX_NESTING",
@@ -78,9 +78,15 @@ def mask_quoted_keys(message: str) -> str:
     """``message`` with every key in it masked: the shapes the redactor knows, and a quoted
     value shaped like a key (gsk_..., xai-..., a bare 32-character key) that was pasted where a
     name goes."""
-    return _QUOTED.sub(
-        lambda found: "'***'" if looks_like_key(found.group(1)) else found.group(0), redact_text(message)
-    )
+
+    def masked(found: re.Match[str]) -> str:
+        value = found.group(1)
+        # A URL the redactor has masked the credentials of is shown as it now is.
+        if MASK in value or "://" in value or not looks_like_key(value):
+            return found.group(0)
+        return f"'{MASK}'"
+
+    return _QUOTED.sub(masked, redact_text(message))
 
 
 class ConfigError(ValueError):

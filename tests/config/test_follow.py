@@ -86,7 +86,9 @@ def test_reading_and_planning_write_nothing_tending_does(tmp_path: Path) -> None
 def test_a_bad_edit_keeps_the_last_good_plan_and_says_where(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", 'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n')
     keys = KeyReader()
-    good, _ = follow(path, Overrides(), keys, plan_for(read_config(path, Overrides()), path, Overrides(), keys))
+    good, _ = follow(
+        path, Overrides(), keys, plan_for(read_config(path, Overrides()), path, Overrides(), keys)
+    )
     assert good.config_error is None
     assert good.target.url == "http://127.0.0.1:9"
 
@@ -98,7 +100,10 @@ def test_a_bad_edit_keeps_the_last_good_plan_and_says_where(tmp_path: Path) -> N
     assert notices == []
 
     # A target pinned on the command line (serve --target b) that a save removed.
-    write(path, 'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n[targets.b]\nurl = "http://127.0.0.1:10"\n')
+    write(
+        path,
+        'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\n[targets.b]\nurl = "http://127.0.0.1:10"\n',
+    )
     pinned, _ = follow(path, Overrides(), keys, good, chosen="b")
     assert pinned.chosen == "b"
     assert pinned.target.url == "http://127.0.0.1:10"
@@ -120,11 +125,13 @@ def test_an_unknown_chosen_target_names_the_known_ones_without_reading_twice(tmp
         read_config(write(path, "active = \n"), Overrides())
 
 
-def test_a_key_command_runs_once_per_changed_entry_and_refreshes_at_most_once_an_interval(tmp_path: Path) -> None:
+def test_a_key_command_runs_once_per_changed_entry_and_refreshes_at_most_once_an_interval(
+    tmp_path: Path,
+) -> None:
     command, counter = counting_command(tmp_path)
     path = write(
         tmp_path / "config.toml",
-        f"active = \"a\"\n[targets.a]\nurl = \"http://127.0.0.1:9\"\nkey = {{ command = '{command}' }}\n"
+        f'active = "a"\n[targets.a]\nurl = "http://127.0.0.1:9"\nkey = {{ command = \'{command}\' }}\n'
         'headers = { Authorization = "Bearer {key}" }\n',
     )
     clock = Clock()
@@ -176,8 +183,13 @@ def test_flags_win_over_the_file_for_every_listener_and_target(tmp_path: Path) -
     assert (own.own, own.settings.port, own.settings.hosts) == ("b", 8101, ("127.0.0.1",))
     assert "devbox.local" in main.settings.allowed_hosts
     assert "localhost" in main.settings.allowed_hosts
+    # A key given with --header is the chosen target's alone: b, on a port of its own, is
+    # another service and keeps no key of it (it adds none of its own here).
+    assert [(name, value.reveal()) for name, value in main.target.add_headers] == [
+        ("authorization", "Bearer flag")
+    ]
+    assert own.target.add_headers == ()
     for target in (main.target, own.target):
-        assert [(name, value.reveal()) for name, value in target.add_headers] == [("authorization", "Bearer flag")]
         assert target.connect_timeout_s == 1.5
         assert not target.verify_tls
     assert plan.chosen == "a"
@@ -191,7 +203,10 @@ def test_an_unusable_token_file_is_reported_once_per_reading(
 ) -> None:
     """A folder where the token file should be: the proxy refuses every request (no token in
     the settings), and the log says why once, not once per step (found by the attacker trial)."""
-    path = write(tmp_path / "config.toml", 'active = "a"\n[security]\nrequire_token = true\n[targets.a]\nurl = "http://127.0.0.1:9"\n')
+    path = write(
+        tmp_path / "config.toml",
+        'active = "a"\n[security]\nrequire_token = true\n[targets.a]\nurl = "http://127.0.0.1:9"\n',
+    )
     token_path(path).mkdir()
     config = read_config(path, Overrides())
     with caplog.at_level("ERROR", logger="trayproxy.config"):
