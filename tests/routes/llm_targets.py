@@ -42,6 +42,7 @@ from aiohttp import web
 
 __all__ = [
     "CUT_AFTER_EVENTS",
+    "MESSAGE_PIECES",
     "STREAM_EVENTS",
     "Received",
     "TargetLog",
@@ -49,6 +50,8 @@ __all__ = [
     "llm_app",
 ]
 
+# How a streamed Messages answer splits ``hello from NAME`` (the last delta is `` NAME``).
+MESSAGE_PIECES = ("hello", " from")
 # The cut stream: 60 events announced, the connection dropped after 40 (issue 14's matrix).
 STREAM_EVENTS = 60
 CUT_AFTER_EVENTS = 40
@@ -69,7 +72,7 @@ class Received:
     body: bytes
     at: float  # time.monotonic() when it arrived
     step: str = ""  # the fault step it was answered with (fault_app only)
-    answer: bytes = b""  # the body the target answered with (llm_app JSON answers only)
+    answer: bytes = b""  # the body the target answered with (llm_app's LLM answers only)
 
     def header(self, name: str) -> list[str]:
         """Every value of header ``name`` (any case), in order."""
@@ -117,12 +120,16 @@ async def _receive(request: web.Request, *, step: str = "") -> Received:
     )
 
 
-def _model_of(body: bytes) -> str:
+def _document_of(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
     except ValueError:
-        return ""
-    model = document.get("model") if isinstance(document, dict) else None
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _model_of(body: bytes) -> str:
+    model = _document_of(body).get("model")
     return model if isinstance(model, str) else ""
 
 
@@ -158,12 +165,37 @@ def _message(name: str, model: str) -> dict[str, Any]:
     }
 
 
+def _message_events(name: str, model: str) -> list[bytes]:
+    """An Anthropic Messages answer as the server-sent events the anthropic SDK parses (the
+    message, its one text block, the deltas, the stop): ``hello from NAME`` in three deltas."""
+    start = {**_message(name, model), "content": [], "stop_reason": None}
+    start["usage"] = {"input_tokens": 1, "output_tokens": 0}
+    deltas = [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in (*MESSAGE_PIECES, f" {name}")
+    ]
+    events = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *deltas,
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": len(deltas)},
+        },
+        {"type": "message_stop"},
+    ]
+    return [f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events]
+
+
 def llm_app(name: str, log: TargetLog | None = None) -> web.Application:
     """A target called ``name``: ``POST .../chat/completions`` and ``.../messages`` answer as
-    OpenAI and Anthropic do (model as received, text ``hello from NAME``); ``GET .../redirect?to=``
-    answers 302 to ``to`` with ``{self}`` replaced by this target's own ``http://host:port``; a
-    WebSocket upgrade on any path first sends ``{"target", "path", "authorization"}`` then
-    echoes; anything else answers a JSON record of what it received."""
+    OpenAI and Anthropic do (model as received, text ``hello from NAME``; ``.../messages`` with
+    ``"stream": true`` as Anthropic's event stream, each event written on its own);
+    ``GET .../redirect?to=`` answers 302 to ``to`` with ``{self}`` replaced by this target's
+    own ``http://host:port``; a WebSocket upgrade on any path first sends ``{"target", "path",
+    "authorization"}`` then echoes; anything else answers a JSON record of what it received."""
     app = web.Application(client_max_size=0)
     app[LOG] = log or TargetLog(name)
 
@@ -176,6 +208,8 @@ def llm_app(name: str, log: TargetLog | None = None) -> web.Application:
             request.app[LOG].add(received)
             location = request.query["to"].replace("{self}", f"http://{request.host}")
             return web.Response(status=302, headers={"Location": location})
+        if path.endswith("/messages") and _document_of(received.body).get("stream") is True:
+            return await _stream_events(request, received, _message_events(name, _model_of(received.body)))
         if path.endswith("/chat/completions"):
             document = _chat_completion(name, _model_of(received.body))
         elif path.endswith("/messages"):
@@ -185,6 +219,16 @@ def llm_app(name: str, log: TargetLog | None = None) -> web.Application:
         answer = json.dumps(document).encode()
         request.app[LOG].add(Received(**{**received.__dict__, "answer": answer}))
         return web.Response(body=answer, content_type="application/json")
+
+    async def _stream_events(
+        request: web.Request, received: Received, events: list[bytes]
+    ) -> web.StreamResponse:
+        request.app[LOG].add(Received(**{**received.__dict__, "answer": b"".join(events)}))
+        response = await _sse_start(request)
+        for event in events:
+            await response.write(event)
+        await response.write_eof()
+        return response
 
     async def _websocket(request: web.Request) -> web.WebSocketResponse:
         request.app[LOG].add(await _receive(request))

@@ -24,6 +24,7 @@ import pytest
 from background import BackgroundServer, wait_until
 from llm_targets import CUT_AFTER_EVENTS, TargetLog, fault_app, llm_app
 from route_serve import ACCESS_LINE_TIMEOUT_S, RunningServe, StartServe
+from sdk_clients import PLACEHOLDER, anthropic_sdk
 from upstreams import dead_port
 from wsclients import ws_client
 
@@ -219,16 +220,20 @@ def test_a_429_with_a_short_retry_after_is_asked_again_after_that_wait(
 def test_a_529_on_a_model_route_fails_over_with_the_fallbacks_own_key_and_model_name(
     failover: Failover,
 ) -> None:
-    """Anthropic overloaded (529) on ``claude-*``: OpenRouter answers, with its own key (never
-    Anthropic's) and its own name for the model; the access line reads as in issue 14."""
-    with client() as http:
-        response = http.post(
-            f"{failover.serve.url}/v1/messages",
-            headers={"x-api-key": "placeholder", "anthropic-version": "2023-06-01", "X-Test-Case": "overloaded"},
-            json={"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+    """Anthropic overloaded (529) on ``claude-*``: the anthropic SDK gets OpenRouter's message
+    (its model name as OpenRouter sent it), OpenRouter having had its own key (never
+    Anthropic's, nor the tool's placeholder) and its own name for the model; the access line
+    reads as in issue 14."""
+    with anthropic_sdk(failover.serve.url, timeout_s=CLIENT_TIMEOUT_S) as claude:
+        message = claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Test-Case": "overloaded"},
         )
-    assert response.status_code == 200
-    assert response.json()["content"][0]["text"] == "hello from openrouter"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "hello from openrouter"
+    assert message.model == "anthropic/claude-sonnet-4.5"
     [at_anthropic] = failover.faults.tagged("overloaded")
     assert at_anthropic.raw_path == "/anthropic/529/v1/messages"
     assert at_anthropic.header("x-api-key") == [ANTHROPIC_KEY]
@@ -236,7 +241,9 @@ def test_a_529_on_a_model_route_fails_over_with_the_fallbacks_own_key_and_model_
     assert at_openrouter.raw_path == "/api/v1/messages"
     assert at_openrouter.header("Authorization") == [f"Bearer {OPENROUTER_KEY}"]
     assert at_openrouter.header("x-api-key") == []
-    assert ANTHROPIC_KEY not in " ".join(value for _, value in at_openrouter.headers)
+    values = " ".join(value for _, value in at_openrouter.headers)
+    assert ANTHROPIC_KEY not in values
+    assert PLACEHOLDER not in values
     assert at_openrouter.json()["model"] == "anthropic/claude-sonnet-4.5"
     assert at_openrouter.header("Content-Length") == [str(len(at_openrouter.body))]
     line = failover.serve.access_line('"POST /v1/messages"')

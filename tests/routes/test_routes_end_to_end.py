@@ -1,13 +1,14 @@
 """Routes on one port, through a real ``trayproxy serve`` (issue 14, "Done when").
 
 One main port serves several targets: ``gpt-*`` goes to one, ``claude-*`` to another, each with
-its own key and never the other's; ``/defm/...`` goes to the target claiming that prefix, the
-prefix stripped and the query kept, and a redirect from it comes back under the prefix; a
-WebSocket is relayed by prefix or by its ``?model=``; a ``model_map`` renames the model in the
-body the target gets and leaves the answer alone. Everything else reaches the chosen target as
-before. The openai SDK is the real one; the anthropic SDK is not among the test dependencies, so
-Anthropic's requests are made with httpx in the shape that SDK sends (``x-api-key``,
-``anthropic-version``, ``POST /v1/messages``).
+its own key and never the other's, streamed or not; the Anthropic target also claims the prefix
+``/anthropic`` (a tool's ``ANTHROPIC_BASE_URL=http://127.0.0.1:8000/anthropic``); ``/defm/...``
+goes to the target claiming that prefix, the prefix stripped and the query kept, and a redirect
+from it comes back under the prefix; a WebSocket is relayed by prefix or by its ``?model=``; a
+``model_map`` renames the model in the body the target gets and leaves the answer alone.
+Everything else reaches the chosen target as before. The openai and anthropic SDKs are the real
+ones; httpx makes only the requests no SDK sends (a curl, a chunked or exact body, Gemini's and
+Azure's paths).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import anthropic
 import httpx
 import openai
 import pytest
 from background import BackgroundServer
-from llm_targets import TargetLog, llm_app
+from llm_targets import MESSAGE_PIECES, Received, TargetLog, llm_app
 from route_serve import RunningServe, StartServe
+from sdk_clients import PLACEHOLDER, anthropic_sdk
 from wsclients import ws_client
 
 OPENAI_KEY = "sk-routes-openai-0123456789abcdef"
@@ -30,8 +33,6 @@ ANTHROPIC_KEY = "sk-ant-routes-anthropic-0123456789abcdef"
 OPENROUTER_KEY = "sk-or-routes-openrouter-0123456789abcdef"
 GEMINI_KEY = "AIza-routes-gemini-0123456789abcdef"
 KEYS = (OPENAI_KEY, ANTHROPIC_KEY, OPENROUTER_KEY, GEMINI_KEY)
-# What a tool sends as its own key when the proxy adds the real one.
-PLACEHOLDER = "added-by-trayproxy"
 CLIENT_TIMEOUT_S = 15.0
 TARGETS = ("chosen", "openai", "anthropic", "openrouter", "defm", "gemini")
 
@@ -70,6 +71,7 @@ url = "{urls["anthropic"]}"
 key = {{ env = "TP_ROUTES_ANTHROPIC_KEY" }}
 headers = {{ x-api-key = "{{key}}" }}
 models = ["claude-*"]
+prefix = "/anthropic"
 
 [targets.openrouter]
 url = "{urls["openrouter"]}/api"
@@ -115,9 +117,18 @@ def client() -> httpx.Client:
     return httpx.Client(trust_env=False, timeout=CLIENT_TIMEOUT_S)
 
 
+def assert_only_anthropics_key(received: Received) -> None:
+    """The Anthropic target got its own key in ``x-api-key`` and nobody else's: no other
+    target's key, no tool placeholder, no ``Authorization``."""
+    assert received.header("x-api-key") == [ANTHROPIC_KEY]
+    assert received.header("Authorization") == []
+    values = " ".join(value for _, value in received.headers)
+    assert not any(other in values for other in (OPENAI_KEY, OPENROUTER_KEY, GEMINI_KEY, PLACEHOLDER))
+
+
 def test_gpt_and_claude_reach_their_own_targets_on_one_port_each_with_its_own_key(routed: Routed) -> None:
     """One address for both SDKs: the openai SDK's ``gpt-*`` request reaches the OpenAI target
-    with the OpenAI key, an Anthropic-shaped ``claude-*`` request the Anthropic target with the
+    with the OpenAI key, the anthropic SDK's ``claude-*`` request the Anthropic target with the
     Anthropic key; neither target sees the other's key or the tool's placeholder, and the
     chosen (default) target sees neither request."""
     with client() as http:
@@ -129,14 +140,16 @@ def test_gpt_and_claude_reach_their_own_targets_on_one_port_each_with_its_own_ke
             messages=[{"role": "user", "content": "hi"}],
             extra_headers={"X-Test-Case": "sdks"},
         )
-        message = http.post(
-            f"{routed.serve.url}/v1/messages",
-            headers={"x-api-key": PLACEHOLDER, "anthropic-version": "2023-06-01", "X-Test-Case": "sdks"},
-            json={"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+    with anthropic_sdk(routed.serve.url, timeout_s=CLIENT_TIMEOUT_S) as claude:
+        message = claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Test-Case": "sdks"},
         )
     assert completion.choices[0].message.content == "hello from openai"
-    assert message.status_code == 200
-    assert message.json()["content"][0]["text"] == "hello from anthropic"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "hello from anthropic"
     assert routed.tagged("sdks") == {"chosen": 0, "openai": 1, "anthropic": 1, "openrouter": 0, "defm": 0, "gemini": 0}
 
     [at_openai] = routed.logs["openai"].tagged("sdks")
@@ -145,16 +158,99 @@ def test_gpt_and_claude_reach_their_own_targets_on_one_port_each_with_its_own_ke
     assert at_openai.header("x-api-key") == []
     [at_anthropic] = routed.logs["anthropic"].tagged("sdks")
     assert at_anthropic.raw_path == "/v1/messages"
-    assert at_anthropic.header("x-api-key") == [ANTHROPIC_KEY]
-    assert at_anthropic.header("Authorization") == []
-    for received, others in ((at_openai, (ANTHROPIC_KEY, PLACEHOLDER)), (at_anthropic, (OPENAI_KEY, PLACEHOLDER))):
-        values = " ".join(value for _, value in received.headers)
-        assert not any(other in values for other in others)
+    assert_only_anthropics_key(at_anthropic)
+    values = " ".join(value for _, value in at_openai.headers)
+    assert not any(other in values for other in (ANTHROPIC_KEY, PLACEHOLDER))
 
     line = routed.serve.access_line('"POST /v1/chat/completions" via model:gpt-* ')
     assert " -> openai 200 " in line
     line = routed.serve.access_line('"POST /v1/messages" via model:claude-* ')
     assert " -> anthropic 200 " in line
+
+
+def read_stream(sdk: anthropic.Anthropic, how: str, model: str, case: str) -> tuple[list[str], str]:
+    """Stream a message from ``model`` the way ``how`` names, marked ``X-Test-Case: case`` and
+    ``?case=case`` (so its access line is its own): the text pieces as they came, and the text
+    of the message the SDK made of the whole stream (``messages.stream``) or of its events
+    (``stream=True``)."""
+    arguments = {
+        "model": model,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+        "extra_headers": {"X-Test-Case": case},
+        "extra_query": {"case": case},
+    }
+    if how == "messages.stream":
+        with sdk.messages.stream(**arguments) as stream:
+            pieces = list(stream.text_stream)
+            final = stream.get_final_message()
+        assert final.content[0].type == "text"
+        return pieces, final.content[0].text
+    events = list(sdk.messages.create(stream=True, **arguments))
+    assert (events[0].type, events[-1].type) == ("message_start", "message_stop")
+    pieces = [event.delta.text for event in events if event.type == "content_block_delta"]
+    return pieces, "".join(pieces)
+
+
+@pytest.mark.parametrize(("how", "case"), [("messages.stream", "stream-helper"), ("stream=True", "stream-events")])
+def test_a_streamed_claude_message_arrives_from_its_target_through_the_anthropic_sdk(
+    routed: Routed, how: str, case: str
+) -> None:
+    """``claude-*`` streamed on the main port: the anthropic SDK gets the Anthropic target's
+    event stream, its text in the pieces it was sent in, and makes the whole message of it;
+    the target got the streaming request with its own key only."""
+    with anthropic_sdk(routed.serve.url, timeout_s=CLIENT_TIMEOUT_S) as claude:
+        pieces, text = read_stream(claude, how, "claude-sonnet-4-5", case)
+    assert pieces == [*MESSAGE_PIECES, " anthropic"]
+    assert text == "hello from anthropic"
+    assert routed.tagged(case) == {name: int(name == "anthropic") for name in TARGETS}
+    [received] = routed.logs["anthropic"].tagged(case)
+    assert received.raw_path == f"/v1/messages?case={case}"
+    assert received.json()["stream"] is True
+    assert_only_anthropics_key(received)
+    line = routed.serve.access_line(f'"POST /v1/messages?case={case}" ')
+    assert " via model:claude-* -> anthropic 200 " in line
+
+
+@pytest.mark.parametrize(
+    ("model", "stream"),
+    [
+        pytest.param("claude-sonnet-4-5", False, id="claude"),
+        pytest.param("claude-sonnet-4-5", True, id="claude-streamed"),
+        pytest.param("llama-3.3-70b", False, id="a-model-the-gateway-claims"),
+    ],
+)
+def test_the_anthropic_sdk_under_the_anthropic_prefix_reaches_that_target_alone(
+    routed: Routed, model: str, stream: bool
+) -> None:
+    """``ANTHROPIC_BASE_URL=http://127.0.0.1:8000/anthropic``: the SDK's ``/anthropic/v1/messages``
+    reaches the Anthropic target as ``/v1/messages`` with its key, streamed or not. The prefix
+    decides before the model: a model the gateway claims (and would rename) goes to the
+    Anthropic target too, named as sent; the gateway and the OpenAI target see nothing."""
+    case = f"prefix-{model}-{'streamed' if stream else 'whole'}"
+    with anthropic_sdk(f"{routed.serve.url}/anthropic", timeout_s=CLIENT_TIMEOUT_S) as claude:
+        if stream:
+            pieces, text = read_stream(claude, "messages.stream", model, case)
+            assert pieces == [*MESSAGE_PIECES, " anthropic"]
+        else:
+            message = claude.messages.create(
+                model=model,
+                max_tokens=16,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"X-Test-Case": case},
+                extra_query={"case": case},
+            )
+            assert message.content[0].type == "text"
+            text = message.content[0].text
+            assert message.model == model
+    assert text == "hello from anthropic"
+    assert routed.tagged(case) == {name: int(name == "anthropic") for name in TARGETS}
+    [received] = routed.logs["anthropic"].tagged(case)
+    assert received.raw_path == f"/v1/messages?case={case}"
+    assert received.json()["model"] == model
+    assert_only_anthropics_key(received)
+    line = routed.serve.access_line(f'"POST /anthropic/v1/messages?case={case}" ')
+    assert " via prefix:/anthropic -> anthropic 200 " in line
 
 
 def test_a_models_list_under_a_prefix_reaches_that_target_with_the_prefix_stripped_and_the_query_kept(
