@@ -229,6 +229,11 @@ def websocket_session(tally: Tally) -> Callable[[aiohttp.ClientSession, int, set
         except UNANSWERED as exc:
             raise Unanswered(type(exc).__name__) from exc
         except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 503:
+                # A handshake on a connection the port accepted just before it moved is answered
+                # "stopping" (a WebSocket opened there would be cut): the client connects again,
+                # as to a refused port. Counted as retried only when the port did move.
+                raise Unanswered("handshake answered 503 stopping") from exc
             raise Wrong(f"handshake: HTTP {exc.status}") from exc
         try:
             for index in range(WS_ECHOES):
