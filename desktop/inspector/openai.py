@@ -1,0 +1,118 @@
+"""A streamed OpenAI Chat Completions answer put back together (``"stream": true``).
+
+Each ``data:`` event is a ``chat.completion.chunk`` (../shared notes, "How LLM APIs stream"):
+``choices[i].delta.content`` fragments make the text, ``delta.tool_calls[j]`` fragments make
+each tool call (its ``index`` says which; the first fragment brings ``id`` and
+``function.name``, the rest ``function.arguments`` pieces to join), ``finish_reason`` ends a
+choice, and a final chunk with empty ``choices`` carries ``usage`` when the request asked for it.
+``data: [DONE]`` ends the stream; an ``{"error": ...}`` object is kept as the error. Servers
+that stream a model's reasoning put it in ``delta.reasoning_content`` or ``delta.reasoning``.
+
+Pure: events in, an :class:`Answer` out; a chunk that is not JSON or not an object is counted
+and skipped rather than failing the whole answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from desktop.inspector.sse import Event
+
+__all__ = ["Answer", "ToolCall", "chat_completion_answer"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One tool call as the model made it: ``arguments`` is the JSON text it streamed."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the model answered, for the first choice (index 0; others are counted)."""
+
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+    done: bool = False  # data: [DONE] was seen
+    unreadable: int = 0  # data events that were not a JSON object
+    other_choices: int = 0  # chunks for a choice other than the first
+
+
+def chat_completion_answer(events: Iterable[Event]) -> Answer:
+    """The answer the chunks in ``events`` make."""
+    answer = Answer()
+    calls: dict[int, ToolCall] = {}
+    text: list[str] = []
+    thinking: list[str] = []
+    for event in events:
+        if event.data.strip() == "[DONE]":
+            answer.done = True
+            continue
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            answer.unreadable += 1
+            continue
+        if not isinstance(chunk, dict):
+            answer.unreadable += 1
+            continue
+        if chunk.get("error") is not None:
+            answer.error = chunk["error"]
+        if isinstance(chunk.get("model"), str):
+            answer.model = chunk["model"]
+        if isinstance(chunk.get("usage"), dict):
+            answer.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("index", 0) != 0:
+                answer.other_choices += 1
+                continue
+            if choice.get("finish_reason"):
+                answer.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                _take_delta(delta, text, thinking, calls)
+    answer.text = "".join(text)
+    answer.thinking = "".join(thinking)
+    answer.tool_calls = [calls[index] for index in sorted(calls)]
+    return answer
+
+
+def _take_delta(
+    delta: dict[str, Any], text: list[str], thinking: list[str], calls: dict[int, ToolCall]
+) -> None:
+    content = delta.get("content")
+    if isinstance(content, str):
+        text.append(content)
+    for key in ("reasoning_content", "reasoning"):
+        reasoning = delta.get(key)
+        if isinstance(reasoning, str):
+            thinking.append(reasoning)
+    for fragment in delta.get("tool_calls") or ():
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index", len(calls))
+        if not isinstance(index, int):
+            continue
+        call = calls.setdefault(index, ToolCall(index))
+        if isinstance(fragment.get("id"), str):
+            call.id = fragment["id"]
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str):
+                call.name += function["name"]
+            if isinstance(function.get("arguments"), str):
+                call.arguments += function["arguments"]
