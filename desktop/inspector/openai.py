@@ -16,38 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from desktop.inspector.answer import Answer, ToolCall
 from desktop.inspector.sse import Event
 
 __all__ = ["Answer", "ToolCall", "chat_completion_answer"]
-
-
-@dataclass(slots=True)
-class ToolCall:
-    """One tool call as the model made it: ``arguments`` is the JSON text it streamed."""
-
-    index: int
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-
-@dataclass(slots=True)
-class Answer:
-    """What the model answered, for the first choice (index 0; others are counted)."""
-
-    text: str = ""
-    thinking: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str | None = None
-    model: str | None = None
-    usage: dict[str, Any] | None = None
-    error: Any = None
-    done: bool = False  # data: [DONE] was seen
-    unreadable: int = 0  # data events that were not a JSON object
-    other_choices: int = 0  # chunks for a choice other than the first
 
 
 def chat_completion_answer(events: Iterable[Event]) -> Answer:
