@@ -5,10 +5,14 @@ Filled by the readers of each API's stream (openai.py, anthropic.py); plain valu
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Answer", "ToolCall"]
+from desktop.inspector.sse import Event
+
+__all__ = ["Answer", "ToolCall", "json_events"]
 
 
 @dataclass(slots=True)
@@ -35,3 +39,18 @@ class Answer:
     done: bool = False  # the stream said it was over ([DONE], message_stop)
     unreadable: int = 0  # data events that were not a JSON object
     other_choices: int = 0  # chunks for a choice other than the first
+
+
+def json_events(events: Iterable[Event], answer: Answer) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(type, object) for each event whose data is a JSON object, the type its ``type`` member
+    or else the event's name; every other event is counted in ``answer.unreadable``."""
+    for event in events:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            answer.unreadable += 1
+            continue
+        kind = data.get("type", event.name)
+        yield (kind if isinstance(kind, str) else event.name), data

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from desktop.inspector.answer import Answer, ToolCall
+from desktop.inspector.answer import Answer, ToolCall, json_events
 from desktop.inspector.sse import Event
 
 __all__ = ["messages_answer"]
@@ -29,16 +29,7 @@ def messages_answer(events: Iterable[Event]) -> Answer:
     answer = Answer()
     blocks: dict[int, dict[str, Any]] = {}
     usage: dict[str, Any] = {}
-    for event in events:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            answer.unreadable += 1
-            continue
-        if not isinstance(data, dict):
-            answer.unreadable += 1
-            continue
-        kind = data.get("type", event.name)
+    for kind, data in json_events(events, answer):
         if kind == "message_start" and isinstance(data.get("message"), dict):
             message = data["message"]
             if isinstance(message.get("model"), str):

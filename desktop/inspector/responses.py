@@ -12,11 +12,10 @@ Pure: events in, an Answer out; an event whose data is not a JSON object is coun
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from desktop.inspector.answer import Answer, ToolCall
+from desktop.inspector.answer import Answer, ToolCall, json_events
 from desktop.inspector.sse import Event
 
 __all__ = ["responses_answer"]
@@ -30,16 +29,7 @@ def responses_answer(events: Iterable[Event]) -> Answer:
     text: list[str] = []
     thinking: list[str] = []
     calls: dict[int, ToolCall] = {}
-    for event in events:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            answer.unreadable += 1
-            continue
-        if not isinstance(data, dict):
-            answer.unreadable += 1
-            continue
-        kind = data.get("type", event.name)
+    for kind, data in json_events(events, answer):
         if kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
             text.append(data["delta"])
         elif kind == "response.reasoning_summary_text.delta" and isinstance(data.get("delta"), str):
