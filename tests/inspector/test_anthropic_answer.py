@@ -101,8 +101,12 @@ async def test_the_answer_equals_what_the_anthropic_sdk_assembles(aiohttp_server
         == "".join(block.text for block in final.content if block.type == "text")
         == "Checking Paris… é"
     )
-    assert answer.thinking == "".join(b.thinking for b in final.content if b.type == "thinking")
     assert answer.thinking == "The user wants the weather."
+    # anthropic 0.39 (the floor) predates thinking blocks and leaves them out of its message.
+    assert "".join(getattr(b, "thinking", "") for b in final.content if b.type == "thinking") in (
+        "",
+        answer.thinking,
+    )
     tools = [block for block in final.content if block.type == "tool_use"]
     assert [(c.id, c.name, json.loads(c.arguments)) for c in answer.tool_calls] == [
         (t.id, t.name, t.input) for t in tools

@@ -91,9 +91,10 @@ async def sdk_final(aiohttp_server: Any) -> Any:
         client = openai.AsyncOpenAI(
             base_url=str(server.make_url("/v1")), api_key="test", http_client=http, max_retries=0
         )
-        async with client.chat.completions.stream(
-            model="gpt-test", messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
+        # The stream helper left beta in openai 1.x's later releases; 1.45 (the floor) has it there.
+        completions = client.chat.completions
+        stream_helper = getattr(completions, "stream", None) or client.beta.chat.completions.stream
+        async with stream_helper(model="gpt-test", messages=[{"role": "user", "content": "hi"}]) as stream:
             return await stream.get_final_completion()
 
 
