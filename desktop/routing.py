@@ -93,6 +93,8 @@ class Route:
     send_model: str | None = None
     body: bytes | None = None
     fallbacks: tuple[str, ...] = ()
+    # The prefix cut off the path ("" unless a prefix chose the target): a Location put back.
+    prefix: str = ""
 
 
 def _with_query(path: str, query: str) -> str:
@@ -282,7 +284,9 @@ class RouteTable:
         for prefix, target in self.prefixes:
             if raw_path.startswith(prefix) and (len(raw_path) == len(prefix) or raw_path[len(prefix)] == "/"):
                 stripped = raw_path[len(prefix) :] or "/"
-                return self._renamed(target, f"prefix:{prefix}", stripped, query, body, upgrade)
+                return replace(
+                    self._renamed(target, f"prefix:{prefix}", stripped, query, body, upgrade), prefix=prefix
+                )
         if self.glob_pattern is not None:
             found = _read_model(raw_path, query, body, upgrade=upgrade)
             if found is not None:
@@ -299,13 +303,15 @@ class RouteTable:
         first = self.route(raw_path, query, body, upgrade=upgrade)
         if not first.fallbacks:
             return (first,)
-        path = raw_path
-        if first.chosen_by.startswith("prefix:"):
-            path = raw_path[len(first.chosen_by) - len("prefix:") :] or "/"
+        path = raw_path[len(first.prefix) :] or "/"
         return (
             first,
             *(
-                replace(self._renamed(name, first.chosen_by, path, query, body, upgrade), fallbacks=())
+                replace(
+                    self._renamed(name, first.chosen_by, path, query, body, upgrade),
+                    fallbacks=(),
+                    prefix=first.prefix,
+                )
                 for name in first.fallbacks
             ),
         )

@@ -139,7 +139,7 @@ async def _send_kept(
 
 def local_prefix_of(route: Route) -> str:
     """The prefix the client's path came under ("" unless chosen by a prefix)."""
-    return route.chosen_by[len("prefix:") :] if route.chosen_by.startswith("prefix:") else ""
+    return route.prefix
 
 
 async def forward_routed(
