@@ -130,8 +130,13 @@ async def _send_kept(
     )
     response = PassThroughResponse(headers=headers, hold_headers=True, status=kept.status, reason=kept.reason)
     record.status = kept.status
+    now = asyncio.get_running_loop().time()
+    if record.capture is not None:
+        record.capture.response(kept.status, kept.reason or "", headers, now)
+        if kept.body:
+            record.capture.chunk(kept.body, now)
     await response.prepare(request)
-    record.first_byte_at = asyncio.get_running_loop().time()
+    record.first_byte_at = now
     record.bytes_down = len(kept.body)
     await response.write_eof(kept.body)
     return response

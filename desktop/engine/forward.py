@@ -19,6 +19,7 @@ from aiohttp import StreamReader, hdrs, web
 from aiohttp.http_exceptions import TransferEncodingError
 from multidict import CIMultiDict
 
+from desktop.engine.capture import ExchangeCapture
 from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
 from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
@@ -104,6 +105,7 @@ class RequestRecord:
         "answered_by",
         "attempts",
         "bytes_down",
+        "capture",
         "chosen_by",
         "error",
         "first_byte_at",
@@ -133,6 +135,13 @@ class RequestRecord:
         self.note = ""
         # The proxy's own error message when it answered instead of the target.
         self.error = ""
+        # Who watches this request (capture.py); None when nobody does.
+        self.capture: ExchangeCapture | None = None
+
+    def held_body(self, body: RequestBody) -> None:
+        """Tell the capture of ``body`` when it was held (read whole before sending)."""
+        if self.capture is not None and body.held is not None:
+            self.capture.request_body(body.held)
 
 
 def bad_request_body() -> RequestRefused:
@@ -317,8 +326,10 @@ async def forward_http(
     """Send ``request`` to ``upstream`` at ``path`` (default: the client's raw path; a route
     cut ``local_prefix`` off it) and stream its answer to the client."""
     try:
+        body = await take_body(request)
+        record.held_body(body)
         upstream_response = await open_upstream(
-            request, upstream, await take_body(request), path=request.raw_path if path is None else path
+            request, upstream, body, path=request.raw_path if path is None else path
         )
     except ProxyError as exc:
         record.note = exc.code
@@ -358,22 +369,38 @@ async def pass_response(
             ),
         )
         record.status = upstream_response.status
+        loop = asyncio.get_running_loop()
+        capture = record.capture
+        if capture is not None:
+            capture.response(upstream_response.status, upstream_response.reason or "", response.headers, loop.time())
         await response.prepare(request)
-        record.first_byte_at = asyncio.get_running_loop().time()
+        record.first_byte_at = loop.time()
         try:
             if body.is_eof():
                 # The whole body is here already (a small answer): headers, body and end go
                 # out in one write, without the chunk loop.
                 data = first + body.read_nowait()
                 record.bytes_down = len(data)
+                if capture is not None and data:
+                    capture.chunk(data, record.first_byte_at)
                 await response.write_eof(data)
             else:
                 if first:
                     record.bytes_down = len(first)
+                    if capture is not None:
+                        capture.chunk(first, record.first_byte_at)
                     await response.write(first)
-                async for chunk in body.iter_any():
-                    record.bytes_down += len(chunk)
-                    await response.write(chunk)
+                if capture is None:
+                    async for chunk in body.iter_any():
+                        record.bytes_down += len(chunk)
+                        await response.write(chunk)
+                else:
+                    # The same loop, telling the capture of each piece (the loop above stays
+                    # as lean as it was when nobody watches).
+                    async for chunk in body.iter_any():
+                        record.bytes_down += len(chunk)
+                        capture.chunk(chunk, loop.time())
+                        await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The target broke off mid-body. Closing without the final chunk (or short of the
             # Content-Length) makes the client see a broken response, never a clean-looking

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
@@ -25,6 +25,7 @@ from desktop import __version__
 from desktop.config.model import ProxySettings, Routing, Secret, Target
 from desktop.engine.accesslog import log_request, own_answer_bytes
 from desktop.engine.addresses import HEALTH_PATH, RESERVED_PREFIX, host_port, listen_error
+from desktop.engine.capture import CaptureTap, ExchangeCapture, ExchangeEnd, RequestHead
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
@@ -39,7 +40,7 @@ from desktop.engine.websocket import OpenWebSocket, carry_websocket
 from desktop.redaction import display_target, redact_url, register_secrets
 from desktop.routing import Route, RouteTable, TargetClaims
 
-__all__ = ["ProxyService", "describe_target_change"]
+__all__ = ["OwnPages", "ProxyService", "describe_target_change"]
 
 log = logging.getLogger("trayproxy.service")
 
@@ -50,6 +51,13 @@ CLIENT_KEEPALIVE_S = 75.0
 # The shortest wait before connections still open at stop are cut: aiohttp takes 0 as "no
 # limit", and what outlived the grace period has had its time.
 MIN_CUT_WAIT_S = 0.01
+
+
+class OwnPages(Protocol):
+    """Pages the proxy serves itself under RESERVED_PREFIX besides the health check (the
+    inspector). ``stopping`` is set when the listener stops: a push stream must end at once."""
+
+    async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse: ...
 
 
 def _stopping_answer() -> web.StreamResponse:
@@ -69,6 +77,8 @@ class ProxyService:
         on_condition: Callable[[TargetCondition], None] | None = None,
         on_failover: Callable[[FailoverEvent], None] | None = None,
         cooldowns: Cooldowns | None = None,
+        tap: CaptureTap | None = None,
+        pages: OwnPages | None = None,
     ) -> None:
         """``routing``: routes and failover beyond ``target`` (None: everything to ``target``).
         ``on_condition`` is called on the loop when a target's answers change kind (a key
@@ -96,6 +106,10 @@ class ProxyService:
         # Open WebSockets, so stop can tell both peers of each 1001.
         self._websockets: set[OpenWebSocket] = set()
         self._stopping = False
+        # Set at stop, so the own pages' push streams end at once instead of holding it up.
+        self._stop_event = asyncio.Event()
+        self.tap = tap
+        self.pages = pages
         self._closing: set[asyncio.Task[None]] = set()
         self._access_log = settings.access_log
         self.addresses: list[tuple[str, int]] = []
@@ -128,6 +142,7 @@ class ProxyService:
         if self._runner is not None:
             return
         self._stopping = False
+        self._stop_event.clear()
         register_secrets(self._target.secrets())
         self._upstream = self._new_upstream(self._target)
         self.set_routing(self._routing)
@@ -262,6 +277,7 @@ class ProxyService:
         # No new connections, and no new WebSockets on kept-alive ones (see _dispatch), before
         # the open ones are told 1001: one opened meanwhile would be cut without it.
         self._stopping = True
+        self._stop_event.set()
         if runner is not None:
             # Stop accepting first, then wait for open requests ourselves: aiohttp's cleanup
             # closes every connection at once, which drops a request body still arriving.
@@ -298,25 +314,30 @@ class ProxyService:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self.addresses = []
 
-    def health(self, *, asked_by_request: bool = False) -> dict[str, object]:
-        """The status document served at HEALTH_PATH; the request asking for it is not counted
-        (an idle proxy says 0 open requests, not 1)."""
-        own = 1 if asked_by_request else 0
+    def health(self) -> dict[str, object]:
+        """The status document served at HEALTH_PATH (the proxy's own pages are not counted)."""
         return {
             "app": "trayproxy",
             "version": __version__,
             "pid": os.getpid(),
             "target": {"name": redact_url(self._target.name), "url": redact_url(self._target.url)},
-            "requests_active": self.requests_active - own,
+            "requests_active": self.requests_active,
             "requests_total": self.requests_total,
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.raw_path.startswith(RESERVED_PREFIX):
+            # The proxy's own pages (health, the inspector) are neither counted, listed nor
+            # logged but at debug: an inspector open in a tab must not fill its own list.
+            return await self._answer_own(request)
         loop = asyncio.get_running_loop()
         started = loop.time()
         record = RequestRecord()
         self.requests_total += 1
         self.requests_active += 1
+        response: web.StreamResponse | None = None
+        if self.tap is not None:
+            record.capture = self._begin_capture(request, started)
         try:
             response = await self._dispatch(request, record)
             if not record.status:
@@ -332,16 +353,81 @@ class ProxyService:
             self.requests_active -= 1
             if not self.requests_active:
                 self._idle.set()
+            ended = loop.time()
             if self._access_log:
-                log_request(request, record, started=started, ended=loop.time())
+                log_request(request, record, started=started, ended=ended)
+            if record.capture is not None:
+                self._end_capture(record, response, ended)
+
+    def _begin_capture(self, request: web.BaseRequest, started: float) -> ExchangeCapture | None:
+        assert self.tap is not None
+        version = request.version
+        head = RequestHead(
+            method=request.method,
+            raw_path=request.raw_path,
+            version=f"HTTP/{version.major}.{version.minor}",
+            raw_headers=request.raw_headers,
+            port=self.port,
+            websocket=is_websocket_upgrade(request.raw_headers),
+            started=started,
+        )
+        try:
+            return self.tap.begin(head)
+        except Exception:
+            log.exception("capture tap failed")
+            return None
+
+    @staticmethod
+    def _end_capture(record: RequestRecord, response: web.StreamResponse | None, ended: float) -> None:
+        capture = record.capture
+        assert capture is not None
+        own_body = None
+        if response is not None and not response.prepared and isinstance(response, web.Response):
+            body = response.body
+            own_body = body if isinstance(body, bytes) else None
+        try:
+            capture.end(
+                ExchangeEnd(
+                    status=record.status,
+                    note=record.note,
+                    error=record.error,
+                    target=record.target,
+                    chosen_by=record.chosen_by,
+                    attempts=tuple(record.attempts),
+                    bytes_down=record.bytes_down,
+                    own_body=own_body,
+                    websocket=None,
+                    ended=ended,
+                )
+            )
+        except Exception:
+            log.exception("capture tap failed")
+
+    async def _answer_own(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The health check (open to any client the guard lets in) and the own pages."""
+        refusal = self._guard.check(request)
+        if refusal is not None:
+            log.debug("own page %s refused: %s", request.raw_path.split("?", 1)[0], refusal.code)
+            return refusal.to_response()
+        path = request.raw_path.split("?", 1)[0]
+        if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            response = web.Response(body=json.dumps(self.health()).encode(), content_type="application/json")
+            if self._access_log:  # a second TrayProxy's probe, a script's check: worth a line
+                now = asyncio.get_running_loop().time()
+                record = RequestRecord()
+                record.status = response.status
+                record.bytes_down = own_answer_bytes(request.method, response)
+                log_request(request, record, started=now, ended=now)
+            return response
+        if self.pages is not None:
+            return await self.pages(request, self._stop_event)
+        return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
 
     async def _dispatch(self, request: web.BaseRequest, record: RequestRecord) -> web.StreamResponse:
         refusal = self._guard.check(request)
         if refusal is not None:
             record.note = refusal.code
             return refusal.to_response()
-        if request.raw_path.startswith(RESERVED_PREFIX):
-            return self._answer_reserved(request)  # the health check stays open
         token_check = self._token_check
         if token_check is not None:
             preflight = preflight_answer(request)
@@ -398,6 +484,7 @@ class ProxyService:
                     self._note_condition(upstream, record.status, record.note, record.error)
         try:
             body = NO_BODY if upgrade else await take_body(request)
+            record.held_body(body)
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
             record.note = refused.code
             return refused.to_response()
@@ -504,13 +591,6 @@ class ProxyService:
                 self._on_condition(condition)
             except Exception:
                 log.exception("condition listener failed")
-
-    def _answer_reserved(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.raw_path.split("?", 1)[0]
-        if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
-            document = self.health(asked_by_request=True)
-            return web.Response(body=json.dumps(document).encode(), content_type="application/json")
-        return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
 
 
 def describe_target_change(old: Target, new: Target, *, port: int) -> str:

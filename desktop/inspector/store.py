@@ -1,0 +1,333 @@
+"""What passed through, kept for the inspector: a bounded list of exchanges, bodies in a ring.
+
+The store is the engine's capture tap (engine/capture.py): it hears of each request as it
+happens and keeps it as an :class:`Exchange`. It holds what it is told, as told: raw headers
+(credentials and all, masked only when shown: views.py) and the very ``bytes`` the client was
+sent, never copied.
+
+Bounds, so an open inspector cannot eat the machine (mitmproxy and others grow until they burst):
+- at most ``max_rows`` exchanges (oldest dropped first), and refusals of the guard in a small
+  list of their own, so a hostile page's flood of refused requests cannot push real ones out;
+- bodies, request and response, in a ring of ``body_cap_bytes`` in all: the oldest exchange's
+  bodies are dropped first (its row stays, marked evicted);
+- one exchange's body cut at ``request_cap_bytes`` (and marked cut).
+Each kept piece counts its bytes plus PIECE_OVERHEAD, so a stream of tiny pieces is bounded too.
+
+With ``keep_bodies`` off only metadata stays: pieces are held until the exchange ends (to read
+its model, tokens and time to first token), then dropped.
+
+All on the event loop that serves the requests (the controller's thread): nothing here locks.
+Subscribers (the page's push stream) are told each exchange that started, changed or ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDict
+
+from desktop.engine.capture import ExchangeEnd, RequestHead
+
+__all__ = [
+    "DEFAULT_BODY_CAP_BYTES",
+    "DEFAULT_MAX_ROWS",
+    "Exchange",
+    "InspectorStore",
+    "Subscription",
+]
+
+log = logging.getLogger("trayproxy.inspector")
+
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_BODY_CAP_BYTES = 64 * 1024 * 1024
+# The most of one exchange's bodies kept: a 1 GiB download must not flush every other body.
+DEFAULT_REQUEST_CAP_BYTES = 8 * 1024 * 1024
+# Refusals of the guard kept (a page hammering the proxy makes thousands; a person needs to see
+# that it happens and from where, not each one).
+MAX_REFUSAL_ROWS = 200
+# What a kept piece costs besides its bytes (the bytes object, its time, the list slots).
+PIECE_OVERHEAD = 96
+# A push subscriber that falls this far behind is told to read the list again instead.
+SUBSCRIBER_BACKLOG = 1000
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """One request and its answer, as far as it has come."""
+
+    id: int
+    wall_started: float  # seconds since the epoch, for display
+    head: RequestHead
+    request_body: bytes | None = None  # the held request body (cut at the cap), when kept
+    request_body_cut: bool = False
+    status: int = 0
+    reason: str = ""
+    response_headers: CIMultiDict[str] | None = None
+    response_at: float | None = None  # loop time the target's head came in
+    chunks: list[bytes] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)
+    response_bytes: int = 0  # all that passed, kept or not
+    body_cut: bool = False  # the response body passed its cap: what is kept is its start
+    evicted: bool = False  # the bodies were dropped to make room for newer ones
+    kept_bytes: int = 0  # what this exchange's bodies count against the ring
+    ws_messages_up: int = 0
+    ws_messages_down: int = 0
+    ws_bytes_up: int = 0
+    ws_bytes_down: int = 0
+    end: ExchangeEnd | None = None
+    # What reading the answer back found (model, tokens, time to first token): filled by the
+    # reader the store is given, after the exchange ended, off the forwarding path.
+    facts: dict[str, object] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    def response_body(self) -> bytes:
+        """The kept response body (joined when asked, not as it passes)."""
+        return b"".join(self.chunks)
+
+
+class Subscription:
+    """A push subscriber's queue of changed exchanges; ``None`` means "read the list again"
+    (it fell behind, or the list was cleared)."""
+
+    def __init__(self, store: InspectorStore) -> None:
+        self._store = store
+        self.queue: asyncio.Queue[Exchange | None] = asyncio.Queue()
+
+    def tell(self, exchange: Exchange | None) -> None:
+        queue = self.queue
+        if exchange is not None and queue.qsize() >= SUBSCRIBER_BACKLOG:
+            while not queue.empty():
+                queue.get_nowait()
+            exchange = None
+        queue.put_nowait(exchange)
+
+    def close(self) -> None:
+        self._store._subscribers.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Capture:
+    """The engine's handle on one exchange (engine/capture.py's ExchangeCapture)."""
+
+    __slots__ = ("exchange", "store")
+
+    def __init__(self, store: InspectorStore, exchange: Exchange) -> None:
+        self.store = store
+        self.exchange = exchange
+
+    def request_body(self, body: bytes) -> None:
+        self.store._keep_request_body(self.exchange, body)
+
+    def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
+        exchange = self.exchange
+        exchange.status = status
+        exchange.reason = reason
+        exchange.response_headers = headers
+        exchange.response_at = at
+        self.store._changed(exchange)
+
+    def chunk(self, data: bytes, at: float) -> None:
+        exchange = self.exchange
+        exchange.response_bytes += len(data)
+        if exchange.body_cut or exchange.evicted:
+            return
+        store = self.store
+        cost = len(data) + PIECE_OVERHEAD
+        if exchange.kept_bytes + cost > store.request_cap_bytes:
+            room = store.request_cap_bytes - exchange.kept_bytes - PIECE_OVERHEAD
+            exchange.body_cut = True
+            if room <= 0:
+                return
+            data = data[:room]  # the one copy: the cut piece
+            cost = room + PIECE_OVERHEAD
+        exchange.chunks.append(data)
+        exchange.chunk_times.append(at)
+        store._count(exchange, cost)
+
+    def message(self, to_target: bool, size: int, at: float) -> None:
+        exchange = self.exchange
+        if to_target:
+            exchange.ws_messages_up += 1
+            exchange.ws_bytes_up += size
+        else:
+            exchange.ws_messages_down += 1
+            exchange.ws_bytes_down += size
+
+    def end(self, end: ExchangeEnd) -> None:
+        self.store._ended(self.exchange, end)
+
+
+class InspectorStore:
+    """Exchanges newest last, bounded as the module says; the engine's capture tap."""
+
+    def __init__(
+        self,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        body_cap_bytes: int = DEFAULT_BODY_CAP_BYTES,
+        request_cap_bytes: int = DEFAULT_REQUEST_CAP_BYTES,
+        keep_bodies: bool = True,
+        read_back: Callable[[Exchange], dict[str, object]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``read_back`` reads an ended exchange's answer for its facts (model, tokens, time to
+        first token); it runs once per exchange, on the loop after the exchange ended."""
+        self.max_rows = max_rows
+        self.body_cap_bytes = body_cap_bytes
+        self.request_cap_bytes = min(request_cap_bytes, body_cap_bytes)
+        self.keep_bodies = keep_bodies
+        self._read_back = read_back
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._rows: OrderedDict[int, Exchange] = OrderedDict()
+        self._refusals: deque[Exchange] = deque(maxlen=MAX_REFUSAL_ROWS)
+        # Exchanges holding body bytes, oldest first, and what they hold in all.
+        self._with_bodies: OrderedDict[int, Exchange] = OrderedDict()
+        self.body_bytes = 0
+        self._subscribers: set[Subscription] = set()
+
+    def configure(self, *, max_rows: int, body_cap_bytes: int, keep_bodies: bool) -> None:
+        """New bounds from the next exchange on; what is held now is trimmed to them."""
+        self.max_rows = max_rows
+        self.body_cap_bytes = body_cap_bytes
+        self.request_cap_bytes = min(DEFAULT_REQUEST_CAP_BYTES, body_cap_bytes)
+        self.keep_bodies = keep_bodies
+        if not keep_bodies:
+            for exchange in list(self._with_bodies.values()):
+                if exchange.done:
+                    self._drop_bodies(exchange)
+        self._trim_rows()
+        self._evict(0)
+
+    # The capture tap ------------------------------------------------------------------------
+
+    def begin(self, head: RequestHead) -> _Capture:
+        exchange = Exchange(id=next(self._ids), wall_started=self._clock(), head=head)
+        self._rows[exchange.id] = exchange
+        self._trim_rows()
+        self._changed(exchange)
+        return _Capture(self, exchange)
+
+    def _keep_request_body(self, exchange: Exchange, body: bytes) -> None:
+        if not self.keep_bodies or exchange.evicted:
+            return
+        if len(body) > self.request_cap_bytes:
+            body = body[: self.request_cap_bytes]
+            exchange.request_body_cut = True
+        exchange.request_body = body
+        self._count(exchange, len(body) + PIECE_OVERHEAD)
+
+    def _count(self, exchange: Exchange, cost: int) -> None:
+        exchange.kept_bytes += cost
+        self.body_bytes += cost
+        self._with_bodies[exchange.id] = exchange
+        if self.body_bytes > self.body_cap_bytes:
+            self._evict(0)
+
+    def _ended(self, exchange: Exchange, end: ExchangeEnd) -> None:
+        exchange.end = end
+        if not end.target and 400 <= end.status < 500 and exchange.id in self._rows:
+            # Refused by the proxy itself (the guard, the local token, a malformed request):
+            # moved to the refusals' own short list.
+            del self._rows[exchange.id]
+            self._drop_bodies(exchange)
+            self._refusals.append(exchange)
+        if self._read_back is not None and exchange.response_bytes:
+            asyncio.get_running_loop().call_soon(self._read_back_then_tell, exchange)
+        else:
+            self._settle(exchange)
+
+    def _read_back_then_tell(self, exchange: Exchange) -> None:
+        assert self._read_back is not None
+        try:
+            exchange.facts = self._read_back(exchange)
+        except Exception:
+            log.exception("reading back exchange %d failed", exchange.id)
+        self._settle(exchange)
+
+    def _settle(self, exchange: Exchange) -> None:
+        if not self.keep_bodies:
+            self._drop_bodies(exchange)
+        self._changed(exchange)
+
+    # Bounds -----------------------------------------------------------------------------------
+
+    def _trim_rows(self) -> None:
+        while len(self._rows) > self.max_rows:
+            _, oldest = self._rows.popitem(last=False)
+            self._drop_bodies(oldest)
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest bodies until ``room`` more bytes fit under the cap."""
+        while self._with_bodies and self.body_bytes + room > self.body_cap_bytes:
+            _, oldest = self._with_bodies.popitem(last=False)
+            self._drop_bodies(oldest, evicted=True)
+
+    def _drop_bodies(self, exchange: Exchange, *, evicted: bool = False) -> None:
+        self._with_bodies.pop(exchange.id, None)
+        self.body_bytes -= exchange.kept_bytes
+        exchange.kept_bytes = 0
+        exchange.chunks = []
+        exchange.chunk_times = []
+        exchange.request_body = None
+        if evicted:
+            exchange.evicted = True
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def exchanges(self) -> list[Exchange]:
+        """Every exchange held, refusals included, newest first."""
+        merged = [*self._rows.values(), *self._refusals]
+        merged.sort(key=lambda exchange: exchange.id, reverse=True)
+        return merged
+
+    def __iter__(self) -> Iterator[Exchange]:
+        return iter(self.exchanges())
+
+    def __len__(self) -> int:
+        return len(self._rows) + len(self._refusals)
+
+    def get(self, exchange_id: int) -> Exchange | None:
+        found = self._rows.get(exchange_id)
+        if found is not None:
+            return found
+        return next((exchange for exchange in self._refusals if exchange.id == exchange_id), None)
+
+    def clear(self) -> None:
+        """Forget everything held (the page's Clear button); subscribers read the list again.
+        Exchanges still open carry on, unlisted, and drop what they would keep."""
+        for exchange in list(self._with_bodies.values()):
+            self._drop_bodies(exchange)
+        for exchange in self._rows.values():
+            exchange.evicted = True  # an open one keeps nothing more
+        self._rows.clear()
+        self._refusals.clear()
+        self.body_bytes = 0
+        for subscriber in list(self._subscribers):
+            subscriber.tell(None)
+
+    def subscribe(self) -> Subscription:
+        """A queue told of each exchange that starts, changes or ends from now on."""
+        subscription = Subscription(self)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def _changed(self, exchange: Exchange) -> None:
+        if self._rows.get(exchange.id) is not exchange and exchange not in self._refusals:
+            return  # cleared while it was open
+        for subscriber in self._subscribers:
+            subscriber.tell(exchange)
