@@ -28,6 +28,7 @@ RUNTIME=(
   desktop-file-utils              # desktop-file-validate checks the launcher and autostart entries
   gnome-keyring                   # a Secret Service: the bundle's keychain test stores and reads a key
   chromium                        # headless browser for the hostile-page test (tests/browser/)
+  chromium-driver                 # chromedriver: Selenium drives the inspector page in it (tests/inspector/)
 )
 BUILD=(
   gcc pkg-config                  # build PyGObject and pycairo from source
