@@ -22,7 +22,7 @@ from types import MappingProxyType
 from desktop.config.cabundle import target_ca_bundle_problem
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.localtoken import LocalTokenError, ensure_token, load_token, token_path
-from desktop.config.model import Listener, LogSettings, ProxySettings, Routing, Secret, Target
+from desktop.config.model import Inspection, Listener, LogSettings, ProxySettings, Routing, Secret, Target
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config
 from desktop.redaction import CREDENTIAL_HEADERS, is_credential_name, looks_like_key
@@ -133,6 +133,11 @@ class Plan:
     @property
     def main(self) -> Listener:
         return self.listeners[0]
+
+    @property
+    def inspector(self) -> Inspection:
+        """What the inspector keeps (the defaults for a proxy that follows no file)."""
+        return self.config.inspector if self.config is not None else Inspection()
 
     @property
     def settings(self) -> ProxySettings:

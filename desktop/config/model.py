@@ -335,6 +335,22 @@ class Failover:
 
 
 @dataclass(frozen=True, slots=True)
+class Inspection:
+    """What the inspector keeps, as the file's ``[inspector]`` says: whether requests are listed
+    at all, whether their bodies are kept (in memory only), and its bounds."""
+
+    enabled: bool = options.INSPECT.default
+    keep_bodies: bool = options.INSPECT_BODIES.default
+    body_cap_mib: int = options.BODY_CAP.default
+    max_rows: int = options.MAX_ROWS.default
+
+    def __post_init__(self) -> None:
+        problem = options.BODY_CAP.problem(self.body_cap_mib) or options.MAX_ROWS.problem(self.max_rows)
+        if problem:
+            raise ValueError(f"inspector {problem}")
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     """Where a listener sends what its one target does not take: the route table (prefixes,
     model globs, renames, fallbacks, the default being the listener's target), every other

@@ -25,6 +25,7 @@ __all__ = [
     "ACTIVE",
     "ALLOWED_HOSTS",
     "ALLOWED_ORIGINS",
+    "BODY_CAP",
     "CA_BUNDLE",
     "CLAIM_SETTINGS",
     "CONNECT_TIMEOUT",
@@ -35,6 +36,9 @@ __all__ = [
     "FILE_SETTINGS",
     "HEADERS",
     "HOSTS",
+    "INSPECT",
+    "INSPECTOR_SETTINGS",
+    "INSPECT_BODIES",
     "KEEP_HEADERS",
     "KEEP_HOST",
     "KEY",
@@ -43,6 +47,7 @@ __all__ = [
     "LOG_SETTINGS",
     "MAX_COOLDOWN_S",
     "MAX_RETRY_AFTER_S",
+    "MAX_ROWS",
     "MAX_STOP_GRACE_S",
     "MODELS",
     "MODEL_MAP",
@@ -73,10 +78,11 @@ LISTEN = "listen"
 SECURITY = "security"
 LOG = "log"
 FAILOVER = "failover"
+INSPECTOR = "inspector"
 TARGETS = "targets"
 TARGET = "targets.NAME"
 # The tables at the top of the file, in the order a hint lists them.
-TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, FAILOVER, TARGETS)
+TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, FAILOVER, INSPECTOR, TARGETS)
 # The TOML types a number setting accepts: `connect_timeout = 10` is as good as 10.0.
 NUMBER: tuple[type, ...] = (int, float)
 
@@ -172,6 +178,13 @@ def _seconds_up_to(most: float) -> Callable[[float], str | None]:
 
 
 _stop_grace_check = _seconds_up_to(MAX_STOP_GRACE_S)
+
+
+def _whole_number_in(least: int, most: int, unit: str) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if least <= value <= most else f"must be from {least} to {most}{unit} (it is {value})"
+
+    return check
 # The longest Retry-After worth waiting out for the same target: the tool waits that long
 # before a byte, with fallbacks standing by. A minute is past any rate limiter's short pause.
 MAX_RETRY_AFTER_S = 60.0
@@ -430,6 +443,38 @@ COOLDOWN: Option[float] = Option(
     check=_seconds_up_to(MAX_COOLDOWN_S),
 )
 
+# [inspector]
+INSPECT: Option[bool] = Option(
+    INSPECTOR,
+    "enabled",
+    (bool,),
+    True,
+    "list the requests passing through for the inspector page (trayproxy inspect); nothing is written to disk",
+)
+INSPECT_BODIES: Option[bool] = Option(
+    INSPECTOR,
+    "bodies",
+    (bool,),
+    True,
+    "keep request and response bodies (in memory only) for the inspector; false keeps times, status and tokens",
+)
+BODY_CAP: Option[int] = Option(
+    INSPECTOR,
+    "body_cap_mib",
+    (int,),
+    64,
+    "MiB of bodies the inspector keeps in all; the oldest are dropped first",
+    check=_whole_number_in(1, 4096, " MiB"),
+)
+MAX_ROWS: Option[int] = Option(
+    INSPECTOR,
+    "max_rows",
+    (int,),
+    10_000,
+    "requests the inspector lists; the oldest are dropped first",
+    check=_whole_number_in(100, 1_000_000, ""),
+)
+
 # No place in the file: how long `trayproxy serve` waits for open requests when it stops.
 STOP_GRACE: Option[float] = Option(
     None,
@@ -467,11 +512,13 @@ TARGET_SETTINGS: tuple[Option[Any], ...] = (
 # The settings of a target's routes, which routing.py checks together across targets.
 CLAIM_SETTINGS: tuple[Option[Any], ...] = (PREFIX, MODELS, MODEL_MAP, FALLBACKS)
 FAILOVER_SETTINGS: tuple[Option[Any], ...] = (RETRY_AFTER_MAX, COOLDOWN)
+INSPECTOR_SETTINGS: tuple[Option[Any], ...] = (INSPECT, INSPECT_BODIES, BODY_CAP, MAX_ROWS)
 FILE_SETTINGS: tuple[Option[Any], ...] = (
     *TOP_SETTINGS,
     *LISTEN_SETTINGS,
     *SECURITY_SETTINGS,
     *LOG_SETTINGS,
     *FAILOVER_SETTINGS,
+    *INSPECTOR_SETTINGS,
     *TARGET_SETTINGS,
 )

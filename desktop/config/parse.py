@@ -47,6 +47,7 @@ from desktop.config.model import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_ALLOWED_ORIGINS,
     Failover,
+    Inspection,
     LogSettings,
     ProxySettings,
     header_problem,
@@ -117,6 +118,7 @@ class ConfigFile:
     settings: ProxySettings = field(default_factory=ProxySettings)
     log: LogSettings = field(default_factory=LogSettings)
     failover: Failover = field(default_factory=Failover)
+    inspector: Inspection = field(default_factory=Inspection)
 
     def target_ports(self) -> dict[str, int]:
         """Target name -> the port of its own, for the targets that have one, in file order."""
@@ -357,6 +359,9 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
     failover = check.settings(
         check.typed(data, options.FAILOVER, dict, (), {}), options.FAILOVER_SETTINGS, (options.FAILOVER,)
     )
+    inspector = check.settings(
+        check.typed(data, options.INSPECTOR, dict, (), {}), options.INSPECTOR_SETTINGS, (options.INSPECTOR,)
+    )
     log_settings = _check_log(check, data)
     active = top["active"]
     if not active and targets:
@@ -378,5 +383,11 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         failover=Failover(
             retry_after_max_s=float(failover[options.RETRY_AFTER_MAX.key]),
             cooldown_s=float(failover[options.COOLDOWN.key]),
+        ),
+        inspector=Inspection(
+            enabled=inspector[options.INSPECT.key],
+            keep_bodies=inspector[options.INSPECT_BODIES.key],
+            body_cap_mib=inspector[options.BODY_CAP.key],
+            max_rows=inspector[options.MAX_ROWS.key],
         ),
     )

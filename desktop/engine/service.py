@@ -54,8 +54,10 @@ MIN_CUT_WAIT_S = 0.01
 
 
 class OwnPages(Protocol):
-    """Pages the proxy serves itself under RESERVED_PREFIX besides the health check (the
-    inspector). ``stopping`` is set when the listener stops: a push stream must end at once."""
+    """Pages the proxy serves itself under ``prefix`` (within RESERVED_PREFIX: the inspector).
+    ``stopping`` is set when the listener stops: a push stream must end at once."""
+
+    prefix: str
 
     async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse: ...
 
@@ -404,24 +406,32 @@ class ProxyService:
             log.exception("capture tap failed")
 
     async def _answer_own(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The health check (open to any client the guard lets in) and the own pages."""
-        refusal = self._guard.check(request)
-        if refusal is not None:
-            log.debug("own page %s refused: %s", request.raw_path.split("?", 1)[0], refusal.code)
-            return refusal.to_response()
+        """The own pages (logged at debug only), the health check (open to any client the guard
+        lets in) and a 404 for any other reserved path, those two with an access line."""
         path = request.raw_path.split("?", 1)[0]
-        if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
-            response = web.Response(body=json.dumps(self.health()).encode(), content_type="application/json")
-            if self._access_log:  # a second TrayProxy's probe, a script's check: worth a line
-                now = asyncio.get_running_loop().time()
-                record = RequestRecord()
-                record.status = response.status
-                record.bytes_down = own_answer_bytes(request.method, response)
-                log_request(request, record, started=now, ended=now)
+        refusal = self._guard.check(request)
+        pages = self.pages
+        if pages is not None and path.startswith(pages.prefix):
+            if refusal is not None:
+                log.debug("%s %s refused: %s", request.method, path, refusal.code)
+                return refusal.to_response()
+            response = await pages(request, self._stop_event)
+            log.debug("%s %s %d", request.method, path, response.status)
             return response
-        if self.pages is not None:
-            return await self.pages(request, self._stop_event)
-        return ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
+        started = asyncio.get_running_loop().time()
+        record = RequestRecord()
+        if refusal is not None:
+            record.note = refusal.code
+            response = refusal.to_response()
+        elif path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            response = web.Response(body=json.dumps(self.health()).encode(), content_type="application/json")
+        else:
+            response = ProxyError("No such TrayProxy endpoint", code="not_found", status=404).to_response()
+        if self._access_log:  # a second TrayProxy's probe, a script's check: worth a line
+            record.status = response.status
+            record.bytes_down = own_answer_bytes(request.method, response)
+            log_request(request, record, started=started, ended=asyncio.get_running_loop().time())
+        return response
 
     async def _dispatch(self, request: web.BaseRequest, record: RequestRecord) -> web.StreamResponse:
         refusal = self._guard.check(request)
