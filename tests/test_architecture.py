@@ -214,6 +214,9 @@ SAME_ROW = (
     ("desktop.tray.*", "desktop.tray.*"),
     # The inspector's readers of each API build on its event-stream reader.
     ("desktop.inspector.*", "desktop.inspector.*"),
+    # The controller runs the inspector (its store is the engine's capture tap); the inspector
+    # never reaches back into the controller.
+    ("desktop.controller.inspection", "desktop.inspector.*"),
     # The entry point runs the CLI, which runs the command groups.
     ("desktop.__main__", "desktop.cli"),
     ("desktop.cli", "desktop.commands.*"),

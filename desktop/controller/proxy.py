@@ -42,6 +42,7 @@ from desktop.config.model import Listener, ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile
 from desktop.config.store import set_active_target
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
+from desktop.controller.inspection import InspectorHub
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
 from desktop.controller.status import (
     FailoverNotice,
@@ -87,6 +88,7 @@ class ProxyController:
         (``target`` None) or a target's own: a command-line flag, a setting in the file; only
         the front end knows which it reads."""
         self._plan = Plan(listeners=(Listener(settings, target),))
+        self.inspector = InspectorHub(self._plan.inspector)
         self._resolver_factory = resolver_factory
         self._trouble = ListenTrouble(port_holder=port_holder, port_advice=port_advice)
         # Held by the verbs, which wait on the loop; never taken on the loop thread.
@@ -135,6 +137,7 @@ class ProxyController:
             port_advice=port_advice,
         )
         controller._binding, controller._keys, controller._plan = binding, keys, plan
+        controller.inspector = InspectorHub(plan.inspector)
         controller._board.update(
             config_path=str(binding.path), **plan_fields(plan), target_ports=controller._target_ports()
         )
@@ -186,6 +189,8 @@ class ProxyController:
                 resolver_factory=self._resolver_factory,
                 on_condition=self._on_condition,
                 on_failover=self._on_failover,
+                tap=self.inspector.tap,
+                pages=self.inspector.served_pages,
             )
             plan = self._plan
             try:
@@ -198,7 +203,9 @@ class ProxyController:
                 self._start_pending = isinstance(exc, ListenError) and exc.port_taken
                 self._last_port_retry = time.monotonic()
                 message = self._trouble.explain(exc, plan.settings.port)
-                self._board.update(state="error", addresses=(), error=message, target_ports=self._target_ports())
+                self._board.update(
+                    state="error", addresses=(), error=message, target_ports=self._target_ports()
+                )
                 if isinstance(exc, ListenError) and message != str(exc):
                     raise ListenError(message, port_taken=exc.port_taken) from exc
                 raise
@@ -250,23 +257,31 @@ class ProxyController:
         if name not in config.targets:
             raise KeyError(name)
         # The choice's fallbacks become reachable on the main port with it.
-        unusable = ca_bundle_error(binding.path, config, binding.overrides, [name, *routed_targets(config, name)])
+        unusable = ca_bundle_error(
+            binding.path, config, binding.overrides, [name, *routed_targets(config, name)]
+        )
         if unusable is not None:
             # Not switched: the engine could not build the target's TLS settings. The file is
             # where the fix goes, so the status says so the way it does for a broken edit.
             log.error(
-                "target %s cannot be used; requests keep going to %s:\n%s", name, display_target(self.target), unusable
+                "target %s cannot be used; requests keep going to %s:\n%s",
+                name,
+                display_target(self.target),
+                unusable,
             )
             with self._lock:
                 self._plan = replace(self._plan, config_error=str(unusable))
                 self._board.update(config_error=str(unusable))
             return
+
         def choice(base: Plan, attempt: int) -> Plan:
             # Targets on ports of their own stay as they are: the choice is the main port's, and
             # only the chosen target's key is read again if it could not be read before.
             assert base.config is not None
             again = {name} if attempt == 0 else ()
-            plan = plan_for(base.config, binding.path, binding.overrides, self._keys, chosen=name, retry_keys=again)
+            plan = plan_for(
+                base.config, binding.path, binding.overrides, self._keys, chosen=name, retry_keys=again
+            )
             return replace(plan, config_error=base.config_error)
 
         with self._planned(choice) as (_, plan):
@@ -288,12 +303,15 @@ class ProxyController:
         binding = self._binding
         if binding is None:
             return False
+
         def edit(base: Plan, attempt: int) -> tuple[Plan, list[str]]:
             return follow(binding.path, binding.overrides, self._keys, base, chosen=binding.pinned_target)
 
         with self._planned(edit) as (old, (plan, notices)):
             if plan.config_error is not None:
-                log.error("the config file has problems; the last good one stays in use:\n%s", plan.config_error)
+                log.error(
+                    "the config file has problems; the last good one stays in use:\n%s", plan.config_error
+                )
                 self._plan = replace(self._plan, config_error=plan.config_error)
                 self._board.update(config_error=plan.config_error)
                 return False
@@ -340,12 +358,21 @@ class ProxyController:
         fields: dict[str, Any] = {"condition": None} if plan.target != self._plan.target else {}
         self._plan = plan
         listeners = self._listeners
+        inspector = self.inspector
         if listeners is None:
+            if plan.inspector != inspector.settings:
+                inspector.configure(plan.inspector)  # no loop runs: nothing else touches it
             self._board.update(**fields, **plan_fields(plan), target_ports=self._target_ports())
             return
+        if plan.inspector != inspector.settings:
+            self._loop.call(self._configure_inspector(listeners, plan), timeout=CALL_TIMEOUT_S)
         self._last_port_retry = time.monotonic()
         report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
         self._take(report, retry=retry, reload=reload, **fields)
+
+    async def _configure_inspector(self, listeners: Listeners, plan: Plan) -> None:
+        self.inspector.configure(plan.inspector)
+        listeners.set_capture(self.inspector.tap, self.inspector.served_pages)
 
     def _take(self, report: Report, *, retry: bool = False, reload: bool = False, **fields: Any) -> None:
         """Under the lock: what applying the plan gave, logged once and put in the status."""
@@ -455,10 +482,13 @@ class ProxyController:
         self._refresh_due = None
         if resolved.problem:
             log.warning("%s", resolved.problem)
+
         def fresh_key(base: Plan, attempt: int) -> Plan:
             # No other key is read again: the one just read is the news.
             assert base.config is not None
-            plan = plan_for(base.config, binding.path, binding.overrides, self._keys, chosen=base.chosen, retry_keys=())
+            plan = plan_for(
+                base.config, binding.path, binding.overrides, self._keys, chosen=base.chosen, retry_keys=()
+            )
             return replace(plan, config_error=base.config_error)
 
         with self._planned(fresh_key) as (old, plan):

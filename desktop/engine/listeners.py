@@ -27,10 +27,11 @@ from aiohttp.abc import AbstractResolver
 
 from desktop.config.model import Listener, ProxySettings
 from desktop.engine.addresses import ListenError, where
+from desktop.engine.capture import CaptureTap
 from desktop.engine.condition import TargetCondition
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.failover import FailoverEvent
-from desktop.engine.service import ProxyService, describe_target_change
+from desktop.engine.service import OwnPages, ProxyService, describe_target_change
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]
 
@@ -101,12 +102,17 @@ class Listeners:
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         on_condition: Callable[[TargetCondition], None] | None = None,
         on_failover: Callable[[FailoverEvent], None] | None = None,
+        tap: CaptureTap | None = None,
+        pages: OwnPages | None = None,
     ) -> None:
         """``resolver_factory`` makes each service's DNS resolver (None: aiohttp's default);
-        ``on_condition`` and ``on_failover`` are every service's listeners (see ProxyService)."""
+        ``on_condition`` and ``on_failover`` are every service's listeners, ``tap`` and
+        ``pages`` every service's capture tap and own pages (see ProxyService)."""
         self._resolver_factory = resolver_factory
         self._on_condition = on_condition
         self._on_failover = on_failover
+        self._tap = tap
+        self._pages = pages
         # One record of failing targets for all listeners: a target failing on the main port
         # is tried last on its own port's fallbacks too.
         self.cooldowns = Cooldowns()
@@ -142,6 +148,14 @@ class Listeners:
         for own in owns:
             outcomes[own.own] = await self._place_own(own)
         return Report(outcomes, tuple(retired))
+
+    def set_capture(self, tap: CaptureTap | None, pages: OwnPages | None) -> None:
+        """Tell ``tap`` of every request from the next one on, and serve ``pages``, on every
+        listener (None: neither; the inspector switched off)."""
+        self._tap, self._pages = tap, pages
+        for service in (self._main, *self._own.values(), *self._retiring):
+            if service is not None:
+                service.tap, service.pages = tap, pages
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop every listener, giving open requests ``grace_s`` (default: each one's
@@ -263,7 +277,9 @@ class Listeners:
             )
             if service.target != listener.target:
                 # Started on the new target: said as a switch in place says it (service.py).
-                _service_log.info("%s", describe_target_change(service.target, listener.target, port=moved.port))
+                _service_log.info(
+                    "%s", describe_target_change(service.target, listener.target, port=moved.port)
+                )
             return Outcome(listener, _addresses(moved), None, moved_from=before, opened=True), moved
         if moved is not None:
             # Still where it was, yet serving the target it is now given.
@@ -315,6 +331,8 @@ class Listeners:
             on_condition=self._on_condition,
             on_failover=self._on_failover,
             cooldowns=self.cooldowns,
+            tap=self._tap,
+            pages=self._pages,
         )
         await service.start()
         return service
@@ -362,4 +380,3 @@ def _address(settings: ProxySettings) -> tuple[tuple[str, ...], int]:
 
 def _addresses(service: ProxyService) -> tuple[Address, ...]:
     return tuple(service.addresses)
-

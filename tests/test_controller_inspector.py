@@ -1,0 +1,97 @@
+"""The controller runs the inspector: one store for every listener, following [inspector].
+
+What a person sees in the inspector is what passed through the main port and the targets' own
+ports; `enabled = false` in the file stops the listing (and drops what was held) without a
+restart, and `true` again lists from the next request on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+from background import BackgroundServer, free_port
+
+from desktop.controller import ConfigBinding, ProxyController
+
+
+def echo() -> web.Application:
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.fixture
+def controllers() -> Iterator[list[ProxyController]]:
+    made: list[ProxyController] = []
+    yield made
+    for controller in made:
+        controller.close(grace_s=0)
+
+
+def _listed(controller: ProxyController) -> list[tuple[str, int]]:
+    return [(e.head.raw_path, e.status) for e in controller.inspector.store.exchanges()]
+
+
+def _config(path: Path, url: str, inspector: str) -> None:
+    path.write_text(
+        'active = "main"\n[listen]\nhosts = ["127.0.0.1"]\nport = 0\n'
+        f"[inspector]\n{inspector}\n"
+        f'[targets.main]\nurl = "{url}"\n'
+    )
+
+
+def test_requests_are_listed_and_an_edit_switching_the_inspector_off_stops_it(
+    tmp_path: Path, controllers: list[ProxyController]
+) -> None:
+    with BackgroundServer(echo()) as target:
+        path = tmp_path / "config.toml"
+        _config(path, target.url, "enabled = true")
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        controllers.append(controller)
+        url = controller.start().local_url
+        assert httpx.get(f"{url}/v1/models").status_code == 200
+        assert httpx.get(f"{url}/__trayproxy/health").status_code == 200  # the proxy's own: not listed
+        assert _listed(controller) == [("/v1/models", 200)]
+
+        _config(path, target.url, "enabled = false")
+        assert controller.reload_config()
+        assert _listed(controller) == []  # switched off: what was held is gone
+        assert httpx.get(f"{url}/v1/one").status_code == 200
+        assert _listed(controller) == []
+
+        _config(path, target.url, "enabled = true\nmax_rows = 100")
+        assert controller.reload_config()
+        assert httpx.get(f"{url}/v1/two").status_code == 200
+        deadline = time.monotonic() + 5
+        while not _listed(controller) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _listed(controller) == [("/v1/two", 200)]
+        assert controller.inspector.store.max_rows == 100
+
+
+def test_a_target_on_a_port_of_its_own_is_listed_in_the_same_store(
+    tmp_path: Path, controllers: list[ProxyController]
+) -> None:
+    with BackgroundServer(echo()) as target:
+        path = tmp_path / "config.toml"
+        path.write_text(
+            'active = "main"\n[listen]\nhosts = ["127.0.0.1"]\nport = 0\n'
+            f'[targets.main]\nurl = "{target.url}"\n'
+            f'[targets.side]\nurl = "{target.url}"\nport = {free_port()}\n'
+        )
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        controllers.append(controller)
+        status = controller.start()
+        (side,) = status.target_ports
+        assert httpx.get(f"{status.local_url}/main").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{side.port}/side").status_code == 200
+        ports = {e.head.raw_path: e.head.port for e in controller.inspector.store.exchanges()}
+        assert ports == {"/main": controller.status.addresses[0][1], "/side": side.port}
