@@ -19,7 +19,7 @@ from aiohttp import StreamReader, hdrs, web
 from aiohttp.http_exceptions import TransferEncodingError
 from multidict import CIMultiDict
 
-from desktop.engine.capture import ExchangeCapture
+from desktop.engine.capture import ExchangeCapture, WebSocketTally
 from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
 from desktop.engine.headers import response_headers
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
@@ -113,6 +113,7 @@ class RequestRecord:
         "outcomes",
         "status",
         "target",
+        "websocket",
     )
 
     def __init__(self) -> None:
@@ -137,6 +138,8 @@ class RequestRecord:
         self.error = ""
         # Who watches this request (capture.py); None when nobody does.
         self.capture: ExchangeCapture | None = None
+        # A watched WebSocket's messages, bytes and close, as its carrier counted them.
+        self.websocket: WebSocketTally | None = None
 
     def held_body(self, body: RequestBody) -> None:
         """Tell the capture of ``body`` when it was held (read whole before sending)."""

@@ -398,7 +398,7 @@ class ProxyService:
                     attempts=tuple(record.attempts),
                     bytes_down=record.bytes_down,
                     own_body=own_body,
-                    websocket=None,
+                    websocket=record.websocket,
                     ended=ended,
                 )
             )

@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
+from desktop.engine.capture import WebSocketTally
 from desktop.engine.errors import ProxyError, UpstreamUnreachable
 from desktop.engine.forward import PassThroughResponse, RequestRecord, pass_response, send_with_pool_retry
 from desktop.engine.headers import WEBSOCKET_HANDSHAKE, RawHeaders, response_headers, without_key_offers
@@ -37,6 +38,7 @@ from desktop.engine.wsrelay import (
     PEER_LOST_REASON,
     WebSocketRelay,
 )
+from desktop.engine.wstally import CLOSE_ABNORMAL, CLOSE_NO_STATUS, DirectionWatch, first_close, text_size
 
 __all__ = ["OpenWebSocket", "UpgradeFailed", "carry_websocket"]
 
@@ -57,11 +59,19 @@ class OpenWebSocket(Protocol):
 
 
 class _BridgedWebSocket:
-    def __init__(self, client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self,
+        client_ws: web.WebSocketResponse,
+        upstream_ws: aiohttp.ClientWebSocketResponse,
+        tally: WebSocketTally | None,
+    ) -> None:
         self.client_ws = client_ws
         self.upstream_ws = upstream_ws
+        self.tally = tally
 
     async def going_away(self) -> None:
+        if self.tally is not None:
+            first_close(self.tally, "proxy", CLOSE_GOING_AWAY)
         await asyncio.gather(
             self.client_ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY_REASON),
             self.upstream_ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY_REASON),
@@ -213,7 +223,9 @@ async def relay_websocket(
             client_protocol=client_protocol,
             target_transport=target_transport,
             target_protocol=target_protocol,
+            capture=record.capture,
         )
+        record.websocket = relay.tally
         live.add(relay)
         try:
             relay.start()
@@ -254,21 +266,29 @@ def _handshake_headers(raw: RawHeaders, upstream: Upstream) -> CIMultiDict[str]:
     return headers
 
 
-async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
-    """Copy messages from ``source`` to ``sink`` until either side closes."""
+async def _pump(source: AnyWebSocket, sink: AnyWebSocket, watch: DirectionWatch | None = None) -> None:
+    """Copy messages from ``source`` to ``sink`` until either side closes; each copied
+    message and the source's close are told to ``watch``, when the WebSocket is watched."""
     while True:
         msg = await source.receive()
         kind = msg.type
         if kind is WSMsgType.TEXT:
             await sink.send_str(msg.data)
+            if watch is not None:
+                watch.message(text_size(msg.data))
         elif kind is WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
+            if watch is not None:
+                watch.message(len(msg.data))
         elif kind is WSMsgType.PING:
             await sink.ping(msg.data)
         elif kind is WSMsgType.PONG:
             await sink.pong(msg.data)
         elif kind is WSMsgType.CLOSE:
             code = msg.data if isinstance(msg.data, int) else 1000
+            if watch is not None:
+                # aiohttp reads a close frame without a code as 0.
+                watch.closed(code or CLOSE_NO_STATUS)
             reason = (msg.extra or "").encode()
             # Pass the close on, wait for the far side's answer, then answer the near side
             # with the same code (the usual echo of a close frame).
@@ -278,8 +298,11 @@ async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
         else:
             # CLOSING: the other pump is closing this socket; CLOSED/ERROR: the connection
             # dropped without a close frame, so tell the far side its peer is gone.
-            if kind is not WSMsgType.CLOSING and not sink.closed:
-                await sink.close(code=CLOSE_PEER_LOST, message=PEER_LOST_REASON)
+            if kind is not WSMsgType.CLOSING:
+                if watch is not None:
+                    watch.closed(CLOSE_ABNORMAL)
+                if not sink.closed:
+                    await sink.close(code=CLOSE_PEER_LOST, message=PEER_LOST_REASON)
             return
 
 
@@ -342,14 +365,21 @@ async def bridge_websocket(
     client_ws.headers.extend(_handshake_headers(handshake, upstream))
     if chosen and chosen not in first_offers:
         client_ws.headers["Sec-WebSocket-Protocol"] = chosen
-    carried = _BridgedWebSocket(client_ws, upstream_ws)
+    capture = record.capture
+    tally = None if capture is None else WebSocketTally()
+    carried = _BridgedWebSocket(client_ws, upstream_ws, tally)
     live.add(carried)
     try:
         await client_ws.prepare(request)
         record.status = 101
         record.first_byte_at = asyncio.get_running_loop().time()
-        up = asyncio.create_task(_pump(client_ws, upstream_ws), name="ws-client-to-target")
-        down = asyncio.create_task(_pump(upstream_ws, client_ws), name="ws-target-to-client")
+        watch_up = watch_down = None
+        if capture is not None and tally is not None:
+            record.websocket = tally
+            watch_up = DirectionWatch(capture, tally, to_target=True)
+            watch_down = DirectionWatch(capture, tally, to_target=False)
+        up = asyncio.create_task(_pump(client_ws, upstream_ws, watch_up), name="ws-client-to-target")
+        down = asyncio.create_task(_pump(upstream_ws, client_ws, watch_down), name="ws-target-to-client")
         pumps: set[asyncio.Task[Any]] = {up, down}
         try:
             _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -365,6 +395,8 @@ async def bridge_websocket(
                 log.debug("websocket pump ended: %r", task.exception())
     finally:
         live.discard(carried)
+        if tally is not None and client_ws.close_code is None:
+            first_close(tally, "client", CLOSE_ABNORMAL)
         # The client gone without a close handshake (the handler cancelled when its connection
         # dropped): the target hears its peer was lost, not a normal 1000 close.
         await upstream_ws.close(code=CLOSE_PEER_LOST if client_ws.close_code is None else 1000)

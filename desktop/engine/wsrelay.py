@@ -20,6 +20,9 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from desktop.engine.capture import ExchangeCapture, WebSocketTally
+from desktop.engine.wstally import CLOSE_ABNORMAL, DirectionWatch, MessageCounter, first_close, frame_extent
+
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_PEER_LOST",
@@ -62,31 +65,6 @@ def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
     return bytes((0x80 | OPCODE_CLOSE, 0x80 | len(payload))) + mask + body
 
 
-def _frame_extent(data: bytes, start: int) -> tuple[int, int]:
-    """(offset just past the frame header at ``start``, payload length), or (-1, 0) when
-    the header is not all in ``data`` yet."""
-    end = len(data)
-    pos = start + 2
-    if pos > end:
-        return -1, 0
-    length = data[start + 1] & 0x7F
-    if length == 126:
-        if pos + 2 > end:
-            return -1, 0
-        length = int.from_bytes(data[pos : pos + 2], "big")
-        pos += 2
-    elif length == 127:
-        if pos + 8 > end:
-            return -1, 0
-        length = int.from_bytes(data[pos : pos + 8], "big")
-        pos += 8
-    if data[start + 1] & 0x80:
-        pos += 4
-    if pos > end:
-        return -1, 0
-    return pos, length
-
-
 class FrameTracker:
     """Where the frames and messages of one direction begin and end, from frame headers alone."""
 
@@ -119,7 +97,7 @@ class FrameTracker:
         end = len(data)
         pos = remaining
         while pos < end:
-            header_end, length = _frame_extent(data, pos)
+            header_end, length = frame_extent(data, pos)
             if header_end < 0:
                 self.partial = bytes(data[pos:])
                 self.remaining = 0
@@ -148,7 +126,7 @@ class FrameTracker:
         if pos and not in_message:
             return pos  # the single-frame message (or control frame) under way ends here
         while pos < end:
-            header_end, length = _frame_extent(joined, pos)
+            header_end, length = frame_extent(joined, pos)
             if header_end < 0:
                 return -1
             first = joined[pos]
@@ -277,6 +255,24 @@ class _Direction:
         self._source_paused = False
 
 
+class _CountingDirection(_Direction):
+    """A watched direction: what it relays is also followed for whole messages (wstally.py).
+    A class of its own, so an unwatched relay's hot path has not even a test more."""
+
+    __slots__ = ("counter",)
+
+    def __init__(self, relay: WebSocketRelay, *, counter: MessageCounter, **kwargs: Any) -> None:
+        super().__init__(relay, **kwargs)
+        self.counter = counter
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.sink.write(data)
+            if self.count_bytes:
+                self._relay.bytes_down += len(data)
+            self.counter.feed(data)
+
+
 class _Passthrough(asyncio.Protocol):
     """Put on a relayed connection's transport after the switch, so each read reaches its
     direction without passing through aiohttp's protocol (which only checks what no longer
@@ -318,26 +314,39 @@ class WebSocketRelay:
         client_protocol: Any,
         target_transport: Any,
         target_protocol: Any,
+        capture: ExchangeCapture | None = None,
     ) -> None:
+        """With a ``capture``, each whole message relayed is told to it and counted in
+        ``tally``, with the first close (wstally.py); without, ``tally`` is None."""
         self._client_protocol = client_protocol
         self._target_protocol = target_protocol
         self.bytes_down = 0
-        self.to_target = _Direction(
-            self,
-            source=client_transport,
-            sink=target_transport,
-            sink_protocol=target_protocol,
-            masked_sink=True,
-            source_name="client",
-        )
-        self.to_client = _Direction(
-            self,
-            source=target_transport,
-            sink=client_transport,
-            sink_protocol=client_protocol,
-            masked_sink=False,
-            source_name="target",
-        )
+        self.tally: WebSocketTally | None = None
+        to_target: dict[str, Any] = {
+            "source": client_transport,
+            "sink": target_transport,
+            "sink_protocol": target_protocol,
+            "masked_sink": True,
+            "source_name": "client",
+        }
+        to_client: dict[str, Any] = {
+            "source": target_transport,
+            "sink": client_transport,
+            "sink_protocol": client_protocol,
+            "masked_sink": False,
+            "source_name": "target",
+        }
+        if capture is None:
+            self.to_target = _Direction(self, **to_target)
+            self.to_client = _Direction(self, **to_client)
+        else:
+            tally = self.tally = WebSocketTally()
+            self.to_target = _CountingDirection(
+                self, counter=MessageCounter(DirectionWatch(capture, tally, to_target=True)), **to_target
+            )
+            self.to_client = _CountingDirection(
+                self, counter=MessageCounter(DirectionWatch(capture, tally, to_target=False)), **to_client
+            )
         self.to_client.count_bytes = True
         # How it ended, for the access log: "closed" (a close handshake), "client dropped", ...
         self.ended = ""
@@ -362,6 +371,8 @@ class WebSocketRelay:
         a frame can be put in), then that connection is closed too, after what is queued."""
         if not self.ended:
             self.ended = "closed" if direction.frames.saw_close else f"{direction.source_name} dropped"
+        if self.tally is not None and not direction.frames.saw_close:
+            first_close(self.tally, direction.source_name, CLOSE_ABNORMAL)
         direction.close_toward_sink(CLOSE_PEER_LOST, PEER_LOST_REASON)
         direction.sink.close()
         self._finish()
@@ -380,6 +391,7 @@ class WebSocketRelay:
     async def going_away(self) -> None:
         """Tell both peers 1001, give them ``CLOSE_TIMEOUT_S`` to answer, then cut."""
         self.ended = self.ended or "proxy stopping"
+        self._proxy_closes()
         self.to_client.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         self.to_target.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         with contextlib.suppress(TimeoutError):
@@ -390,11 +402,16 @@ class WebSocketRelay:
         """Without waiting: 1001 to each peer where a message is not under way, then both
         connections closed once what is queued for them is written."""
         self.ended = self.ended or "proxy stopping"
+        self._proxy_closes()
         for direction in (self.to_client, self.to_target):
             if direction.frames.between_messages:
                 direction.close_toward_sink(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
             direction.sink.close()
         self._finish()
+
+    def _proxy_closes(self) -> None:
+        if self.tally is not None:
+            first_close(self.tally, "proxy", CLOSE_GOING_AWAY)
 
     def abort(self) -> None:
         for transport in (self.to_client.source, self.to_target.source):
