@@ -85,7 +85,14 @@ def _build_parser() -> argparse.ArgumentParser:
     for allowed, metavar in ((options.ALLOWED_HOSTS, "NAME"), (options.ALLOWED_ORIGINS, "ORIGIN")):
         serve.add_argument(*allowed.flags, action="append", default=[], metavar=metavar, help=allowed.flag_text())
     serve.add_argument(*options.CA_BUNDLE.flags, metavar="FILE", help=options.CA_BUNDLE.flag_text())
-    for switch in (options.VERIFY_TLS, options.KEEP_HOST, options.ACCESS, options.LEVEL):
+    for switch in (
+        options.VERIFY_TLS,
+        options.KEEP_HOST,
+        options.ACCESS,
+        options.LEVEL,
+        options.INSPECT,
+        options.INSPECT_BODIES,
+    ):
         serve.add_argument(*switch.flags, action="store_true", help=switch.flag_text())
     config = commands.add_parser("config", help="find and check the config file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)

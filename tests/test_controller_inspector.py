@@ -95,3 +95,18 @@ def test_a_target_on_a_port_of_its_own_is_listed_in_the_same_store(
         assert httpx.get(f"http://127.0.0.1:{side.port}/side").status_code == 200
         ports = {e.head.raw_path: e.head.port for e in controller.inspector.store.exchanges()}
         assert ports == {"/main": controller.status.addresses[0][1], "/side": side.port}
+
+
+def test_serve_flags_switch_the_inspector_or_its_bodies_off_over_the_file(tmp_path: Path) -> None:
+    """`serve --no-inspector` and `--no-inspector-bodies` win over the file's [inspector]."""
+    from desktop.config.follow import KeyReader, Overrides, plan_for, read_config
+
+    path = tmp_path / "config.toml"
+    _config(path, "http://127.0.0.1:9", "enabled = true\nbodies = true")
+    config = read_config(path, Overrides())
+    assert plan_for(config, path, Overrides(), KeyReader()).inspector.enabled
+    off = plan_for(config, path, Overrides(no_inspector=True), KeyReader()).inspector
+    assert not off.enabled
+    no_bodies = plan_for(config, path, Overrides(no_inspector_bodies=True), KeyReader()).inspector
+    assert no_bodies.enabled
+    assert not no_bodies.keep_bodies

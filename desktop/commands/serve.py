@@ -155,6 +155,8 @@ def flag_overrides(args: argparse.Namespace) -> Overrides:
         insecure=args.insecure,
         ca_bundle=args.ca_bundle,
         keep_host=args.keep_host,
+        no_inspector=args.no_inspector,
+        no_inspector_bodies=args.no_inspector_bodies,
     )
 
 
@@ -179,7 +181,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     """
     from desktop.config.cabundle import ca_bundle_problem
     from desktop.config.follow import listener_settings, read_config, tend_files
-    from desktop.config.model import LogSettings
+    from desktop.config.model import Inspection, LogSettings
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
     from desktop.controller import ConfigBinding, ProxyController, ProxyStatus
@@ -201,6 +203,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     overrides = flag_overrides(args)
     if args.target and "://" in args.target:
         settings = ProxySettings()
+        inspection = Inspection()
         if path.exists():
             try:
                 config = load_config(path)
@@ -210,9 +213,11 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
             for notice in tend_files(path, config):  # the writes, as serve from the file takes them
                 log.warning("%s", notice)
             settings = listener_settings(config, path)
+            inspection = config.inspector
         return ProxyController(
             overrides.settings(settings),
             _target_with(overrides, args.target),
+            inspection=overrides.inspection(inspection),
             port_holder=port_holder,
             port_advice=_port_advice(args, None),
         )

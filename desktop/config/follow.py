@@ -67,6 +67,17 @@ class Overrides:
     insecure: bool = False
     ca_bundle: str | None = None
     keep_host: bool = False
+    # serve --no-inspector, --no-inspector-bodies: switched off whatever the file says.
+    no_inspector: bool = False
+    no_inspector_bodies: bool = False
+
+    def inspection(self, base: Inspection) -> Inspection:
+        """``base`` (the file's [inspector]) with these overrides."""
+        return replace(
+            base,
+            enabled=base.enabled and not self.no_inspector,
+            keep_bodies=base.keep_bodies and not self.no_inspector_bodies,
+        )
 
     def target(self, base: Target, *, chosen: bool = True) -> Target:
         """``base`` with these overrides; raise ValueError when they make it invalid. A header
@@ -129,15 +140,13 @@ class Plan:
     # Why the file's latest edit is not applied (path:line:col lines); this plan is the last good one.
     config_error: str | None = None
     log: LogSettings = field(default_factory=LogSettings)
+    # What the inspector keeps: the file's [inspector] with serve's flags on top.
+    inspector: Inspection = field(default_factory=Inspection)
 
     @property
     def main(self) -> Listener:
         return self.listeners[0]
 
-    @property
-    def inspector(self) -> Inspection:
-        """What the inspector keeps (the defaults for a proxy that follows no file)."""
-        return self.config.inspector if self.config is not None else Inspection()
 
     @property
     def settings(self) -> ProxySettings:
@@ -404,6 +413,7 @@ def plan_for(
         chosen=name,
         key_problems=MappingProxyType(problems),
         log=config.log,
+        inspector=overrides.inspection(config.inspector),
     )
 
 

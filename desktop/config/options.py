@@ -450,6 +450,8 @@ INSPECT: Option[bool] = Option(
     (bool,),
     True,
     "list the requests passing through for the inspector page (trayproxy inspect); nothing is written to disk",
+    flags=("--no-inspector",),
+    flag_help="do not list requests for the inspector (default: as the config file's [inspector] says)",
 )
 INSPECT_BODIES: Option[bool] = Option(
     INSPECTOR,
@@ -457,6 +459,8 @@ INSPECT_BODIES: Option[bool] = Option(
     (bool,),
     True,
     "keep request and response bodies (in memory only) for the inspector; false keeps times, status and tokens",
+    flags=("--no-inspector-bodies",),
+    flag_help="keep no request or response bodies for the inspector, only times, status and tokens",
 )
 BODY_CAP: Option[int] = Option(
     INSPECTOR,

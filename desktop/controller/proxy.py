@@ -38,7 +38,7 @@ from desktop.config.follow import (
 )
 from desktop.config.keys import key_refreshes
 from desktop.config.localtoken import token_path
-from desktop.config.model import Listener, ProxySettings, Target
+from desktop.config.model import Inspection, Listener, ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile
 from desktop.config.store import set_active_target
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
@@ -81,13 +81,15 @@ class ProxyController:
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         port_holder: Callable[[int], str | None] | None = None,
         port_advice: Callable[[str | None], str] | None = None,
+        inspection: Inspection | None = None,
     ) -> None:
-        """``port_holder(port)`` names the program holding a taken port, for the error (the
+        """``inspection``: what the inspector keeps (default: the declared defaults).
+        ``port_holder(port)`` names the program holding a taken port, for the error (the
         OS glue lives in ``desktop.platforms.ports``; the front end hands it in).
         ``port_advice(target)`` says where to choose another port, for the main listener
         (``target`` None) or a target's own: a command-line flag, a setting in the file; only
         the front end knows which it reads."""
-        self._plan = Plan(listeners=(Listener(settings, target),))
+        self._plan = Plan(listeners=(Listener(settings, target),), inspector=inspection or Inspection())
         self.inspector = InspectorHub(self._plan.inspector)
         self._resolver_factory = resolver_factory
         self._trouble = ListenTrouble(port_holder=port_holder, port_advice=port_advice)
