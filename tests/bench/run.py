@@ -270,6 +270,13 @@ def main() -> int:
         " requests do not use), to compare the routed path with the one-target path",
     )
     parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument for each `trayproxy serve` (repeatable), e.g. --serve-arg=--no-inspector",
+    )
+    parser.add_argument(
         "--json", type=Path, help="where to write the JSON (default: results/bench-<time>.json)"
     )
     args = parser.parse_args()
@@ -293,13 +300,17 @@ def main() -> int:
         machine["trayproxy"] = f"{args.trayproxy} (in {Path.cwd()})"
     if args.with_routes:
         machine["trayproxy config"] = "prefix routes, not taken by the requests"
+    if args.serve_arg:
+        machine["trayproxy serve arguments"] = " ".join(args.serve_arg)
     started = time.monotonic()
     # tmpfs when there is one: the download file and the upload sink then cost no disk I/O.
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="trayproxy-bench-", dir=shm if shm.is_dir() else None) as tmpdir:
         tmp = Path(tmpdir)
         source = servers.write_download_file(tmp, plan.transfer_bytes)
-        with servers.all_paths(tmp, pinning, trayproxy, with_routes=args.with_routes) as routes:
+        with servers.all_paths(
+            tmp, pinning, trayproxy, with_routes=args.with_routes, serve_args=tuple(args.serve_arg)
+        ) as routes:
             print(
                 f"measuring {', '.join(r.name for r in routes)} ({'smoke' if args.smoke else 'full'})",
                 file=sys.stderr,

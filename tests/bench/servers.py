@@ -276,14 +276,20 @@ def routed_config(upstream: int) -> str:
 
 @contextmanager
 def all_paths(
-    tmp: Path, pinning: Pinning, trayproxy: list[str], *, with_routes: bool = False
+    tmp: Path,
+    pinning: Pinning,
+    trayproxy: list[str],
+    *,
+    with_routes: bool = False,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[list[Route]]:
     """Start the upstream and every proxy; yield the paths in the order direct, nginx, caddy, trayproxy.
 
     ``trayproxy`` is the command that runs the CLI (usually ``trayproxy_command()``). With
     ``with_routes`` TrayProxy serves a config file whose targets claim path prefixes the
     benchmark never asks for (see ``routed_config``), so every request takes the routed path to
-    the chosen target instead of the one-target path.
+    the chosen target instead of the one-target path. ``serve_args`` go to each `trayproxy
+    serve` (``--no-inspector`` for an A/B of the inspector's capture).
     """
     origin, stream, nginx_port, caddy_port = (free_port() for _ in range(4))
     tray_http, tray_stream = free_port(), free_port()
@@ -318,7 +324,7 @@ def all_paths(
 
         def serve(name: str, upstream: int) -> list[str]:
             config = tmp / f"{name}.toml"
-            command = [*pin, *trayproxy, "serve", "-q", "--config", str(config), "--host", "127.0.0.1"]
+            command = [*pin, *trayproxy, "serve", "-q", *serve_args, "--config", str(config), "--host", "127.0.0.1"]
             if not with_routes:
                 return [*command, "--target", f"http://127.0.0.1:{upstream}"]
             config.write_text(routed_config(upstream))
