@@ -110,3 +110,38 @@ def test_serve_flags_switch_the_inspector_or_its_bodies_off_over_the_file(tmp_pa
     no_bodies = plan_for(config, path, Overrides(no_inspector_bodies=True), KeyReader()).inspector
     assert no_bodies.enabled
     assert not no_bodies.keep_bodies
+
+
+def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back(
+    tmp_path: Path, controllers: list[ProxyController]
+) -> None:
+    """`trayproxy inspect` finds the page through a 0600 session file the running proxy writes;
+    "Open inspector" gets a 0600 local file holding a one-time link (not a URL on a command
+    line); Stop removes the session file."""
+    import json
+    import re
+
+    with BackgroundServer(echo()) as target:
+        path = tmp_path / "config.toml"
+        _config(path, target.url, "enabled = true")
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        controllers.append(controller)
+        runtime = tmp_path / "run"
+        controller.inspector.session_dir = runtime
+        with pytest.raises(RuntimeError, match="not running"):
+            controller.inspector_link()
+        status = controller.start()
+        session = runtime / "inspector.json"
+        assert session.stat().st_mode & 0o777 == 0o600
+        assert json.loads(session.read_text())["port"] == status.addresses[0][1]
+
+        page, opener = controller.inspector_link()
+        assert page == f"{status.local_url}/__trayproxy/inspector/"
+        assert opener is not None
+        assert opener.stat().st_mode & 0o777 == 0o600
+        link = re.search(r'url=([^"]+)"', opener.read_text())
+        assert link is not None
+        assert link.group(1).startswith(f"{status.local_url}/__trayproxy/inspector/open?code=")
+
+        controller.stop()
+        assert not session.exists()

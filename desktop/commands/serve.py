@@ -186,6 +186,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     from desktop.config.store import config_path, ensure_config, load_config
     from desktop.controller import ConfigBinding, ProxyController, ProxyStatus
     from desktop.logs import apply_log_settings
+    from desktop.platforms.instance import instance_dir
     from desktop.platforms.ports import port_holder
 
     applied: list[LogSettings] = []
@@ -214,13 +215,16 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
                 log.warning("%s", notice)
             settings = listener_settings(config, path)
             inspection = config.inspector
-        return ProxyController(
+        url_controller = ProxyController(
             overrides.settings(settings),
             _target_with(overrides, args.target),
             inspection=overrides.inspection(inspection),
             port_holder=port_holder,
             port_advice=_port_advice(args, None),
         )
+        url_controller.inspector.session_dir = instance_dir()[0]  # for `trayproxy inspect`
+        return url_controller
+
     if ensure_config(path):
         log.info("created the config file %s with the default targets", path)
     _target_with(overrides, Target(url="http://127.0.0.1"))  # flag errors now, not on reload
@@ -242,6 +246,8 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     controller = ProxyController.from_config(
         binding, port_holder=port_holder, port_advice=_port_advice(args, path), config=config
     )
+
+    controller.inspector.session_dir = instance_dir()[0]  # where `trayproxy inspect` finds it
 
     def follow_log(status: ProxyStatus) -> None:
         apply_log(status.log)

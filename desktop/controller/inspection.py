@@ -8,12 +8,26 @@ there (LoopThread.call).
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from desktop.config.model import Inspection
+from desktop.engine.addresses import host_port
 from desktop.engine.capture import CaptureTap
 from desktop.engine.service import OwnPages
+from desktop.inspector.access import (
+    INSPECTOR_PREFIX,
+    OPEN_PATH,
+    InspectorAccess,
+    remove_session_file,
+    write_opener,
+    write_session_file,
+)
 from desktop.inspector.store import InspectorStore
 
 __all__ = ["InspectorHub"]
+
+log = logging.getLogger("trayproxy.inspector")
 
 MIB = 1024 * 1024
 
@@ -29,6 +43,12 @@ class InspectorHub:
             keep_bodies=settings.keep_bodies,
         )
         self.pages: OwnPages | None = None
+        # Who may read the page: a new secret each run (the cookie; one-time codes).
+        self.access = InspectorAccess()
+        # Where `trayproxy inspect` finds the running inspector (the OS's per-user runtime
+        # directory, which the front end knows); None: nowhere (tests, a proxy of a test).
+        self.session_dir: Path | None = None
+        self._announced: tuple[str, int] | None = None
 
     @property
     def tap(self) -> CaptureTap | None:
@@ -51,3 +71,33 @@ class InspectorHub:
             body_cap_bytes=settings.body_cap_mib * MIB,
             keep_bodies=settings.keep_bodies,
         )
+
+    # Where the page is ----------------------------------------------------------------------
+
+    def listening(self, addresses: tuple[tuple[str, int], ...]) -> None:
+        """The main listener is at ``addresses`` (empty: not listening): tell `trayproxy
+        inspect` through the session file, rewritten only when the address changed."""
+        where = addresses[0] if addresses and self.settings.enabled else None
+        if where == self._announced or self.session_dir is None:
+            return
+        try:
+            if where is None:
+                remove_session_file(self.session_dir, self.access)
+            else:
+                write_session_file(self.session_dir, where[0], where[1], self.access)
+        except OSError as exc:
+            log.warning("could not write the inspector's session file in %s: %s", self.session_dir, exc)
+            return
+        self._announced = where
+
+    def page_url(self, address: tuple[str, int]) -> str:
+        host, port = address
+        return f"http://{host_port(host, port)}{INSPECTOR_PREFIX}"
+
+    def opener(self, address: tuple[str, int], code: str) -> Path | None:
+        """A local file sending a browser to the page with the one-time ``code`` (so the code
+        shows in no process list), or None when there is nowhere to write it."""
+        if self.session_dir is None:
+            return None
+        host, port = address
+        return write_opener(self.session_dir, f"http://{host_port(host, port)}{OPEN_PATH}?code={code}")

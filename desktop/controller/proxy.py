@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractResolver
@@ -228,6 +229,7 @@ class ProxyController:
                     self._loop.call(listeners.stop(grace_s), timeout=CALL_TIMEOUT_S + bound)
                 finally:
                     self._loop.shutdown()
+            self.inspector.listening(())
             if self._board.status.state != "stopped":
                 self._board.update(
                     state="stopped",
@@ -372,6 +374,22 @@ class ProxyController:
         report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
         self._take(report, retry=retry, reload=reload, **fields)
 
+    def inspector_link(self) -> tuple[str, Path | None]:
+        """The inspector page's address, and a local file that opens it in a browser already
+        let in (a one-time code inside, so none shows in a process list; None: no file could be
+        written). Raises RuntimeError when the proxy is not running or the inspector is off."""
+        with self._lock:
+            listeners = self._listeners
+            addresses = self._board.status.addresses
+            if listeners is None or not addresses:
+                raise RuntimeError("TrayProxy is not running: start it first")
+            if not self.inspector.settings.enabled:
+                raise RuntimeError("the inspector is switched off ([inspector] enabled = false)")
+            inspector = self.inspector
+            # The codes are checked on the loop: issued there too.
+            code = self._loop.call(_on_loop(inspector.access.issue_code), timeout=CALL_TIMEOUT_S)
+            return inspector.page_url(addresses[0]), inspector.opener(addresses[0], code)
+
     async def _configure_inspector(self, listeners: Listeners, plan: Plan) -> None:
         self.inspector.configure(plan.inspector)
         listeners.set_capture(self.inspector.tap, self.inspector.served_pages)
@@ -402,6 +420,7 @@ class ProxyController:
             error=error,
             target_ports=self._target_ports(),
         )
+        self.inspector.listening(main.addresses)
 
     def _target_ports(self) -> tuple[TargetPort, ...]:
         return target_ports(self._plan, self._report, self._own_errors)
@@ -497,6 +516,10 @@ class ProxyController:
             if plan.listeners != old.listeners and not resolved.problem:
                 log.info("target %s rejected its key; ran the key command again for a new one", name)
             self._install(plan)
+
+
+async def _on_loop(call: Callable[[], T]) -> T:
+    return call()
 
 
 def _routed_names(plan: Plan) -> set[str]:
