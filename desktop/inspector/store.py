@@ -217,16 +217,18 @@ class InspectorStore:
 
     def begin(self, head: RequestHead) -> _Capture:
         exchange = Exchange(id=next(self._ids), wall_started=self._clock(), head=head)
+        # Listed now, trimmed to max_rows when it ends: only then is it known whether it is a
+        # refusal, which must not push a real row out.
         self._rows[exchange.id] = exchange
-        self._trim_rows()
         self._changed(exchange)
         return _Capture(self, exchange)
 
     def _keep_request_body(self, exchange: Exchange, body: bytes) -> None:
         if not self.keep_bodies or exchange.evicted:
             return
-        if len(body) > self.request_cap_bytes:
-            body = body[: self.request_cap_bytes]
+        room = self.request_cap_bytes - PIECE_OVERHEAD  # its own cost within the cap
+        if len(body) > room:
+            body = body[: max(room, 0)]
             exchange.request_body_cut = True
         exchange.request_body = body
         self._count(exchange, len(body) + PIECE_OVERHEAD)
@@ -246,6 +248,8 @@ class InspectorStore:
             del self._rows[exchange.id]
             self._drop_bodies(exchange)
             self._refusals.append(exchange)
+        else:
+            self._trim_rows()
         if self._read_back is not None and exchange.response_bytes:
             asyncio.get_running_loop().call_soon(self._read_back_then_tell, exchange)
         else:
