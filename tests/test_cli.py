@@ -555,3 +555,15 @@ def test_help_says_a_command_is_optional_and_that_none_starts_the_tray() -> None
     assert result.returncode == 0
     assert "[COMMAND]" in result.stdout.splitlines()[0]
     assert "Without a command, TrayProxy starts in the system tray." in " ".join(result.stdout.split())
+
+
+def test_the_tray_runs_the_proxy_with_every_flag_serve_has() -> None:
+    """The tray takes no flags but runs serve's code with serve's defaults: a flag added to serve
+    and not to the tray's arguments crashed the tray at start (AttributeError)."""
+    from desktop.cli import _build_parser
+    from desktop.commands.tray import tray_args
+
+    serve_defaults = vars(_build_parser().parse_args(["serve"]))
+    # tray_config is the top-level --config the tray reads itself (cli.py).
+    missing = sorted(serve_defaults.keys() - vars(tray_args(None)).keys() - {"tray_config"})
+    assert missing == []

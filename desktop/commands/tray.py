@@ -42,6 +42,8 @@ def tray_args(config: str | None) -> argparse.Namespace:
         keep_host=False,
         quiet=False,
         verbose=False,
+        no_inspector=False,
+        no_inspector_bodies=False,
     )
 
 

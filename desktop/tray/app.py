@@ -199,6 +199,8 @@ class TrayApp:
             self._copy(status.local_url, "the local URL")
         elif action == "copy-env" and status.local_url:
             self._copy_environment(status, status.local_url, arg or "posix")
+        elif action == "inspect":
+            self._in_background(self._open_inspector)
         elif action == "open-config" and status.config_path:
             self._report_desktop_action(platforms.open_path(Path(status.config_path)))
         elif action == "open-logs":
@@ -217,6 +219,19 @@ class TrayApp:
             self._in_background(self.quit)
         else:
             log.debug("ignored menu action %s", action)
+
+    def _open_inspector(self) -> None:
+        """Open the inspector page in the default browser, through a local file that lets that
+        browser in once (no code on a command line)."""
+        try:
+            page, opener = self.controller.inspector_link()
+        except RuntimeError as exc:
+            self.notify(f"Cannot open the inspector: {exc}")
+            return
+        if opener is None:
+            self.notify(f"Open the inspector with `trayproxy inspect`; it is at {page}")
+            return
+        self._report_desktop_action(platforms.open_path(opener))
 
     def _copy_environment(self, status: ProxyStatus, main_url: str, arg: str) -> None:
         """``arg``: a shell ("posix", "fish", ...) for lines pointing each SDK at the port made

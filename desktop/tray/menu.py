@@ -166,6 +166,7 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
         pystray.MenuItem("Target", pystray.Menu(*targets)),
         pystray.MenuItem("Copy local URL", do("copy-url"), enabled=running),
         pystray.MenuItem("Copy environment", copy_env, enabled=running),
+        pystray.MenuItem("Open inspector", do("inspect"), enabled=running),
         pystray.Menu.SEPARATOR,
         pystray.MenuItem("Open config file", do("open-config"), enabled=status.config_path is not None),
         pystray.MenuItem("Reload config", do("reload"), enabled=status.config_path is not None),

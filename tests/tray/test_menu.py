@@ -70,6 +70,7 @@ def test_stopped_menu_offers_start_and_disables_copying() -> None:
     assert named["Start proxy"].default
     assert not named["Copy local URL"].enabled
     assert not named["Copy environment"].enabled
+    assert not named["Open inspector"].enabled  # the page is served by the running proxy
     assert status_line(stopped) == "TrayProxy: stopped (openai)"
 
 

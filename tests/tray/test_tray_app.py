@@ -66,10 +66,11 @@ KEY_VARIABLE = "ALPHA_TEST_KEY"
 # Keyboard paths through the open menu. GTK skips the disabled status line and separators, so
 # the first Down selects "Stop proxy"/"Start proxy"; Right opens a submenu with its first item
 # selected. The menu, top to bottom: Stop/Start proxy, Target ▸, Copy local URL, Copy
-# environment ▸, Open config file, Reload config, Open log folder, Start at login, About, Quit.
+# environment ▸, Open inspector, Open config file, Reload config, Open log folder, Start at login,
+# About, Quit.
 TOGGLE_KEYS = ("Down", "Return")
 OPEN_TARGETS_KEYS = ("Down", "Down", "Right")
-QUIT_WHILE_RUNNING_KEYS = ("Down",) * 10 + ("Return",)
+QUIT_WHILE_RUNNING_KEYS = ("Down",) * 11 + ("Return",)
 # A right click whose menu has not shown by then is tried again.
 MENU_OPEN_RETRY_S = 2.0
 COPY_URL_KEYS = ("Down", "Down", "Down", "Return")
