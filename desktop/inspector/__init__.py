@@ -2,7 +2,9 @@
 
 Its rooms, as they land: ``sse`` (an event stream read incrementally, as browsers read it),
 ``answer`` (what a model answered, whichever API), ``openai``, ``responses``, ``anthropic`` and
-``ollama`` (a streamed Chat Completions, Responses, Messages or Ollama NDJSON answer put back
-together). Row 4, beside the controller:
+``ollama`` (a Chat Completions, Responses, Messages or Ollama answer put back together, streamed
+or whole), ``encoding`` (a body's gzip or deflate undone), ``outputs`` (which API an answer
+speaks, which of its events carry output) and ``readback`` (an ended exchange's answer, time to
+first token and facts: the store's read_back). Row 4, beside the controller:
 it reads what the engine's capture hands it and does no forwarding.
 """

@@ -8,6 +8,10 @@ tool_use with its ``id`` and ``name``, thinking); ``content_block_delta`` adds t
 output tokens so far; ``message_stop`` ends it; ``ping`` is a keep-alive; ``error`` carries
 the error (``overloaded_error`` ...).
 
+Not streamed, the answer is one ``message`` object (:func:`message_json`): its ``content``
+blocks whole (a tool_use block's ``input`` an object), ``stop_reason``, ``usage``, ``model``;
+an error answers ``{"type": "error", "error": {...}}``.
+
 Pure: events in, an :class:`~desktop.inspector.answer.Answer` out; an event whose data is not a
 JSON object is counted and skipped.
 """
@@ -21,7 +25,7 @@ from typing import Any
 from desktop.inspector.answer import Answer, ToolCall, json_events
 from desktop.inspector.sse import Event
 
-__all__ = ["messages_answer"]
+__all__ = ["message_json", "messages_answer"]
 
 
 def messages_answer(events: Iterable[Event]) -> Answer:
@@ -77,3 +81,34 @@ def messages_answer(events: Iterable[Event]) -> Answer:
 def _index(data: dict[str, Any]) -> int:
     index = data.get("index", 0)
     return index if isinstance(index, int) else 0
+
+
+def message_json(message: dict[str, Any]) -> Answer:
+    """The answer a whole (not streamed) message object gives."""
+    answer = Answer(done=True)
+    if message.get("type") == "error" or "error" in message:
+        answer.error = message.get("error", message)
+    if isinstance(message.get("model"), str):
+        answer.model = message["model"]
+    if isinstance(message.get("stop_reason"), str):
+        answer.finish_reason = message["stop_reason"]
+    if isinstance(message.get("usage"), dict):
+        answer.usage = message["usage"]
+    text: list[str] = []
+    thinking: list[str] = []
+    for index, block in enumerate(message.get("content") or ()):
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
+        elif kind in ("tool_use", "server_tool_use"):
+            arguments = json.dumps(block.get("input") or {})
+            answer.tool_calls.append(
+                ToolCall(index, str(block.get("id", "")), str(block.get("name", "")), arguments)
+            )
+    answer.text = "".join(text)
+    answer.thinking = "".join(thinking)
+    return answer

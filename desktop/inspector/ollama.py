@@ -7,6 +7,9 @@ Each line is an object: ``message.content`` (chat; ``message.thinking`` for a th
 ``prompt_eval_count`` (input tokens), ``eval_count`` (output tokens) and ``eval_duration`` (ns).
 Ollama's ``/v1/...`` endpoints speak OpenAI's shapes instead (openai.py).
 
+Not streamed (``"stream": false``), the answer is one such object, the last line's shape with
+the whole text (:func:`ollama_json`).
+
 Pure: bytes in any pieces to lines (:class:`LineReader`), lines to an Answer.
 """
 
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from desktop.inspector.answer import Answer, ToolCall
 
-__all__ = ["LineReader", "ndjson_answer"]
+__all__ = ["LineReader", "ndjson_answer", "ollama_json"]
 
 
 class LineReader:
@@ -43,17 +47,31 @@ class LineReader:
 def ndjson_answer(lines: Iterable[str]) -> Answer:
     """The answer the NDJSON ``lines`` of an Ollama chat or generate stream make."""
     answer = Answer()
-    text: list[str] = []
-    thinking: list[str] = []
+    return _parts_answer(_parts(lines, answer), answer)
+
+
+def ollama_json(body: dict[str, Any]) -> Answer:
+    """The answer a whole (not streamed) chat or generate object gives."""
+    return _parts_answer([body], Answer())
+
+
+def _parts(lines: Iterable[str], answer: Answer) -> Iterator[dict[str, Any]]:
+    """Each line's JSON object; a line that is none is counted in ``answer.unreadable``."""
     for line in lines:
         try:
             part = json.loads(line)
         except ValueError:
-            answer.unreadable += 1
-            continue
+            part = None
         if not isinstance(part, dict):
             answer.unreadable += 1
             continue
+        yield part
+
+
+def _parts_answer(parts: Iterable[dict[str, Any]], answer: Answer) -> Answer:
+    text: list[str] = []
+    thinking: list[str] = []
+    for part in parts:
         if isinstance(part.get("model"), str):
             answer.model = part["model"]
         if part.get("error") is not None:

@@ -8,6 +8,9 @@ choice, and a final chunk with empty ``choices`` carries ``usage`` when the requ
 ``data: [DONE]`` ends the stream; an ``{"error": ...}`` object is kept as the error. Servers
 that stream a model's reasoning put it in ``delta.reasoning_content`` or ``delta.reasoning``.
 
+Not streamed, the answer is one ``chat.completion`` object (:func:`chat_completion_json`):
+``choices[i].message`` with ``content`` and ``tool_calls`` whole, ``finish_reason``, ``usage``.
+
 Pure: events in, an :class:`Answer` out; a chunk that is not JSON or not an object is counted
 and skipped rather than failing the whole answer.
 """
@@ -21,7 +24,7 @@ from typing import Any
 from desktop.inspector.answer import Answer, ToolCall
 from desktop.inspector.sse import Event
 
-__all__ = ["Answer", "ToolCall", "chat_completion_answer"]
+__all__ = ["Answer", "ToolCall", "chat_completion_answer", "chat_completion_json"]
 
 
 def chat_completion_answer(events: Iterable[Event]) -> Answer:
@@ -90,3 +93,41 @@ def _take_delta(
                 call.name += function["name"]
             if isinstance(function.get("arguments"), str):
                 call.arguments += function["arguments"]
+
+
+def chat_completion_json(body: dict[str, Any]) -> Answer:
+    """The answer a whole (not streamed) ``chat.completion`` object gives."""
+    answer = Answer(done=True)
+    if body.get("error") is not None:
+        answer.error = body["error"]
+    if isinstance(body.get("model"), str):
+        answer.model = body["model"]
+    if isinstance(body.get("usage"), dict):
+        answer.usage = body["usage"]
+    text: list[str] = []
+    thinking: list[str] = []
+    calls: dict[int, ToolCall] = {}
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("index", 0) != 0:
+            answer.other_choices += 1
+            continue
+        if choice.get("finish_reason"):
+            answer.finish_reason = choice["finish_reason"]
+        message = choice.get("message")
+        if isinstance(message, dict):
+            # A whole message reads as one delta whose tool calls are in order.
+            whole = {
+                **message,
+                "tool_calls": [
+                    {"index": index, **call}
+                    for index, call in enumerate(message.get("tool_calls") or ())
+                    if isinstance(call, dict)
+                ],
+            }
+            _take_delta(whole, text, thinking, calls)
+    answer.text = "".join(text)
+    answer.thinking = "".join(thinking)
+    answer.tool_calls = [calls[index] for index in sorted(calls)]
+    return answer

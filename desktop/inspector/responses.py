@@ -7,6 +7,10 @@ of text), ``response.reasoning_summary_text.delta`` (of the reasoning summary),
 ``output_index``), ``response.completed`` / ``response.incomplete`` / ``response.failed`` (the
 whole response with its ``usage``, ``model`` and ``status``), and ``error``.
 
+Not streamed, the answer is the response object itself (:func:`responses_json`): its ``output``
+items (a ``message`` with ``output_text`` parts, a ``function_call`` with its ``arguments``
+whole, a ``reasoning`` item with its ``summary``), ``status``, ``model``, ``usage``, ``error``.
+
 Pure: events in, an Answer out; an event whose data is not a JSON object is counted and skipped.
 """
 
@@ -18,7 +22,7 @@ from typing import Any
 from desktop.inspector.answer import Answer, ToolCall, json_events
 from desktop.inspector.sse import Event
 
-__all__ = ["responses_answer"]
+__all__ = ["responses_answer", "responses_json"]
 
 _ENDINGS = ("response.completed", "response.incomplete", "response.failed")
 
@@ -71,3 +75,42 @@ def _take_response(answer: Answer, response: dict[str, Any]) -> None:
 def _index(data: dict[str, Any]) -> int:
     index = data.get("output_index", 0)
     return index if isinstance(index, int) else 0
+
+
+def responses_json(response: dict[str, Any]) -> Answer:
+    """The answer a whole (not streamed) response object gives."""
+    answer = Answer()
+    _take_response(answer, response)
+    text: list[str] = []
+    thinking: list[str] = []
+    for index, item in enumerate(response.get("output") or ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "function_call":
+            answer.tool_calls.append(
+                ToolCall(
+                    index,
+                    str(item.get("call_id", "")),
+                    str(item.get("name", "")),
+                    str(item.get("arguments", "")),
+                )
+            )
+        elif kind == "message":
+            text += _part_texts(item.get("content"), "output_text")
+        elif kind == "reasoning":
+            thinking += _part_texts(item.get("summary"), "summary_text")
+    answer.text = "".join(text)
+    answer.thinking = "".join(thinking)
+    return answer
+
+
+def _part_texts(parts: Any, kind: str) -> list[str]:
+    """The texts of the parts of ``kind`` in an output item's list of parts."""
+    if not isinstance(parts, list):
+        return []
+    return [
+        part["text"]
+        for part in parts
+        if isinstance(part, dict) and part.get("type") == kind and isinstance(part.get("text"), str)
+    ]

@@ -1,0 +1,231 @@
+"""An ended exchange's answer read back: which API, the reassembled answer, its timing, its facts.
+
+``answer_of`` reads what the store kept of a response (the pieces as the client got them, each
+with the loop time it came from the target) once, in order: Content-Encoding undone where the
+standard library can (gzip, deflate), events or lines read a piece at a time, so the piece
+that first carried output (text, thinking or a piece of a tool call) is known: its loop time
+less the request's arrival is the time to first token, measured where it happens rather than
+at the end (litellm#25598 reports TTFT equal to the whole duration).
+
+``facts_of`` is the store's ``read_back``: the metadata a list row shows (model, tokens, time
+to first token, tokens per second, API), never text, so it stays when bodies are off.
+
+Which API: by the path (``.../chat/completions``, ``.../responses``, ``.../messages``,
+Ollama's ``/api/chat`` and ``/api/generate``), else by the answer's shape; streamed when the
+answer is an event stream (``text/event-stream``) or NDJSON (``application/x-ndjson``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from desktop.inspector.answer import Answer
+from desktop.inspector.anthropic import message_json, messages_answer
+from desktop.inspector.encoding import BodyDecoder, decoded_pieces, response_header
+from desktop.inspector.ollama import LineReader, ndjson_answer, ollama_json
+from desktop.inspector.openai import chat_completion_answer, chat_completion_json
+from desktop.inspector.outputs import api_of_event, api_of_object, carries_output
+from desktop.inspector.responses import responses_answer, responses_json
+from desktop.inspector.sse import Event, EventReader
+from desktop.inspector.store import Exchange
+
+__all__ = ["ReadAnswer", "answer_of", "chunk_gaps_ms", "facts_of", "usage_counts"]
+
+STREAM_TYPES = {"text/event-stream": "sse", "application/x-ndjson": "ndjson", "application/jsonl": "ndjson"}
+
+_BY_PATH = (
+    ("/chat/completions", "openai-chat"),
+    ("/responses", "openai-responses"),
+    ("/messages", "anthropic-messages"),
+    ("/api/chat", "ollama"),
+    ("/api/generate", "ollama"),
+)
+_STREAM_READERS: dict[str, Callable[[list[Event]], Answer]] = {
+    "openai-chat": chat_completion_answer,
+    "openai-responses": responses_answer,
+    "anthropic-messages": messages_answer,
+}
+_WHOLE_READERS: dict[str, Callable[[dict[str, Any]], Answer]] = {
+    "openai-chat": chat_completion_json,
+    "openai-responses": responses_json,
+    "anthropic-messages": message_json,
+    "ollama": ollama_json,
+}
+
+
+@dataclass(slots=True)
+class ReadAnswer:
+    """What an exchange's answer says, and when its output came."""
+
+    api: str  # "openai-chat" | "openai-responses" | "anthropic-messages" | "ollama"
+    streamed: bool
+    answer: Answer
+    first_output_at: float | None = None  # loop time of the first piece that carried output
+    ttft_ms: float | None = None
+    chunk_gaps_ms: list[float] = field(default_factory=list)
+    cut: bool = False  # the body passed its cap: the answer is what its start says
+    problem: str = ""  # why the body could not be read (whole), or ""
+
+
+def answer_of(exchange: Exchange) -> ReadAnswer | None:
+    """The answer of an ended exchange, or None when there is none to read (no body kept, a
+    WebSocket, an answer of no API known here)."""
+    if exchange.head.websocket or not exchange.chunks:
+        return None
+    media = response_header(exchange, "Content-Type").split(";", 1)[0].strip().lower()
+    api = _api_by_path(exchange.head.raw_path)
+    decoder = BodyDecoder(response_header(exchange, "Content-Encoding"))
+    pieces = decoded_pieces(exchange, decoder)
+    first = next(pieces, None)
+    if first is None:
+        return _unread(api, media, decoder.problem, exchange)
+    mode = STREAM_TYPES.get(media) or ("sse" if first[0].lstrip()[:6] in (b"data:", b"event:") else "json")
+    if mode == "json":
+        read = _read_whole(api, [first[0], *(data for data, _ in pieces)], first[1])
+    else:
+        read = _read_stream(api, mode, first, pieces)
+    if read is None:
+        return None
+    read.chunk_gaps_ms = chunk_gaps_ms(exchange)
+    read.cut = exchange.body_cut
+    read.problem = decoder.problem
+    if read.first_output_at is not None:
+        read.ttft_ms = round((read.first_output_at - exchange.head.started) * 1000, 1)
+    return read
+
+
+def chunk_gaps_ms(exchange: Exchange) -> list[float]:
+    """The time between each two pieces of the response that came in, in ms."""
+    return [round((b - a) * 1000, 1) for a, b in itertools.pairwise(exchange.chunk_times)]
+
+
+def _unread(api: str, media: str, problem: str, exchange: Exchange) -> ReadAnswer | None:
+    """An answer whose body could not be decoded: its API and why, no content."""
+    if not api or not problem:
+        return None
+    streamed = media in STREAM_TYPES
+    return ReadAnswer(api, streamed, Answer(), cut=exchange.body_cut, problem=problem)
+
+
+def _read_whole(api: str, parts: list[bytes], at: float) -> ReadAnswer | None:
+    try:
+        body = json.loads(b"".join(parts))
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    api = api or api_of_object(body)
+    if not api:
+        return None
+    answer = _WHOLE_READERS[api](body)
+    has_output = bool(answer.text or answer.thinking or answer.tool_calls)
+    return ReadAnswer(api, False, answer, first_output_at=at if has_output else None)
+
+
+def _read_stream(
+    api: str, mode: str, first: tuple[bytes, float], pieces: Iterator[tuple[bytes, float]]
+) -> ReadAnswer | None:
+    """Events (or lines) each with the loop time of the piece that completed it."""
+    items: list[Any] = []
+    times: list[float] = []
+    reader: EventReader | LineReader = EventReader() if mode == "sse" else LineReader()
+    at = first[1]
+    for data, at in itertools.chain([first], pieces):
+        found = reader.feed(data)
+        items += found
+        times += [at] * len(found)
+    if isinstance(reader, LineReader):
+        last = reader.close()  # a last line without its line end
+        items += last
+        times += [at] * len(last)
+    api = api or (api_of_event(items) if mode == "sse" else api_of_object(_first_object(items)))
+    if not api:
+        return None
+    if mode == "sse":
+        answer = _STREAM_READERS.get(api, chat_completion_answer)(items)
+    else:
+        answer = ndjson_answer(items)
+    first_output_at = next(
+        (at for item, at in zip(items, times, strict=True) if carries_output(api, item)), None
+    )
+    return ReadAnswer(api, True, answer, first_output_at=first_output_at)
+
+
+def _first_object(lines: list[str]) -> dict[str, Any]:
+    for line in lines[:1]:
+        try:
+            part = json.loads(line)
+        except ValueError:
+            return {}
+        return part if isinstance(part, dict) else {}
+    return {}
+
+
+def facts_of(exchange: Exchange) -> dict[str, object]:
+    """The store's ``read_back``: model, tokens, time to first token, tokens per second, API.
+    Metadata only: no text of the prompt or the answer."""
+    read = answer_of(exchange)
+    answer = read.answer if read is not None else None
+    input_tokens, output_tokens, cached_tokens = usage_counts(answer.usage if answer else None)
+    model = answer.model if answer is not None and answer.model else _requested_model(exchange)
+    tokens_per_s = None
+    if read is not None and read.streamed and output_tokens and read.first_output_at is not None:
+        # Output speed once the output began: the wait before the first token is not in it.
+        ended = exchange.end.ended if exchange.end is not None else exchange.chunk_times[-1]
+        if ended > read.first_output_at:
+            tokens_per_s = round(output_tokens / (ended - read.first_output_at), 1)
+    return {
+        "api": read.api if read is not None else None,
+        "streamed": read.streamed if read is not None else None,
+        "model": model,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_tokens": cached_tokens,
+        "ttft_ms": read.ttft_ms if read is not None else None,
+        "tokens_per_s": tokens_per_s,
+    }
+
+
+def usage_counts(usage: dict[str, Any] | None) -> tuple[int | None, int | None, int | None]:
+    """(input, output, cached) tokens from any of the four APIs' usage objects: OpenAI's
+    prompt/completion_tokens (cached in prompt_tokens_details), Responses' and Anthropic's
+    input/output_tokens (cached in input_tokens_details, or Anthropic's cache reads), Ollama's
+    prompt_eval_count/eval_count."""
+    if not usage:
+        return None, None, None
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    cached = _count(details, "cached_tokens") if isinstance(details, dict) else None
+    return (
+        _count(usage, "prompt_tokens", "input_tokens", "prompt_eval_count"),
+        _count(usage, "completion_tokens", "output_tokens", "eval_count"),
+        cached if cached is not None else _count(usage, "cache_read_input_tokens"),
+    )
+
+
+def _count(values: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = values.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _requested_model(exchange: Exchange) -> str | None:
+    body = exchange.request_body
+    if not body or b'"model"' not in body:
+        return None
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    model = request.get("model") if isinstance(request, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _api_by_path(raw_path: str) -> str:
+    path = raw_path.split("?", 1)[0].rstrip("/")
+    return next((api for ending, api in _BY_PATH if path.endswith(ending)), "")
