@@ -1,0 +1,101 @@
+"""What of an exchange a person may see: every key masked, configured or the client's own.
+
+The store keeps what passed as it passed, so the client's own credentials are in it (its
+Authorization, x-api-key, a ``?key=`` of Gemini's). Everything the page, a push event, an
+export or a copied cURL shows goes through one :class:`Masker` per exchange:
+
+- a credential header's value (Authorization, x-api-key, api-key, x-goog-api-key,
+  Proxy-Authorization, Cookie, Set-Cookie, any name ending ``-key`` or ``-token`` or named for
+  a credential) is replaced, its scheme kept (``Bearer ***``, ``Bearer sk-***``: which kind of
+  key it was, never the key);
+- every credential value the client sent in a header or the query is masked wherever it shows
+  up again (an upstream's error quoting it, a body), as the configured keys registered with
+  desktop/redaction.py are;
+- all else goes through the log's own masking (redaction.redact_text, redact_target for the
+  path): key shapes, credential parameters, registered secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+from desktop.engine.capture import RequestHead
+from desktop.redaction import (
+    MASK,
+    SENSITIVE_HEADERS,
+    is_credential_name,
+    is_placeholder,
+    redact_target,
+    redact_text,
+)
+
+__all__ = ["Masker", "is_credential_header"]
+
+# Shorter values are not masked verbatim (redaction.py's floor too): "abc" is no key, and
+# masking it everywhere would shred the text.
+MIN_SECRET_LEN = 6
+# A key masked to its issuer's prefix and nothing else (redaction.py's key shapes).
+_KIND_ONLY = re.compile(
+    r"(?:sk-|tp-local-|gh[pousr]_|github_pat_|glpat-|AIza|xox[a-z]-|eyJ)" + re.escape(MASK)
+)
+
+
+def is_credential_header(name: str) -> bool:
+    """True for a header whose value is a credential, whatever it holds."""
+    lowered = name.lower()
+    return lowered in SENSITIVE_HEADERS or lowered.endswith(("-key", "-token")) or is_credential_name(lowered)
+
+
+class Masker:
+    """Masks what one exchange shows: its client's credentials and every registered secret."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, head: RequestHead) -> None:
+        found: set[str] = set()
+        for raw_name, raw_value in head.raw_headers:
+            name = raw_name.decode("latin-1")
+            if not is_credential_header(name):
+                continue
+            value = raw_value.decode("utf-8", "replace").strip()
+            if name.lower() in ("cookie", "set-cookie"):
+                found.update(part.partition("=")[2].strip() for part in value.split(";"))
+            else:
+                found.add(value)
+                found.add(value.partition(" ")[2].strip())  # the key without its scheme
+        query = head.raw_path.partition("?")[2]
+        found.update(value for name, value in parse_qsl(query) if is_credential_name(name))
+        # Longest first, so a value holding another is masked whole.
+        self._secrets = sorted((s for s in found if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        """``text`` (a body, an error, a header value) with every credential masked."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return redact_text(text)
+
+    def path(self, raw_path: str) -> str:
+        """A request target with its credentials masked, escapes kept."""
+        return self.text(redact_target(raw_path))
+
+    def header(self, name: str, value: str) -> str:
+        """A header's value as shown: a credential's replaced (its scheme kept), others masked."""
+        if not is_credential_header(name):
+            return self.text(value)
+        if is_placeholder(value):
+            return value  # "Bearer {key}": says where the key goes, not the key
+        scheme, space, credential = value.strip().partition(" ")
+        if space and scheme.isalpha() and credential.strip():
+            return f"{scheme} {_kind_kept(credential.strip())}"
+        return _kind_kept(value.strip()) if name.lower() not in ("cookie", "set-cookie") else MASK
+
+    def headers(self, pairs: list[tuple[str, str]]) -> list[list[str]]:
+        return [[name, self.header(name, value)] for name, value in pairs]
+
+
+def _kind_kept(credential: str) -> str:
+    """``sk-***`` for a key of a known shape (the log keeps its prefix too), else ``***``."""
+    shown = redact_text(credential)
+    return shown if _KIND_ONLY.fullmatch(shown) else MASK
