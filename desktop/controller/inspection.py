@@ -23,6 +23,7 @@ from desktop.inspector.access import (
     write_opener,
     write_session_file,
 )
+from desktop.inspector.readback import facts_of
 from desktop.inspector.store import InspectorStore
 
 __all__ = ["InspectorHub"]
@@ -41,6 +42,7 @@ class InspectorHub:
             max_rows=settings.max_rows,
             body_cap_bytes=settings.body_cap_mib * MIB,
             keep_bodies=settings.keep_bodies,
+            read_back=facts_of,
         )
         self.pages: OwnPages | None = None
         # Who may read the page: a new secret each run (the cookie; one-time codes).

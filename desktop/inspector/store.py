@@ -242,9 +242,11 @@ class InspectorStore:
 
     def _ended(self, exchange: Exchange, end: ExchangeEnd) -> None:
         exchange.end = end
-        if not end.target and 400 <= end.status < 500 and exchange.id in self._rows:
-            # Refused by the proxy itself (the guard, the local token, a malformed request):
-            # moved to the refusals' own short list.
+        if not end.target and 200 <= end.status < 500 and exchange.id in self._rows:
+            # Answered by the proxy itself, no target asked: refused (the guard, the local
+            # token, a malformed request) or a CORS preflight it answers with the local token
+            # on. Moved to the refusals' own short list, so a page's flood of them cannot push
+            # real rows out.
             del self._rows[exchange.id]
             self._drop_bodies(exchange)
             self._refusals.append(exchange)
