@@ -147,6 +147,16 @@ def local_prefix_of(route: Route) -> str:
     return route.prefix
 
 
+class _InFlight:
+    """The attempt under way: its target, and how many attempts were noted before it."""
+
+    __slots__ = ("label", "noted")
+
+    def __init__(self) -> None:
+        self.label: str | None = None
+        self.noted = 0
+
+
 async def forward_routed(
     request: web.BaseRequest,
     record: RequestRecord,
@@ -159,7 +169,40 @@ async def forward_routed(
     on_failover: Callable[[FailoverEvent], None],
 ) -> web.StreamResponse:
     """Send ``request`` along ``routes`` (the chosen target, then its fallbacks) until a target
-    serves it, as the module docstring says, and stream that answer to the client."""
+    serves it, as the module docstring says, and stream that answer to the client. A request
+    the client leaves while a target has it lists that attempt too ("spare (no answer)"): the
+    attempts a row lists are the requests the targets received."""
+    flight = _InFlight()
+    try:
+        return await _forward_routed(
+            request,
+            record,
+            routes,
+            body,
+            flight,
+            upstream_for=upstream_for,
+            routing=routing,
+            cooldowns=cooldowns,
+            on_failover=on_failover,
+        )
+    except asyncio.CancelledError:
+        if flight.label is not None and len(record.attempts) == flight.noted:
+            record.attempts.append(f"{flight.label} (no answer)")
+        raise
+
+
+async def _forward_routed(
+    request: web.BaseRequest,
+    record: RequestRecord,
+    routes: Sequence[Route],
+    body: RequestBody,
+    flight: _InFlight,
+    *,
+    upstream_for: Callable[[str], Upstream],
+    routing: Routing,
+    cooldowns: Cooldowns,
+    on_failover: Callable[[FailoverEvent], None],
+) -> web.StreamResponse:
     if not body.replayable:
         routes = routes[:1]  # a streamed body is gone once sent: no second target, no second try
     routes = _ordered(routes, cooldowns, record)
@@ -176,6 +219,7 @@ async def forward_routed(
         last = index == len(routes) - 1
         asked_again = False
         while True:
+            flight.label, flight.noted = upstream.label, len(record.attempts)
             try:
                 response = await open_upstream(
                     request, upstream, body, path=route.path, replaced_body=route.body

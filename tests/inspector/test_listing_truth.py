@@ -1,0 +1,145 @@
+"""The inspector lists each request the proxy received once, with its outcome, and the attempts it
+lists are the requests the targets received (issue 15: "Never in the way").
+
+A real ProxyService with routes and a fallback, real aiohttp targets counting what reaches
+them, real clients: plain requests, failovers, a retry after a short Retry-After, refusals of a
+foreign page, a client that leaves mid-stream and one that leaves while a routed target has not
+answered yet. Then the store is read back as a person would read the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from desktop.config.model import ProxySettings, Routing, Secret, Target
+from desktop.engine.service import ProxyService
+from desktop.inspector.store import Exchange, InspectorStore
+from desktop.routing import RouteTable, TargetClaims
+
+SETTINGS = ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0)
+
+
+class Counting:
+    """A target that counts what reaches it and answers by the path's last segment."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.received = 0
+        self.faults: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.received += 1
+        await request.read()
+        fault = self.faults.pop(0) if self.faults else ""
+        if fault == "503":
+            return web.json_response({"error": "busy"}, status=503)
+        if fault == "429":
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0"})
+        if fault == "hang":
+            await asyncio.sleep(5)
+        if request.path.endswith("/stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for number in range(50):
+                await response.write(f"data: {number}\n\n".encode())
+                await asyncio.sleep(0.02)
+            await response.write_eof()
+            return response
+        return web.json_response({"target": self.name})
+
+
+async def start_target(aiohttp_server: Any, counting: Counting) -> Target:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", counting.handle)
+    server = await aiohttp_server(app)
+    return Target(
+        url=str(server.make_url("")),
+        name=counting.name,
+        add_headers=(("Authorization", Secret(f"Bearer key-of-{counting.name}")),),
+        read_timeout_s=10.0,
+    )
+
+
+def attempts_of(exchange: Exchange) -> list[str]:
+    """The targets an exchange's row says were asked, one entry per request sent."""
+    end = exchange.end
+    assert end is not None
+    if end.attempts:
+        return [attempt.split()[0] for attempt in end.attempts]
+    return [end.target] if end.target else []
+
+
+async def test_each_request_is_listed_once_and_the_attempts_are_what_the_targets_received(
+    aiohttp_server: Any,
+) -> None:
+    main, flaky, spare = Counting("main"), Counting("flaky"), Counting("spare")
+    targets = {c.name: await start_target(aiohttp_server, c) for c in (main, flaky, spare)}
+    table = RouteTable.build(
+        [
+            TargetClaims("flaky", prefixes=("/f",), fallbacks=("spare",)),
+            TargetClaims("main"),
+            TargetClaims("spare"),
+        ],
+        default="main",
+    )
+    store = InspectorStore()
+    service = ProxyService(
+        SETTINGS, targets["main"], routing=Routing(table, (targets["flaky"], targets["spare"]), cooldown_s=0.0), tap=store
+    )
+    await service.start()
+    base = f"http://127.0.0.1:{service.port}"
+    flaky.faults = ["503", "503", "429", "", "hang"]
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(path: str, **kwargs: Any) -> int:
+                async with session.get(base + path, **kwargs) as response:
+                    await response.read()
+                    return response.status
+
+            async def leave_mid_stream() -> None:
+                async with session.get(base + "/v1/stream") as response:
+                    await response.content.readline()  # the first event, then the client goes
+
+            async def leave_while_waiting(path: str = "/f/v1/slow") -> None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await get(path)
+
+            # In order, so the faults meet the requests they are meant for.
+            assert await get("/v1/a") == 200
+            assert await get("/f/v1/b") == 200  # flaky 503 -> spare
+            assert await get("/f/v1/c") == 200  # flaky 503 -> spare
+            assert await get("/f/v1/d") == 200  # flaky 429 (Retry-After: 0), asked again -> flaky 200
+            assert await get("/f/v1/e", headers={"Origin": "https://evil.example"}) == 403
+            await leave_mid_stream()
+            await leave_while_waiting()  # flaky holds its answer; the client gives up at 0.5 s
+            assert await get("/v1/f") == 200
+            # The fallback holds its answer after the first target failed; the client gives up.
+            flaky.faults, spare.faults = ["503"], ["hang"]
+            await leave_while_waiting("/f/v1/slow2")
+        # Everything ended (the target of the abandoned request may still be sleeping).
+        async with asyncio.timeout(5):
+            while not all(exchange.done for exchange in store.exchanges()):
+                await asyncio.sleep(0.01)
+    finally:
+        await service.stop(grace_s=0.2)
+
+    listed = store.exchanges()
+    paths = Counter(exchange.head.raw_path for exchange in listed)
+    assert paths == Counter(
+        ["/v1/a", "/f/v1/b", "/f/v1/c", "/f/v1/d", "/f/v1/e", "/v1/stream", "/f/v1/slow", "/v1/f", "/f/v1/slow2"]
+    )
+    outcomes = {exchange.head.raw_path: exchange.end.note for exchange in listed if exchange.end}
+    assert outcomes["/v1/stream"] == "client went away"
+    assert outcomes["/f/v1/slow"] == "client went away"
+    assert outcomes["/f/v1/slow2"] == "client went away"
+    assert outcomes["/f/v1/e"] == "origin_not_allowed"
+    asked = Counter(name for exchange in listed for name in attempts_of(exchange))
+    assert asked == Counter(main=main.received, flaky=flaky.received, spare=spare.received)
