@@ -6,6 +6,7 @@ Its rooms, as they land: ``sse`` (an event stream read incrementally, as browser
 or whole), ``encoding`` (a body's gzip or deflate undone), ``outputs`` (which API an answer
 speaks, which of its events carry output) and ``readback`` (an ended exchange's answer, time to
 first token and facts: the store's read_back), ``views`` (an exchange as the page shows it,
-every key masked by ``masking``; its request as a cURL command: ``curl``). Row 4, beside the controller:
+every key masked by ``masking``; its request as a cURL command: ``curl``), ``har`` and
+``jsonl`` (the exports). Row 4, beside the controller:
 it reads what the engine's capture hands it and does no forwarding.
 """
