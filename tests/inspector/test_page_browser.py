@@ -1,0 +1,412 @@
+"""The inspector page in a real headless Chromium (Debian's chromium and chromium-driver, driven by
+Selenium), while the openai SDK streams through TrayProxy to a scripted target.
+
+What a person would see: a request listed the moment it starts and updated when it ends; its
+answer put back together in the detail pane; no key anywhere on the page. What an attacker's
+page cannot do: a page on another port of this machine (same-site: the browser sends it the
+cookie) or a foreign page (evil.test, mapped to 127.0.0.1 by Chromium itself, no DNS) tries to
+read, stream, clear and open the inspector in every way a page can, and gets nothing.
+
+Without Chromium or its driver the tests skip, except under CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from aiohttp import web
+from background import BackgroundServer
+
+from desktop.config.model import ProxySettings, Secret, Target
+from desktop.controller import ProxyController
+from desktop.inspector.access import COOKIE_NAME, INSPECTOR_PREFIX, InspectorSession, write_opener
+from desktop.inspector.web import InspectorPages
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+INSTALL_HINT = "apt-get install --no-install-recommends chromium chromium-driver (tests/system-deps.sh)"
+TARGET_KEY = "sk-target-key-page-browser-3e9d0c7a51"
+CLIENT_KEY = "sk-client-own-key-page-browser-88b2f4"
+# Bounds on waiting, not timing claims: Chromium's start and a page's first paint on a loaded
+# two-core machine.
+WAIT_S = 20.0
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--window-size=1400,900",
+    # evil.test is this machine; every other name is "not found", so nothing leaves it.
+    "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE ::1",
+)
+WORDS = ["Hel", "lo, ", "<b>world</b>", "!"]
+TOOL_ARGUMENTS = ['{"city": ', '"Paris", "unit"', ': "C"}']
+
+
+def require_browser() -> tuple[str, str]:
+    if CHROMIUM is not None and CHROMEDRIVER is not None:
+        return CHROMIUM, CHROMEDRIVER
+    message = f"the inspector page tests need Chromium and its driver: {INSTALL_HINT}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+@dataclass
+class ScriptedTarget:
+    """Streams a chat answer: its first words at once, the rest when ``release`` is set."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    reports: list[Any] = field(default_factory=list)
+    reported: threading.Event = field(default_factory=threading.Event)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/attack", self.attack_page)
+        app.router.add_post("/report", self.report)
+        return app
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        await response.write(chunk({"content": WORDS[0]}))
+        await asyncio.to_thread(self.release.wait, WAIT_S)
+        for word in WORDS[1:]:
+            await response.write(chunk({"content": word}))
+        call = {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "weather", "arguments": ""},
+        }
+        await response.write(chunk({"tool_calls": [call]}))
+        for piece in TOOL_ARGUMENTS:
+            await response.write(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        await response.write(chunk({}, finish="tool_calls"))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def attack_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=ATTACK_PAGE, content_type="text/html")
+
+    async def report(self, request: web.Request) -> web.Response:
+        self.reports.append(await request.json())
+        self.reported.set()
+        return web.Response(status=204)
+
+
+# Every way a page can ask the inspector for its data or make it act; each result is reported.
+ATTACK_PAGE = """<!doctype html><html><body><script>
+const base = new URLSearchParams(location.search).get("proxy") + "/__trayproxy/inspector/";
+const results = {};
+const note = (name, value) => { results[name] = String(value).slice(0, 500); };
+async function attempt(name, run) {
+  try { note(name, await run()); } catch (error) { note(name, "error: " + error); }
+}
+function stream() {
+  return new Promise((resolve) => {
+    const source = new EventSource(base + "api/events", {withCredentials: true});
+    const done = (value) => { source.close(); resolve(value); };
+    source.addEventListener("row", (event) => done("row: " + event.data));
+    source.addEventListener("reset", () => done("reset"));
+    source.onerror = () => done("error");
+    setTimeout(() => done("timeout"), 3000);
+  });
+}
+function frame() {
+  return new Promise((resolve) => {
+    const element = document.createElement("iframe");
+    element.src = base;
+    element.onload = () => {
+      try { resolve("read: " + element.contentDocument.body.textContent); }
+      catch (error) { resolve("error: " + error); }
+    };
+    document.body.appendChild(element);
+    setTimeout(() => resolve("timeout"), 3000);
+  });
+}
+(async () => {
+  await attempt("fetch", async () => (await fetch(base + "api/exchanges", {credentials: "include"})).text());
+  await attempt("fetch-no-cors", async () => {
+    const response = await fetch(base + "api/exchanges", {mode: "no-cors", credentials: "include"});
+    return response.type + " " + (await response.text());
+  });
+  await attempt("xhr", () => new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.withCredentials = true;
+    request.open("GET", base + "api/exchanges");
+    request.onload = () => resolve(request.status + " " + request.responseText);
+    request.onerror = () => reject("network error");
+    request.send();
+  }));
+  await attempt("eventsource", stream);
+  await attempt("iframe", frame);
+  await attempt("code", async () => (await fetch(base + "api/code", {method: "POST", mode: "no-cors", credentials: "include"})).type);
+  await attempt("clear", async () => (await fetch(base + "api/clear", {method: "POST", mode: "no-cors", credentials: "include"})).type);
+  await fetch("/report", {method: "POST", body: JSON.stringify(results)});
+})();
+</script></body></html>
+"""
+
+
+@dataclass
+class Inspector:
+    """TrayProxy (the controller, as serve and the tray run it) with its inspector page served."""
+
+    controller: ProxyController
+    target: ScriptedTarget
+    target_url: str
+    seen: list[tuple[str, str, int]]  # what reached the pages: path, Sec-Fetch-Site, status
+
+    @property
+    def base(self) -> str:
+        host, port = self.controller.status.addresses[0]
+        return f"http://{host}:{port}"
+
+    def session(self) -> InspectorSession:
+        host, port = self.controller.status.addresses[0]
+        return InspectorSession(host, port, self.controller.inspector.access.secret, os.getpid())
+
+    def one_time_link(self) -> str:
+        return self.session().open_url(self.controller.inspector.access.issue_code())
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The list as the page reads it (the test holds the secret: it is the person)."""
+        headers = {
+            "Cookie": f"{COOKIE_NAME}={self.controller.inspector.access.secret}",
+            "Sec-Fetch-Site": "same-origin",
+        }
+        answer = httpx.get(self.base + INSPECTOR_PREFIX + "api/exchanges", headers=headers, trust_env=False)
+        assert answer.status_code == 200
+        rows: list[dict[str, Any]] = answer.json()["rows"]
+        return rows
+
+    def sdk(self) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.base + "/v1",
+            api_key=CLIENT_KEY,
+            max_retries=0,
+            http_client=httpx.Client(trust_env=False),
+        )
+
+
+class RecordingPages(InspectorPages):
+    """The inspector's pages, noting what reached them and how they answered."""
+
+    seen: list[tuple[str, str, int]]
+
+    async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse:
+        response = await super().__call__(request, stopping)
+        self.seen.append((request.path, request.headers.get("Sec-Fetch-Site", ""), response.status))
+        return response
+
+
+@pytest.fixture
+def inspector() -> Iterator[Inspector]:
+    target = ScriptedTarget()
+    with BackgroundServer(target.app()) as server:
+        controller = ProxyController(
+            ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0),
+            Target(
+                url=server.url,
+                name="openai",
+                add_headers=(("Authorization", Secret(f"Bearer {TARGET_KEY}")),),
+            ),
+        )
+        hub = controller.inspector
+        pages = RecordingPages(hub.store, hub.access)
+        pages.seen = []
+        hub.pages = pages
+        controller.start()
+        try:
+            yield Inspector(controller, target, server.url, pages.seen)
+        finally:
+            target.release.set()
+            controller.close(grace_s=1.0)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, driver_path = require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: Any, condition: Any, message: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(condition, message)
+
+
+def row_state(driver: Any, path: str) -> str | None:
+    """The state of the newest listed row for ``path`` (None: not listed)."""
+    from selenium.webdriver.common.by import By
+
+    for row in driver.find_elements(By.CSS_SELECTOR, "#row-body tr"):
+        if row.find_element(By.CSS_SELECTOR, 'td[data-col="path"]').get_attribute("textContent") == path:
+            return str(row.get_attribute("data-state"))
+    return None
+
+
+def open_page(driver: Any, inspector: Inspector) -> None:
+    driver.get(inspector.one_time_link())
+    wait(driver, lambda d: d.current_url == inspector.base + INSPECTOR_PREFIX, "the page to open")
+    wait(
+        driver,
+        lambda d: d.find_element("id", "live").get_attribute("data-state") == "live",
+        "the push stream",
+    )
+
+
+def test_rows_appear_live_and_the_detail_shows_the_answer(browser: Any, inspector: Inspector) -> None:
+    """The row is there while the answer is still streaming, done when it ends; the detail
+    shows the text and tool call the SDK itself put together; no key is on the page."""
+    open_page(browser, inspector)
+    assert row_state(browser, "/v1/chat/completions") is None
+    assembled: dict[str, Any] = {}
+
+    def stream() -> None:
+        text, arguments, names = [], [], []
+        for piece in inspector.sdk().chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Hi <script>alert(1)</script>"}],
+            stream=True,
+        ):
+            delta = piece.choices[0].delta if piece.choices else None
+            if delta is not None and delta.content:
+                text.append(delta.content)
+            for call in (delta.tool_calls or []) if delta is not None else []:
+                if call.function and call.function.name:
+                    names.append(call.function.name)
+                if call.function and call.function.arguments:
+                    arguments.append(call.function.arguments)
+        assembled.update(text="".join(text), name="".join(names), arguments="".join(arguments))
+
+    client = threading.Thread(target=stream)
+    client.start()
+    try:
+        wait(browser, lambda d: row_state(d, "/v1/chat/completions") == "open", "the open row")
+    finally:
+        inspector.target.release.set()
+        client.join(WAIT_S)
+    assert assembled["text"] == "".join(WORDS)
+    wait(browser, lambda d: row_state(d, "/v1/chat/completions") == "done", "the row to end")
+
+    browser.find_element("css selector", "#row-body tr[data-state='done']").click()
+    answer = wait(
+        browser,
+        lambda d: d.find_element("id", "detail-answer-text").get_attribute("textContent"),
+        "the answer",
+    )
+    assert answer == assembled["text"]
+    (call,) = browser.find_elements("css selector", "#detail-tool-calls .tool-call")
+    assert call.get_attribute("data-name") == assembled["name"] == "weather"
+    shown = call.find_element("css selector", "pre.arguments").get_attribute("textContent")
+    assert json.loads(shown) == json.loads(assembled["arguments"]) == {"city": "Paris", "unit": "C"}
+    # The prompt's markup is shown as text, never made into elements.
+    assert browser.find_elements("css selector", "#detail-messages script, #detail-answer-text b") == []
+    assert "Hi <script>alert(1)</script>" in browser.find_element("id", "detail-messages").get_attribute(
+        "textContent"
+    )
+    page = browser.page_source
+    for key in (TARGET_KEY, CLIENT_KEY):
+        assert key not in page
+        assert key[8:] not in page  # nor any long part of it
+
+
+@pytest.mark.parametrize("site", ["127.0.0.1", "evil.test"], ids=["another-localhost-port", "foreign-page"])
+def test_other_pages_cannot_read_or_drive_the_inspector(
+    browser: Any, inspector: Inspector, site: str
+) -> None:
+    """The browser holds the inspector's cookie (the person opened it). A page on another port
+    of this machine is same-site, so the browser sends that page's requests the cookie; a
+    foreign page's go without it. Neither reads a row, a stream or a frame, gets a code, or
+    clears the list."""
+    with inspector.sdk() as client:
+        inspector.target.release.set()
+        for _ in client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            pass
+    open_page(browser, inspector)
+    attacker = inspector.target_url.replace("127.0.0.1", site)
+    browser.get(f"{attacker}/attack?proxy={inspector.base}")
+    assert inspector.target.reported.wait(WAIT_S), "the attack page did not report"
+    (results,) = inspector.target.reports
+    assert set(results) == {"fetch", "fetch-no-cors", "xhr", "eventsource", "iframe", "code", "clear"}
+    for name, result in results.items():
+        assert "chat/completions" not in result, (name, result)
+        assert "rows" not in result, (name, result)
+    assert results["eventsource"] == "error"
+    assert [row["path"] for row in inspector.listing()] == ["/v1/chat/completions"]
+    # The person's own requests are marked same-origin (the page) or none (the one-time link).
+    answered = [
+        (path, site, status) for path, site, status in inspector.seen if site not in ("same-origin", "none")
+    ]
+    assert all(status == 403 for _, _, status in answered), answered
+    if site == "127.0.0.1":
+        # Same-site requests pass the proxy's guard (a local dev server may use the proxy):
+        # they reached the inspector, which refused each one.
+        assert {path.rsplit("/", 1)[-1] for path, _, _ in answered} >= {
+            "exchanges",
+            "events",
+            "code",
+            "clear",
+        }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the engine's guard refuses the opener's navigation (a file:// page, so Sec-Fetch-Site:"
+    " cross-site) to /__trayproxy/inspector/open with cross_site_refused before the inspector sees it",
+)
+def test_the_opener_file_opens_the_page(browser: Any, inspector: Inspector, tmp_path: Path) -> None:
+    """What the tray's Open inspector and ``trayproxy inspect`` give the browser: a local file
+    that leads to the one-time link. The browser must end on the live page."""
+    opener = write_opener(tmp_path / "runtime", inspector.one_time_link())
+    browser.get(opener.as_uri())
+    wait(browser, lambda d: d.current_url == inspector.base + INSPECTOR_PREFIX, "the page to open")
+    wait(
+        browser,
+        lambda d: d.find_element("id", "live").get_attribute("data-state") == "live",
+        "the push stream",
+    )
