@@ -2,9 +2,9 @@
 
 ``trayproxy serve`` runs the proxy in the foreground with no UI; ``trayproxy`` alone starts the
 tray (or, with no usable tray, serves without an icon). Each command, and the tray's start, runs
-from its module in ``desktop.commands`` (``serve``, ``tray``, ``config``, ``env``, ``install``),
-imported inside the branch that runs it, so ``serve`` never imports pystray and runs on a
-machine with no display.
+from its module in ``desktop.commands`` (``serve``, ``tray``, ``config``, ``env``, ``inspect``,
+``install``), imported inside the branch that runs it, so ``serve`` never imports pystray and
+runs on a machine with no display.
 """
 
 from __future__ import annotations
@@ -138,8 +138,43 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the config file (default: $TRAYPROXY_CONFIG, else the user's config directory)",
     )
+    inspect = commands.add_parser(
+        "inspect",
+        help="open the running TrayProxy's inspector in a browser, or export what it holds",
+        description=INSPECT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect_how = inspect.add_mutually_exclusive_group()
+    inspect_how.add_argument(
+        "--url",
+        action="store_true",
+        help="print a one-time link to the inspector instead of opening a browser",
+    )
+    inspect_how.add_argument(
+        "--har", metavar="FILE", help="write every request it holds to FILE as HAR 1.2 ('-': stdout)"
+    )
+    inspect.add_argument(
+        "--jsonl", metavar="FILE", help="write every request it holds to FILE as JSON lines ('-': stdout)"
+    )
     _add_launcher_commands(commands)
     return parser
+
+
+INSPECT_HELP = """\
+Open the inspector of the TrayProxy running for this user (the tray, or
+trayproxy serve): a page listing every request as it passes, with timings,
+tokens, the reassembled answer and tool calls.
+
+The browser gets a local file that sends it to a one-time link (it works once,
+for 2 minutes), so the link appears in no process list. --url prints the link
+instead, for a browser of your choice.
+--har and --jsonl write what the inspector holds to a file, keys masked.
+
+examples:
+  trayproxy inspect
+  trayproxy inspect --url
+  trayproxy inspect --har session.har --jsonl session.jsonl
+"""
 
 
 ENV_HELP = """\
@@ -243,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.commands.env import run_env
 
         return run_env(args)
+    if args.command == "inspect":
+        from desktop.commands.inspect import run_inspect
+
+        if args.url and args.jsonl is not None:
+            parser.error("--url: give it alone, or --har/--jsonl alone")
+        return run_inspect(args)
     if args.command == "desktop-entry":
         from desktop.commands.install import run_desktop_entry
 
