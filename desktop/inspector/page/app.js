@@ -70,7 +70,7 @@
     ["ttfb", (row) => ms(row.ttfb_ms)],
     ["ttft", (row) => ms(row.ttft_ms)],
     ["duration", (row) => ms(row.duration_ms)],
-    ["bytes", (row) => (row.bytes_up || row.bytes_down ? `${bytes(row.bytes_up)} / ${bytes(row.bytes_down)}` : "")],
+    ["bytes", (row) => (row.bytes_up || row.bytes_down ? `${bytes(row.bytes_up) || "–"} / ${bytes(row.bytes_down) || "–"}` : "")],
     ["model", (row) => row.model || ""],
     ["tokens", tokens],
     ["rate", (row) => (row.tokens_per_s === null || row.tokens_per_s === undefined ? "" : row.tokens_per_s.toFixed(1))],
