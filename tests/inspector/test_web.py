@@ -358,3 +358,31 @@ async def test_detail_raw_and_exports_of_one_exchange(inspected: Inspected) -> N
     for missing in ("api/exchanges/999", "api/exchanges/999/raw", "api/exchanges/x", "export.har?id=999"):
         status, _, _ = await inspected.get(PAGE + missing, inspected.as_page())
         assert status == 404, missing
+
+
+async def test_the_list_says_when_body_capture_is_off(inspected: Inspected) -> None:
+    """The page shows a notice: with bodies off, a person must not wonder where they went."""
+    store = inspected.store
+    store.configure(max_rows=store.max_rows, body_cap_bytes=store.body_cap_bytes, keep_bodies=False)
+    async with inspected.client.get(inspected.base + "/v1/models") as response:
+        assert response.status == 200
+    status, body, _ = await inspected.get(PAGE + "api/exchanges", inspected.as_page())
+    assert status == 200
+    listing = json.loads(body)
+    assert listing["body_capture"] is False
+    assert [row["body_state"] for row in listing["rows"]] == ["off"]
+
+
+async def test_an_export_of_everything_holds_every_request_oldest_first(inspected: Inspected) -> None:
+    for path in ("/v1/models", "/echo-key"):
+        async with inspected.client.get(inspected.base + path) as response:
+            assert response.status == 200
+    status, body, headers = await inspected.get(PAGE + "export.jsonl", inspected.as_page())
+    assert status == 200
+    assert headers["Content-Type"] == "application/x-ndjson"
+    assert [json.loads(line)["path"] for line in body.decode().splitlines()] == ["/v1/models", "/echo-key"]
+    assert KEY.encode() not in body
+    status, body, headers = await inspected.get(PAGE + "export.har", inspected.as_page())
+    assert status == 200
+    entries = json.loads(body)["log"]["entries"]
+    assert [entry["request"]["url"].split("/", 3)[3] for entry in entries] == ["v1/models", "echo-key"]

@@ -125,6 +125,16 @@ def test_bundle_carries_the_license_texts_of_what_it_ships() -> None:
     assert (internal / "licenses" / "trayproxy" / "LICENSE").is_file()
 
 
+def test_bundle_ships_the_inspector_page() -> None:
+    """The inspector reads its page from beside its module (desktop/inspector/web.py, whose
+    __file__ in the bundle is under _internal): the same files must be there, or the app would
+    fail to start with the inspector on."""
+    source = Path(__file__).resolve().parents[2] / "desktop" / "inspector" / "page"
+    shipped = Path(BUNDLE).parent / "_internal" / "desktop" / "inspector" / "page"
+    for name in ("index.html", "app.js", "style.css"):
+        assert (shipped / name).read_bytes() == (source / name).read_bytes(), name
+
+
 @pytest.fixture
 def secret_service(bare_desktop: DesktopSession, tmp_path: Path) -> Iterator[dict[str, str]]:
     """gnome-keyring's Secret Service on a private bus, its login keyring made and unlocked in
