@@ -410,3 +410,37 @@ def test_the_opener_file_opens_the_page(browser: Any, inspector: Inspector, tmp_
         lambda d: d.find_element("id", "live").get_attribute("data-state") == "live",
         "the push stream",
     )
+
+
+def test_filters_narrow_the_list(browser: Any, inspector: Inspector) -> None:
+    """Text, status class and target filters hide the rows that do not match, and say so."""
+    inspector.target.release.set()
+    with inspector.sdk() as client:
+        for _ in client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            pass
+        with pytest.raises(openai.NotFoundError):
+            client.models.list()  # the target has no /v1/models: its 404
+    open_page(browser, inspector)
+    wait(browser, lambda d: len(d.find_elements("css selector", "#row-body tr")) == 2, "both rows")
+
+    def shown() -> list[str]:
+        return [
+            row.find_element("css selector", 'td[data-col="path"]').text
+            for row in browser.find_elements("css selector", "#row-body tr")
+            if row.is_displayed()
+        ]
+
+    browser.find_element("id", "filter-text").send_keys("models")
+    assert shown() == ["/v1/models"]
+    assert browser.find_element("id", "count").text == "1 of 2 requests"
+    browser.find_element("id", "filter-text").clear()
+    browser.execute_script(
+        "const s = document.getElementById('filter-status'); s.value = '4xx'; s.dispatchEvent(new Event('change'));"
+    )
+    assert shown() == ["/v1/models"]
+    browser.execute_script(
+        "const s = document.getElementById('filter-status'); s.value = '2xx'; s.dispatchEvent(new Event('change'));"
+    )
+    assert shown() == ["/v1/chat/completions"]

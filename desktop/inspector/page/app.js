@@ -124,6 +124,15 @@
     body.insertBefore(tr, before);
   }
 
+  function forget(id) {
+    const tr = elements.get(id);
+    if (tr) tr.remove();
+    elements.delete(id);
+    rows.delete(id);
+    if (selected === id) closeDetail();
+    counted();
+  }
+
   function rebuild(list) {
     rows.clear();
     elements.clear();
@@ -182,7 +191,18 @@
   }
 
   async function getJSON(path) {
-    const response = await fetch(path, { credentials: "same-origin", cache: "no-store" });
+    let response;
+    try {
+      response = await fetch(path, { credentials: "same-origin", cache: "no-store" });
+    } catch (error) {
+      sessionEnded(0);
+      throw error;
+    }
+    if (response.status === 404) {
+      const error = new Error(`${path}: no longer held`);
+      error.gone = true;
+      throw error;
+    }
     if (!response.ok) {
       sessionEnded(response.status);
       throw new Error(`${path}: ${response.status}`);
@@ -250,6 +270,7 @@
     try {
       detail = await getJSON(`api/exchanges/${id}`);
     } catch (error) {
+      if (error.gone) forget(id); // cleared, or pushed out by newer ones
       return;
     }
     if (selected !== id) return;
