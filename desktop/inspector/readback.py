@@ -19,19 +19,20 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from desktop.inspector.answer import Answer
 from desktop.inspector.anthropic import message_json, messages_answer
 from desktop.inspector.encoding import BodyDecoder, decoded_pieces, response_header
-from desktop.inspector.ollama import LineReader, ndjson_answer, ollama_json
+from desktop.inspector.ollama import ndjson_answer, ollama_json
 from desktop.inspector.openai import chat_completion_answer, chat_completion_json
-from desktop.inspector.outputs import api_of_event, api_of_object, carries_output
+from desktop.inspector.outputs import api_of_object
 from desktop.inspector.responses import responses_answer, responses_json
-from desktop.inspector.sse import Event, EventReader
+from desktop.inspector.sse import Event
 from desktop.inspector.store import Exchange
+from desktop.inspector.streams import read_stream
 
 __all__ = ["ReadAnswer", "answer_of", "chunk_gaps_ms", "facts_of", "usage_counts"]
 
@@ -74,6 +75,12 @@ class ReadAnswer:
 def answer_of(exchange: Exchange) -> ReadAnswer | None:
     """The answer of an ended exchange, or None when there is none to read (no body kept, a
     WebSocket, an answer of no API known here)."""
+    return _read(exchange, whole=True)
+
+
+def _read(exchange: Exchange, *, whole: bool) -> ReadAnswer | None:
+    """The answer; not ``whole``: a stream's head and last events only (streams.py), enough
+    for its facts, not for its text."""
     if exchange.head.websocket or not exchange.chunks:
         return None
     media = response_header(exchange, "Content-Type").split(";", 1)[0].strip().lower()
@@ -87,10 +94,12 @@ def answer_of(exchange: Exchange) -> ReadAnswer | None:
     if mode == "json":
         read = _read_whole(api, [first[0], *(data for data, _ in pieces)], first[1])
     else:
-        read = _read_stream(api, mode, first, pieces)
+        api, items, first_output_at = read_stream(api, mode, itertools.chain([first], pieces), whole=whole)
+        read = _stream_answer(api, mode, items, first_output_at)
     if read is None:
         return None
-    read.chunk_gaps_ms = chunk_gaps_ms(exchange)
+    if whole:
+        read.chunk_gaps_ms = chunk_gaps_ms(exchange)
     read.cut = exchange.body_cut
     read.problem = decoder.problem
     if read.first_output_at is not None:
@@ -126,49 +135,20 @@ def _read_whole(api: str, parts: list[bytes], at: float) -> ReadAnswer | None:
     return ReadAnswer(api, False, answer, first_output_at=at if has_output else None)
 
 
-def _read_stream(
-    api: str, mode: str, first: tuple[bytes, float], pieces: Iterator[tuple[bytes, float]]
-) -> ReadAnswer | None:
-    """Events (or lines) each with the loop time of the piece that completed it."""
-    items: list[Any] = []
-    times: list[float] = []
-    reader: EventReader | LineReader = EventReader() if mode == "sse" else LineReader()
-    at = first[1]
-    for data, at in itertools.chain([first], pieces):
-        found = reader.feed(data)
-        items += found
-        times += [at] * len(found)
-    if isinstance(reader, LineReader):
-        last = reader.close()  # a last line without its line end
-        items += last
-        times += [at] * len(last)
-    api = api or (api_of_event(items) if mode == "sse" else api_of_object(_first_object(items)))
+def _stream_answer(api: str, mode: str, items: list[Any], first_output_at: float | None) -> ReadAnswer | None:
     if not api:
         return None
     if mode == "sse":
         answer = _STREAM_READERS.get(api, chat_completion_answer)(items)
     else:
         answer = ndjson_answer(items)
-    first_output_at = next(
-        (at for item, at in zip(items, times, strict=True) if carries_output(api, item)), None
-    )
     return ReadAnswer(api, True, answer, first_output_at=first_output_at)
-
-
-def _first_object(lines: list[str]) -> dict[str, Any]:
-    for line in lines[:1]:
-        try:
-            part = json.loads(line)
-        except ValueError:
-            return {}
-        return part if isinstance(part, dict) else {}
-    return {}
 
 
 def facts_of(exchange: Exchange) -> dict[str, object]:
     """The store's ``read_back``: model, tokens, time to first token, tokens per second, API.
     Metadata only: no text of the prompt or the answer."""
-    read = answer_of(exchange)
+    read = _read(exchange, whole=False)
     answer = read.answer if read is not None else None
     input_tokens, output_tokens, cached_tokens = usage_counts(answer.usage if answer else None)
     model = answer.model if answer is not None and answer.model else _requested_model(exchange)
