@@ -17,6 +17,7 @@ export or a copied cURL shows goes through one :class:`Masker` per exchange:
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import parse_qsl
 
@@ -41,6 +42,7 @@ _KIND_ONLY = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # asked for each header of each row shown; names repeat
 def is_credential_header(name: str) -> bool:
     """True for a header whose value is a credential, whatever it holds."""
     lowered = name.lower()
