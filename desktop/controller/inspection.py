@@ -25,6 +25,7 @@ from desktop.inspector.access import (
 )
 from desktop.inspector.readback import facts_of
 from desktop.inspector.store import InspectorStore
+from desktop.inspector.web import InspectorPages
 
 __all__ = ["InspectorHub"]
 
@@ -44,9 +45,9 @@ class InspectorHub:
             keep_bodies=settings.keep_bodies,
             read_back=facts_of,
         )
-        self.pages: OwnPages | None = None
         # Who may read the page: a new secret each run (the cookie; one-time codes).
         self.access = InspectorAccess()
+        self.pages: OwnPages = InspectorPages(self.store, self.access)
         # Where `trayproxy inspect` finds the running inspector (the OS's per-user runtime
         # directory, which the front end knows); None: nowhere (tests, a proxy of a test).
         self.session_dir: Path | None = None

@@ -34,8 +34,8 @@ from aiohttp import web
 from desktop.engine.errors import ProxyError
 from desktop.inspector import har, jsonl, views
 from desktop.inspector.access import INSPECTOR_PREFIX, InspectorAccess
+from desktop.inspector.masking import Masker
 from desktop.inspector.store import Exchange, InspectorStore
-from desktop.redaction import redact_text
 
 __all__ = ["HEARTBEAT_S", "PAGE_DIR", "InspectorPages"]
 
@@ -320,4 +320,4 @@ class InspectorPages:
 def _raw_text(exchange: Exchange) -> str:
     """The response body as it came, as text, keys masked (an echoing target, an error that
     quotes the key it was given)."""
-    return redact_text(exchange.response_body().decode("utf-8", "replace"))
+    return Masker(exchange.head).text(exchange.response_body().decode("utf-8", "replace"))

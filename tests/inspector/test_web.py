@@ -386,3 +386,37 @@ async def test_an_export_of_everything_holds_every_request_oldest_first(inspecte
     assert status == 200
     entries = json.loads(body)["log"]["entries"]
     assert [entry["request"]["url"].split("/", 3)[3] for entry in entries] == ["v1/models", "echo-key"]
+
+
+async def test_the_raw_view_masks_a_key_the_client_sent_even_without_a_known_shape(aiohttp_server: Any) -> None:
+    """A keyless target (a local Ollama, a gateway taking the tool's own key) that quotes the
+    key it was sent in its error: the raw body shown masks that key too, whatever it looks like."""
+    client_key = "plainclientvalue4471"  # no sk- prefix: redact_text alone does not know it
+
+    async def complain(request: web.Request) -> web.Response:
+        return web.Response(status=401, text=f"invalid api key {request.headers.get('X-Api-Key')}")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", complain)
+    server = await aiohttp_server(app)
+    store, access = InspectorStore(), InspectorAccess()
+    service = ProxyService(
+        ProxySettings(hosts=("127.0.0.1",), port=0),
+        Target(url=str(server.make_url("")), name="local"),
+        tap=store,
+        pages=InspectorPages(store, access),
+    )
+    await service.start()
+    base = f"http://127.0.0.1:{service.port}"
+    page = {"Cookie": f"{COOKIE_NAME}={access.secret}", **FROM_PAGE}
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+            async with client.get(base + "/v1/models", headers={"X-Api-Key": client_key}) as response:
+                assert client_key in await response.text()  # the target did quote it
+            (exchange,) = store.exchanges()
+            async with client.get(f"{base}{PAGE}api/exchanges/{exchange.id}/raw", headers=page) as response:
+                raw = await response.text()
+    finally:
+        await service.stop(grace_s=0.5)
+    assert raw.startswith("invalid api key ")
+    assert client_key not in raw
