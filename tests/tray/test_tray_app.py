@@ -16,6 +16,7 @@ menu taken in the target test there (the README's picture).
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import os
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
 from background import BackgroundServer, free_port
@@ -76,6 +78,7 @@ MENU_OPEN_RETRY_S = 2.0
 COPY_URL_KEYS = ("Down", "Down", "Down", "Return")
 # Copy environment ▸ opens on its first entry, the POSIX shell lines.
 COPY_POSIX_ENVIRONMENT_KEYS = ("Down", "Down", "Down", "Down", "Right", "Return")
+OPEN_INSPECTOR_KEYS = ("Down",) * 5 + ("Return",)
 
 CONFIG_TEMPLATE = """\
 # TrayProxy test config: these comments must survive the app's own writes.
@@ -597,6 +600,55 @@ def test_copy_local_url_and_environment_put_working_text_on_the_clipboard(
     )
     assert pasted.stdout.strip() == "200", pasted.stderr
     assert paths_seen(upstreams["alpha"]) == ["/v1/models"]
+
+
+# A stand-in xdg-open: records what it was asked to open (the desktop's default browser would
+# open it), one argument per line.
+RECORDING_OPENER = """#!/bin/sh
+printf '%s\\n' "$1" >> "$OPENED_LOG"
+"""
+
+
+def test_open_inspector_hands_the_browser_a_private_file_that_lets_it_in_once(
+    launch: Callable[..., RunningTray], upstreams: dict[str, Upstream], x: XDriver, tmp_path: Path
+) -> None:
+    """Open inspector gives the desktop's opener a local 0600 file, never a URL with the code
+    (that would show in the process list); the link inside lets one browser in, which then
+    reads the list (the request made before is in it), and does not work a second time."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"
+    opener.write_text(RECORDING_OPENER)
+    opener.chmod(0o755)
+    opened_log = tmp_path / "opened.log"
+    port = free_port()
+    app = launch(
+        write_config(tmp_path, port, upstreams["alpha"].url, upstreams["beta"].url),
+        port,
+        extra_env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OPENED_LOG": str(opened_log)},
+    )
+    app.wait_for_status("running")
+    url = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{url}/v1/models", timeout=REQUEST_TIMEOUT_S).status_code == 200
+
+    use_menu(x, OPEN_INSPECTOR_KEYS)
+    opened = wait_until(
+        lambda: opened_log.exists() and opened_log.read_text().strip(), UI_TIMEOUT_S, "the opener to run"
+    )
+    handed = Path(opened.splitlines()[0])
+    assert "code=" not in str(handed)
+    assert handed.stat().st_mode & 0o777 == 0o600
+    link = re.search(r'url=([^"]+)"', handed.read_text())
+    assert link is not None
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as browser:
+        assert browser.get(html.unescape(link.group(1))).status_code == 200  # lets this one in
+        listed = browser.get(
+            f"{url}/__trayproxy/inspector/api/exchanges", headers={"Sec-Fetch-Site": "same-origin"}
+        )
+        assert listed.status_code == 200
+        assert [row["path"] for row in listed.json()["rows"]] == ["/v1/models"]
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as another:
+        assert another.get(html.unescape(link.group(1))).status_code == 403  # once only
 
 
 # Starts the real CLI with no command (the tray) after making the tray's start fail the way an
