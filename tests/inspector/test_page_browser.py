@@ -1,5 +1,6 @@
 """The inspector page in a real headless Chromium (Debian's chromium and chromium-driver, driven by
-Selenium), while the openai SDK streams through TrayProxy to a scripted target.
+Selenium), served by a real ``trayproxy serve`` (opened with the link ``trayproxy inspect --url``
+prints), while the openai SDK streams through it to a scripted target.
 
 What a person would see: a request listed the moment it starts and updated when it ends; its
 answer put back together in the detail pane; no key anywhere on the page. What an attacker's
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,18 +29,23 @@ import httpx
 import openai
 import pytest
 from aiohttp import web
-from background import BackgroundServer
+from background import BackgroundServer, free_port, wait_until
+from cli_process import ServeProcess, run_cli
+from listen_helpers import proxy_answers
 
-from desktop.config.model import ProxySettings, Secret, Target
-from desktop.controller import ProxyController
-from desktop.inspector.access import COOKIE_NAME, INSPECTOR_PREFIX, InspectorSession, write_opener
-from desktop.inspector.web import InspectorPages
+from desktop.inspector.access import (
+    COOKIE_NAME,
+    INSPECTOR_PREFIX,
+    InspectorSession,
+    read_session_file,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 INSTALL_HINT = "apt-get install --no-install-recommends chromium chromium-driver (tests/system-deps.sh)"
 TARGET_KEY = "sk-target-key-page-browser-3e9d0c7a51"
 CLIENT_KEY = "sk-client-own-key-page-browser-88b2f4"
+KEY_VARIABLE = "TP_PAGE_BROWSER_KEY"
 # Bounds on waiting, not timing claims: Chromium's start and a page's first paint on a loaded
 # two-core machine.
 WAIT_S = 20.0
@@ -179,35 +187,41 @@ function frame() {
 
 @dataclass
 class Inspector:
-    """TrayProxy (the controller, as serve and the tray run it) with its inspector page served."""
+    """``trayproxy serve`` (a subprocess of the real CLI, following its config file) in front
+    of the scripted target, with its inspector."""
 
-    controller: ProxyController
+    serve: ServeProcess
     target: ScriptedTarget
     target_url: str
-    seen: list[tuple[str, str, int]]  # what reached the pages: path, Sec-Fetch-Site, status
+    session: InspectorSession
 
     @property
     def base(self) -> str:
-        host, port = self.controller.status.addresses[0]
-        return f"http://{host}:{port}"
-
-    def session(self) -> InspectorSession:
-        host, port = self.controller.status.addresses[0]
-        return InspectorSession(host, port, self.controller.inspector.access.secret, os.getpid())
+        return self.session.base_url
 
     def one_time_link(self) -> str:
-        return self.session().open_url(self.controller.inspector.access.issue_code())
+        """What ``trayproxy inspect --url`` prints."""
+        result = run_cli("inspect", "--url")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
 
     def listing(self) -> list[dict[str, Any]]:
         """The list as the page reads it (the test holds the secret: it is the person)."""
-        headers = {
-            "Cookie": f"{COOKIE_NAME}={self.controller.inspector.access.secret}",
-            "Sec-Fetch-Site": "same-origin",
-        }
+        headers = {"Cookie": f"{COOKIE_NAME}={self.session.secret}", "Sec-Fetch-Site": "same-origin"}
         answer = httpx.get(self.base + INSPECTOR_PREFIX + "api/exchanges", headers=headers, trust_env=False)
         assert answer.status_code == 200
         rows: list[dict[str, Any]] = answer.json()["rows"]
         return rows
+
+    def answered(self) -> list[tuple[str, str, str]]:
+        """The inspector's requests as serve logs them at debug: method, path, status (or the
+        guard's refusal code)."""
+        found = []
+        for line in self.serve.lines_with(INSPECTOR_PREFIX):
+            match = _OWN_PAGE_LINE.search(line)
+            if match is not None:
+                found.append((match["method"], match["path"], match["status"] or match["refused"]))
+        return found
 
     def sdk(self) -> openai.OpenAI:
         return openai.OpenAI(
@@ -218,39 +232,42 @@ class Inspector:
         )
 
 
-class RecordingPages(InspectorPages):
-    """The inspector's pages, noting what reached them and how they answered."""
+# serve's debug lines for the own pages: "GET /__trayproxy/inspector/api/exchanges 403", or the
+# guard's "GET /__trayproxy/inspector/api/exchanges refused: cross_site_refused".
+_OWN_PAGE_LINE = re.compile(
+    r"(?P<method>[A-Z]+) (?P<path>/__trayproxy/inspector/\S*) (?:(?P<status>\d{3})|refused: (?P<refused>\w+))\s*$"
+)
 
-    seen: list[tuple[str, str, int]]
 
-    async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse:
-        response = await super().__call__(request, stopping)
-        self.seen.append((request.path, request.headers.get("Sec-Fetch-Site", ""), response.status))
-        return response
+def runtime_dir() -> Path:
+    """Where serve, run with this test's XDG_RUNTIME_DIR, writes its session file."""
+    return Path(os.environ["XDG_RUNTIME_DIR"]) / "TrayProxy"
 
 
 @pytest.fixture
-def inspector() -> Iterator[Inspector]:
+def inspector(tmp_path: Path) -> Iterator[Inspector]:
     target = ScriptedTarget()
     with BackgroundServer(target.app()) as server:
-        controller = ProxyController(
-            ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0),
-            Target(
-                url=server.url,
-                name="openai",
-                add_headers=(("Authorization", Secret(f"Bearer {TARGET_KEY}")),),
-            ),
+        port = free_port()
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n'
+            f'[targets.openai]\nurl = "{server.url}"\nkey = {{ env = "{KEY_VARIABLE}" }}\n'
+            'headers = { Authorization = "Bearer {key}" }\n'
         )
-        hub = controller.inspector
-        pages = RecordingPages(hub.store, hub.access)
-        pages.seen = []
-        hub.pages = pages
-        controller.start()
+        serve = ServeProcess(config, "--verbose", env={KEY_VARIABLE: TARGET_KEY})
         try:
-            yield Inspector(controller, target, server.url, pages.seen)
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1.0), timeout_s=WAIT_S), serve.stderr
+            assert wait_until(lambda: read_session_file(runtime_dir()) is not None, timeout_s=WAIT_S)
+            session = read_session_file(runtime_dir())
+            assert session is not None
+            assert session.port == port
+            yield Inspector(serve, target, server.url, session)
         finally:
             target.release.set()
-            controller.close(grace_s=1.0)
+            stderr = serve.stop()
+            for key in (TARGET_KEY, CLIENT_KEY):
+                assert key not in stderr
 
 
 @pytest.fixture
@@ -368,43 +385,55 @@ def test_other_pages_cannot_read_or_drive_the_inspector(
         ):
             pass
     open_page(browser, inspector)
+    browser.get("about:blank")  # the inspector tab is gone: what follows is the attack page's
+    before = len(inspector.answered())
     attacker = inspector.target_url.replace("127.0.0.1", site)
     browser.get(f"{attacker}/attack?proxy={inspector.base}")
     assert inspector.target.reported.wait(WAIT_S), "the attack page did not report"
     (results,) = inspector.target.reports
+    # The page's last attempt (Clear) is in serve's log once its stderr has been read.
+    assert wait_until(
+        lambda: any(path.endswith("/api/clear") for _, path, _ in inspector.answered()[before:]),
+        timeout_s=WAIT_S,
+    )
+    attack = inspector.answered()[before:]
     assert set(results) == {"fetch", "fetch-no-cors", "xhr", "eventsource", "iframe", "code", "clear"}
     for name, result in results.items():
         assert "chat/completions" not in result, (name, result)
         assert "rows" not in result, (name, result)
     assert results["eventsource"] == "error"
     assert [row["path"] for row in inspector.listing()] == ["/v1/chat/completions"]
-    # The person's own requests are marked same-origin (the page) or none (the one-time link).
-    answered = [
-        (path, site, status) for path, site, status in inspector.seen if site not in ("same-origin", "none")
-    ]
-    assert all(status == 403 for _, _, status in answered), answered
+    assert attack, "no request of the attack page reached TrayProxy"
+    # Nothing the page asked for was answered but with a refusal.
+    assert {status for _, _, status in attack} <= {"403", "cross_site_refused", "origin_not_allowed"}, attack
     if site == "127.0.0.1":
         # Same-site requests pass the proxy's guard (a local dev server may use the proxy):
         # they reached the inspector, which refused each one.
-        assert {path.rsplit("/", 1)[-1] for path, _, _ in answered} >= {
-            "exchanges",
-            "events",
-            "code",
-            "clear",
-        }
+        assert {path.rsplit("/", 1)[-1] for _, path, _ in attack} >= {"exchanges", "events", "code", "clear"}
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="the engine's guard refuses the opener's navigation (a file:// page, so Sec-Fetch-Site:"
     " cross-site) to /__trayproxy/inspector/open with cross_site_refused before the inspector sees it",
 )
-def test_the_opener_file_opens_the_page(browser: Any, inspector: Inspector, tmp_path: Path) -> None:
-    """What the tray's Open inspector and ``trayproxy inspect`` give the browser: a local file
-    that leads to the one-time link. The browser must end on the live page."""
-    opener = write_opener(tmp_path / "runtime", inspector.one_time_link())
-    browser.get(opener.as_uri())
-    wait(browser, lambda d: d.current_url == inspector.base + INSPECTOR_PREFIX, "the page to open")
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell script stands in for the browser's start")
+def test_trayproxy_inspect_opens_the_page_through_its_opener_file(
+    browser: Any, inspector: Inspector, tmp_path: Path
+) -> None:
+    """What ``trayproxy inspect`` (and the tray's Open inspector) gives the browser: the path of
+    a local file that leads to the one-time link. The browser must end on the live page."""
+    handed = tmp_path / "handed"
+    starter = tmp_path / "browser"
+    starter.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {handed}\n')
+    starter.chmod(0o700)
+    result = run_cli("inspect", env={**os.environ, "BROWSER": str(starter)})
+    assert result.returncode == 0, result.stderr
+    browser.get(handed.read_text())
+    page = inspector.base + INSPECTOR_PREFIX
+    wait(browser, lambda d: d.current_url == page or "cross_site_refused" in d.page_source, "the page")
+    assert "cross_site_refused" not in browser.page_source
     wait(
         browser,
         lambda d: d.find_element("id", "live").get_attribute("data-state") == "live",
