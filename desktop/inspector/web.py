@@ -163,9 +163,9 @@ class InspectorPages:
     async def _answer(
         self, request: web.BaseRequest, name: str, stopping: asyncio.Event
     ) -> web.StreamResponse:
-        method = "GET" if request.method == "HEAD" else request.method
+        method = request.method
         if name in self._files:
-            if method != "GET":
+            if method not in ("GET", "HEAD"):
                 return _error("Use GET", "method_not_allowed", 405)
             body, content_type = self._files[name]
             return web.Response(body=body, headers={"Content-Type": content_type})

@@ -420,3 +420,14 @@ async def test_the_raw_view_masks_a_key_the_client_sent_even_without_a_known_sha
         await service.stop(grace_s=0.5)
     assert raw.startswith("invalid api key ")
     assert client_key not in raw
+
+
+async def test_head_is_answered_for_the_page_files_only(inspected: Inspected) -> None:
+    """A HEAD of the push stream would otherwise hold a connection open with nothing to send."""
+    async with inspected.client.head(inspected.base + PAGE + "app.js", headers=inspected.as_page()) as answer:
+        assert answer.status == 200
+    async with asyncio.timeout(WAIT_S):
+        async with inspected.client.head(
+            inspected.base + PAGE + "api/events", headers=inspected.as_page()
+        ) as answer:
+            assert answer.status == 404
