@@ -8,6 +8,8 @@ speaks, which of its events carry output), ``streams`` (a stream's events with t
 first output: whole, or head and tail for facts) and ``readback`` (an ended exchange's answer, time to
 first token and facts: the store's read_back), ``views`` (an exchange as the page shows it,
 every key masked by ``masking``; its request as a cURL command: ``curl``), ``har`` and
-``jsonl`` (the exports). Row 4, beside the controller:
+``jsonl`` (the exports), ``access`` (who may read it: the session cookie, one-time codes, the
+session and opener files) and ``web`` (the page, its API and push stream, served from ``page/``).
+Row 4, beside the controller:
 it reads what the engine's capture hands it and does no forwarding.
 """
