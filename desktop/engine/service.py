@@ -55,11 +55,28 @@ MIN_CUT_WAIT_S = 0.01
 
 class OwnPages(Protocol):
     """Pages the proxy serves itself under ``prefix`` (within RESERVED_PREFIX: the inspector).
-    ``stopping`` is set when the listener stops: a push stream must end at once."""
+    ``stopping`` is set when the listener stops: a push stream must end at once.
+
+    ``entry`` is the one path a top-level navigation from another site may reach (the guard
+    refuses every other cross-site request): the one-time link a local file opens, which a
+    browser sends as cross-site. It spends no key, and without a valid code it opens nothing."""
 
     prefix: str
+    entry: str
 
     async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse: ...
+
+
+def _is_entry(request: web.BaseRequest, path: str, pages: OwnPages) -> bool:
+    """Whether ``request`` is a person's browser opening ``pages``' entry link (a top-level
+    GET navigation; no script can make one that reads the answer)."""
+    headers = request.headers
+    return (
+        path == pages.entry
+        and request.method == "GET"
+        and headers.get("Sec-Fetch-Mode") == "navigate"
+        and headers.get("Sec-Fetch-Dest") == "document"
+    )
 
 
 def _stopping_answer() -> web.StreamResponse:
@@ -412,6 +429,8 @@ class ProxyService:
         refusal = self._guard.check(request)
         pages = self.pages
         if pages is not None and path.startswith(pages.prefix):
+            if refusal is not None and refusal.code == "cross_site_refused" and _is_entry(request, path, pages):
+                refusal = None
             if refusal is not None:
                 log.debug("%s %s refused: %s", request.method, path, refusal.code)
                 return refusal.to_response()

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from desktop.engine.errors import ProxyError
 from desktop.inspector import har, jsonl, views
-from desktop.inspector.access import INSPECTOR_PREFIX, InspectorAccess
+from desktop.inspector.access import INSPECTOR_PREFIX, OPEN_PATH, InspectorAccess
 from desktop.inspector.masking import Masker
 from desktop.inspector.store import Exchange, InspectorStore
 
@@ -126,6 +126,8 @@ class InspectorPages:
 
     # What the service hands over: the folder without its "/" too, to be sent to the folder.
     prefix = INSPECTOR_PREFIX.rstrip("/")
+    # The one-time link's path: the opener file's navigation reaches it as cross-site.
+    entry = OPEN_PATH
 
     def __init__(
         self, store: InspectorStore, access: InspectorAccess, *, static_dir: Path = PAGE_DIR

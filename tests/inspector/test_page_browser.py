@@ -412,12 +412,6 @@ def test_other_pages_cannot_read_or_drive_the_inspector(
         assert {path.rsplit("/", 1)[-1] for _, path, _ in attack} >= {"exchanges", "events", "code", "clear"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the engine's guard refuses the opener's navigation (a file:// page, so Sec-Fetch-Site:"
-    " cross-site) to /__trayproxy/inspector/open with cross_site_refused before the inspector sees it",
-)
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell script stands in for the browser's start")
 def test_trayproxy_inspect_opens_the_page_through_its_opener_file(
     browser: Any, inspector: Inspector, tmp_path: Path

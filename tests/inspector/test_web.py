@@ -431,3 +431,22 @@ async def test_head_is_answered_for_the_page_files_only(inspected: Inspected) ->
             inspected.base + PAGE + "api/events", headers=inspected.as_page()
         ) as answer:
             assert answer.status == 404
+
+
+async def test_the_one_time_link_opens_from_a_local_file_and_nothing_else_crosses_sites(
+    inspected: Inspected,
+) -> None:
+    """The opener file (file://) navigates to the one-time link as a cross-site top-level
+    navigation: that one request passes the guard; the same headers on any other inspector path,
+    or the link fetched by a page's script, are refused."""
+    navigation = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    from_script = {**navigation, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "empty"}
+    code = inspected.access.issue_code()
+    status, _, _ = await inspected.get(PAGE + f"open?code={code}", from_script)
+    assert status == 403
+    status, _, headers = await inspected.get(PAGE + f"open?code={code}", navigation)
+    assert status == 200
+    assert f"{COOKIE_NAME}=" in headers["Set-Cookie"]
+    for path in ("", "api/exchanges", "export.har"):
+        status, _, _ = await inspected.get(PAGE + path, {**inspected.cookie, **navigation})
+        assert status == 403, path
