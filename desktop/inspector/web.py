@@ -203,7 +203,9 @@ class InspectorPages:
         return _json({"rows": rows, "body_capture": self.store.keep_bodies})
 
     def _find(self, text: str) -> Exchange | None:
-        return self.store.get(int(text)) if text.isdigit() and len(text) < 19 else None
+        # ASCII digits only: isdigit() also passes "²", which int() refuses.
+        wellformed = text.isascii() and text.isdecimal() and len(text) < 19
+        return self.store.get(int(text)) if wellformed else None
 
     async def _one(self, rest: str) -> web.StreamResponse:
         ident, _, what = rest.partition("/")

@@ -355,7 +355,16 @@ async def test_detail_raw_and_exports_of_one_exchange(inspected: Inspected) -> N
         assert headers["Content-Disposition"].startswith('attachment; filename="trayproxy-')
         assert headers["Content-Disposition"].endswith(f'-{row["id"]}.{extension}"')
         assert KEY.encode() not in body
-    for missing in ("api/exchanges/999", "api/exchanges/999/raw", "api/exchanges/x", "export.har?id=999"):
+    for missing in (
+        "api/exchanges/999",
+        "api/exchanges/999/raw",
+        "api/exchanges/x",
+        "export.har?id=999",
+        # Digits to str.isdigit() that int() refuses, and digits of another script.
+        "export.har?id=%C2%B2",
+        "export.jsonl?id=%E2%91%A0",
+        f"export.har?id={str(row['id']).translate(str.maketrans('0123456789', '٠١٢٣٤٥٦٧٨٩'))}",
+    ):
         status, _, _ = await inspected.get(PAGE + missing, inspected.as_page())
         assert status == 404, missing
 
