@@ -145,3 +145,22 @@ def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back
 
         controller.stop()
         assert not session.exists()
+
+
+def test_a_wildcard_listen_address_is_reached_on_loopback(
+    tmp_path: Path, controllers: list[ProxyController]
+) -> None:
+    """Listening on 0.0.0.0, the page and `trayproxy inspect` still use 127.0.0.1: the guard
+    allows no Host 0.0.0.0, so a link to it would only ever get 403."""
+    import json
+
+    with BackgroundServer(echo()) as target:
+        path = tmp_path / "config.toml"
+        path.write_text(f'[listen]\nhosts = ["0.0.0.0"]\nport = 0\n[targets.main]\nurl = "{target.url}"\n')
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        controllers.append(controller)
+        controller.inspector.session_dir = tmp_path / "run"
+        port = controller.start().addresses[0][1]
+        page, _ = controller.inspector_link()
+        assert page == f"http://127.0.0.1:{port}/__trayproxy/inspector/"
+        assert json.loads((tmp_path / "run" / "inspector.json").read_text())["host"] == "127.0.0.1"

@@ -80,7 +80,7 @@ class InspectorHub:
     def listening(self, addresses: tuple[tuple[str, int], ...]) -> None:
         """The main listener is at ``addresses`` (empty: not listening): tell `trayproxy
         inspect` through the session file, rewritten only when the address changed."""
-        where = addresses[0] if addresses and self.settings.enabled else None
+        where = _reachable(addresses[0]) if addresses and self.settings.enabled else None
         if where == self._announced or self.session_dir is None:
             return
         try:
@@ -94,7 +94,7 @@ class InspectorHub:
         self._announced = where
 
     def page_url(self, address: tuple[str, int]) -> str:
-        host, port = address
+        host, port = _reachable(address)
         return f"http://{host_port(host, port)}{INSPECTOR_PREFIX}"
 
     def opener(self, address: tuple[str, int], code: str) -> Path | None:
@@ -102,5 +102,16 @@ class InspectorHub:
         shows in no process list), or None when there is nowhere to write it."""
         if self.session_dir is None:
             return None
-        host, port = address
+        host, port = _reachable(address)
         return write_opener(self.session_dir, f"http://{host_port(host, port)}{OPEN_PATH}?code={code}")
+
+
+def _reachable(address: tuple[str, int]) -> tuple[str, int]:
+    """``address`` as this machine's browser reaches it: a wildcard listen address (0.0.0.0,
+    ::) is no Host the guard allows, so the page is addressed on the loopback of its family."""
+    host, port = address
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1", port
+    if host == "::":
+        return "::1", port
+    return host, port

@@ -224,6 +224,7 @@ async def _forward_routed(
                 response = await open_upstream(
                     request, upstream, body, path=route.path, replaced_body=route.body
                 )
+                record.head_at = asyncio.get_running_loop().time()
             except RequestRefused as refusal:
                 # The client's own body could not be read: no target is to blame.
                 record.note = refusal.code

@@ -109,6 +109,7 @@ class RequestRecord:
         "chosen_by",
         "error",
         "first_byte_at",
+        "head_at",
         "note",
         "outcomes",
         "status",
@@ -132,6 +133,9 @@ class RequestRecord:
         self.status = 0
         self.bytes_down = 0
         self.first_byte_at: float | None = None
+        # When the answering target's response head came in (before failover read its first
+        # event): the time to first byte the inspector shows.
+        self.head_at: float | None = None
         # A short code for the access log: why the request ended unusually.
         self.note = ""
         # The proxy's own error message when it answered instead of the target.
@@ -375,7 +379,8 @@ async def pass_response(
         loop = asyncio.get_running_loop()
         capture = record.capture
         if capture is not None:
-            capture.response(upstream_response.status, upstream_response.reason or "", response.headers, loop.time())
+            head_at = record.head_at if record.head_at is not None else loop.time()
+            capture.response(upstream_response.status, upstream_response.reason or "", response.headers, head_at)
         await response.prepare(request)
         record.first_byte_at = loop.time()
         try:

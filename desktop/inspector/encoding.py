@@ -22,10 +22,11 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024
 class BodyDecoder:
     """Undoes a Content-Encoding piece by piece, if the standard library can."""
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, *, limit: int = MAX_DECODED_BYTES) -> None:
         self.encoding = encoding.strip().lower()
         self.problem = ""
-        self._left = MAX_DECODED_BYTES
+        self._limit = limit
+        self._left = limit
         self._inflate: Any = None
         if self.encoding in ("gzip", "x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -42,7 +43,7 @@ class BodyDecoder:
         if self._inflate is None:
             return data
         if self._left <= 0:  # (a max_length of 0 would mean no limit)
-            self.problem = f"decoded body over {MAX_DECODED_BYTES >> 20} MiB: only its start is read"
+            self.problem = f"decoded body over {self._limit >> 20} MiB: only its start is read"
             return b""
         try:
             out: bytes = self._inflate.decompress(data, self._left)
@@ -51,7 +52,7 @@ class BodyDecoder:
             return b""
         self._left -= len(out)
         if self._inflate.unconsumed_tail:
-            self.problem = f"decoded body over {MAX_DECODED_BYTES >> 20} MiB: only its start is read"
+            self.problem = f"decoded body over {self._limit >> 20} MiB: only its start is read"
         return out
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,14 @@ from desktop.inspector.store import Exchange
 from desktop.inspector.streams import read_stream
 
 __all__ = ["ReadAnswer", "answer_of", "chunk_gaps_ms", "facts_of", "usage_counts"]
+
+# Facts are read on the proxy's loop once an exchange ends: an answer decoded past this is
+# not read for them (a gzip bomb must not hold the loop or the memory), and a whole JSON answer
+# larger than WHOLE_FACTS_BYTES is not parsed whole: its usage is looked for in its last
+# TAIL_BYTES (where the APIs put it), so a 7 MiB embeddings answer costs microseconds.
+FACTS_DECODED_BYTES = 4 * 1024 * 1024
+WHOLE_FACTS_BYTES = 512 * 1024
+TAIL_BYTES = 16 * 1024
 
 STREAM_TYPES = {"text/event-stream": "sse", "application/x-ndjson": "ndjson", "application/jsonl": "ndjson"}
 
@@ -85,13 +94,16 @@ def _read(exchange: Exchange, *, whole: bool) -> ReadAnswer | None:
         return None
     media = response_header(exchange, "Content-Type").split(";", 1)[0].strip().lower()
     api = _api_by_path(exchange.head.raw_path)
-    decoder = BodyDecoder(response_header(exchange, "Content-Encoding"))
+    encoding = response_header(exchange, "Content-Encoding")
+    decoder = BodyDecoder(encoding) if whole else BodyDecoder(encoding, limit=FACTS_DECODED_BYTES)
     pieces = decoded_pieces(exchange, decoder)
     first = next(pieces, None)
     if first is None:
         return _unread(api, media, decoder.problem, exchange)
     mode = STREAM_TYPES.get(media) or ("sse" if first[0].lstrip()[:6] in (b"data:", b"event:") else "json")
-    if mode == "json":
+    if mode == "json" and not whole and exchange.response_bytes > WHOLE_FACTS_BYTES:
+        read = _read_tail(api, first[0], pieces)
+    elif mode == "json":
         read = _read_whole(api, [first[0], *(data for data, _ in pieces)], first[1])
     else:
         api, items, first_output_at = read_stream(api, mode, itertools.chain([first], pieces), whole=whole)
@@ -133,6 +145,32 @@ def _read_whole(api: str, parts: list[bytes], at: float) -> ReadAnswer | None:
     answer = _WHOLE_READERS[api](body)
     has_output = bool(answer.text or answer.thinking or answer.tool_calls)
     return ReadAnswer(api, False, answer, first_output_at=at if has_output else None)
+
+
+def _read_tail(api: str, first: bytes, pieces: Iterator[tuple[bytes, float]]) -> ReadAnswer | None:
+    """A large whole JSON answer's facts from its end: the last ``"usage": {...}`` object (and
+    ``"model"`` from its start), without parsing the rest."""
+    tail = first[-TAIL_BYTES:]
+    for data, _ in pieces:
+        tail = (tail + data)[-TAIL_BYTES:]
+    answer = Answer()
+    model = re.search(rb'"model"\s*:\s*"([^"\\]{1,200})"', first[:TAIL_BYTES])
+    if model is not None:
+        answer.model = model.group(1).decode("utf-8", "replace")
+    at = tail.rfind(b'"usage"')
+    if at >= 0:
+        start = tail.find(b"{", at)
+        try:
+            usage, _ = (
+                json.JSONDecoder().raw_decode(tail[start:].decode("utf-8", "replace"))
+                if start >= 0
+                else (None, 0)
+            )
+        except ValueError:
+            usage = None
+        if isinstance(usage, dict):
+            answer.usage = usage
+    return ReadAnswer(api or "", False, answer)
 
 
 def _stream_answer(api: str, mode: str, items: list[Any], first_output_at: float | None) -> ReadAnswer | None:

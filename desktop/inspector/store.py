@@ -188,6 +188,7 @@ class InspectorStore:
         first token); it runs once per exchange, on the loop after the exchange ended."""
         self.max_rows = max_rows
         self.body_cap_bytes = body_cap_bytes
+        self._request_cap_wanted = request_cap_bytes
         self.request_cap_bytes = min(request_cap_bytes, body_cap_bytes)
         self.keep_bodies = keep_bodies
         self._read_back = read_back
@@ -204,7 +205,7 @@ class InspectorStore:
         """New bounds from the next exchange on; what is held now is trimmed to them."""
         self.max_rows = max_rows
         self.body_cap_bytes = body_cap_bytes
-        self.request_cap_bytes = min(DEFAULT_REQUEST_CAP_BYTES, body_cap_bytes)
+        self.request_cap_bytes = min(self._request_cap_wanted, body_cap_bytes)
         self.keep_bodies = keep_bodies
         if not keep_bodies:
             for exchange in list(self._with_bodies.values()):
@@ -275,7 +276,8 @@ class InspectorStore:
     def _trim_rows(self) -> None:
         while len(self._rows) > self.max_rows:
             _, oldest = self._rows.popitem(last=False)
-            self._drop_bodies(oldest)
+            # Evicted: one still open stops keeping pieces for a row nobody lists any more.
+            self._drop_bodies(oldest, evicted=True)
 
     def _evict(self, room: int) -> None:
         """Drop the oldest bodies until ``room`` more bytes fit under the cap."""

@@ -43,6 +43,13 @@ class Counting:
             return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0"})
         if fault == "hang":
             await asyncio.sleep(5)
+        if request.path.endswith("/late-first-event"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)  # the head now, the first event half a second later
+            await asyncio.sleep(0.5)
+            await response.write(b"data: first\n\n")
+            await response.write_eof()
+            return response
         if request.path.endswith("/stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -90,7 +97,10 @@ async def test_each_request_is_listed_once_and_the_attempts_are_what_the_targets
     )
     store = InspectorStore()
     service = ProxyService(
-        SETTINGS, targets["main"], routing=Routing(table, (targets["flaky"], targets["spare"]), cooldown_s=0.0), tap=store
+        SETTINGS,
+        targets["main"],
+        routing=Routing(table, (targets["flaky"], targets["spare"]), cooldown_s=0.0),
+        tap=store,
     )
     await service.start()
     base = f"http://127.0.0.1:{service.port}"
@@ -135,7 +145,17 @@ async def test_each_request_is_listed_once_and_the_attempts_are_what_the_targets
     listed = store.exchanges()
     paths = Counter(exchange.head.raw_path for exchange in listed)
     assert paths == Counter(
-        ["/v1/a", "/f/v1/b", "/f/v1/c", "/f/v1/d", "/f/v1/e", "/v1/stream", "/f/v1/slow", "/v1/f", "/f/v1/slow2"]
+        [
+            "/v1/a",
+            "/f/v1/b",
+            "/f/v1/c",
+            "/f/v1/d",
+            "/f/v1/e",
+            "/v1/stream",
+            "/f/v1/slow",
+            "/v1/f",
+            "/f/v1/slow2",
+        ]
     )
     outcomes = {exchange.head.raw_path: exchange.end.note for exchange in listed if exchange.end}
     assert outcomes["/v1/stream"] == "client went away"
@@ -144,3 +164,29 @@ async def test_each_request_is_listed_once_and_the_attempts_are_what_the_targets
     assert outcomes["/f/v1/e"] == "origin_not_allowed"
     asked = Counter(name for exchange in listed for name in attempts_of(exchange))
     assert asked == Counter(main=main.received, flaky=flaky.received, spare=spare.received)
+
+
+async def test_time_to_first_byte_is_the_head_even_when_failover_waits_for_the_first_event(
+    aiohttp_server: Any,
+) -> None:
+    """A target with a fallback is read up to its first event before the client gets anything
+    (an error event fails over); the row's TTFB is still when its head came, not that event."""
+    flaky, spare = Counting("flaky"), Counting("spare")
+    targets = {c.name: await start_target(aiohttp_server, c) for c in (flaky, spare)}
+    table = RouteTable.build(
+        [TargetClaims("flaky", fallbacks=("spare",)), TargetClaims("spare")], default="flaky"
+    )
+    store = InspectorStore()
+    service = ProxyService(SETTINGS, targets["flaky"], routing=Routing(table, (targets["spare"],)), tap=store)
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{service.port}/v1/late-first-event", json={}
+        ) as response:
+            assert await response.read() == b"data: first\n\n"
+    finally:
+        await service.stop(grace_s=0.2)
+    (exchange,) = store.exchanges()
+    assert exchange.response_at is not None
+    assert exchange.response_at - exchange.head.started < 0.25  # not the 500 ms to the event
+    assert exchange.chunk_times[0] - exchange.head.started >= 0.5

@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,7 +387,13 @@ def test_other_pages_cannot_read_or_drive_the_inspector(
             pass
     open_page(browser, inspector)
     browser.get("about:blank")  # the inspector tab is gone: what follows is the attack page's
-    before = len(inspector.answered())
+    # Its last requests (a list fetched as the page left) may still be logged: wait until the
+    # log stops growing, so no request of the inspector's own is counted as the attack's.
+    before, settled = len(inspector.answered()), time.monotonic()
+    while time.monotonic() - settled < 0.5:
+        time.sleep(0.05)
+        if len(inspector.answered()) != before:
+            before, settled = len(inspector.answered()), time.monotonic()
     attacker = inspector.target_url.replace("127.0.0.1", site)
     browser.get(f"{attacker}/attack?proxy={inspector.base}")
     assert inspector.target.reported.wait(WAIT_S), "the attack page did not report"
