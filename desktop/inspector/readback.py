@@ -17,6 +17,7 @@ answer is an event stream (``text/event-stream``) or NDJSON (``application/x-ndj
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -141,10 +142,25 @@ def _read_whole(api: str, parts: list[bytes], at: float) -> ReadAnswer | None:
         return None
     api = api or api_of_object(body)
     if not api:
-        return None
+        # No answer of the four APIs, but one that may say what it cost (embeddings).
+        usage, model = body.get("usage"), body.get("model")
+        if not isinstance(usage, dict):
+            return None
+        return ReadAnswer("", False, Answer(usage=usage, model=model if isinstance(model, str) else None))
     answer = _WHOLE_READERS[api](body)
     has_output = bool(answer.text or answer.thinking or answer.tool_calls)
     return ReadAnswer(api, False, answer, first_output_at=at if has_output else None)
+
+
+# What a whole answer of one of the four APIs holds near its start (outputs.api_of_object).
+_ANSWER_MARKS = (b'"choices"', b'"chat.completion', b'"response"', b'"message"', b'"done"')
+
+
+def _may_be_an_answer(start: bytes) -> bool:
+    """Whether a JSON body on a path of no known API may still be an answer: one of the
+    members outputs.api_of_object looks for appears in it (searching costs far less than
+    parsing every body the proxy carries)."""
+    return any(mark in start for mark in _ANSWER_MARKS)
 
 
 def _read_tail(api: str, first: bytes, pieces: Iterator[tuple[bytes, float]]) -> ReadAnswer | None:
@@ -186,6 +202,10 @@ def _stream_answer(api: str, mode: str, items: list[Any], first_output_at: float
 def facts_of(exchange: Exchange) -> dict[str, object]:
     """The store's ``read_back``: model, tokens, time to first token, tokens per second, API.
     Metadata only: no text of the prompt or the answer."""
+    if _no_answer(exchange):
+        # The common case on a busy proxy that is not an LLM call (a model list, a health
+        # check, a download): a row with its requested model, read in a microsecond.
+        return {**_NO_FACTS, "model": _requested_model(exchange)}
     read = _read(exchange, whole=False)
     answer = read.answer if read is not None else None
     input_tokens, output_tokens, cached_tokens = usage_counts(answer.usage if answer else None)
@@ -206,6 +226,29 @@ def facts_of(exchange: Exchange) -> dict[str, object]:
         "ttft_ms": read.ttft_ms if read is not None else None,
         "tokens_per_s": tokens_per_s,
     }
+
+
+_NO_FACTS: dict[str, object] = dict.fromkeys(
+    ("api", "streamed", "model", "input_tokens", "output_tokens", "cached_tokens", "ttft_ms", "tokens_per_s")
+)
+
+
+def _no_answer(exchange: Exchange) -> bool:
+    """Whether the exchange surely carries no answer worth reading: a path of none of the four
+    APIs, a body that is no stream, none of their members in its start and no usage at its end
+    (before any decoding: an encoded body on such a path is not read for facts)."""
+    if not exchange.chunks or exchange.head.websocket:
+        return True
+    if _api_by_path(exchange.head.raw_path):
+        return False
+    media = response_header(exchange, "Content-Type").split(";", 1)[0].strip().lower()
+    if media in STREAM_TYPES:
+        return False
+    start = exchange.chunks[0][:4096]
+    if start.lstrip()[:6].startswith((b"data:", b"event:")) or _may_be_an_answer(start):
+        return False
+    # An answer of another kind that still says what it cost (embeddings): usage at its end.
+    return b'"usage"' not in exchange.chunks[-1][-4096:]
 
 
 def usage_counts(usage: dict[str, Any] | None) -> tuple[int | None, int | None, int | None]:
@@ -244,6 +287,7 @@ def _requested_model(exchange: Exchange) -> str | None:
     return model if isinstance(model, str) else None
 
 
+@functools.lru_cache(maxsize=1024)  # tools send the same few paths again and again
 def _api_by_path(raw_path: str) -> str:
     path = raw_path.split("?", 1)[0].rstrip("/")
     return next((api for ending, api in _BY_PATH if path.endswith(ending)), "")

@@ -335,6 +335,8 @@ class InspectorStore:
         return subscription
 
     def _changed(self, exchange: Exchange) -> None:
+        if not self._subscribers:
+            return  # no page open: nothing to tell (the common case, on every request)
         if self._rows.get(exchange.id) is not exchange and exchange not in self._refusals:
             return  # cleared while it was open
         for subscriber in self._subscribers:

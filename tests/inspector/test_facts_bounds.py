@@ -66,3 +66,26 @@ def test_a_gzip_bomb_is_not_inflated_past_a_few_mebibytes_for_its_facts() -> Non
     facts, seconds = timed(exchange)
     assert facts["input_tokens"] is None
     assert seconds < 0.1  # inflating all 60 MiB took ~300 ms and ~180 MiB
+
+
+def test_a_small_answer_of_another_kind_still_says_what_it_cost() -> None:
+    """An embeddings answer is none of the four chat APIs, yet its usage is on the bill."""
+    body = json.dumps(
+        {
+            "object": "list",
+            "data": [{"embedding": [0.1] * 8}],
+            "model": "m-embed",
+            "usage": {"prompt_tokens": 7},
+        }
+    ).encode()
+    facts = facts_of(ended("/v1/embeddings", body, {"Content-Type": "application/json"}))
+    assert (facts["input_tokens"], facts["model"]) == (7, "m-embed")
+
+
+def test_a_body_of_no_api_is_listed_without_facts() -> None:
+    """A model list (the benchmark's small request) is read for nothing but the model asked for."""
+    facts = facts_of(
+        ended("/v1/models", b'{"object":"list","data":[]}', {"Content-Type": "application/json"})
+    )
+    assert facts["api"] is None
+    assert facts["input_tokens"] is None
