@@ -521,3 +521,42 @@ def test_a_full_list_shows_within_seconds_of_opening_the_page(browser: Any, insp
     print(f"10,000 rows shown {took:.2f} s after the page was asked for")
     assert took < FULL_LIST_S
     assert listed_ids(browser) == held
+
+
+# Run in the page before its own script: the answer to its read of the list is held back
+# ``delay`` ms after it came (the list in it was made when it was asked for), and
+# window.listRead is set once the page has had the list and done what it does with it.
+SLOW_LIST = """
+window.listAnswered = false;
+window.listRead = false;
+const realFetch = window.fetch;
+window.fetch = async (input, init) => {
+  const response = await realFetch(input, init);
+  if (String(input) !== "api/exchanges") return response;
+  window.listAnswered = true;
+  await new Promise((resolve) => setTimeout(resolve, %d));
+  const json = response.json.bind(response);
+  response.json = async () => {
+    const value = await json();
+    setTimeout(() => { window.listRead = true; }, 0);
+    return value;
+  };
+  return response;
+};
+"""
+
+
+def test_a_request_made_while_the_list_is_read_stays_listed(browser: Any, inspector: Inspector) -> None:
+    """The page reads the list when it opens; a request that starts and ends before that read
+    is in is pushed to the page meanwhile, and must still be listed after it (the list, made
+    before the request, does not have it)."""
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SLOW_LIST % 3000})
+    open_page(browser, inspector)
+    wait(browser, lambda d: d.execute_script("return window.listAnswered"), "the list answered")
+    with inspector.sdk() as client, pytest.raises(openai.NotFoundError):
+        client.models.list()  # the target has no /v1/models: its 404
+    assert [row["path"] for row in inspector.listing()] == ["/v1/models"]
+    assert not browser.execute_script("return window.listRead"), "the list came in too soon to tell"
+    wait(browser, lambda d: d.execute_script("return window.listRead"), "the list read")
+    assert row_state(browser, "/v1/models") == "done"
+    assert browser.find_element("id", "count").text == "1 requests"

@@ -11,6 +11,12 @@
   const elements = new Map(); // id -> <tr>
   let selected = null; // id shown in the detail pane
   let events = null;
+  // While the list is read (after a reset), the push stream's events are held and applied
+  // after it: the list may be older than they are. A reset drops those held (the list read
+  // after it holds what they said) and, if a list is being read, has it read again.
+  let reading = false;
+  let readAgain = false;
+  let held = [];
 
   const $ = (id) => document.getElementById(id);
 
@@ -229,11 +235,39 @@
     return response.json();
   }
 
+  function reset() {
+    held = [];
+    if (reading) readAgain = true;
+    else reload().catch(() => {});
+  }
+
   async function reload() {
-    const listing = await getJSON("api/exchanges");
-    $("notice-bodies-off").hidden = listing.body_capture;
-    $("notice-session").hidden = true;
-    rebuild(listing.rows);
+    reading = true;
+    try {
+      let listing;
+      do {
+        readAgain = false;
+        listing = await getJSON("api/exchanges");
+      } while (readAgain);
+      $("notice-bodies-off").hidden = listing.body_capture;
+      $("notice-session").hidden = true;
+      rebuild(listing.rows);
+      for (const change of held) change();
+      counted();
+    } finally {
+      reading = false;
+      held = [];
+    }
+  }
+
+  // A change the push stream told: now, or once the list being read is in.
+  function whenListed(change) {
+    if (reading) {
+      held.push(change);
+    } else {
+      change();
+      counted();
+    }
   }
 
   function live(state, text) {
@@ -245,12 +279,10 @@
   function listen() {
     events = new EventSource("api/events");
     events.addEventListener("open", () => live("live", "live"));
-    events.addEventListener("reset", () => {
-      reload().catch(() => {});
-    });
+    events.addEventListener("reset", reset);
     events.addEventListener("row", (event) => {
-      upsert(JSON.parse(event.data));
-      counted();
+      const row = JSON.parse(event.data);
+      whenListed(() => upsert(row));
     });
     events.addEventListener("error", () => {
       if (events.readyState === EventSource.CLOSED) {
