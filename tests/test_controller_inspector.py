@@ -136,7 +136,7 @@ def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back
         assert json.loads(session.read_text())["port"] == status.addresses[0][1]
 
         page, opener = controller.inspector_link()
-        assert page == f"{status.local_url}/__trayproxy/inspector/"
+        assert page == f"{status.local_url}{controller.inspector.access.page_path}"
         assert opener is not None
         assert opener.stat().st_mode & 0o777 == 0o600
         link = re.search(r'url=([^"]+)"', opener.read_text())
@@ -162,5 +162,5 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(
         controller.inspector.session_dir = tmp_path / "run"
         port = controller.start().addresses[0][1]
         page, _ = controller.inspector_link()
-        assert page == f"http://127.0.0.1:{port}/__trayproxy/inspector/"
+        assert page == f"http://127.0.0.1:{port}{controller.inspector.access.page_path}"
         assert json.loads((tmp_path / "run" / "inspector.json").read_text())["host"] == "127.0.0.1"

@@ -25,7 +25,6 @@ from pathlib import Path
 from desktop.atomicfile import write_bytes_atomically
 from desktop.inspector.access import (
     COOKIE_NAME,
-    INSPECTOR_PREFIX,
     InspectorSession,
     read_session_file,
     write_opener,
@@ -127,7 +126,7 @@ def request(session: InspectorSession, method: str, name: str, timeout_s: float)
     connection = http.client.HTTPConnection(session.host, session.port, timeout=timeout_s)
     headers = {**PAGE_HEADERS, "Cookie": f"{COOKIE_NAME}={session.secret}"}
     try:
-        connection.request(method, INSPECTOR_PREFIX + name, headers=headers)
+        connection.request(method, session.path + name, headers=headers)
         response = connection.getresponse()
         answer = Answer(response.status, response.read())
     except ConnectionRefusedError as exc:

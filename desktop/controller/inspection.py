@@ -16,7 +16,6 @@ from desktop.engine.addresses import host_port
 from desktop.engine.capture import CaptureTap
 from desktop.engine.service import OwnPages
 from desktop.inspector.access import (
-    INSPECTOR_PREFIX,
     OPEN_PATH,
     InspectorAccess,
     remove_session_file,
@@ -95,7 +94,7 @@ class InspectorHub:
 
     def page_url(self, address: tuple[str, int]) -> str:
         host, port = _reachable(address)
-        return f"http://{host_port(host, port)}{INSPECTOR_PREFIX}"
+        return f"http://{host_port(host, port)}{self.access.page_path}"
 
     def opener(self, address: tuple[str, int], code: str) -> Path | None:
         """A local file sending a browser to the page with the one-time ``code`` (so the code

@@ -62,11 +62,13 @@ log = logging.getLogger("trayproxy.inspector")
 INSPECTOR_PREFIX = RESERVED_PREFIX + "inspector/"
 OPEN_PATH = INSPECTOR_PREFIX + "open"
 COOKIE_NAME = "trayproxy_inspector"
-# The cookie goes with every own page (the inspector's API, its files) and nothing else: the
-# proxied paths, which reach the targets, never see it.
-COOKIE_PATH = RESERVED_PREFIX
+OPEN_FROM_TRAY = (
+    "The inspector opens from TrayProxy: use Open inspector in the tray menu, or run trayproxy inspect"
+)
 # 256 random bits, URL-safe (a cookie value needs no quoting then).
 SECRET_BYTES = 32
+# The per-run segment of the page's path (see InspectorAccess.page_path).
+PATH_BYTES = 16
 # 192 bits: a code is tried over HTTP, once per request; nobody guesses this in 120 s.
 CODE_BYTES = 24
 # Long enough for a browser to start cold on a slow machine, short enough that a code read off
@@ -89,6 +91,12 @@ class InspectorAccess:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._secret = secrets.token_urlsafe(SECRET_BYTES)
+        # The page lives under a path new each run, and the cookie is scoped to it: browsers send
+        # a cookie to every port of the host, so a cookie for /__trayproxy/ would also go to a
+        # page another program serves on another port of 127.0.0.1; one scoped to a path that
+        # program cannot know goes nowhere but here. (A page the target serves through the proxy
+        # shares the page's origin; it cannot know the path either.)
+        self.page_path = f"{INSPECTOR_PREFIX}{secrets.token_urlsafe(PATH_BYTES)}/"
         self._clock = clock
         self._codes: dict[str, float] = {}  # code -> when it expires, oldest first
         self._lock = threading.Lock()
@@ -152,14 +160,11 @@ class InspectorAccess:
 
     def _refusal(self, request: web.BaseRequest) -> str | None:
         if not self.has_cookie(request):
-            return (
-                "The inspector opens from TrayProxy: use Open inspector in the tray menu, "
-                "or run trayproxy inspect"
-            )
+            return OPEN_FROM_TRAY
         sites = request.headers.getall("Sec-Fetch-Site", ())
         site = sites[0].strip().lower() if len(sites) == 1 else ""
         if site == _PERSON:
-            if not _is_page_navigation(request):
+            if not _is_page_navigation(request, self.page_path):
                 return "Only the inspector page itself may be opened directly"
         elif site != _SAME_ORIGIN:
             return "Only the inspector page itself may read the inspector"
@@ -170,7 +175,7 @@ class InspectorAccess:
 
     def set_cookie(self, response: web.StreamResponse) -> None:
         """Give the browser the session cookie (after a redeemed code)."""
-        response.set_cookie(COOKIE_NAME, self._secret, path=COOKIE_PATH, httponly=True, samesite="Strict")
+        response.set_cookie(COOKIE_NAME, self._secret, path=self.page_path, httponly=True, samesite="Strict")
 
 
 def refused(message: str) -> web.Response:
@@ -180,11 +185,11 @@ def refused(message: str) -> web.Response:
     return response
 
 
-def _is_page_navigation(request: web.BaseRequest) -> bool:
+def _is_page_navigation(request: web.BaseRequest, page_path: str) -> bool:
     """A top-level GET of the page itself (a typed URL or a bookmark, marked ``none``)."""
     if request.method not in ("GET", "HEAD"):
         return False
-    if request.raw_path.split("?", 1)[0] != INSPECTOR_PREFIX:
+    if request.raw_path.split("?", 1)[0] != page_path:
         return False
     mode = request.headers.get("Sec-Fetch-Mode", "navigate").strip().lower()
     dest = request.headers.get("Sec-Fetch-Dest", "document").strip().lower()
@@ -219,6 +224,7 @@ class InspectorSession:
     port: int
     secret: str
     pid: int
+    path: str  # the page's path this run (InspectorAccess.page_path)
 
     def __repr__(self) -> str:  # never the secret
         return f"InspectorSession(host={self.host!r}, port={self.port}, pid={self.pid})"
@@ -230,7 +236,7 @@ class InspectorSession:
 
     @property
     def page_url(self) -> str:
-        return self.base_url + INSPECTOR_PREFIX
+        return self.base_url + self.path
 
     def open_url(self, code: str) -> str:
         """The one-time link that gives a browser the cookie and opens the page."""
@@ -246,7 +252,9 @@ def write_session_file(directory: Path, host: str, port: int, access: InspectorA
     """Tell ``trayproxy inspect`` where the inspector is and its secret: a 0600 file in
     ``directory`` (made 0700), replaced atomically."""
     path = _private_dir(directory) / SESSION_FILE_NAME
-    text = json.dumps({"host": host, "port": port, "secret": access.secret, "pid": os.getpid()})
+    text = json.dumps(
+        {"host": host, "port": port, "secret": access.secret, "path": access.page_path, "pid": os.getpid()}
+    )
     write_bytes_atomically(path, text.encode(), mode=0o600)
     return path
 
@@ -259,12 +267,17 @@ def read_session_file(directory: Path) -> InspectorSession | None:
         return None
     if not isinstance(data, dict):
         return None
-    host, port, secret, pid = (data.get(key) for key in ("host", "port", "secret", "pid"))
+    host, port, secret, pid, path = (data.get(key) for key in ("host", "port", "secret", "pid", "path"))
     if not (
-        isinstance(host, str) and isinstance(port, int) and isinstance(secret, str) and isinstance(pid, int)
+        isinstance(host, str)
+        and isinstance(port, int)
+        and isinstance(secret, str)
+        and isinstance(pid, int)
+        and isinstance(path, str)
+        and path.startswith(INSPECTOR_PREFIX)
     ):
         return None
-    return InspectorSession(host=host, port=port, secret=secret, pid=pid)
+    return InspectorSession(host=host, port=port, secret=secret, pid=pid, path=path)
 
 
 def remove_session_file(directory: Path, access: InspectorAccess) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import html
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from aiohttp import web
 
 from desktop.engine.errors import ProxyError
 from desktop.inspector import har, jsonl, views
-from desktop.inspector.access import INSPECTOR_PREFIX, OPEN_PATH, InspectorAccess
+from desktop.inspector.access import INSPECTOR_PREFIX, OPEN_FROM_TRAY, OPEN_PATH, InspectorAccess, refused
 from desktop.inspector.masking import Masker
 from desktop.inspector.store import Exchange, InspectorStore
 
@@ -149,14 +150,16 @@ class InspectorPages:
 
     async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse:
         path = request.raw_path.split("?", 1)[0]
-        if path == self.prefix:
-            # The page's files are named relative to the folder: it must end with "/".
-            return secured(web.Response(status=308, headers={"Location": INSPECTOR_PREFIX}))
-        if not path.startswith(INSPECTOR_PREFIX):
-            return secured(_error("No such TrayProxy endpoint", "not_found", 404))
-        name = path[len(INSPECTOR_PREFIX) :]
-        if name == "open":
+        if path == OPEN_PATH:
             return secured(self._open(request))
+        page_path = self.access.page_path
+        if path == page_path.rstrip("/"):
+            # The page's files are named relative to the folder: it must end with "/".
+            return secured(web.Response(status=308, headers={"Location": page_path}))
+        if not path.startswith(page_path):
+            # Not this run's page (a bookmark of an earlier run, a guess): the way in is the tray.
+            return secured(refused(OPEN_FROM_TRAY))
+        name = path[len(page_path) :]
         refusal = self.access.check(request)
         if refusal is not None:
             return secured(refusal)
@@ -189,7 +192,8 @@ class InspectorPages:
         if not code or not self.access.redeem(code):
             log.debug("inspector opened with a used, expired or unknown code")
             return web.Response(status=403, body=EXPIRED_PAGE, content_type="text/html")
-        response = web.Response(body=OPEN_PAGE, content_type="text/html")
+        page = html.escape(self.access.page_path, quote=True)
+        response = web.Response(body=OPEN_PAGE.replace(b"./", page.encode()), content_type="text/html")
         self.access.set_cookie(response)
         return response
 

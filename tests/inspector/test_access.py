@@ -98,10 +98,10 @@ def test_the_session_file_is_private_and_says_where_the_inspector_is(tmp_path: P
     assert mode(path) == 0o600
     session = read_session_file(directory)
     assert session == InspectorSession(
-        host="::1", port=8123, secret=access.secret, pid=session.pid if session else 0
+        host="::1", port=8123, secret=access.secret, pid=session.pid if session else 0, path=access.page_path
     )
     assert session is not None
-    assert session.page_url == "http://[::1]:8123/__trayproxy/inspector/"
+    assert session.page_url == f"http://[::1]:8123{access.page_path}"
     assert session.open_url("abc") == "http://[::1]:8123/__trayproxy/inspector/open?code=abc"
     assert json.loads(path.read_text())["secret"] == access.secret
 
@@ -143,3 +143,13 @@ def test_the_opener_is_private_redirects_to_the_link_and_replaces_the_last_one(t
     write_session_file(tmp_path, "127.0.0.1", 8000, access)
     remove_session_file(tmp_path, access)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_run_has_a_page_path_of_its_own() -> None:
+    """Browsers send a cookie to every port of a host: scoped to a path each run makes anew,
+    the inspector's cookie goes to no page another program serves on another port."""
+    first, second = InspectorAccess(), InspectorAccess()
+    assert first.page_path.startswith("/__trayproxy/inspector/")
+    assert first.page_path.endswith("/")
+    assert first.page_path != second.page_path
+    assert len(first.page_path) >= len("/__trayproxy/inspector/") + 20

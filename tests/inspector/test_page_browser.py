@@ -215,7 +215,7 @@ class Inspector:
     def listing(self) -> list[dict[str, Any]]:
         """The list as the page reads it (the test holds the secret: it is the person)."""
         headers = {"Cookie": f"{COOKIE_NAME}={self.session.secret}", "Sec-Fetch-Site": "same-origin"}
-        answer = httpx.get(self.base + INSPECTOR_PREFIX + "api/exchanges", headers=headers, trust_env=False)
+        answer = httpx.get(self.session.page_url + "api/exchanges", headers=headers, trust_env=False)
         assert answer.status_code == 200
         rows: list[dict[str, Any]] = answer.json()["rows"]
         return rows
@@ -313,7 +313,14 @@ def row_state(driver: Any, path: str) -> str | None:
 
 def open_page(driver: Any, inspector: Inspector) -> None:
     driver.get(inspector.one_time_link())
-    wait(driver, lambda d: d.current_url == inspector.base + INSPECTOR_PREFIX, "the page to open")
+    # The link sends the browser on to this run's own page path (the cookie is scoped to it).
+    wait(
+        driver,
+        lambda d: d.current_url.startswith(inspector.base + INSPECTOR_PREFIX)
+        and d.current_url.endswith("/")
+        and "open" not in d.current_url,
+        "the page to open",
+    )
     wait(
         driver,
         lambda d: d.find_element("id", "live").get_attribute("data-state") == "live",
@@ -438,7 +445,7 @@ def test_trayproxy_inspect_opens_the_page_through_its_opener_file(
     result = run_cli("inspect", env={**os.environ, "BROWSER": str(starter)})
     assert result.returncode == 0, result.stderr
     browser.get(handed.read_text())
-    page = inspector.base + INSPECTOR_PREFIX
+    page = inspector.session.page_url
     wait(browser, lambda d: d.current_url == page or "cross_site_refused" in d.page_source, "the page")
     assert "cross_site_refused" not in browser.page_source
     wait(

@@ -27,7 +27,10 @@ from desktop.inspector.store import InspectorStore
 from desktop.inspector.web import HEARTBEAT_S, InspectorPages
 
 KEY = "sk-inspector-web-test-key-5f2a9c11d0"
-PAGE = "/__trayproxy/inspector/"
+# The page's path in these tests: each run makes one of its own (InspectorAccess.page_path);
+# the fixture sets this one so the paths read plainly.
+PAGE = "/__trayproxy/inspector/this-run/"
+OPEN = "/__trayproxy/inspector/open"  # the one-time link: the same path every run
 # Fetch Metadata the inspector page's own fetch() carries (Chromium, seen in test_page_browser).
 FROM_PAGE = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
 # A bound on waiting for something that takes milliseconds, not a timing claim.
@@ -94,6 +97,7 @@ async def inspected(aiohttp_server: Any) -> AsyncIterator[Inspected]:
     server = await aiohttp_server(target.app())
     store = InspectorStore()
     access = InspectorAccess()
+    access.page_path = PAGE
     service = ProxyService(
         ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=10.0),
         Target(
@@ -217,24 +221,21 @@ async def test_a_one_time_code_gives_the_cookie_once(inspected: Inspected) -> No
         code = (await answer.json())["code"]
     # As the opener file's navigation arrives: from a file:// page, so cross-site.
     opening = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
-    async with inspected.client.get(
-        inspected.base + PAGE + "open", params={"code": code}, headers=opening
-    ) as answer:
+    async with inspected.client.get(inspected.base + OPEN, params={"code": code}, headers=opening) as answer:
         assert answer.status == 200
         set_cookie = answer.headers["Set-Cookie"]
         page = await answer.text()
     cookie, *attributes = [part.strip() for part in set_cookie.split(";")]
     assert cookie == f"{COOKIE_NAME}={inspected.access.secret}"
-    assert {a.lower() for a in attributes} >= {"httponly", "path=/__trayproxy/", "samesite=strict"}
-    assert 'content="0; url=./"' in page
-    async with inspected.client.get(
-        inspected.base + PAGE + "open", params={"code": code}, headers=opening
-    ) as again:
+    # Scoped to this run's page path: a page on another port of 127.0.0.1 is never sent it.
+    assert {a.lower() for a in attributes} >= {"httponly", f"path={PAGE}", "samesite=strict"}
+    assert f'content="0; url={PAGE}"' in page
+    async with inspected.client.get(inspected.base + OPEN, params={"code": code}, headers=opening) as again:
         assert again.status == 403
         assert "Set-Cookie" not in again.headers
     # Without a code, or with one never issued.
     for query in ("", "?code=", "?code=" + "A" * len(code)):
-        status, _, headers = await inspected.get(PAGE + "open" + query, opening)
+        status, _, headers = await inspected.get(OPEN + query, opening)
         assert status == 403
         assert "Set-Cookie" not in headers
 
@@ -397,7 +398,9 @@ async def test_an_export_of_everything_holds_every_request_oldest_first(inspecte
     assert [entry["request"]["url"].split("/", 3)[3] for entry in entries] == ["v1/models", "echo-key"]
 
 
-async def test_the_raw_view_masks_a_key_the_client_sent_even_without_a_known_shape(aiohttp_server: Any) -> None:
+async def test_the_raw_view_masks_a_key_the_client_sent_even_without_a_known_shape(
+    aiohttp_server: Any,
+) -> None:
     """A keyless target (a local Ollama, a gateway taking the tool's own key) that quotes the
     key it was sent in its error: the raw body shown masks that key too, whatever it looks like."""
     client_key = "plainclientvalue4471"  # no sk- prefix: redact_text alone does not know it
@@ -409,6 +412,7 @@ async def test_the_raw_view_masks_a_key_the_client_sent_even_without_a_known_sha
     app.router.add_get("/v1/models", complain)
     server = await aiohttp_server(app)
     store, access = InspectorStore(), InspectorAccess()
+    access.page_path = PAGE
     service = ProxyService(
         ProxySettings(hosts=("127.0.0.1",), port=0),
         Target(url=str(server.make_url("")), name="local"),
@@ -451,11 +455,26 @@ async def test_the_one_time_link_opens_from_a_local_file_and_nothing_else_crosse
     navigation = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
     from_script = {**navigation, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "empty"}
     code = inspected.access.issue_code()
-    status, _, _ = await inspected.get(PAGE + f"open?code={code}", from_script)
+    status, _, _ = await inspected.get(f"{OPEN}?code={code}", from_script)
     assert status == 403
-    status, _, headers = await inspected.get(PAGE + f"open?code={code}", navigation)
+    status, _, headers = await inspected.get(f"{OPEN}?code={code}", navigation)
     assert status == 200
     assert f"{COOKIE_NAME}=" in headers["Set-Cookie"]
     for path in ("", "api/exchanges", "export.har"):
         status, _, _ = await inspected.get(PAGE + path, {**inspected.cookie, **navigation})
         assert status == 403, path
+
+
+async def test_only_this_runs_page_path_answers(inspected: Inspected) -> None:
+    """The inspector's old fixed path (a bookmark from an earlier run, a guess) is refused even
+    with the cookie: the page and its API live under this run's path alone."""
+    for path in (
+        "/__trayproxy/inspector/",
+        "/__trayproxy/inspector/api/exchanges",
+        "/__trayproxy/inspector/x/api/exchanges",
+    ):
+        status, body, _ = await inspected.get(path, inspected.as_page())
+        assert status == 403, path
+        assert b"Open inspector" in body
+    status, _, _ = await inspected.get(PAGE + "api/exchanges", inspected.as_page())
+    assert status == 200

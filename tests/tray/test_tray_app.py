@@ -641,10 +641,12 @@ def test_open_inspector_hands_the_browser_a_private_file_that_lets_it_in_once(
     link = re.search(r'url=([^"]+)"', handed.read_text())
     assert link is not None
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as browser:
-        assert browser.get(html.unescape(link.group(1))).status_code == 200  # lets this one in
-        listed = browser.get(
-            f"{url}/__trayproxy/inspector/api/exchanges", headers={"Sec-Fetch-Site": "same-origin"}
-        )
+        opened_page = browser.get(html.unescape(link.group(1)))
+        assert opened_page.status_code == 200  # lets this one in
+        # It sends the browser on to this run's page path (the cookie is scoped to it).
+        page = re.search(r'url=(/__trayproxy/inspector/[^"/]+/)"', opened_page.text)
+        assert page is not None
+        listed = browser.get(f"{url}{page.group(1)}api/exchanges", headers={"Sec-Fetch-Site": "same-origin"})
         assert listed.status_code == 200
         assert [row["path"] for row in listed.json()["rows"]] == ["/v1/models"]
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as another:
