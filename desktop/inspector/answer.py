@@ -47,7 +47,7 @@ def json_events(events: Iterable[Event], answer: Answer) -> Iterator[tuple[str, 
     for event in events:
         try:
             data = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             answer.unreadable += 1

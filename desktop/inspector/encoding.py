@@ -16,7 +16,7 @@ from desktop.inspector.store import Exchange
 __all__ = ["MAX_DECODED_BYTES", "BodyDecoder", "decoded_body", "decoded_pieces", "response_header"]
 
 # The most of a decoded body read: a small gzip bomb from a target must not take the machine.
-MAX_DECODED_BYTES = 64 * 1024 * 1024
+MAX_DECODED_BYTES = 16 * 1024 * 1024
 
 
 class BodyDecoder:

@@ -122,7 +122,7 @@ def _content(exchange: Exchange, detail: dict[str, Any]) -> dict[str, Any]:
         # Not UTF-8: its bytes in base64, masked as the text would be (byte for byte as
         # Latin-1, so the masking sees every ASCII key and keeps the other bytes).
         data, _ = decoded_body(exchange)
-        masked = Masker(exchange.head).text(data.decode("latin-1")).encode("latin-1")
+        masked = Masker(exchange.head, exchange.request_body).text(data.decode("latin-1")).encode("latin-1")
         content.update(size=len(masked), text=base64.b64encode(masked).decode(), encoding="base64")
     if body["note"] or body["state"] not in ("kept", "none"):
         content["comment"] = body["note"] or f"body {body['state']}"

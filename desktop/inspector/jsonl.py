@@ -29,7 +29,7 @@ def jsonl_bytes(exchanges: Iterable[Exchange]) -> bytes:
 
 
 def jsonl_record(exchange: Exchange) -> dict[str, Any]:
-    answer = answer_json(answer_of(exchange), Masker(exchange.head)) or {}
+    answer = answer_json(answer_of(exchange), Masker(exchange.head, exchange.request_body)) or {}
     return {
         **row_json(exchange),
         "api": answer.get("api") or (exchange.facts or {}).get("api"),

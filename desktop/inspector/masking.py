@@ -18,7 +18,10 @@ export or a copied cURL shows goes through one :class:`Masker` per exchange:
 from __future__ import annotations
 
 import functools
+import json
 import re
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 from desktop.engine.capture import RequestHead
@@ -54,8 +57,10 @@ class Masker:
 
     __slots__ = ("_secrets",)
 
-    def __init__(self, head: RequestHead) -> None:
-        found: set[str] = set()
+    def __init__(self, head: RequestHead, body: bytes | None = None) -> None:
+        """``body``: the request body, whose members or form fields named like credentials
+        (``"api_key": "..."``, ``password=...``) are masked wherever they show again."""
+        found: set[str] = set(_body_credentials(body)) if body else set()
         for raw_name, raw_value in head.raw_headers:
             name = raw_name.decode("latin-1")
             if not is_credential_header(name):
@@ -101,3 +106,36 @@ def _kind_kept(credential: str) -> str:
     """``sk-***`` for a key of a known shape (the log keeps its prefix too), else ``***``."""
     shown = redact_text(credential)
     return shown if _KIND_ONLY.fullmatch(shown) else MASK
+
+
+# A body larger than this is not searched for credential members (a JSON parse on the loop).
+MAX_SEARCHED_BODY = 1024 * 1024
+
+
+def _body_credentials(body: bytes) -> list[str]:
+    """The values of a request body's members (JSON, at any depth) or form fields named like
+    credentials."""
+    if len(body) > MAX_SEARCHED_BODY:
+        return []
+    text = body.decode("utf-8", "replace")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return list(_member_credentials(json.loads(text)))
+        except (ValueError, RecursionError):
+            return []
+    if "=" in text and "\n" not in text.strip():
+        return [value for name, value in parse_qsl(text) if is_credential_name(name)]
+    return []
+
+
+def _member_credentials(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(item, str) and is_credential_name(name):
+                yield item
+            else:
+                yield from _member_credentials(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _member_credentials(item)

@@ -60,7 +60,7 @@ def _parts(lines: Iterable[str], answer: Answer) -> Iterator[dict[str, Any]]:
     for line in lines:
         try:
             part = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             part = None
         if not isinstance(part, dict):
             answer.unreadable += 1

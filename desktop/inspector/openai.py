@@ -39,7 +39,7 @@ def chat_completion_answer(events: Iterable[Event]) -> Answer:
             continue
         try:
             chunk = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             answer.unreadable += 1
             continue
         if not isinstance(chunk, dict):

@@ -104,6 +104,6 @@ def carries_output(api: str, item: Event | str) -> bool:
 def _object(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

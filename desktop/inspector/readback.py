@@ -136,7 +136,7 @@ def _unread(api: str, media: str, problem: str, exchange: Exchange) -> ReadAnswe
 def _read_whole(api: str, parts: list[bytes], at: float) -> ReadAnswer | None:
     try:
         body = json.loads(b"".join(parts))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(body, dict):
         return None
@@ -281,7 +281,7 @@ def _requested_model(exchange: Exchange) -> str | None:
         return None
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     model = request.get("model") if isinstance(request, dict) else None
     return model if isinstance(model, str) else None

@@ -93,6 +93,6 @@ def _first_object(lines: list[str]) -> dict[str, Any]:
         return {}
     try:
         part = json.loads(lines[0])
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return part if isinstance(part, dict) else {}

@@ -23,12 +23,12 @@ __all__ = ["answer_json", "detail_json", "iso_time", "row_json"]
 
 def row_json(exchange: Exchange) -> dict[str, Any]:
     """The exchange's list row (no bodies, no body text)."""
-    return _row(exchange, Masker(exchange.head))
+    return _row(exchange, Masker(exchange.head, exchange.request_body))
 
 
 def detail_json(exchange: Exchange) -> dict[str, Any]:
     """The row with the headers, bodies, answer, chunk gaps and cURL of the exchange."""
-    masker = Masker(exchange.head)
+    masker = Masker(exchange.head, exchange.request_body)
     read = answer_of(exchange)
     request_headers = [
         (n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in exchange.head.raw_headers
@@ -194,12 +194,19 @@ def _masked_utf8(body: bytes | None, masker: Masker) -> str | None:
 
 
 def _json_or_none(text: str | None) -> Any:
+    """``text`` (masked already) parsed as JSON, or None. Deep nesting (a request of 3,000
+    brackets raised RecursionError: a 500 for the detail and every export) and NaN or Infinity
+    (which the page's JSON.parse refuses) read as no JSON: the body is still shown as text."""
     if not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON a browser reads")
 
 
 def _masked_json(value: Any, masker: Masker) -> Any:

@@ -328,4 +328,4 @@ class InspectorPages:
 def _raw_text(exchange: Exchange) -> str:
     """The response body as it came, as text, keys masked (an echoing target, an error that
     quotes the key it was given)."""
-    return Masker(exchange.head).text(exchange.response_body().decode("utf-8", "replace"))
+    return Masker(exchange.head, exchange.request_body).text(exchange.response_body().decode("utf-8", "replace"))
