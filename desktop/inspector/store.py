@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_BODY_CAP_BYTES",
     "DEFAULT_MAX_ROWS",
     "Exchange",
+    "Gone",
     "InspectorStore",
     "Subscription",
 ]
@@ -94,15 +95,25 @@ class Exchange:
         return b"".join(self.chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """Told to a subscriber that asked for removals: this exchange is no longer held (pushed
+    out by newer ones: max_rows, or the refusals' short list)."""
+
+    exchange_id: int
+
+
 class Subscription:
     """A push subscriber's queue of changed exchanges; ``None`` means "read the list again"
-    (it fell behind, or the list was cleared)."""
+    (it fell behind, or the list was cleared). With ``removals``, a :class:`Gone` too for
+    each exchange pushed out of the list."""
 
-    def __init__(self, store: InspectorStore) -> None:
+    def __init__(self, store: InspectorStore, *, removals: bool = False) -> None:
         self._store = store
-        self.queue: asyncio.Queue[Exchange | None] = asyncio.Queue()
+        self.removals = removals
+        self.queue: asyncio.Queue[Exchange | Gone | None] = asyncio.Queue()
 
-    def tell(self, exchange: Exchange | None) -> None:
+    def tell(self, exchange: Exchange | Gone | None) -> None:
         queue = self.queue
         if exchange is not None and queue.qsize() >= SUBSCRIBER_BACKLOG:
             while not queue.empty():
@@ -250,6 +261,8 @@ class InspectorStore:
             # real rows out.
             del self._rows[exchange.id]
             self._drop_bodies(exchange)
+            if len(self._refusals) == self._refusals.maxlen:
+                self._gone(self._refusals[0])  # the oldest, pushed out by this one
             self._refusals.append(exchange)
         else:
             self._trim_rows()
@@ -278,6 +291,7 @@ class InspectorStore:
             _, oldest = self._rows.popitem(last=False)
             # Evicted: one still open stops keeping pieces for a row nobody lists any more.
             self._drop_bodies(oldest, evicted=True)
+            self._gone(oldest)
 
     def _evict(self, room: int) -> None:
         """Drop the oldest bodies until ``room`` more bytes fit under the cap."""
@@ -328,9 +342,10 @@ class InspectorStore:
         for subscriber in list(self._subscribers):
             subscriber.tell(None)
 
-    def subscribe(self) -> Subscription:
-        """A queue told of each exchange that starts, changes or ends from now on."""
-        subscription = Subscription(self)
+    def subscribe(self, *, removals: bool = False) -> Subscription:
+        """A queue told of each exchange that starts, changes or ends from now on; with
+        ``removals``, also of each one pushed out of the list (a :class:`Gone`)."""
+        subscription = Subscription(self, removals=removals)
         self._subscribers.add(subscription)
         return subscription
 
@@ -341,3 +356,8 @@ class InspectorStore:
             return  # cleared while it was open
         for subscriber in self._subscribers:
             subscriber.tell(exchange)
+
+    def _gone(self, exchange: Exchange) -> None:
+        for subscriber in self._subscribers:
+            if subscriber.removals:
+                subscriber.tell(Gone(exchange.id))

@@ -8,7 +8,8 @@ unlisted. Everything here is under ``/__trayproxy/inspector/``:
     GET  (index), app.js, style.css
     GET  api/exchanges          {"rows": [row...], "body_capture": bool}
     GET  api/exchanges/ID       one exchange in detail; ID/raw: its response body as text
-    GET  api/events             text/event-stream: "row" per change, "reset" to read the list again
+    GET  api/events             text/event-stream: "row" per change, "gone" with the ids pushed
+                                out of the list, "reset" to read the list again
     POST api/clear              forget everything held
     POST api/code               a one-time code (for ``trayproxy inspect``)
     GET  export.har, export.jsonl [?id=ID]
@@ -36,7 +37,7 @@ from desktop.engine.errors import ProxyError
 from desktop.inspector import har, jsonl, views
 from desktop.inspector.access import INSPECTOR_PREFIX, OPEN_FROM_TRAY, OPEN_PATH, InspectorAccess, refused
 from desktop.inspector.masking import Masker
-from desktop.inspector.store import Exchange, InspectorStore
+from desktop.inspector.store import Exchange, Gone, InspectorStore
 
 __all__ = ["HEARTBEAT_S", "PAGE_DIR", "InspectorPages"]
 
@@ -236,9 +237,9 @@ class InspectorPages:
         Returns at once when ``stopping`` is set, so an open tab never holds up a stop."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         secured(response)
-        with self.store.subscribe() as subscription:
+        with self.store.subscribe(removals=True) as subscription:
             stop_wait = asyncio.ensure_future(stopping.wait())
-            next_change: asyncio.Future[Exchange | None] | None = None
+            next_change: asyncio.Future[Exchange | Gone | None] | None = None
             try:
                 await response.prepare(request)
                 await response.write(f"retry: {RECONNECT_MS}\nevent: reset\ndata: {{}}\n\n".encode())
@@ -267,15 +268,21 @@ class InspectorPages:
         return response
 
     @staticmethod
-    def _event_text(changes: Iterable[Exchange | None]) -> bytes:
+    def _event_text(changes: Iterable[Exchange | Gone | None]) -> bytes:
         """The events for ``changes``: a reset if any asked for one (what came before it is in
-        the list the page reads then), and each exchange once, as it is now."""
+        the list the page reads then), each exchange once, as it is now, and the ids of those
+        pushed out of the list (the page drops their rows)."""
         pending: dict[int, Exchange] = {}
+        gone: list[int] = []
         reset = False
         for change in changes:
             if change is None:
                 reset = True
                 pending.clear()
+                gone.clear()
+            elif isinstance(change, Gone):
+                pending.pop(change.exchange_id, None)
+                gone.append(change.exchange_id)
             else:
                 pending.pop(change.id, None)
                 pending[change.id] = change
@@ -283,6 +290,8 @@ class InspectorPages:
         for exchange in pending.values():
             data = json.dumps(views.row_json(exchange), ensure_ascii=False, separators=(",", ":"))
             parts.append(f"event: row\ndata: {data}\n\n")
+        if gone:
+            parts.append(f'event: gone\ndata: {{"ids":{json.dumps(gone)}}}\n\n')
         return "".join(parts).encode()
 
     # Exports -----------------------------------------------------------------------------------

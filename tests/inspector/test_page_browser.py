@@ -252,7 +252,9 @@ def runtime_dir() -> Path:
 
 
 @pytest.fixture
-def inspector(tmp_path: Path) -> Iterator[Inspector]:
+def inspector(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Inspector]:
+    """Parametrized indirectly, its parameter is put under [inspector] in the config file."""
+    inspector_settings = getattr(request, "param", "")
     target = ScriptedTarget()
     with BackgroundServer(target.app()) as server:
         port = free_port()
@@ -261,6 +263,7 @@ def inspector(tmp_path: Path) -> Iterator[Inspector]:
             f'[listen]\nhosts = ["127.0.0.1"]\nport = {port}\n'
             f'[targets.openai]\nurl = "{server.url}"\nkey = {{ env = "{KEY_VARIABLE}" }}\n'
             'headers = { Authorization = "Bearer {key}" }\n'
+            f"[inspector]\n{inspector_settings}\n"
         )
         serve = ServeProcess(config, "--verbose", env={KEY_VARIABLE: TARGET_KEY})
         try:
@@ -489,7 +492,9 @@ def test_filters_narrow_the_list(browser: Any, inspector: Inspector) -> None:
     assert shown() == ["/v1/chat/completions"]
 
 
-def many_requests(base: str, count: int, connections: int = 16) -> None:
+def many_requests(
+    base: str, count: int, *, headers: dict[str, str] | None = None, status: int = 404, connections: int = 16
+) -> None:
     """``count`` tiny requests through the proxy (the target answers each with its 404), a few
     at a time: thousands of rows in a few seconds."""
 
@@ -499,8 +504,8 @@ def many_requests(base: str, count: int, connections: int = 16) -> None:
 
             async def one_by_one() -> None:
                 for number in numbers:
-                    async with client.get(f"{base}/v1/tiny/{number}") as response:
-                        assert response.status == 404
+                    async with client.get(f"{base}/v1/tiny/{number}", headers=headers) as response:
+                        assert response.status == status
                         await response.read()
 
             await asyncio.gather(*(one_by_one() for _ in range(connections)))
@@ -567,3 +572,38 @@ def test_a_request_made_while_the_list_is_read_stays_listed(browser: Any, inspec
     wait(browser, lambda d: d.execute_script("return window.listRead"), "the list read")
     assert row_state(browser, "/v1/models") == "done"
     assert browser.find_element("id", "count").text == "1 requests"
+
+
+@pytest.mark.parametrize("inspector", ["max_rows = 100"], indirect=True)
+def test_rows_pushed_out_of_the_list_leave_the_page(browser: Any, inspector: Inspector) -> None:
+    """The store keeps max_rows requests and 200 refusals: the page shows what it keeps. A
+    request pushed out while still open leaves too (it would say "open" forever), and a page's
+    flood of refused requests does not grow the tab."""
+    open_page(browser, inspector)
+
+    def stream() -> None:
+        with inspector.sdk() as client:
+            for _ in client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "x"}], stream=True
+            ):
+                pass
+
+    client = threading.Thread(target=stream)
+    client.start()
+    try:
+        wait(browser, lambda d: row_state(d, "/v1/chat/completions") == "open", "the open row")
+        many_requests(inspector.base, 100)
+        # A foreign page's requests, refused by the guard: the refusals' own list keeps 200.
+        many_requests(inspector.base, 250, headers={"Origin": "http://evil.test"}, status=403)
+        held = [row["id"] for row in inspector.listing()]
+        assert len(held) == 300
+        wait(browser, lambda d: listed_ids(d) == held, "the page to show what the store keeps")
+        assert row_state(browser, "/v1/chat/completions") is None
+    finally:
+        inspector.target.release.set()
+        client.join(WAIT_S)
+    # Its end does not bring it back.
+    many_requests(inspector.base, 1)
+    held = [row["id"] for row in inspector.listing()]
+    wait(browser, lambda d: listed_ids(d) == held, "the page to show what the store keeps")
+    assert row_state(browser, "/v1/chat/completions") is None

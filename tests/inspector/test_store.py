@@ -21,7 +21,7 @@ from aiohttp import web
 from desktop.config.model import ProxySettings, Target
 from desktop.engine.capture import CaptureTap
 from desktop.engine.service import ProxyService
-from desktop.inspector.store import MAX_REFUSAL_ROWS, Exchange, InspectorStore
+from desktop.inspector.store import MAX_REFUSAL_ROWS, Exchange, Gone, InspectorStore
 
 # Deadlock guard on every wait: a hang fails the test instead of stalling the run.
 WAIT_S = 10.0
@@ -170,6 +170,33 @@ async def test_refused_requests_have_their_own_short_list_and_push_no_real_row_o
     # A refusal is found by its id like any row; the first ones are gone.
     assert store.get(refused[0].id) is refused[0]
     assert store.get(refused[-1].id - 1) is None
+
+
+async def test_a_subscriber_asking_for_removals_hears_of_each_request_pushed_out(
+    serve: Serve, client: aiohttp.ClientSession
+) -> None:
+    """The page's push stream: a row the store no longer holds must leave the page too, the
+    real ones pushed out by max_rows and refusals by the refusals' own list."""
+    store = InspectorStore(max_rows=5)
+    base = await serve(store)
+    told, plain = store.subscribe(removals=True), store.subscribe()
+    for number in range(8):
+        await get(client, f"{base}/bytes/10?real={number}")
+    for number in range(MAX_REFUSAL_ROWS + 3):
+        await get(client, f"{base}/bytes/10?refused={number}", headers={"Origin": FOREIGN_ORIGIN})
+    await until(all_done(store), "every request ended")
+    seen: set[int] = set()
+    gone: list[int] = []
+    while not told.queue.empty():
+        change = told.queue.get_nowait()
+        if isinstance(change, Gone):
+            gone.append(change.exchange_id)
+        elif change is not None:
+            seen.add(change.id)
+    held = {exchange.id for exchange in store.exchanges()}
+    assert len(gone) == 3 + 3
+    assert set(gone) == seen - held
+    assert not any(isinstance(plain.queue.get_nowait(), Gone) for _ in range(plain.queue.qsize()))
 
 
 # --- bodies ---------------------------------------------------------------------------------------

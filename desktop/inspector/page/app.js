@@ -139,13 +139,13 @@
     body.insertBefore(tr, before);
   }
 
+  // A row no longer held (cleared, or pushed out by newer ones); the caller counts again.
   function forget(id) {
     const tr = elements.get(id);
     if (tr) tr.remove();
     elements.delete(id);
     rows.delete(id);
     if (selected === id) closeDetail();
-    counted();
   }
 
   function rebuild(list) {
@@ -284,6 +284,12 @@
       const row = JSON.parse(event.data);
       whenListed(() => upsert(row));
     });
+    // Rows pushed out of the list (max_rows, the refusals' short list): one still open would
+    // otherwise say "open" forever, and a page's flood of refusals would grow the tab.
+    events.addEventListener("gone", (event) => {
+      const ids = JSON.parse(event.data).ids;
+      whenListed(() => ids.forEach(forget));
+    });
     events.addEventListener("error", () => {
       if (events.readyState === EventSource.CLOSED) {
         live("closed", "not live");
@@ -321,7 +327,10 @@
     try {
       detail = await getJSON(`api/exchanges/${id}`);
     } catch (error) {
-      if (error.gone) forget(id); // cleared, or pushed out by newer ones
+      if (error.gone) {
+        forget(id); // cleared, or pushed out by newer ones
+        counted();
+      }
       return;
     }
     if (selected !== id) return;
