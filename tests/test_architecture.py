@@ -406,3 +406,12 @@ def test_ruff_finds_nothing_in_desktop_and_tests() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_test_file_has_a_name_of_its_own() -> None:
+    """pytest imports test files by their base name (the tests folders are no packages): two
+    test_store.py in different folders stop the whole run at collection (a fresh-clone CI run
+    failed so)."""
+    tests = Path(__file__).parent
+    names = [path.name for path in tests.rglob("test_*.py") if "results" not in path.parts]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
