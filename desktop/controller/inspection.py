@@ -46,7 +46,7 @@ class InspectorHub:
         )
         # Who may read the page: a new secret each run (the cookie; one-time codes).
         self.access = InspectorAccess()
-        self.pages: OwnPages = InspectorPages(self.store, self.access)
+        self.pages = InspectorPages(self.store, self.access)
         # Where `trayproxy inspect` finds the running inspector (the OS's per-user runtime
         # directory, which the front end knows); None: nowhere (tests, a proxy of a test).
         self.session_dir: Path | None = None
@@ -68,6 +68,7 @@ class InspectorHub:
         self.settings = settings
         if not settings.enabled:
             self.store.clear()
+            self.pages.close_streams()  # no longer served: an open tab's stream ends
         self.store.configure(
             max_rows=settings.max_rows,
             body_cap_bytes=settings.body_cap_mib * MIB,

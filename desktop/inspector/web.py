@@ -141,6 +141,8 @@ class InspectorPages:
             name: ((static_dir / file_name).read_bytes(), content_type)
             for name, (file_name, content_type) in PAGE_FILES.items()
         }
+        # One per open push stream, set by close_streams (made on the loop, by each stream).
+        self._stream_ends: set[asyncio.Future[None]] = set()
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "api/exchanges"): self._list,
             ("POST", "api/clear"): self._clear,
@@ -231,12 +233,23 @@ class InspectorPages:
 
     # The push stream ---------------------------------------------------------------------------
 
+    def close_streams(self) -> None:
+        """On the loop: end every push stream open now (the pages are no longer served: the
+        inspector was switched off). The page, reconnecting, is told 404 and empties itself."""
+        for end in self._stream_ends:
+            if not end.done():
+                end.set_result(None)
+        self._stream_ends.clear()
+
     async def _events(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse:
         """Each exchange that starts, changes or ends, as an ``event: row``; ``event: reset``
         first and whenever the list must be read again (cleared, or the page fell behind).
-        Returns at once when ``stopping`` is set, so an open tab never holds up a stop."""
+        Returns at once when ``stopping`` is set, so an open tab never holds up a stop, or
+        when close_streams is called."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         secured(response)
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stream_ends.add(closed)
         with self.store.subscribe(removals=True) as subscription:
             stop_wait = asyncio.ensure_future(stopping.wait())
             next_change: asyncio.Future[Exchange | Gone | None] | None = None
@@ -247,9 +260,11 @@ class InspectorPages:
                     if next_change is None:
                         next_change = asyncio.ensure_future(subscription.queue.get())
                     done, _ = await asyncio.wait(
-                        (next_change, stop_wait), timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+                        (next_change, stop_wait, closed),
+                        timeout=HEARTBEAT_S,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
-                    if stop_wait in done:
+                    if stop_wait in done or closed in done:
                         break
                     if next_change not in done:
                         await response.write(b": still here\n\n")
@@ -263,6 +278,7 @@ class InspectorPages:
                 pass
             finally:
                 stop_wait.cancel()
+                self._stream_ends.discard(closed)
                 if next_change is not None:
                     next_change.cancel()
         return response

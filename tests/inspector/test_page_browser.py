@@ -607,3 +607,45 @@ def test_rows_pushed_out_of_the_list_leave_the_page(browser: Any, inspector: Ins
     held = [row["id"] for row in inspector.listing()]
     wait(browser, lambda d: listed_ids(d) == held, "the page to show what the store keeps")
     assert row_state(browser, "/v1/chat/completions") is None
+
+
+def test_switching_the_inspector_off_empties_the_open_page(
+    browser: Any, inspector: Inspector, tmp_path: Path
+) -> None:
+    """``enabled = false`` in the file while a tab is open: TrayProxy drops what it held, and
+    the tab must not go on showing it (prompts), nor stay live. Switched on again, the tab
+    lists the next request by itself."""
+    prompt = "a prompt that must not outlive the switch 5c1e"
+    inspector.target.release.set()
+    with inspector.sdk() as client:
+        for _ in client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": prompt}], stream=True
+        ):
+            pass
+    open_page(browser, inspector)
+    wait(browser, lambda d: row_state(d, "/v1/chat/completions") == "done", "the row")
+    browser.find_element("css selector", "#row-body tr").click()
+    wait(
+        browser,
+        lambda d: prompt in d.find_element("id", "detail-messages").get_attribute("textContent"),
+        "the detail",
+    )
+
+    config = tmp_path / "config.toml"
+    switched_on = config.read_text()
+    config.write_text(switched_on.replace("[inspector]\n", "[inspector]\nenabled = false\n"))
+    wait(browser, lambda d: d.find_elements("css selector", "#row-body tr") == [], "the rows to go")
+    notice = browser.find_element("id", "notice-session")
+    assert notice.is_displayed()
+    assert "switched off" in notice.text
+    assert prompt not in browser.page_source
+    # The push stream ended (it would send heartbeats until a stop).
+    wait(browser, lambda d: d.find_element("id", "live").get_attribute("data-state") == "closed", "not live")
+
+    config.write_text(switched_on)
+    assert wait_until(lambda: read_session_file(runtime_dir()) is not None, timeout_s=WAIT_S)
+    with inspector.sdk() as client, pytest.raises(openai.NotFoundError):
+        client.models.list()
+    wait(browser, lambda d: row_state(d, "/v1/models") == "done", "the next request listed")
+    assert not browser.find_element("id", "notice-session").is_displayed()
+    assert browser.find_element("id", "live").get_attribute("data-state") == "live"

@@ -321,6 +321,25 @@ async def test_an_open_push_stream_does_not_hold_up_stop(inspected: Inspected) -
     assert HEARTBEAT_S > 1.0
 
 
+async def test_push_streams_end_when_the_pages_are_closed(inspected: Inspected) -> None:
+    """The inspector switched off (the controller calls close_streams as it stops serving the
+    pages): an open tab's stream ends at once instead of sending heartbeats until a stop."""
+    pages = inspected.service.pages
+    assert isinstance(pages, InspectorPages)
+    async with inspected.client.get(
+        inspected.base + PAGE + "api/events", headers=inspected.as_page()
+    ) as stream:
+        await read_events(stream, lambda events: events)
+        pages.close_streams()
+        async with asyncio.timeout(WAIT_S):
+            rest = await stream.content.read()
+    assert rest == b""
+    async with inspected.client.get(
+        inspected.base + PAGE + "api/events", headers=inspected.as_page()
+    ) as stream:  # served again: a new stream is a stream like any
+        assert await read_events(stream, lambda events: events) == [("reset", {})]
+
+
 async def test_the_inspector_is_neither_counted_nor_listed(inspected: Inspected) -> None:
     """An open inspector polls and streams; none of it may show up as traffic."""
     async with inspected.client.get(inspected.base + "/v1/models") as response:

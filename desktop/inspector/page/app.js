@@ -206,12 +206,27 @@
 
   // Talking to TrayProxy -----------------------------------------------------------------
 
+  const ENDED = {
+    403: "This inspector tab has no access any more (TrayProxy was restarted): open the inspector again from the tray menu, or run trayproxy inspect.",
+    404: "The inspector is switched off ([inspector] enabled = false): nothing is listed, and what was listed is gone. The list comes back when it is switched on again.",
+    0: "TrayProxy does not answer (stopped?). The list comes back when it runs again.",
+  };
+
+  // The list refused (403: another run's tab; 404: the inspector switched off) or TrayProxy
+  // gone (0): say so. Refused, the rows shown go too: TrayProxy no longer holds them for
+  // this tab, and they are prompts.
   function sessionEnded(status) {
+    if (status === 403 || status === 404) {
+      held = [];
+      rebuild([]);
+      closeDetail();
+      for (const element of $("detail").querySelectorAll("h2, p, pre, tbody, #detail-messages, #detail-tool-calls, #detail-gaps-plot")) {
+        element.replaceChildren();
+      }
+      $("copy-curl").dataset.curl = "";
+    }
     const notice = $("notice-session");
-    notice.textContent =
-      status === 403
-        ? "This inspector tab has no access any more (TrayProxy was restarted): open the inspector again from the tray menu, or run trayproxy inspect."
-        : "TrayProxy does not answer (stopped?). The list comes back when it runs again.";
+    notice.textContent = ENDED[status] || ENDED[0];
     notice.hidden = false;
   }
 
@@ -254,6 +269,9 @@
       rebuild(listing.rows);
       for (const change of held) change();
       counted();
+    } catch (error) {
+      if (error.gone) sessionEnded(404); // the list itself: the inspector is switched off
+      throw error;
     } finally {
       reading = false;
       held = [];
@@ -294,8 +312,10 @@
       if (events.readyState === EventSource.CLOSED) {
         live("closed", "not live");
         // Refused (a new session) or gone: say which, then try again in a while.
-        fetch("api/exchanges", { credentials: "same-origin" })
-          .then((response) => sessionEnded(response.status))
+        fetch("api/exchanges", { credentials: "same-origin", cache: "no-store" })
+          .then((response) => {
+            if (!response.ok) sessionEnded(response.status);
+          })
           .catch(() => sessionEnded(0));
         setTimeout(listen, 5000);
       } else {
