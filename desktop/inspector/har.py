@@ -24,7 +24,7 @@ from desktop.inspector.masking import Masker
 from desktop.inspector.store import Exchange
 from desktop.inspector.views import detail_json
 
-__all__ = ["har_bytes", "har_entry", "har_json"]
+__all__ = ["HAR_HEAD", "HAR_TAIL", "har_bytes", "har_entry", "har_entry_bytes", "har_json"]
 
 # The row's fields kept under _trayproxy (the rest are HAR's own fields, or bodies).
 _FACTS = (
@@ -51,9 +51,24 @@ _FACTS = (
 )
 
 
+# A HAR file is HAR_HEAD, its entries (har_entry_bytes) separated by commas, and HAR_TAIL: so
+# it can be written entry by entry, never whole in memory.
+HAR_HEAD = (
+    '{"log":{"version":"1.2","creator":'
+    + json.dumps({"name": "TrayProxy", "version": __version__}, ensure_ascii=False, separators=(",", ":"))
+    + ',"entries":['
+).encode()
+HAR_TAIL = b"]}}\n"
+
+
 def har_bytes(exchanges: Iterable[Exchange]) -> bytes:
     """The HAR file of ``exchanges``, in the order given (oldest first, as HAR lists them)."""
-    return json.dumps(har_json(exchanges), ensure_ascii=False, indent=1).encode()
+    return HAR_HEAD + b",".join(har_entry_bytes(exchange) for exchange in exchanges) + HAR_TAIL
+
+
+def har_entry_bytes(exchange: Exchange) -> bytes:
+    """One entry of the file, as JSON (compact: an export can hold the whole body ring)."""
+    return json.dumps(har_entry(exchange), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def har_json(exchanges: Iterable[Exchange]) -> dict[str, Any]:

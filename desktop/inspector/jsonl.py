@@ -18,14 +18,17 @@ from desktop.inspector.readback import answer_of
 from desktop.inspector.store import Exchange
 from desktop.inspector.views import answer_json, row_json
 
-__all__ = ["jsonl_bytes", "jsonl_record"]
+__all__ = ["jsonl_bytes", "jsonl_line", "jsonl_record"]
 
 
 def jsonl_bytes(exchanges: Iterable[Exchange]) -> bytes:
     """One line per exchange, in the order given."""
-    return "".join(
-        json.dumps(jsonl_record(exchange), ensure_ascii=False) + "\n" for exchange in exchanges
-    ).encode()
+    return b"".join(jsonl_line(exchange) for exchange in exchanges)
+
+
+def jsonl_line(exchange: Exchange) -> bytes:
+    """One exchange's line, its line end included."""
+    return (json.dumps(jsonl_record(exchange), ensure_ascii=False) + "\n").encode()
 
 
 def jsonl_record(exchange: Exchange) -> dict[str, Any]:

@@ -28,7 +28,9 @@ import html
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -312,42 +314,91 @@ class InspectorPages:
 
     # Exports -----------------------------------------------------------------------------------
 
-    def _selected(self, request: web.BaseRequest) -> list[Exchange] | None:
-        """The exchanges an export asks for (``?id=ID``: that one; else all, oldest first);
-        None for an id not held."""
+    def _selected(self, request: web.BaseRequest) -> list[int] | None:
+        """The ids of the exchanges an export asks for (``?id=ID``: that one; else all, oldest
+        first); None for an id not held."""
         ident = request.query.get("id")
         if ident is None:
-            return [_snapshot(exchange) for exchange in reversed(self.store.exchanges())]
+            return [exchange.id for exchange in reversed(self.store.exchanges())]
         exchange = self._find(ident)
-        return None if exchange is None else [_snapshot(exchange)]
+        return None if exchange is None else [exchange.id]
 
     async def _export_har(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
-        return await self._export(request, "har", "application/json", har.har_bytes)
+        return await self._export(request, HAR_EXPORT)
 
     async def _export_jsonl(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
-        return await self._export(request, "jsonl", "application/x-ndjson", jsonl.jsonl_bytes)
+        return await self._export(request, JSONL_EXPORT)
 
-    async def _export(
-        self,
-        request: web.BaseRequest,
-        extension: str,
-        content_type: str,
-        render: Callable[[list[Exchange]], bytes],
-    ) -> web.StreamResponse:
-        exchanges = self._selected(request)
-        if exchanges is None:
+    async def _export(self, request: web.BaseRequest, form: ExportForm) -> web.StreamResponse:
+        """The export, written as it is made: a few entries at a time are read off the loop (in
+        a worker thread, on snapshots taken as their turn comes) and sent, so the whole body
+        ring is never in memory twice, let alone as one JSON text."""
+        ids = self._selected(request)
+        if ids is None:
             return _error("No such exchange (cleared, or pushed out by newer ones)", "not_found", 404)
-        # Up to the whole body ring turned into JSON: in a worker thread, on snapshots.
-        body = await asyncio.to_thread(render, exchanges)
         ident = request.query.get("id")
-        filename = _export_name(extension, int(ident) if ident is not None else None)
-        return web.Response(
-            body=body,
+        filename = _export_name(form.extension, int(ident) if ident is not None else None)
+        response = web.StreamResponse(
             headers={
-                "Content-Type": content_type,
+                "Content-Type": form.content_type,
                 "Content-Disposition": f'attachment; filename="{filename}"',
-            },
+            }
         )
+        secured(response)
+        pending = deque(ids)
+        try:
+            await response.prepare(request)
+            await response.write(form.head)
+            first = True
+            while pending:
+                batch = self._next_batch(pending)
+                if not batch:
+                    continue
+                entries = await asyncio.to_thread(_entries, form, batch)
+                await response.write(entries if first else form.separator + entries)
+                first = False
+            await response.write(form.tail)
+            await response.write_eof()
+        except ConnectionError:  # the download was called off
+            pass
+        return response
+
+    def _next_batch(self, pending: deque[int]) -> list[Exchange]:
+        """Snapshots of the next few exchanges still held: up to EXPORT_BATCH of them, fewer
+        when their bodies reach EXPORT_BATCH_BYTES (one made of a big body is sent alone)."""
+        batch: list[Exchange] = []
+        weight = 0
+        while pending and len(batch) < EXPORT_BATCH and weight < EXPORT_BATCH_BYTES:
+            exchange = self.store.get(pending.popleft())
+            if exchange is not None:  # else pushed out since the export began
+                batch.append(_snapshot(exchange))
+                weight += exchange.kept_bytes
+        return batch
+
+
+@dataclass(frozen=True, slots=True)
+class ExportForm:
+    """A file written entry by entry: ``head``, the entries joined by ``separator``, ``tail``."""
+
+    extension: str
+    content_type: str
+    head: bytes
+    entry: Callable[[Exchange], bytes]
+    separator: bytes
+    tail: bytes
+
+
+HAR_EXPORT = ExportForm("har", "application/json", har.HAR_HEAD, har.har_entry_bytes, b",", har.HAR_TAIL)
+JSONL_EXPORT = ExportForm("jsonl", "application/x-ndjson", b"", jsonl.jsonl_line, b"", b"")
+# How many exchanges an export reads in one go (each go a worker thread's), and how many of
+# their body bytes: enough to spare the thread's cost per small entry, few enough that what
+# one go holds as JSON stays a few MiB.
+EXPORT_BATCH = 64
+EXPORT_BATCH_BYTES = 1024 * 1024
+
+
+def _entries(form: ExportForm, exchanges: list[Exchange]) -> bytes:
+    return form.separator.join(form.entry(exchange) for exchange in exchanges)
 
 
 def _raw_text(exchange: Exchange) -> str:
