@@ -3,7 +3,8 @@
 The engine announces; observers decide (the inspector lists and keeps, a later request cache
 records). One ``CaptureTap`` is given to a service; for each request it may hand back an
 ``ExchangeCapture`` (None: this request is not watched). The engine then calls it on the loop,
-in order: ``request_body`` (a held body, once), ``response`` (the head the client gets, when the
+in order: ``request_body`` (a held body, once) or ``request_piece`` (each piece of one
+streamed to the target), ``response`` (the head the client gets, when the
 target's head came in), ``chunk`` for each piece of the body as it goes to the client, then
 ``end``. A WebSocket gets ``message`` for each message relayed instead of chunks.
 
@@ -69,7 +70,11 @@ class ExchangeCapture(Protocol):
     """One request, watched: each call returns at once and never raises."""
 
     def request_body(self, body: bytes) -> None:
-        """The request body held before sending (bodies streamed to the target are not told)."""
+        """The request body held before sending, whole."""
+
+    def request_piece(self, piece: bytes) -> None:
+        """A piece of a request body streamed to the target as it arrives (over 1 MiB, or of
+        no stated length), in order."""
 
     def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
         """The response head the client gets, ``at`` the loop time the target's head came in.

@@ -197,10 +197,11 @@ class _StreamedBody:
     connection error of the upstream request, so ``fault`` keeps the client's own fault (see
     bad_request_body) for the caller to answer with instead."""
 
-    __slots__ = ("fault",)
+    __slots__ = ("capture", "fault")
 
-    def __init__(self) -> None:
+    def __init__(self, capture: ExchangeCapture | None = None) -> None:
         self.fault: RequestRefused | None = None
+        self.capture = capture
 
     async def pieces(self, request: web.BaseRequest, send_continue: bool) -> AsyncIterator[bytes]:
         if send_continue:
@@ -213,6 +214,8 @@ class _StreamedBody:
                 raise
             if not piece:
                 return
+            if self.capture is not None:
+                self.capture.request_piece(piece)
             yield piece
 
 
@@ -241,7 +244,7 @@ class RequestBody:
 NO_BODY = RequestBody()
 
 
-async def take_body(request: web.BaseRequest) -> RequestBody:
+async def take_body(request: web.BaseRequest, capture: ExchangeCapture | None = None) -> RequestBody:
     """``request``'s body: read now when it is held for replay (a Content-Length of at most
     REPLAYABLE_BODY_BYTES, after a 100 Continue if the client waits for one), else set up to be
     streamed when sent."""
@@ -253,7 +256,7 @@ async def take_body(request: web.BaseRequest) -> RequestBody:
         if send_continue:
             await request.writer.write(CONTINUE_LINE)
         return RequestBody(held=await _read_body(request.content, length))
-    streamed = _StreamedBody()
+    streamed = _StreamedBody(capture)
     return RequestBody(streamed=streamed, pieces=streamed.pieces(request, send_continue))
 
 
@@ -333,7 +336,7 @@ async def forward_http(
     """Send ``request`` to ``upstream`` at ``path`` (default: the client's raw path; a route
     cut ``local_prefix`` off it) and stream its answer to the client."""
     try:
-        body = await take_body(request)
+        body = await take_body(request, record.capture)
         record.held_body(body)
         upstream_response = await open_upstream(
             request, upstream, body, path=request.raw_path if path is None else path

@@ -512,7 +512,7 @@ class ProxyService:
                     self._release(upstream)
                     self._note_condition(upstream, record.status, record.note, record.error)
         try:
-            body = NO_BODY if upgrade else await take_body(request)
+            body = NO_BODY if upgrade else await take_body(request, record.capture)
             record.held_body(body)
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
             record.note = refused.code

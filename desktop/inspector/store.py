@@ -65,7 +65,9 @@ class Exchange:
     id: int
     wall_started: float  # seconds since the epoch, for display
     head: RequestHead
-    request_body: bytes | None = None  # the held request body (cut at the cap), when kept
+    request_body: bytes | None = None  # the request body (cut at the cap), when kept
+    # A request body streamed to the target, as its pieces came (joined at the end).
+    request_pieces: list[bytes] = field(default_factory=list)
     request_body_cut: bool = False
     status: int = 0
     reason: str = ""
@@ -142,6 +144,9 @@ class _Capture:
 
     def request_body(self, body: bytes) -> None:
         self.store._keep_request_body(self.exchange, body)
+
+    def request_piece(self, piece: bytes) -> None:
+        self.store._keep_request_piece(self.exchange, piece)
 
     def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
         exchange = self.exchange
@@ -245,6 +250,18 @@ class InspectorStore:
         exchange.request_body = body
         self._count(exchange, len(body) + PIECE_OVERHEAD)
 
+    def _keep_request_piece(self, exchange: Exchange, piece: bytes) -> None:
+        if not self.keep_bodies or exchange.evicted or exchange.request_body_cut:
+            return
+        room = self.request_cap_bytes - exchange.kept_bytes - PIECE_OVERHEAD
+        if len(piece) > room:
+            exchange.request_body_cut = True
+            if room <= 0:
+                return
+            piece = piece[:room]
+        exchange.request_pieces.append(piece)
+        self._count(exchange, len(piece) + PIECE_OVERHEAD)
+
     def _count(self, exchange: Exchange, cost: int) -> None:
         exchange.kept_bytes += cost
         self.body_bytes += cost
@@ -254,6 +271,9 @@ class InspectorStore:
 
     def _ended(self, exchange: Exchange, end: ExchangeEnd) -> None:
         exchange.end = end
+        if exchange.request_pieces:
+            exchange.request_body = b"".join(exchange.request_pieces)
+            exchange.request_pieces = []
         if not end.target and 200 <= end.status < 500 and exchange.id in self._rows:
             # Answered by the proxy itself, no target asked: refused (the guard, the local
             # token, a malformed request) or a CORS preflight it answers with the local token
@@ -306,6 +326,7 @@ class InspectorStore:
         exchange.chunks = []
         exchange.chunk_times = []
         exchange.request_body = None
+        exchange.request_pieces = []
         if evicted:
             exchange.evicted = True
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -62,7 +64,7 @@ class Counting:
 
 
 async def start_target(aiohttp_server: Any, counting: Counting) -> Target:
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", counting.handle)
     server = await aiohttp_server(app)
     return Target(
@@ -190,3 +192,40 @@ async def test_time_to_first_byte_is_the_head_even_when_failover_waits_for_the_f
     assert exchange.response_at is not None
     assert exchange.response_at - exchange.head.started < 0.25  # not the 500 ms to the event
     assert exchange.chunk_times[0] - exchange.head.started >= 0.5
+
+
+async def test_a_request_body_streamed_to_the_target_is_kept_too(aiohttp_server: Any) -> None:
+    """Bodies over 1 MiB and chunked ones go to the target as they arrive; the inspector keeps
+    them all the same (long agent prompts are what people want to read), cut at the cap."""
+    main = Counting("main")
+    target = await start_target(aiohttp_server, main)
+    store = InspectorStore(request_cap_bytes=4 * 1024 * 1024)
+    service = ProxyService(SETTINGS, target, tap=store)
+    await service.start()
+    large = b'{"model": "m", "prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    huge = b"y" * (5 * 1024 * 1024)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"model": "llama3", '
+        yield b'"prompt": "hi"}'
+
+    try:
+        base = f"http://127.0.0.1:{service.port}"
+        async with aiohttp.ClientSession() as session:
+            for path, data in (
+                ("/v1/large", io.BytesIO(large)),
+                ("/v1/chunked", chunked()),
+                ("/v1/huge", io.BytesIO(huge)),
+            ):
+                async with session.post(base + path, data=data) as response:
+                    assert response.status == 200
+    finally:
+        await service.stop(grace_s=0.2)
+    kept = {e.head.raw_path: (e.request_body, e.request_body_cut) for e in store.exchanges()}
+    assert kept["/v1/large"] == (large, False)
+    assert kept["/v1/chunked"] == (b'{"model": "llama3", "prompt": "hi"}', False)
+    body, cut = kept["/v1/huge"]
+    assert cut
+    assert body is not None
+    assert 3 * 1024 * 1024 < len(body) <= 4 * 1024 * 1024
+    assert huge.startswith(body)
