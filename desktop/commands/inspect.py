@@ -42,8 +42,9 @@ EXPORT_TIMEOUT_S = 120.0
 # person's own (a process of the same user can read the session file anyway).
 PAGE_HEADERS = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
 NOT_RUNNING = (
-    "No TrayProxy with an inspector is running for this user (no session file in {directory}).\n"
-    "Start TrayProxy (from the menu, or trayproxy serve) and run this again."
+    "No TrayProxy with its inspector on is running for this user (no session file in {directory}).\n"
+    "Start TrayProxy (from the menu, or trayproxy serve) and run this again; if it runs, check that"
+    " [inspector] enabled is not false in its config file."
 )
 
 

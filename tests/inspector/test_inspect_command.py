@@ -136,7 +136,8 @@ async def test_exports_are_written_whole_and_private(running: ProxyService, tmp_
 async def test_without_a_running_trayproxy_it_says_so() -> None:
     result = await inspect("--url")
     assert result.returncode == 1
-    assert "No TrayProxy with an inspector is running" in result.stderr
+    assert "No TrayProxy with its inspector on is running" in result.stderr
+    assert "[inspector] enabled" in result.stderr
     assert result.stdout == ""
 
 

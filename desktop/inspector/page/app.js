@@ -61,7 +61,15 @@
     return JSON.stringify(value, null, 2);
   }
 
+  // A WebSocket that was relayed ends with a note of who closed it: only a close that is not a
+  // normal one (1000, 1001 going away, 1005 none given) marks it failed.
+  const NORMAL_CLOSES = [1000, 1001, 1005];
+
   function isFailed(row) {
+    if (row.kind === "websocket" && row.status === 101) {
+      const code = row.websocket && row.websocket.close_code;
+      return Boolean(code) && !NORMAL_CLOSES.includes(code);
+    }
     return row.refused || row.outcome !== "" || row.error !== "" || row.status >= 400 || (row.state === "done" && !row.status);
   }
 
