@@ -373,6 +373,9 @@ async def test_a_websocket_that_failed_over_is_counted_on_the_target_that_carrie
     assert tally == WebSocketTally(1, 1, 6, 6, 1000, "client")
 
 
+# It allocates enough to set off the garbage collector, which may then finalise a socket an
+# earlier test left unclosed (seen with the lowest versions' test plugins): not this test's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_relay_counter_reads_any_cut_the_same() -> None:
     """The relay's counter (wstally.MessageCounter) fed a direction's bytes cut at every
     point, and byte by byte, finds the same messages and close code as fed whole."""

@@ -519,6 +519,9 @@ def listed_ids(driver: Any) -> list[int]:
     return [int(ident) for ident in driver.execute_script(script)]
 
 
+# 10,000 requests set off the garbage collector, which may then finalise a socket an earlier
+# test left unclosed (seen with the lowest versions' test plugins): not this test's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.slow
 def test_a_full_list_shows_within_seconds_of_opening_the_page(browser: Any, inspector: Inspector) -> None:
     """The page reads the whole list when it opens (and after a clear, a reconnect, falling
