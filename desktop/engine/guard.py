@@ -217,6 +217,7 @@ class RequestGuard:
         origins: list[str] = []
         fetch_sites: list[bytes] = []
         speculative = False
+        service_worker = False
         browser_agent = False
         total = 0
         content_lengths: list[bytes] = []
@@ -242,6 +243,8 @@ class RequestGuard:
                 content_lengths.append(value.strip())
             elif lower == b"transfer-encoding":
                 transfer_encodings.append(value.strip())
+            elif lower == b"service-worker":
+                service_worker = True
             elif lower == b"user-agent":
                 browser_agent = browser_agent or value.lstrip().lower().startswith(_BROWSER_AGENT)
             elif lower == _SPECULATIVE_HEADER or (
@@ -281,6 +284,8 @@ class RequestGuard:
             return refusals.ambiguous_origin()
         if speculative:
             return refusals.speculative_load()
+        if service_worker:
+            return refusals.service_worker()
         origin = origins[0] if origins else None
         if origin is not None and not self._origins.allows(origin):
             return RequestRefused(

@@ -129,6 +129,19 @@ def speculative_load() -> RequestRefused:
     )
 
 
+def service_worker() -> RequestRefused:
+    # A browser fetching a service worker's script marks it Service-Worker: script. A worker a
+    # page registers on the proxy's origin (a page a target serves through TrayProxy, even in a
+    # frame of another site) would see every later request of that origin, the inspector's
+    # one-time link and page among them, and could spend the key from the person's browser. An
+    # API proxy serves no service worker: none is let in.
+    return RequestRefused(
+        "TrayProxy does not serve service workers: a page may not install one on its address",
+        code="service_worker_refused",
+        status=403,
+    )
+
+
 def cross_site() -> RequestRefused:
     return RequestRefused(
         "Requests a web page makes (images, scripts, frames, forms, links) are not allowed to use "

@@ -1279,3 +1279,17 @@ async def test_a_too_long_request_line_gets_400_not_the_headers_431(
     assert response.status == status, response.raw[:300]
     if code is not None:
         assert json.loads(response.body)["error"]["code"] == code
+
+
+async def test_a_service_workers_script_gets_403_and_never_reaches_target(guarded) -> None:
+    """A page a target serves through the proxy (framed by any local page) registered a service
+    worker on the proxy's origin; the worker then saw the inspector's one-time link and page
+    (issue 15, second cold trial). The worker's script fetch is refused, same-origin or not."""
+    response = await guarded.get(
+        ("Host", guarded.host),
+        ("Service-Worker", "script"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Sec-Fetch-Mode", "same-origin"),
+        ("Sec-Fetch-Dest", "serviceworker"),
+    )
+    _assert_refused(response, guarded, status=403, code="service_worker_refused")
