@@ -18,11 +18,8 @@ export or a copied cURL shows goes through one :class:`Masker` per exchange:
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Iterator
-from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from desktop.engine.capture import RequestHead
 from desktop.redaction import (
@@ -55,12 +52,14 @@ def is_credential_header(name: str) -> bool:
 class Masker:
     """Masks what one exchange shows: its client's credentials and every registered secret."""
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_body", "_found", "_secrets")
 
     def __init__(self, head: RequestHead, body: bytes | None = None) -> None:
         """``body``: the request body, whose members or form fields named like credentials
-        (``"api_key": "..."``, ``password=...``) are masked wherever they show again."""
-        found: set[str] = set(_body_credentials(body)) if body else set()
+        (``"api_key": "..."``, ``password=...``) are masked wherever they show again. It is
+        searched when a text is first masked, not before: a list row masks only its path."""
+        self._body = body
+        found: set[str] = set()
         for raw_name, raw_value in head.raw_headers:
             name = raw_name.decode("latin-1")
             if not is_credential_header(name):
@@ -73,19 +72,34 @@ class Masker:
                 found.add(value.partition(" ")[2].strip())  # the key without its scheme
         query = head.raw_path.partition("?")[2]
         found.update(value for name, value in parse_qsl(query) if is_credential_name(name))
-        # Longest first, so a value holding another is masked whole.
-        self._secrets = sorted((s for s in found if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
+        self._found = found
+        self._secrets: list[str] | None = None
+
+    def _all_secrets(self) -> list[str]:
+        if self._secrets is None:
+            found = self._found
+            if self._body:
+                found = found | set(_body_credentials(self._body))
+                self._body = None
+            # Longest first, so a value holding another is masked whole.
+            self._secrets = sorted((s for s in found if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
+        return self._secrets
 
     def text(self, text: str) -> str:
         """``text`` (a body, an error, a header value) with every credential masked."""
-        for secret in self._secrets:
+        for secret in self._all_secrets():
             if secret in text:
                 text = text.replace(secret, MASK)
         return redact_text(text)
 
     def path(self, raw_path: str) -> str:
-        """A request target with its credentials masked, escapes kept."""
-        return self.text(redact_target(raw_path))
+        """A request target with its credentials masked, escapes kept (the request's own
+        credentials only: a path holds no body member)."""
+        masked = redact_target(raw_path)
+        for secret in sorted(self._found, key=len, reverse=True):
+            if len(secret) >= MIN_SECRET_LEN and secret in masked:
+                masked = masked.replace(secret, MASK)
+        return redact_text(masked)
 
     def header(self, name: str, value: str) -> str:
         """A header's value as shown: a credential's replaced (its scheme kept), others masked."""
@@ -108,34 +122,24 @@ def _kind_kept(credential: str) -> str:
     return shown if _KIND_ONLY.fullmatch(shown) else MASK
 
 
-# A body larger than this is not searched for credential members (a JSON parse on the loop).
-MAX_SEARCHED_BODY = 1024 * 1024
+# A credential member of a JSON body (at any depth, duplicates, truncated or over-nested bodies
+# alike: no parse), a form field, or a multipart field: its name and value.
+_JSON_MEMBER = re.compile(r'"([A-Za-z0-9_.\-]{1,64})"\s*:\s*"((?:[^"\\]|\\.){1,4096})"')
+_FORM_FIELD = re.compile(r"(?:^|&)([^=&\s]{1,64})=([^&\s]{1,4096})")
+_MULTIPART_FIELD = re.compile(r'name="([^"]{1,64})"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]{1,4096})')
 
 
 def _body_credentials(body: bytes) -> list[str]:
-    """The values of a request body's members (JSON, at any depth) or form fields named like
-    credentials."""
-    if len(body) > MAX_SEARCHED_BODY:
-        return []
+    """The values of a request body's members named like credentials: JSON members (found by
+    pattern, not parsed: an over-nested, truncated or duplicated body is read as well), form
+    fields and multipart fields."""
     text = body.decode("utf-8", "replace")
-    stripped = text.lstrip()
-    if stripped[:1] in ("{", "["):
-        try:
-            return list(_member_credentials(json.loads(text)))
-        except (ValueError, RecursionError):
-            return []
-    if "=" in text and "\n" not in text.strip():
-        return [value for name, value in parse_qsl(text) if is_credential_name(name)]
-    return []
-
-
-def _member_credentials(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if isinstance(item, str) and is_credential_name(name):
-                yield item
-            else:
-                yield from _member_credentials(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _member_credentials(item)
+    found = [value for name, value in _JSON_MEMBER.findall(text) if is_credential_name(name)]
+    found += [value for name, value in _MULTIPART_FIELD.findall(text) if is_credential_name(name)]
+    if "=" in text[:4096] and not text.lstrip().startswith(("{", "[")):
+        found += [
+            value
+            for name, value in ((unquote_plus(n), unquote_plus(v)) for n, v in _FORM_FIELD.findall(text))
+            if is_credential_name(name)
+        ] + [value for name, value in _FORM_FIELD.findall(text) if is_credential_name(unquote_plus(name))]
+    return found
