@@ -89,3 +89,19 @@ def test_a_body_of_no_api_is_listed_without_facts() -> None:
     )
     assert facts["api"] is None
     assert facts["input_tokens"] is None
+
+
+def test_a_gzip_bomb_is_shown_and_exported_small() -> None:
+    """The detail and the HAR of a 200 KB gzip answer inflating to 200 MiB of NULs were 100 MB
+    each and took serve past 2 GB for a few of them (second cold trial): decoded, a body may be
+    16 times what was kept, at least 1 MiB."""
+    from desktop.inspector import har, views
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    exchange = ended(
+        "/v1/chat/completions", bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    detail = json.dumps(views.detail_json(exchange))
+    assert len(detail) < 16 * 1024 * 1024
+    assert "only its start is read" in detail
+    assert len(har.har_bytes([exchange])) < 16 * 1024 * 1024
