@@ -164,3 +164,24 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(
         page, _ = controller.inspector_link()
         assert page == f"http://127.0.0.1:{port}{controller.inspector.access.page_path}"
         assert json.loads((tmp_path / "run" / "inspector.json").read_text())["host"] == "127.0.0.1"
+
+
+def test_the_inspector_switched_off_answers_404_and_logs_no_access_line(
+    tmp_path: Path, controllers: list[ProxyController], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An open tab keeps asking while the inspector is off: it is told why (404 inspector_off),
+    and its requests stay out of the access log, which would print the page's per-run path."""
+    import logging
+
+    with BackgroundServer(echo()) as target:
+        path = tmp_path / "config.toml"
+        _config(path, target.url, "enabled = false")
+        controller = ProxyController.from_config(ConfigBinding(path, watch=False))
+        controllers.append(controller)
+        url = controller.start().local_url
+        caplog.set_level(logging.INFO, "trayproxy.access")
+        page = controller.inspector.access.page_path
+        answer = httpx.get(f"{url}{page}api/events")
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "inspector_off"
+        assert page not in caplog.text

@@ -47,6 +47,7 @@ class InspectorHub:
         # Who may read the page: a new secret each run (the cookie; one-time codes).
         self.access = InspectorAccess()
         self.pages = InspectorPages(self.store, self.access)
+        self.pages.switch(settings.enabled)
         # Where `trayproxy inspect` finds the running inspector (the OS's per-user runtime
         # directory, which the front end knows); None: nowhere (tests, a proxy of a test).
         self.session_dir: Path | None = None
@@ -59,16 +60,16 @@ class InspectorHub:
 
     @property
     def served_pages(self) -> OwnPages | None:
-        """The page the listeners serve: None with the inspector switched off."""
-        return self.pages if self.settings.enabled else None
+        """The page the listeners serve (switched off, it answers 404 inspector_off)."""
+        return self.pages
 
     def configure(self, settings: Inspection) -> None:
         """On the loop: new bounds and switches (a config edit). Switched off, what is held
         is dropped, as a person turning it off would expect."""
         self.settings = settings
+        self.pages.switch(settings.enabled)  # off: an open tab's stream ends, it empties itself
         if not settings.enabled:
             self.store.clear()
-            self.pages.close_streams()  # no longer served: an open tab's stream ends
         self.store.configure(
             max_rows=settings.max_rows,
             body_cap_bytes=settings.body_cap_mib * MIB,

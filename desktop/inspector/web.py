@@ -139,6 +139,7 @@ class InspectorPages:
         """``static_dir`` holds index.html, app.js and style.css, read here, once."""
         self.store = store
         self.access = access
+        self.switched_off = False
         self._files = {
             name: ((static_dir / file_name).read_bytes(), content_type)
             for name, (file_name, content_type) in PAGE_FILES.items()
@@ -154,6 +155,12 @@ class InspectorPages:
         }
 
     async def __call__(self, request: web.BaseRequest, stopping: asyncio.Event) -> web.StreamResponse:
+        if self.switched_off:
+            # Still answered here, so an open tab's retries stay out of the access log (which
+            # would print the page's path) and the page is told why.
+            return secured(
+                _error("The inspector is switched off ([inspector] enabled = false)", "inspector_off", 404)
+            )
         path = request.raw_path.split("?", 1)[0]
         if path == OPEN_PATH:
             return secured(self._open(request))
@@ -234,6 +241,13 @@ class InspectorPages:
         return web.Response(status=204)
 
     # The push stream ---------------------------------------------------------------------------
+
+    def switch(self, on: bool) -> None:
+        """On the loop: serve the inspector, or answer every request with 404 inspector_off and
+        end the push streams open now (an open tab then empties itself)."""
+        self.switched_off = not on
+        if not on:
+            self.close_streams()
 
     def close_streams(self) -> None:
         """On the loop: end every push stream open now (the pages are no longer served: the
@@ -404,4 +418,6 @@ def _entries(form: ExportForm, exchanges: list[Exchange]) -> bytes:
 def _raw_text(exchange: Exchange) -> str:
     """The response body as it came, as text, keys masked (an echoing target, an error that
     quotes the key it was given)."""
-    return Masker(exchange.head, exchange.request_body).text(exchange.response_body().decode("utf-8", "replace"))
+    return Masker(exchange.head, exchange.request_body).text(
+        exchange.response_body().decode("utf-8", "replace")
+    )
