@@ -18,7 +18,7 @@ and skipped rather than failing the whole answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from desktop.inspector.answer import Answer, ToolCall
@@ -45,20 +45,8 @@ def chat_completion_answer(events: Iterable[Event]) -> Answer:
         if not isinstance(chunk, dict):
             answer.unreadable += 1
             continue
-        if chunk.get("error") is not None:
-            answer.error = chunk["error"]
-        if isinstance(chunk.get("model"), str):
-            answer.model = chunk["model"]
-        if isinstance(chunk.get("usage"), dict):
-            answer.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            if choice.get("index", 0) != 0:
-                answer.other_choices += 1
-                continue
-            if choice.get("finish_reason"):
-                answer.finish_reason = choice["finish_reason"]
+        _take_members(answer, chunk)
+        for choice in _first_choices(answer, chunk.get("choices")):
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 _take_delta(delta, text, thinking, calls)
@@ -66,6 +54,29 @@ def chat_completion_answer(events: Iterable[Event]) -> Answer:
     answer.thinking = "".join(thinking)
     answer.tool_calls = [calls[index] for index in sorted(calls)]
     return answer
+
+
+def _take_members(answer: Answer, data: dict[str, Any]) -> None:
+    """The error, model and usage a chunk or a whole completion carries."""
+    if data.get("error") is not None:
+        answer.error = data["error"]
+    if isinstance(data.get("model"), str):
+        answer.model = data["model"]
+    if isinstance(data.get("usage"), dict):
+        answer.usage = data["usage"]
+
+
+def _first_choices(answer: Answer, choices: Any) -> Iterator[dict[str, Any]]:
+    """The first choice's entries in ``choices`` (its finish reason taken); others counted."""
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("index", 0) != 0:
+            answer.other_choices += 1
+            continue
+        if choice.get("finish_reason"):
+            answer.finish_reason = choice["finish_reason"]
+        yield choice
 
 
 def _take_delta(
@@ -98,23 +109,11 @@ def _take_delta(
 def chat_completion_json(body: dict[str, Any]) -> Answer:
     """The answer a whole (not streamed) ``chat.completion`` object gives."""
     answer = Answer(done=True)
-    if body.get("error") is not None:
-        answer.error = body["error"]
-    if isinstance(body.get("model"), str):
-        answer.model = body["model"]
-    if isinstance(body.get("usage"), dict):
-        answer.usage = body["usage"]
+    _take_members(answer, body)
     text: list[str] = []
     thinking: list[str] = []
     calls: dict[int, ToolCall] = {}
-    for choice in body.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("index", 0) != 0:
-            answer.other_choices += 1
-            continue
-        if choice.get("finish_reason"):
-            answer.finish_reason = choice["finish_reason"]
+    for choice in _first_choices(answer, body.get("choices")):
         message = choice.get("message")
         if isinstance(message, dict):
             # A whole message reads as one delta whose tool calls are in order.
