@@ -53,7 +53,6 @@ __all__ = [
     "FailoverEvent",
     "carry_routed_websocket",
     "forward_routed",
-    "local_prefix_of",
 ]
 
 # Answers that mean "this target cannot serve it now" rather than "this request is wrong":
@@ -142,11 +141,6 @@ async def _send_kept(
     return response
 
 
-def local_prefix_of(route: Route) -> str:
-    """The prefix the client's path came under ("" unless chosen by a prefix)."""
-    return route.prefix
-
-
 class _InFlight:
     """The attempt under way: its target, and how many attempts were noted before it."""
 
@@ -215,7 +209,7 @@ async def _forward_routed(
     for index, route in enumerate(routes):
         upstream = upstream_for(route.target)
         record.target = upstream.label
-        prefix = local_prefix_of(route)
+        prefix = route.prefix
         last = index == len(routes) - 1
         asked_again = False
         while True:
@@ -386,7 +380,7 @@ async def carry_routed_websocket(
                 live,
                 token_required=token_required,
                 path=route.path,
-                local_prefix=local_prefix_of(route),
+                local_prefix=route.prefix,
                 fail_over=not last,
             )
         except UpgradeFailed as failed:

@@ -145,11 +145,6 @@ class RequestRecord:
         # A watched WebSocket's messages, bytes and close, as its carrier counted them.
         self.websocket: WebSocketTally | None = None
 
-    def held_body(self, body: RequestBody) -> None:
-        """Tell the capture of ``body`` when it was held (read whole before sending)."""
-        if self.capture is not None and body.held is not None:
-            self.capture.request_body(body.held)
-
 
 def bad_request_body() -> RequestRefused:
     """The answer to a request body that cannot be read: invalid chunked coding, or a stall."""
@@ -247,7 +242,8 @@ NO_BODY = RequestBody()
 async def take_body(request: web.BaseRequest, capture: ExchangeCapture | None = None) -> RequestBody:
     """``request``'s body: read now when it is held for replay (a Content-Length of at most
     REPLAYABLE_BODY_BYTES, after a 100 Continue if the client waits for one), else set up to be
-    streamed when sent."""
+    streamed when sent. ``capture`` is told of the body: whole when held, piece by piece as a
+    streamed one goes up."""
     if not request.body_exists:
         return NO_BODY
     send_continue = request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
@@ -255,7 +251,10 @@ async def take_body(request: web.BaseRequest, capture: ExchangeCapture | None = 
     if length is not None and length <= REPLAYABLE_BODY_BYTES:
         if send_continue:
             await request.writer.write(CONTINUE_LINE)
-        return RequestBody(held=await _read_body(request.content, length))
+        held = await _read_body(request.content, length)
+        if capture is not None:
+            capture.request_body(held)
+        return RequestBody(held=held)
     streamed = _StreamedBody(capture)
     return RequestBody(streamed=streamed, pieces=streamed.pieces(request, send_continue))
 
@@ -337,7 +336,6 @@ async def forward_http(
     cut ``local_prefix`` off it) and stream its answer to the client."""
     try:
         body = await take_body(request, record.capture)
-        record.held_body(body)
         upstream_response = await open_upstream(
             request, upstream, body, path=request.raw_path if path is None else path
         )

@@ -29,7 +29,7 @@ from desktop.engine.capture import CaptureTap, ExchangeCapture, ExchangeEnd, Req
 from desktop.engine.condition import TargetCondition, classify, credentials_of, describe
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
-from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed, local_prefix_of
+from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed
 from desktop.engine.forward import NO_BODY, RequestBody, RequestRecord, forward_http, take_body
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
@@ -506,14 +506,13 @@ class ProxyService:
                 record.target = upstream.label
                 try:
                     return await forward_http(
-                        request, upstream, record, path=route.path, local_prefix=local_prefix_of(route)
+                        request, upstream, record, path=route.path, local_prefix=route.prefix
                     )
                 finally:
                     self._release(upstream)
                     self._note_condition(upstream, record.status, record.note, record.error)
         try:
             body = NO_BODY if upgrade else await take_body(request, record.capture)
-            record.held_body(body)
         except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
             record.note = refused.code
             return refused.to_response()
