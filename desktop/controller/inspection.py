@@ -1,7 +1,7 @@
 """The inspector as the controller runs it: one store for every listener, kept across a stop.
 
 The store (inspector/store.py) is the engine's capture tap; ``[inspector] enabled = false``
-gives the listeners no tap at all, so the engine does nothing more per request than before the
+gives the listeners no tap at all (the page then answers 404 inspector_off), so the engine does nothing more per request than before the
 inspector existed. All the store's work happens on the proxy's loop: ``configure`` is called
 there (LoopThread.call).
 """
@@ -14,7 +14,6 @@ from pathlib import Path
 from desktop.config.model import Inspection
 from desktop.engine.addresses import host_port
 from desktop.engine.capture import CaptureTap
-from desktop.engine.service import OwnPages
 from desktop.inspector.access import (
     OPEN_PATH,
     InspectorAccess,
@@ -46,6 +45,7 @@ class InspectorHub:
         )
         # Who may read the page: a new secret each run (the cookie; one-time codes).
         self.access = InspectorAccess()
+        # Served by every listener; switched off, it answers 404 inspector_off.
         self.pages = InspectorPages(self.store, self.access)
         self.pages.switch(settings.enabled)
         # Where `trayproxy inspect` finds the running inspector (the OS's per-user runtime
@@ -57,11 +57,6 @@ class InspectorHub:
     def tap(self) -> CaptureTap | None:
         """The listeners' capture tap: None with the inspector switched off."""
         return self.store if self.settings.enabled else None
-
-    @property
-    def served_pages(self) -> OwnPages | None:
-        """The page the listeners serve (switched off, it answers 404 inspector_off)."""
-        return self.pages
 
     def configure(self, settings: Inspection) -> None:
         """On the loop: new bounds and switches (a config edit). Switched off, what is held

@@ -138,9 +138,9 @@ class ProxyController:
             resolver_factory=resolver_factory,
             port_holder=port_holder,
             port_advice=port_advice,
+            inspection=plan.inspector,
         )
         controller._binding, controller._keys, controller._plan = binding, keys, plan
-        controller.inspector = InspectorHub(plan.inspector)
         controller._board.update(
             config_path=str(binding.path), **plan_fields(plan), target_ports=controller._target_ports()
         )
@@ -193,7 +193,7 @@ class ProxyController:
                 on_condition=self._on_condition,
                 on_failover=self._on_failover,
                 tap=self.inspector.tap,
-                pages=self.inspector.served_pages,
+                pages=self.inspector.pages,
             )
             plan = self._plan
             try:
@@ -386,13 +386,12 @@ class ProxyController:
             if not self.inspector.settings.enabled:
                 raise RuntimeError("the inspector is switched off ([inspector] enabled = false)")
             inspector = self.inspector
-            # The codes are checked on the loop: issued there too.
-            code = self._loop.call(_on_loop(inspector.access.issue_code), timeout=CALL_TIMEOUT_S)
+            code = inspector.access.issue_code()  # safe from any thread (the access locks its codes)
             return inspector.page_url(addresses[0]), inspector.opener(addresses[0], code)
 
     async def _configure_inspector(self, listeners: Listeners, plan: Plan) -> None:
         self.inspector.configure(plan.inspector)
-        listeners.set_capture(self.inspector.tap, self.inspector.served_pages)
+        listeners.set_capture(self.inspector.tap, self.inspector.pages)
 
     def _take(self, report: Report, *, retry: bool = False, reload: bool = False, **fields: Any) -> None:
         """Under the lock: what applying the plan gave, logged once and put in the status."""
@@ -516,10 +515,6 @@ class ProxyController:
             if plan.listeners != old.listeners and not resolved.problem:
                 log.info("target %s rejected its key; ran the key command again for a new one", name)
             self._install(plan)
-
-
-async def _on_loop(call: Callable[[], T]) -> T:
-    return call()
 
 
 def _routed_names(plan: Plan) -> set[str]:
