@@ -266,10 +266,8 @@ class _CountingDirection(_Direction):
         self.counter = counter
 
     def _write(self, data: bytes) -> None:
+        super()._write(data)
         if data:
-            self.sink.write(data)
-            if self.count_bytes:
-                self._relay.bytes_down += len(data)
             self.counter.feed(data)
 
 
