@@ -12,13 +12,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from upstreams import dead_port
 
-__all__ = ["SLOW_STARTED", "BackgroundServer", "free_port", "slow_app", "wait_until"]
+__all__ = ["SLOW_STARTED", "BackgroundServer", "free_port", "slow_app", "status_kib", "wait_until"]
 
 # Bound on starting or stopping a background server; both take milliseconds when healthy.
 SERVER_CALL_TIMEOUT_S = 10.0
@@ -115,3 +116,11 @@ def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: f
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A size in KiB from ``/proc/PID/status`` (``VmRSS`` now, ``VmHWM`` its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} missing")

@@ -6,11 +6,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from background import BackgroundServer, free_port, wait_until
+from background import BackgroundServer, free_port, status_kib, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,13 +21,6 @@ TOTAL_BYTES = 256 * MIB
 BLOCK = b"m" * MIB
 # The bound: peak RSS within about 64 MiB of idle while 256 MiB pass each way.
 RSS_GROWTH_LIMIT_MIB = 64
-
-
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} missing")
 
 
 def _bulk_app():  # type: ignore[no-untyped-def]
@@ -77,7 +69,7 @@ def test_256_mib_each_way_keeps_proxy_memory_flat() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: _answers(base + "/__trayproxy/health"), timeout_s=15)
-            idle_kib = _kib(proc.pid, "VmRSS")
+            idle_kib = status_kib(proc.pid, "VmRSS")
             with httpx.Client(trust_env=False, timeout=60) as client:
                 with client.stream("GET", base + "/down") as response:
                     got = sum(len(chunk) for chunk in response.iter_raw())
@@ -92,7 +84,7 @@ def test_256_mib_each_way_keeps_proxy_memory_flat() -> None:
                     base + "/up", content=blocks(), headers={"Content-Length": str(TOTAL_BYTES)}
                 )
                 assert sized.text == str(TOTAL_BYTES)
-            growth_mib = (_kib(proc.pid, "VmHWM") - idle_kib) / 1024
+            growth_mib = (status_kib(proc.pid, "VmHWM") - idle_kib) / 1024
             print(f"idle RSS {idle_kib / 1024:.1f} MiB, peak growth {growth_mib:.1f} MiB")
             assert growth_mib < RSS_GROWTH_LIMIT_MIB
         finally:

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from aiohttp import web
-from background import BackgroundServer, free_port, wait_until
+from background import BackgroundServer, free_port, status_kib, wait_until
 from cli_process import ServeProcess
+from listen_helpers import proxy_answers
 
 from desktop.inspector.access import COOKIE_NAME, read_session_file
 
@@ -35,13 +36,6 @@ BODY_CAP_MIB = 64
 RESPONSES = BODY_CAP_MIB + 16
 PEAK_GROWTH_LIMIT_MIB = BODY_CAP_MIB + 64
 CLIENT_KEY = "sk-client-key-export-memory-7d3e91c2"
-
-
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} missing")
 
 
 def _chat_app() -> web.Application:
@@ -70,14 +64,6 @@ def _chat_app() -> web.Application:
     return app
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, trust_env=False, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        time.sleep(0.05)
-        return False
-
-
 def test_an_export_of_a_full_body_ring_is_written_without_holding_it_whole(tmp_path: Path) -> None:
     with BackgroundServer(_chat_app()) as upstream:
         port = free_port()
@@ -89,7 +75,7 @@ def test_an_export_of_a_full_body_ring_is_written_without_holding_it_whole(tmp_p
         serve = ServeProcess(config, "--port", str(port), "--host", "127.0.0.1", "-q")
         try:
             base = f"http://127.0.0.1:{port}"
-            assert wait_until(lambda: _healthy(base + "/__trayproxy/health"), timeout_s=15)
+            assert wait_until(lambda: proxy_answers(port, timeout_s=1), timeout_s=15)
             runtime = Path(os.environ["XDG_RUNTIME_DIR"]) / "TrayProxy"
             assert wait_until(lambda: read_session_file(runtime) is not None, timeout_s=15)
             session = read_session_file(runtime)
@@ -127,15 +113,15 @@ def test_an_export_of_a_full_body_ring_is_written_without_holding_it_whole(tmp_p
                 ask(client, -1)
                 export(client, "export.har")
                 export(client, "export.jsonl")
-                idle_kib = _kib(pid, "VmRSS")
+                idle_kib = status_kib(pid, "VmRSS")
                 for number in range(RESPONSES):
                     ask(client, number)
-                held_mib = (_kib(pid, "VmRSS") - idle_kib) / 1024
+                held_mib = (status_kib(pid, "VmRSS") - idle_kib) / 1024
                 started = time.monotonic()
                 har = export(client, "export.har")
                 jsonl = export(client, "export.jsonl")
                 took = time.monotonic() - started
-            peak_mib = (_kib(pid, "VmHWM") - idle_kib) / 1024
+            peak_mib = (status_kib(pid, "VmHWM") - idle_kib) / 1024
             print(
                 f"ring filled: RSS +{held_mib:.1f} MiB; HAR {har.stat().st_size / MIB:.1f} MiB and JSONL "
                 f"{jsonl.stat().st_size / MIB:.1f} MiB in {took:.1f} s; peak RSS +{peak_mib:.1f} MiB"

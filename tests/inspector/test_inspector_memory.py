@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from aiohttp import web
-from background import BackgroundServer, free_port, wait_until
+from background import BackgroundServer, free_port, status_kib, wait_until
 from cli_process import ServeProcess
+from listen_helpers import proxy_answers
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,13 +33,6 @@ RSS_GROWTH_LIMIT_MIB = BODY_CAP_MIB + 50
 # The ring must have been filled, or the bound proves nothing: at the end it holds the last
 # ~64 answers, and RSS shows most of them.
 RSS_HELD_AT_LEAST_MIB = BODY_CAP_MIB * 3 // 4
-
-
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} missing")
 
 
 def _stream_app(piece: int) -> web.Application:
@@ -60,14 +54,6 @@ def _stream_app(piece: int) -> web.Application:
     return app
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, trust_env=False, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        time.sleep(0.05)
-        return False
-
-
 # Large events (a download's pace) and small ones (an answer's tokens, many more pieces kept).
 @pytest.mark.parametrize("piece", [64 * 1024, 4 * 1024], ids=["64k-events", "4k-events"])
 def test_a_thousand_streamed_mib_grow_memory_by_at_most_the_body_cap_and_50_mib(
@@ -83,12 +69,12 @@ def test_a_thousand_streamed_mib_grow_memory_by_at_most_the_body_cap_and_50_mib(
         serve = ServeProcess(config, "--port", str(port), "--host", "127.0.0.1", "-q")
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _healthy(base + "/__trayproxy/health"), timeout_s=15)
+            wait_until(lambda: proxy_answers(port, timeout_s=1), timeout_s=15)
             pid = serve.proc.pid
             with httpx.Client(trust_env=False, timeout=30) as client:
                 # One request first: imports done and pools made, as a user's idle proxy is.
                 assert client.get(base + "/v1/stream", params={"n": -1}).status_code == 200
-                idle_kib = _kib(pid, "VmRSS")
+                idle_kib = status_kib(pid, "VmRSS")
                 started = time.monotonic()
                 for number in range(RESPONSES):
                     with client.stream("GET", base + "/v1/stream", params={"n": number}) as response:
@@ -96,8 +82,8 @@ def test_a_thousand_streamed_mib_grow_memory_by_at_most_the_body_cap_and_50_mib(
                         got = sum(len(piece) for piece in response.iter_raw())
                     assert got == MIB
                 took = time.monotonic() - started
-            held_mib = (_kib(pid, "VmRSS") - idle_kib) / 1024
-            growth_mib = (_kib(pid, "VmHWM") - idle_kib) / 1024
+            held_mib = (status_kib(pid, "VmRSS") - idle_kib) / 1024
+            growth_mib = (status_kib(pid, "VmHWM") - idle_kib) / 1024
             print(
                 f"{RESPONSES} x 1 MiB in {took:.1f} s; idle RSS {idle_kib / 1024:.1f} MiB, "
                 f"held at the end {held_mib:.1f} MiB, peak growth {growth_mib:.1f} MiB"
