@@ -27,7 +27,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
@@ -337,9 +337,6 @@ class InspectorStore:
         merged = [*self._rows.values(), *self._refusals]
         merged.sort(key=lambda exchange: exchange.id, reverse=True)
         return merged
-
-    def __iter__(self) -> Iterator[Exchange]:
-        return iter(self.exchanges())
 
     def __len__(self) -> int:
         return len(self._rows) + len(self._refusals)
