@@ -8,7 +8,6 @@ restart, and `true` again lists from the next request on.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,14 +27,6 @@ def echo() -> web.Application:
     return app
 
 
-@pytest.fixture
-def controllers() -> Iterator[list[ProxyController]]:
-    made: list[ProxyController] = []
-    yield made
-    for controller in made:
-        controller.close(grace_s=0)
-
-
 def _listed(controller: ProxyController) -> list[tuple[str, int]]:
     return [(e.head.raw_path, e.status) for e in controller.inspector.store.exchanges()]
 
@@ -49,13 +40,13 @@ def _config(path: Path, url: str, inspector: str) -> None:
 
 
 def test_requests_are_listed_and_an_edit_switching_the_inspector_off_stops_it(
-    tmp_path: Path, controllers: list[ProxyController]
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     with BackgroundServer(echo()) as target:
         path = tmp_path / "config.toml"
         _config(path, target.url, "enabled = true")
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         url = controller.start().local_url
         assert httpx.get(f"{url}/v1/models").status_code == 200
         assert httpx.get(f"{url}/__trayproxy/health").status_code == 200  # the proxy's own: not listed
@@ -78,7 +69,7 @@ def test_requests_are_listed_and_an_edit_switching_the_inspector_off_stops_it(
 
 
 def test_a_target_on_a_port_of_its_own_is_listed_in_the_same_store(
-    tmp_path: Path, controllers: list[ProxyController]
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     with BackgroundServer(echo()) as target:
         path = tmp_path / "config.toml"
@@ -88,7 +79,7 @@ def test_a_target_on_a_port_of_its_own_is_listed_in_the_same_store(
             f'[targets.side]\nurl = "{target.url}"\nport = {free_port()}\n'
         )
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         status = controller.start()
         (side,) = status.target_ports
         assert httpx.get(f"{status.local_url}/main").status_code == 200
@@ -113,7 +104,7 @@ def test_serve_flags_switch_the_inspector_or_its_bodies_off_over_the_file(tmp_pa
 
 
 def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back(
-    tmp_path: Path, controllers: list[ProxyController]
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     """`trayproxy inspect` finds the page through a 0600 session file the running proxy writes;
     "Open inspector" gets a 0600 local file holding a one-time link (not a URL on a command
@@ -125,7 +116,7 @@ def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back
         path = tmp_path / "config.toml"
         _config(path, target.url, "enabled = true")
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         runtime = tmp_path / "run"
         controller.inspector.session_dir = runtime
         with pytest.raises(RuntimeError, match="not running"):
@@ -148,7 +139,7 @@ def test_the_running_proxy_tells_where_its_inspector_is_and_stop_takes_that_back
 
 
 def test_a_wildcard_listen_address_is_reached_on_loopback(
-    tmp_path: Path, controllers: list[ProxyController]
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     """Listening on 0.0.0.0, the page and `trayproxy inspect` still use 127.0.0.1: the guard
     allows no Host 0.0.0.0, so a link to it would only ever get 403."""
@@ -158,7 +149,7 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(
         path = tmp_path / "config.toml"
         path.write_text(f'[listen]\nhosts = ["0.0.0.0"]\nport = 0\n[targets.main]\nurl = "{target.url}"\n')
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         controller.inspector.session_dir = tmp_path / "run"
         port = controller.start().addresses[0][1]
         page, _ = controller.inspector_link()
@@ -167,7 +158,7 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(
 
 
 def test_the_inspector_switched_off_answers_404_and_logs_no_access_line(
-    tmp_path: Path, controllers: list[ProxyController], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, follow: list[ProxyController], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An open tab keeps asking while the inspector is off: it is told why (404 inspector_off),
     and its requests stay out of the access log, which would print the page's per-run path."""
@@ -177,7 +168,7 @@ def test_the_inspector_switched_off_answers_404_and_logs_no_access_line(
         path = tmp_path / "config.toml"
         _config(path, target.url, "enabled = false")
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         url = controller.start().local_url
         caplog.set_level(logging.INFO, "trayproxy.access")
         page = controller.inspector.access.page_path

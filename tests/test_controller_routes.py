@@ -8,11 +8,9 @@ for the next Start (its listeners begin with a clean record).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from aiohttp import web
 from background import BackgroundServer
 
@@ -28,16 +26,8 @@ def answering(status: int) -> web.Application:
     return app
 
 
-@pytest.fixture
-def controllers() -> Iterator[list[ProxyController]]:
-    made: list[ProxyController] = []
-    yield made
-    for controller in made:
-        controller.close(grace_s=0)
-
-
 def test_the_status_shows_claims_failovers_and_cooldowns_and_stop_clears_them(
-    tmp_path: Path, controllers: list[ProxyController]
+    tmp_path: Path, follow: list[ProxyController]
 ) -> None:
     with BackgroundServer(answering(503)) as failing, BackgroundServer(answering(200)) as spare:
         path = tmp_path / "config.toml"
@@ -49,7 +39,7 @@ def test_the_status_shows_claims_failovers_and_cooldowns_and_stop_clears_them(
             f'[targets.spare]\nurl = "{spare.url}"\n'
         )
         controller = ProxyController.from_config(ConfigBinding(path, watch=False))
-        controllers.append(controller)
+        follow.append(controller)
         status = controller.start()
         assert status.routes == (RouteClaim("anthropic", ("/anthropic",), ("claude-*",)),)
         assert status.routes[0].text == "/anthropic, claude-*"
