@@ -31,6 +31,7 @@ __all__ = [
     "Listener",
     "LogSettings",
     "ProxySettings",
+    "Recording",
     "Routing",
     "Secret",
     "Target",
@@ -203,6 +204,8 @@ class Target:
     # Outgoing proxy URL for this target; "" connects directly; None follows HTTPS_PROXY,
     # HTTP_PROXY and NO_PROXY from the environment.
     proxy: str | None = options.TARGET_PROXY.default
+    # Whether answers are recorded, replayed or answered offline (engine/recall.py).
+    cache: str = options.CACHE_MODE.default
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -224,6 +227,8 @@ class Target:
             problem = header_problem(name, value.reveal())
             if problem:
                 raise ValueError(problem)
+        if self.cache not in options.CACHE_MODE.choices:
+            raise ValueError(f"cache must be one of {', '.join(options.CACHE_MODE.choices)}, got {self.cache!r}")
         proxy_problem = url_port_problem(self.proxy) if self.proxy else None
         if proxy_problem:
             raise ValueError(f"the proxy URL {proxy_problem}")
@@ -348,6 +353,22 @@ class Inspection:
         problem = options.BODY_CAP.problem(self.body_cap_mib) or options.MAX_ROWS.problem(self.max_rows)
         if problem:
             raise ValueError(f"inspector {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """The recording of answers, as the file's ``[cache]`` says (each target's ``cache`` mode
+    says whether its requests use it)."""
+
+    max_mib: int = options.CACHE_SIZE.default
+    pace: str = options.CACHE_PACE.default
+
+    def __post_init__(self) -> None:
+        problem = options.CACHE_SIZE.problem(self.max_mib)
+        if problem:
+            raise ValueError(f"cache {problem}")
+        if self.pace not in options.CACHE_PACE.choices:
+            raise ValueError(f"cache pace must be one of {', '.join(options.CACHE_PACE.choices)}")
 
 
 @dataclass(frozen=True, slots=True)

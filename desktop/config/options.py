@@ -26,6 +26,10 @@ __all__ = [
     "ALLOWED_HOSTS",
     "ALLOWED_ORIGINS",
     "BODY_CAP",
+    "CACHE_MODE",
+    "CACHE_PACE",
+    "CACHE_SETTINGS",
+    "CACHE_SIZE",
     "CA_BUNDLE",
     "CLAIM_SETTINGS",
     "CONNECT_TIMEOUT",
@@ -79,10 +83,11 @@ SECURITY = "security"
 LOG = "log"
 FAILOVER = "failover"
 INSPECTOR = "inspector"
+CACHE = "cache"
 TARGETS = "targets"
 TARGET = "targets.NAME"
 # The tables at the top of the file, in the order a hint lists them.
-TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, FAILOVER, INSPECTOR, TARGETS)
+TABLES: tuple[str, ...] = (LISTEN, SECURITY, LOG, FAILOVER, INSPECTOR, CACHE, TARGETS)
 # The TOML types a number setting accepts: `connect_timeout = 10` is as good as 10.0.
 NUMBER: tuple[type, ...] = (int, float)
 
@@ -415,6 +420,17 @@ FALLBACKS: Option[tuple[str, ...]] = Option(
     (),
     "targets tried in order when this one fails before any byte has reached the tool",
 )
+# The recording of answers (issue 16): desktop/engine/recall.py says what each mode does.
+CACHE_MODE: Option[str] = Option(
+    TARGET,
+    "cache",
+    (str,),
+    "off",
+    "answers recorded on disk for this target: off; record (every request goes out, answers are"
+    " kept); replay (repeats answered from the recording, the rest sent and kept); offline (only"
+    " from the recording, the rest get 504 cache_offline_miss)",
+    choices=("off", "record", "replay", "offline"),
+)
 TARGET_PORT: Option[int | None] = Option(
     TARGET,
     "port",
@@ -479,6 +495,24 @@ MAX_ROWS: Option[int] = Option(
     check=_whole_number_in(100, 1_000_000, ""),
 )
 
+# [cache]
+CACHE_SIZE: Option[int] = Option(
+    CACHE,
+    "max_mib",
+    (int,),
+    1024,
+    "MiB the recorded answers may take on disk; the least recently used go first",
+    check=_whole_number_in(1, 1_048_576, " MiB"),
+)
+CACHE_PACE: Option[str] = Option(
+    CACHE,
+    "pace",
+    (str,),
+    "fast",
+    "how a recorded stream is replayed: fast (each piece as soon as the client takes it) or recorded (at the pace it came)",
+    choices=("fast", "recorded"),
+)
+
 # No place in the file: how long `trayproxy serve` waits for open requests when it stops.
 STOP_GRACE: Option[float] = Option(
     None,
@@ -512,11 +546,13 @@ TARGET_SETTINGS: tuple[Option[Any], ...] = (
     MODELS,
     MODEL_MAP,
     FALLBACKS,
+    CACHE_MODE,
 )
 # The settings of a target's routes, which routing.py checks together across targets.
 CLAIM_SETTINGS: tuple[Option[Any], ...] = (PREFIX, MODELS, MODEL_MAP, FALLBACKS)
 FAILOVER_SETTINGS: tuple[Option[Any], ...] = (RETRY_AFTER_MAX, COOLDOWN)
 INSPECTOR_SETTINGS: tuple[Option[Any], ...] = (INSPECT, INSPECT_BODIES, BODY_CAP, MAX_ROWS)
+CACHE_SETTINGS: tuple[Option[Any], ...] = (CACHE_SIZE, CACHE_PACE)
 FILE_SETTINGS: tuple[Option[Any], ...] = (
     *TOP_SETTINGS,
     *LISTEN_SETTINGS,
@@ -524,5 +560,6 @@ FILE_SETTINGS: tuple[Option[Any], ...] = (
     *LOG_SETTINGS,
     *FAILOVER_SETTINGS,
     *INSPECTOR_SETTINGS,
+    *CACHE_SETTINGS,
     *TARGET_SETTINGS,
 )
