@@ -55,6 +55,9 @@ class Replay:
     pieces: AsyncIterator[bytes]
     # "hit" (stored), "follow" (an identical request's answer arriving now)
     source: str = "hit"
+    # Send the head at once instead of with the first piece: when that piece is not due yet
+    # (paced as recorded, or still on its way to the request being followed).
+    head_first: bool = False
 
 
 class Recorder(ExchangeCapture, Protocol):
