@@ -85,6 +85,12 @@ def _build_parser() -> argparse.ArgumentParser:
     for allowed, metavar in ((options.ALLOWED_HOSTS, "NAME"), (options.ALLOWED_ORIGINS, "ORIGIN")):
         serve.add_argument(*allowed.flags, action="append", default=[], metavar=metavar, help=allowed.flag_text())
     serve.add_argument(*options.CA_BUNDLE.flags, metavar="FILE", help=options.CA_BUNDLE.flag_text())
+    serve.add_argument(
+        *options.CACHE_MODE.flags,
+        choices=options.CACHE_MODE.choices,
+        metavar="MODE",
+        help=options.CACHE_MODE.flag_text(),
+    )
     for switch in (
         options.VERIFY_TLS,
         options.KEEP_HOST,

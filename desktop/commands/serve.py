@@ -157,6 +157,7 @@ def flag_overrides(args: argparse.Namespace) -> Overrides:
         keep_host=args.keep_host,
         no_inspector=args.no_inspector,
         no_inspector_bodies=args.no_inspector_bodies,
+        cache=args.cache,
     )
 
 

@@ -44,6 +44,7 @@ def tray_args(config: str | None) -> argparse.Namespace:
         verbose=False,
         no_inspector=False,
         no_inspector_bodies=False,
+        cache=None,
     )
 
 

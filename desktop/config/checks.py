@@ -353,6 +353,18 @@ class Checker:
         line, col = self.locate.item(path, item)
         self.problems.append(Problem(line, col, message))
 
+    def choice(self, path: tuple[str, ...], option: Option[str], value: str, what: str) -> str:
+        """``value`` of the one-word ``option`` at ``path`` (compared lower-case, as people
+        write "Info" or "Replay"), or its default with a problem naming ``what`` it is
+        ("log level") and the nearest word or all of them."""
+        word = value.lower()
+        if word in option.choices:
+            return word
+        close = difflib.get_close_matches(word, option.choices, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(option.choices)}"
+        self.problem(path, f"unknown {what} '{value}' ({hint})")
+        return option.default
+
     def unknown_keys(self, table: dict[str, Any], known: tuple[str, ...], path: tuple[str, ...]) -> None:
         for key in table:
             if key not in known:

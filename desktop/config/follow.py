@@ -22,7 +22,16 @@ from types import MappingProxyType
 from desktop.config.cabundle import target_ca_bundle_problem
 from desktop.config.keys import ResolvedTarget, key_refreshes, protect_in_file_keys, resolve_target
 from desktop.config.localtoken import LocalTokenError, ensure_token, load_token, token_path
-from desktop.config.model import Inspection, Listener, LogSettings, ProxySettings, Routing, Secret, Target
+from desktop.config.model import (
+    Inspection,
+    Listener,
+    LogSettings,
+    ProxySettings,
+    Recording,
+    Routing,
+    Secret,
+    Target,
+)
 from desktop.config.parse import ConfigError, ConfigFile, Problem, TargetSpec
 from desktop.config.store import load_config
 from desktop.redaction import CREDENTIAL_HEADERS, is_credential_name, looks_like_key
@@ -70,6 +79,8 @@ class Overrides:
     # serve --no-inspector, --no-inspector-bodies: switched off whatever the file says.
     no_inspector: bool = False
     no_inspector_bodies: bool = False
+    # serve --cache MODE: the chosen target's cache mode, whatever the file says.
+    cache: str | None = None
 
     def inspection(self, base: Inspection) -> Inspection:
         """``base`` (the file's [inspector]) with these overrides."""
@@ -83,7 +94,8 @@ class Overrides:
         """``base`` with these overrides; raise ValueError when they make it invalid. A header
         that carries a key (``--header "Authorization: Bearer ..."``) is for the target served
         by the main port (``chosen``): it never goes to the other targets routes and fallbacks
-        reach, which are other services with keys of their own."""
+        reach, which are other services with keys of their own. So is ``--cache``: it sets the
+        mode of the target serve is started for, not of the others."""
         headers = self.headers if chosen else tuple(item for item in self.headers if not _carries_key(*item))
         replaced = {name.lower() for name, _ in headers}
         kept = tuple((name, value) for name, value in base.add_headers if name.lower() not in replaced)
@@ -95,6 +107,7 @@ class Overrides:
             verify_tls=base.verify_tls and not self.insecure,
             ca_bundle=self.ca_bundle or base.ca_bundle,
             keep_host=base.keep_host or self.keep_host,
+            cache=self.cache if chosen and self.cache is not None else base.cache,
         )
 
     def settings(self, base: ProxySettings) -> ProxySettings:
@@ -142,6 +155,9 @@ class Plan:
     log: LogSettings = field(default_factory=LogSettings)
     # What the inspector keeps: the file's [inspector] with serve's flags on top.
     inspector: Inspection = field(default_factory=Inspection)
+    # How the recording of answers is kept and replayed: the file's [cache] (each target's own
+    # ``cache`` mode says whether its requests use it).
+    cache: Recording = field(default_factory=Recording)
 
     @property
     def main(self) -> Listener:
@@ -226,7 +242,9 @@ class KeyReader:
             and _same_entry(known[0], spec)
             and (known[1].problem is None or not retry_failed)
         ):
-            return known[1]
+            # The entry's cache mode may have changed (the tray's Cache menu writes it): no
+            # reason to read the key again.
+            return replace(known[1], target=replace(known[1].target, cache=spec.cache))
         resolved = resolve_target(spec)
         self._read[spec.name] = (spec, resolved)
         return resolved
@@ -248,7 +266,8 @@ class KeyReader:
 
 def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
     """True when ``new`` is ``old`` as written, wherever it now sits in the file and whatever it
-    now claims: its routes change where requests go, not the target its key is read for."""
+    now claims and however its answers are recorded: its routes change where requests go, its
+    cache mode what happens to them, not the target its key is read for."""
     return (
         replace(
             old,
@@ -258,6 +277,7 @@ def _same_entry(old: TargetSpec, new: TargetSpec) -> bool:
             models=new.models,
             model_map=new.model_map,
             fallbacks=new.fallbacks,
+            cache=new.cache,
         )
         == new
     )
@@ -414,6 +434,7 @@ def plan_for(
         key_problems=MappingProxyType(problems),
         log=config.log,
         inspector=overrides.inspection(config.inspector),
+        cache=config.cache,
     )
 
 

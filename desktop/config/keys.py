@@ -310,6 +310,7 @@ def resolve_target(spec: TargetSpec, environ: Mapping[str, str] = os.environ) ->
         ca_bundle=spec.ca_bundle,
         keep_host=spec.keep_host,
         proxy=spec.proxy,
+        cache=spec.cache,
     )
     return ResolvedTarget(target, problem, fatal=problem is not None and needs_key(spec), key_error=key_error)
 

@@ -430,6 +430,9 @@ CACHE_MODE: Option[str] = Option(
     " kept); replay (repeats answered from the recording, the rest sent and kept); offline (only"
     " from the recording, the rest get 504 cache_offline_miss)",
     choices=("off", "record", "replay", "offline"),
+    flags=("--cache",),
+    flag_help="answer from recorded answers for the target served: off, record, replay or offline"
+    " (default: {default})",
 )
 TARGET_PORT: Option[int | None] = Option(
     TARGET,

@@ -50,6 +50,7 @@ from desktop.config.model import (
     Inspection,
     LogSettings,
     ProxySettings,
+    Recording,
     header_problem,
     host_problem,
     url_port_problem,
@@ -98,6 +99,8 @@ class TargetSpec:
     models: tuple[str, ...] = options.MODELS.default
     model_map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     fallbacks: tuple[str, ...] = options.FALLBACKS.default
+    # Whether its answers are recorded, replayed or answered offline (engine/recall.py).
+    cache: str = options.CACHE_MODE.default
 
     def claims(self) -> TargetClaims:
         """What this target claims, as the route table takes it."""
@@ -119,6 +122,7 @@ class ConfigFile:
     log: LogSettings = field(default_factory=LogSettings)
     failover: Failover = field(default_factory=Failover)
     inspector: Inspection = field(default_factory=Inspection)
+    cache: Recording = field(default_factory=Recording)
 
     def target_ports(self) -> dict[str, int]:
         """Target name -> the port of its own, for the targets that have one, in file order."""
@@ -181,6 +185,7 @@ def _check_target(check: Checker, name: str, table: Any) -> TargetSpec | None:
         models=claims.models,
         model_map=claims.model_map,
         fallbacks=claims.fallbacks,
+        cache=check.choice((*path, options.CACHE_MODE.key), options.CACHE_MODE, given[options.CACHE_MODE.key], "cache mode"),
     )
 
 
@@ -238,14 +243,18 @@ def _check_ports_differ(check: Checker, main_port: int, targets: dict[str, Targe
 
 def _check_log(check: Checker, data: dict[str, Any]) -> LogSettings:
     given = check.settings(check.typed(data, options.LOG, dict, (), {}), options.LOG_SETTINGS, (options.LOG,))
-    level = given["level"].lower()
-    levels = options.LEVEL.choices
-    if level not in levels:
-        close = difflib.get_close_matches(level, levels, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(levels)}"
-        check.problem(("log", "level"), f"unknown log level '{level}' ({hint})")
-        level = options.LEVEL.default
+    level = check.choice((options.LOG, options.LEVEL.key), options.LEVEL, given[options.LEVEL.key], "log level")
     return LogSettings(level=level, access=given["access"])
+
+
+def _check_recording(check: Checker, data: dict[str, Any]) -> Recording:
+    """The ``[cache]`` table: how big the recording of answers may grow, how it is replayed."""
+    path = (options.CACHE,)
+    given = check.settings(check.typed(data, options.CACHE, dict, (), {}), options.CACHE_SETTINGS, path)
+    return Recording(
+        max_mib=given[options.CACHE_SIZE.key],
+        pace=check.choice((*path, options.CACHE_PACE.key), options.CACHE_PACE, given[options.CACHE_PACE.key], "cache pace"),
+    )
 
 
 def _check_proxy(check: Checker, table: dict[str, Any], path: tuple[str, ...]) -> str | None:
@@ -363,6 +372,7 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
         check.typed(data, options.INSPECTOR, dict, (), {}), options.INSPECTOR_SETTINGS, (options.INSPECTOR,)
     )
     log_settings = _check_log(check, data)
+    recording = _check_recording(check, data)
     active = top["active"]
     if not active and targets:
         active = next(iter(targets))
@@ -390,4 +400,5 @@ def parse_config(text: str, *, path: str = "config.toml") -> ConfigFile:
             body_cap_mib=inspector[options.BODY_CAP.key],
             max_rows=inspector[options.MAX_ROWS.key],
         ),
+        cache=recording,
     )

@@ -272,12 +272,13 @@ def test_every_setting_a_target_shares_with_the_engine_reaches_it() -> None:
         'headers = { Authorization = "Bearer {key}" }\nstrip_headers = ["x-drop"]\n'
         'keep_headers = ["x-api-key"]\nconnect_timeout = 3.5\nread_timeout = 77\nverify_tls = false\n'
         'ca_bundle = "/etc/ssl/corp.pem"\nkeep_host = true\nproxy = "http://127.0.0.1:3128"\n'
+        'cache = "replay"\n'
     )
     spec = parse_config(text).targets["t"]
     target = resolve_target(spec, {"TP_KEYS_TEST": "sk-shared-fields-0123"}).target
     spec_fields = {field.name for field in fields(TargetSpec)}
     shared = [field for field in fields(Target) if field.name in spec_fields]
-    assert len(shared) == 10  # url, name, the two header lists, timeouts, TLS, Host, proxy
+    assert len(shared) == 11  # url, name, the two header lists, timeouts, TLS, Host, proxy, cache
     for field in shared:
         default = field.default_factory() if field.default_factory is not MISSING else field.default
         assert getattr(spec, field.name) != default, f"set {field.name} in this test's target"

@@ -78,7 +78,7 @@ def test_serve_help_gives_each_flag_the_declared_help_and_default() -> None:
     assert result.returncode == 0, result.stderr
     shown = " ".join(result.stdout.split())
     flagged = [option for option in (*options.FILE_SETTINGS, options.STOP_GRACE) if option.flags]
-    assert len(flagged) == 15  # every serve flag but --target and --config
+    assert len(flagged) == 16  # every serve flag but --target and --config
     for option in flagged:
         assert all(flag in shown for flag in option.flags)
         assert " ".join(option.flag_text().split()) in shown
