@@ -42,7 +42,8 @@ def own_answer_bytes(method: str, response: web.StreamResponse) -> int:
 
 
 def log_request(request: web.BaseRequest, record: RequestRecord, *, started: float, ended: float) -> None:
-    """Log ``request`` as ``ip "METHOD /path" -> target status bytes ttfb=… total``."""
+    """Log ``request`` as ``ip "METHOD /path" -> target status bytes ttfb=… total``, then
+    ``cache=hit`` (or miss, record, offline-miss) when a recording was used, then a ``[note]``."""
     if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
     ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
@@ -58,6 +59,7 @@ def log_request(request: web.BaseRequest, record: RequestRecord, *, started: flo
     line = (
         f'{request.remote or "-"} "{method} {redact_target(request.raw_path)}" '
         f"{outcome} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
+        f"{f' cache={record.cache}' if record.cache else ''}"
         f"{f' [{record.note}]' if record.note else ''}"
     )
     write_line = getattr(ACCESS_LOGGER, "write_line", None)

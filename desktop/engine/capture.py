@@ -64,6 +64,9 @@ class ExchangeEnd:
     own_body: bytes | None  # the proxy's own answer (an error's JSON), when it gave one
     websocket: WebSocketTally | None
     ended: float  # loop time
+    # What the recording of answers did (RequestRecord.cache): "hit", "miss", "record",
+    # "offline-miss"; "" when it was not used.
+    cache: str = ""
 
 
 class ExchangeCapture(Protocol):

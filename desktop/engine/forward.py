@@ -26,6 +26,7 @@ from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
 __all__ = [
     "NO_BODY",
+    "REPLAYABLE_BODY_BYTES",
     "REQUEST_BODY_GAP_S",
     "PassThroughResponse",
     "RequestBody",
@@ -105,6 +106,7 @@ class RequestRecord:
         "answered_by",
         "attempts",
         "bytes_down",
+        "cache",
         "capture",
         "chosen_by",
         "error",
@@ -144,6 +146,9 @@ class RequestRecord:
         self.capture: ExchangeCapture | None = None
         # A watched WebSocket's messages, bytes and close, as its carrier counted them.
         self.websocket: WebSocketTally | None = None
+        # What the recording of answers did: "hit" (answered from it), "miss" (sent, and
+        # recorded), "record" (sent and recorded: record mode), "offline-miss"; "" when unused.
+        self.cache = ""
 
 
 def bad_request_body() -> RequestRefused:

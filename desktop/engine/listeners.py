@@ -31,6 +31,7 @@ from desktop.engine.capture import CaptureTap
 from desktop.engine.condition import TargetCondition
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.failover import FailoverEvent
+from desktop.engine.recall import AnswerRecall
 from desktop.engine.service import OwnPages, ProxyService, describe_target_change
 
 __all__ = ["Address", "Listeners", "Outcome", "Report"]
@@ -104,15 +105,18 @@ class Listeners:
         on_failover: Callable[[FailoverEvent], None] | None = None,
         tap: CaptureTap | None = None,
         pages: OwnPages | None = None,
+        recall: AnswerRecall | None = None,
     ) -> None:
         """``resolver_factory`` makes each service's DNS resolver (None: aiohttp's default);
         ``on_condition`` and ``on_failover`` are every service's listeners, ``tap`` and
-        ``pages`` every service's capture tap and own pages (see ProxyService)."""
+        ``pages`` every service's capture tap and own pages, ``recall`` the recording of answers
+        they share (see ProxyService)."""
         self._resolver_factory = resolver_factory
         self._on_condition = on_condition
         self._on_failover = on_failover
         self._tap = tap
         self._pages = pages
+        self._recall = recall
         # One record of failing targets for all listeners: a target failing on the main port
         # is tried last on its own port's fallbacks too.
         self.cooldowns = Cooldowns()
@@ -333,6 +337,7 @@ class Listeners:
             cooldowns=self.cooldowns,
             tap=self._tap,
             pages=self._pages,
+            recall=self._recall,
         )
         await service.start()
         return service

@@ -30,10 +30,20 @@ from desktop.engine.condition import TargetCondition, classify, credentials_of, 
 from desktop.engine.cooldowns import Cooldowns
 from desktop.engine.errors import ProxyError
 from desktop.engine.failover import FailoverEvent, carry_routed_websocket, forward_routed
-from desktop.engine.forward import NO_BODY, RequestBody, RequestRecord, forward_http, take_body
+from desktop.engine.forward import (
+    NO_BODY,
+    RequestBody,
+    RequestRecord,
+    forward_http,
+    open_upstream,
+    pass_response,
+    take_body,
+)
 from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
+from desktop.engine.recall import AnswerRecall, Replay
+from desktop.engine.replay import BothCaptures, offline_miss, recall_request, send_replay, unrecordable_reason
 from desktop.engine.server import HEADER_FIELD_LIMIT, REQUEST_LINE_LIMIT, ProxyServer
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
@@ -98,12 +108,14 @@ class ProxyService:
         cooldowns: Cooldowns | None = None,
         tap: CaptureTap | None = None,
         pages: OwnPages | None = None,
+        recall: AnswerRecall | None = None,
     ) -> None:
         """``routing``: routes and failover beyond ``target`` (None: everything to ``target``).
         ``on_condition`` is called on the loop when a target's answers change kind (a key
         rejected, rate limited, unreachable, fine again), ``on_failover`` when a request fails
         over to another target; both must return quickly. ``cooldowns``: which targets are tried
-        last for now, shared with the other listeners of the loop."""
+        last for now, shared with the other listeners of the loop. ``recall``: the recording of
+        answers, for targets whose ``cache`` mode is not "off" (None: every mode acts as off)."""
         self.settings = settings
         self._on_condition = on_condition
         self._on_failover = on_failover
@@ -129,6 +141,7 @@ class ProxyService:
         self._stop_event = asyncio.Event()
         self.tap = tap
         self.pages = pages
+        self.recall = recall
         self._closing: set[asyncio.Task[None]] = set()
         self._access_log = settings.access_log
         self.addresses: list[tuple[str, int]] = []
@@ -417,6 +430,7 @@ class ProxyService:
                     own_body=own_body,
                     websocket=record.websocket,
                     ended=ended,
+                    cache=record.cache,
                 )
             )
         except Exception:
@@ -473,10 +487,13 @@ class ProxyService:
         routing = self._routing
         if routing is not None:
             return await self._dispatch_routed(request, record, routing)
+        upgrade = is_websocket_upgrade(request.raw_headers)
+        if not upgrade and upstream.target.cache != "off" and self.recall is not None:
+            return await self._forward_recalled(request, record, upstream)
         upstream.active += 1
         record.target = upstream.label
         try:
-            if is_websocket_upgrade(request.raw_headers):
+            if upgrade:
                 if self._stopping:
                     return _stopping_answer()
                 return await carry_websocket(
@@ -494,7 +511,7 @@ class ProxyService:
         upgrade = is_websocket_upgrade(request.raw_headers)
         if upgrade and self._stopping:
             return _stopping_answer()
-        if not upgrade and not routing.table.reads_models:
+        if not upgrade and not routing.table.reads_models and not self._recalls(routing):
             # Routed by its path alone: a route with no fallback goes out as a request without
             # routes does (the body streams or is held as usual), only to its target and path.
             raw_path, _, query = request.raw_path.partition("?")
@@ -548,8 +565,13 @@ class ProxyService:
                 self._release(upstream)
             raise
         record.chosen_by = routes[0].chosen_by
-
+        first = upstream_for(routes[0].target).target
         try:
+            if not upgrade and first.cache != "off" and self.recall is not None:
+                label = upstream_for(routes[0].target).label
+                recalled = await self._recall_routed(request, record, first, label, routes[0], body)
+                if recalled is not None:
+                    return recalled
             if upgrade:
                 return await carry_routed_websocket(
                     request,
@@ -579,6 +601,95 @@ class ProxyService:
                 self._note_condition(upstream, status, note, error)
             if record.answered_by is not None:
                 self._note_condition(record.answered_by, record.status, record.note, record.error)
+
+    def _recalls(self, routing: Routing) -> bool:
+        """True when a target of ``routing`` has its answers recorded (its requests are held
+        and looked up, so never sent down the path-only fast path)."""
+        if self.recall is None:
+            return False
+        return self._target.cache != "off" or any(target.cache != "off" for target in routing.targets)
+
+    async def _forward_recalled(
+        self, request: web.BaseRequest, record: RequestRecord, upstream: Upstream
+    ) -> web.StreamResponse:
+        """``request`` to ``upstream``'s target, whose answers are recorded: from the recording
+        when it has the answer, else to the target with the answer recorded as it passes."""
+        assert self.recall is not None
+        target = upstream.target
+        record.target = upstream.label
+        upstream.active += 1
+        try:
+            why = unrecordable_reason(request)
+            if why is not None:
+                if target.cache == "offline":
+                    return self._offline_miss(request, record, target.name or upstream.label, why)
+                return await forward_http(request, upstream, record)
+            try:
+                body = await take_body(request, record.capture)
+            except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
+                record.note = refused.code
+                return refused.to_response()
+            asked = recall_request(request, target.cache, target.name or target.url, request.raw_path, body.held)
+            found = await self.recall.lookup(asked)
+            if isinstance(found, Replay):
+                record.cache = "hit"
+                return await send_replay(request, record, found)
+            if found is None and target.cache == "offline":
+                return self._offline_miss(request, record, target.name or upstream.label)
+            if found is not None:
+                record.cache = "miss" if target.cache == "replay" else "record"
+                record.capture = BothCaptures.of(record.capture, found)
+            try:
+                answer = await open_upstream(request, upstream, body, path=request.raw_path)
+            except ProxyError as exc:
+                record.note = exc.code
+                record.error = exc.message
+                return exc.to_response()
+            return await pass_response(request, upstream, record, answer)
+        finally:
+            self._release(upstream)
+            if record.cache not in ("hit", "offline-miss"):  # a recording says nothing of the target now
+                self._note_condition(upstream, record.status, record.note, record.error)
+
+    async def _recall_routed(
+        self,
+        request: web.BaseRequest,
+        record: RequestRecord,
+        first: Target,
+        label: str,
+        route: Route,
+        body: RequestBody,
+    ) -> web.StreamResponse | None:
+        """The answer from the recording of ``first`` (the route's first target) when it has
+        one, or the offline miss; None to send the request along its routes (a recorder told
+        of the answer when one should be kept)."""
+        assert self.recall is not None
+        name = first.name or label
+        if body.held is None and body.streamed is not None:  # a body that cannot be held
+            if first.cache == "offline":
+                return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
+            return None
+        asked = recall_request(request, first.cache, route.target, route.path, body.held)
+        found = await self.recall.lookup(asked)
+        if isinstance(found, Replay):
+            record.cache = "hit"
+            record.target = label
+            return await send_replay(request, record, found)
+        if found is None:
+            if first.cache == "offline":
+                return self._offline_miss(request, record, name)
+            return None
+        record.cache = "miss" if first.cache == "replay" else "record"
+        record.capture = BothCaptures.of(record.capture, found)
+        return None
+
+    @staticmethod
+    def _offline_miss(request: web.BaseRequest, record: RequestRecord, target: str, why: str = "") -> web.StreamResponse:
+        refused = offline_miss(request, target, why)
+        record.cache = "offline-miss"
+        record.note = refused.code
+        record.error = refused.message
+        return refused.to_response()
 
     @staticmethod
     async def _attempts(
@@ -652,4 +763,6 @@ def describe_target_change(old: Target, new: Target, *, port: int) -> str:
         changes.append("keeps the client's Host" if new.keep_host else "sends the target's Host")
     if old.proxy != new.proxy:
         changes.append("outgoing proxy changed")
+    if old.cache != new.cache:
+        changes.append(f"cache is now {new.cache}")
     return f"target {display_target(new)} on port {port}: {', '.join(changes) or 'settings changed'}"

@@ -1,0 +1,142 @@
+"""A recorded answer sent to the client, and the request a recording is asked about.
+
+The recording itself (the key, the store, pacing) is desktop.cache's; recall.py is what the
+engine asks of it. Here: which requests may be looked up at all, the ``RecallRequest`` for one,
+writing a ``Replay`` as the target's own answer would have gone (its headers as recorded, each
+piece as its own write, the inspector told as for a forwarded answer), the 504 of an offline
+miss, and the capture that tells both the inspector and a recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import cast
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from desktop.engine.capture import ExchangeCapture, ExchangeEnd
+from desktop.engine.errors import ProxyError
+from desktop.engine.forward import REPLAYABLE_BODY_BYTES, PassThroughResponse, RequestRecord
+from desktop.engine.recall import CacheMode, RecallRequest, Recorder, Replay
+
+__all__ = ["BothCaptures", "holdable", "offline_miss", "recall_request", "send_replay", "unrecordable_reason"]
+
+
+def unrecordable_reason(request: web.BaseRequest) -> str | None:
+    """Why ``request`` can be neither looked up nor recorded (its body cannot be held: of no
+    stated length, or over 1 MiB), or None when it can."""
+    if not request.body_exists:
+        return None
+    length = request.content_length
+    if length is None:
+        return "its body has no Content-Length"
+    if length > REPLAYABLE_BODY_BYTES:
+        return f"its body is over {REPLAYABLE_BODY_BYTES // (1024 * 1024)} MiB"
+    return None
+
+
+def holdable(request: web.BaseRequest) -> bool:
+    """True when ``request`` may be looked up in a recording (see unrecordable_reason)."""
+    return unrecordable_reason(request) is None
+
+
+def recall_request(
+    request: web.BaseRequest, mode: str, target: str, raw_path: str, body: bytes | None
+) -> RecallRequest:
+    """What the recording is asked about: ``request`` to ``target`` at ``raw_path`` (a route's
+    prefix already cut; the query kept), with its held ``body`` as the client sent it.
+    ``mode``: the target's ``cache`` setting (the config checked it is one of CACHE_MODES)."""
+    path, _, query = raw_path.partition("?")
+    return RecallRequest(
+        mode=cast(CacheMode, mode),
+        target=target,
+        method=request.method,
+        path=path,
+        query=query,
+        body=body or b"",
+        raw_headers=request.raw_headers,
+    )
+
+
+def offline_miss(request: web.BaseRequest, target: str, why: str = "") -> ProxyError:
+    """The answer to a request the recording cannot answer while its target is offline."""
+    path = request.raw_path.partition("?")[0]
+    reason = why or "nothing was recorded for it"
+    return ProxyError(
+        f"No recorded answer for {request.method} {path} on target {target} ({reason}), and its"
+        " cache is offline: the target was not contacted",
+        code="cache_offline_miss",
+        status=504,
+    )
+
+
+async def send_replay(request: web.BaseRequest, record: RequestRecord, replay: Replay) -> web.StreamResponse:
+    """Answer ``request`` from ``replay``: the recorded head, then each piece as its iterator
+    gives it. A followed recording that is cut cuts this client too (a broken answer, never a
+    clean-looking short one), as the target's break cut the recording's own client."""
+    loop = asyncio.get_running_loop()
+    response = PassThroughResponse(
+        status=replay.status,
+        reason=replay.reason,
+        headers=CIMultiDict(replay.headers),
+        hold_headers=not replay.head_first,
+    )
+    record.status = replay.status
+    capture = record.capture
+    if capture is not None:
+        capture.response(replay.status, replay.reason, response.headers, loop.time())
+    await response.prepare(request)
+    record.first_byte_at = loop.time()
+    try:
+        async for piece in replay.pieces:
+            record.bytes_down += len(piece)
+            if capture is not None:
+                capture.chunk(piece, loop.time())
+            await response.write(piece)
+    except ConnectionResetError:
+        record.note = "recording_cut"
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+class BothCaptures:
+    """The inspector's capture and a recorder, told the same things in the same order."""
+
+    __slots__ = ("_captures",)
+
+    def __init__(self, captures: Iterable[ExchangeCapture]) -> None:
+        self._captures = tuple(captures)
+
+    @classmethod
+    def of(cls, capture: ExchangeCapture | None, recorder: Recorder) -> ExchangeCapture:
+        """``recorder`` alone, or with ``capture`` when one watches too."""
+        return recorder if capture is None else cls((capture, recorder))
+
+    def request_body(self, body: bytes) -> None:
+        for capture in self._captures:
+            capture.request_body(body)
+
+    def request_piece(self, piece: bytes) -> None:
+        for capture in self._captures:
+            capture.request_piece(piece)
+
+    def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
+        for capture in self._captures:
+            capture.response(status, reason, headers, at)
+
+    def chunk(self, data: bytes, at: float) -> None:
+        for capture in self._captures:
+            capture.chunk(data, at)
+
+    def message(self, to_target: bool, size: int, at: float) -> None:
+        for capture in self._captures:
+            capture.message(to_target, size, at)
+
+    def end(self, end: ExchangeEnd) -> None:
+        for capture in self._captures:
+            capture.end(end)

@@ -1,0 +1,245 @@
+"""The engine's side of recorded answers, with a recording kept in a dict (the real store,
+desktop.cache, has tests of its own): what is looked up, what the client gets from a recording,
+what is recorded, and that an offline target is never contacted.
+
+Real targets and clients on 127.0.0.1; only the recording is this file's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from desktop.config.model import ProxySettings, Routing, Target
+from desktop.engine.accesslog import ACCESS_LOGGER
+from desktop.engine.capture import ExchangeEnd
+from desktop.engine.recall import RecallRequest, Recorder, Replay
+from desktop.engine.service import ProxyService
+from desktop.routing import RouteTable, TargetClaims
+
+SETTINGS = ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0)
+EVENTS = [b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b"data: [DONE]\n\n"]
+
+Key = tuple[str, str, str, str, bytes]
+
+
+class DictRecording:
+    """Answers kept by (target, method, path, query, body); asked questions listed."""
+
+    def __init__(self) -> None:
+        self.kept: dict[Key, tuple[int, str, tuple[tuple[str, str], ...], list[bytes]]] = {}
+        self.asked: list[RecallRequest] = []
+        self.cut_follow = False
+
+    async def lookup(self, request: RecallRequest) -> Replay | Recorder | None:
+        self.asked.append(request)
+        key = (request.target, request.method, request.path, request.query, request.body)
+        if self.cut_follow:
+            return Replay(200, "OK", (("Content-Type", "text/event-stream"),), self._cut(), source="follow")
+        if key in self.kept and request.mode != "record":
+            status, reason, headers, pieces = self.kept[key]
+            return Replay(status, reason, headers, self._pieces(pieces))
+        if request.mode == "offline":
+            return None
+        return _DictRecorder(self, key)
+
+    @staticmethod
+    async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    @staticmethod
+    async def _cut() -> AsyncIterator[bytes]:
+        yield EVENTS[0]
+        raise ConnectionResetError("the followed answer was cut")
+
+
+class _DictRecorder:
+    def __init__(self, recording: DictRecording, key: Key) -> None:
+        self.recording, self.key = recording, key
+        self.head: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
+        self.pieces: list[bytes] = []
+
+    def request_body(self, body: bytes) -> None: ...
+    def request_piece(self, piece: bytes) -> None: ...
+    def message(self, to_target: bool, size: int, at: float) -> None: ...
+
+    def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
+        self.head = (status, reason, tuple(headers.items()))
+
+    def chunk(self, data: bytes, at: float) -> None:
+        self.pieces.append(data)
+
+    def end(self, end: ExchangeEnd) -> None:
+        if self.head is not None and 200 <= end.status < 300 and not end.note:
+            self.recording.kept[self.key] = (*self.head, self.pieces)
+
+
+class Counted:
+    """A target that answers SSE on /stream and JSON elsewhere, counting what it was sent."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen.append(request.path_qs)
+        if request.path.endswith("/stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-From": self.name})
+            await response.prepare(request)
+            for event in EVENTS:
+                await response.write(event)
+                await asyncio.sleep(0.01)
+            await response.write_eof()
+            return response
+        return web.json_response({"from": self.name, "path": request.path_qs})
+
+
+@pytest.fixture
+async def targets(aiohttp_server: Any) -> dict[str, tuple[Counted, Target]]:
+    made = {}
+    for name in ("main", "spare"):
+        counted = Counted(name)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", counted.handle)
+        server = await aiohttp_server(app)
+        made[name] = (counted, Target(url=str(server.make_url("")), name=name, cache="replay"))
+    return made
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    services: list[ProxyService] = []
+
+    async def start(target: Target, recording: DictRecording, routing: Routing | None = None) -> ProxyService:
+        service = ProxyService(SETTINGS, target, routing=routing, recall=recording)
+        await service.start()
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        await service.stop(grace_s=0.2)
+
+
+async def fetch(port: int, path: str, body: bytes = b"{}", **headers: str) -> tuple[int, list[bytes], str]:
+    """Status, the body as the pieces the client read, and the ``X-From`` header."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}{path}", data=body, headers=headers) as r,
+    ):
+        pieces = [piece async for piece, _ in r.content.iter_chunks() if piece]
+        return r.status, pieces, r.headers.get("X-From", "")
+
+
+async def test_a_repeat_is_answered_from_the_recording_without_contacting_the_target(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    counted, target = targets["main"]
+    recording = DictRecording()
+    service = await serve(target, recording)
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
+        first = await fetch(service.port, "/v1/stream?x=1", b'{"model": "m"}')
+        again = await fetch(service.port, "/v1/stream?x=1", b'{"model": "m"}')
+        await asyncio.sleep(0.05)
+    assert counted.seen == ["/v1/stream?x=1"]  # once: the repeat came from the recording
+    assert first[0] == again[0] == 200
+    assert b"".join(again[1]) == b"".join(EVENTS) == b"".join(first[1])
+    assert again[2] == "main"  # the target's own headers, as recorded
+    asked = recording.asked[0]
+    assert (asked.mode, asked.target, asked.method, asked.path, asked.query) == (
+        "replay",
+        "main",
+        "POST",
+        "/v1/stream",
+        "x=1",
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER.name]
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["cache=miss", "cache=hit"]
+
+
+async def test_offline_answers_what_was_recorded_and_refuses_the_rest_without_contacting_the_target(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    counted, target = targets["main"]
+    recording = DictRecording()
+    recording.kept[("main", "POST", "/v1/chat", "", b"{}")] = (
+        200,
+        "OK",
+        (("X-From", "tape"),),
+        [b'{"ok": 1}'],
+    )
+    service = await serve(replace(target, cache="offline"), recording)
+    assert await fetch(service.port, "/v1/chat") == (200, [b'{"ok": 1}'], "tape")
+    status, pieces, _ = await fetch(service.port, "/v1/chat", b'{"other": 1}')
+    assert status == 504
+    error = b"".join(pieces).decode()
+    assert "cache_offline_miss" in error
+    assert "POST /v1/chat" in error
+    assert "main" in error
+
+    # A body of no stated length cannot be looked up: offline, it is refused and says why.
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"{}"
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{service.port}/v1/chat", data=chunked()) as r,
+    ):
+        assert r.status == 504
+        assert "no Content-Length" in (await r.json())["error"]["message"]
+    assert counted.seen == []
+
+
+async def test_record_mode_sends_every_request_and_off_never_asks(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    counted, target = targets["main"]
+    recording = DictRecording()
+    service = await serve(replace(target, cache="record"), recording)
+    for _ in range(2):
+        assert (await fetch(service.port, "/v1/chat"))[0] == 200
+    assert len(counted.seen) == 2
+    assert len(recording.kept) == 1
+    service.set_target(replace(target, cache="off"))
+    asked = len(recording.asked)
+    assert (await fetch(service.port, "/v1/chat"))[0] == 200
+    assert len(recording.asked) == asked
+    assert len(counted.seen) == 3
+
+
+async def test_a_routed_hit_contacts_neither_the_target_nor_its_fallback(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    main, main_target = targets["main"]
+    spare, spare_target = targets["spare"]
+    table = RouteTable.build(
+        [TargetClaims("main", prefixes=("/p",), fallbacks=("spare",)), TargetClaims("spare")], default="main"
+    )
+    recording = DictRecording()
+    service = await serve(main_target, recording, Routing(table, (spare_target,)))
+    first = await fetch(service.port, "/p/v1/stream")
+    assert (await fetch(service.port, "/p/v1/stream")) == first
+    assert main.seen == ["/v1/stream"]
+    assert spare.seen == []
+    assert recording.asked[0].path == "/v1/stream"  # the prefix cut, as the target is sent it
+
+
+async def test_a_followed_recording_that_is_cut_cuts_the_client_too(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    _, target = targets["main"]
+    recording = DictRecording()
+    recording.cut_follow = True
+    service = await serve(target, recording)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await fetch(service.port, "/v1/stream")
