@@ -37,6 +37,7 @@ __all__ = [
     "Named",
     "RedactingFormatter",
     "display_target",
+    "holds_registered_secret",
     "is_credential_name",
     "is_placeholder",
     "looks_like_key",
@@ -155,6 +156,14 @@ def register_secrets(values: Iterable[str]) -> None:
         # Longest first, so a value that contains another is masked whole.
         merged = set(_known_secrets) | fresh
         _known_secrets = tuple(sorted(merged, key=len, reverse=True))
+
+
+def holds_registered_secret(data: str | bytes) -> bool:
+    """True when ``data`` holds one of the registered secrets verbatim (bytes: their UTF-8).
+    What must never be written to disk (the recording of answers) is checked with this."""
+    if isinstance(data, bytes):
+        return any(secret.encode("utf-8", "surrogatepass") in data for secret in _known_secrets)
+    return any(secret in data for secret in _known_secrets)
 
 
 def redact_text(text: str) -> str:

@@ -179,8 +179,8 @@ ROWS = (
     ),
     Row(
         "the controller and its rooms: the sole owner of a thread or an event loop; beside it the"
-        " inspector, what passed through read for a person",
-        ("desktop.controller.*", "desktop.inspector.*"),
+        " inspector, what passed through read for a person, and the recording of answers",
+        ("desktop.controller.*", "desktop.inspector.*", "desktop.cache.*"),
         reaches=(*GROUND, "desktop.config.*", "desktop.engine.*"),
     ),
     Row(
@@ -214,6 +214,8 @@ SAME_ROW = (
     ("desktop.tray.*", "desktop.tray.*"),
     # The inspector's readers of each API build on its event-stream reader.
     ("desktop.inspector.*", "desktop.inspector.*"),
+    # The recording of answers: recordings -> store -> key; exchange -> store.
+    ("desktop.cache.*", "desktop.cache.*"),
     # The controller runs the inspector (its store is the engine's capture tap); the inspector
     # never reaches back into the controller.
     ("desktop.controller.inspection", "desktop.inspector.*"),
@@ -336,7 +338,8 @@ def test_imports_within_a_row_form_no_cycle() -> None:
         ("desktop.tray.menu", "from desktop.engine.addresses import host_port\n", "reaches only"),
         ("desktop.controller", "from desktop.tray.app import TrayApp\n", "a row below"),
         ("desktop.listeners", "", "in no row"),
-        ("desktop.cli", "from desktop.cache import store\n", "in no row"),
+        ("desktop.cli", "from desktop.recorder import store\n", "in no row"),
+        ("desktop.cache.store", "from desktop.controller import ProxyController\n", "not in SAME_ROW"),
     ],
 )
 def test_a_planted_slip_fails_the_row_checker(module: str, source: str, expected: str) -> None:

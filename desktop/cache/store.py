@@ -1,0 +1,535 @@
+"""The recorded answers on disk: one SQLite file (standard library), one row per exchange.
+
+Each row holds what replaying and exporting need and nothing more: the request's target,
+method, path, query (credential parameters dropped), key headers and body; the names and values
+of what the answer's Vary named; the answer's status, reason, headers (Set-Cookie and other
+credential headers dropped) and its pieces, joined in one BLOB with each piece's length and
+seconds after the head. Written in one transaction per entry, so a kill at any moment leaves
+whole entries or none (SQLite's WAL: a commit is whole or absent after a crash).
+
+Never written: a credential header, a registered secret (the keys TrayProxy sends, anywhere in
+the row: keep_problem), an answer over MAX_ANSWER_BYTES, a request body over
+MAX_REQUEST_BODY_BYTES.
+
+Bounded: each row counts its bytes (row_bytes); a put evicts the least recently used rows until
+the new one fits under ``max_bytes`` (a hit marks its row used). The file's folder is 0700 and
+the file 0600 (SQLite gives its -wal and -shm files the file's mode).
+
+Synchronous and single-threaded: a ``RecordingStore`` belongs to the thread that opened it (the
+proxy's one worker thread, recordings.py; ``trayproxy cache`` opens its own). Another process
+may hold the same file open: SQLite locks it, a writer waits up to the busy timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote
+
+import platformdirs
+
+from desktop.cache import key
+from desktop.config.store import APP_NAME
+from desktop.redaction import holds_registered_secret
+
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_REQUEST_BODY_BYTES",
+    "FoundAnswer",
+    "RecordedExchange",
+    "RecordingStore",
+    "StoreError",
+    "StoreStats",
+    "TargetStats",
+    "default_store_path",
+    "keep_problem",
+    "row_bytes",
+]
+
+# The most of one answer's body kept: past it a recorder stops collecting (a download is no
+# answer worth replaying, and one must not push every other recording out).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# A request body the engine holds (and so may look up) is at most 1 MiB (engine: MAX_HELD_BODY).
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+# What a row costs besides its texts and BLOBs: SQLite's record header, rowid, the three
+# indexes' entries (base key 64 hex, target, used time).
+ROW_OVERHEAD_BYTES = 256
+# SQLite's page (the default since 3.12): a row over about a page spills into overflow pages,
+# the last one partly empty, so a row's bytes are counted in whole pages (row_bytes).
+PAGE_BYTES = 4096
+# The -wal file is cut back to this after a checkpoint (it otherwise keeps its largest size).
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# Changed when the table changes shape; a file of a newer version is refused, not rewritten.
+SCHEMA_VERSION = 1
+# How long a writer waits for another process's write (`trayproxy cache import` meanwhile).
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+# Rows written per transaction by put_many (an import): small enough that the proxy's own
+# writes do not wait long behind it.
+IMPORT_BATCH_ROWS = 32
+
+FOLDER_NAME = "recordings"
+FILE_NAME = "answers.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recordings (
+    id INTEGER PRIMARY KEY,
+    base TEXT NOT NULL,
+    vary TEXT NOT NULL,
+    target TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    request_headers TEXT NOT NULL,
+    request_body BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    response_headers TEXT NOT NULL,
+    pieces TEXT NOT NULL,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    used_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recordings_base ON recordings (base);
+CREATE INDEX IF NOT EXISTS recordings_used ON recordings (used_at);
+CREATE INDEX IF NOT EXISTS recordings_target ON recordings (target);
+"""
+
+Headers = tuple[tuple[str, str], ...]
+Vary = tuple[tuple[str, str | None], ...]
+
+
+def default_store_path() -> Path:
+    """Where the proxy and `trayproxy cache` keep the recording: the user cache directory
+    (``~/.cache/TrayProxy/recordings/answers.sqlite3`` on Linux)."""
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / FOLDER_NAME / FILE_NAME
+
+
+class StoreError(Exception):
+    """The store cannot be opened or read; the message says which file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedExchange:
+    """One recorded exchange, as stored, exported and imported."""
+
+    target: str
+    method: str
+    path: str
+    query: str  # raw, no "?", credential parameters dropped
+    request_headers: Headers  # the key headers only (key.KEY_HEADERS), lower-cased names
+    request_body: bytes
+    vary: Vary  # what the answer's Vary named, and the request's values (None: not sent)
+    status: int
+    reason: str
+    response_headers: Headers  # as the client got them, Set-Cookie dropped
+    pieces: tuple[tuple[float, bytes], ...]  # (seconds after the head, bytes), as they came
+    recorded_at: float  # Unix time
+
+    @property
+    def body_bytes(self) -> int:
+        return sum(len(piece) for _, piece in self.pieces)
+
+    def base_key(self) -> str:
+        return key.base_key(
+            self.target, self.method, self.path, self.query, self.request_body, self.request_headers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FoundAnswer:
+    """A stored answer a lookup found: what a replay sends."""
+
+    entry_id: int
+    status: int
+    reason: str
+    headers: Headers
+    pieces: tuple[tuple[float, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStats:
+    target: str
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What `trayproxy cache stats` shows."""
+
+    path: Path
+    entries: int
+    bytes: int  # what the entries count against the cap (row_bytes)
+    file_bytes: int  # the file and its -wal on disk
+    targets: tuple[TargetStats, ...]  # by name
+    oldest: datetime | None  # the earliest recorded_at, UTC; None when empty
+    newest: datetime | None
+
+
+def keep_problem(exchange: RecordedExchange) -> str | None:
+    """Why ``exchange`` must not be written (a person reads it after "not kept: "); None
+    when it may be."""
+    if not 200 <= exchange.status <= 299:
+        return f"status {exchange.status} is not a success (2xx)"
+    if len(exchange.request_body) > MAX_REQUEST_BODY_BYTES:
+        return f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes"
+    if exchange.body_bytes > MAX_ANSWER_BYTES:
+        return f"the answer is over {MAX_ANSWER_BYTES} bytes"
+    for name, _ in exchange.request_headers:
+        if not key.is_key_header(name):
+            return f"request header {name} is not one of the key headers ({', '.join(key.KEY_HEADERS)})"
+    for name, _ in (*exchange.vary, *exchange.response_headers):
+        if key.is_credential_header(name):
+            return f"header {name} may hold a credential"
+    texts = [
+        exchange.path,
+        unquote(exchange.path),
+        exchange.query,
+        unquote(exchange.query),
+        *(value for _, value in exchange.request_headers),
+        *(value for _, value in exchange.vary if value is not None),
+        *(value for _, value in exchange.response_headers),
+    ]
+    if any(holds_registered_secret(text) for text in texts) or holds_registered_secret(exchange.request_body):
+        return "it holds a key TrayProxy sends"
+    if any(holds_registered_secret(piece) for _, piece in exchange.pieces):
+        return "its answer holds a key TrayProxy sends"
+    return None
+
+
+def row_bytes(exchange: RecordedExchange) -> int:
+    """What a row counts against the cap: its texts and BLOBs plus ROW_OVERHEAD_BYTES, past a
+    page rounded up to whole pages (its overflow pages)."""
+    size = (
+        ROW_OVERHEAD_BYTES
+        + exchange.body_bytes
+        + len(exchange.request_body)
+        + len(exchange.target)
+        + len(exchange.method)
+        + len(exchange.path)
+        + len(exchange.query)
+        + len(exchange.reason)
+        + len(_json(exchange.request_headers))
+        + len(_json(exchange.vary))
+        + len(_json(exchange.response_headers))
+        + 24 * len(exchange.pieces)  # each piece's [length, seconds] in the pieces column
+    )
+    if size > PAGE_BYTES:
+        size = -(-size // PAGE_BYTES) * PAGE_BYTES
+    return size
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _pairs(text: str) -> Headers:
+    return tuple((str(name), str(value)) for name, value in json.loads(text))
+
+
+def _make_private_file(path: Path) -> None:
+    """The folder (0700) and the file (0600), made before SQLite opens it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if sys.platform != "win32":
+        os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if sys.platform != "win32" and os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def _make_tables(db: sqlite3.Connection) -> None:
+    """The table and its indexes, in one transaction (another process may be making them too)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+class RecordingStore:
+    """One connection to the recording file; use it from the thread that opened it."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def open(
+        cls, path: Path | None = None, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+    ) -> RecordingStore:
+        """Open (making it, empty, if need be) the store at ``path`` (default_store_path()).
+        Raises StoreError when the file cannot be made, opened or read as a recording."""
+        path = path or default_store_path()
+        try:
+            _make_private_file(path)
+            db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the recording {path}: {exc}") from exc
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the recording {path} was written by a newer TrayProxy (format {version}; this one reads"
+                    f" {SCHEMA_VERSION}); update TrayProxy or move the file away"
+                )
+            db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL loses no committed entry to a killed process, only (perhaps) the
+            # last ones to a power cut; each commit is still whole or absent.
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            if version < SCHEMA_VERSION:
+                _make_tables(db)
+            db.execute("SELECT count(*) FROM recordings WHERE id = 0").fetchone()
+        except StoreError:
+            db.close()
+            raise
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot read the recording {path}: {exc}") from exc
+        return cls(path, db)
+
+    def close(self) -> None:
+        """Close the connection (the last one checkpoints the WAL into the file)."""
+        self._db.close()
+
+    def __enter__(self) -> RecordingStore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def find(self, base: str, headers: key.RequestHeaders) -> FoundAnswer | None:
+        """The newest entry stored under ``base`` whose Vary values ``headers`` match."""
+        rows = self._db.execute(
+            "SELECT id, vary FROM recordings WHERE base = ? ORDER BY recorded_at DESC, id DESC", (base,)
+        ).fetchall()
+        for entry_id, vary_text in rows:
+            if key.matches_vary(json.loads(vary_text), headers):
+                return self._answer(entry_id)
+        return None
+
+    def _answer(self, entry_id: int) -> FoundAnswer | None:
+        row = self._db.execute(
+            "SELECT status, reason, response_headers, pieces, body FROM recordings WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        status, reason, headers_text, pieces_text, body = row
+        return FoundAnswer(entry_id, status, reason, _pairs(headers_text), _split(body, pieces_text))
+
+    def touch(self, entry_id: int) -> None:
+        """Mark an entry used now (the last to be evicted)."""
+        self._db.execute("UPDATE recordings SET used_at = ? WHERE id = ?", (time.time(), entry_id))
+
+    def stats(self) -> StoreStats:
+        """Entries, bytes and recorded times, in all and per target."""
+        count, total, oldest, newest = self._db.execute(
+            "SELECT count(*), total(size), min(recorded_at), max(recorded_at) FROM recordings"
+        ).fetchone()
+        targets = tuple(
+            TargetStats(target, entries, int(size))
+            for target, entries, size in self._db.execute(
+                "SELECT target, count(*), total(size) FROM recordings GROUP BY target ORDER BY target"
+            )
+        )
+        file_bytes = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                file_bytes += os.stat(f"{self.path}{suffix}").st_size
+        return StoreStats(
+            path=self.path,
+            entries=count,
+            bytes=int(total),
+            file_bytes=file_bytes,
+            targets=targets,
+            oldest=None if oldest is None else datetime.fromtimestamp(oldest, UTC),
+            newest=None if newest is None else datetime.fromtimestamp(newest, UTC),
+        )
+
+    def exchanges(self, target: str | None = None) -> Iterator[RecordedExchange]:
+        """Every entry (of ``target`` only, when given), the earliest recorded first."""
+        where, args = ("WHERE target = ?", (target,)) if target is not None else ("", ())
+        cursor = self._db.execute(
+            "SELECT target, method, path, query, request_headers, request_body, vary, status, reason,"
+            f" response_headers, pieces, body, recorded_at FROM recordings {where} ORDER BY recorded_at, id",
+            args,
+        )
+        for row in cursor:
+            (target_name, method, path, query, request_headers, request_body, vary, status, reason,
+             response_headers, pieces, body, recorded_at) = row  # fmt: skip
+            yield RecordedExchange(
+                target=target_name,
+                method=method,
+                path=path,
+                query=query,
+                request_headers=_pairs(request_headers),
+                request_body=bytes(request_body),
+                vary=tuple((str(name), value) for name, value in json.loads(vary)),
+                status=status,
+                reason=reason,
+                response_headers=_pairs(response_headers),
+                pieces=_split(body, pieces),
+                recorded_at=recorded_at,
+            )
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def put(self, exchange: RecordedExchange, *, max_bytes: int) -> bool:
+        """Write ``exchange`` in one transaction, replacing an entry of the same key and Vary
+        values, after evicting the least recently used until it fits under ``max_bytes``.
+        False (nothing written) when it is refused (keep_problem) or alone over ``max_bytes``."""
+        if keep_problem(exchange) is not None or row_bytes(exchange) > max_bytes:
+            return False
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(exchange, max_bytes=max_bytes, used_at=time.time())
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return True
+
+    def put_many(self, exchanges: Iterable[RecordedExchange], *, max_bytes: int | None = None) -> int:
+        """Write each of ``exchanges`` (an import), IMPORT_BATCH_ROWS to a transaction;
+        ``max_bytes`` None: no eviction (the proxy trims at its next write). Returns how many
+        were written (a refused one is skipped: check keep_problem first)."""
+        written = 0
+        batch: list[RecordedExchange] = []
+
+        def flush() -> None:
+            nonlocal written
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                for exchange in batch:
+                    self._write(exchange, max_bytes=max_bytes, used_at=now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            written += len(batch)
+            batch.clear()
+
+        for exchange in exchanges:
+            if keep_problem(exchange) is not None or (
+                max_bytes is not None and row_bytes(exchange) > max_bytes
+            ):
+                continue
+            batch.append(exchange)
+            if len(batch) >= IMPORT_BATCH_ROWS:
+                flush()
+        if batch:
+            flush()
+        return written
+
+    def _write(self, exchange: RecordedExchange, *, max_bytes: int | None, used_at: float) -> None:
+        base = exchange.base_key()
+        vary_text = _json(exchange.vary)
+        self._db.execute("DELETE FROM recordings WHERE base = ? AND vary = ?", (base, vary_text))
+        size = row_bytes(exchange)
+        if max_bytes is not None:
+            self._evict(max_bytes - size)
+        pieces = [[len(piece), round(offset, 6)] for offset, piece in exchange.pieces]
+        self._db.execute(
+            "INSERT INTO recordings (base, vary, target, method, path, query, request_headers, request_body,"
+            " status, reason, response_headers, pieces, body, size, recorded_at, used_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                base,
+                vary_text,
+                exchange.target,
+                exchange.method,
+                exchange.path,
+                exchange.query,
+                _json(exchange.request_headers),
+                exchange.request_body,
+                exchange.status,
+                exchange.reason,
+                _json(exchange.response_headers),
+                _json(pieces),
+                b"".join(piece for _, piece in exchange.pieces),
+                size,
+                exchange.recorded_at,
+                used_at,
+            ),
+        )
+
+    def _evict(self, room_bytes: int) -> int:
+        """Delete the least recently used rows until the rest take at most ``room_bytes``."""
+        total = int(self._db.execute("SELECT total(size) FROM recordings").fetchone()[0])
+        if total <= room_bytes:
+            return 0
+        doomed: list[int] = []
+        for entry_id, size in self._db.execute("SELECT id, size FROM recordings ORDER BY used_at, id"):
+            doomed.append(entry_id)
+            total -= size
+            if total <= room_bytes:
+                break
+        self._db.executemany("DELETE FROM recordings WHERE id = ?", ((entry_id,) for entry_id in doomed))
+        return len(doomed)
+
+    def trim(self, max_bytes: int) -> int:
+        """Evict the least recently used until the rest fit under ``max_bytes`` (a lowered cap);
+        returns how many went."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            evicted = self._evict(max_bytes)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return evicted
+
+    def clear(self, target: str | None = None) -> int:
+        """Delete every entry (of ``target`` only, when given); returns how many went. The file
+        is compacted after, so what was cleared does not linger in its free pages."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if target is None:
+                cleared = self._db.execute("DELETE FROM recordings").rowcount
+            else:
+                cleared = self._db.execute("DELETE FROM recordings WHERE target = ?", (target,)).rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if cleared:
+            # Give the space back: prompts and answers a person cleared should not linger in free
+            # pages. VACUUM needs no other connection writing; if one is, the space is reused later.
+            try:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                pass
+        return cleared
+
+
+def _split(body: bytes, pieces_text: str) -> tuple[tuple[float, bytes], ...]:
+    """The stored BLOB cut back into its pieces, each with its seconds."""
+    out: list[tuple[float, bytes]] = []
+    start = 0
+    data = bytes(body)
+    for length, offset in json.loads(pieces_text):
+        out.append((float(offset), data[start : start + length]))
+        start += length
+    return tuple(out)
