@@ -7,7 +7,8 @@ On first run the file is created from :data:`DEFAULT_CONFIG`, commented defaults
 once. Noticing that the file changed is not done here: the running proxy watches it and reads
 it again with :func:`load_config`.
 
-Writes by the app (:func:`edit_config`, :func:`set_active_target`, :func:`set_key_source`) change
+Writes by the app (:func:`edit_config`, :func:`set_active_target`, :func:`set_key_source`,
+:func:`set_cache_mode`) change
 only what they must: the document goes through tomlkit, so comments, blank lines, key order and
 quoting stay as the person wrote them. Each write
 
@@ -44,6 +45,7 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from desktop.atomicfile import mode_of, real_path, replace_durably, write_bytes_atomically, write_temporary
+from desktop.config import options
 from desktop.config.parse import KEY_SOURCES, ConfigError, ConfigFile, Problem, parse_config
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "ensure_config",
     "load_config",
     "set_active_target",
+    "set_cache_mode",
     "set_key_source",
     "write_atomically",
 ]
@@ -211,6 +214,26 @@ def set_active_target(path: Path, name: str) -> None:
         _find_target(doc, name, path)
         if doc.get("active") != name:
             _set_keeping_quotes(doc, "active", name)
+
+    edit_config(path, change)
+
+
+def set_cache_mode(path: Path, target: str, mode: str) -> None:
+    """Set ``cache = "MODE"`` of ``[targets.TARGET]``: the line keeps its place and trailing
+    comment; a target without one gets it after its ``url`` (none is written for "off" then,
+    which is what no line means). ValueError if the target does not exist or ``mode`` is not
+    a cache mode."""
+    if mode not in options.CACHE_MODE.choices:
+        raise ValueError(f"a cache mode is one of {', '.join(options.CACHE_MODE.choices)}, not {mode!r}")
+    key = options.CACHE_MODE.key
+
+    def change(doc: tomlkit.TOMLDocument) -> None:
+        table = _find_target(doc, target, path)
+        current = table.get(key, options.CACHE_MODE.default)
+        if isinstance(current, str) and current.lower() == mode:
+            return
+        if key in table or not _add_line_after_url(table, f'{key} = "{mode}"'):
+            _set_keeping_quotes(table, key, mode)
 
     edit_config(path, change)
 

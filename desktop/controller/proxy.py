@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
+from desktop.config import options
 from desktop.config.follow import (
     KeyReader,
     Plan,
@@ -41,7 +42,7 @@ from desktop.config.keys import key_refreshes
 from desktop.config.localtoken import token_path
 from desktop.config.model import Inspection, Listener, ProxySettings, Target
 from desktop.config.parse import ConfigError, ConfigFile
-from desktop.config.store import set_active_target
+from desktop.config.store import set_active_target, set_cache_mode
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
 from desktop.controller.inspection import InspectorHub
 from desktop.controller.loopthread import CALL_TIMEOUT_S, LoopThread
@@ -102,7 +103,9 @@ class ProxyController:
         # Why a listener is not where the plan says, as last said: each own port's, the main one's.
         self._own_errors: dict[str, str] = {}
         self._main_error: str | None = None
-        self._board = StatusBoard(ProxyStatus("stopped", display_target(target), redact_url(target.url)))
+        self._board = StatusBoard(
+            ProxyStatus("stopped", display_target(target), redact_url(target.url), cache_mode=target.cache)
+        )
         self._binding: ConfigBinding | None = None
         self._keys = KeyReader()
         self._watch: FileWatch | None = None
@@ -300,6 +303,26 @@ class ProxyController:
                     saved = self._plan.config
                     if saved is not None and self._plan.chosen == name:
                         self._plan = replace(self._plan, config=replace(saved, active=name))
+
+    def set_cache_mode(self, mode: str) -> None:
+        """Record, replay or answer offline the chosen target's requests ("off": none of it), and
+        save the mode in its table of the file; raise RuntimeError (why) when it cannot be saved,
+        nothing changed then. Without a file (``serve --target URL``) it holds until the stop."""
+        if mode not in options.CACHE_MODE.choices:
+            raise ValueError(f"a cache mode is one of {', '.join(options.CACHE_MODE.choices)}, not {mode!r}")
+        binding, name = self._binding, self._plan.chosen
+        if binding is None or name is None:
+            with self._lock:
+                plan = self._plan
+                main = replace(plan.main, target=replace(plan.target, cache=mode))
+                self._install(replace(plan, listeners=(main, *plan.own_ports)))
+            return
+        try:
+            set_cache_mode(binding.path, name, mode)
+        except (OSError, ConfigError, ValueError) as exc:
+            raise RuntimeError(f"could not save the cache mode of {name} in {binding.path}: {exc}") from None
+        # At once, rather than when the watcher next looks at the file.
+        self.reload_config()
 
     def reload_config(self) -> bool:
         """Apply the config file as it is now; False (and the reason in the status) if it

@@ -140,6 +140,8 @@ class ProxyStatus:
     cooling: tuple[tuple[str, float], ...] = ()
     # The latest failover, for the tray to tell (once per cause, rate-limited there).
     failover: FailoverNotice | None = None
+    # The chosen target's cache mode: "off", "record", "replay" or "offline" (engine/recall.py).
+    cache_mode: str = "off"
 
     def cooling_now(self, now: float) -> tuple[str, ...]:
         """The targets still tried last at wall-clock time ``now``."""
@@ -216,6 +218,7 @@ def plan_fields(plan: Plan) -> dict[str, Any]:
         "key_headers": plan.key_headers(target.name, target),
         "log": plan.log,
         "routes": route_claims(plan),
+        "cache_mode": target.cache,
     }
 
 

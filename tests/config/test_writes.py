@@ -26,6 +26,7 @@ from desktop.config.store import (
     ensure_config,
     load_config,
     set_active_target,
+    set_cache_mode,
     set_key_source,
 )
 
@@ -151,6 +152,46 @@ def test_a_new_key_line_follows_the_url_in_any_layout(folder: Path, before: str,
     set_key_source(path, "home", {"env": "K"})
     assert path.read_text(encoding="utf-8") == after
     assert load_config(path).targets["home"].key_source == ("env", "K")
+
+
+def test_the_cache_menu_writes_one_line_under_the_url_then_changes_only_it(folder: Path) -> None:
+    """The tray's Cache menu on a target without a cache line adds one under its url (not after
+    the comments leading into the next section); a second choice rewrites that line alone,
+    keeping its quote style and trailing comment; "off" on a target with no line, or the mode
+    already written (in any case), writes nothing."""
+    path = _write(folder / "config.toml", HANDWRITTEN)
+    set_cache_mode(path, "home", "replay")
+    added = path.read_text(encoding="utf-8")
+    assert _changed_lines(HANDWRITTEN, added) == ['+ cache = "replay"\n']
+    assert 'url = "https://api.openai.com"\ncache = "replay"\n\n  # indented' in added
+    assert load_config(path).targets["home"].cache == "replay"
+
+    commented = added.replace('cache = "replay"', "cache = 'Replay'  # for the evals")
+    _write(path, commented)
+    set_cache_mode(path, "home", "offline")
+    assert _changed_lines(commented, path.read_text(encoding="utf-8")) == [
+        "- cache = 'Replay'  # for the evals\n",
+        "+ cache = 'offline'  # for the evals\n",
+    ]
+    assert load_config(path).targets["home"].cache == "offline"
+
+    _write(path, commented)
+    old = path.stat()
+    set_cache_mode(path, "home", "replay")
+    set_cache_mode(path, "local", "off")
+    new = path.stat()
+    assert (new.st_ino, new.st_mtime_ns) == (old.st_ino, old.st_mtime_ns)
+    assert path.read_text(encoding="utf-8") == commented
+
+
+def test_an_unknown_cache_mode_or_target_writes_nothing(folder: Path) -> None:
+    path = _write(folder / "config.toml", HANDWRITTEN)
+    with pytest.raises(ValueError, match="a cache mode is one of off, record, replay, offline, not 'always'"):
+        set_cache_mode(path, "home", "always")
+    with pytest.raises(ValueError, match=r"no target 'hom' .*\(did you mean 'home'\?\)"):
+        set_cache_mode(path, "hom", "replay")
+    assert path.read_bytes() == HANDWRITTEN.encode()
+    assert not backup_path(path).exists()
 
 
 def test_the_default_config_keeps_every_comment_through_a_switch(folder: Path) -> None:
