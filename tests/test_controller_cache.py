@@ -58,7 +58,7 @@ def test_a_file_with_a_mistake_is_not_written_over_and_the_mode_stays(
     broken = path.read_text().replace("port = 0", "port = 0x")
     controller.close()  # no watcher reading the broken file meanwhile
     path.write_text(broken)
-    with pytest.raises(RuntimeError, match=r"could not save the cache mode of a in .*config\.toml:\d+:\d+: "):
+    with pytest.raises(RuntimeError, match=r"could not save the cache mode of a: .*config\.toml:\d+:\d+: "):
         controller.set_cache_mode("record")
     assert path.read_text() == broken
     assert controller.status.cache_mode == "off"

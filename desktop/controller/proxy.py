@@ -320,7 +320,7 @@ class ProxyController:
         try:
             set_cache_mode(binding.path, name, mode)
         except (OSError, ConfigError, ValueError) as exc:
-            raise RuntimeError(f"could not save the cache mode of {name} in {binding.path}: {exc}") from None
+            raise RuntimeError(f"could not save the cache mode of {name}: {exc}") from None
         # At once, rather than when the watcher next looks at the file.
         self.reload_config()
 

@@ -193,6 +193,8 @@ class TrayApp:
             self._in_background(self.controller.stop if status.state == "running" else self._start)
         elif action == "target" and arg:
             self._in_background(lambda: self.controller.choose_target(arg))
+        elif action == "cache" and arg:
+            self._in_background(lambda: self._set_cache_mode(arg))
         elif action == "reload":
             self._in_background(self.controller.reload_config)
         elif action == "copy-url" and status.local_url:
@@ -219,6 +221,13 @@ class TrayApp:
             self._in_background(self.quit)
         else:
             log.debug("ignored menu action %s", action)
+
+    def _set_cache_mode(self, mode: str) -> None:
+        """The chosen target's cache mode, saved in the file; why not, in a notification."""
+        try:
+            self.controller.set_cache_mode(mode)
+        except RuntimeError as exc:
+            self.notify(f"Cache mode not changed: {exc}")
 
     def _open_inspector(self) -> None:
         """Open the inspector page in the default browser, through a local file that lets that

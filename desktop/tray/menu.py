@@ -9,6 +9,9 @@ tray's words for a cool-down only.
 With routes (issue 14) the Target menu says what each target claims on the main port
 (``anthropic — /anthropic, claude-*``) and which are tried last for now, and the status line
 names the targets in a cool-down; the menu is rebuilt when one ends (tray/app.py).
+
+With recorded answers (issue 16) the Cache menu sets the chosen target's mode (Off, Record,
+Replay, Offline; ``act("cache", "replay")``), and the status line says a mode other than off.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from desktop.tray.failovers import clock_time, cooling_text
 __all__ = ["Act", "TrayView", "about_text", "build_menu", "status_line", "target_label", "target_port_lines"]
 
 Act = Callable[[str, str | None], None]
+# Cache ▸ offers each mode of the chosen target under these names, in this order.
+CACHE_LABELS: dict[str, str] = {
+    "off": "Off",
+    "record": "Record",
+    "replay": "Replay",
+    "offline": "Offline",
+}
 # Copy environment ▸ offers each shell under these names, in this order.
 SHELL_LABELS: dict[Shell, str] = {
     "posix": "POSIX shell (bash, zsh)",
@@ -56,15 +66,17 @@ def _cooling(status: ProxyStatus, now: float) -> dict[str, float]:
 
 
 def status_line(status: ProxyStatus, now: float | None = None) -> str:
-    """``TrayProxy: running on 127.0.0.1:8000 → openai``, then the problem and the targets in a
+    """``TrayProxy: running on 127.0.0.1:8000 → openai`` (with `` (cache: replay)`` when the
+    target's answers are recorded), then the problem and the targets in a
     cool-down at wall-clock ``now`` (default: the present); the tooltip and the menu's first line."""
+    cache = _cache_note(status)
     if status.state == "running":
         where = (status.local_url or "").removeprefix("http://")
-        text = f"TrayProxy: running on {where} → {status.target_name}"
+        text = f"TrayProxy: running on {where} → {status.target_name}" + (f" ({cache})" if cache else "")
     elif status.state == "error":
         text = "TrayProxy: not running"
     else:
-        text = f"TrayProxy: stopped ({status.target_name})"
+        text = f"TrayProxy: stopped ({status.target_name}" + (f"; {cache})" if cache else ")")
     cooling = _cooling(status, time.time() if now is None else now)
     notes = [
         *([status.problem] if status.problem else []),
@@ -72,6 +84,12 @@ def status_line(status: ProxyStatus, now: float | None = None) -> str:
         *(f"{name} tried last until {clock_time(end)}" for name, end in cooling.items()),
     ]
     return f"{text} — {'; '.join(notes)}" if notes else text
+
+
+def _cache_note(status: ProxyStatus) -> str:
+    """``cache: replay``, or "" while answers are not recorded: a person wondering why answers
+    repeat, or why an unrecorded request got 504, sees it at a glance."""
+    return "" if status.cache_mode == "off" else f"cache: {status.cache_mode}"
 
 
 def target_label(status: ProxyStatus, name: str, now: float) -> str:
@@ -136,6 +154,19 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
             radio=True,
         )
 
+    def cache_mode(mode: str) -> pystray.MenuItem:
+        return pystray.MenuItem(
+            CACHE_LABELS[mode],
+            do("cache", mode),
+            checked=lambda item, mode=mode: status.cache_mode == mode,
+            radio=True,
+        )
+
+    # The modes apply to the chosen target; the first line says which that is.
+    cache = pystray.Menu(
+        pystray.MenuItem(_shorten(f"Recorded answers of {status.target_name}"), None, enabled=False),
+        *(cache_mode(mode) for mode in CACHE_LABELS),
+    )
     targets = [choose(name) for name in status.targets] or [
         pystray.MenuItem(status.target_name, None, checked=lambda item: True, radio=True, enabled=False)
     ]
@@ -164,6 +195,7 @@ def build_menu(view: TrayView, act: Act) -> pystray.Menu:
         pystray.Menu.SEPARATOR,
         pystray.MenuItem("Stop proxy" if running else "Start proxy", do("toggle"), default=True),
         pystray.MenuItem("Target", pystray.Menu(*targets)),
+        pystray.MenuItem("Cache", cache),
         pystray.MenuItem("Copy local URL", do("copy-url"), enabled=running),
         pystray.MenuItem("Copy environment", copy_env, enabled=running),
         pystray.MenuItem("Open inspector", do("inspect"), enabled=running),

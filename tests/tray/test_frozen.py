@@ -103,9 +103,9 @@ def test_bundle_tray_docks_and_quits_from_its_menu(desktop: DesktopSession, tmp_
         [icon] = xdrive.wait_until(x.docked_icons, START_TIMEOUT_S, "the icon to dock")
         x.click(icon, button=3)
         xdrive.wait_until(x.popup_menus, START_TIMEOUT_S, "the menu to open")
-        # Down past Stop proxy, Target, Copy local URL, Copy environment, Open inspector, Open config file,
-        # Reload config, Open log folder, Start at login and About, to Quit.
-        x.press(*("Down",) * 11, "Return")
+        # Down past Stop proxy, Target, Cache, Copy local URL, Copy environment, Open inspector, Open
+        # config file, Reload config, Open log folder, Start at login and About, to Quit.
+        x.press(*("Down",) * 12, "Return")
         deadline = time.monotonic() + 15
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -67,18 +67,18 @@ KEY_VARIABLE = "ALPHA_TEST_KEY"
 
 # Keyboard paths through the open menu. GTK skips the disabled status line and separators, so
 # the first Down selects "Stop proxy"/"Start proxy"; Right opens a submenu with its first item
-# selected. The menu, top to bottom: Stop/Start proxy, Target ▸, Copy local URL, Copy
+# selected. The menu, top to bottom: Stop/Start proxy, Target ▸, Cache ▸, Copy local URL, Copy
 # environment ▸, Open inspector, Open config file, Reload config, Open log folder, Start at login,
 # About, Quit.
 TOGGLE_KEYS = ("Down", "Return")
 OPEN_TARGETS_KEYS = ("Down", "Down", "Right")
-QUIT_WHILE_RUNNING_KEYS = ("Down",) * 11 + ("Return",)
+QUIT_WHILE_RUNNING_KEYS = ("Down",) * 12 + ("Return",)
 # A right click whose menu has not shown by then is tried again.
 MENU_OPEN_RETRY_S = 2.0
-COPY_URL_KEYS = ("Down", "Down", "Down", "Return")
+COPY_URL_KEYS = ("Down",) * 4 + ("Return",)
 # Copy environment ▸ opens on its first entry, the POSIX shell lines.
-COPY_POSIX_ENVIRONMENT_KEYS = ("Down", "Down", "Down", "Down", "Right", "Return")
-OPEN_INSPECTOR_KEYS = ("Down",) * 5 + ("Return",)
+COPY_POSIX_ENVIRONMENT_KEYS = ("Down",) * 5 + ("Right", "Return")
+OPEN_INSPECTOR_KEYS = ("Down",) * 6 + ("Return",)
 
 CONFIG_TEMPLATE = """\
 # TrayProxy test config: these comments must survive the app's own writes.
