@@ -11,6 +11,7 @@ model and store (the app's name), and the redactor; never the controller or the 
 """
 
 from desktop.cache.exchange import RecordingFormatError, export_to, import_from
+from desktop.cache.recordings import Recordings
 from desktop.cache.store import (
     RecordedExchange,
     RecordingStore,
@@ -24,6 +25,7 @@ __all__ = [
     "RecordedExchange",
     "RecordingFormatError",
     "RecordingStore",
+    "Recordings",
     "StoreError",
     "StoreStats",
     "TargetStats",

@@ -1,0 +1,462 @@
+"""The recording the listeners share: the engine's AnswerRecall (engine/recall.py) over the store.
+
+``Recordings.lookup`` decides by the first target's mode:
+- record: every request goes out; a Recorder keeps its answer. No lookup, no coalescing
+  (an eval samples the same prompt on purpose).
+- replay: a stored answer is a Replay; a miss goes out with a Recorder. Identical requests that
+  miss at once coalesce: the first leads (its Recorder), the rest await the leader's head: a
+  2xx head and they follow its pieces as they arrive (Replay source "follow"); anything else
+  and each goes out itself.
+- offline: a stored answer, or None (the engine answers 504 cache_offline_miss).
+``Cache-Control: no-store`` on the request: never looked up nor kept (offline: None).
+``no-cache``: not looked up but kept (a refresh); offline has no target to refresh from, so
+there it is looked up as usual.
+
+A Recorder keeps an answer only when it ended cleanly: a 2xx head, no note on the end (not cut,
+the client did not leave), no error event in an event stream, at most MAX_ANSWER_BYTES, no
+``Vary: *``, and nothing of a registered secret (store.keep_problem). Its pieces are kept as
+they came, each with its seconds after the head, and replayed back to back ("fast") or at
+those offsets ("recorded").
+
+Threads: lookup, the Recorder's calls and ``configure`` run on the proxy's loop and never touch
+the file; every read and write of it runs in ONE worker thread (made at the first lookup), the
+only owner of the store's connection. A store that cannot be opened or read is logged once
+and every request is a miss: the proxy never fails for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from multidict import CIMultiDict
+
+from desktop.cache import key
+from desktop.cache.store import (
+    MAX_ANSWER_BYTES,
+    FoundAnswer,
+    RecordedExchange,
+    RecordingStore,
+    StoreError,
+    default_store_path,
+)
+from desktop.config.model import Recording
+from desktop.engine.capture import ExchangeEnd
+from desktop.engine.recall import AnswerRecall, RecallRequest, Recorder, Replay
+
+__all__ = ["AnswerRecorder", "Recordings", "holds_error_event"]
+
+log = logging.getLogger("trayproxy.cache")
+
+MIB = 1024 * 1024
+# How long the worker waits for another process's write (`trayproxy cache import`) before a
+# write of its own is given up (logged once): lookups queue behind it in the one worker.
+WORKER_BUSY_TIMEOUT_S = 2.0
+# How long an identical request waits for its leader's head before going out itself: a
+# generous bound on a target's time to first byte, so a lost leader cannot hold others forever.
+FOLLOW_HEAD_WAIT_S = 300.0
+
+T = TypeVar("T")
+Head = tuple[int, str, tuple[tuple[str, str], ...]]
+
+
+def cache_directives(raw_headers: Sequence[tuple[bytes, bytes]]) -> frozenset[str]:
+    """The request's Cache-Control directive names, lower-cased (RFC 9111 §5.2)."""
+    names: set[str] = set()
+    for name, value in raw_headers:
+        if name.lower() == b"cache-control":
+            for item in value.decode("latin-1").split(","):
+                names.add(item.split("=", 1)[0].strip().lower())
+    return frozenset(names)
+
+
+def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
+    """True when ``body`` is an event stream (WHATWG SSE) holding an error: an ``event: error``
+    line, or a ``data:`` line whose JSON object has a top-level "error" (OpenAI's and
+    Anthropic's ways of failing after a 200 head). A compressed stream is not read (approximate:
+    LLM APIs do not compress their streams)."""
+    content_type = ""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "content-type":
+            content_type = value.lower()
+        elif lowered == "content-encoding" and value.strip().lower() not in ("", "identity"):
+            return False
+    if not content_type.startswith("text/event-stream"):
+        return False
+    for raw in body.splitlines():
+        line = raw.strip()
+        if line.startswith(b"event:") and line[6:].strip() == b"error":
+            return True
+        if line.startswith(b"data:") and b'"error"' in line:
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "error" in data:
+                return True
+    return False
+
+
+class Recordings(AnswerRecall):
+    """One per controller, shared by its listeners (see the module docstring)."""
+
+    def __init__(self, path: Path | None = None, settings: Recording | None = None) -> None:
+        self.path = path or default_store_path()
+        self.settings = settings or Recording()
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        # Identical requests in flight in "replay", by base key: their leader (loop only).
+        self._leaders: dict[str, AnswerRecorder] = {}
+        # The worker thread's own: the store, whether it failed to open, what was logged.
+        self._store: RecordingStore | None = None
+        self._unusable = False
+        self._warned: set[str] = set()
+
+    # On the loop ----------------------------------------------------------------------------
+
+    @property
+    def max_bytes(self) -> int:
+        return self.settings.max_mib * MIB
+
+    def configure(self, settings: Recording) -> None:
+        """On the loop: new settings (a config edit). A lowered cap evicts at once; a store that
+        failed to open is tried again."""
+        lowered = settings.max_mib < self.settings.max_mib
+        self.settings = settings
+        self._submit(self._reconfigure, lowered)
+
+    async def lookup(self, request: RecallRequest) -> Replay | Recorder | None:
+        """What to do with ``request`` (engine/recall.py). Never raises."""
+        try:
+            return await self._lookup(request)
+        except Exception as exc:  # the proxy must answer whatever the recording does
+            self._warn("lookup", "Recorded answers: a lookup failed (%s); answered as a miss", exc)
+            return None
+
+    async def _lookup(self, request: RecallRequest) -> Replay | Recorder | None:
+        if self._closed or request.mode not in ("record", "replay", "offline"):
+            return None
+        directives = cache_directives(request.raw_headers)
+        if "no-store" in directives:
+            return None
+        if request.mode == "record" or ("no-cache" in directives and request.mode == "replay"):
+            return None if self._unusable else AnswerRecorder(self, request)
+        base, found = await self._run(self._find, request)
+        if found is not None:
+            self._submit(self._touch, found.entry_id)
+            return self._replay(found)
+        if request.mode == "offline" or self._unusable:
+            return None
+        leader = self._leaders.get(base)
+        if leader is not None:
+            head = await leader.wait_head()
+            followed = leader.follower() if head is not None and 200 <= head[0] <= 299 else None
+            return followed or AnswerRecorder(self, request)
+        leader = AnswerRecorder(self, request, base=base)
+        self._leaders[base] = leader
+        return leader
+
+    def _replay(self, found: FoundAnswer) -> Replay:
+        paced = self.settings.pace == "recorded"
+        return Replay(
+            status=found.status,
+            reason=found.reason,
+            headers=found.headers,
+            pieces=_paced(found.pieces) if paced else _back_to_back(found.pieces),
+            source="hit",
+            head_first=paced and bool(found.pieces) and found.pieces[0][0] > 0,
+        )
+
+    def finished(self, leader: AnswerRecorder) -> None:
+        """On the loop: ``leader``'s answer is stored or dropped; the next identical request
+        looks it up again."""
+        if leader.base is not None and self._leaders.get(leader.base) is leader:
+            del self._leaders[leader.base]
+
+    def keep(self, exchange: RecordedExchange, leader: AnswerRecorder | None) -> None:
+        """On the loop: write ``exchange`` in the worker (a leader stays followable until then)."""
+        future = self._submit(self._put, exchange)
+        if leader is not None:
+            if future is None:
+                self.finished(leader)
+            else:
+                future.add_done_callback(lambda _: self.finished(leader))
+
+    def _submit(self, job: Callable[..., T], *args: object) -> asyncio.Future[T] | None:
+        """Run ``job`` in the worker without waiting: the future on the running loop, None when
+        called off a loop (it runs all the same) or closed (nothing runs)."""
+        try:
+            executor = self._worker()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                executor.submit(job, *args)
+                return None
+            return loop.run_in_executor(executor, job, *args)
+        except RuntimeError:  # closed: the executor refuses new work
+            return None
+
+    async def _run(self, job: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker(), job, *args)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            if self._closed:
+                raise RuntimeError("the recording is closed")
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trayproxy-recordings")
+        return self._executor
+
+    def close(self) -> None:
+        """Stop taking work, wait for the writes already asked for, close the file. From any
+        thread (it does not need the loop)."""
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.submit(self._close_store)
+            executor.shutdown(wait=True)
+
+    # In the worker thread -------------------------------------------------------------------
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message, *args)
+
+    def _open(self) -> RecordingStore | None:
+        if self._store is None and not self._unusable:
+            try:
+                self._store = RecordingStore.open(self.path, busy_timeout_s=WORKER_BUSY_TIMEOUT_S)
+            except StoreError as exc:
+                self._unusable = True
+                self._warn(
+                    "open", "Recorded answers are off: %s. Every request is a miss (offline: 504).", exc
+                )
+        return self._store
+
+    def _find(self, request: RecallRequest) -> tuple[str, FoundAnswer | None]:
+        headers = key.request_headers(request.raw_headers)
+        base = key.base_key(
+            request.target, request.method, request.path, request.query, request.body, headers
+        )
+        store = self._open()
+        if store is None:
+            return base, None
+        try:
+            return base, store.find(base, headers)
+        except (sqlite3.Error, ValueError) as exc:
+            self._warn(
+                "read",
+                "Recorded answers: the recording %s cannot be read (%s); answered as a miss",
+                self.path,
+                exc,
+            )
+            return base, None
+
+    def _touch(self, entry_id: int) -> None:
+        store = self._open()
+        if store is not None:
+            try:
+                store.touch(entry_id)
+            except sqlite3.Error as exc:
+                self._warn("write", "Recorded answers: cannot write to %s (%s)", self.path, exc)
+
+    def _put(self, exchange: RecordedExchange) -> bool:
+        if holds_error_event(exchange.response_headers, b"".join(piece for _, piece in exchange.pieces)):
+            return False
+        store = self._open()
+        if store is None:
+            return False
+        try:
+            return store.put(exchange, max_bytes=self.max_bytes)
+        except sqlite3.Error as exc:
+            self._warn(
+                "write", "Recorded answers: cannot write to %s (%s); this answer is not kept", self.path, exc
+            )
+            return False
+
+    def _reconfigure(self, lowered: bool) -> None:
+        self._unusable = False
+        self._warned.discard("open")
+        store = self._open()
+        if lowered and store is not None:
+            try:
+                store.trim(self.max_bytes)
+            except sqlite3.Error as exc:
+                self._warn("write", "Recorded answers: cannot write to %s (%s)", self.path, exc)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+async def _back_to_back(pieces: Sequence[tuple[float, bytes]]) -> AsyncIterator[bytes]:
+    for _, piece in pieces:
+        yield piece
+
+
+async def _paced(pieces: Sequence[tuple[float, bytes]]) -> AsyncIterator[bytes]:
+    """Each piece at its recorded seconds after the first is asked for (the head's going)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for offset, piece in pieces:
+        delay = start + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield piece
+
+
+class AnswerRecorder:
+    """Told of one answer as the client gets it (capture.py's calls, on the loop, each at
+    once); keeps it if it ends cleanly. A leader (``base`` given) also lets identical requests
+    follow its pieces as they arrive."""
+
+    def __init__(self, recordings: Recordings, request: RecallRequest, *, base: str | None = None) -> None:
+        self._recordings = recordings
+        self._request = request
+        self.base = base
+        self._head: Head | None = None
+        self._head_at = 0.0
+        self._pieces: list[tuple[float, bytes]] = []
+        self._bytes = 0
+        self._keepable = True
+        self._ended = False
+        self._cut = False
+        self._followed = False
+        self._dropped = False  # pieces were let go (not kept, nobody following)
+        # A leader's: its head for the followers (None: no head, or not a success), and a new
+        # event each time a piece arrives or the answer ends.
+        loop = asyncio.get_running_loop()
+        self._head_known: asyncio.Future[Head | None] | None = (
+            loop.create_future() if base is not None else None
+        )
+        self._arrived = asyncio.Event()
+
+    # Capture calls (engine/capture.py) ------------------------------------------------------
+
+    def request_body(self, body: bytes) -> None:
+        """The body is the RecallRequest's already."""
+
+    def request_piece(self, piece: bytes) -> None:
+        """Never: a body that cannot be held is never recorded."""
+        self._keepable = False
+
+    def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
+        kept = tuple((name, value) for name, value in headers.items() if not key.is_credential_header(name))
+        self._head = (status, reason, kept)
+        self._head_at = at
+        if not 200 <= status <= 299:
+            self._keepable = False
+        self._tell_head(self._head)
+
+    def chunk(self, data: bytes, at: float) -> None:
+        if not data:
+            return
+        self._bytes += len(data)
+        if self._bytes > MAX_ANSWER_BYTES and self._keepable:
+            self._keepable = False
+            self._recordings.finished(self)  # no new followers: this one is not kept
+        if self._keepable or self._followed:
+            self._pieces.append((max(0.0, at - self._head_at), data))
+        else:
+            self._dropped = True
+        self._wake()
+
+    def message(self, to_target: bool, size: int, at: float) -> None:
+        self._keepable = False
+
+    def end(self, end: ExchangeEnd) -> None:
+        self._ended = True
+        self._cut = end.note != ""
+        self._tell_head(None)
+        self._wake()
+        exchange = self._exchange() if self._keepable and not self._cut else None
+        if exchange is None:
+            self._recordings.finished(self)
+            if not self._followed:
+                self._pieces.clear()
+                self._dropped = True
+            return
+        self._recordings.keep(exchange, self if self.base is not None else None)
+
+    def _exchange(self) -> RecordedExchange | None:
+        if self._head is None:
+            return None
+        status, reason, response_headers = self._head
+        names = key.vary_names(response_headers)
+        if names is None:  # Vary: * (RFC 9110 §12.5.5)
+            return None
+        request = self._request
+        headers = key.request_headers(request.raw_headers)
+        return RecordedExchange(
+            target=request.target,
+            method=request.method,
+            path=request.path,
+            query=key.query_without_credentials(request.query),
+            request_headers=key.key_headers(headers),
+            request_body=request.body,
+            vary=key.vary_of(names, headers),
+            status=status,
+            reason=reason,
+            response_headers=response_headers,
+            pieces=tuple(self._pieces),
+            recorded_at=time.time(),
+        )
+
+    # Followers ------------------------------------------------------------------------------
+
+    def _tell_head(self, head: Head | None) -> None:
+        if self._head_known is not None and not self._head_known.done():
+            self._head_known.set_result(head)
+
+    def _wake(self) -> None:
+        arrived, self._arrived = self._arrived, asyncio.Event()
+        arrived.set()
+
+    async def wait_head(self) -> Head | None:
+        """The leader's head once it comes (None: it ended without one, or took too long)."""
+        if self._head_known is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._head_known), FOLLOW_HEAD_WAIT_S)
+        except TimeoutError:
+            return None
+
+    def follower(self) -> Replay | None:
+        """A Replay of this answer, its pieces as they arrive (call once the head is a 2xx);
+        None when its pieces are gone already (it ended, not kept, before anyone followed)."""
+        if self._head is None or self._dropped:
+            return None
+        self._followed = True
+        status, reason, headers = self._head
+        return Replay(
+            status=status,
+            reason=reason,
+            headers=headers,
+            pieces=self._follow(),
+            source="follow",
+            head_first=True,
+        )
+
+    async def _follow(self) -> AsyncIterator[bytes]:
+        sent = 0
+        while True:
+            arrived = self._arrived
+            if sent < len(self._pieces):
+                piece = self._pieces[sent][1]
+                sent += 1
+                yield piece
+            elif self._ended:
+                if self._cut:
+                    raise ConnectionResetError("the answer being followed was cut")
+                return
+            else:
+                await arrived.wait()

@@ -1,0 +1,254 @@
+"""Recordings, the engine's AnswerRecall: what each mode answers, what is kept, coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from recorded import answer, ask, finish, replayed
+
+from desktop import redaction
+from desktop.cache import Recordings, RecordingStore
+from desktop.cache.recordings import AnswerRecorder
+from desktop.config.model import Recording
+from desktop.engine.recall import Replay
+
+SSE = (("Content-Type", "text/event-stream"),)
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> Iterator[Recordings]:
+    made = Recordings(tmp_path / "recordings" / "answers.sqlite3")
+    yield made
+    made.close()
+
+
+async def record(recordings: Recordings, pieces: list[bytes], mode: str = "record", **fields: object) -> None:
+    recorder = await recordings.lookup(ask(mode, **fields))  # type: ignore[arg-type]
+    assert isinstance(recorder, AnswerRecorder)
+    answer(recorder, pieces)
+
+
+async def test_a_recorded_stream_replays_its_pieces_in_order_with_its_headers(recordings: Recordings) -> None:
+    """The same chunks in the same order and the target's headers, Set-Cookie left behind."""
+    recorder = await recordings.lookup(ask("record"))
+    assert isinstance(recorder, AnswerRecorder)
+    pieces = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
+    answer(recorder, pieces, headers=(*SSE, ("Set-Cookie", "session=abc"), ("x-request-id", "r1")))
+    found = await recordings.lookup(ask("replay"))
+    assert isinstance(found, Replay)
+    assert found.source == "hit"
+    assert (found.status, found.reason) == (200, "OK")
+    assert found.headers == (("Content-Type", "text/event-stream"), ("x-request-id", "r1"))
+    assert await replayed(found) == pieces
+    assert await recordings.lookup(ask("offline", "another prompt")) is None
+
+
+async def test_record_never_looks_up_and_offline_never_records(recordings: Recordings) -> None:
+    await record(recordings, [b"first"])
+    assert isinstance(await recordings.lookup(ask("record")), AnswerRecorder)
+    assert isinstance(await recordings.lookup(ask("offline")), Replay)
+    assert await recordings.lookup(ask("offline", "unrecorded")) is None
+    assert await recordings.lookup(ask("off")) is None
+
+
+async def test_no_store_is_neither_looked_up_nor_kept(recordings: Recordings) -> None:
+    await record(recordings, [b"kept"])
+    no_store = ((b"Cache-Control", b"no-store"),)
+    assert await recordings.lookup(ask("replay", headers=no_store)) is None
+    assert await recordings.lookup(ask("offline", headers=no_store)) is None
+    assert await recordings.lookup(ask("record", "other", headers=no_store)) is None
+    assert await recordings.lookup(ask("offline", "other")) is None
+
+
+async def test_no_cache_refreshes_the_recording_in_replay(recordings: Recordings) -> None:
+    await record(recordings, [b"old"])
+    refresh = await recordings.lookup(ask("replay", headers=((b"cache-control", b"max-age=0, no-cache"),)))
+    assert isinstance(refresh, AnswerRecorder)
+    answer(refresh, [b"new"])
+    found = await recordings.lookup(ask("replay"))
+    assert isinstance(found, Replay)
+    assert await replayed(found) == [b"new"]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "pieces", "note"),
+    [
+        (500, SSE, [b"data: {}\n\n"], ""),
+        (200, SSE, [b"data: {}\n\n"], "client went away"),
+        (200, SSE, [b"data: {}\n\n", b'event: error\ndata: {"type":"overloaded"}\n\n'], ""),
+        (200, SSE, [b'data: {"error": {"message": "boom"}}\n\n'], ""),
+        (200, (("Content-Type", "application/json"), ("Vary", "*")), [b"{}"], ""),
+    ],
+    ids=["not-2xx", "cut", "event-error", "data-error", "vary-star"],
+)
+async def test_an_answer_that_did_not_end_cleanly_is_not_kept(
+    recordings: Recordings, status: int, headers: tuple[tuple[str, str], ...], pieces: list[bytes], note: str
+) -> None:
+    recorder = await recordings.lookup(ask("record"))
+    assert isinstance(recorder, AnswerRecorder)
+    answer(recorder, pieces, status=status, headers=headers, note=note)
+    assert await recordings.lookup(ask("offline")) is None
+
+
+async def test_an_answer_past_16_mib_is_not_kept(recordings: Recordings) -> None:
+    recorder = await recordings.lookup(ask("record"))
+    assert isinstance(recorder, AnswerRecorder)
+    answer(recorder, [b"x" * (1024 * 1024)] * 17)
+    assert await recordings.lookup(ask("offline")) is None
+
+
+async def test_no_credential_reaches_the_file(recordings: Recordings, tmp_path: Path) -> None:
+    """The client's own key (headers, query) is left out; an exchange holding a key TrayProxy
+    sends (a registered secret) is not kept at all."""
+    registered = "tp-test-registered-secret-0123456789"
+    saved = redaction._known_secrets
+    redaction.register_secrets([registered])
+    try:
+        client_key = (b"x-api-key", b"sk-ant-client-own-key-42"), (b"Cookie", b"sid=cookie-secret-77")
+        await record(recordings, [b"answer one"], headers=client_key, query="key=AIzaQueryKey123456&alt=sse")
+        await record(recordings, [f"echo {registered}".encode()], prompt="echo")
+        await record(recordings, [b"answer three"], prompt=f"my key is {registered}")
+        found = await recordings.lookup(ask("offline", headers=client_key, query="key=other-key&alt=sse"))
+        assert isinstance(found, Replay), "the credential parameter is not part of the key"
+        assert await recordings.lookup(ask("offline", "echo")) is None
+        assert await recordings.lookup(ask("offline", f"my key is {registered}")) is None
+    finally:
+        redaction._known_secrets = saved
+    recordings.close()
+    on_disk = b"".join(path.read_bytes() for path in (tmp_path / "recordings").iterdir())
+    assert b"answer one" in on_disk
+    for secret in (
+        b"sk-client-own-key",
+        b"sk-ant-client-own-key-42",
+        b"cookie-secret-77",
+        b"AIzaQueryKey",
+        registered.encode(),
+    ):
+        assert secret not in on_disk
+
+
+async def test_vary_names_headers_the_answer_depends_on(recordings: Recordings) -> None:
+    tenant = ((b"X-Tenant", b"blue"),)
+    recorder = await recordings.lookup(ask("record", headers=tenant))
+    assert isinstance(recorder, AnswerRecorder)
+    answer(
+        recorder,
+        [b"blue answer"],
+        headers=(("Content-Type", "application/json"), ("Vary", "X-Tenant, Authorization")),
+    )
+    assert isinstance(await recordings.lookup(ask("offline", headers=tenant)), Replay)
+    assert await recordings.lookup(ask("offline", headers=((b"x-tenant", b"red"),))) is None
+    assert await recordings.lookup(ask("offline")) is None
+
+
+async def test_identical_misses_in_replay_go_out_once_and_follow_the_leader(recordings: Recordings) -> None:
+    """Identical requests at once: one goes to the target, the others follow its answer as
+    it arrives, piece by piece, and the next one is a hit."""
+    leader = await recordings.lookup(ask("replay"))
+    assert isinstance(leader, AnswerRecorder)
+    waiting = [asyncio.ensure_future(recordings.lookup(ask("replay"))) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in waiting), "followers wait for the leader's head"
+    answer(leader, [b"data: 1\n\n"], headers=SSE, end=False)
+    followers = await asyncio.gather(*waiting)
+    assert all(isinstance(f, Replay) and f.source == "follow" and f.head_first for f in followers)
+    reads = [asyncio.ensure_future(replayed(f)) for f in followers if isinstance(f, Replay)]
+    await asyncio.sleep(0.05)
+    assert not any(read.done() for read in reads), "the answer is not over yet"
+    leader.chunk(b"data: 2\n\n", 101.0)
+    finish(leader)
+    assert [await read for read in reads] == [[b"data: 1\n\n", b"data: 2\n\n"]] * 2
+    found = await recordings.lookup(ask("replay"))
+    assert isinstance(found, Replay)
+    assert found.source == "hit"
+
+
+async def test_a_cut_leader_cuts_its_followers_and_a_failed_one_sends_them_out(
+    recordings: Recordings,
+) -> None:
+    leader = await recordings.lookup(ask("replay"))
+    assert isinstance(leader, AnswerRecorder)
+    waiting = asyncio.ensure_future(recordings.lookup(ask("replay")))
+    await asyncio.sleep(0)
+    answer(leader, [b"data: 1\n\n"], headers=SSE, end=False)
+    follower = await waiting
+    assert isinstance(follower, Replay)
+    finish(leader, note="client went away")
+    with pytest.raises(ConnectionResetError):
+        await replayed(follower)
+
+    leader = await recordings.lookup(ask("replay"))
+    assert isinstance(leader, AnswerRecorder), "a cut answer was not kept"
+    waiting = asyncio.ensure_future(recordings.lookup(ask("replay")))
+    await asyncio.sleep(0)
+    answer(leader, [b'{"error": "overloaded"}'], status=529)
+    assert isinstance(await waiting, AnswerRecorder), "after a failure each goes out itself"
+
+
+async def test_record_mode_never_coalesces(recordings: Recordings) -> None:
+    """Evals sample the same prompt on purpose: each request goes to the target."""
+    made = await asyncio.gather(*(recordings.lookup(ask("record")) for _ in range(3)))
+    assert all(isinstance(m, AnswerRecorder) for m in made)
+
+
+async def test_recorded_pace_replays_at_the_recorded_offsets(tmp_path: Path) -> None:
+    """Margins are wide: the claim is "paced" against "back to back", on a busy machine."""
+    recordings = Recordings(tmp_path / "answers.sqlite3", Recording(pace="recorded"))
+    try:
+        recorder = await recordings.lookup(ask("record"))
+        assert isinstance(recorder, AnswerRecorder)
+        answer(recorder, [b"a", b"b", b"c", b"d"], headers=SSE, gap_s=0.1)
+        found = await recordings.lookup(ask("replay"))
+        assert isinstance(found, Replay)
+        started = time.monotonic()
+        assert await replayed(found) == [b"a", b"b", b"c", b"d"]
+        paced_s = time.monotonic() - started
+        recordings.configure(Recording(pace="fast"))
+        found = await recordings.lookup(ask("replay"))
+        assert isinstance(found, Replay)
+        started = time.monotonic()
+        await replayed(found)
+        fast_s = time.monotonic() - started
+    finally:
+        recordings.close()
+    assert 0.29 <= paced_s < 1.0
+    assert fast_s < 0.1
+
+
+async def test_a_store_that_cannot_be_opened_is_all_miss_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "answers.sqlite3"
+    folder.mkdir()
+    recordings = Recordings(folder)
+    try:
+        with caplog.at_level(logging.WARNING, logger="trayproxy.cache"):
+            for mode in ("replay", "offline", "replay", "record"):
+                assert await recordings.lookup(ask(mode)) is None
+    finally:
+        recordings.close()
+    warnings = [r for r in caplog.records if r.name == "trayproxy.cache"]
+    assert len(warnings) == 1
+    assert "answers.sqlite3" in warnings[0].getMessage()
+
+
+async def test_the_worker_thread_starts_at_the_first_lookup_and_close_keeps_the_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "answers.sqlite3"
+    before = {t.name for t in threading.enumerate()}
+    recordings = Recordings(path)
+    assert {t.name for t in threading.enumerate()} == before
+    recorder = await recordings.lookup(ask("record"))
+    assert isinstance(recorder, AnswerRecorder)
+    answer(recorder, [b"kept on close"])
+    recordings.close()
+    assert not any(t.name.startswith("trayproxy-recordings") for t in threading.enumerate())
+    with RecordingStore.open(path) as store:
+        assert store.stats().entries == 1
