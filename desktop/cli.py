@@ -3,7 +3,7 @@
 ``trayproxy serve`` runs the proxy in the foreground with no UI; ``trayproxy`` alone starts the
 tray (or, with no usable tray, serves without an icon). Each command, and the tray's start, runs
 from its module in ``desktop.commands`` (``serve``, ``tray``, ``config``, ``env``, ``inspect``,
-``install``), imported inside the branch that runs it, so ``serve`` never imports pystray and
+``cache``, ``install``), imported inside the branch that runs it, so ``serve`` never imports pystray and
 runs on a machine with no display.
 """
 
@@ -162,6 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--jsonl", metavar="FILE", help="write every request it holds to FILE as JSON lines ('-': stdout)"
     )
+    _add_cache_command(commands)
     _add_launcher_commands(commands)
     return parser
 
@@ -218,6 +219,53 @@ Your config file and the log files are kept; the command says where they are,
 so you can delete them yourself. Then delete the app's folder (or run
 'pipx uninstall trayproxy').
 """
+
+
+CACHE_HELP = """\
+The answers TrayProxy recorded for targets whose cache mode is record, replay
+or offline (the tray's Cache menu, or cache = "..." in a target's table). They
+hold your prompts and the answers, never keys, in one file in your user cache
+folder. These commands work while TrayProxy runs.
+
+  stats    how many, how much room against [cache] max_mib, per target, and where
+  clear    delete them (--target NAME: only that target's)
+  export   write them as JSON lines (docs/recordings.md), to -o FILE or stdout
+  import   check a file of them, then add its answers (nothing if a line is bad)
+
+examples:
+  trayproxy cache stats
+  trayproxy cache export -o tests/recorded-answers.jsonl
+  trayproxy cache import tests/recorded-answers.jsonl   # then serve --cache offline
+  trayproxy cache clear --target openai
+"""
+
+
+def _add_cache_command(commands: _Subcommands) -> None:
+    """The `cache` command and its actions."""
+    cache = commands.add_parser(
+        "cache",
+        help="see, clear, export or import the recorded answers",
+        description=CACHE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    stats = actions.add_parser("stats", help="how many answers are recorded, per target, and where")
+    clear = actions.add_parser("clear", help="delete the recorded answers (of one target with --target)")
+    export = actions.add_parser("export", help="write the recorded answers as JSON lines")
+    imports = actions.add_parser("import", help="check an exported file, then add its answers")
+    for action in (clear, export):
+        action.add_argument("--target", metavar="NAME", help="only the answers of this target")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", default="-", help="the file to write ('-', the default: stdout)"
+    )
+    imports.add_argument("file", metavar="FILE", help="a file 'trayproxy cache export' wrote ('-': stdin)")
+    for action in (stats, clear, export, imports):
+        action.add_argument(
+            "--config",
+            metavar="PATH",
+            help="the config file, for [cache] max_mib and, before an import, the keys a recording must"
+            " not hold (default: $TRAYPROXY_CONFIG, else the user's config directory)",
+        )
 
 
 class _Subcommands(Protocol):
@@ -284,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.commands.env import run_env
 
         return run_env(args)
+    if args.command == "cache":
+        from desktop.commands.cache import run_cache
+
+        return run_cache(args)
     if args.command == "inspect":
         from desktop.commands.inspect import run_inspect
 
