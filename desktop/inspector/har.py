@@ -48,6 +48,7 @@ _FACTS = (
     "body_state",
     "websocket",
     "chunk_gaps_ms",
+    "cache",
 )
 
 

@@ -80,6 +80,9 @@ def _row(exchange: Exchange, masker: Masker) -> dict[str, Any]:
         "refused": end is not None and not end.target and 400 <= end.status < 500,
         "body_state": _body_state(exchange),
         "websocket": _websocket(exchange),
+        # What the recording of answers did (engine/recall.py): "hit" (answered from it),
+        # "miss" (not in it: sent and recorded), "record", "offline-miss"; "" when not used.
+        "cache": end.cache if end is not None else "",
     }
 
 

@@ -73,13 +73,32 @@
     return row.refused || row.outcome !== "" || row.error !== "" || row.status >= 400 || (row.state === "done" && !row.status);
   }
 
+  // What the recording of answers did (row.cache; README "Recorded answers"): a word for the
+  // list, a sentence for the detail and the cell's tooltip.
+  const CACHE_WORDS = { hit: "replayed", miss: "recorded", record: "recorded", "offline-miss": "not recorded" };
+  const CACHE_SENTENCES = {
+    hit: "answered from the recording: the target was not asked",
+    miss: "not in the recording yet: sent to the target, and recorded if it ended cleanly",
+    record: "sent to the target and recorded (record mode)",
+    "offline-miss": "not in the recording, and offline: not sent to the target",
+  };
+
+  function cacheWord(row) {
+    return row.cache ? CACHE_WORDS[row.cache] || row.cache : "";
+  }
+
+  function targetText(row) {
+    const sent = [row.route ? `${row.route} → ` : "", row.target || "", row.attempts.length > 1 ? ` (${row.attempts.length} attempts)` : ""].join("");
+    return [sent, cacheWord(row)].filter(Boolean).join(" · ");
+  }
+
   // The list -----------------------------------------------------------------------------
 
   const COLUMNS = [
     ["time", (row) => clock(row.time)],
     ["method", (row) => row.method],
     ["path", (row) => row.path],
-    ["target", (row) => [row.route ? `${row.route} → ` : "", row.target || "", row.attempts.length > 1 ? ` (${row.attempts.length} attempts)` : ""].join("")],
+    ["target", targetText],
     ["status", (row) => (row.kind === "websocket" && row.status === 101 ? "101 ws" : row.status || (row.state === "open" ? "…" : ""))],
     ["ttfb", (row) => ms(row.ttfb_ms)],
     ["ttft", (row) => ms(row.ttft_ms)],
@@ -109,7 +128,7 @@
       cell.textContent = text(row);
     });
     const attempts = row.attempts.join(", ");
-    tr.children[3].title = attempts ? `tried: ${attempts}` : "";
+    tr.children[3].title = [attempts ? `tried: ${attempts}` : "", row.cache ? CACHE_SENTENCES[row.cache] || row.cache : ""].filter(Boolean).join("; ");
     tr.children[2].title = row.path;
     tr.hidden = !matches(row);
   }
@@ -199,7 +218,7 @@
     if (/^[245]xx$/.test(status) && String(row.status)[0] !== status[0]) return false;
     const text = $("filter-text").value.trim().toLowerCase();
     if (text) {
-      const haystack = [row.method, row.path, row.target, row.route, row.model, row.outcome, row.error, String(row.status), ...row.attempts]
+      const haystack = [row.method, row.path, row.target, row.route, row.model, row.outcome, row.error, String(row.status), cacheWord(row), ...row.attempts]
         .join(" ")
         .toLowerCase();
       if (!haystack.includes(text)) return false;
@@ -371,6 +390,7 @@
     if (detail.attempts.length) summary.push(`tried: ${detail.attempts.join(", ")}`);
     if (detail.duration_ms !== null) summary.push(`in ${ms(detail.duration_ms)}`);
     if (detail.outcome) summary.push(`(${detail.outcome})`);
+    if (detail.cache) summary.push(CACHE_SENTENCES[detail.cache] || `cache: ${detail.cache}`);
     $("detail-summary").textContent = summary.filter(Boolean).join(" · ");
     $("detail-export-har").href = `export.har?id=${id}`;
     $("detail-export-jsonl").href = `export.jsonl?id=${id}`;
