@@ -61,13 +61,16 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # A request body the engine holds (and so may look up) is at most 1 MiB (engine: MAX_HELD_BODY).
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 # What a row costs besides its texts and BLOBs: SQLite's record header, rowid, the three
-# indexes' entries (base key 64 hex, target, used time).
-ROW_OVERHEAD_BYTES = 256
-# SQLite's page (the default since 3.12): a row over about a page spills into overflow pages,
-# the last one partly empty, so a row's bytes are counted in whole pages (row_bytes).
+# indexes' entries (base key 64 hex, target, used time), leaf pages not filled to the brim.
+ROW_OVERHEAD_BYTES = 640
+# SQLite's page (the default since 3.12): the WAL's checkpoint interval is counted in pages.
 PAGE_BYTES = 4096
-# The -wal file is cut back to this after a checkpoint (it otherwise keeps its largest size).
-WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# The -wal file is checkpointed into the file once it holds an eighth of the cap, and cut back
+# to that size afterwards (it otherwise keeps its largest size): between these bounds, so a
+# small cap is not dwarfed by its WAL (SQLite's default, 1000 pages, is 4 MiB) and a large one
+# does not checkpoint after every entry.
+MIN_WAL_BYTES = 256 * 1024
+MAX_WAL_BYTES = 4 * 1024 * 1024
 # Changed when the table changes shape; a file of a newer version is refused, not rewritten.
 SCHEMA_VERSION = 1
 # How long a writer waits for another process's write (`trayproxy cache import` meanwhile).
@@ -79,29 +82,39 @@ IMPORT_BATCH_ROWS = 32
 FOLDER_NAME = "recordings"
 FILE_NAME = "answers.sqlite3"
 
+# Small columns first, BLOBs last: reading a row's size or times then stops before the pieces
+# (a big answer's overflow pages are never read to evict or count it). ``total`` holds the sum
+# of ``size``, kept by the triggers, so a put does not add up every row (5 ms per put at 2,000
+# rows when it did), whoever writes (the proxy, `trayproxy cache import`).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
     id INTEGER PRIMARY KEY,
     base TEXT NOT NULL,
     vary TEXT NOT NULL,
     target TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    used_at REAL NOT NULL,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
     query TEXT NOT NULL,
-    request_headers TEXT NOT NULL,
-    request_body BLOB NOT NULL,
-    status INTEGER NOT NULL,
     reason TEXT NOT NULL,
+    request_headers TEXT NOT NULL,
     response_headers TEXT NOT NULL,
     pieces TEXT NOT NULL,
-    body BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    recorded_at REAL NOT NULL,
-    used_at REAL NOT NULL
+    request_body BLOB NOT NULL,
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS recordings_base ON recordings (base);
-CREATE INDEX IF NOT EXISTS recordings_used ON recordings (used_at);
-CREATE INDEX IF NOT EXISTS recordings_target ON recordings (target);
+CREATE INDEX IF NOT EXISTS recordings_used ON recordings (used_at, size);
+CREATE INDEX IF NOT EXISTS recordings_target ON recordings (target, size, recorded_at);
+CREATE TABLE IF NOT EXISTS total (bytes INTEGER NOT NULL);
+INSERT INTO total (bytes) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM total);
+CREATE TRIGGER IF NOT EXISTS recordings_added AFTER INSERT ON recordings
+    BEGIN UPDATE total SET bytes = bytes + NEW.size; END;
+CREATE TRIGGER IF NOT EXISTS recordings_removed AFTER DELETE ON recordings
+    BEGIN UPDATE total SET bytes = bytes - OLD.size; END;
 """
 
 Headers = tuple[tuple[str, str], ...]
@@ -208,8 +221,9 @@ def keep_problem(exchange: RecordedExchange) -> str | None:
 
 
 def row_bytes(exchange: RecordedExchange) -> int:
-    """What a row counts against the cap: its texts and BLOBs plus ROW_OVERHEAD_BYTES, past a
-    page rounded up to whole pages (its overflow pages)."""
+    """What a row counts against the cap: its texts and BLOBs plus ROW_OVERHEAD_BYTES. (SQLite
+    fills a big row's overflow pages whole, keeping the remainder on the leaf page: measured,
+    the file stays within the counted bytes plus its fixed pages, under 64 KiB.)"""
     size = (
         ROW_OVERHEAD_BYTES
         + exchange.body_bytes
@@ -224,8 +238,6 @@ def row_bytes(exchange: RecordedExchange) -> int:
         + len(_json(exchange.response_headers))
         + 24 * len(exchange.pieces)  # each piece's [length, seconds] in the pieces column
     )
-    if size > PAGE_BYTES:
-        size = -(-size // PAGE_BYTES) * PAGE_BYTES
     return size
 
 
@@ -248,13 +260,25 @@ def _make_private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def _statements(script: str) -> list[str]:
+    """``script`` cut into its statements (a trigger's body holds a ";" of its own)."""
+    out: list[str] = []
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    return out
+
+
 def _make_tables(db: sqlite3.Connection) -> None:
     """The table and its indexes, in one transaction (another process may be making them too)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -268,6 +292,7 @@ class RecordingStore:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._wal_set_for: int | None = None  # the cap the WAL's bounds were set for
 
     @classmethod
     def open(
@@ -292,7 +317,6 @@ class RecordingStore:
             # In WAL mode NORMAL loses no committed entry to a killed process, only (perhaps) the
             # last ones to a power cut; each commit is still whole or absent.
             db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             if version < SCHEMA_VERSION:
                 _make_tables(db)
             db.execute("SELECT count(*) FROM recordings WHERE id = 0").fetchone()
@@ -400,6 +424,7 @@ class RecordingStore:
         False (nothing written) when it is refused (keep_problem) or alone over ``max_bytes``."""
         if keep_problem(exchange) is not None or row_bytes(exchange) > max_bytes:
             return False
+        self._bound_wal(max_bytes)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._write(exchange, max_bytes=max_bytes, used_at=time.time())
@@ -442,6 +467,16 @@ class RecordingStore:
             flush()
         return written
 
+    def _bound_wal(self, max_bytes: int) -> None:
+        """Checkpoint the WAL at an eighth of the cap (within MIN/MAX_WAL_BYTES) and cut it back
+        to that after."""
+        if max_bytes == self._wal_set_for:
+            return
+        limit = min(MAX_WAL_BYTES, max(MIN_WAL_BYTES, max_bytes // 8))
+        self._db.execute(f"PRAGMA journal_size_limit = {limit}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {limit // PAGE_BYTES}")
+        self._wal_set_for = max_bytes
+
     def _write(self, exchange: RecordedExchange, *, max_bytes: int | None, used_at: float) -> None:
         base = exchange.base_key()
         vary_text = _json(exchange.vary)
@@ -476,7 +511,7 @@ class RecordingStore:
 
     def _evict(self, room_bytes: int) -> int:
         """Delete the least recently used rows until the rest take at most ``room_bytes``."""
-        total = int(self._db.execute("SELECT total(size) FROM recordings").fetchone()[0])
+        total = int(self._db.execute("SELECT bytes FROM total").fetchone()[0])
         if total <= room_bytes:
             return 0
         doomed: list[int] = []
