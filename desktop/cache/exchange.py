@@ -150,7 +150,7 @@ def _bytes_in(value: object, label: str) -> bytes:
     raise _Bad(f'{label} must be a string or {{"base64": "..."}}, not {_json_kind(value)}')
 
 
-def _headers_in(value: object, label: str) -> tuple[tuple[str, str], ...]:
+def _headers_in(value: object, label: str, *, lower: bool) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list):
         raise _Bad(f"{label} must be an array of [name, value] pairs, not {_json_kind(value)}")
     out = []
@@ -161,7 +161,7 @@ def _headers_in(value: object, label: str) -> tuple[tuple[str, str], ...]:
         problem = header_problem(name, text)
         if problem:
             raise _Bad(f"{label}[{index}]: {problem}")
-        out.append((name.lower(), text))
+        out.append((name.lower() if lower else name, text))
     return tuple(out)
 
 
@@ -201,7 +201,7 @@ def _exchange_of(document: object) -> RecordedExchange:
     if query != key.query_without_credentials(query):
         raise _Bad("query holds a credential parameter (key=, token=...): recordings never hold one")
     request = _field(document, "request", dict)
-    request_headers = _headers_in(_field(request, "headers", list, "request."), "request.headers")
+    request_headers = _headers_in(_field(request, "headers", list, "request."), "request.headers", lower=True)
     request_body = _bytes_in(_field(request, "body", (str, dict), "request."), "request.body")
     vary_doc = _field(document, "vary", dict)
     vary: list[tuple[str, str | None]] = []
@@ -215,7 +215,7 @@ def _exchange_of(document: object) -> RecordedExchange:
     response = _field(document, "response", dict)
     status = _field(response, "status", int, "response.")
     reason = _field(response, "reason", str, "response.")
-    response_headers = _headers_in(_field(response, "headers", list, "response."), "response.headers")
+    response_headers = _headers_in(_field(response, "headers", list, "response."), "response.headers", lower=False)
     pieces_doc = _field(response, "pieces", list, "response.")
     pieces: list[tuple[float, bytes]] = []
     last = 0.0

@@ -38,7 +38,7 @@ def chat_exchange(
         vary=(),
         status=200,
         reason="OK",
-        response_headers=(("content-type", "application/json"),),
+        response_headers=(("Content-Type", "application/json"), ("x-request-id", "req_1")),
         pieces=cut,
         recorded_at=time.time() if recorded_at is None else recorded_at,
     )

@@ -252,3 +252,11 @@ async def test_the_worker_thread_starts_at_the_first_lookup_and_close_keeps_the_
     assert not any(t.name.startswith("trayproxy-recordings") for t in threading.enumerate())
     with RecordingStore.open(path) as store:
         assert store.stats().entries == 1
+
+
+async def test_no_cache_offline_is_answered_from_the_recording(recordings: Recordings) -> None:
+    """Offline has no target to refresh from: a tool that always sends no-cache still works."""
+    await record(recordings, [b"kept"])
+    found = await recordings.lookup(ask("offline", headers=((b"Cache-Control", b"no-cache"),)))
+    assert isinstance(found, Replay)
+    assert await replayed(found) == [b"kept"]
