@@ -27,8 +27,10 @@ and every request is a miss: the proxy never fails for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import queue
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -62,6 +64,10 @@ WORKER_BUSY_TIMEOUT_S = 2.0
 # How long an identical request waits for its leader's head before going out itself: a
 # generous bound on a target's time to first byte, so a lost leader cannot hold others forever.
 FOLLOW_HEAD_WAIT_S = 300.0
+
+# How long after a hit its entry is marked used (with every other hit meanwhile); a put
+# marks them first whenever it comes, so eviction never waits for this.
+TOUCH_DELAY_S = 1.0
 
 T = TypeVar("T")
 Head = tuple[int, str, tuple[tuple[str, str], ...]]
@@ -115,6 +121,9 @@ class Recordings(AnswerRecall):
         self._closed = False
         # Identical requests in flight in "replay", by base key: their leader (loop only).
         self._leaders: dict[str, AnswerRecorder] = {}
+        # Entries hit, to be marked used by the worker (a burst of hits: one write).
+        self._touched: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._touch_asked = False
         # The worker thread's own: the store, whether it failed to open, what was logged.
         self._store: RecordingStore | None = None
         self._unusable = False
@@ -151,7 +160,7 @@ class Recordings(AnswerRecall):
             return None if self._unusable else AnswerRecorder(self, request)
         base, found = await self._run(self._find, request)
         if found is not None:
-            self._submit(self._touch, found.entry_id)
+            self._touch_later(found.entry_id)
             return self._replay(found)
         if request.mode == "offline" or self._unusable:
             return None
@@ -189,6 +198,14 @@ class Recordings(AnswerRecall):
                 self.finished(leader)
             else:
                 future.add_done_callback(lambda _: self.finished(leader))
+
+    def _touch_later(self, entry_id: int) -> None:
+        """Mark an entry used soon, with the others hit meanwhile (one write for a burst of
+        hits, none between a burst's lookups); the next put marks them first in any case."""
+        self._touched.put(entry_id)
+        if not self._touch_asked:
+            self._touch_asked = True
+            asyncio.get_running_loop().call_later(TOUCH_DELAY_S, self._submit, self._touch)
 
     def _submit(self, job: Callable[..., T], *args: object) -> asyncio.Future[T] | None:
         """Run ``job`` in the worker without waiting: the future on the running loop, None when
@@ -260,11 +277,22 @@ class Recordings(AnswerRecall):
             )
             return base, None
 
-    def _touch(self, entry_id: int) -> None:
+    def _used(self) -> set[int]:
+        """The entries hit since the last call."""
+        entry_ids: set[int] = set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                entry_ids.add(self._touched.get_nowait())
+        return entry_ids
+
+    def _touch(self) -> None:
+        # Cleared before the queue is read: a hit queued after this is read now, or asks again.
+        self._touch_asked = False
+        entry_ids = self._used()
         store = self._open()
-        if store is not None:
+        if store is not None and entry_ids:
             try:
-                store.touch(entry_id)
+                store.touch(entry_ids)
             except sqlite3.Error as exc:
                 self._warn("write", "Recorded answers: cannot write to %s (%s)", self.path, exc)
 
@@ -275,7 +303,7 @@ class Recordings(AnswerRecall):
         if store is None:
             return False
         try:
-            return store.put(exchange, max_bytes=self.max_bytes)
+            return store.put(exchange, max_bytes=self.max_bytes, used=self._used())
         except sqlite3.Error as exc:
             self._warn(
                 "write", "Recorded answers: cannot write to %s (%s); this answer is not kept", self.path, exc
@@ -294,6 +322,7 @@ class Recordings(AnswerRecall):
 
     def _close_store(self) -> None:
         if self._store is not None:
+            self._touch()
             self._store.close()
             self._store = None
 

@@ -361,9 +361,19 @@ class RecordingStore:
         status, reason, headers_text, pieces_text, body = row
         return FoundAnswer(entry_id, status, reason, _pairs(headers_text), _split(body, pieces_text))
 
-    def touch(self, entry_id: int) -> None:
-        """Mark an entry used now (the last to be evicted)."""
-        self._db.execute("UPDATE recordings SET used_at = ? WHERE id = ?", (time.time(), entry_id))
+    def touch(self, entry_ids: Iterable[int]) -> None:
+        """Mark entries used now (the last to be evicted), in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._mark_used(entry_ids)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _mark_used(self, entry_ids: Iterable[int]) -> None:
+        now = time.time()
+        self._db.executemany("UPDATE recordings SET used_at = ? WHERE id = ?", ((now, i) for i in entry_ids))
 
     def stats(self) -> StoreStats:
         """Entries, bytes and recorded times, in all and per target."""
@@ -418,15 +428,17 @@ class RecordingStore:
 
     # Writing ------------------------------------------------------------------------------------
 
-    def put(self, exchange: RecordedExchange, *, max_bytes: int) -> bool:
+    def put(self, exchange: RecordedExchange, *, max_bytes: int, used: Iterable[int] = ()) -> bool:
         """Write ``exchange`` in one transaction, replacing an entry of the same key and Vary
-        values, after evicting the least recently used until it fits under ``max_bytes``.
+        values, after evicting the least recently used until it fits under ``max_bytes``
+        (the entries ``used`` marked used first, in the same transaction: touch()).
         False (nothing written) when it is refused (keep_problem) or alone over ``max_bytes``."""
         if keep_problem(exchange) is not None or row_bytes(exchange) > max_bytes:
             return False
         self._bound_wal(max_bytes)
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._mark_used(used)
             self._write(exchange, max_bytes=max_bytes, used_at=time.time())
             self._db.execute("COMMIT")
         except BaseException:

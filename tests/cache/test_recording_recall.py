@@ -260,3 +260,19 @@ async def test_no_cache_offline_is_answered_from_the_recording(recordings: Recor
     found = await recordings.lookup(ask("offline", headers=((b"Cache-Control", b"no-cache"),)))
     assert isinstance(found, Replay)
     assert await replayed(found) == [b"kept"]
+
+
+async def test_a_hit_counts_as_used_even_when_nothing_is_recorded_after_it(tmp_path: Path) -> None:
+    """Hits are marked used in a batch (a second later, or at the next put, or at close): a
+    replay-only session still keeps what it used when the cap is lowered."""
+    path = tmp_path / "answers.sqlite3"
+    recordings = Recordings(path)
+    try:
+        await record(recordings, [b"a" * 4000], prompt="used")
+        await record(recordings, [b"b" * 4000], prompt="unused")
+        assert isinstance(await recordings.lookup(ask("replay", "used")), Replay)
+    finally:
+        recordings.close()
+    with RecordingStore.open(path) as store:
+        assert store.trim(6000) == 1
+        assert [e.request_body for e in store.exchanges()] == [ask(prompt="used").body]
