@@ -1,0 +1,116 @@
+"""The recording behind a real TrayProxy (ProxyService) in front of a real target on 127.0.0.1:
+what a client reads from a replay, and identical requests at once sent to the target once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from desktop.cache import Recordings
+from desktop.config.model import ProxySettings, Target
+from desktop.engine.service import ProxyService
+
+SETTINGS = ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0)
+EVENTS = [b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b'data: {"n": 3}\n\n', b"data: [DONE]\n\n"]
+BODY = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+
+
+class SlowStream:
+    """A target answering an SSE stream, an event every ``gap_s``, counting requests."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.seen = 0
+        self.done_at = 0.0  # loop time the last answer ended
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen += 1
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Answer": str(self.seen)}
+        )
+        await response.prepare(request)
+        for event in EVENTS:
+            await asyncio.sleep(self.gap_s)
+            await response.write(event)
+        await response.write_eof()
+        self.done_at = asyncio.get_running_loop().time()
+        return response
+
+
+@pytest.fixture
+async def proxy(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[tuple[ProxyService, Recordings]] = []
+
+    async def start(mode: str, gap_s: float = 0.0) -> tuple[int, SlowStream]:
+        target = SlowStream(gap_s)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", target.handle)
+        server = await aiohttp_server(app)
+        recordings = Recordings(tmp_path / "answers.sqlite3")
+        service = ProxyService(
+            SETTINGS, Target(url=str(server.make_url("")), name="main", cache=mode), recall=recordings
+        )
+        await service.start()
+        made.append((service, recordings))
+        return service.port, target
+
+    yield start
+    for service, recordings in made:
+        await service.stop(grace_s=0.2)
+        recordings.close()
+
+
+async def read_chunks(port: int, first_at: list[float] | None = None) -> tuple[str, list[bytes]]:
+    """The X-Answer header and the body as the HTTP chunks the client received (the loop time
+    the first came appended to ``first_at``)."""
+    loop = asyncio.get_running_loop()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/v1/chat/completions", data=BODY) as response,
+    ):
+        assert response.status == 200
+        chunks = []
+        async for chunk, _ in response.content.iter_chunks():
+            if chunk and not chunks and first_at is not None:
+                first_at.append(loop.time())
+            if chunk:
+                chunks.append(chunk)
+        return response.headers["X-Answer"], chunks
+
+
+async def test_a_replayed_stream_comes_in_the_same_chunks_with_the_targets_headers(
+    proxy: Callable[..., Any],
+) -> None:
+    port, target = await proxy("replay", gap_s=0.02)
+    first = await read_chunks(port)
+    again = await read_chunks(port)
+    assert target.seen == 1
+    assert first == again == ("1", EVENTS)
+
+
+async def test_identical_requests_at_once_reach_the_target_once_and_all_get_the_answer(
+    proxy: Callable[..., Any],
+) -> None:
+    """Five identical streamed requests at once in replay: one goes out, the other four
+    follow it as it arrives (each event as it comes, not after the end)."""
+    port, target = await proxy("replay", gap_s=0.1)
+    first_at: list[float] = []
+    answers = await asyncio.gather(*(read_chunks(port, first_at) for _ in range(5)))
+    assert target.seen == 1
+    assert all(got == ("1", EVENTS) for got in answers)
+    assert len(first_at) == 5
+    assert max(first_at) < target.done_at, "every client had its first event before the answer ended"
+
+
+async def test_record_sends_every_identical_request(proxy: Callable[..., Any]) -> None:
+    port, target = await proxy("record", gap_s=0.02)
+    answers = await asyncio.gather(*(read_chunks(port) for _ in range(3)))
+    assert target.seen == 3
+    assert sorted(header for header, _ in answers) == ["1", "2", "3"]
