@@ -85,5 +85,4 @@ def decoded_body(exchange: Exchange) -> tuple[bytes, str]:
 
 def response_header(exchange: Exchange, name: str) -> str:
     """A header of the response the client got ("" when none, or no response yet)."""
-    headers = exchange.response_headers
-    return headers.get(name, "") if headers is not None else ""
+    return exchange.response_header(name)

@@ -28,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
@@ -67,14 +67,18 @@ class Exchange:
     head: RequestHead
     request_body: bytes | None = None  # the request body (cut at the cap), when kept
     # A request body streamed to the target, as its pieces came (joined at the end).
-    request_pieces: list[bytes] = field(default_factory=list)
+    # Lists while pieces arrive, tuples (or empty) once the exchange is over: thousands of rows
+    # are held, and a tuple of bytes or floats is one object the garbage collector no longer
+    # walks (a list always is), which keeps its full passes short under load.
+    request_pieces: list[bytes] | tuple[bytes, ...] = ()
     request_body_cut: bool = False
     status: int = 0
     reason: str = ""
-    response_headers: CIMultiDict[str] | None = None
+    # The response's own headers while it is sent; their pairs once it is over (as above).
+    response_headers: CIMultiDict[str] | tuple[tuple[str, str], ...] | None = None
     response_at: float | None = None  # loop time the target's head came in
-    chunks: list[bytes] = field(default_factory=list)
-    chunk_times: list[float] = field(default_factory=list)
+    chunks: list[bytes] | tuple[bytes, ...] = ()
+    chunk_times: list[float] | tuple[float, ...] = ()
     response_bytes: int = 0  # all that passed, kept or not
     body_cut: bool = False  # the response body passed its cap: what is kept is its start
     evicted: bool = False  # the bodies were dropped to make room for newer ones
@@ -87,6 +91,7 @@ class Exchange:
     # What reading the answer back found (model, tokens, time to first token): filled by the
     # reader the store is given, after the exchange ended, off the forwarding path.
     facts: dict[str, object] | None = None
+    facts_read: bool = False  # read back already (or nothing to read)
 
     @property
     def done(self) -> bool:
@@ -95,6 +100,31 @@ class Exchange:
     def response_body(self) -> bytes:
         """The kept response body (joined when asked, not as it passes)."""
         return b"".join(self.chunks)
+
+    def response_header(self, name: str) -> str:
+        """A header of the response the client got ("" when none, or no response yet)."""
+        headers = self.response_headers
+        if headers is None:
+            return ""
+        if isinstance(headers, CIMultiDict):
+            return headers.get(name, "")
+        wanted = name.lower()
+        return next((value for key, value in headers if key.lower() == wanted), "")
+
+    def response_header_pairs(self) -> list[tuple[str, str]]:
+        """The response's headers in order, as the client got them."""
+        headers = self.response_headers
+        if headers is None:
+            return []
+        return list(headers.items()) if isinstance(headers, CIMultiDict) else list(headers)
+
+    def settle(self) -> None:
+        """The exchange is over: what it holds becomes the forms the collector skips."""
+        if isinstance(self.chunks, list):
+            self.chunks = tuple(self.chunks)
+            self.chunk_times = tuple(self.chunk_times)
+        if isinstance(self.response_headers, CIMultiDict):
+            self.response_headers = tuple(self.response_headers.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +200,12 @@ class _Capture:
                 return
             data = data[:room]  # the one copy: the cut piece
             cost = room + PIECE_OVERHEAD
-        exchange.chunks.append(data)
-        exchange.chunk_times.append(at)
+        chunks, times = exchange.chunks, exchange.chunk_times
+        if isinstance(chunks, list) and isinstance(times, list):
+            chunks.append(data)
+            times.append(at)
+        else:  # the first piece
+            exchange.chunks, exchange.chunk_times = [data], [at]
         store._count(exchange, cost)
 
     def message(self, to_target: bool, size: int, at: float) -> None:
@@ -201,7 +235,9 @@ class InspectorStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``read_back`` reads an ended exchange's answer for its facts (model, tokens, time to
-        first token); it runs once per exchange, on the loop after the exchange ended."""
+        first token), once per exchange, on the loop: right after it ended while a page listens,
+        else when the list is first read or its bodies are evicted (a row pushed out of the
+        list unread is never read back: under a flood of requests nobody looks at, nothing is)."""
         self.max_rows = max_rows
         self.body_cap_bytes = body_cap_bytes
         self._request_cap_wanted = request_cap_bytes
@@ -259,7 +295,11 @@ class InspectorStore:
             if room <= 0:
                 return
             piece = piece[:room]
-        exchange.request_pieces.append(piece)
+        pieces = exchange.request_pieces
+        if isinstance(pieces, list):
+            pieces.append(piece)
+        else:  # the first
+            exchange.request_pieces = [piece]
         self._count(exchange, len(piece) + PIECE_OVERHEAD)
 
     def _count(self, exchange: Exchange, cost: int) -> None:
@@ -273,7 +313,8 @@ class InspectorStore:
         exchange.end = end
         if exchange.request_pieces:
             exchange.request_body = b"".join(exchange.request_pieces)
-            exchange.request_pieces = []
+            exchange.request_pieces = ()
+        exchange.settle()
         if not end.target and 200 <= end.status < 500 and exchange.id in self._rows:
             # Answered by the proxy itself, no target asked: refused (the guard, the local
             # token, a malformed request) or a CORS preflight it answers with the local token
@@ -286,18 +327,30 @@ class InspectorStore:
             self._refusals.append(exchange)
         else:
             self._trim_rows()
-        if self._read_back is not None and exchange.response_bytes:
+        if (
+            self._read_back is not None
+            and exchange.response_bytes
+            and (self._subscribers or not self.keep_bodies)
+        ):
             asyncio.get_running_loop().call_soon(self._read_back_then_tell, exchange)
         else:
             self._settle(exchange)
 
     def _read_back_then_tell(self, exchange: Exchange) -> None:
-        assert self._read_back is not None
+        self._read_facts(exchange)
+        self._settle(exchange)
+
+    def _read_facts(self, exchange: Exchange) -> None:
+        """Read ``exchange``'s answer back for its facts, once, if it has ended."""
+        if exchange.facts_read or exchange.end is None:
+            return
+        exchange.facts_read = True
+        if self._read_back is None or not exchange.response_bytes:
+            return
         try:
             exchange.facts = self._read_back(exchange)
         except Exception:
             log.exception("reading back exchange %d failed", exchange.id)
-        self._settle(exchange)
 
     def _settle(self, exchange: Exchange) -> None:
         if not self.keep_bodies:
@@ -317,16 +370,17 @@ class InspectorStore:
         """Drop the oldest bodies until ``room`` more bytes fit under the cap."""
         while self._with_bodies and self.body_bytes + room > self.body_cap_bytes:
             _, oldest = self._with_bodies.popitem(last=False)
+            self._read_facts(oldest)  # still listed: its tokens must outlive its bodies
             self._drop_bodies(oldest, evicted=True)
 
     def _drop_bodies(self, exchange: Exchange, *, evicted: bool = False) -> None:
         self._with_bodies.pop(exchange.id, None)
         self.body_bytes -= exchange.kept_bytes
         exchange.kept_bytes = 0
-        exchange.chunks = []
-        exchange.chunk_times = []
+        exchange.chunks = ()
+        exchange.chunk_times = ()
         exchange.request_body = None
-        exchange.request_pieces = []
+        exchange.request_pieces = ()
         if evicted:
             exchange.evicted = True
 
@@ -336,6 +390,8 @@ class InspectorStore:
         """Every exchange held, refusals included, newest first."""
         merged = [*self._rows.values(), *self._refusals]
         merged.sort(key=lambda exchange: exchange.id, reverse=True)
+        for exchange in merged:
+            self._read_facts(exchange)  # a no-op but the first time
         return merged
 
     def __len__(self) -> int:
@@ -343,9 +399,11 @@ class InspectorStore:
 
     def get(self, exchange_id: int) -> Exchange | None:
         found = self._rows.get(exchange_id)
+        if found is None:
+            found = next((exchange for exchange in self._refusals if exchange.id == exchange_id), None)
         if found is not None:
-            return found
-        return next((exchange for exchange in self._refusals if exchange.id == exchange_id), None)
+            self._read_facts(found)
+        return found
 
     def clear(self) -> None:
         """Forget everything held (the page's Clear button); subscribers read the list again.

@@ -33,9 +33,7 @@ def detail_json(exchange: Exchange) -> dict[str, Any]:
     request_headers = [
         (n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in exchange.head.raw_headers
     ]
-    response_headers = (
-        list(exchange.response_headers.items()) if exchange.response_headers is not None else []
-    )
+    response_headers = exchange.response_header_pairs()
     return {
         **_row(exchange, masker),
         "request_headers": masker.headers(request_headers),

@@ -273,7 +273,7 @@ async def test_with_body_capture_off_no_body_stays_after_the_end(
     await until(lambda: all(exchange.facts for exchange in store.exchanges()), "both read back")
     assert read == [pattern(30_000), b'{"model": "m"}']
     for exchange in store.exchanges():
-        assert exchange.chunks == []
+        assert not exchange.chunks
         assert exchange.request_body is None
         assert exchange.facts == {"model": "read"}
     assert [exchange.response_bytes for exchange in store.exchanges()] == [14, 30_000]

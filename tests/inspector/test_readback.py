@@ -320,7 +320,7 @@ async def test_facts_stay_when_bodies_are_off(inspected: Inspected, openai_sdk: 
     completion = await openai_sdk.chat.completions.create(model="gpt-asked", messages=HI, stream=True)  # type: ignore[arg-type]
     [chunk async for chunk in completion]
     exchange = await inspected.settled()
-    assert (exchange.chunks, exchange.request_body) == ([], None)
+    assert (tuple(exchange.chunks), exchange.request_body) == ((), None)
     assert answer_of(exchange) is None
     assert exchange.facts is not None
     assert (exchange.facts["model"], exchange.facts["output_tokens"]) == ("gpt-scripted", 12)
