@@ -219,6 +219,9 @@ SAME_ROW = (
     # The controller runs the inspector (its store is the engine's capture tap); the inspector
     # never reaches back into the controller.
     ("desktop.controller.inspection", "desktop.inspector.*"),
+    # The controller makes the recording of answers its listeners share (the engine's recall);
+    # the recording never reaches back into the controller.
+    ("desktop.controller.proxy", "desktop.cache.*"),
     # The entry point runs the CLI, which runs the command groups.
     ("desktop.__main__", "desktop.cli"),
     ("desktop.cli", "desktop.commands.*"),

@@ -182,7 +182,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     """
     from desktop.config.cabundle import ca_bundle_problem
     from desktop.config.follow import listener_settings, read_config, tend_files
-    from desktop.config.model import Inspection, LogSettings
+    from desktop.config.model import Inspection, LogSettings, Recording
     from desktop.config.parse import ConfigError
     from desktop.config.store import config_path, ensure_config, load_config
     from desktop.controller import ConfigBinding, ProxyController, ProxyStatus
@@ -206,6 +206,7 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
     if args.target and "://" in args.target:
         settings = ProxySettings()
         inspection = Inspection()
+        recording = Recording()
         if path.exists():
             try:
                 config = load_config(path)
@@ -216,10 +217,12 @@ def make_controller(args: argparse.Namespace, *, save_choice: bool = False) -> P
                 log.warning("%s", notice)
             settings = listener_settings(config, path)
             inspection = config.inspector
+            recording = config.cache
         url_controller = ProxyController(
             overrides.settings(settings),
             _target_with(overrides, args.target),
             inspection=overrides.inspection(inspection),
+            recording=recording,
             port_holder=port_holder,
             port_advice=_port_advice(args, None),
         )

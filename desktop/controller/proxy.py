@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp.abc import AbstractResolver
 
+from desktop.cache import Recordings
 from desktop.config import options
 from desktop.config.follow import (
     KeyReader,
@@ -40,7 +41,7 @@ from desktop.config.follow import (
 )
 from desktop.config.keys import key_refreshes
 from desktop.config.localtoken import token_path
-from desktop.config.model import Inspection, Listener, ProxySettings, Target
+from desktop.config.model import Inspection, Listener, ProxySettings, Recording, Target
 from desktop.config.parse import ConfigError, ConfigFile
 from desktop.config.store import set_active_target, set_cache_mode
 from desktop.controller.binding import PORT_RETRY_S, ConfigBinding
@@ -84,15 +85,25 @@ class ProxyController:
         port_holder: Callable[[int], str | None] | None = None,
         port_advice: Callable[[str | None], str] | None = None,
         inspection: Inspection | None = None,
+        recording: Recording | None = None,
     ) -> None:
-        """``inspection``: what the inspector keeps (default: the declared defaults).
+        """``inspection``: what the inspector keeps (default: the declared defaults);
+        ``recording``: how recorded answers are kept (the file's [cache]; each target's
+        ``cache`` mode says whether its requests use them).
         ``port_holder(port)`` names the program holding a taken port, for the error (the
         OS glue lives in ``desktop.platforms.ports``; the front end hands it in).
         ``port_advice(target)`` says where to choose another port, for the main listener
         (``target`` None) or a target's own: a command-line flag, a setting in the file; only
         the front end knows which it reads."""
-        self._plan = Plan(listeners=(Listener(settings, target),), inspector=inspection or Inspection())
+        self._plan = Plan(
+            listeners=(Listener(settings, target),),
+            inspector=inspection or Inspection(),
+            cache=recording or Recording(),
+        )
         self.inspector = InspectorHub(self._plan.inspector)
+        # The recording of answers the listeners share; it opens its file on first use only
+        # (a target whose cache mode is not off), in a worker thread of its own.
+        self.recordings = Recordings(settings=self._plan.cache)
         self._resolver_factory = resolver_factory
         self._trouble = ListenTrouble(port_holder=port_holder, port_advice=port_advice)
         # Held by the verbs, which wait on the loop; never taken on the loop thread.
@@ -142,6 +153,7 @@ class ProxyController:
             port_holder=port_holder,
             port_advice=port_advice,
             inspection=plan.inspector,
+            recording=plan.cache,
         )
         controller._binding, controller._keys, controller._plan = binding, keys, plan
         controller._board.update(
@@ -197,6 +209,7 @@ class ProxyController:
                 on_failover=self._on_failover,
                 tap=self.inspector.tap,
                 pages=self.inspector.pages,
+                recall=self.recordings,
             )
             plan = self._plan
             try:
@@ -250,6 +263,7 @@ class ProxyController:
         if watch is not None:
             watch.close(CALL_TIMEOUT_S)
         self.stop(grace_s)
+        self.recordings.close()  # the writes already asked for finish first
 
     def set_target(self, target: Target) -> None:
         """Send new requests to ``target``; open requests and streams finish where they are."""
@@ -389,10 +403,14 @@ class ProxyController:
         if listeners is None:
             if plan.inspector != inspector.settings:
                 inspector.configure(plan.inspector)  # no loop runs: nothing else touches it
+            if plan.cache != self.recordings.settings:
+                self.recordings.settings = plan.cache  # used from the next start on
             self._board.update(**fields, **plan_fields(plan), target_ports=self._target_ports())
             return
         if plan.inspector != inspector.settings:
             self._loop.call(self._configure_inspector(listeners, plan), timeout=CALL_TIMEOUT_S)
+        if plan.cache != self.recordings.settings:
+            self._loop.call(self._configure_recordings(plan), timeout=CALL_TIMEOUT_S)
         self._last_port_retry = time.monotonic()
         report = self._loop.call(listeners.apply(plan.listeners), timeout=_apply_timeout(plan))
         self._take(report, retry=retry, reload=reload, **fields)
@@ -411,6 +429,9 @@ class ProxyController:
             inspector = self.inspector
             code = inspector.access.issue_code()  # safe from any thread (the access locks its codes)
             return inspector.page_url(addresses[0]), inspector.opener(addresses[0], code)
+
+    async def _configure_recordings(self, plan: Plan) -> None:
+        self.recordings.configure(plan.cache)
 
     async def _configure_inspector(self, listeners: Listeners, plan: Plan) -> None:
         self.inspector.configure(plan.inspector)
