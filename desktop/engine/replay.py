@@ -21,7 +21,18 @@ from desktop.engine.errors import ProxyError
 from desktop.engine.forward import REPLAYABLE_BODY_BYTES, PassThroughResponse, RequestRecord
 from desktop.engine.recall import CacheMode, RecallRequest, Recorder, Replay
 
-__all__ = ["BothCaptures", "holdable", "offline_miss", "recall_request", "send_replay", "unrecordable_reason"]
+__all__ = [
+    "WEBSOCKET_UNRECORDED",
+    "BothCaptures",
+    "holdable",
+    "offline_miss",
+    "recall_request",
+    "send_replay",
+    "unrecordable_reason",
+]
+
+# Why an offline target refuses a WebSocket upgrade: it is never recorded, so never replayed.
+WEBSOCKET_UNRECORDED = "it is a WebSocket, and WebSockets are never recorded"
 
 
 def unrecordable_reason(request: web.BaseRequest) -> str | None:

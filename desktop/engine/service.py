@@ -43,7 +43,14 @@ from desktop.engine.guard import RequestGuard
 from desktop.engine.headers import is_websocket_upgrade
 from desktop.engine.localtoken import LocalTokenCheck, header_rules, preflight_answer
 from desktop.engine.recall import AnswerRecall, Replay
-from desktop.engine.replay import BothCaptures, offline_miss, recall_request, send_replay, unrecordable_reason
+from desktop.engine.replay import (
+    WEBSOCKET_UNRECORDED,
+    BothCaptures,
+    offline_miss,
+    recall_request,
+    send_replay,
+    unrecordable_reason,
+)
 from desktop.engine.server import HEADER_FIELD_LIMIT, REQUEST_LINE_LIMIT, ProxyServer
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
@@ -488,8 +495,13 @@ class ProxyService:
         if routing is not None:
             return await self._dispatch_routed(request, record, routing)
         upgrade = is_websocket_upgrade(request.raw_headers)
-        if not upgrade and upstream.target.cache != "off" and self.recall is not None:
-            return await self._forward_recalled(request, record, upstream)
+        if upstream.target.cache != "off" and self.recall is not None:
+            if not upgrade:
+                return await self._forward_recalled(request, record, upstream)
+            if upstream.target.cache == "offline":  # a WebSocket is never recorded: nothing to replay
+                record.target = upstream.label
+                name = upstream.target.name or upstream.label
+                return self._offline_miss(request, record, name, WEBSOCKET_UNRECORDED)
         upstream.active += 1
         record.target = upstream.label
         try:
@@ -567,6 +579,9 @@ class ProxyService:
         record.chosen_by = routes[0].chosen_by
         first = upstream_for(routes[0].target).target
         try:
+            if upgrade and first.cache == "offline" and self.recall is not None:
+                name = first.name or routes[0].target
+                return self._offline_miss(request, record, name, WEBSOCKET_UNRECORDED)
             if not upgrade and first.cache != "off" and self.recall is not None:
                 label = upstream_for(routes[0].target).label
                 recalled = await self._recall_routed(request, record, first, label, routes[0], body)

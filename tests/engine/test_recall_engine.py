@@ -243,3 +243,32 @@ async def test_a_followed_recording_that_is_cut_cuts_the_client_too(
     service = await serve(target, recording)
     with pytest.raises(aiohttp.ClientPayloadError):
         await fetch(service.port, "/v1/stream")
+
+
+@pytest.mark.parametrize("routed", [False, True])
+async def test_offline_refuses_a_websocket_upgrade_without_contacting_the_target(
+    aiohttp_server: Any, serve: Callable[..., Any], routed: bool
+) -> None:
+    upgrades: list[str] = []
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        upgrades.append(request.path)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", socket)
+    server = await aiohttp_server(app)
+    target = Target(url=str(server.make_url("")), name="main", cache="offline")
+    routing = None
+    if routed:
+        table = RouteTable.build([TargetClaims("main", prefixes=("/p",))], default="main")
+        routing = Routing(table, ())
+    service = await serve(target, DictRecording(), routing)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"http://127.0.0.1:{service.port}/p/v1/realtime")
+    assert refused.value.status == 504
+    assert upgrades == []  # offline: nothing leaves the machine, a WebSocket neither
