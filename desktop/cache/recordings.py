@@ -5,8 +5,8 @@
   (an eval samples the same prompt on purpose).
 - replay: a stored answer is a Replay; a miss goes out with a Recorder. Identical requests that
   miss at once coalesce: the first leads (its Recorder), the rest await the leader's head: a
-  2xx head and they follow its pieces as they arrive (Replay source "follow"); anything else
-  and each goes out itself.
+  2xx head (and the same values of what its Vary names) and they follow its pieces as they
+  arrive (Replay source "follow"); anything else and each goes out itself.
 - offline: a stored answer, or None (the engine answers 504 cache_offline_miss).
 ``Cache-Control: no-store`` on the request: never looked up nor kept (offline: None).
 ``no-cache``: not looked up but kept (a refresh); offline has no target to refresh from, so
@@ -167,7 +167,7 @@ class Recordings(AnswerRecall):
         leader = self._leaders.get(base)
         if leader is not None:
             head = await leader.wait_head()
-            followed = leader.follower() if head is not None and 200 <= head[0] <= 299 else None
+            followed = leader.follower() if leader.may_follow(head, request) else None
             return followed or AnswerRecorder(self, request)
         leader = AnswerRecorder(self, request, base=base)
         self._leaders[base] = leader
@@ -458,6 +458,18 @@ class AnswerRecorder:
             return await asyncio.wait_for(asyncio.shield(self._head_known), FOLLOW_HEAD_WAIT_S)
         except TimeoutError:
             return None
+
+    def may_follow(self, head: Head | None, request: RecallRequest) -> bool:
+        """True when ``request`` (of this leader's base key) may follow its answer: ``head`` is
+        a 2xx whose Vary names no header ``request`` sent with another value (the base key
+        leaves those out; a lookup in the store compares them, and so must following)."""
+        if head is None or not 200 <= head[0] <= 299:
+            return False
+        names = key.vary_names(head[2])
+        if names is None:  # Vary: *: the answer is this request's alone
+            return False
+        leaders = key.request_headers(self._request.raw_headers)
+        return key.matches_vary(key.vary_of(names, leaders), key.request_headers(request.raw_headers))
 
     def follower(self) -> Replay | None:
         """A Replay of this answer, its pieces as they arrive (call once the head is a 2xx);

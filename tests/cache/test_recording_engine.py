@@ -114,3 +114,47 @@ async def test_record_sends_every_identical_request(proxy: Callable[..., Any]) -
     answers = await asyncio.gather(*(read_chunks(port) for _ in range(3)))
     assert target.seen == 3
     assert sorted(header for header, _ in answers) == ["1", "2", "3"]
+
+
+async def test_a_request_whose_header_the_answer_varies_on_does_not_follow_another_value(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Two requests at once, alike but for X-Tenant, which the answer's Vary names: each gets
+    the answer to its own value (the second must not follow the first's answer)."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        tenant = request.headers.get("X-Tenant", "")
+        seen.append(tenant)
+        await asyncio.sleep(0.2)  # the second arrives while the first waits for its head
+        return web.Response(text=f"for {tenant}", headers={"Vary": "X-Tenant"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    service = ProxyService(
+        SETTINGS, Target(url=str(server.make_url("")), name="main", cache="replay"), recall=recordings
+    )
+    await service.start()
+    try:
+
+        async def ask(tenant: str) -> str:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{service.port}/v1/chat/completions",
+                    data=BODY,
+                    headers={"X-Tenant": tenant},
+                ) as response,
+            ):
+                return await response.text()
+
+        first = asyncio.create_task(ask("a"))
+        await asyncio.sleep(0.05)
+        assert await asyncio.gather(first, ask("b")) == ["for a", "for b"]
+        assert sorted(seen) == ["a", "b"]
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()
