@@ -149,5 +149,13 @@ class BothCaptures:
             capture.message(to_target, size, at)
 
     def end(self, end: ExchangeEnd) -> None:
+        # Every one is told, whatever an earlier one raised: a recorder never told of the end
+        # would keep its identical requests following an answer that never ends.
+        failed: Exception | None = None
         for capture in self._captures:
-            capture.end(end)
+            try:
+                capture.end(end)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from desktop.cache import Recordings
 from desktop.config.model import ProxySettings, Target
+from desktop.engine.capture import ExchangeEnd, RequestHead
 from desktop.engine.service import ProxyService
 
 SETTINGS = ProxySettings(hosts=("127.0.0.1",), port=0, stop_grace_s=1.0)
@@ -155,6 +156,50 @@ async def test_a_request_whose_header_the_answer_varies_on_does_not_follow_anoth
         await asyncio.sleep(0.05)
         assert await asyncio.gather(first, ask("b")) == ["for a", "for b"]
         assert sorted(seen) == ["a", "b"]
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()
+
+
+class _BrokenEnd:
+    """An inspector's capture whose end fails (a bug there must not strand a recording)."""
+
+    def request_body(self, body: bytes) -> None: ...
+    def request_piece(self, piece: bytes) -> None: ...
+    def response(self, status: int, reason: str, headers: Any, at: float) -> None: ...
+    def chunk(self, data: bytes, at: float) -> None: ...
+    def message(self, to_target: bool, size: int, at: float) -> None: ...
+
+    def end(self, end: ExchangeEnd) -> None:
+        raise RuntimeError("the inspector failed")
+
+
+class _BrokenTap:
+    def begin(self, head: RequestHead) -> _BrokenEnd:
+        return _BrokenEnd()
+
+
+async def test_a_repeat_is_answered_even_when_the_inspector_fails_at_the_first_ones_end(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The recorder is told of the end after the inspector's capture: when that one raises,
+    the recorder must still end, or the repeat follows an answer that never ends (it hung)."""
+    target = SlowStream(0.02)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", target.handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    service = ProxyService(
+        SETTINGS,
+        Target(url=str(server.make_url("")), name="main", cache="replay"),
+        recall=recordings,
+        tap=_BrokenTap(),
+    )
+    await service.start()
+    try:
+        assert await read_chunks(service.port) == ("1", EVENTS)
+        assert await asyncio.wait_for(read_chunks(service.port), 5.0) == ("1", EVENTS)
+        assert target.seen == 1
     finally:
         await service.stop(grace_s=0.2)
         recordings.close()
