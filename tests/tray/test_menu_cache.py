@@ -80,8 +80,12 @@ def test_picking_a_mode_saves_it_for_the_chosen_target_and_the_menu_follows(tmp_
         app = TrayApp(controller, log_dir=tmp_path / "log")
         assert [entry.checked for entry in cache_menu(app.icon.menu)[1:]] == [True, False, False, False]
         click_cache(app, "Record")
-        assert wait_until(lambda: controller.status.cache_mode == "record", timeout_s=ACTION_TIMEOUT_S)
-        assert [entry.checked for entry in cache_menu(app.icon.menu)[1:]] == [False, True, False, False]
+        # The status is published before its listeners run: the menu follows a moment later.
+        assert wait_until(
+            lambda: [entry.checked for entry in cache_menu(app.icon.menu)[1:]] == [False, True, False, False],
+            timeout_s=ACTION_TIMEOUT_S,
+        )
+        assert controller.status.cache_mode == "record"
         assert app.icon.title.endswith("→ local (cache: record)")
         assert config.read_text() == original.replace(
             "# the model server\n", '# the model server\ncache = "record"\n'
