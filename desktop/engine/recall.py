@@ -36,7 +36,7 @@ class RecallRequest:
     mode: CacheMode  # the first target's mode: "record", "replay" or "offline"
     target: str  # the route's first target (its name, or its URL when it has none)
     method: str
-    path: str  # the raw path the target is sent, after a route's prefix was cut; no query
+    path: str  # the client's raw path, a route's prefix cut (a model in it not renamed); no query
     query: str  # the raw query, without "?"
     body: bytes  # the held body as the client sent it (before a model rename); b"" when none
     raw_headers: tuple[tuple[bytes, bytes], ...]  # the client's, credentials included: pick, never keep

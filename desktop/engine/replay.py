@@ -24,6 +24,7 @@ from desktop.engine.recall import CacheMode, RecallRequest, Recorder, Replay
 __all__ = [
     "WEBSOCKET_UNRECORDED",
     "BothCaptures",
+    "client_path",
     "holdable",
     "offline_miss",
     "recall_request",
@@ -69,6 +70,14 @@ def recall_request(
         body=body or b"",
         raw_headers=request.raw_headers,
     )
+
+
+def client_path(request: web.BaseRequest, prefix: str) -> str:
+    """``request``'s raw path (query kept) with a route's ``prefix`` cut, and nothing else
+    changed: a model the target's model_map renames in the path (Gemini's, an Azure
+    deployment) is keyed as the client named it, as one renamed in the body is."""
+    path, mark, query = request.raw_path.partition("?")
+    return (path[len(prefix) :] or "/") + mark + query
 
 
 def offline_miss(request: web.BaseRequest, target: str, why: str = "") -> ProxyError:

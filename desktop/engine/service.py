@@ -46,6 +46,7 @@ from desktop.engine.recall import AnswerRecall, Replay
 from desktop.engine.replay import (
     WEBSOCKET_UNRECORDED,
     BothCaptures,
+    client_path,
     offline_miss,
     recall_request,
     send_replay,
@@ -684,7 +685,8 @@ class ProxyService:
             if first.cache == "offline":
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
             return None
-        asked = recall_request(request, first.cache, route.target, route.path, body.held)
+        path = client_path(request, route.prefix)
+        asked = recall_request(request, first.cache, route.target, path, body.held)
         found = await self.recall.lookup(asked)
         if isinstance(found, Replay):
             record.cache = "hit"

@@ -272,3 +272,20 @@ async def test_offline_refuses_a_websocket_upgrade_without_contacting_the_target
             await session.ws_connect(f"http://127.0.0.1:{service.port}/p/v1/realtime")
     assert refused.value.status == 504
     assert upgrades == []  # offline: nothing leaves the machine, a WebSocket neither
+
+
+async def test_a_model_renamed_in_the_path_is_looked_up_as_the_client_named_it(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    """A Gemini model in the path, renamed by the target's model_map: the recording is asked
+    with the path as the client sent it (prefix cut), as a model renamed in the body is."""
+    main, main_target = targets["main"]
+    table = RouteTable.build(
+        [TargetClaims("main", prefixes=("/g",), model_map={"fast": "gemini-2.0-flash"})], default="main"
+    )
+    recording = DictRecording()
+    service = await serve(main_target, recording, Routing(table, ()))
+    assert (await fetch(service.port, "/g/v1beta/models/fast:generateContent?alt=sse"))[0] == 200
+    assert main.seen == ["/v1beta/models/gemini-2.0-flash:generateContent?alt=sse"]  # renamed when sent
+    asked = recording.asked[0]
+    assert (asked.path, asked.query) == ("/v1beta/models/fast:generateContent", "alt=sse")
