@@ -28,7 +28,9 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any
 
 from multidict import CIMultiDict
 
@@ -58,13 +60,28 @@ PIECE_OVERHEAD = 96
 SUBSCRIBER_BACKLOG = 1000
 
 
+# A RequestHead's and an ExchangeEnd's fields as a plain tuple, in order (their objects are
+# not copied: bytes and strings never change).
+_head_fields: Callable[[RequestHead], tuple[Any, ...]] = attrgetter(
+    *(field.name for field in fields(RequestHead))
+)
+_end_fields: Callable[[ExchangeEnd], tuple[Any, ...]] = attrgetter(
+    *(field.name for field in fields(ExchangeEnd))
+)
+
+
 @dataclass(slots=True, eq=False)
 class Exchange:
-    """One request and its answer, as far as it has come."""
+    """One request and its answer, as far as it has come.
+
+    Made with ``Exchange.of``. Its ``head`` and ``end`` are kept as plain tuples of their
+    fields: thousands of rows are held, and a plain tuple of strings, bytes and numbers is an
+    object the garbage collector stops walking (a class instance, or a named tuple, never is),
+    which keeps its full passes short under load. Each row is then one object it walks."""
 
     id: int
     wall_started: float  # seconds since the epoch, for display
-    head: RequestHead
+    head_fields: tuple[Any, ...]  # RequestHead's, in order
     request_body: bytes | None = None  # the request body (cut at the cap), when kept
     # A request body streamed to the target, as its pieces came (joined at the end).
     # Lists while pieces arrive, tuples (or empty) once the exchange is over: thousands of rows
@@ -87,15 +104,32 @@ class Exchange:
     ws_messages_down: int = 0
     ws_bytes_up: int = 0
     ws_bytes_down: int = 0
-    end: ExchangeEnd | None = None
+    end_fields: tuple[Any, ...] | None = None  # ExchangeEnd's, in order; None while open
     # What reading the answer back found (model, tokens, time to first token): filled by the
     # reader the store is given, after the exchange ended, off the forwarding path.
     facts: dict[str, object] | None = None
     facts_read: bool = False  # read back already (or nothing to read)
 
+    @classmethod
+    def of(cls, id: int, wall_started: float, head: RequestHead, **values: Any) -> Exchange:
+        return cls(id, wall_started, _head_fields(head), **values)
+
+    @property
+    def head(self) -> RequestHead:
+        return RequestHead(*self.head_fields)
+
+    @property
+    def end(self) -> ExchangeEnd | None:
+        fields = self.end_fields
+        return None if fields is None else ExchangeEnd(*fields)
+
+    @end.setter
+    def end(self, end: ExchangeEnd | None) -> None:
+        self.end_fields = None if end is None else _end_fields(end)
+
     @property
     def done(self) -> bool:
-        return self.end is not None
+        return self.end_fields is not None
 
     def response_body(self) -> bytes:
         """The kept response body (joined when asked, not as it passes)."""
@@ -269,7 +303,7 @@ class InspectorStore:
     # The capture tap ------------------------------------------------------------------------
 
     def begin(self, head: RequestHead) -> _Capture:
-        exchange = Exchange(id=next(self._ids), wall_started=self._clock(), head=head)
+        exchange = Exchange.of(next(self._ids), self._clock(), head)
         # Listed now, trimmed to max_rows when it ends: only then is it known whether it is a
         # refusal, which must not push a real row out.
         self._rows[exchange.id] = exchange

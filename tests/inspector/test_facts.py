@@ -98,7 +98,7 @@ def exchange_of(path: str, body: bytes, cuts: list[int], content_type: str) -> E
     points = [0, *sorted(set(cuts)), len(body)]
     chunks = [body[a:b] for a, b in itertools.pairwise(points) if b > a]
     head = RequestHead("POST", path, "HTTP/1.1", (), 8000, False, started=100.0)
-    exchange = Exchange(
+    exchange = Exchange.of(
         1, 0.0, head, status=200, response_headers=CIMultiDict({"Content-Type": content_type})
     )
     exchange.chunks = chunks

@@ -23,7 +23,7 @@ PIECE = 64 * 1024
 
 def ended(path: str, body: bytes, headers: dict[str, str]) -> Exchange:
     head = RequestHead("POST", path, "HTTP/1.1", (), 8000, False, 0.0)
-    exchange = Exchange(
+    exchange = Exchange.of(
         id=1, wall_started=0.0, head=head, request_body=b'{"model": "text-embedding-3-large"}'
     )
     exchange.status, exchange.response_headers, exchange.response_at = 200, CIMultiDict(headers), 0.01

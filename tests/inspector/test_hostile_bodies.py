@@ -24,7 +24,7 @@ SECRET = "BODYFIELDSECRET123"
 def exchange_with(body: bytes, content_type: str = "application/json") -> Exchange:
     headers = ((b"Host", b"127.0.0.1:8000"), (b"Content-Type", content_type.encode()))
     head = RequestHead("POST", "/v1/chat/completions", "HTTP/1.1", headers, 8000, False, 0.0)
-    exchange = Exchange(id=7, wall_started=0.0, head=head, request_body=body)
+    exchange = Exchange.of(id=7, wall_started=0.0, head=head, request_body=body)
     exchange.status, exchange.response_headers, exchange.response_at = 200, CIMultiDict(), 0.01
     exchange.chunks, exchange.chunk_times, exchange.response_bytes = [body], [0.02], len(body)
     exchange.end = ExchangeEnd(200, "", "", "openai", "", (), len(body), None, None, 0.1)
