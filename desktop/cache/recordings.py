@@ -405,9 +405,13 @@ class AnswerRecorder:
     def end(self, end: ExchangeEnd) -> None:
         self._ended = True
         self._cut = end.note != ""
+        # Answered by another target than the one asked (a fallback, after the first failed):
+        # whole, for whoever follows it, but not the first target's answer to keep.
+        label = self._request.label
+        elsewhere = bool(label) and end.target != label
         self._tell_head(None)
         self._wake()
-        exchange = self._exchange() if self._keepable and not self._cut else None
+        exchange = self._exchange() if self._keepable and not self._cut and not elsewhere else None
         if exchange is None:
             self._recordings.finished(self)
             if not self._followed:

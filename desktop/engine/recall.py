@@ -40,6 +40,9 @@ class RecallRequest:
     query: str  # the raw query, without "?"
     body: bytes  # the held body as the client sent it (before a model rename); b"" when none
     raw_headers: tuple[tuple[bytes, bytes], ...]  # the client's, credentials included: pick, never keep
+    # The first target as ExchangeEnd.target names whoever answered: an answer another target
+    # gave (a fallback, after the first failed) is not the first target's, and is not kept.
+    label: str = ""
 
 
 @dataclass(slots=True)

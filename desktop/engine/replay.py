@@ -25,7 +25,6 @@ __all__ = [
     "WEBSOCKET_UNRECORDED",
     "BothCaptures",
     "client_path",
-    "holdable",
     "offline_miss",
     "recall_request",
     "send_replay",
@@ -49,17 +48,13 @@ def unrecordable_reason(request: web.BaseRequest) -> str | None:
     return None
 
 
-def holdable(request: web.BaseRequest) -> bool:
-    """True when ``request`` may be looked up in a recording (see unrecordable_reason)."""
-    return unrecordable_reason(request) is None
-
-
 def recall_request(
-    request: web.BaseRequest, mode: str, target: str, raw_path: str, body: bytes | None
+    request: web.BaseRequest, mode: str, target: str, label: str, raw_path: str, body: bytes | None
 ) -> RecallRequest:
-    """What the recording is asked about: ``request`` to ``target`` at ``raw_path`` (a route's
-    prefix already cut; the query kept), with its held ``body`` as the client sent it.
-    ``mode``: the target's ``cache`` setting (the config checked it is one of CACHE_MODES)."""
+    """What the recording is asked about: ``request`` to ``target`` (shown as ``label``) at
+    ``raw_path`` (a route's prefix already cut; the query kept), with its held ``body`` as the
+    client sent it. ``mode``: the target's ``cache`` setting (the config checked it is one of
+    CACHE_MODES)."""
     path, _, query = raw_path.partition("?")
     return RecallRequest(
         mode=cast(CacheMode, mode),
@@ -69,6 +64,7 @@ def recall_request(
         query=query,
         body=body or b"",
         raw_headers=request.raw_headers,
+        label=label,
     )
 
 
@@ -109,17 +105,25 @@ async def send_replay(request: web.BaseRequest, record: RequestRecord, replay: R
         capture.response(replay.status, replay.reason, response.headers, loop.time())
     await response.prepare(request)
     record.first_byte_at = loop.time()
-    try:
-        async for piece in replay.pieces:
-            record.bytes_down += len(piece)
-            if capture is not None:
-                capture.chunk(piece, loop.time())
+    pieces = aiter(replay.pieces)
+    while True:
+        try:
+            piece = await anext(pieces)
+        except StopAsyncIteration:
+            break
+        except ConnectionResetError:  # the followed recording broke off (not this client leaving)
+            record.note = "recording_cut"
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        record.bytes_down += len(piece)
+        if capture is not None:
+            capture.chunk(piece, loop.time())
+        try:
             await response.write(piece)
-    except ConnectionResetError:
-        record.note = "recording_cut"
-        if request.transport is not None:
-            request.transport.close()
-        return response
+        except ConnectionResetError:
+            record.note = "client went away"
+            return response
     await response.write_eof()
     return response
 

@@ -585,7 +585,8 @@ class ProxyService:
                 return self._offline_miss(request, record, name, WEBSOCKET_UNRECORDED)
             if not upgrade and first.cache != "off" and self.recall is not None:
                 label = upstream_for(routes[0].target).label
-                recalled = await self._recall_routed(request, record, first, label, routes[0], body)
+                path = client_path(request, routes[0].prefix)
+                recalled = await self._recall(request, record, first, label, path, body)
                 if recalled is not None:
                     return recalled
             if upgrade:
@@ -645,16 +646,9 @@ class ProxyService:
             except ProxyError as refused:  # the body stopped arriving, or its chunks were broken
                 record.note = refused.code
                 return refused.to_response()
-            asked = recall_request(request, target.cache, target.name or target.url, request.raw_path, body.held)
-            found = await self.recall.lookup(asked)
-            if isinstance(found, Replay):
-                record.cache = "hit"
-                return await send_replay(request, record, found)
-            if found is None and target.cache == "offline":
-                return self._offline_miss(request, record, target.name or upstream.label)
-            if found is not None:
-                record.cache = "miss" if target.cache == "replay" else "record"
-                record.capture = BothCaptures.of(record.capture, found)
+            recalled = await self._recall(request, record, target, upstream.label, request.raw_path, body)
+            if recalled is not None:
+                return recalled
             try:
                 answer = await open_upstream(request, upstream, body, path=request.raw_path)
             except ProxyError as exc:
@@ -667,26 +661,26 @@ class ProxyService:
             if record.cache not in ("hit", "offline-miss"):  # a recording says nothing of the target now
                 self._note_condition(upstream, record.status, record.note, record.error)
 
-    async def _recall_routed(
+    async def _recall(
         self,
         request: web.BaseRequest,
         record: RequestRecord,
         first: Target,
         label: str,
-        route: Route,
+        raw_path: str,
         body: RequestBody,
     ) -> web.StreamResponse | None:
-        """The answer from the recording of ``first`` (the route's first target) when it has
-        one, or the offline miss; None to send the request along its routes (a recorder told
-        of the answer when one should be kept)."""
+        """The answer from the recording of ``first`` (the first target, whose ``label`` the
+        access line shows) for ``request`` at ``raw_path`` (the client's, a route's prefix cut)
+        when it has one, or the offline miss; None to send the request on, with a recorder
+        told of the answer when one should be kept."""
         assert self.recall is not None
         name = first.name or label
         if body.held is None and body.streamed is not None:  # a body that cannot be held
             if first.cache == "offline":
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
             return None
-        path = client_path(request, route.prefix)
-        asked = recall_request(request, first.cache, route.target, path, body.held)
+        asked = recall_request(request, first.cache, first.name or first.url, label, raw_path, body.held)
         found = await self.recall.lookup(asked)
         if isinstance(found, Replay):
             record.cache = "hit"

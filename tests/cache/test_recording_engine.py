@@ -203,3 +203,55 @@ async def test_a_repeat_is_answered_even_when_the_inspector_fails_at_the_first_o
     finally:
         await service.stop(grace_s=0.2)
         recordings.close()
+
+
+async def test_a_fallbacks_answer_is_not_kept_as_the_first_targets(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """main fails (503) and its fallback answers: the client gets the fallback's answer, but a
+    repeat once main is back asks main, never the fallback's answer replayed as main's."""
+    from desktop.config.model import Routing
+    from desktop.routing import RouteTable, TargetClaims
+
+    seen: dict[str, int] = {"main": 0, "spare": 0}
+    failing = [True]
+
+    def handler(name: str) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            seen[name] += 1
+            if name == "main" and failing[0]:
+                return web.json_response({"error": "overloaded"}, status=503)
+            return web.json_response({"from": name})
+
+        return handle
+
+    targets = {}
+    for name in seen:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler(name))
+        server = await aiohttp_server(app)
+        targets[name] = Target(url=str(server.make_url("")), name=name, cache="replay")
+    table = RouteTable.build(
+        [TargetClaims("main", fallbacks=("spare",)), TargetClaims("spare")], default="main"
+    )
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    service = ProxyService(
+        SETTINGS, targets["main"], routing=Routing(table, (targets["spare"],)), recall=recordings
+    )
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{service.port}/v1/chat/completions"
+            async with session.post(url, data=BODY) as response:
+                assert await response.json() == {"from": "spare"}
+            failing[0] = False
+            await asyncio.sleep(0.2)  # a kept answer would be written by now
+            async with session.post(url, data=BODY) as response:
+                assert await response.json() == {"from": "main"}
+            async with session.post(url, data=BODY) as response:  # main's answer, kept
+                assert await response.json() == {"from": "main"}
+        assert seen == {"main": 2, "spare": 1}
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()
