@@ -19,28 +19,34 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(
-    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None
+    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
     """``python -m desktop ARGS`` from the checkout, to its end; ``env`` replaces the
-    environment (default: this process's, as it is now)."""
+    environment (default: this process's, as it is now). From a ``cwd`` other than the
+    checkout, the checkout goes first on PYTHONPATH: it is still the code that runs."""
+    environ = dict(env if env is not None else os.environ)
+    if cwd != REPO:
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "desktop", *args],
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         input=stdin,
         timeout=EXIT_TIMEOUT_S,
-        env=dict(env if env is not None else os.environ),
+        env=environ,
     )
 
 
 class ServeProcess:
     """``trayproxy serve --config PATH [flags]`` with its stderr collected as it is written;
-    ``env`` is added to this process's environment."""
+    ``env`` is added to this process's environment. ``config`` None: no ``--config``, so serve
+    reads (or on a first run, writes) the file at its default place in the home."""
 
-    def __init__(self, config: Path, *flags: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Path | None, *flags: str, env: Mapping[str, str] | None = None) -> None:
+        chosen = ["--config", str(config)] if config is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "desktop", "serve", "--config", str(config), *flags],
+            [sys.executable, "-m", "desktop", "serve", *chosen, *flags],
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
