@@ -327,7 +327,7 @@ async def test_a_hit_on_a_routed_target_contacts_neither_it_nor_its_fallback(
 ) -> None:
     """``main`` (the default route) and ``claude`` (``/claude``) record their answers; both
     fall back to ``spare``. Repeats come from the recording, also while main and claude fail;
-    an answer the fallback gave is recorded as the route's and replayed without asking either."""
+    an answer the fallback gave is not main's, so its repeat is sent again."""
     main, claude, spare = await targets("main"), await targets("claude"), await targets("spare")
     config = config_file(
         tmp_path,
@@ -359,9 +359,14 @@ async def test_a_hit_on_a_routed_target_contacts_neither_it_nor_its_fallback(
         rescued = await chat(gpt, "Weather in Rome?")  # main answers 503, spare takes over
         assert rescued["choices"][0]["message"]["content"] == 'answer 1 from spare to "Weather in Rome?"'
         assert counts() == (2, 1, 1)
-        assert await chat(gpt, "Weather in Rome?") == rescued
-    assert counts() == (2, 1, 1)
-    assert wait_until(lambda: len(serving.access_lines()) == 8, timeout_s=WRITTEN_TIMEOUT_S)
-    outcomes = serving.cache_outcomes(8)
-    assert outcomes == ["miss", "miss", "hit", "hit", "hit", "hit", "miss", "hit"]
+        # Not main's answer, so not recorded as main's: the repeat is sent again.
+        assert (await chat(gpt, "Weather in Rome?"))["id"] == "chatcmpl-2"
+        assert counts() == (3, 1, 2)
+        main.target.failing = None
+        recovered = await chat(gpt, "Weather in Rome?")
+        assert recovered["choices"][0]["message"]["content"] == 'answer 4 from main to "Weather in Rome?"'
+        assert await chat(gpt, "Weather in Rome?") == recovered
+    assert counts() == (4, 1, 2)
+    outcomes = serving.cache_outcomes(10)
+    assert outcomes == ["miss", "miss", "hit", "hit", "hit", "hit", "miss", "miss", "miss", "hit"]
     assert "/claude/v1/messages" in serving.access_lines()[1]
