@@ -53,21 +53,27 @@ class Serves:
         self._started: list[ServeProcess] = []
 
     def start(
-        self, config: Path | None, *flags: str, env: Mapping[str, str] | None = None, host: bool = True
+        self, config: Path | None, *flags: str, env: Mapping[str, str] | None = None, wait: bool = True
     ) -> Serving:
-        """``serve [--config CONFIG] --port FREE [--host 127.0.0.1] FLAGS``, ``env`` added to
-        this process's environment, once it answers."""
+        """``serve [--config CONFIG] --port FREE --host 127.0.0.1 FLAGS``, ``env`` added to
+        this process's environment, once it answers (at once with ``wait`` False)."""
         port = free_port()
-        where = ["--port", str(port), *(["--host", "127.0.0.1"] if host else [])]
-        process = ServeProcess(config, *where, *flags, env=env)
+        process = ServeProcess(config, "--port", str(port), "--host", "127.0.0.1", *flags, env=env)
         self._started.append(process)
+        if wait:
+            self.wait(Serving(process, port))
+        return Serving(process, port)
+
+    @staticmethod
+    def wait(serving: Serving) -> None:
+        """Until ``serving`` answers; it must not have stopped."""
+        process, port = serving.process, serving.port
         wait_until(
             lambda: process.proc.poll() is not None or proxy_answers(port, timeout_s=1.0),
             timeout_s=START_TIMEOUT_S,
         )
         assert process.proc.poll() is None, f"serve stopped:\n{process.stderr}"
         assert proxy_answers(port, timeout_s=1.0), f"serve does not answer:\n{process.stderr}"
-        return Serving(process, port)
 
     def stop_all(self) -> None:
         for process in self._started:
