@@ -10,8 +10,9 @@ canonical JSON array of
   neither splits the recording nor lands in it;
 - the body canonicalised when it is JSON (parsed, dumped with sorted keys, no whitespace, not
   ASCII-escaped: key order and spacing do not matter, every value does, the model as the client
-  named it included); any other body by the sha256 of its bytes; no body: "";
-- the values of KEY_HEADERS, lower-cased names, in the order sent.
+  named it included; a whole number is one however written: 1, 1.0 and 1e0 alike); any other body by the sha256 of its bytes; no body: "";
+- the values of KEY_HEADERS, lower-cased names, sorted by name (HTTP gives the order of
+  different fields no meaning, and clients differ in it); one name's values in the order sent.
 
 An answer's ``Vary`` names more request headers: the entry keeps their names and the request's
 values (vary_of), and a lookup compares them across the entries of one base (matches_vary).
@@ -46,7 +47,7 @@ __all__ = [
 
 # Bumped when what goes into the key changes: a store's old keys then simply miss (an export
 # keeps no key; import recomputes it, so exported recordings survive a bump).
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: key headers sorted by name, whole numbers one form
 # The request headers that change the answer of an LLM API whatever the answer says
 # (API version and beta features; what the client accepts, a stream or JSON, compressed or not).
 KEY_HEADERS: tuple[str, ...] = (
@@ -104,13 +105,22 @@ def query_without_credentials(query: str) -> str:
     return "&".join(kept)
 
 
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: as an int when it is a whole one a double
+    holds exactly (1.0 -> 1), so it keys as the same number written without them."""
+    value = float(text)
+    if value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
 def canonical_body(body: bytes) -> str:
     """The body as the key reads it: canonical JSON, or ``sha256:<hex>`` of bytes that are not
     JSON in UTF-8; "" for no body."""
     if not body:
         return ""
     try:
-        parsed = json.loads(body.decode("utf-8"))
+        parsed = json.loads(body.decode("utf-8"), parse_float=_number)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return "sha256:" + hashlib.sha256(body).hexdigest()
     try:
@@ -124,7 +134,10 @@ def base_key(
 ) -> str:
     """The hex sha256 every entry of one request is stored under (see the module docstring).
     ``headers`` may be all of a request's (key_headers picks) or only its key headers."""
-    picked = [[name.lower(), value] for name, value in headers if name.lower() in _KEY_HEADER_SET]
+    picked = sorted(
+        ([name.lower(), value] for name, value in headers if name.lower() in _KEY_HEADER_SET),
+        key=lambda pair: pair[0],  # stable: one name's values keep their order
+    )
     text = json.dumps(
         [KEY_VERSION, target, method, path, query_without_credentials(query), canonical_body(body), picked],
         separators=(",", ":"),

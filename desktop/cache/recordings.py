@@ -53,7 +53,7 @@ from desktop.config.model import Recording
 from desktop.engine.capture import ExchangeEnd
 from desktop.engine.recall import AnswerRecall, RecallRequest, Recorder, Replay
 
-__all__ = ["AnswerRecorder", "Recordings", "holds_error_event"]
+__all__ = ["AnswerRecorder", "Recordings", "ends_with_final_event", "holds_error_event"]
 
 log = logging.getLogger("trayproxy.cache")
 
@@ -81,6 +81,24 @@ def cache_directives(raw_headers: Sequence[tuple[bytes, bytes]]) -> frozenset[st
             for item in value.decode("latin-1").split(","):
                 names.add(item.split("=", 1)[0].strip().lower())
     return frozenset(names)
+
+
+# The events an LLM API ends a stream with: OpenAI chat's `data: [DONE]`, Anthropic's
+# message_stop, the Responses API's response.completed.
+_FINAL_EVENTS = (b"data:[DONE]", b"event:message_stop", b"event:response.completed")
+
+
+def ends_with_final_event(headers: Sequence[tuple[str, str]], tail: bytes) -> bool:
+    """True when an event stream's last bytes (``tail``) close with an API's final event,
+    whole (its blank line included)."""
+    if not any(n.lower() == "content-type" and v.lower().startswith("text/event-stream") for n, v in headers):
+        return False
+    ending = tail.replace(b"\r\n", b"\n")
+    if not ending.endswith(b"\n\n"):
+        return False
+    last = ending.rstrip(b"\n").rpartition(b"\n\n")[2]
+    # A field's value may or may not follow a space after its colon (WHATWG SSE).
+    return any(line.strip().replace(b": ", b":", 1) in _FINAL_EVENTS for line in last.split(b"\n"))
 
 
 def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
@@ -404,7 +422,13 @@ class AnswerRecorder:
 
     def end(self, end: ExchangeEnd) -> None:
         self._ended = True
-        self._cut = end.note != ""
+        # A tool may hang up the moment it has read a stream's final event (the openai SDK
+        # closes after `data: [DONE]`), before the target's end of body: the answer is whole.
+        self._cut = end.note != "" and not (
+            end.note == "client went away"
+            and self._head is not None
+            and ends_with_final_event(self._head[2], self._tail())
+        )
         # Answered by another target than the one asked (a fallback, after the first failed):
         # whole, for whoever follows it, but not the first target's answer to keep.
         label = self._request.label
@@ -419,6 +443,17 @@ class AnswerRecorder:
                 self._dropped = True
             return
         self._recordings.keep(exchange, self if self.base is not None else None)
+
+    def _tail(self, size: int = 4096) -> bytes:
+        """The last ``size`` bytes or so of the answer kept so far."""
+        picked: list[bytes] = []
+        total = 0
+        for _, piece in reversed(self._pieces):
+            picked.append(piece)
+            total += len(piece)
+            if total >= size:
+                break
+        return b"".join(reversed(picked))
 
     def _exchange(self) -> RecordedExchange | None:
         if self._head is None:

@@ -169,6 +169,8 @@ def _import(args: argparse.Namespace) -> int:
             raise CacheCommandError(f"{name} is a folder; give the exported file") from None
         except OSError as exc:
             raise CacheCommandError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if not count:  # a recipe that recorded nothing must not pass quietly until its tests get 504s
+        raise CacheCommandError(f"{name} holds no recorded answers; nothing was imported")
     print(f"Imported {_answers(count)} from {name} into {store.path}.")
     return 0
 

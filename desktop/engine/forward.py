@@ -147,7 +147,9 @@ class RequestRecord:
         # A watched WebSocket's messages, bytes and close, as its carrier counted them.
         self.websocket: WebSocketTally | None = None
         # What the recording of answers did: "hit" (answered from it), "miss" (sent, and
-        # recorded), "record" (sent and recorded: record mode), "offline-miss"; "" when unused.
+        # recorded), "record" (sent and recorded: record mode), "offline-miss", "bypass" (a
+        # request the recording may not answer or keep: no-store, a body it cannot hold);
+        # "" when unused.
         self.cache = ""
 
 

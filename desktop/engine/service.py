@@ -640,6 +640,7 @@ class ProxyService:
             if why is not None:
                 if target.cache == "offline":
                     return self._offline_miss(request, record, target.name or upstream.label, why)
+                record.cache = "bypass"
                 return await forward_http(request, upstream, record)
             try:
                 body = await take_body(request, record.capture)
@@ -679,6 +680,7 @@ class ProxyService:
         if body.held is None and body.streamed is not None:  # a body that cannot be held
             if first.cache == "offline":
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
+            record.cache = "bypass"
             return None
         asked = recall_request(request, first.cache, first.name or first.url, label, raw_path, body.held)
         found = await self.recall.lookup(asked)
@@ -688,7 +690,10 @@ class ProxyService:
             return await send_replay(request, record, found)
         if found is None:
             if first.cache == "offline":
-                return self._offline_miss(request, record, name)
+                asked_not_to = "no-store" in request.headers.get("Cache-Control", "").lower()
+                why = "it was sent with Cache-Control: no-store" if asked_not_to else ""
+                return self._offline_miss(request, record, name, why)
+            record.cache = "bypass"  # neither answered from the recording nor recorded
             return None
         record.cache = "miss" if first.cache == "replay" else "record"
         record.capture = BothCaptures.of(record.capture, found)

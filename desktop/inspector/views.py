@@ -79,7 +79,7 @@ def _row(exchange: Exchange, masker: Masker) -> dict[str, Any]:
         "body_state": _body_state(exchange),
         "websocket": _websocket(exchange),
         # What the recording of answers did (engine/recall.py): "hit" (answered from it),
-        # "miss" (not in it: sent and recorded), "record", "offline-miss"; "" when not used.
+        # "miss" (not in it: sent and recorded), "record", "offline-miss", "bypass"; "" when not used.
         "cache": end.cache if end is not None else "",
     }
 

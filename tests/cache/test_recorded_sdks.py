@@ -319,7 +319,7 @@ async def test_no_store_is_neither_answered_from_the_recording_nor_recorded(
     # Recordings are written in order: once Oslo's is there, any of the diary's would be too.
     assert wait_until(lambda: "Weather in Oslo?" in recorded_prompts(), timeout_s=WRITTEN_TIMEOUT_S)
     assert recorded_prompts() == ["Weather in Paris?", "Weather in Oslo?"]
-    assert serving.cache_outcomes(6) == ["miss", "", "hit", "", "", "miss"]
+    assert serving.cache_outcomes(6) == ["miss", "bypass", "hit", "bypass", "bypass", "miss"]
 
 
 async def test_a_hit_on_a_routed_target_contacts_neither_it_nor_its_fallback(

@@ -255,3 +255,44 @@ async def test_a_fallbacks_answer_is_not_kept_as_the_first_targets(
     finally:
         await service.stop(grace_s=0.2)
         recordings.close()
+
+
+async def test_a_stream_the_tool_left_after_its_final_event_is_kept(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The openai SDK hangs up as soon as it has read `data: [DONE]`; a target that ends its
+    body a moment later must not leave the answer unrecorded (every repeat a miss)."""
+    seen = [0]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen[0] += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in EVENTS:
+            await response.write(event)
+        await asyncio.sleep(0.5)  # the end of body comes late (a gateway, a slow network)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    target = Target(url=str(server.make_url("")), name="main", cache="replay")
+    service = ProxyService(SETTINGS, target, recall=recordings)
+    await service.start()
+    try:
+        url = f"http://127.0.0.1:{service.port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session, session.post(url, data=BODY) as response:
+            read = b""
+            while not read.endswith(b"data: [DONE]\n\n"):
+                read += await response.content.readany()
+            response.close()  # as the SDK does: no waiting for the end of body
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as session, session.post(url, data=BODY) as response:
+            assert await response.read() == b"".join(EVENTS)
+        assert seen == [1]  # the repeat came from the recording
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()

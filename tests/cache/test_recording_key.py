@@ -120,3 +120,16 @@ def test_vary_names_what_the_answer_depends_on_but_never_a_credential() -> None:
     assert matches_vary(vary, headers)
     assert not matches_vary(vary, request_headers(((b"X-Tenant", b"blue"),)))
     assert not matches_vary(vary, request_headers(((b"X-Tenant", b"blue, green"), (b"Origin", b"x"))))
+
+
+def test_the_order_of_different_headers_and_how_a_number_is_written_do_not_change_the_key() -> None:
+    """The openai SDK sends accept-encoding before accept; curl and httpx the other way round:
+    the same request either way. A whole number is the same number as 1 or 1.0."""
+    body = json.dumps(BODY).encode()
+    sdk_order = ((b"accept-encoding", b"gzip"), (b"Accept", b"application/json"))
+    curl_order = ((b"Accept", b"application/json"), (b"Accept-Encoding", b"gzip"))
+    assert key_of(body, sdk_order) == key_of(body, curl_order)
+    betas = ((b"anthropic-beta", b"one"), (b"anthropic-beta", b"two"))
+    assert key_of(body, betas) != key_of(body, betas[::-1])  # one name's values keep their order
+    assert key_of(b'{"temperature": 1}') == key_of(b'{"temperature": 1.0}') == key_of(b'{"temperature": 1e0}')
+    assert key_of(b'{"temperature": 1}') != key_of(b'{"temperature": 1.5}')

@@ -75,12 +75,19 @@
 
   // What the recording of answers did (row.cache; README "Recorded answers"): a word for the
   // list, a sentence for the detail and the cell's tooltip.
-  const CACHE_WORDS = { hit: "replayed", miss: "recorded", record: "recorded", "offline-miss": "not recorded" };
+  const CACHE_WORDS = {
+    hit: "replayed",
+    miss: "recorded",
+    record: "recorded",
+    "offline-miss": "not recorded",
+    bypass: "not recorded",
+  };
   const CACHE_SENTENCES = {
     hit: "answered from the recording: the target was not asked",
     miss: "not in the recording yet: sent to the target, and recorded if it ended cleanly",
     record: "sent to the target and recorded (record mode)",
     "offline-miss": "not in the recording, and offline: not sent to the target",
+    bypass: "sent to the target and not recorded (Cache-Control: no-store, or a body that cannot be recorded)",
   };
 
   function cacheWord(row) {
