@@ -76,11 +76,23 @@ def client_path(request: web.BaseRequest, prefix: str) -> str:
     return (path[len(prefix) :] or "/") + mark + query
 
 
+class OfflineMiss(ProxyError):
+    """A request the recording cannot answer while its target is offline. The answer tells SDKs
+    not to ask again (``x-should-retry: false``, which the openai and anthropic SDKs read before
+    their own rule of retrying every 5xx): the same question finds the same nothing, and two
+    retries with their backoff only delay the error by a second or more."""
+
+    def to_response(self) -> web.Response:
+        response = super().to_response()
+        response.headers["x-should-retry"] = "false"
+        return response
+
+
 def offline_miss(request: web.BaseRequest, target: str, why: str = "") -> ProxyError:
     """The answer to a request the recording cannot answer while its target is offline."""
     path = request.raw_path.partition("?")[0]
     reason = why or "nothing was recorded for it"
-    return ProxyError(
+    return OfflineMiss(
         f"No recorded answer for {request.method} {path} on target {target} ({reason}), and its"
         " cache is offline: the target was not contacted",
         code="cache_offline_miss",

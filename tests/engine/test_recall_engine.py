@@ -14,6 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
@@ -289,3 +291,30 @@ async def test_a_model_renamed_in_the_path_is_looked_up_as_the_client_named_it(
     assert main.seen == ["/v1beta/models/gemini-2.0-flash:generateContent?alt=sse"]  # renamed when sent
     asked = recording.asked[0]
     assert (asked.path, asked.query) == ("/v1beta/models/fast:generateContent", "alt=sse")
+
+
+async def test_the_sdks_do_not_retry_an_offline_miss(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    """The openai and anthropic SDKs retry a 5xx twice with a backoff by default; an offline miss
+    would then take over a second and three lookups to say what the first one said."""
+    counted, target = targets["main"]
+    recording = DictRecording()
+    service = await serve(replace(target, cache="offline"), recording)
+    base = f"http://127.0.0.1:{service.port}"
+    chat = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="placeholder")
+    claude = anthropic.AsyncAnthropic(base_url=base, api_key="placeholder")
+    try:
+        with pytest.raises(openai.InternalServerError) as refused:
+            await chat.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.status_code == 504
+        with pytest.raises(anthropic.InternalServerError) as refused_claude:
+            await claude.messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert refused_claude.value.status_code == 504
+    finally:
+        await chat.close()
+        await claude.close()
+    assert [asked.path for asked in recording.asked] == ["/v1/chat/completions", "/v1/messages"]
+    assert counted.seen == []
