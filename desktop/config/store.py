@@ -129,6 +129,10 @@ url = "https://api.openai.com"
 # The key comes from OPENAI_API_KEY when it is set; otherwise your tool's own key passes.
 key = { env = "OPENAI_API_KEY" }
 headers = { Authorization = "Bearer {key}" }
+# Recorded answers, off by default (the tray's Cache menu sets it): "record" keeps
+# every answer, "replay" answers repeats from what was kept, "offline" only from it
+# (Recorded answers in the README; trayproxy cache stats|clear|export|import):
+# cache = "replay"
 
 [targets.anthropic]
 url = "https://api.anthropic.com"
