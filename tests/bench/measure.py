@@ -85,10 +85,11 @@ class WrkRun:
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def run_wrk(url: str, *, connections: int, seconds: int) -> WrkRun:
-    """One wrk run with one thread (the load CPU), latency percentiles from --latency."""
+def run_wrk(url: str, *, connections: int, seconds: int, script: Path | None = None) -> WrkRun:
+    """One wrk run with one thread (the load CPU), latency percentiles from --latency;
+    ``script``: a wrk Lua script that makes the request (``post_script``)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *(["-s", str(script)] if script else []), url],
         capture_output=True,
         text=True,
         check=True,
@@ -113,6 +114,19 @@ def run_wrk(url: str, *, connections: int, seconds: int) -> WrkRun:
         p99_ms=latency_ms("99"),
         errors=errors,
     )
+
+
+def post_script(path: Path, body: bytes) -> Path:
+    """Write a wrk Lua script that POSTs ``body`` as JSON (the same request every time)."""
+    text = body.decode()
+    if "]]" in text:
+        raise ValueError("the body cannot go in a Lua long string")
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [[{text}]]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path
 
 
 # --- transfers (curl: a C client, so the client is not what limits MB/s)

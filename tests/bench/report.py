@@ -44,6 +44,18 @@ ROWS = (
     ("ws_64k_rt_s", "WS echo 64 KiB rt/s ↑"),
     ("ws_1k_concurrent_rt_s", "WS echo 1 KiB rt/s, concurrent ↑"),
 )
+# Recorded answers (``serve --cache replay``): trayproxy-replay answers from its recording, the
+# other paths from the upstream. Ratios are trayproxy-replay's figure over direct's and over
+# trayproxy's forwarding the same request.
+REPLAYED = "trayproxy-replay"
+REPLAY_PATHS = (*PATHS, REPLAYED)
+REPLAY_BASELINES = ("direct", SUBJECT)
+REPLAY_ROWS = (
+    ("answer4k_c1_p50_ms", "4 KiB answer p50 ms, c=1 ↓"),
+    ("answer4k_c1_p99_ms", "4 KiB answer p99 ms, c=1 ↓"),
+    ("answer4k_cpu_us_per_req", "proxy CPU µs per 4 KiB answer ↓"),
+    ("answer_stream_first_event_ms", "stream first event ms ↓"),
+)
 # Differences (from direct, from idle): a ratio of two small noisy differences says nothing.
 NO_RATIO = {"sse_added_p50_ms", "sse_added_p99_ms", "rss_growth_mib", "cpu_busy_c64"}
 
@@ -61,6 +73,20 @@ def ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
             if figures.get(base, {}).get(key, 0) > 0
         }
     return out
+
+
+def replay_ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """trayproxy-replay's figure over direct's and trayproxy's: {"answer4k_c1_p50_ms": {"direct": 1.3, ...}}."""
+    replayed = figures.get(REPLAYED, {})
+    return {
+        key: {
+            base: replayed[key] / figures[base][key]
+            for base in REPLAY_BASELINES
+            if figures.get(base, {}).get(key, 0) > 0
+        }
+        for key, _ in REPLAY_ROWS
+        if key in replayed
+    }
 
 
 def _number(value: float | None) -> str:
@@ -85,8 +111,16 @@ def markdown(results: dict[str, Any]) -> str:
         values = [_number(figures.get(path, {}).get(key)) for path in PATHS]
         shares = [_number(ratio_table.get(key, {}).get(base)) for base in BASELINES]
         lines.append("| " + " | ".join([label, *values, *shares]) + " |")
+    replay_table = results.get("replay_ratios") or {}
+    if replay_table:
+        header = ["recorded answers", *REPLAY_PATHS, *(f"replay / {base}" for base in REPLAY_BASELINES)]
+        lines += ["", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        for key, label in REPLAY_ROWS:
+            values = [_number(figures.get(path, {}).get(key)) for path in REPLAY_PATHS]
+            shares = [_number(replay_table.get(key, {}).get(base)) for base in REPLAY_BASELINES]
+            lines.append("| " + " | ".join([label, *values, *shares]) + " |")
     notes = []
-    for path in PATHS:
+    for path in REPLAY_PATHS:
         for key, value in sorted(figures.get(path, {}).items()):
             if key.endswith("_errors"):
                 notes.append(f"{path}: {value:.0f} wrk errors or non-2xx answers in a {key[:-7]} run")

@@ -9,7 +9,9 @@ listens on 127.0.0.1. The proxy under test is pinned to one CPU, the upstream, t
 clients to another (see ``servers.py`` for the upstream and each proxy's configuration). Each
 kind of measurement is interleaved across the paths and repeated; figures are medians. The
 machine may be shared and noisy, so read the ratios, measured in the same run, more than the
-absolute numbers. Output: a Markdown table on stdout and ``results/bench-<time>.json``.
+absolute numbers. The cache kind adds a fifth path, ``trayproxy serve --cache replay``, which
+answers the same question and stream from its recording. Output: Markdown tables on stdout and
+``results/bench-<time>.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -205,14 +208,95 @@ def measure_small(routes: list[Route], plan: Plan, samples: Samples) -> None:
                     samples.add(route, f"cpu_busy_c{connections}", cpu_s / plan.wrk_seconds)
 
 
+def answers_served(tmp: Path) -> int:
+    """How many 4 KiB answers the origin gave so far (its access log for them, one line each)."""
+    log = tmp / servers.ANSWER_LOG
+    return log.read_bytes().count(b"\n") if log.exists() else 0
+
+
+def streams_served(stream_port: int) -> int:
+    """How many SSE streams the stream upstream was asked for so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stream_port}/served", timeout=10) as response:
+        return int(response.read())
+
+
+def until_recorded(ask: Callable[[], object], served: Callable[[], int], what: str) -> None:
+    """Ask until an ask no longer reaches the upstream: from then on the replay path answers
+    from its recording (the recording is written just after the first answer ends)."""
+    for _ in range(RECORD_TRIES):
+        before = served()
+        ask()
+        if served() == before:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"trayproxy-replay still sends {what} to the upstream after {RECORD_TRIES} tries")
+
+
+def measure_replay(routes: list[Route], plan: Plan, tmp: Path, samples: Samples) -> None:
+    """Recorded answers (``serve --cache replay``) against the answer itself: the same 4 KiB
+    chat completion asked again and again by wrk at one connection, and the first event of the
+    same stream, each on every path. On trayproxy-replay, no measured request may reach the
+    upstream (the origin and the stream upstream count what they served): a miss fails the run."""
+    script = measure.post_script(tmp / "question.lua", servers.QUESTION)
+    direct = next(route for route in routes if route.name == "direct")
+    replay = next(route for route in routes if route.name == REPLAYED)
+    answer_url = f"http://127.0.0.1:{replay.http_port}{servers.ANSWER_PATH}"
+    stream_url = f"http://127.0.0.1:{replay.stream_port}/sse"
+
+    def one_second_of_questions() -> object:
+        return measure.run_wrk(answer_url, connections=1, seconds=1, script=script)
+
+    def one_stream() -> object:
+        return asyncio.run(measure.read_sse(stream_url, events=REPLAY_EVENTS, gap_s=plan.sse_gap_s))
+
+    until_recorded(one_second_of_questions, partial(answers_served, tmp), "the question")
+    until_recorded(one_stream, partial(streams_served, direct.stream_port), "the stream")
+    for turn in range(plan.wrk_repeats):
+        for route in rotated(routes, turn):
+            pid = route.http_pid
+            cpu_before = measure.cpu_seconds(pid) if pid else 0.0
+            served_before = answers_served(tmp)
+            run = measure.run_wrk(
+                f"http://127.0.0.1:{route.http_port}{servers.ANSWER_PATH}",
+                connections=1,
+                seconds=plan.wrk_seconds,
+                script=script,
+            )
+            if route is replay and answers_served(tmp) != served_before:
+                raise RuntimeError("a replayed question reached the origin")
+            samples.add(route, "answer4k_c1_p50_ms", run.p50_ms)
+            samples.add(route, "answer4k_c1_p99_ms", run.p99_ms)
+            if run.errors:
+                samples.peak(route, "answer4k_c1_errors", run.errors)
+            if pid:
+                cpu_s = measure.cpu_seconds(pid) - cpu_before
+                samples.add(route, "answer4k_cpu_us_per_req", cpu_s * 1e6 / max(1, run.requests))
+    for turn in range(plan.sse_streams):
+        for route in rotated(routes, turn):
+            served_before = streams_served(direct.stream_port)
+            url = f"http://127.0.0.1:{route.stream_port}/sse"
+            run_sse = asyncio.run(measure.read_sse(url, events=REPLAY_EVENTS, gap_s=plan.sse_gap_s))
+            if route is replay and streams_served(direct.stream_port) != served_before:
+                raise RuntimeError("a replayed stream reached the stream upstream")
+            samples.add(route, "answer_stream_first_event_ms", run_sse.first_event_ms)
+
+
 # Kinds of measurement, in the order a run makes them (``--only`` picks some).
-KINDS = ("transfers", "sse", "websocket", "small")
+KINDS = ("transfers", "sse", "websocket", "small", "cache")
+REPLAYED = "trayproxy-replay"
+REPLAY_EVENTS = 20  # events in the stream replayed by the cache figures
+RECORD_TRIES = 20
 
 
 def measure_all(
-    routes: list[Route], plan: Plan, source: Path, kinds: tuple[str, ...] = KINDS
+    routes: list[Route], plan: Plan, tmp: Path, source: Path, kinds: tuple[str, ...] = KINDS
 ) -> dict[str, dict[str, float]]:
+    """Every kind asked for; ``tmp`` is the run's directory (the servers' files), ``source`` the
+    file uploads send."""
     samples = Samples()
+    every_route = routes
+    # Only the cache figures go through the replaying instance.
+    routes = [route for route in routes if route.name != REPLAYED]
     # One request each first: every path works, and idle memory is read after the proxy has
     # handled a request (imports done, pools made), as a user would see it.
     for route in routes:
@@ -224,6 +308,7 @@ def measure_all(
         ("SSE", lambda: measure_sse(routes, plan, samples)),
         ("WebSocket", lambda: measure_websockets(routes, plan, samples)),
         ("small requests", lambda: measure_small(routes, plan, samples)),
+        ("recorded answers", lambda: measure_replay(every_route, plan, tmp, samples)),
     )
     for kind, (name, step) in zip(KINDS, steps, strict=True):
         if kind not in kinds:
@@ -234,7 +319,7 @@ def measure_all(
     figures = samples.summary()
     direct = figures["direct"]
     for name, path_figures in figures.items():
-        if name != "direct" and "sse_delay_p50_ms" in direct:
+        if name != "direct" and "sse_delay_p50_ms" in direct and "sse_delay_p50_ms" in path_figures:
             path_figures["sse_added_p50_ms"] = path_figures["sse_delay_p50_ms"] - direct["sse_delay_p50_ms"]
             path_figures["sse_added_p99_ms"] = path_figures["sse_delay_p99_ms"] - direct["sse_delay_p99_ms"]
     return figures
@@ -292,6 +377,7 @@ def main() -> int:
             wrk_repeats=args.repeats or plan.wrk_repeats,
         )
     trayproxy = shlex.split(args.trayproxy) if args.trayproxy else servers.trayproxy_command()
+    kinds = tuple(args.only or KINDS)
     # SIGTERM would end Python without unwinding; as an exit, every server started gets stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     pinning = servers.pin_this_process()
@@ -309,7 +395,12 @@ def main() -> int:
         tmp = Path(tmpdir)
         source = servers.write_download_file(tmp, plan.transfer_bytes)
         with servers.all_paths(
-            tmp, pinning, trayproxy, with_routes=args.with_routes, serve_args=tuple(args.serve_arg)
+            tmp,
+            pinning,
+            trayproxy,
+            with_routes=args.with_routes,
+            serve_args=tuple(args.serve_arg),
+            with_replay="cache" in kinds,
         ) as routes:
             print(
                 f"measuring {', '.join(r.name for r in routes)} ({'smoke' if args.smoke else 'full'})",
@@ -319,7 +410,7 @@ def main() -> int:
             # Installed is not used: the engine picks its loop; uvloop's extension in the
             # process's memory map says which it picked.
             machine["trayproxy loop"] = "uvloop" if measure.has_loaded(tray_pid, "/uvloop/") else "asyncio"
-            figures = measure_all(routes, plan, source, tuple(args.only or KINDS))
+            figures = measure_all(routes, plan, tmp, source, kinds)
     machine["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = {
         "machine": machine,
@@ -328,6 +419,7 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 1),
         "figures": figures,
         "ratios": report.ratios(figures),
+        "replay_ratios": report.replay_ratios(figures),
     }
     print(report.markdown(results))
     out = (

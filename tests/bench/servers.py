@@ -5,9 +5,11 @@ file to download, WebDAV PUT as an upload sink that reads every byte before it a
 ``stream_upstream.py`` (aiohttp: SSE and WebSocket echo), so that nothing Python sits in the
 small-request or transfer path of the upstream. The proxies run on the proxy core, each with
 routes to both: nginx (one worker, buffering off, upstream keep-alive), Caddy (GOMAXPROCS=1)
-and ``trayproxy serve -q``. None of them writes an access log. TrayProxy forwards everything
+and ``trayproxy serve -q``. None of them writes an access log (the origin logs its 4 KiB answers
+only, to count them). TrayProxy forwards everything
 to one target, so it runs twice: one instance in front of the origin (whose CPU and memory are
-measured), one in front of the stream upstream.
+measured), one in front of the stream upstream; for the recorded-answers figures, two more
+with ``--cache replay``.
 
 Nothing here measures; ``measure.py`` does. Every process logs to a file in the run's
 temporary directory, whose tail is shown when a process dies or never listens.
@@ -16,6 +18,7 @@ temporary directory, whose tail is shown when a process dies or never listens.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -116,8 +119,49 @@ ORIGIN_SERVER = """\
             create_full_put_path on;
             client_max_body_size 0;
         }}
+        location = {answer_path} {{
+            access_log {tmp}/answers.log;
+            root {tmp}/answers;
+            default_type application/json;
+            error_page 405 =200 $uri;
+        }}
     }}
 """
+
+# The recorded-answers figures: a chat completion whose answer is ANSWER_BYTES long, asked with a
+# small POST. The origin logs only these, so a run can tell that a replayed answer never reached
+# it. It is a file (a string in nginx's config is at most 4 KiB): nginx answers a POST to a file
+# 405, which error_page turns into the file itself, once, as a GET.
+ANSWER_PATH = "/v1/chat/completions"
+ANSWER_BYTES = 4096
+ANSWER_LOG = "answers.log"
+QUESTION = b'{"model":"bench-model","messages":[{"role":"user","content":"Say the same thing again."}]}'
+
+
+def answer_body() -> bytes:
+    """A non-streamed chat completion of exactly ANSWER_BYTES bytes."""
+    document = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "bench-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 800, "total_tokens": 812},
+    }
+    room = ANSWER_BYTES - len(json.dumps(document, separators=(",", ":")).encode())
+    document["choices"][0]["message"]["content"] = ("the same answer " * ANSWER_BYTES)[:room]
+    encoded = json.dumps(document, separators=(",", ":")).encode()
+    assert len(encoded) == ANSWER_BYTES
+    return encoded
+
+
+def write_answer_file(tmp: Path) -> None:
+    """The origin's answer to ANSWER_PATH."""
+    path = tmp / "answers" / ANSWER_PATH.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(answer_body())
 
 NGINX_PROXY_SERVER = """\
     upstream origin {{ server 127.0.0.1:{origin}; keepalive {keepalive}; }}
@@ -282,8 +326,11 @@ def all_paths(
     *,
     with_routes: bool = False,
     serve_args: tuple[str, ...] = (),
+    with_replay: bool = False,
 ) -> Iterator[list[Route]]:
-    """Start the upstream and every proxy; yield the paths in the order direct, nginx, caddy, trayproxy.
+    """Start the upstream and every proxy; yield the paths in the order direct, nginx, caddy,
+    trayproxy, and with ``with_replay`` a fifth, trayproxy-replay: `trayproxy serve --cache
+    replay` (recorded answers, replayed as fast as the client reads) in front of the same upstreams.
 
     ``trayproxy`` is the command that runs the CLI (usually ``trayproxy_command()``). With
     ``with_routes`` TrayProxy serves a config file whose targets claim path prefixes the
@@ -301,7 +348,9 @@ def all_paths(
             proc = stack.enter_context(running(args, port=port, log=tmp / f"{name}.log", env=env))
             return proc.pid
 
-        start(nginx_command(tmp, "origin", ORIGIN_SERVER.format(port=origin, tmp=tmp)), origin, "origin")
+        write_answer_file(tmp)
+        origin_server = ORIGIN_SERVER.format(port=origin, tmp=tmp, answer_path=ANSWER_PATH)
+        start(nginx_command(tmp, "origin", origin_server), origin, "origin")
         start([sys.executable, str(STREAM_UPSTREAM), str(stream)], stream, "stream")
         proxy_body = NGINX_PROXY_SERVER.format(
             port=nginx_port, origin=origin, stream=stream, keepalive=UPSTREAM_KEEPALIVE
@@ -322,9 +371,20 @@ def all_paths(
         ]
         caddy_pid = start(caddy, caddy_port, "caddy", env={**env, "GOMAXPROCS": "1"})
 
-        def serve(name: str, upstream: int) -> list[str]:
+        def serve(name: str, upstream: int, *more: str) -> list[str]:
             config = tmp / f"{name}.toml"
-            command = [*pin, *trayproxy, "serve", "-q", *serve_args, "--config", str(config), "--host", "127.0.0.1"]
+            command = [
+                *pin,
+                *trayproxy,
+                "serve",
+                "-q",
+                *serve_args,
+                *more,
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+            ]
             if not with_routes:
                 return [*command, "--target", f"http://127.0.0.1:{upstream}"]
             config.write_text(routed_config(upstream))
@@ -339,9 +399,26 @@ def all_paths(
             "trayproxy-stream",
             env=env,
         )
-        yield [
+        routes = [
             Route("direct", origin, stream, None),
             Route("nginx", nginx_port, nginx_port, nginx_pid),
             Route("caddy", caddy_port, caddy_port, caddy_pid),
             Route("trayproxy", tray_http, tray_stream, tray_http_pid),
         ]
+        if with_replay:
+            replay_http, replay_stream = free_port(), free_port()
+            # Each its own cache folder: a recording is the file of the one process writing it.
+            replay_http_pid = start(
+                [*serve("replay-http", origin, "--cache", "replay"), "--port", str(replay_http)],
+                replay_http,
+                "replay-http",
+                env={**env, "XDG_CACHE_HOME": str(tmp / "replay-http-cache")},
+            )
+            start(
+                [*serve("replay-stream", stream, "--cache", "replay"), "--port", str(replay_stream)],
+                replay_stream,
+                "replay-stream",
+                env={**env, "XDG_CACHE_HOME": str(tmp / "replay-stream-cache")},
+            )
+            routes.append(Route("trayproxy-replay", replay_http, replay_stream, replay_http_pid))
+        yield routes

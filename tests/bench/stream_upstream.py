@@ -3,7 +3,8 @@
 ``GET /sse?n=N&gap=S`` sends N events S seconds apart, then ``data: [DONE]``; each event carries
 ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on the machine) taken just
 before it is written, so a client on the same machine can tell how long the event took to
-arrive. ``GET /ws`` echoes every message back as it came (binary or text).
+arrive. ``GET /ws`` echoes every message back as it came (binary or text). ``GET /served``
+says how many SSE streams were asked for so far: a replayed stream must not add to it.
 
 Small responses, downloads and uploads are served by the nginx origin, not here.
 """
@@ -16,8 +17,11 @@ import time
 
 from aiohttp import WSMsgType, web
 
+SSE_REQUESTS = web.AppKey("sse_requests", list[int])
+
 
 async def sse(request: web.Request) -> web.StreamResponse:
+    request.app[SSE_REQUESTS][0] += 1
     count = int(request.query.get("n", "100"))
     gap_s = float(request.query.get("gap", "0.01"))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -27,6 +31,10 @@ async def sse(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(gap_s)
     await response.write(b"data: [DONE]\n\n")
     return response
+
+
+async def served(request: web.Request) -> web.Response:
+    return web.Response(text=str(request.app[SSE_REQUESTS][0]))
 
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
@@ -43,7 +51,9 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
 
 def main() -> None:
     app = web.Application()
+    app[SSE_REQUESTS] = [0]
     app.router.add_get("/sse", sse)
+    app.router.add_get("/served", served)
     app.router.add_get("/ws", echo)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 

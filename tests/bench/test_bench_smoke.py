@@ -42,6 +42,10 @@ PROXIES_ONLY = (
     "sse_added_p50_ms",
     "sse_added_p99_ms",
 )
+# Recorded answers: every path answers the same 4 KiB question and stream, trayproxy-replay from
+# its recording (the run itself fails if a measured one reached the upstream).
+REPLAY_PATHS = (*PATHS, "trayproxy-replay")
+REPLAY_FIGURES = ("answer4k_c1_p50_ms", "answer4k_c1_p99_ms", "answer_stream_first_event_ms")
 # Seconds: the smoke run takes about 11 on two idle cores; a loaded shared machine is slower.
 SMOKE_TIMEOUT_S = 150
 
@@ -83,5 +87,11 @@ def test_smoke_run_measures_every_path_and_figure(tmp_path: Path) -> None:
         assert all(figures[path][key] > 0 for key in EVERY_PATH), figures[path]
     for base in ("direct", "nginx", "caddy"):
         assert results["ratios"]["small_c64_rps"][base] > 0
+    for path in REPLAY_PATHS:
+        assert all(figures[path].get(key, 0) > 0 for key in REPLAY_FIGURES), (path, figures[path])
+        assert "answer4k_c1_errors" not in figures[path], figures[path]
+    assert figures["trayproxy-replay"]["answer4k_cpu_us_per_req"] > 0
+    assert set(results["replay_ratios"]["answer4k_c1_p50_ms"]) == {"direct", "trayproxy"}
     assert "| small req/s, c=64 ↑ |" in stdout
+    assert "| 4 KiB answer p50 ms, c=1 ↓ |" in stdout
     assert "pinning:" in stdout
