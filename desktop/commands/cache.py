@@ -148,13 +148,28 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     """Check every line of an export, then add its answers to the recording (none if a line is bad)."""
-    from desktop.cache import RecordingFormatError, import_from
+    from desktop.cache import default_store_path
 
     source: str = args.file
     name = "standard input" if source == STDIO else source
     config = _config(args)
     _register_keys(config)
     cap_bytes = _cap_mib(config) * MIB
+    made_here = not default_store_path().exists()
+    try:
+        count, path = _import_into_store(source, name, cap_bytes)
+    except CacheCommandError:
+        if made_here:  # a refused import leaves the home as it found it, not with an empty file
+            _remove_store(default_store_path())
+        raise
+    print(f"Imported {_answers(count)} from {name} into {path}.")
+    return 0
+
+
+def _import_into_store(source: str, name: str, cap_bytes: int) -> tuple[int, Path]:
+    """How many answers ``source`` added, and the store's file; CacheCommandError when none."""
+    from desktop.cache import RecordingFormatError, import_from
+
     with _opened() as store:
         try:
             if source == STDIO:
@@ -171,8 +186,13 @@ def _import(args: argparse.Namespace) -> int:
             raise CacheCommandError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not count:  # a recipe that recorded nothing must not pass quietly until its tests get 504s
         raise CacheCommandError(f"{name} holds no recorded answers; nothing was imported")
-    print(f"Imported {_answers(count)} from {name} into {store.path}.")
-    return 0
+    return count, store.path
+
+
+def _remove_store(path: Path) -> None:
+    """The store's file with its write-ahead log and shared-memory index (SQLite's -wal, -shm)."""
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 # -- helpers ----------------------------------------------------------------------------------

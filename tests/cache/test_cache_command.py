@@ -99,7 +99,9 @@ def test_a_bad_line_is_named_and_nothing_is_imported(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"trayproxy cache import: {bad}: line 2: response.status ")
     assert result.stderr.rstrip().endswith("; nothing was imported")
-    assert run_cli("cache", "stats", env=elsewhere).stdout.startswith("No recorded answers")
+    # The other home is left as it was: no recording file made by the refused import.
+    assert run_cli("cache", "stats", env=elsewhere).stdout.startswith("No recorded answers yet")
+    assert not list((tmp_path / "other-home").rglob("*.sqlite3*"))
 
     not_json = tmp_path / "notes.txt"
     not_json.write_text(lines[0] + "\nmy notes\n")
