@@ -375,6 +375,7 @@ class AnswerRecorder:
         self._pieces: list[tuple[float, bytes]] = []
         self._bytes = 0
         self._keepable = True
+        self._unkeepable = ""  # why it cannot be kept, once known before the end
         self._ended = False
         self._cut = False
         self._followed = False
@@ -394,14 +395,14 @@ class AnswerRecorder:
 
     def request_piece(self, piece: bytes) -> None:
         """Never: a body that cannot be held is never recorded."""
-        self._keepable = False
+        self._not_keepable("its request body was streamed")
 
     def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
         kept = tuple((name, value) for name, value in headers.items() if not key.is_credential_header(name))
         self._head = (status, reason, kept)
         self._head_at = at
         if not 200 <= status <= 299:
-            self._keepable = False
+            self._not_keepable(f"the target answered {status}")
         self._tell_head(self._head)
 
     def chunk(self, data: bytes, at: float) -> None:
@@ -409,7 +410,7 @@ class AnswerRecorder:
             return
         self._bytes += len(data)
         if self._bytes > MAX_ANSWER_BYTES and self._keepable:
-            self._keepable = False
+            self._not_keepable(f"the answer is over {MAX_ANSWER_BYTES // MIB} MiB")
             self._recordings.finished(self)  # no new followers: this one is not kept
         if self._keepable or self._followed:
             self._pieces.append((max(0.0, at - self._head_at), data))
@@ -418,24 +419,46 @@ class AnswerRecorder:
         self._wake()
 
     def message(self, to_target: bool, size: int, at: float) -> None:
-        self._keepable = False
+        self._not_keepable("it is a WebSocket")
 
-    def end(self, end: ExchangeEnd) -> None:
-        self._ended = True
+    def _not_keepable(self, why: str) -> None:
+        if self._keepable:
+            self._keepable, self._unkeepable = False, why
+
+    def _is_cut(self, end: ExchangeEnd) -> bool:
         # A tool may hang up the moment it has read a stream's final event (the openai SDK
         # closes after `data: [DONE]`), before the target's end of body: the answer is whole.
-        self._cut = end.note != "" and not (
+        return end.note != "" and not (
             end.note == "client went away"
             and self._head is not None
             and ends_with_final_event(self._head[2], self._tail())
         )
+
+    def declines(self, end: ExchangeEnd) -> str:
+        if not self._keepable:
+            return self._unkeepable
+        if self._head is None:
+            return "no answer came"
+        if self._is_cut(end):
+            if end.note == "client went away":
+                return "the tool hung up before the answer's end"
+            return f"the answer did not end cleanly ({end.note})"
         # Answered by another target than the one asked (a fallback, after the first failed):
         # whole, for whoever follows it, but not the first target's answer to keep.
         label = self._request.label
-        elsewhere = bool(label) and end.target != label
+        if label and end.target != label:
+            return f"{end.target or 'another target'} answered, not {label}"
+        if key.vary_names(self._head[2]) is None:
+            return "the answer says Vary: *"
+        return ""
+
+    def end(self, end: ExchangeEnd) -> None:
+        self._ended = True
+        self._cut = self._is_cut(end)
+        declined = self.declines(end)
         self._tell_head(None)
         self._wake()
-        exchange = self._exchange() if self._keepable and not self._cut and not elsewhere else None
+        exchange = None if declined else self._exchange()
         if exchange is None:
             self._recordings.finished(self)
             if not self._followed:

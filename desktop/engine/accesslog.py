@@ -43,7 +43,8 @@ def own_answer_bytes(method: str, response: web.StreamResponse) -> int:
 
 def log_request(request: web.BaseRequest, record: RequestRecord, *, started: float, ended: float) -> None:
     """Log ``request`` as ``ip "METHOD /path" -> target status bytes ttfb=… total``, then
-    ``cache=hit`` (or miss, record, offline-miss) when a recording was used, then a ``[note]``."""
+    ``cache=hit`` (or miss, record, offline-miss, bypass, unkept) when a recording was used, then
+    a ``[note]`` (and, for unkept, ``not recorded: why``)."""
     if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
     ttfb = "-" if record.first_byte_at is None else f"{record.first_byte_at - started:.3f}s"
@@ -56,11 +57,14 @@ def log_request(request: web.BaseRequest, record: RequestRecord, *, started: flo
         outcome = f"via {record.chosen_by} -> {tried}"
     else:
         outcome = f"{f'-> {record.target} ' if record.target else ''}{record.status or '-'}"
+    notes = "; ".join(
+        note for note in (record.note, record.cache_note and f"not recorded: {record.cache_note}") if note
+    )
     line = (
         f'{request.remote or "-"} "{method} {redact_target(request.raw_path)}" '
         f"{outcome} {record.bytes_down} ttfb={ttfb} {ended - started:.3f}s"
         f"{f' cache={record.cache}' if record.cache else ''}"
-        f"{f' [{record.note}]' if record.note else ''}"
+        f"{f' [{notes}]' if notes else ''}"
     )
     write_line = getattr(ACCESS_LOGGER, "write_line", None)
     if write_line is not None and write_line(line):

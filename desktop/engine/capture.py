@@ -65,8 +65,9 @@ class ExchangeEnd:
     websocket: WebSocketTally | None
     ended: float  # loop time
     # What the recording of answers did (RequestRecord.cache): "hit", "miss", "record",
-    # "offline-miss"; "" when it was not used.
+    # "offline-miss", "bypass", "unkept"; "" when it was not used.
     cache: str = ""
+    cache_note: str = ""  # "unkept": why the answer is not kept ("the target answered 429")
 
 
 class ExchangeCapture(Protocol):

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from desktop.engine.capture import ExchangeCapture, WebSocketTally
 from desktop.engine.errors import ProxyError, RequestRefused, map_client_error
 from desktop.engine.headers import response_headers
+from desktop.engine.recall import Recorder
 from desktop.engine.upstream import REUSE_NOTE, ReuseNote, Upstream
 
 __all__ = [
@@ -107,6 +108,7 @@ class RequestRecord:
         "attempts",
         "bytes_down",
         "cache",
+        "cache_note",
         "capture",
         "chosen_by",
         "error",
@@ -114,6 +116,7 @@ class RequestRecord:
         "head_at",
         "note",
         "outcomes",
+        "recorder",
         "status",
         "target",
         "websocket",
@@ -148,9 +151,13 @@ class RequestRecord:
         self.websocket: WebSocketTally | None = None
         # What the recording of answers did: "hit" (answered from it), "miss" (sent, and
         # recorded), "record" (sent and recorded: record mode), "offline-miss", "bypass" (a
-        # request the recording may not answer or keep: no-store, a body it cannot hold);
+        # request the recording may not answer or keep: no-store, a body it cannot hold),
+        # "unkept" (sent to be recorded, but its answer is not kept: ``cache_note`` says why);
         # "" when unused.
         self.cache = ""
+        self.cache_note = ""
+        # Who records the answer (a miss or record mode); asked at the end whether it keeps it.
+        self.recorder: Recorder | None = None
 
 
 def bad_request_body() -> RequestRefused:

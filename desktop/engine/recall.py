@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from desktop.engine.capture import ExchangeCapture
+from desktop.engine.capture import ExchangeCapture, ExchangeEnd
 
 __all__ = ["CACHE_MODES", "AnswerRecall", "CacheMode", "RecallRequest", "Recorder", "Replay"]
 
@@ -65,6 +65,12 @@ class Replay:
 
 class Recorder(ExchangeCapture, Protocol):
     """Told of the answer as the client gets it (capture.py's calls); keeps it on a clean end."""
+
+    def declines(self, end: ExchangeEnd) -> str:
+        """Why an answer that ends as ``end`` says will not be kept, in a few words ("the
+        target answered 429"); "" when it will be written (the store may still refuse it: an
+        error event, a key in it)."""
+        ...
 
 
 class AnswerRecall(Protocol):

@@ -97,6 +97,27 @@ def _is_entry(request: web.BaseRequest, path: str, pages: OwnPages) -> bool:
     )
 
 
+def _exchange_end(record: RequestRecord, response: web.StreamResponse | None, ended: float) -> ExchangeEnd:
+    """How the request ended, for its capture."""
+    own_body = None
+    if response is not None and not response.prepared and isinstance(response, web.Response):
+        body = response.body
+        own_body = body if isinstance(body, bytes) else None
+    return ExchangeEnd(
+        status=record.status,
+        note=record.note,
+        error=record.error,
+        target=record.target,
+        chosen_by=record.chosen_by,
+        attempts=tuple(record.attempts),
+        bytes_down=record.bytes_down,
+        own_body=own_body,
+        websocket=record.websocket,
+        ended=ended,
+        cache=record.cache,
+    )
+
+
 def _stopping_answer() -> web.StreamResponse:
     return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
 
@@ -394,10 +415,15 @@ class ProxyService:
             if not self.requests_active:
                 self._idle.set()
             ended = loop.time()
+            capture = record.capture
+            end = None if capture is None else self._verdict(record, _exchange_end(record, response, ended))
             if self._access_log:
                 log_request(request, record, started=started, ended=ended)
-            if record.capture is not None:
-                self._end_capture(record, response, ended)
+            if capture is not None and end is not None:
+                try:
+                    capture.end(end)
+                except Exception:
+                    log.exception("capture tap failed")
 
     def _begin_capture(self, request: web.BaseRequest, started: float) -> ExchangeCapture | None:
         assert self.tap is not None
@@ -418,31 +444,22 @@ class ProxyService:
             return None
 
     @staticmethod
-    def _end_capture(record: RequestRecord, response: web.StreamResponse | None, ended: float) -> None:
-        capture = record.capture
-        assert capture is not None
-        own_body = None
-        if response is not None and not response.prepared and isinstance(response, web.Response):
-            body = response.body
-            own_body = body if isinstance(body, bytes) else None
+    def _verdict(record: RequestRecord, end: ExchangeEnd) -> ExchangeEnd:
+        """``end``, and the record, saying the answer is not kept when its recorder declines it:
+        the access line and the inspector then say "not recorded" and why, instead of "miss"
+        for an answer the next identical request will not find."""
+        recorder = record.recorder
+        if recorder is None:
+            return end
         try:
-            capture.end(
-                ExchangeEnd(
-                    status=record.status,
-                    note=record.note,
-                    error=record.error,
-                    target=record.target,
-                    chosen_by=record.chosen_by,
-                    attempts=tuple(record.attempts),
-                    bytes_down=record.bytes_down,
-                    own_body=own_body,
-                    websocket=record.websocket,
-                    ended=ended,
-                    cache=record.cache,
-                )
-            )
+            why = recorder.declines(end)
         except Exception:
-            log.exception("capture tap failed")
+            log.exception("the recording of answers failed")
+            return end
+        if not why:
+            return end
+        record.cache, record.cache_note = "unkept", why
+        return replace(end, cache="unkept", cache_note=why)
 
     async def _answer_own(self, request: web.BaseRequest) -> web.StreamResponse:
         """The own pages (logged at debug only), the health check (open to any client the guard
@@ -696,6 +713,7 @@ class ProxyService:
             record.cache = "bypass"  # neither answered from the recording nor recorded
             return None
         record.cache = "miss" if first.cache == "replay" else "record"
+        record.recorder = found
         record.capture = BothCaptures.of(record.capture, found)
         return None
 

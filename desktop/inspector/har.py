@@ -49,6 +49,7 @@ _FACTS = (
     "websocket",
     "chunk_gaps_ms",
     "cache",
+    "cache_note",
 )
 
 

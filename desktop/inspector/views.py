@@ -79,8 +79,11 @@ def _row(exchange: Exchange, masker: Masker) -> dict[str, Any]:
         "body_state": _body_state(exchange),
         "websocket": _websocket(exchange),
         # What the recording of answers did (engine/recall.py): "hit" (answered from it),
-        # "miss" (not in it: sent and recorded), "record", "offline-miss", "bypass"; "" when not used.
+        # "miss" (not in it: sent and recorded), "record", "offline-miss", "bypass", "unkept" (sent
+        # to be recorded, its answer not kept); "" when not used.
         "cache": end.cache if end is not None else "",
+        # "unkept": why the answer was not recorded ("the tool hung up before the answer's end").
+        "cache_note": end.cache_note if end is not None else "",
     }
 
 

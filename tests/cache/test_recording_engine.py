@@ -4,6 +4,7 @@ what a client reads from a replay, and identical requests at once sent to the ta
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from desktop.cache import Recordings
 from desktop.config.model import ProxySettings, Target
+from desktop.engine.accesslog import ACCESS_LOGGER
 from desktop.engine.capture import ExchangeEnd, RequestHead
 from desktop.engine.service import ProxyService
 
@@ -296,3 +298,87 @@ async def test_a_stream_the_tool_left_after_its_final_event_is_kept(
     finally:
         await service.stop(grace_s=0.2)
         recordings.close()
+
+
+class Ends:
+    """A capture tap keeping how each request ended, as the inspector is told."""
+
+    def __init__(self) -> None:
+        self.ends: list[ExchangeEnd] = []
+
+    def begin(self, head: RequestHead) -> Ends:
+        return self
+
+    def request_body(self, body: bytes) -> None: ...
+    def request_piece(self, piece: bytes) -> None: ...
+    def response(self, status: int, reason: str, headers: Any, at: float) -> None: ...
+    def chunk(self, data: bytes, at: float) -> None: ...
+    def message(self, to_target: bool, size: int, at: float) -> None: ...
+
+    def end(self, end: ExchangeEnd) -> None:
+        self.ends.append(end)
+
+
+async def test_an_answer_not_kept_says_so_and_why_in_the_access_line_and_the_inspector(
+    aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool that leaves a stream after its first event, and a 429: each was sent to be
+    recorded and is not kept. The access line and the inspector said "miss" / "recorded" for
+    both, as for a kept answer, so a person could not tell why every repeat still paid."""
+    seen = [0]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen[0] += 1
+        if request.path == "/busy":
+            return web.json_response({"error": "slow down"}, status=429)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in EVENTS:
+            await response.write(event)
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    ends = Ends()
+    target = Target(url=str(server.make_url("")), name="main", cache="replay")
+    service = ProxyService(SETTINGS, target, recall=recordings, tap=ends)
+    await service.start()
+    base = f"http://127.0.0.1:{service.port}"
+    try:
+        with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
+            for _ in range(2):
+                async with aiohttp.ClientSession() as session, session.post(f"{base}/v1/chat", data=BODY) as r:
+                    assert await r.content.readany()
+                    r.close()  # the tool leaves after the first event
+                await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as session, session.post(f"{base}/busy", data=BODY) as r:
+                assert r.status == 429
+            async with aiohttp.ClientSession() as session, session.post(f"{base}/v1/chat", data=BODY) as r:
+                assert await r.read() == b"".join(EVENTS)
+            await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as session, session.post(f"{base}/v1/chat", data=BODY) as r:
+                assert await r.read() == b"".join(EVENTS)
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()
+    assert seen == [4]  # the two left early were not kept: the third went out, the fourth replayed
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER.name]
+    left = "cache=unkept [client went away; not recorded: the tool hung up before the answer's end]"
+    assert ["cache=" + line.split(" cache=", 1)[1] for line in lines] == [
+        left,
+        left,
+        "cache=unkept [not recorded: the target answered 429]",
+        "cache=miss",
+        "cache=hit",
+    ]
+    assert [(end.cache, end.cache_note) for end in ends.ends] == [
+        ("unkept", "the tool hung up before the answer's end"),
+        ("unkept", "the tool hung up before the answer's end"),
+        ("unkept", "the target answered 429"),
+        ("miss", ""),
+        ("hit", ""),
+    ]

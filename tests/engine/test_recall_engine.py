@@ -80,9 +80,12 @@ class _DictRecorder:
     def chunk(self, data: bytes, at: float) -> None:
         self.pieces.append(data)
 
+    def declines(self, end: ExchangeEnd) -> str:
+        return "" if self.head is not None and 200 <= end.status < 300 and not end.note else "not clean"
+
     def end(self, end: ExchangeEnd) -> None:
-        if self.head is not None and 200 <= end.status < 300 and not end.note:
-            self.recording.kept[self.key] = (*self.head, self.pieces)
+        if not self.declines(end):
+            self.recording.kept[self.key] = (*self.head, self.pieces)  # type: ignore[misc]
 
 
 class Counted:

@@ -29,7 +29,7 @@ ROW_FIELDS = {
     "id", "time", "method", "path", "port", "kind", "state", "status", "route", "target", "attempts",
     "ttfb_ms", "ttft_ms", "duration_ms", "bytes_up", "bytes_down", "model", "input_tokens",
     "output_tokens", "cached_tokens", "tokens_per_s", "outcome", "error", "refused", "body_state",
-    "websocket", "cache",
+    "websocket", "cache", "cache_note",
 }  # fmt: skip
 DETAIL_FIELDS = ROW_FIELDS | {
     "request_headers",

@@ -81,6 +81,7 @@
     record: "recorded",
     "offline-miss": "not recorded",
     bypass: "not recorded",
+    unkept: "not recorded",
   };
   const CACHE_SENTENCES = {
     hit: "answered from the recording: the target was not asked",
@@ -88,10 +89,17 @@
     record: "sent to the target and recorded (record mode)",
     "offline-miss": "not in the recording, and offline: not sent to the target",
     bypass: "sent to the target and not recorded (Cache-Control: no-store, or a body that cannot be recorded)",
+    unkept: "sent to the target to be recorded, but not recorded",
   };
 
   function cacheWord(row) {
     return row.cache ? CACHE_WORDS[row.cache] || row.cache : "";
+  }
+
+  function cacheSentence(row) {
+    if (!row.cache) return "";
+    const sentence = CACHE_SENTENCES[row.cache] || `cache: ${row.cache}`;
+    return row.cache_note ? `${sentence}: ${row.cache_note}` : sentence;
   }
 
   function targetText(row) {
@@ -135,7 +143,7 @@
       cell.textContent = text(row);
     });
     const attempts = row.attempts.join(", ");
-    tr.children[3].title = [attempts ? `tried: ${attempts}` : "", row.cache ? CACHE_SENTENCES[row.cache] || row.cache : ""].filter(Boolean).join("; ");
+    tr.children[3].title = [attempts ? `tried: ${attempts}` : "", cacheSentence(row)].filter(Boolean).join("; ");
     tr.children[2].title = row.path;
     tr.hidden = !matches(row);
   }
@@ -397,7 +405,7 @@
     if (detail.attempts.length) summary.push(`tried: ${detail.attempts.join(", ")}`);
     if (detail.duration_ms !== null) summary.push(`in ${ms(detail.duration_ms)}`);
     if (detail.outcome) summary.push(`(${detail.outcome})`);
-    if (detail.cache) summary.push(CACHE_SENTENCES[detail.cache] || `cache: ${detail.cache}`);
+    if (detail.cache) summary.push(cacheSentence(detail));
     $("detail-summary").textContent = summary.filter(Boolean).join(" · ");
     $("detail-export-har").href = `export.har?id=${id}`;
     $("detail-export-jsonl").href = `export.jsonl?id=${id}`;
