@@ -23,6 +23,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,11 @@ __all__ = [
 
 FORMAT = "trayproxy-recording"
 VERSION = 1
+# A line holds at most a 16 MiB answer as base64 (4/3 of it), a 1 MiB request body likewise, and
+# their JSON: a longer one is refused before it is parsed.
+MAX_LINE_CHARS = 3 * MAX_ANSWER_BYTES
+MAX_REASON_CHARS = 200
+FUTURE_SLACK_S = 24 * 3600  # clocks of the machines that recorded and import may differ
 # The status line's methods are tokens (RFC 9110 §9.1); LLM APIs use a handful.
 _METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -174,6 +180,9 @@ def _recorded_at(value: object) -> float:
         raise _Bad(f"recorded_at {value!r} is not an ISO 8601 time (such as 2025-01-31T12:00:00Z)") from exc
     if when.tzinfo is None:
         raise _Bad(f"recorded_at {value!r} has no time zone; end it with Z for UTC")
+    # The newest of a request's answers is the one replayed: one dated ahead would stay newest.
+    if when.timestamp() > time.time() + FUTURE_SLACK_S:
+        raise _Bad(f"recorded_at {value!r} is in the future")
     return when.timestamp()
 
 
@@ -191,6 +200,8 @@ def _exchange_of(document: object) -> RecordedExchange:
     target = _field(document, "target", str)
     if not target:
         raise _Bad("target is empty")
+    if not target.isprintable():
+        raise _Bad(f"target {target!r} holds control characters")
     method = _field(document, "method", str)
     if not method or not set(method) <= _METHOD_CHARS:
         raise _Bad(f"method {method!r} is not an HTTP method")
@@ -215,6 +226,8 @@ def _exchange_of(document: object) -> RecordedExchange:
     response = _field(document, "response", dict)
     status = _field(response, "status", int, "response.")
     reason = _field(response, "reason", str, "response.")
+    if not reason.isprintable() or not reason.isascii() or len(reason) > MAX_REASON_CHARS:
+        raise _Bad(f"response.reason {reason[:40]!r} must be printable ASCII of at most {MAX_REASON_CHARS} characters")
     response_headers = _headers_in(_field(response, "headers", list, "response."), "response.headers", lower=False)
     pieces_doc = _field(response, "pieces", list, "response.")
     pieces: list[tuple[float, bytes]] = []
@@ -260,10 +273,25 @@ def _exchange_of(document: object) -> RecordedExchange:
     return exchange
 
 
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose every name is given once: with two, a reader would see the first
+    and the import take the last."""
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _Bad(f'"{name}" is given twice in one object')
+        document[name] = value
+    return document
+
+
 def read_line(text: str, line: int) -> RecordedExchange:
     """One line of an export, checked; raises RecordingFormatError naming ``line``."""
+    if len(text) > MAX_LINE_CHARS:
+        raise RecordingFormatError(line, f"longer than {MAX_LINE_CHARS:,} characters, the most a recording takes")
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_unique_members)
+    except _Bad as bad:
+        raise RecordingFormatError(line, str(bad)) from None
     except ValueError as exc:
         raise RecordingFormatError(line, f"not JSON ({exc})") from None
     try:

@@ -42,6 +42,7 @@ from multidict import CIMultiDict
 
 from desktop.cache import key
 from desktop.cache.store import (
+    CONNECTION_HEADERS,
     MAX_ANSWER_BYTES,
     FoundAnswer,
     RecordedExchange,
@@ -200,6 +201,7 @@ class Recordings(AnswerRecall):
             pieces=_paced(found.pieces) if paced else _back_to_back(found.pieces),
             source="hit",
             head_first=paced and bool(found.pieces) and found.pieces[0][0] > 0,
+            length=sum(len(piece) for _, piece in found.pieces),
         )
 
     def finished(self, leader: AnswerRecorder) -> None:
@@ -398,7 +400,11 @@ class AnswerRecorder:
         self._not_keepable("its request body was streamed")
 
     def response(self, status: int, reason: str, headers: CIMultiDict[str], at: float) -> None:
-        kept = tuple((name, value) for name, value in headers.items() if not key.is_credential_header(name))
+        kept = tuple(
+            (name, value)
+            for name, value in headers.items()
+            if not key.is_credential_header(name) and name.lower() not in CONNECTION_HEADERS
+        )
         self._head = (status, reason, kept)
         self._head_at = at
         if not 200 <= status <= 299:

@@ -189,11 +189,35 @@ class StoreStats:
     newest: datetime | None
 
 
+# An answer in more pieces is not kept: each piece is a row of the replay's work and memory (a
+# long streamed answer of 16 MiB comes in tens of thousands).
+MAX_PIECES = 100_000
+# Response headers about one connection (RFC 9110 §7.6.1), never part of a recorded answer: a
+# replay frames its body itself.
+CONNECTION_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+
+
 def keep_problem(exchange: RecordedExchange) -> str | None:
     """Why ``exchange`` must not be written (a person reads it after "not kept: "); None
     when it may be."""
     if not 200 <= exchange.status <= 299:
         return f"status {exchange.status} is not a success (2xx)"
+    if exchange.status == 206:
+        return "status 206 is a part of an answer, not the answer"
+    if exchange.pieces and (exchange.status in (204, 205) or exchange.method == "HEAD"):
+        return f"a {exchange.method} answered {exchange.status} has no body, and this one has pieces"
+    if len(exchange.pieces) > MAX_PIECES:
+        return f"the answer came in over {MAX_PIECES:,} pieces"
+    lengths = [value for name, value in exchange.response_headers if name.lower() == "content-length"]
+    if len(lengths) > 1 or (
+        lengths and exchange.method != "HEAD" and lengths[0].strip() != str(exchange.body_bytes)
+    ):
+        return f"Content-Length {', '.join(lengths)} is not the answer's length ({exchange.body_bytes} bytes)"
+    for name, _ in exchange.response_headers:
+        if name.lower() in CONNECTION_HEADERS:
+            return f"header {name} is about a connection, not the answer"
     if len(exchange.request_body) > MAX_REQUEST_BODY_BYTES:
         return f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes"
     if exchange.body_bytes > MAX_ANSWER_BYTES:

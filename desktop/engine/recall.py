@@ -61,6 +61,8 @@ class Replay:
     # Send the head at once instead of with the first piece: when that piece is not due yet
     # (paced as recorded, or still on its way to the request being followed).
     head_first: bool = False
+    # The body's length when known before it is sent (a stored answer); None for one followed.
+    length: int | None = None
 
 
 class Recorder(ExchangeCapture, Protocol):

@@ -10,7 +10,7 @@ miss, and the capture that tells both the inspector and a recorder.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from desktop.engine.capture import ExchangeCapture, ExchangeEnd
 from desktop.engine.errors import ProxyError
 from desktop.engine.forward import REPLAYABLE_BODY_BYTES, PassThroughResponse, RequestRecord
+from desktop.engine.headers import HOP_BY_HOP
 from desktop.engine.recall import CacheMode, RecallRequest, Recorder, Replay
 
 __all__ = [
@@ -100,16 +101,33 @@ def offline_miss(request: web.BaseRequest, target: str, why: str = "") -> ProxyE
     )
 
 
+def replayed_headers(recorded: Sequence[tuple[str, str]], length: int | None) -> CIMultiDict[str]:
+    """The recorded headers a replay sends: without those about one connection (aiohttp frames
+    the body), and without a Content-Length other than the body's ``length`` when it is known."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in recorded:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or (lower == "content-length" and length is not None and value.strip() != str(length)):
+            continue
+        out.add(name, value)
+    return out
+
+
 async def send_replay(request: web.BaseRequest, record: RequestRecord, replay: Replay) -> web.StreamResponse:
     """Answer ``request`` from ``replay``: the recorded head, then each piece as its iterator
     gives it. A followed recording that is cut cuts this client too (a broken answer, never a
     clean-looking short one), as the target's break cut the recording's own client."""
     loop = asyncio.get_running_loop()
+    # The recording is checked when it is written or imported; its framing is checked here
+    # again, whatever a store holds: a body where none may go, or a length it does not have,
+    # would make the client read the rest as the answer to its next request.
+    bodiless = request.method == "HEAD" or replay.status in (204, 205, 304)
+    headers = replayed_headers(replay.headers, None if bodiless else replay.length)
     response = PassThroughResponse(
         status=replay.status,
         reason=replay.reason,
-        headers=CIMultiDict(replay.headers),
-        hold_headers=not replay.head_first,
+        headers=headers,
+        hold_headers=not replay.head_first and not bodiless,
     )
     record.status = replay.status
     capture = record.capture
@@ -117,6 +135,9 @@ async def send_replay(request: web.BaseRequest, record: RequestRecord, replay: R
         capture.response(replay.status, replay.reason, response.headers, loop.time())
     await response.prepare(request)
     record.first_byte_at = loop.time()
+    if bodiless:
+        await response.write_eof()
+        return response
     pieces = aiter(replay.pieces)
     while True:
         try:

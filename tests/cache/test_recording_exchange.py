@@ -138,6 +138,36 @@ DELETE = object()
             "2025-01-31T12:00:00",
             "recorded_at '2025-01-31T12:00:00' has no time zone; end it with Z for UTC",
         ),
+        # An answer that would frame itself otherwise than its pieces, so that a client reads
+        # what follows as the answer to its next request, or waits for bytes that never come
+        # (the attacker trial's shared recordings).
+        (
+            "response.headers",
+            [["Transfer-Encoding", "chunked"]],
+            "not taken: header Transfer-Encoding is about a connection, not the answer",
+        ),
+        ("response.headers", [["Connection", "close"]], "not taken: header Connection is about a connection, not the answer"),
+        (
+            "response.headers",
+            [["Content-Length", "500"]],
+            "not taken: Content-Length 500 is not the answer's length (10 bytes)",
+        ),
+        (
+            "response.headers",
+            [["Content-Length", "10"], ["content-length", "10"]],
+            "not taken: Content-Length 10, 10 is not the answer's length (10 bytes)",
+        ),
+        ("response.status", 204, "not taken: a POST answered 204 has no body, and this one has pieces"),
+        ("method", "HEAD", "not taken: a HEAD answered 200 has no body, and this one has pieces"),
+        ("response.status", 206, "not taken: status 206 is a part of an answer, not the answer"),
+        (
+            "response.reason",
+            "OK\r\nX-Injected: 1",
+            "response.reason 'OK\\r\\nX-Injected: 1' must be printable ASCII of at most 200 characters",
+        ),
+        ("recorded_at", "9999-01-01T00:00:00Z", "recorded_at '9999-01-01T00:00:00Z' is in the future"),
+        ("target", "open\x1b[31mai", "target 'open\\x1b[31mai' holds control characters"),
+        ("response.pieces", [[0, ""]] * 100_001, "not taken: the answer came in over 100,000 pieces"),
     ],
 )
 def test_each_bad_field_is_named_with_what_is_wrong(path: str, value: object, problem: str) -> None:
@@ -145,6 +175,15 @@ def test_each_bad_field_is_named_with_what_is_wrong(path: str, value: object, pr
         read_line(json.dumps(with_change(path, value)), 7)
     assert (caught.value.line, caught.value.problem) == (7, problem)
     assert str(caught.value) == f"line 7: {problem}"
+
+
+def test_a_name_given_twice_in_one_object_is_refused() -> None:
+    """A reviewer reading the file sees one of the two; JSON parsers keep the last."""
+    text = json.dumps(good_line())
+    doubled = text.replace('"status": 200', '"status": 200, "status": 201', 1)
+    with pytest.raises(RecordingFormatError) as caught:
+        read_line(doubled, 3)
+    assert caught.value.problem == '"status" is given twice in one object'
 
 
 def test_lines_that_are_not_json_objects_or_not_utf8_are_named(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class DictRecording:
             return Replay(200, "OK", (("Content-Type", "text/event-stream"),), self._cut(), source="follow")
         if key in self.kept and request.mode != "record":
             status, reason, headers, pieces = self.kept[key]
-            return Replay(status, reason, headers, self._pieces(pieces))
+            return Replay(status, reason, headers, self._pieces(pieces), length=sum(map(len, pieces)))
         if request.mode == "offline":
             return None
         return _DictRecorder(self, key)
@@ -320,4 +320,39 @@ async def test_the_sdks_do_not_retry_an_offline_miss(
         await chat.close()
         await claude.close()
     assert [asked.path for asked in recording.asked] == ["/v1/chat/completions", "/v1/messages"]
+    assert counted.seen == []
+
+
+INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
+
+
+async def test_a_replay_frames_its_body_itself_whatever_the_recording_says(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    """A recording is checked when written or imported; a replay checks its framing again, so
+    no stored answer can give a kept-alive client bytes it reads as its next answer, or make it
+    wait for bytes that never come."""
+    counted, target = targets["main"]
+    recording = DictRecording()
+    recording.kept[("main", "POST", "/no-content", "", b"{}")] = (204, "No Content", (), [INJECTED])
+    recording.kept[("main", "POST", "/long", "", b"{}")] = (
+        200,
+        "OK",
+        (("Content-Length", "500"), ("Transfer-Encoding", "chunked"), ("Connection", "keep-alive")),
+        [b"short"],
+    )
+    service = await serve(replace(target, cache="offline"), recording)
+    base = f"http://127.0.0.1:{service.port}"
+    timeout = aiohttp.ClientTimeout(total=2)
+    connector = aiohttp.TCPConnector(limit=1)  # every request on the one kept-alive connection
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with session.post(f"{base}/no-content", data=b"{}") as r:
+            assert (r.status, await r.read()) == (204, b"")
+        async with session.post(f"{base}/long", data=b"{}") as r:
+            assert (r.status, await r.read()) == (200, b"short")
+            assert r.headers.get("Content-Length") in (None, "5")
+        async with session.head(f"{base}/long") as r:  # unrecorded: offline says so, in time
+            assert r.status == 504
+        async with session.post(f"{base}/long", data=b"{}") as r:
+            assert (r.status, await r.read()) == (200, b"short")
     assert counted.seen == []
