@@ -30,6 +30,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 __all__ = [
     "MASK",
@@ -318,6 +319,15 @@ def _authority_userinfo_masked(target: str) -> str:
     userinfo, host = head.rsplit("@", 1)
     user, colon, _ = userinfo.partition(":")
     return (f"{user}:{MASK}" if colon else MASK) + "@" + host + slash + tail
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The keys written into ``url`` itself: its ``user:password@`` password and each path
+    segment that looks like a key (a gateway's ``/gw/KEY/``), to register with the others."""
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found.extend(segment for segment in parts.path.split("/") if looks_like_key(segment))
+    return tuple(found)
 
 
 def redact_url(url: str) -> str:

@@ -41,6 +41,7 @@ from typing import TypeVar
 from multidict import CIMultiDict
 
 from desktop.cache import key
+from desktop.cache.encoding import decoded, unreadable_coding
 from desktop.cache.store import (
     CONNECTION_HEADERS,
     MAX_ANSWER_BYTES,
@@ -102,30 +103,40 @@ def ends_with_final_event(headers: Sequence[tuple[str, str]], tail: bytes) -> bo
     return any(line.strip().replace(b": ", b":", 1) in _FINAL_EVENTS for line in last.split(b"\n"))
 
 
+# Events that say a stream failed after its 200 head: OpenAI's and Anthropic's error event, the
+# Responses API's response.failed.
+_ERROR_EVENTS = (b"error", b"response.failed")
+_NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-seq")
+
+
 def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
-    """True when ``body`` is an event stream (WHATWG SSE) holding an error: an ``event: error``
-    line, or a ``data:`` line whose JSON object has a top-level "error" (OpenAI's and
-    Anthropic's ways of failing after a 200 head). A compressed stream is not read (approximate:
-    LLM APIs do not compress their streams)."""
-    content_type = ""
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == "content-type":
-            content_type = value.lower()
-        elif lowered == "content-encoding" and value.strip().lower() not in ("", "identity"):
-            return False
-    if not content_type.startswith("text/event-stream"):
+    """True when ``body`` (its Content-Encoding undone) is a stream that failed after its 200
+    head: an event stream (WHATWG SSE) with an ``event: error`` or ``event: response.failed``
+    line, or a ``data:`` line whose JSON object has a top-level "error" or a "type" naming one
+    of those events; or newline-delimited JSON (Ollama's streams) with a line whose object has
+    a top-level "error". A body that cannot be decoded is refused by keep_problem anyway."""
+    content_type = next((v.lower() for n, v in headers if n.lower() == "content-type"), "")
+    if content_type.startswith("text/event-stream"):
+        prefix = b"data:"
+    elif content_type.startswith(_NDJSON_TYPES):
+        prefix = b""
+    else:
         return False
-    for raw in body.splitlines():
+    readable = decoded(headers, body)
+    if readable is None:
+        return False
+    for raw in readable.splitlines():
         line = raw.strip()
-        if line.startswith(b"event:") and line[6:].strip() == b"error":
+        if prefix and line.startswith(b"event:") and line[6:].strip() in _ERROR_EVENTS:
             return True
-        if line.startswith(b"data:") and b'"error"' in line:
+        if line.startswith(prefix) and (b'"error"' in line or b"response.failed" in line):
             try:
-                data = json.loads(line[5:])
+                data = json.loads(line[len(prefix) :])
             except ValueError:
                 continue
-            if isinstance(data, dict) and "error" in data:
+            if isinstance(data, dict) and (
+                "error" in data or data.get("type") in ("error", "response.failed")
+            ):
                 return True
     return False
 
@@ -382,6 +393,7 @@ class AnswerRecorder:
         self._cut = False
         self._followed = False
         self._dropped = False  # pieces were let go (not kept, nobody following)
+        self._overflowed = False  # past MAX_ANSWER_BYTES with followers: they were cut
         # A leader's: its head for the followers (None: no head, or not a success), and a new
         # event each time a piece arrives or the answer ends.
         loop = asyncio.get_running_loop()
@@ -407,18 +419,26 @@ class AnswerRecorder:
         )
         self._head = (status, reason, kept)
         self._head_at = at
-        if not 200 <= status <= 299:
+        if not 200 <= status <= 299 or status == 206:
             self._not_keepable(f"the target answered {status}")
+        elif coding := unreadable_coding(kept):
+            self._not_keepable(f"it is compressed as {coding}, which TrayProxy cannot read to check it holds no key")
         self._tell_head(self._head)
 
     def chunk(self, data: bytes, at: float) -> None:
         if not data:
             return
         self._bytes += len(data)
-        if self._bytes > MAX_ANSWER_BYTES and self._keepable:
-            self._not_keepable(f"the answer is over {MAX_ANSWER_BYTES // MIB} MiB")
-            self._recordings.finished(self)  # no new followers: this one is not kept
-        if self._keepable or self._followed:
+        if self._bytes > MAX_ANSWER_BYTES:
+            if self._keepable:
+                self._not_keepable(f"the answer is over {MAX_ANSWER_BYTES // MIB} MiB")
+                self._recordings.finished(self)  # no new followers: this one is not kept
+            if self._followed and not self._overflowed:
+                # Followers past the cap would hold the whole answer in memory, each of them
+                # as far as it lags: they are cut instead, and their tools ask afresh.
+                self._overflowed = True
+                self._pieces = []
+        if self._keepable or (self._followed and not self._overflowed):
             self._pieces.append((max(0.0, at - self._head_at), data))
         else:
             self._dropped = True
@@ -559,6 +579,8 @@ class AnswerRecorder:
         sent = 0
         while True:
             arrived = self._arrived
+            if self._overflowed:
+                raise ConnectionResetError(f"the answer being followed is over {MAX_ANSWER_BYTES // MIB} MiB")
             if sent < len(self._pieces):
                 piece = self._pieces[sent][1]
                 sent += 1

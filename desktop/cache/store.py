@@ -38,6 +38,7 @@ from urllib.parse import unquote
 import platformdirs
 
 from desktop.cache import key
+from desktop.cache.encoding import decoded, unreadable_coding
 from desktop.config.store import APP_NAME
 from desktop.redaction import holds_registered_secret
 
@@ -241,6 +242,14 @@ def keep_problem(exchange: RecordedExchange) -> str | None:
         return "it holds a key TrayProxy sends"
     if any(holds_registered_secret(piece) for _, piece in exchange.pieces):
         return "its answer holds a key TrayProxy sends"
+    if exchange.method != "HEAD" and any(name.lower() == "content-encoding" for name, _ in exchange.response_headers):
+        readable = decoded(exchange.response_headers, b"".join(piece for _, piece in exchange.pieces))
+        if readable is None:
+            coding = unreadable_coding(exchange.response_headers)
+            how = f"compressed as {coding}, which" if coding else "compressed in a way that"
+            return f"its answer is {how} TrayProxy cannot read to check it holds no key"
+        if holds_registered_secret(readable):
+            return "its answer holds a key TrayProxy sends"
     return None
 
 

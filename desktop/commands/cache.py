@@ -269,10 +269,11 @@ def _register_keys(config: ConfigFile | None) -> None:
     """Make the keys the config's targets send known to the redactor, so an import holding one
     is refused. Reading a key runs its command, as starting TrayProxy does."""
     from desktop.config.keys import resolve_target
-    from desktop.redaction import register_secrets
+    from desktop.redaction import register_secrets, url_secrets
 
     for spec in config.targets.values() if config is not None else ():
-        register_secrets(resolve_target(spec).target.secrets())
+        target = resolve_target(spec).target
+        register_secrets((*target.secrets(), *url_secrets(target.url)))
 
 
 def _answers(count: int) -> str:

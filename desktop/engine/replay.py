@@ -21,6 +21,7 @@ from desktop.engine.errors import ProxyError
 from desktop.engine.forward import REPLAYABLE_BODY_BYTES, PassThroughResponse, RequestRecord
 from desktop.engine.headers import HOP_BY_HOP
 from desktop.engine.recall import CacheMode, RecallRequest, Recorder, Replay
+from desktop.redaction import redact_target
 
 __all__ = [
     "WEBSOCKET_UNRECORDED",
@@ -91,7 +92,7 @@ class OfflineMiss(ProxyError):
 
 def offline_miss(request: web.BaseRequest, target: str, why: str = "") -> ProxyError:
     """The answer to a request the recording cannot answer while its target is offline."""
-    path = request.raw_path.partition("?")[0]
+    path = redact_target(request.raw_path.partition("?")[0])
     reason = why or "nothing was recorded for it"
     return OfflineMiss(
         f"No recorded answer for {request.method} {path} on target {target} ({reason}), and its"

@@ -55,7 +55,7 @@ from desktop.engine.replay import (
 from desktop.engine.server import HEADER_FIELD_LIMIT, REQUEST_LINE_LIMIT, ProxyServer
 from desktop.engine.upstream import Upstream
 from desktop.engine.websocket import OpenWebSocket, carry_websocket
-from desktop.redaction import display_target, redact_url, register_secrets
+from desktop.redaction import display_target, redact_url, register_secrets, url_secrets
 from desktop.routing import Route, RouteTable, TargetClaims
 
 __all__ = ["OwnPages", "ProxyService", "describe_target_change"]
@@ -204,7 +204,7 @@ class ProxyService:
             return
         self._stopping = False
         self._stop_event.clear()
-        register_secrets(self._target.secrets())
+        register_secrets((*self._target.secrets(), *url_secrets(self._target.url)))
         self._upstream = self._new_upstream(self._target)
         self.set_routing(self._routing)
         server = self._server = ProxyServer(
@@ -275,7 +275,7 @@ class ProxyService:
         """Send new requests to ``target``; requests already open finish on the old one."""
         if target == self._target:
             return
-        register_secrets(target.secrets())
+        register_secrets((*target.secrets(), *url_secrets(target.url)))
         self._target = target
         if self._upstream is None:
             return
@@ -296,7 +296,7 @@ class ProxyService:
                 self._retire_upstream(upstream)
         for name, target in wanted.items():
             if name not in self._routed:
-                register_secrets(target.secrets())
+                register_secrets((*target.secrets(), *url_secrets(target.url)))
                 self._routed[name] = self._new_upstream(target)
 
     def _retire_upstream(self, upstream: Upstream) -> None:
@@ -699,7 +699,10 @@ class ProxyService:
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
             record.cache = "bypass"
             return None
-        asked = recall_request(request, first.cache, first.name or first.url, label, raw_path, body.held)
+        # A target without a name (serve --target URL) is recorded under its URL as shown to a
+        # person: a key in the URL never reaches the file, `cache stats` or an export.
+        recorded_as = first.name or redact_url(first.url)
+        asked = recall_request(request, first.cache, recorded_as, label, raw_path, body.held)
         found = await self.recall.lookup(asked)
         if isinstance(found, Replay):
             record.cache = "hit"

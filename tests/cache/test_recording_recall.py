@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from desktop.config.model import Recording
 from desktop.engine.recall import Replay
 
 SSE = (("Content-Type", "text/event-stream"),)
+GZIPPED_ERROR = gzip.compress(b'data: {}\n\nevent: error\ndata: {"type":"overloaded_error"}\n\n')
 
 
 @pytest.fixture
@@ -28,10 +30,16 @@ def recordings(tmp_path: Path) -> Iterator[Recordings]:
     made.close()
 
 
-async def record(recordings: Recordings, pieces: list[bytes], mode: str = "record", **fields: object) -> None:
+async def record(
+    recordings: Recordings,
+    pieces: list[bytes],
+    mode: str = "record",
+    headers_out: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),),
+    **fields: object,
+) -> None:
     recorder = await recordings.lookup(ask(mode, **fields))  # type: ignore[arg-type]
     assert isinstance(recorder, AnswerRecorder)
-    answer(recorder, pieces)
+    answer(recorder, pieces, headers=headers_out)
 
 
 async def test_a_recorded_stream_replays_its_pieces_in_order_with_its_headers(recordings: Recordings) -> None:
@@ -84,8 +92,15 @@ async def test_no_cache_refreshes_the_recording_in_replay(recordings: Recordings
         (200, SSE, [b"data: {}\n\n", b'event: error\ndata: {"type":"overloaded"}\n\n'], ""),
         (200, SSE, [b'data: {"error": {"message": "boom"}}\n\n'], ""),
         (200, (("Content-Type", "application/json"), ("Vary", "*")), [b"{}"], ""),
+        # From the attacker trial: the Responses API's failure, Ollama's error line, a failure
+        # under gzip, a coding that cannot be read to check it.
+        (200, SSE, [b'event: response.created\ndata: {}\n\n', b'event: response.failed\ndata: {"type":"response.failed","response":{"error":{"code":"server_error"}}}\n\n'], ""),
+        (200, SSE, [b'data: {"type":"response.failed","response":{}}\n\n'], ""),
+        (200, (("Content-Type", "application/x-ndjson"),), [b'{"message":{"content":"Hel"}}\n', b'{"error":"model crashed"}\n'], ""),
+        (200, (*SSE, ("Content-Encoding", "gzip")), [GZIPPED_ERROR], ""),
+        (200, (("Content-Type", "application/json"), ("Content-Encoding", "br")), [b"\x1b\x01\x00"], ""),
     ],
-    ids=["not-2xx", "cut", "event-error", "data-error", "vary-star"],
+    ids=["not-2xx", "cut", "event-error", "data-error", "vary-star", "response-failed", "data-type-failed", "ndjson-error", "gzip-error", "brotli"],
 )
 async def test_an_answer_that_did_not_end_cleanly_is_not_kept(
     recordings: Recordings, status: int, headers: tuple[tuple[str, str], ...], pieces: list[bytes], note: str
@@ -131,6 +146,46 @@ async def test_no_credential_reaches_the_file(recordings: Recordings, tmp_path: 
         registered.encode(),
     ):
         assert secret not in on_disk
+
+
+async def test_a_compressed_answer_holding_a_registered_key_is_not_kept(recordings: Recordings) -> None:
+    """The key check reads the answer as the tool reads it: a gzip answer echoing the key TrayProxy
+    sends was written to the file and exported (attacker trial); a plain one never was."""
+    registered = "tp-test-registered-secret-gzip-0123456789"
+    saved = redaction._known_secrets
+    redaction.register_secrets([registered])
+    try:
+        gzipped = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
+        body = gzip.compress(f'{{"auth": "Bearer {registered}"}}'.encode())
+        await record(recordings, [body[:10], body[10:]], prompt="whoami", headers_out=gzipped)
+        await record(recordings, [gzip.compress(b'{"fine": true}')], prompt="fine", headers_out=gzipped)
+        assert isinstance(await recordings.lookup(ask("offline", "fine")), Replay)
+        assert await recordings.lookup(ask("offline", "whoami")) is None
+    finally:
+        redaction._known_secrets = saved
+
+
+async def test_followers_past_16_mib_are_cut_instead_of_held(recordings: Recordings) -> None:
+    """Two identical requests for a 200 MB answer held it all for the follower (207 MB more in
+    the attacker trial): past the cap of what is kept, a follower is cut, and asks afresh."""
+    leader = await recordings.lookup(ask("replay"))
+    assert isinstance(leader, AnswerRecorder)
+    answer(leader, [b"x" * 1024], end=False)
+    follower = await recordings.lookup(ask("replay"))
+    assert isinstance(follower, Replay)
+    pieces = aiter(follower.pieces)
+    assert await anext(pieces) == b"x" * 1024
+    for _ in range(17):
+        leader.chunk(b"y" * (1024 * 1024), 101.0)
+
+    async def the_rest() -> None:
+        while True:
+            await anext(pieces)
+
+    with pytest.raises(ConnectionResetError, match="over 16 MiB"):
+        await the_rest()
+    assert sum(len(piece) for _, piece in leader._pieces) < 2 * 1024 * 1024
+    finish(leader)
 
 
 async def test_vary_names_headers_the_answer_depends_on(recordings: Recordings) -> None:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from desktop import redaction
 from desktop.config.model import ProxySettings, Routing, Target
 from desktop.engine.accesslog import ACCESS_LOGGER
 from desktop.engine.capture import ExchangeEnd
@@ -356,3 +357,25 @@ async def test_a_replay_frames_its_body_itself_whatever_the_recording_says(
         async with session.post(f"{base}/long", data=b"{}") as r:
             assert (r.status, await r.read()) == (200, b"short")
     assert counted.seen == []
+
+
+PATH_KEY = "sk-proj-PathKey0123456789abcdefghijklmnop"
+
+
+async def test_a_key_in_a_path_or_a_target_url_is_neither_recorded_nor_echoed(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any]
+) -> None:
+    """serve --target URL records under the URL: a key in it went into the file, `cache stats`
+    and exports; an offline miss repeated a key-shaped path in its message (attacker trial)."""
+    _, target = targets["main"]
+    recording = DictRecording()
+    keyed = replace(target, name="", url=f"{target.url.rstrip('/')}/gw/{PATH_KEY}", cache="record")
+    service = await serve(keyed, recording)
+    assert (await fetch(service.port, "/v1/chat"))[0] == 200
+    assert recording.asked[0].target.endswith("/gw/sk-***")
+    assert redaction.holds_registered_secret(f"echo {PATH_KEY}")  # an answer echoing it is not kept
+    service.set_target(replace(target, cache="offline"))
+    status, pieces, _ = await fetch(service.port, f"/gw/{PATH_KEY}/v1/models")
+    assert status == 504
+    assert PATH_KEY not in b"".join(pieces).decode()
+    assert "/gw/sk-***/v1/models" in b"".join(pieces).decode()
