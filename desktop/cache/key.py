@@ -28,7 +28,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote_plus
 
-from desktop.redaction import SENSITIVE_HEADERS, is_credential_name
+from desktop.redaction import SENSITIVE_HEADERS, is_credential_name, redact_text
 
 __all__ = [
     "KEY_HEADERS",
@@ -90,17 +90,42 @@ def key_headers(headers: RequestHeaders) -> RequestHeaders:
     return tuple((name, value) for name, value in headers if name in _KEY_HEADER_SET)
 
 
+# Query parameters that carry a credential: left out of the key (never stored; a request with
+# another key is the same request). Narrower than the log's masking, which masks any name
+# ending in key or token: next_token, continuation_token, sort_key choose the answer, and
+# dropping them gave every page of a listing the first page's answer.
+_CREDENTIAL_PARAMETERS = frozenset(
+    {
+        "key", "apikey", "api_key", "x_api_key", "access_key", "secret_key", "private_key",
+        "subscription_key", "ocp_apim_subscription_key", "token", "access_token", "auth_token",
+        "id_token", "refresh_token", "session_token", "security_token", "bearer_token", "auth",
+        "authorization", "password", "passwd", "secret", "client_secret", "sig", "signature",
+        "x_amz_signature", "x_amz_security_token", "x_amz_credential", "x_goog_signature",
+        "x_goog_credential",
+    }
+)  # fmt: skip
+
+
+def is_credential_parameter(name: str, value: str = "") -> bool:
+    """True when a query parameter ``name=value`` (both percent-decoded) carries a credential:
+    its name is one (array forms too: ``key[]``, ``creds[token]``), or its value has a known
+    key's shape (``sk-...``, ``AIza...``)."""
+    # PHP and Rails array forms (key[]=, creds[token]=) name the credential inside brackets too.
+    words = [word.lower().replace("-", "_") for word in name.replace("]", "[").split("[") if word]
+    return any(word in _CREDENTIAL_PARAMETERS for word in words) or (
+        bool(value) and redact_text(value) != value
+    )
+
+
 def query_without_credentials(query: str) -> str:
-    """``query`` (raw, no "?") with each parameter named for a credential dropped; the rest
+    """``query`` (raw, no "?") with each parameter carrying a credential dropped; the rest
     keeps its bytes and order."""
     if not query:
         return ""
     kept = []
     for part in query.split("&"):
-        name = part.split("=", 1)[0]
-        # PHP and Rails array forms (key[]=, creds[token]=) name the credential inside brackets too.
-        words = [word for word in unquote_plus(name).replace("]", "[").split("[") if word]
-        if not any(is_credential_name(word) for word in words):
+        name, _, value = part.partition("=")
+        if not is_credential_parameter(unquote_plus(name), unquote_plus(value)):
             kept.append(part)
     return "&".join(kept)
 

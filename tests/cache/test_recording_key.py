@@ -95,6 +95,15 @@ def test_credentials_and_other_headers_never_change_the_key() -> None:
         query_without_credentials("alt=sse&key=k&token[]=t&creds%5Bsecret%5D=s&page_token=p")
         == "alt=sse&page_token=p"
     )
+    assert key_of(body, query="after=x&api-key=one&q=sk-proj-abcdefghijklmnop1234") == key_of(body, query="after=x")
+
+
+def test_parameters_that_choose_a_page_change_the_key() -> None:
+    """Names ending in token or key that are no credential (attacker trial: every page of a
+    listing got the first page's answer)."""
+    body = b""
+    for name in ("next_token", "continuation_token", "sort_key", "partition_key", "pageToken"):
+        assert key_of(body, query=f"{name}=page2") != key_of(body, query=f"{name}=page3"), name
 
 
 def test_a_body_that_is_not_json_is_keyed_by_its_bytes() -> None:
