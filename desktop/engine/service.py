@@ -694,6 +694,7 @@ class ProxyService:
         told of the answer when one should be kept."""
         assert self.recall is not None
         name = first.name or label
+        record.target = label  # the offline miss's too: its row and line name the target asked
         if body.held is None and body.streamed is not None:  # a body that cannot be held
             if first.cache == "offline":
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
@@ -711,7 +712,11 @@ class ProxyService:
         if found is None:
             if first.cache == "offline":
                 asked_not_to = "no-store" in request.headers.get("Cache-Control", "").lower()
-                why = "it was sent with Cache-Control: no-store" if asked_not_to else ""
+                why = (
+                    "it was sent with Cache-Control: no-store, which is never answered from the recording"
+                    if asked_not_to
+                    else ""
+                )
                 return self._offline_miss(request, record, name, why)
             record.cache = "bypass"  # neither answered from the recording nor recorded
             return None

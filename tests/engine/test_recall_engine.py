@@ -379,3 +379,24 @@ async def test_a_key_in_a_path_or_a_target_url_is_neither_recorded_nor_echoed(
     assert status == 504
     assert PATH_KEY not in b"".join(pieces).decode()
     assert "/gw/sk-***/v1/models" in b"".join(pieces).decode()
+
+
+async def test_a_routed_offline_miss_names_the_target_asked(
+    targets: dict[str, tuple[Counted, Target]], serve: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With routes, the miss's access line and inspector row named no target ("via default ->
+    504"), so a filter by target hid exactly the misses (cold user trial)."""
+    main, main_target = targets["main"]
+    _, spare_target = targets["spare"]
+    table = RouteTable.build(
+        [TargetClaims("main", prefixes=("/p",), fallbacks=("spare",)), TargetClaims("spare")], default="main"
+    )
+    service = await serve(replace(main_target, cache="offline"), DictRecording(), Routing(table, (spare_target,)))
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
+        status, _, _ = await fetch(service.port, "/p/v1/chat", b'{"not": "recorded"}')
+        await asyncio.sleep(0.05)
+    assert status == 504
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER.name]
+    assert len(lines) == 1
+    assert "-> main 504" in lines[0], lines[0]
+    assert main.seen == []
