@@ -326,6 +326,7 @@ class RecordingStore:
         self.path = path
         self._db = connection
         self._wal_set_for: int | None = None  # the cap the WAL's bounds were set for
+        self.evicted = 0  # answers this store object dropped to stay under a cap, so far
 
     @classmethod
     def open(
@@ -566,6 +567,7 @@ class RecordingStore:
             if total <= room_bytes:
                 break
         self._db.executemany("DELETE FROM recordings WHERE id = ?", ((entry_id,) for entry_id in doomed))
+        self.evicted += len(doomed)
         return len(doomed)
 
     def trim(self, max_bytes: int) -> int:

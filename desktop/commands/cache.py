@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -157,17 +158,27 @@ def _import(args: argparse.Namespace) -> int:
     cap_bytes = _cap_mib(config) * MIB
     made_here = not default_store_path().exists()
     try:
-        count, path = _import_into_store(source, name, cap_bytes)
+        count, path, dropped = _import_into_store(source, name, cap_bytes)
     except CacheCommandError:
         if made_here:  # a refused import leaves the home as it found it, not with an empty file
             _remove_store(default_store_path())
         raise
     print(f"Imported {_answers(count)} from {name} into {path}.")
+    if dropped:
+        # Said, not silent: a recording bigger than the cap would otherwise be exported or
+        # replayed short without a sign.
+        print(
+            f"The cap ({_cap_mib(config)} MiB, [cache] max_mib) is full: {_answers(dropped)} used least"
+            " recently were dropped to make room (imported ones among them when the file alone"
+            " is over the cap); trayproxy cache stats shows what is kept.",
+            file=sys.stderr,
+        )
     return 0
 
 
-def _import_into_store(source: str, name: str, cap_bytes: int) -> tuple[int, Path]:
-    """How many answers ``source`` added, and the store's file; CacheCommandError when none."""
+def _import_into_store(source: str, name: str, cap_bytes: int) -> tuple[int, Path, int]:
+    """How many answers ``source`` added, the store's file, and how many answers the cap
+    dropped meanwhile; CacheCommandError when none were added."""
     from desktop.cache import RecordingFormatError, import_from
 
     with _opened() as store:
@@ -186,7 +197,7 @@ def _import_into_store(source: str, name: str, cap_bytes: int) -> tuple[int, Pat
             raise CacheCommandError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not count:  # a recipe that recorded nothing must not pass quietly until its tests get 504s
         raise CacheCommandError(f"{name} holds no recorded answers; nothing was imported")
-    return count, store.path
+    return count, store.path, store.evicted
 
 
 def _remove_store(path: Path) -> None:
@@ -222,8 +233,11 @@ def _written_atomically(path: Path) -> Iterator[IO[str]]:
     if not folder.is_dir():
         raise CacheCommandError(f"cannot write {path}: the folder {folder} does not exist")
     temporary = folder / f".{target.name}.{os.getpid()}.tmp"
+    # It holds prompts and answers: owner-only unless the file it replaces was shared already.
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o600
     try:
-        with open(temporary, "w", encoding="ascii", newline="\n") as stream:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with open(descriptor, "w", encoding="ascii", newline="\n") as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())

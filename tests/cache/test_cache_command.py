@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from cli_process import run_cli
 from isolated_home import home_environ
 from recorded import chat_exchange
 
-from desktop.cache import RecordingStore, default_store_path
+from desktop.cache import RecordingStore, default_store_path, export_to
 
 MIB = 1024 * 1024
 # A key the config's target sends, found by the import in a recording that holds it.
@@ -69,6 +70,7 @@ def test_an_export_imported_on_a_fresh_home_gives_the_same_recording(tmp_path: P
     result = run_cli("cache", "export", "-o", str(exported))
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(f"Exported 3 recorded answers to {exported}.\n")
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600  # prompts and answers: owner-only
     assert [json.loads(line)["target"] for line in exported.read_text().splitlines()] == [
         "openai",
         "anthropic",
@@ -85,6 +87,25 @@ def test_an_export_imported_on_a_fresh_home_gives_the_same_recording(tmp_path: P
     assert again.stdout == exported.read_text()
     from_stdin = run_cli("cache", "import", "-", stdin=only_openai.stdout, env=fresh_home(tmp_path / "third"))
     assert from_stdin.stdout.startswith("Imported 2 recorded answers from standard input into ")
+
+
+def test_an_import_past_the_cap_says_how_many_answers_the_cap_dropped(tmp_path: Path) -> None:
+    """It said "Imported 10" when the cap kept 3, and nothing else (cold user trial)."""
+    with RecordingStore.open(tmp_path / "big.sqlite3") as store:
+        for n in range(4):
+            assert store.put(chat_exchange(f"big {n}", answer=b"x" * 400_000), max_bytes=64 * MIB)
+        exported = tmp_path / "big.jsonl"
+        with exported.open("w") as out:
+            assert export_to(store, out) == 4
+    config = tmp_path / "config.toml"
+    config.write_text('[cache]\nmax_mib = 1\n[targets.openai]\nurl = "https://api.openai.com"\n')
+    result = run_cli("cache", "import", "--config", str(config), str(exported))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Imported 4 recorded answers from {exported} into ")
+    assert result.stderr.startswith(
+        "The cap (1 MiB, [cache] max_mib) is full: 2 recorded answers used least recently were dropped"
+    )
+    assert run_cli("cache", "stats").stdout.startswith("2 recorded answers, ")
 
 
 def test_a_bad_line_is_named_and_nothing_is_imported(tmp_path: Path) -> None:
