@@ -54,6 +54,10 @@ KEY_HEADERS: tuple[str, ...] = (
     "anthropic-version",
     "anthropic-beta",
     "openai-beta",
+    # Which organization and project an OpenAI key acts for: their files, batches and
+    # fine-tunes differ (attacker trial: org B got org A's answer).
+    "openai-organization",
+    "openai-project",
     "accept",
     "accept-encoding",
 )

@@ -25,10 +25,12 @@ import pytest
 from cli_process import REPO, run_cli
 from isolated_home import home_environ
 from numbered_target import NumberedTarget
+from recorded import chat_exchange
 from serve_started import START_TIMEOUT_S, Serves
 from tapped_sdks import Tapped, openai_client
 from upstreams import dead_port
 
+from desktop.cache import RecordingStore
 from desktop.config.store import DEFAULT_CONFIG, config_path
 
 # The key "your machine" has; CI has none.
@@ -81,8 +83,9 @@ async def suite(url: str) -> tuple[list[Any], Tapped]:
 async def test_an_export_imported_on_a_fresh_home_replays_offline(
     aiohttp_server: Any, serves: Serves, tmp_path: Path
 ) -> None:
-    record, export, import_, offline = recipe_commands()
-    assert (record, export, import_, offline) == (
+    clear, record, export, import_, offline = recipe_commands()
+    assert (clear, record, export, import_, offline) == (
+        ["cache", "clear"],
         ["serve", "--cache", "record"],
         ["cache", "export", "-o", EXPORTED],
         ["cache", "import", EXPORTED],
@@ -97,6 +100,10 @@ async def test_an_export_imported_on_a_fresh_home_replays_offline(
     address = str(server.make_url("")).rstrip("/")
     config_path().parent.mkdir(parents=True)
     config_path().write_text(DEFAULT_CONFIG.replace("https://api.openai.com", address))
+    # A notebook session recorded before: the recipe's clear keeps it out of the export.
+    with RecordingStore.open() as store:
+        assert store.put(chat_exchange("PRIVATE: my medical report"), max_bytes=64 * 1024 * 1024)
+    assert run_cli(*clear).returncode == 0
     yours = serves.start(None, *record[1:], env={"OPENAI_API_KEY": DEV_KEY})
     recorded, recorded_tap = await suite(yours.url)
     exported = run_cli(*export, cwd=project)
@@ -106,6 +113,7 @@ async def test_an_export_imported_on_a_fresh_home_replays_offline(
     text = (project / EXPORTED).read_text()
     assert len(text.splitlines()) == 2
     assert DEV_KEY not in text
+    assert "PRIVATE" not in text
     assert len(target.received) == 2
     assert target.received[0].header("Authorization") == f"Bearer {DEV_KEY}"
 

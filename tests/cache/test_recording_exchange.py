@@ -111,7 +111,7 @@ DELETE = object()
         (
             "request.headers",
             [["authorization", "Bearer sk-x"]],
-            "not taken: request header authorization is not one of the key headers (anthropic-version, anthropic-beta, openai-beta, accept, accept-encoding)",
+            "not taken: request header authorization is not one of the key headers (anthropic-version, anthropic-beta, openai-beta, openai-organization, openai-project, accept, accept-encoding)",
         ),
         ("request.headers", [["accept"]], "request.headers[0] must be a [name, value] pair of strings"),
         ("vary", {"x-api-key": "k"}, "not taken: header x-api-key may hold a credential"),

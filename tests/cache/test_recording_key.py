@@ -98,6 +98,14 @@ def test_credentials_and_other_headers_never_change_the_key() -> None:
     assert key_of(body, query="after=x&api-key=one&q=sk-proj-abcdefghijklmnop1234") == key_of(body, query="after=x")
 
 
+def test_the_openai_organization_and_project_change_the_key() -> None:
+    body = json.dumps(BODY).encode()
+    one = key_of(body, ((b"OpenAI-Organization", b"org-a"),))
+    assert one != key_of(body, ((b"OpenAI-Organization", b"org-b"),))
+    assert one != key_of(body)
+    assert key_of(body, ((b"OpenAI-Project", b"proj_a"),)) != key_of(body, ((b"OpenAI-Project", b"proj_b"),))
+
+
 def test_parameters_that_choose_a_page_change_the_key() -> None:
     """Names ending in token or key that are no credential (attacker trial: every page of a
     listing got the first page's answer)."""
