@@ -309,7 +309,11 @@ def run_serve(args: argparse.Namespace, *, logging_ready: bool = False) -> int:
             log.error("%s", exc)
             controller.close()
             return 1
-        log.info("TrayProxy %s: %s -> %s (Ctrl+C stops)", __version__, status.local_url, status.target_url)
+        # The cache mode too: an offline CI run's log must not read as if it went online.
+        cache = f", recorded answers: {status.cache_mode}" if status.cache_mode != "off" else ""
+        log.info(
+            "TrayProxy %s: %s -> %s%s (Ctrl+C stops)", __version__, status.local_url, status.target_url, cache
+        )
         # Wake now and then: on Windows a blocked wait would not see Ctrl+C.
         while not stop_requested.wait(0.5):
             pass
