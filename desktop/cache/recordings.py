@@ -141,6 +141,10 @@ def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
     return False
 
 
+def _answers(count: int) -> str:
+    return f"{count} answer is" if count == 1 else f"{count} answers are"
+
+
 class Recordings(AnswerRecall):
     """One per controller, shared by its listeners (see the module docstring)."""
 
@@ -288,6 +292,46 @@ class Recordings(AnswerRecall):
                     "open", "Recorded answers are off: %s. Every request is a miss (offline: 504).", exc
                 )
         return self._store
+
+    async def explain_miss(self, request: RecallRequest) -> str:
+        try:
+            return await self._run(self._explain, request)
+        except Exception as exc:  # an explanation is a help, never a reason to fail the answer
+            log.debug("could not explain a miss: %s", exc)
+            return ""
+
+    def _explain(self, request: RecallRequest) -> str:
+        store = self._open()
+        if store is None:
+            return ""
+        where = f"{request.method} {request.path}"
+        near = store.near(request.target, request.method, request.path)
+        if near:
+            body = key.canonical_body(request.body)
+            query = key.query_without_credentials(request.query)
+            same = [entry for entry in near if entry.query == query and key.canonical_body(entry.request_body) == body]
+            if not same:
+                return (
+                    f"{_answers(len(near))} recorded for {where} on this target, none with this body"
+                    " and query (another prompt, model or parameter)"
+                )
+            sent = dict(key.key_headers(key.request_headers(request.raw_headers)))
+            recorded = dict(same[0].request_headers)
+            differing = [
+                f"{name} {recorded.get(name)!r} where this request sent {sent.get(name)!r}"
+                for name in sorted(set(sent) | set(recorded))
+                if sent.get(name) != recorded.get(name)
+            ]
+            if differing:
+                return f"recorded with other headers: {'; '.join(differing[:3])}"
+            return "recorded for other values of the headers its answer varies on (Vary)"
+        counts = store.answers_per_target()
+        if not counts:
+            return "nothing is recorded yet"
+        if request.target not in counts:
+            recorded_targets = ", ".join(f"{name} ({count})" for name, count in sorted(counts.items())[:5])
+            return f"nothing is recorded for this target; recorded targets: {recorded_targets}"
+        return f"nothing is recorded for {where} on this target"
 
     def _find(self, request: RecallRequest) -> tuple[str, FoundAnswer | None]:
         headers = key.request_headers(request.raw_headers)

@@ -200,6 +200,18 @@ CONNECTION_HEADERS = frozenset(
 )
 
 
+NEAR_ROWS = 200  # entries an offline miss compares itself with, at most
+
+
+@dataclass(frozen=True, slots=True)
+class NearEntry:
+    """A recorded request of the same target, method and path as one that missed."""
+
+    query: str
+    request_headers: tuple[tuple[str, str], ...]
+    request_body: bytes
+
+
 def keep_problem(exchange: RecordedExchange) -> str | None:
     """Why ``exchange`` must not be written (a person reads it after "not kept: "); None
     when it may be."""
@@ -385,6 +397,19 @@ class RecordingStore:
             if key.matches_vary(json.loads(vary_text), headers):
                 return self._answer(entry_id)
         return None
+
+    def near(self, target: str, method: str, path: str, limit: int = NEAR_ROWS) -> list[NearEntry]:
+        """Up to ``limit`` entries of ``target`` for ``method`` and ``path`` (their query, key
+        headers and body), the newest first: what an offline miss is told it missed."""
+        rows = self._db.execute(
+            "SELECT query, request_headers, request_body FROM recordings WHERE target = ? AND method = ?"
+            " AND path = ? ORDER BY recorded_at DESC, id DESC LIMIT ?",
+            (target, method, path, limit),
+        ).fetchall()
+        return [NearEntry(query, _pairs(headers_text), body) for query, headers_text, body in rows]
+
+    def answers_per_target(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT target, COUNT(*) FROM recordings GROUP BY target").fetchall())
 
     def _answer(self, entry_id: int) -> FoundAnswer | None:
         row = self._db.execute(

@@ -81,3 +81,9 @@ class AnswerRecall(Protocol):
     async def lookup(self, request: RecallRequest) -> Replay | Recorder | None:
         """What to do with ``request`` (see the module's docstring). Never raises: a store that
         cannot be read is a miss (logged)."""
+        ...
+
+    async def explain_miss(self, request: RecallRequest) -> str:
+        """Why nothing recorded answers ``request`` (an offline miss), in a few words a person
+        can act on: what is recorded for its path or its target instead ("" when unknown)."""
+        ...

@@ -715,7 +715,7 @@ class ProxyService:
                 why = (
                     "it was sent with Cache-Control: no-store, which is never answered from the recording"
                     if asked_not_to
-                    else ""
+                    else await self.recall.explain_miss(asked)
                 )
                 return self._offline_miss(request, record, name, why)
             record.cache = "bypass"  # neither answered from the recording nor recorded

@@ -149,6 +149,7 @@ async def test_an_export_imported_on_a_fresh_home_replays_offline(
             )
     assert (refused.value.status_code, refused.value.code) == (504, "cache_offline_miss")
     assert "on target openai" in refused.value.message
+    assert "none with this body and query" in refused.value.message  # what is recorded instead
     assert on_ci.cache_outcomes(3) == ["hit", "hit", "offline-miss"]
     # The CI log says it runs offline (it read "-> https://api.openai.com" alone: cold user trial).
     assert any("recorded answers: offline (Ctrl+C stops)" in line for line in on_ci.process.lines_with("TrayProxy "))

@@ -331,3 +331,20 @@ async def test_a_hit_counts_as_used_even_when_nothing_is_recorded_after_it(tmp_p
     with RecordingStore.open(path) as store:
         assert store.trim(6000) == 1
         assert [e.request_body for e in store.exchanges()] == [ask(prompt="used").body]
+
+
+async def test_an_offline_miss_is_told_what_is_recorded_instead(recordings: Recordings) -> None:
+    """Every miss said "nothing was recorded for it", whether another Accept-Encoding, another
+    prompt or another target name was the cause (cold user trial: 8 answers were there)."""
+    assert await recordings.explain_miss(ask("offline")) == "nothing is recorded yet"
+    await record(recordings, [b"kept"], headers=((b"Accept-Encoding", b"gzip, deflate"),))
+    assert await recordings.explain_miss(ask("offline", headers=((b"Accept-Encoding", b"gzip, deflate, br"),))) == (
+        "recorded with other headers: accept-encoding 'gzip, deflate' where this request sent 'gzip, deflate, br'"
+    )
+    assert await recordings.explain_miss(ask("offline", "another prompt")) == (
+        "1 answer is recorded for POST /v1/chat/completions on this target, none with this body and query"
+        " (another prompt, model or parameter)"
+    )
+    assert await recordings.explain_miss(ask("offline", target="https://api.openai.com")) == (
+        "nothing is recorded for this target; recorded targets: openai (1)"
+    )

@@ -42,6 +42,9 @@ class DictRecording:
         self.asked: list[RecallRequest] = []
         self.cut_follow = False
 
+    async def explain_miss(self, request: RecallRequest) -> str:
+        return ""
+
     async def lookup(self, request: RecallRequest) -> Replay | Recorder | None:
         self.asked.append(request)
         key = (request.target, request.method, request.path, request.query, request.body)
