@@ -38,19 +38,19 @@ def run_cache(args: argparse.Namespace) -> int:
     """Run the ``cache`` action ``args`` names; return the exit status."""
     from desktop.cache import StoreError
 
+    actions = {"stats": _stats, "clear": _clear, "export": _export, "import": _import}
     try:
-        if args.cache_command == "stats":
-            return _stats(args)
-        if args.cache_command == "clear":
-            return _clear(args)
-        if args.cache_command == "export":
-            return _export(args)
-        if args.cache_command == "import":
-            return _import(args)
+        status = actions[args.cache_command](args)
+        sys.stdout.flush()  # a reader that left (`| head`) is met here, not in a traceback at exit
+        return status
     except (CacheCommandError, StoreError) as exc:
         print(f"trayproxy cache {args.cache_command}: {exc}", file=sys.stderr)
         return 1
-    raise AssertionError(f"unhandled cache action {args.cache_command}")  # argparse lists them all
+    except BrokenPipeError:
+        # Say nothing more, as other tools do; the interpreter's own flush at exit must not
+        # fail on the closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # -- the actions ------------------------------------------------------------------------------

@@ -211,7 +211,9 @@ def facts_of(exchange: Exchange) -> dict[str, object]:
     input_tokens, output_tokens, cached_tokens = usage_counts(answer.usage if answer else None)
     model = answer.model if answer is not None and answer.model else _requested_model(exchange)
     tokens_per_s = None
-    if read is not None and read.streamed and output_tokens and read.first_output_at is not None:
+    # A replayed answer's speed is the replay's (as fast as the tool reads), not the model's.
+    replayed = exchange.end is not None and exchange.end.cache == "hit"
+    if read is not None and read.streamed and output_tokens and read.first_output_at is not None and not replayed:
         # Output speed once the output began: the wait before the first token is not in it.
         ended = exchange.end.ended if exchange.end is not None else exchange.chunk_times[-1]
         if ended > read.first_output_at:

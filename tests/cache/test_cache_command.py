@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from cli_process import run_cli
@@ -167,3 +169,17 @@ def test_clear_takes_one_targets_answers_or_all_while_another_process_holds_the_
         result = run_cli("cache", "clear")
         assert result.stdout == "Cleared 1 recorded answer.\n"
         assert running.stats().entries == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`trayproxy cache stats | head -1` ended in a BrokenPipeError traceback (attacker trial)."""
+    seed(("openai", "one"))
+    done = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -m desktop cache stats | true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+    )
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipe" not in done.stderr

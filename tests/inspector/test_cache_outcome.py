@@ -100,6 +100,9 @@ async def test_rows_details_and_exports_say_what_the_recording_did(recorded: Rec
     assert recorded.asked == ["/v1/chat/completions"]  # the repeat came from the recording
     assert (row_json(first)["cache"], row_json(again)["cache"]) == ("miss", "hit")
     assert detail_json(again)["cache"] == "hit"
+    # The replay's speed says nothing of the model's (it showed 2000 and 6000 tok/s).
+    assert row_json(first)["tokens_per_s"] is not None
+    assert row_json(again)["tokens_per_s"] is None
     assert detail_json(again)["status"] == 200
 
     inspected.service.set_target(replace(recorded.target, cache="offline"))
