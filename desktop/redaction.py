@@ -30,7 +30,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "MASK",
@@ -326,7 +326,9 @@ def url_secrets(url: str) -> tuple[str, ...]:
     segment that looks like a key (a gateway's ``/gw/KEY/``), to register with the others."""
     parts = urlsplit(url)
     found = [parts.password] if parts.password else []
-    found.extend(segment for segment in parts.path.split("/") if looks_like_key(segment))
+    for segment in parts.path.split("/"):
+        # As written and percent-decoded: an answer may echo either.
+        found.extend({form for form in (segment, unquote(segment)) if looks_like_key(form)})
     return tuple(found)
 
 

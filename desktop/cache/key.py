@@ -94,31 +94,29 @@ def key_headers(headers: RequestHeaders) -> RequestHeaders:
     return tuple((name, value) for name, value in headers if name in _KEY_HEADER_SET)
 
 
-# Query parameters that carry a credential: left out of the key (never stored; a request with
-# another key is the same request). Narrower than the log's masking, which masks any name
-# ending in key or token: next_token, continuation_token, sort_key choose the answer, and
-# dropping them gave every page of a listing the first page's answer.
-_CREDENTIAL_PARAMETERS = frozenset(
+# Names the log's rule takes for credentials (any name ending in key or token...) that choose
+# the answer instead: dropping them gave every page of a listing the first page's answer.
+_NOT_CREDENTIALS = frozenset(
     {
-        "key", "apikey", "api_key", "x_api_key", "access_key", "secret_key", "private_key",
-        "subscription_key", "ocp_apim_subscription_key", "token", "access_token", "auth_token",
-        "id_token", "refresh_token", "session_token", "security_token", "bearer_token", "auth",
-        "authorization", "password", "passwd", "secret", "client_secret", "sig", "signature",
-        "x_amz_signature", "x_amz_security_token", "x_amz_credential", "x_goog_signature",
-        "x_goog_credential",
+        "next_token", "page_token", "next_page_token", "continuation_token", "pagination_token",
+        "nexttoken", "pagetoken", "nextpagetoken", "continuationtoken", "max_tokens", "sort_key",
+        "sortkey", "partition_key", "partitionkey", "idempotency_key", "cache_key", "row_key",
+        "start_key", "end_key", "last_key", "exclusive_start_key",
     }
 )  # fmt: skip
 
 
 def is_credential_parameter(name: str, value: str = "") -> bool:
     """True when a query parameter ``name=value`` (both percent-decoded) carries a credential:
-    its name is one (array forms too: ``key[]``, ``creds[token]``), or its value has a known
+    its name is one by the log's rule (redaction.is_credential_name; array forms too: ``key[]``,
+    ``creds[token]``) and is not one of those that choose a page, or its value has a known
     key's shape (``sk-...``, ``AIza...``)."""
     # PHP and Rails array forms (key[]=, creds[token]=) name the credential inside brackets too.
-    words = [word.lower().replace("-", "_") for word in name.replace("]", "[").split("[") if word]
-    return any(word in _CREDENTIAL_PARAMETERS for word in words) or (
-        bool(value) and redact_text(value) != value
+    words = [word for word in name.replace("]", "[").split("[") if word]
+    named = any(
+        is_credential_name(word) and word.lower().replace("-", "_") not in _NOT_CREDENTIALS for word in words
     )
+    return named or (bool(value) and redact_text(value) != value)
 
 
 def query_without_credentials(query: str) -> str:

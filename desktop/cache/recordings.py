@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote_plus
 
 from multidict import CIMultiDict
 
@@ -50,10 +51,12 @@ from desktop.cache.store import (
     RecordingStore,
     StoreError,
     default_store_path,
+    keep_problem,
 )
 from desktop.config.model import Recording
 from desktop.engine.capture import ExchangeEnd
 from desktop.engine.recall import AnswerRecall, RecallRequest, Recorder, Replay
+from desktop.redaction import looks_like_key, redact_target
 
 __all__ = ["AnswerRecorder", "Recordings", "ends_with_final_event", "holds_error_event"]
 
@@ -141,6 +144,22 @@ def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
     return False
 
 
+def _tool_keys(request: RecallRequest) -> tuple[str, ...]:
+    """The keys the tool sent with ``request`` (credential headers, credential parameters), as
+    they would show in an answer echoing them; placeholders ("unused", "sk-x") are not keys."""
+    found: set[str] = set()
+    for raw_name, raw_value in request.raw_headers:
+        if key.is_credential_header(raw_name.decode("latin-1")):
+            value = raw_value.decode("latin-1").strip()
+            found.update(part for part in (value, value.partition(" ")[2].strip()) if looks_like_key(part))
+    for part in request.query.split("&"):
+        name, _, value = part.partition("=")
+        value = unquote_plus(value)
+        if key.is_credential_parameter(unquote_plus(name), value) and looks_like_key(value):
+            found.add(value)
+    return tuple(found)
+
+
 def _answers(count: int) -> str:
     return f"{count} answer is" if count == 1 else f"{count} answers are"
 
@@ -225,9 +244,12 @@ class Recordings(AnswerRecall):
         if leader.base is not None and self._leaders.get(leader.base) is leader:
             del self._leaders[leader.base]
 
-    def keep(self, exchange: RecordedExchange, leader: AnswerRecorder | None) -> None:
-        """On the loop: write ``exchange`` in the worker (a leader stays followable until then)."""
-        future = self._submit(self._put, exchange)
+    def keep(
+        self, exchange: RecordedExchange, leader: AnswerRecorder | None, also_secret: tuple[str, ...] = ()
+    ) -> None:
+        """On the loop: write ``exchange`` in the worker (a leader stays followable until then),
+        unless it holds one of ``also_secret`` (keys the tool sent) or a registered one."""
+        future = self._submit(self._put, exchange, also_secret)
         if leader is not None:
             if future is None:
                 self.finished(leader)
@@ -371,14 +393,25 @@ class Recordings(AnswerRecall):
             except sqlite3.Error as exc:
                 self._warn("write", "Recorded answers: cannot write to %s (%s)", self.path, exc)
 
-    def _put(self, exchange: RecordedExchange) -> bool:
-        if holds_error_event(exchange.response_headers, b"".join(piece for _, piece in exchange.pieces)):
+    def _put(self, exchange: RecordedExchange, also_secret: tuple[str, ...] = ()) -> bool:
+        why = keep_problem(exchange, also_secret)
+        if why is None and holds_error_event(exchange.response_headers, b"".join(piece for _, piece in exchange.pieces)):
+            why = "it holds an error event"
+        if why is not None:
+            # Decided after the access line was written (it said miss or record): said here.
+            log.info(
+                "Recorded answers: not kept: %s %s on %s: %s",
+                exchange.method,
+                redact_target(exchange.path),
+                exchange.target,
+                why,
+            )
             return False
         store = self._open()
         if store is None:
             return False
         try:
-            return store.put(exchange, max_bytes=self.max_bytes, used=self._used())
+            return store.put(exchange, max_bytes=self.max_bytes, used=self._used(), checked=True)
         except sqlite3.Error as exc:
             self._warn(
                 "write", "Recorded answers: cannot write to %s (%s); this answer is not kept", self.path, exc
@@ -535,7 +568,7 @@ class AnswerRecorder:
                 self._pieces.clear()
                 self._dropped = True
             return
-        self._recordings.keep(exchange, self if self.base is not None else None)
+        self._recordings.keep(exchange, self if self.base is not None else None, _tool_keys(self._request))
 
     def _tail(self, size: int = 4096) -> bytes:
         """The last ``size`` bytes or so of the answer kept so far."""

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,9 +212,10 @@ class NearEntry:
     request_body: bytes
 
 
-def keep_problem(exchange: RecordedExchange) -> str | None:
+def keep_problem(exchange: RecordedExchange, also_secret: Sequence[str] = ()) -> str | None:
     """Why ``exchange`` must not be written (a person reads it after "not kept: "); None
-    when it may be."""
+    when it may be. ``also_secret``: keys its request carried (the tool's own), which the
+    answer must not hold either."""
     if not 200 <= exchange.status <= 299:
         return f"status {exchange.status} is not a success (2xx)"
     if exchange.status == 206:
@@ -252,16 +253,19 @@ def keep_problem(exchange: RecordedExchange) -> str | None:
     ]
     if any(holds_registered_secret(text) for text in texts) or holds_registered_secret(exchange.request_body):
         return "it holds a key TrayProxy sends"
-    if any(holds_registered_secret(piece) for _, piece in exchange.pieces):
+    # The answer whole, as the tool reads it: a key may be cut across two pieces of a stream.
+    body = b"".join(piece for _, piece in exchange.pieces)
+    readable = decoded(exchange.response_headers, body) if exchange.method != "HEAD" else body
+    if readable is None:
+        coding = unreadable_coding(exchange.response_headers)
+        how = f"compressed as {coding}, which" if coding else "compressed in a way that"
+        return f"its answer is {how} TrayProxy cannot read to check it holds no key"
+    if holds_registered_secret(body) or holds_registered_secret(readable):
         return "its answer holds a key TrayProxy sends"
-    if exchange.method != "HEAD" and any(name.lower() == "content-encoding" for name, _ in exchange.response_headers):
-        readable = decoded(exchange.response_headers, b"".join(piece for _, piece in exchange.pieces))
-        if readable is None:
-            coding = unreadable_coding(exchange.response_headers)
-            how = f"compressed as {coding}, which" if coding else "compressed in a way that"
-            return f"its answer is {how} TrayProxy cannot read to check it holds no key"
-        if holds_registered_secret(readable):
-            return "its answer holds a key TrayProxy sends"
+    for secret in also_secret:
+        encoded = secret.encode("utf-8", "surrogatepass")
+        if encoded in body or encoded in readable or encoded in exchange.request_body or secret in exchange.path:
+            return "it holds the key your tool sent"
     return None
 
 
@@ -487,12 +491,15 @@ class RecordingStore:
 
     # Writing ------------------------------------------------------------------------------------
 
-    def put(self, exchange: RecordedExchange, *, max_bytes: int, used: Iterable[int] = ()) -> bool:
+    def put(
+        self, exchange: RecordedExchange, *, max_bytes: int, used: Iterable[int] = (), checked: bool = False
+    ) -> bool:
         """Write ``exchange`` in one transaction, replacing an entry of the same key and Vary
         values, after evicting the least recently used until it fits under ``max_bytes``
         (the entries ``used`` marked used first, in the same transaction: touch()).
-        False (nothing written) when it is refused (keep_problem) or alone over ``max_bytes``."""
-        if keep_problem(exchange) is not None or row_bytes(exchange) > max_bytes:
+        False (nothing written) when it is refused (keep_problem, unless ``checked`` already)
+        or alone over ``max_bytes``."""
+        if (not checked and keep_problem(exchange) is not None) or row_bytes(exchange) > max_bytes:
             return False
         self._bound_wal(max_bytes)
         self._db.execute("BEGIN IMMEDIATE")

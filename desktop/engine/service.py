@@ -693,7 +693,8 @@ class ProxyService:
         when it has one, or the offline miss; None to send the request on, with a recorder
         told of the answer when one should be kept."""
         assert self.recall is not None
-        name = first.name or label
+        # serve --target URL names the target by its URL: what is shown of it masks a key in it.
+        name = redact_url(first.name) if "://" in first.name else first.name or label
         record.target = label  # the offline miss's too: its row and line name the target asked
         if body.held is None and body.streamed is not None:  # a body that cannot be held
             if first.cache == "offline":
@@ -702,7 +703,7 @@ class ProxyService:
             return None
         # A target without a name (serve --target URL) is recorded under its URL as shown to a
         # person: a key in the URL never reaches the file, `cache stats` or an export.
-        recorded_as = first.name or redact_url(first.url)
+        recorded_as = name if first.name else redact_url(first.url)
         asked = recall_request(request, first.cache, recorded_as, label, raw_path, body.held)
         found = await self.recall.lookup(asked)
         if isinstance(found, Replay):

@@ -348,3 +348,34 @@ async def test_an_offline_miss_is_told_what_is_recorded_instead(recordings: Reco
     assert await recordings.explain_miss(ask("offline", target="https://api.openai.com")) == (
         "nothing is recorded for this target; recorded targets: openai (1)"
     )
+
+
+async def test_a_key_cut_across_two_pieces_is_not_kept(recordings: Recordings) -> None:
+    """Each piece was checked alone: a stream echoing the key with a cut inside it was kept and
+    exported (re-check of the attacker trial's fixes)."""
+    registered = "tp-test-registered-secret-split-0123456789"
+    saved = redaction._known_secrets
+    redaction.register_secrets([registered])
+    try:
+        echo = f'data: {{"auth": "Bearer {registered}"}}\n\n'.encode()
+        cut = echo.index(b"secret-split")
+        await record(recordings, [echo[:cut], echo[cut:]], prompt="split", headers_out=SSE)
+        assert await recordings.lookup(ask("offline", "split")) is None
+    finally:
+        redaction._known_secrets = saved
+
+
+async def test_the_tools_own_key_echoed_in_the_answer_is_not_kept(
+    recordings: Recordings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A target that adds no key gets the tool's own; an answer echoing it was written and
+    exported ("never keys"). A placeholder the tool sends instead of a key is no key."""
+    own = "sk-proj-CLIENTOWNKEY1234567890abcdef"
+    headers = ((b"Authorization", f"Bearer {own}".encode()),)
+    with caplog.at_level(logging.INFO, logger="trayproxy.cache"):
+        await record(recordings, [f'{{"you": "Bearer {own}"}}'.encode()], prompt="whoami", headers=headers)
+        assert await recordings.lookup(ask("offline", "whoami", headers=headers)) is None
+    assert "Recorded answers: not kept: POST /v1/chat/completions on openai: it holds the key your tool sent" in caplog.text
+    placeholder = ((b"Authorization", b"Bearer unused"),)
+    await record(recordings, [b'{"said": "unused"}'], prompt="placeholder", headers=placeholder)
+    assert isinstance(await recordings.lookup(ask("offline", "placeholder", headers=placeholder)), Replay)

@@ -372,7 +372,9 @@ async def test_a_key_in_a_path_or_a_target_url_is_neither_recorded_nor_echoed(
     and exports; an offline miss repeated a key-shaped path in its message (attacker trial)."""
     _, target = targets["main"]
     recording = DictRecording()
-    keyed = replace(target, name="", url=f"{target.url.rstrip('/')}/gw/{PATH_KEY}", cache="record")
+    # As serve --target URL makes it: named by its URL.
+    url = f"{target.url.rstrip('/')}/gw/{PATH_KEY}"
+    keyed = replace(target, name=url, url=url, cache="record")
     service = await serve(keyed, recording)
     assert (await fetch(service.port, "/v1/chat"))[0] == 200
     assert recording.asked[0].target.endswith("/gw/sk-***")
