@@ -470,7 +470,12 @@ class AnswerRecorder:
         self._cut = False
         self._followed = False
         self._dropped = False  # pieces were let go (not kept, nobody following)
-        self._overflowed = False  # past MAX_ANSWER_BYTES with followers: they were cut
+        # Once the answer will not be kept, only what the followers have yet to read is held:
+        # ``_pieces`` starts at piece ``_base``; each follower's next piece is in ``_positions``.
+        self._base = 0
+        self._held = 0  # bytes in _pieces
+        self._positions: dict[object, int] = {}
+        self._lagging: set[object] = set()  # followers cut for lagging too far behind
         # A leader's: its head for the followers (None: no head, or not a success), and a new
         # event each time a piece arrives or the answer ends.
         loop = asyncio.get_running_loop()
@@ -506,20 +511,37 @@ class AnswerRecorder:
         if not data:
             return
         self._bytes += len(data)
-        if self._bytes > MAX_ANSWER_BYTES:
-            if self._keepable:
-                self._not_keepable(f"the answer is over {MAX_ANSWER_BYTES // MIB} MiB")
-                self._recordings.finished(self)  # no new followers: this one is not kept
-            if self._followed and not self._overflowed:
-                # Followers past the cap would hold the whole answer in memory, each of them
-                # as far as it lags: they are cut instead, and their tools ask afresh.
-                self._overflowed = True
-                self._pieces = []
-        if self._keepable or (self._followed and not self._overflowed):
+        if self._bytes > MAX_ANSWER_BYTES and self._keepable:
+            self._not_keepable(f"the answer is over {MAX_ANSWER_BYTES // MIB} MiB")
+            self._recordings.finished(self)  # no new followers: this one is not kept
+        if self._keepable or self._positions:
             self._pieces.append((max(0.0, at - self._head_at), data))
+            self._held += len(data)
+            self._trim()
         else:
+            self._pieces.clear()
+            self._held = 0
             self._dropped = True
         self._wake()
+
+    def _trim(self) -> None:
+        """Let go of what every follower has read, once the answer will not be kept; a follower
+        lagging more than MAX_ANSWER_BYTES behind is cut (its tool asks afresh), so memory is
+        bounded by the followers' lag, not by the answer's size."""
+        if self._keepable:
+            return
+        while True:
+            low = min(self._positions.values(), default=self._base + len(self._pieces))
+            if low > self._base:
+                gone = self._pieces[: low - self._base]
+                del self._pieces[: low - self._base]
+                self._held -= sum(len(piece) for _, piece in gone)
+                self._base = low
+            if self._held <= MAX_ANSWER_BYTES or not self._positions:
+                return
+            slowest = min(self._positions, key=self._positions.__getitem__)
+            del self._positions[slowest]
+            self._lagging.add(slowest)
 
     def message(self, to_target: bool, size: int, at: float) -> None:
         self._not_keepable("it is a WebSocket")
@@ -639,32 +661,43 @@ class AnswerRecorder:
     def follower(self) -> Replay | None:
         """A Replay of this answer, its pieces as they arrive (call once the head is a 2xx);
         None when its pieces are gone already (it ended, not kept, before anyone followed)."""
-        if self._head is None or self._dropped:
+        if self._head is None or self._dropped or self._base:
             return None
         self._followed = True
+        me = object()
+        self._positions[me] = 0  # from now: the pieces it has yet to read are held for it
         status, reason, headers = self._head
         return Replay(
             status=status,
             reason=reason,
             headers=headers,
-            pieces=self._follow(),
+            pieces=self._follow(me),
             source="follow",
             head_first=True,
         )
 
-    async def _follow(self) -> AsyncIterator[bytes]:
+    async def _follow(self, me: object) -> AsyncIterator[bytes]:
         sent = 0
-        while True:
-            arrived = self._arrived
-            if self._overflowed:
-                raise ConnectionResetError(f"the answer being followed is over {MAX_ANSWER_BYTES // MIB} MiB")
-            if sent < len(self._pieces):
-                piece = self._pieces[sent][1]
-                sent += 1
-                yield piece
-            elif self._ended:
-                if self._cut:
-                    raise ConnectionResetError("the answer being followed was cut")
-                return
-            else:
-                await arrived.wait()
+        try:
+            while True:
+                arrived = self._arrived
+                if me in self._lagging:
+                    raise ConnectionResetError(
+                        f"this client lagged over {MAX_ANSWER_BYTES // MIB} MiB behind the answer it followed"
+                    )
+                if sent < self._base + len(self._pieces):
+                    piece = self._pieces[sent - self._base][1]
+                    sent += 1
+                    self._positions[me] = sent
+                    self._trim()
+                    yield piece
+                elif self._ended:
+                    if self._cut:
+                        raise ConnectionResetError("the answer being followed was cut")
+                    return
+                else:
+                    await arrived.wait()
+        finally:
+            self._positions.pop(me, None)
+            self._lagging.discard(me)
+            self._trim()

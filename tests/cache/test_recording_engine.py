@@ -382,3 +382,44 @@ async def test_an_answer_not_kept_says_so_and_why_in_the_access_line_and_the_ins
         ("miss", ""),
         ("hit", ""),
     ]
+
+
+async def test_identical_requests_for_an_answer_past_16_mib_all_get_it_whole(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Three at once for a 30 MB answer in replay: the two following the first got 16 MiB and a
+    cut (re-check of the attacker trial's fixes); each now gets all of it, and it is not kept."""
+    seen = [0]
+    block = b"z" * (256 * 1024)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen[0] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        for _ in range(120):  # 30 MiB
+            await response.write(block)
+            await asyncio.sleep(0)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    service = ProxyService(
+        SETTINGS, Target(url=str(server.make_url("")), name="main", cache="replay"), recall=recordings
+    )
+    await service.start()
+    url = f"http://127.0.0.1:{service.port}/v1/big"
+    try:
+
+        async def fetch_size() -> int:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                return len(await response.read())
+
+        sizes = await asyncio.gather(*(fetch_size() for _ in range(3)))
+    finally:
+        await service.stop(grace_s=0.2)
+        recordings.close()
+    assert sizes == [120 * len(block)] * 3
+    assert seen == [1]  # the other two followed it

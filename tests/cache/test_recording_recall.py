@@ -165,27 +165,34 @@ async def test_a_compressed_answer_holding_a_registered_key_is_not_kept(recordin
         redaction._known_secrets = saved
 
 
-async def test_followers_past_16_mib_are_cut_instead_of_held(recordings: Recordings) -> None:
+async def test_followers_of_an_answer_past_16_mib_get_it_whole_holding_only_their_lag(
+    recordings: Recordings,
+) -> None:
     """Two identical requests for a 200 MB answer held it all for the follower (207 MB more in
-    the attacker trial): past the cap of what is kept, a follower is cut, and asks afresh."""
+    the attacker trial); cutting followers past the cap broke their answers instead (re-check).
+    Now only what a follower has yet to read is held, and one lagging over 16 MiB is cut."""
     leader = await recordings.lookup(ask("replay"))
     assert isinstance(leader, AnswerRecorder)
     answer(leader, [b"x" * 1024], end=False)
-    follower = await recordings.lookup(ask("replay"))
-    assert isinstance(follower, Replay)
-    pieces = aiter(follower.pieces)
-    assert await anext(pieces) == b"x" * 1024
-    for _ in range(17):
-        leader.chunk(b"y" * (1024 * 1024), 101.0)
-
-    async def the_rest() -> None:
-        while True:
-            await anext(pieces)
-
-    with pytest.raises(ConnectionResetError, match="over 16 MiB"):
-        await the_rest()
-    assert sum(len(piece) for _, piece in leader._pieces) < 2 * 1024 * 1024
+    reading = await recordings.lookup(ask("replay"))
+    stalled = await recordings.lookup(ask("replay"))
+    assert isinstance(reading, Replay)
+    assert isinstance(stalled, Replay)
+    pieces, stalled_pieces = aiter(reading.pieces), aiter(stalled.pieces)
+    got = [await anext(pieces)]
+    assert await anext(stalled_pieces) == b"x" * 1024  # then it reads no more
+    mib = b"y" * (1024 * 1024)
+    for _ in range(40):
+        leader.chunk(mib, 101.0)
+        got.append(await anext(pieces))
+        assert leader._held <= 17 * 1024 * 1024  # the stalled one's lag, at most, plus a piece
     finish(leader)
+    got += [piece async for piece in pieces]
+    assert b"".join(got) == b"x" * 1024 + mib * 40  # whole, in order
+    with pytest.raises(ConnectionResetError, match="lagged over 16 MiB"):
+        await anext(stalled_pieces)
+    assert leader._held == 0
+    assert await recordings.lookup(ask("offline")) is None  # over 16 MiB: not kept
 
 
 async def test_vary_names_headers_the_answer_depends_on(recordings: Recordings) -> None:
