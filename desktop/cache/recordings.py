@@ -113,35 +113,52 @@ _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/json
 
 
 def holds_error_event(headers: Sequence[tuple[str, str]], body: bytes) -> bool:
-    """True when ``body`` (its Content-Encoding undone) is a stream that failed after its 200
-    head: an event stream (WHATWG SSE) with an ``event: error`` or ``event: response.failed``
-    line, or a ``data:`` line whose JSON object has a top-level "error" or a "type" naming one
-    of those events; or newline-delimited JSON (Ollama's streams) with a line whose object has
-    a top-level "error". A body that cannot be decoded is refused by keep_problem anyway."""
+    """True when ``body`` (its Content-Encoding undone) is an answer that failed after its 200
+    head: an event stream (WHATWG SSE) with an ``error`` or ``response.failed`` event, or an
+    event whose data (its data lines joined) is a JSON object with a non-null top-level
+    "error" or a "type" naming one of those events; newline-delimited JSON (Ollama's streams)
+    with such an object on a line; JSON whose top level is such an object, or an array holding
+    one (Gemini's streamed array). JSON is read as JSON: escapes in names count. A body that
+    cannot be decoded is refused by keep_problem anyway."""
     content_type = next((v.lower() for n, v in headers if n.lower() == "content-type"), "")
-    if content_type.startswith("text/event-stream"):
-        prefix = b"data:"
-    elif content_type.startswith(_NDJSON_TYPES):
-        prefix = b""
-    else:
-        return False
     readable = decoded(headers, body)
     if readable is None:
         return False
-    for raw in readable.splitlines():
-        line = raw.strip()
-        if prefix and line.startswith(b"event:") and line[6:].strip() in _ERROR_EVENTS:
-            return True
-        if line.startswith(prefix) and (b'"error"' in line or b"response.failed" in line):
-            try:
-                data = json.loads(line[len(prefix) :])
-            except ValueError:
-                continue
-            if isinstance(data, dict) and (
-                "error" in data or data.get("type") in ("error", "response.failed")
-            ):
-                return True
+    if content_type.startswith("text/event-stream"):
+        return any(_failed_event(event) for event in readable.replace(b"\r\n", b"\n").split(b"\n\n"))
+    if content_type.startswith(_NDJSON_TYPES):
+        return any(_failed(_json_of(line)) for line in readable.splitlines())
+    if "json" in content_type:
+        document = _json_of(readable)
+        return _failed(document) or (isinstance(document, list) and any(_failed(item) for item in document))
     return False
+
+
+def _failed_event(event: bytes) -> bool:
+    name = b""
+    data: list[bytes] = []
+    for raw in event.split(b"\n"):
+        field, _, value = raw.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"event":
+            name = value.strip()
+        elif field == b"data":
+            data.append(value)
+    return name in _ERROR_EVENTS or (bool(data) and _failed(_json_of(b"\n".join(data))))
+
+
+def _json_of(text: bytes) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _failed(document: object) -> bool:
+    """A JSON object that says a failure: a non-null "error", or a "type" of a failure event."""
+    return isinstance(document, dict) and (
+        document.get("error") not in (None, "", False) or document.get("type") in ("error", "response.failed")
+    )
 
 
 def _tool_keys(request: RecallRequest) -> tuple[str, ...]:

@@ -99,8 +99,14 @@ async def test_no_cache_refreshes_the_recording_in_replay(recordings: Recordings
         (200, (("Content-Type", "application/x-ndjson"),), [b'{"message":{"content":"Hel"}}\n', b'{"error":"model crashed"}\n'], ""),
         (200, (*SSE, ("Content-Encoding", "gzip")), [GZIPPED_ERROR], ""),
         (200, (("Content-Type", "application/json"), ("Content-Encoding", "br")), [b"\x1b\x01\x00"], ""),
+        # From the re-check: Gemini's streamed array, an error's JSON over two data lines, an
+        # escaped name, a whole JSON answer saying error.
+        (200, (("Content-Type", "application/json"),), [b'[{"candidates": []},', b' {"error": {"code": 503}}]'], ""),
+        (200, SSE, [b'data: {"error":\ndata: {"message": "overloaded"}}\n\n'], ""),
+        (200, SSE, [b'data: {"\\u0065rror": {"message": "boom"}}\n\n'], ""),
+        (200, (("Content-Type", "application/json"),), [b'{"error": {"message": "quota"}}'], ""),
     ],
-    ids=["not-2xx", "cut", "event-error", "data-error", "vary-star", "response-failed", "data-type-failed", "ndjson-error", "gzip-error", "brotli"],
+    ids=["not-2xx", "cut", "event-error", "data-error", "vary-star", "response-failed", "data-type-failed", "ndjson-error", "gzip-error", "brotli", "gemini-array", "two-data-lines", "escaped-name", "json-error"],
 )
 async def test_an_answer_that_did_not_end_cleanly_is_not_kept(
     recordings: Recordings, status: int, headers: tuple[tuple[str, str], ...], pieces: list[bytes], note: str
@@ -109,6 +115,19 @@ async def test_an_answer_that_did_not_end_cleanly_is_not_kept(
     assert isinstance(recorder, AnswerRecorder)
     answer(recorder, pieces, status=status, headers=headers, note=note)
     assert await recordings.lookup(ask("offline")) is None
+
+
+async def test_answers_naming_no_error_are_kept(recordings: Recordings) -> None:
+    """A Responses API object carries "error": null, and a stream's text may say "error": kept."""
+    await record(recordings, [b'{"id": "resp_1", "status": "completed", "error": null, "output": []}'], prompt="a")
+    await record(
+        recordings,
+        [b'data: {"choices": [{"delta": {"content": "the error was mine"}}]}\n\n', b"data: [DONE]\n\n"],
+        prompt="b",
+        headers_out=SSE,
+    )
+    assert isinstance(await recordings.lookup(ask("offline", "a")), Replay)
+    assert isinstance(await recordings.lookup(ask("offline", "b")), Replay)
 
 
 async def test_an_answer_past_16_mib_is_not_kept(recordings: Recordings) -> None:
