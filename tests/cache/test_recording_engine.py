@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +163,18 @@ async def test_a_request_whose_header_the_answer_varies_on_does_not_follow_anoth
         recordings.close()
 
 
-class _BrokenEnd:
-    """An inspector's capture whose end fails (a bug there must not strand a recording)."""
+class _Unheeding:
+    """A capture that takes every call but the end and does nothing with it."""
 
     def request_body(self, body: bytes) -> None: ...
     def request_piece(self, piece: bytes) -> None: ...
     def response(self, status: int, reason: str, headers: Any, at: float) -> None: ...
     def chunk(self, data: bytes, at: float) -> None: ...
     def message(self, to_target: bool, size: int, at: float) -> None: ...
+
+
+class _BrokenEnd(_Unheeding):
+    """An inspector's capture whose end fails (a bug there must not strand a recording)."""
 
     def end(self, end: ExchangeEnd) -> None:
         raise RuntimeError("the inspector failed")
@@ -300,7 +304,26 @@ async def test_a_stream_the_tool_left_after_its_final_event_is_kept(
         recordings.close()
 
 
-class Ends:
+async def recorded_in_front_of(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    aiohttp_server: Any,
+    tmp_path: Path,
+    *,
+    tap: Ends | None = None,
+) -> tuple[ProxyService, Recordings]:
+    """A started ProxyService in replay, its Recordings in ``tmp_path``, in front of a target
+    on 127.0.0.1 that answers every request with ``handle`` (the caller stops and closes)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    recordings = Recordings(tmp_path / "answers.sqlite3")
+    target = Target(url=str(server.make_url("")), name="main", cache="replay")
+    service = ProxyService(SETTINGS, target, recall=recordings, tap=tap)
+    await service.start()
+    return service, recordings
+
+
+class Ends(_Unheeding):
     """A capture tap keeping how each request ended, as the inspector is told."""
 
     def __init__(self) -> None:
@@ -308,12 +331,6 @@ class Ends:
 
     def begin(self, head: RequestHead) -> Ends:
         return self
-
-    def request_body(self, body: bytes) -> None: ...
-    def request_piece(self, piece: bytes) -> None: ...
-    def response(self, status: int, reason: str, headers: Any, at: float) -> None: ...
-    def chunk(self, data: bytes, at: float) -> None: ...
-    def message(self, to_target: bool, size: int, at: float) -> None: ...
 
     def end(self, end: ExchangeEnd) -> None:
         self.ends.append(end)
@@ -339,14 +356,8 @@ async def test_an_answer_not_kept_says_so_and_why_in_the_access_line_and_the_ins
             await asyncio.sleep(0.1)
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    server = await aiohttp_server(app)
-    recordings = Recordings(tmp_path / "answers.sqlite3")
     ends = Ends()
-    target = Target(url=str(server.make_url("")), name="main", cache="replay")
-    service = ProxyService(SETTINGS, target, recall=recordings, tap=ends)
-    await service.start()
+    service, recordings = await recorded_in_front_of(handle, aiohttp_server, tmp_path, tap=ends)
     base = f"http://127.0.0.1:{service.port}"
     try:
         with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER.name):
@@ -402,14 +413,7 @@ async def test_identical_requests_for_an_answer_past_16_mib_all_get_it_whole(
             await asyncio.sleep(0)
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    server = await aiohttp_server(app)
-    recordings = Recordings(tmp_path / "answers.sqlite3")
-    service = ProxyService(
-        SETTINGS, Target(url=str(server.make_url("")), name="main", cache="replay"), recall=recordings
-    )
-    await service.start()
+    service, recordings = await recorded_in_front_of(handle, aiohttp_server, tmp_path)
     url = f"http://127.0.0.1:{service.port}/v1/big"
     try:
 
