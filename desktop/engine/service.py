@@ -118,6 +118,18 @@ def _exchange_end(record: RequestRecord, response: web.StreamResponse | None, en
     )
 
 
+def _register_secrets_of(target: Target) -> None:
+    """Make the keys ``target`` sends, and one written into its URL, known to the redactor."""
+    register_secrets((*target.secrets(), *url_secrets(target.url)))
+
+
+def _recorded_name(target: Target, label: str) -> str:
+    """The name ``target``'s answers are recorded under and its offline misses say: its name
+    from the config, else its ``label`` (serve --target URL names a target by its URL, which
+    the label shows with a key in it masked)."""
+    return target.name if target.name and "://" not in target.name else label
+
+
 def _stopping_answer() -> web.StreamResponse:
     return ProxyError("TrayProxy is stopping", code="stopping", status=503).to_response()
 
@@ -204,7 +216,7 @@ class ProxyService:
             return
         self._stopping = False
         self._stop_event.clear()
-        register_secrets((*self._target.secrets(), *url_secrets(self._target.url)))
+        _register_secrets_of(self._target)
         self._upstream = self._new_upstream(self._target)
         self.set_routing(self._routing)
         server = self._server = ProxyServer(
@@ -275,7 +287,7 @@ class ProxyService:
         """Send new requests to ``target``; requests already open finish on the old one."""
         if target == self._target:
             return
-        register_secrets((*target.secrets(), *url_secrets(target.url)))
+        _register_secrets_of(target)
         self._target = target
         if self._upstream is None:
             return
@@ -296,7 +308,7 @@ class ProxyService:
                 self._retire_upstream(upstream)
         for name, target in wanted.items():
             if name not in self._routed:
-                register_secrets((*target.secrets(), *url_secrets(target.url)))
+                _register_secrets_of(target)
                 self._routed[name] = self._new_upstream(target)
 
     def _retire_upstream(self, upstream: Upstream) -> None:
@@ -518,7 +530,7 @@ class ProxyService:
                 return await self._forward_recalled(request, record, upstream)
             if upstream.target.cache == "offline":  # a WebSocket is never recorded: nothing to replay
                 record.target = upstream.label
-                name = upstream.target.name or upstream.label
+                name = _recorded_name(upstream.target, upstream.label)
                 return self._offline_miss(request, record, name, WEBSOCKET_UNRECORDED)
         upstream.active += 1
         record.target = upstream.label
@@ -598,7 +610,7 @@ class ProxyService:
         first = upstream_for(routes[0].target).target
         try:
             if upgrade and first.cache == "offline" and self.recall is not None:
-                name = first.name or routes[0].target
+                name = _recorded_name(first, upstream_for(routes[0].target).label)
                 return self._offline_miss(request, record, name, WEBSOCKET_UNRECORDED)
             if not upgrade and first.cache != "off" and self.recall is not None:
                 label = upstream_for(routes[0].target).label
@@ -656,7 +668,7 @@ class ProxyService:
             why = unrecordable_reason(request)
             if why is not None:
                 if target.cache == "offline":
-                    return self._offline_miss(request, record, target.name or upstream.label, why)
+                    return self._offline_miss(request, record, _recorded_name(target, upstream.label), why)
                 record.cache = "bypass"
                 return await forward_http(request, upstream, record)
             try:
@@ -693,22 +705,19 @@ class ProxyService:
         when it has one, or the offline miss; None to send the request on, with a recorder
         told of the answer when one should be kept."""
         assert self.recall is not None
-        # serve --target URL names the target by its URL: what is shown of it masks a key in it.
-        name = redact_url(first.name) if "://" in first.name else first.name or label
+        name = _recorded_name(first, label)
         record.target = label  # the offline miss's too: its row and line name the target asked
         if body.held is None and body.streamed is not None:  # a body that cannot be held
             if first.cache == "offline":
                 return self._offline_miss(request, record, name, unrecordable_reason(request) or "")
             record.cache = "bypass"
             return None
-        # A target without a name (serve --target URL) is recorded under its URL as shown to a
-        # person: a key in the URL never reaches the file, `cache stats` or an export.
-        recorded_as = name if first.name else redact_url(first.url)
-        asked = recall_request(request, first.cache, recorded_as, label, raw_path, body.held)
+        # A target named by its URL is recorded under the label: a key in the URL never reaches
+        # the file, `cache stats` or an export.
+        asked = recall_request(request, first.cache, name, label, raw_path, body.held)
         found = await self.recall.lookup(asked)
         if isinstance(found, Replay):
             record.cache = "hit"
-            record.target = label
             return await send_replay(request, record, found)
         if found is None:
             if first.cache == "offline":
