@@ -260,11 +260,13 @@ def keep_problem(exchange: RecordedExchange, also_secret: Sequence[str] = ()) ->
         coding = unreadable_coding(exchange.response_headers)
         how = f"compressed as {coding}, which" if coding else "compressed in a way that"
         return f"its answer is {how} TrayProxy cannot read to check it holds no key"
-    if holds_registered_secret(body) or holds_registered_secret(readable):
+    # As sent and as read (the same bytes when the answer is not compressed).
+    answers = (body,) if readable is body else (body, readable)
+    if any(holds_registered_secret(answer) for answer in answers):
         return "its answer holds a key TrayProxy sends"
     for secret in also_secret:
         encoded = secret.encode("utf-8", "surrogatepass")
-        if encoded in body or encoded in readable or encoded in exchange.request_body or secret in exchange.path:
+        if any(encoded in text for text in (*answers, exchange.request_body)) or secret in exchange.path:
             return "it holds the key your tool sent"
     return None
 
