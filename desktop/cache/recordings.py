@@ -44,7 +44,6 @@ from multidict import CIMultiDict
 from desktop.cache import key
 from desktop.cache.encoding import decoded, unreadable_coding
 from desktop.cache.store import (
-    CONNECTION_HEADERS,
     MAX_ANSWER_BYTES,
     FoundAnswer,
     RecordedExchange,
@@ -55,6 +54,7 @@ from desktop.cache.store import (
 )
 from desktop.config.model import Recording
 from desktop.engine.capture import ExchangeEnd
+from desktop.engine.headers import HOP_BY_HOP
 from desktop.engine.recall import AnswerRecall, RecallRequest, Recorder, Replay
 from desktop.redaction import looks_like_key, redact_target
 
@@ -514,7 +514,7 @@ class AnswerRecorder:
         kept = tuple(
             (name, value)
             for name, value in headers.items()
-            if not key.is_credential_header(name) and name.lower() not in CONNECTION_HEADERS
+            if not key.is_credential_header(name) and name.lower() not in HOP_BY_HOP
         )
         self._head = (status, reason, kept)
         self._head_at = at

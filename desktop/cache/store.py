@@ -40,6 +40,7 @@ import platformdirs
 from desktop.cache import key
 from desktop.cache.encoding import decoded, unreadable_coding
 from desktop.config.store import APP_NAME
+from desktop.engine.headers import HOP_BY_HOP
 from desktop.redaction import holds_registered_secret
 
 __all__ = [
@@ -193,11 +194,6 @@ class StoreStats:
 # An answer in more pieces is not kept: each piece is a row of the replay's work and memory (a
 # long streamed answer of 16 MiB comes in tens of thousands).
 MAX_PIECES = 100_000
-# Response headers about one connection (RFC 9110 §7.6.1), never part of a recorded answer: a
-# replay frames its body itself.
-CONNECTION_HEADERS = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
 
 
 NEAR_ROWS = 200  # entries an offline miss compares itself with, at most
@@ -230,7 +226,7 @@ def keep_problem(exchange: RecordedExchange, also_secret: Sequence[str] = ()) ->
     ):
         return f"Content-Length {', '.join(lengths)} is not the answer's length ({exchange.body_bytes} bytes)"
     for name, _ in exchange.response_headers:
-        if name.lower() in CONNECTION_HEADERS:
+        if name.lower() in HOP_BY_HOP:  # a replay frames its body itself
             return f"header {name} is about a connection, not the answer"
     if len(exchange.request_body) > MAX_REQUEST_BODY_BYTES:
         return f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes"
