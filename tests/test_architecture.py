@@ -164,6 +164,7 @@ GROUND = (
     "desktop.atomicfile",
     "desktop.bundle",
     "desktop.clients",
+    "desktop.codings",
     "desktop.config.model",
     "desktop.config.options",
     "desktop.redaction",
